@@ -1,0 +1,161 @@
+//! A client connection: startup and authentication, then the session that relays its
+//! traffic over pooled server connections.
+
+pub mod cancel;
+pub mod inspect;
+mod outq;
+mod relay;
+mod session;
+mod startup;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::config;
+use crate::pool::PoolKey;
+use crate::protocol::{build, startup::parse_options};
+use crate::server::varcache::Gucs;
+use crate::shared::{Shared, Snapshot};
+use session::Session;
+
+/// Why a client connection ends before or outside the relay.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("client connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("client closed the connection")]
+    Eof,
+    #[error("{message}")]
+    Fatal { code: String, message: String },
+}
+
+impl ClientError {
+    /// A protocol violation (SQLSTATE 08P01).
+    pub fn protocol(message: impl Into<String>) -> ClientError {
+        ClientError::fatal("08P01", message)
+    }
+
+    pub fn fatal(code: &str, message: impl Into<String>) -> ClientError {
+        ClientError::Fatal {
+            code: code.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Serves one accepted connection to its end. `over_limit` says the client count was
+/// already at `max_client_conn` when it was accepted.
+pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool) {
+    let _ = stream.set_nodelay(true);
+    let peer = stream.peer_addr().ok();
+    let snap = shared.snapshot.load_full();
+    let login_timeout = config::secs(snap.config.general.client_login_timeout);
+    let login = login(&mut stream, &shared, &snap, over_limit);
+    let result = match login_timeout {
+        Some(t) => tokio::time::timeout(t, login).await.unwrap_or_else(|_| {
+            Err(ClientError::protocol("timed out waiting for startup and authentication"))
+        }),
+        None => login.await,
+    };
+    match result {
+        Ok(Some(session)) => session.run(stream).await,
+        Ok(None) => {}
+        Err(e) => {
+            if let ClientError::Fatal { code, message } = &e {
+                tracing::info!(?peer, code, "login refused: {message}");
+                let mut buf = BytesMut::new();
+                build::error(&mut buf, "FATAL", code, message);
+                let _ = stream.write_all(&buf).await;
+            } else {
+                tracing::debug!(?peer, "connection ended during login: {e}");
+            }
+        }
+    }
+}
+
+/// Startup, authentication and the greeting. `None` when the connection was a cancel.
+async fn login(
+    stream: &mut TcpStream,
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    over_limit: bool,
+) -> Result<Option<Session>, ClientError> {
+    let params = match startup::read_first(stream).await? {
+        startup::First::Cancel { pid, secret } => {
+            if let Some(target) = shared.cancels.lookup(pid, secret) {
+                cancel::send_cancel(target).await;
+            }
+            return Ok(None);
+        }
+        startup::First::Startup(p) => p,
+    };
+    if over_limit {
+        return Err(ClientError::fatal("53300", "sorry, too many clients already"));
+    }
+    if shared.draining() {
+        return Err(ClientError::fatal("57P03", "pgsluice is shutting down"));
+    }
+    let user = params
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| ClientError::fatal("28000", "no PostgreSQL user name specified in startup packet"))?
+        .clone();
+    let database = params.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).clone();
+    if params.contains_key("replication") {
+        return Err(ClientError::fatal("0A000", "pgsluice does not support replication connections"));
+    }
+    let config = &snap.config;
+    startup::authenticate(stream, config.auth.auth_type, &user, snap.users.get(&user)).await?;
+    if crate::admin::is_admin_db(&database) {
+        return Err(ClientError::fatal("0A000", "the admin console is not available in this version"));
+    }
+    let db = config
+        .databases
+        .get(&database)
+        .ok_or_else(|| ClientError::fatal("3D000", format!("database \"{database}\" does not exist")))?;
+    let key = PoolKey { database: database.clone(), user: user.clone(), node: 0 };
+    let pool = shared
+        .pools
+        .get(config, key)
+        .ok_or_else(|| ClientError::fatal("28000", format!("no pool for user \"{user}\"")))?;
+    let server_params = pool.server_params().await.map_err(|e| match e {
+        crate::pool::PoolError::Server(s) => ClientError::Fatal {
+            code: s.sqlstate().to_string(),
+            message: s.to_string(),
+        },
+        other => ClientError::fatal("08006", other.to_string()),
+    })?;
+    let startup_gucs = startup_settings(&params, &server_params);
+    let mode = config.pool_mode(db, config.user(&user));
+    let mut session = Session::new(shared.clone(), pool, mode, &snap.config, startup_gucs);
+    session.greet(&server_params, &params);
+    tracing::info!(user, database, client = session.id(), "client logged in");
+    Ok(Some(session))
+}
+
+/// The client's startup parameters that differ from the server's defaults, as settings.
+fn startup_settings(params: &BTreeMap<String, String>, server: &BTreeMap<String, String>) -> Gucs {
+    let mut gucs = Gucs::default();
+    let options = params.get("options").map(|o| parse_options(o)).unwrap_or_default();
+    let explicit = params
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication"))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    for (name, value) in options.into_iter().chain(explicit) {
+        if name.starts_with("pgsluice.") {
+            continue;
+        }
+        let same = server
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(&name) && *v == value);
+        if !same {
+            gucs.set_value(&name, &value);
+        }
+    }
+    gucs
+}

@@ -1,0 +1,315 @@
+//! The hot path: moving bytes between a client and its server.
+//!
+//! Frames are found by their 5-byte headers and forwarded untouched, in batches, as
+//! `Bytes` split off the read buffer (no copy). Only the frames policy needs are examined
+//! whole: the client's Query and Parse (session state), the server's ReadyForQuery,
+//! ErrorResponse and, when a SET is pending, CommandComplete. Everything else — DataRow,
+//! CopyData, large Bind messages — streams through, so a big message never has to fit in
+//! memory at once. Both directions progress in the same poll, so neither side can stall the
+//! other, and each stops reading when the opposite socket is backed up (backpressure).
+
+use std::task::{Context, Poll};
+
+use tokio::net::TcpStream;
+
+use super::session::{Event, Session};
+use super::state::{Pin, SessionState};
+use crate::config::PoolMode;
+use crate::protocol::{self, be, fe};
+
+/// Stop reading a side while this much is queued for the other.
+const HIGH_WATER: usize = 256 * 1024;
+/// Room to make before each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl Session {
+    /// Advances the relay until something needs the session loop's attention.
+    pub(super) fn poll_relay(&mut self, client: &TcpStream, cx: &mut Context<'_>) -> Poll<Event> {
+        loop {
+            if let Poll::Ready(Err(_)) = self.cout.poll_flush(client, cx) {
+                return Poll::Ready(Event::ClientGone);
+            }
+            if let Some(server) = &self.server {
+                if let Poll::Ready(Err(e)) = self.sout.poll_flush(&server.stream, cx) {
+                    return Poll::Ready(Event::ServerGone(e.to_string()));
+                }
+            }
+            if let Some(ev) = self.check_idle(cx) {
+                return Poll::Ready(ev);
+            }
+            if self.server.is_some() && self.cout.len() < HIGH_WATER {
+                match self.read_server(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if let Some(ev) = self.scan_server() {
+                            return Poll::Ready(ev);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(why)) => return Poll::Ready(Event::ServerGone(why)),
+                    Poll::Pending => {}
+                }
+            }
+            if !self.cin.is_empty() && self.c_need <= self.cin.len() {
+                if let Some(ev) = self.scan_client() {
+                    return Poll::Ready(ev);
+                }
+            }
+            if self.sout.len() < HIGH_WATER {
+                match self.read_client(client, cx) {
+                    Poll::Ready(true) => {
+                        if let Some(ev) = self.scan_client() {
+                            return Poll::Ready(ev);
+                        }
+                        continue;
+                    }
+                    Poll::Ready(false) => return Poll::Ready(Event::ClientGone),
+                    Poll::Pending => {}
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Events that come from waiting rather than from bytes: drain, idle-in-transaction.
+    fn check_idle(&mut self, cx: &mut Context<'_>) -> Option<Event> {
+        if self.draining && self.at_boundary() {
+            return Some(Event::Drain);
+        }
+        if self.idle_txn_armed {
+            if let Some(timer) = &mut self.idle_txn_timer {
+                if timer.as_mut().poll(cx).is_ready() {
+                    self.idle_txn_armed = false;
+                    return Some(Event::IdleInTransaction);
+                }
+            }
+        }
+        None
+    }
+
+    /// Between transactions, with nothing in flight.
+    fn at_boundary(&self) -> bool {
+        let idle = self.outstanding == 0 && !self.batch_open && self.c_pass == 0;
+        match &self.server {
+            None => self.cin.is_empty(),
+            Some(_) => idle && self.status == b'I' && self.cin.is_empty() && self.cout.is_empty(),
+        }
+    }
+
+    /// Reads what the client sent. `Ready(false)` on EOF or error.
+    fn read_client(&mut self, client: &TcpStream, cx: &mut Context<'_>) -> Poll<bool> {
+        loop {
+            if client.poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // The buffer is allocated only once data is waiting.
+            let want = self.c_need.saturating_sub(self.cin.len()).max(READ_CHUNK);
+            if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
+                self.cin.reserve(want);
+            }
+            match client.try_read_buf(&mut self.cin) {
+                Ok(0) => return Poll::Ready(false),
+                Ok(_) => return Poll::Ready(true),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return Poll::Ready(false),
+            }
+        }
+    }
+
+    fn read_server(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
+        let Some(server) = &mut self.server else { return Poll::Pending };
+        loop {
+            if server.stream.poll_read_ready(cx).is_pending() {
+                return Poll::Pending;
+            }
+            if server.buf.capacity() - server.buf.len() < READ_CHUNK / 2 {
+                server.buf.reserve(READ_CHUNK);
+            }
+            match server.stream.try_read_buf(&mut server.buf) {
+                Ok(0) => return Poll::Ready(Err("server closed the connection".into())),
+                Ok(_) => return Poll::Ready(Ok(())),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e.to_string())),
+            }
+        }
+    }
+
+    /// Forwards whole or streamable client frames to the server. Without a server, asks for
+    /// one as soon as a first frame is complete.
+    fn scan_client(&mut self) -> Option<Event> {
+        let mut fwd = 0;
+        self.c_need = 0;
+        let event = loop {
+            let rest = &self.cin[fwd..];
+            if rest.is_empty() {
+                break None;
+            }
+            if self.c_pass > 0 {
+                let n = self.c_pass.min(rest.len());
+                fwd += n;
+                self.c_pass -= n;
+                continue;
+            }
+            let h = match protocol::header(rest, self.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => break None,
+                Err(e) => break Some(Event::ClientProtocol(e.to_string())),
+            };
+            let whole = matches!(h.tag, fe::QUERY | fe::PARSE);
+            if whole && rest.len() < h.frame_len {
+                self.c_need = fwd + h.frame_len;
+                break None;
+            }
+            if self.server.is_none() {
+                break Some(if h.tag == fe::TERMINATE { Event::Terminate } else { Event::NeedServer });
+            }
+            self.idle_txn_armed = false;
+            match h.tag {
+                fe::TERMINATE => break Some(Event::Terminate),
+                fe::QUERY => self.outstanding += 1,
+                fe::SYNC | fe::FUNCTION_CALL => {
+                    self.outstanding += 1;
+                    self.batch_open = false;
+                }
+                fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {}
+                _ => self.batch_open = true,
+            }
+            if whole {
+                if self.track {
+                    let frame = &self.cin[fwd..fwd + h.frame_len];
+                    let pin_named = self.mode == PoolMode::Transaction;
+                    inspect_text(&mut self.state, pin_named, h.tag, frame);
+                }
+                fwd += h.frame_len;
+            } else {
+                let n = h.frame_len.min(rest.len());
+                fwd += n;
+                self.c_pass = h.frame_len - n;
+            }
+        };
+        if fwd > 0 {
+            self.sout.push(self.cin.split_to(fwd).freeze());
+        }
+        event
+    }
+
+    /// Forwards server frames to the client, watching ReadyForQuery to know when the
+    /// server can go back to the pool.
+    fn scan_server(&mut self) -> Option<Event> {
+        let mut fwd = 0;
+        let mut event = None;
+        loop {
+            let Some(server) = &self.server else { break };
+            let rest = &server.buf[fwd..];
+            if rest.is_empty() {
+                break;
+            }
+            if self.s_pass > 0 {
+                let n = self.s_pass.min(rest.len());
+                fwd += n;
+                self.s_pass -= n;
+                continue;
+            }
+            let h = match protocol::header(rest, usize::MAX) {
+                Ok(Some(h)) => h,
+                Ok(None) => break,
+                Err(e) => {
+                    event = Some(Event::ServerGone(e.to_string()));
+                    break;
+                }
+            };
+            let examine = match h.tag {
+                be::READY_FOR_QUERY | be::ERROR_RESPONSE => true,
+                be::COMMAND_COMPLETE => self.state.wants_tags(),
+                _ => false,
+            };
+            if !examine {
+                let n = h.frame_len.min(rest.len());
+                fwd += n;
+                self.s_pass = h.frame_len - n;
+                continue;
+            }
+            if rest.len() < h.frame_len {
+                break;
+            }
+            let body_first = rest.get(protocol::HEADER_LEN).copied().unwrap_or(0);
+            match h.tag {
+                be::ERROR_RESPONSE => self.state.error_seen = true,
+                be::COMMAND_COMPLETE => {
+                    if protocol::body(&rest[..h.frame_len]).starts_with(b"ROLLBACK") {
+                        self.state.rolled_back = true;
+                    }
+                }
+                _ => {
+                    if let Some(ev) = self.on_ready(body_first) {
+                        if !matches!(ev, Event::StatementModeTransaction) {
+                            fwd += h.frame_len;
+                        }
+                        event = Some(ev);
+                        break;
+                    }
+                }
+            }
+            fwd += h.frame_len;
+        }
+        if fwd > 0 {
+            if let Some(server) = &mut self.server {
+                self.cout.push(server.buf.split_to(fwd).freeze());
+            }
+        }
+        event
+    }
+
+    /// Handles a ReadyForQuery: session-state bookkeeping and whether to release.
+    fn on_ready(&mut self, status: u8) -> Option<Event> {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        self.status = status;
+        if let Some(server) = &mut self.server {
+            server.status = status;
+            if self.track {
+                if let Some(gucs) = self.state.on_ready(status) {
+                    server.gucs = gucs;
+                }
+            }
+        }
+        let quiet = self.outstanding == 0 && !self.batch_open && self.c_pass == 0;
+        match self.mode {
+            PoolMode::Session => None,
+            PoolMode::Statement if status != b'I' => Some(Event::StatementModeTransaction),
+            _ if status == b'I' && quiet && !self.state.is_pinned() => Some(Event::Release),
+            _ => {
+                if status != b'I' && quiet {
+                    self.arm_idle_timer();
+                }
+                None
+            }
+        }
+    }
+
+    fn arm_idle_timer(&mut self) {
+        let Some(limit) = self.idle_txn_limit else { return };
+        let deadline = tokio::time::Instant::now() + limit;
+        match &mut self.idle_txn_timer {
+            Some(t) => t.as_mut().reset(deadline),
+            None => self.idle_txn_timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.idle_txn_armed = true;
+    }
+}
+
+/// Looks at the SQL of a Query or Parse for session-state effects.
+fn inspect_text(state: &mut SessionState, pin_named: bool, tag: u8, frame: &[u8]) {
+    let body = protocol::body(frame);
+    let sql = if tag == fe::PARSE {
+        protocol::cstr(body).and_then(|(name, rest)| {
+            if !name.is_empty() && pin_named {
+                state.pin(Pin::ProtocolPrepare);
+            }
+            protocol::cstr(rest).map(|(q, _)| q)
+        })
+    } else {
+        protocol::cstr(body).map(|(q, _)| q)
+    };
+    if let Some(sql) = sql {
+        state.on_statement(sql);
+    }
+}

@@ -1,0 +1,303 @@
+//! A logged-in client: the loop that takes a server when the client needs one, relays
+//! traffic, gives the server back at the end of each transaction (or statement, or
+//! session), and cleans up when either side goes away.
+
+use std::collections::BTreeMap;
+use std::pin::Pin as StdPin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use super::cancel::CancelTarget;
+use super::outq::OutQueue;
+use super::state::SessionState;
+use crate::config::{self, Config, PoolMode};
+use crate::pool::{Pool, PoolError};
+use crate::protocol::build;
+use crate::server::varcache::Gucs;
+use crate::server::{CloseReason, ServerConn};
+use crate::shared::Shared;
+
+/// Longest pgsluice waits for its own cleanup queries on a server.
+const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the relay stops for.
+#[derive(Debug)]
+pub(super) enum Event {
+    /// The client sent something and has no server.
+    NeedServer,
+    /// The server finished a transaction and may go back to the pool.
+    Release,
+    /// The client sent Terminate.
+    Terminate,
+    /// The client's socket closed or failed.
+    ClientGone,
+    /// The server's socket closed or failed, or it broke the protocol.
+    ServerGone(String),
+    /// The client broke the protocol.
+    ClientProtocol(String),
+    /// A transaction began in statement mode.
+    StatementModeTransaction,
+    /// The client sat idle inside a transaction past the limit.
+    IdleInTransaction,
+    /// pgsluice is draining and the client is between transactions.
+    Drain,
+}
+
+/// One client's session.
+pub struct Session {
+    pub(super) shared: Arc<Shared>,
+    pub(super) pool: Arc<Pool>,
+    pub(super) mode: PoolMode,
+    pub(super) cancel: Arc<super::cancel::CancelSlot>,
+    /// Bytes from the client not yet handled.
+    pub(super) cin: BytesMut,
+    pub(super) cout: OutQueue,
+    pub(super) server: Option<ServerConn>,
+    pub(super) sout: OutQueue,
+    pub(super) state: SessionState,
+    /// Whether statements are inspected for session state (not in session mode).
+    pub(super) track: bool,
+    pub(super) max_message: usize,
+    /// Bytes of a client frame still to stream through unexamined.
+    pub(super) c_pass: usize,
+    /// Bytes of a server frame still to stream through unexamined.
+    pub(super) s_pass: usize,
+    /// Bytes the client buffer must hold before the frame at its head can be examined.
+    pub(super) c_need: usize,
+    /// ReadyForQuery messages the server still owes (one per Query, Sync, FunctionCall).
+    pub(super) outstanding: u32,
+    /// Extended-protocol messages were sent since the last Sync.
+    pub(super) batch_open: bool,
+    /// The client-visible transaction status.
+    pub(super) status: u8,
+    pub(super) draining: bool,
+    pub(super) idle_txn_limit: Option<Duration>,
+    pub(super) idle_txn_timer: Option<StdPin<Box<Sleep>>>,
+    pub(super) idle_txn_armed: bool,
+    wait_timeout: Option<Duration>,
+    reset_query: String,
+}
+
+impl Session {
+    pub fn new(
+        shared: Arc<Shared>,
+        pool: Arc<Pool>,
+        mode: PoolMode,
+        config: &Config,
+        startup: Gucs,
+    ) -> Session {
+        let g = &config.general;
+        let cancel = shared.cancels.register();
+        Session {
+            pool,
+            mode,
+            cancel,
+            cin: BytesMut::new(),
+            cout: OutQueue::default(),
+            server: None,
+            sout: OutQueue::default(),
+            state: SessionState::new(startup),
+            track: mode != PoolMode::Session,
+            max_message: g.max_message_size,
+            c_pass: 0,
+            s_pass: 0,
+            c_need: 0,
+            outstanding: 0,
+            batch_open: false,
+            status: b'I',
+            draining: false,
+            idle_txn_limit: config::secs(g.idle_transaction_timeout),
+            idle_txn_timer: None,
+            idle_txn_armed: false,
+            wait_timeout: config::secs(g.query_wait_timeout),
+            reset_query: g.server_reset_query.clone(),
+            shared,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.cancel.pid
+    }
+
+    /// Queues the end of the startup phase: AuthenticationOk, parameters, our cancel key and
+    /// ReadyForQuery. Client-supplied values override the server's.
+    pub fn greet(&mut self, server: &BTreeMap<String, String>, client: &BTreeMap<String, String>) {
+        let mut buf = BytesMut::with_capacity(512);
+        build::auth_ok(&mut buf);
+        for (name, value) in server {
+            let value = client
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map_or(value, |(_, v)| v);
+            build::parameter_status(&mut buf, name, value);
+        }
+        build::backend_key_data(&mut buf, self.cancel.pid, self.cancel.secret);
+        build::ready_for_query(&mut buf, b'I');
+        self.cout.push(buf.freeze());
+    }
+
+    /// Runs the session until the client leaves; cleans up the server it holds.
+    pub async fn run(mut self, client: TcpStream) {
+        let mut drain = self.shared.drain.subscribe();
+        let reason = loop {
+            let event = tokio::select! {
+                ev = std::future::poll_fn(|cx| self.poll_relay(&client, cx)) => ev,
+                _ = drain.changed(), if !self.draining => {
+                    self.draining = true;
+                    continue;
+                }
+            };
+            match event {
+                Event::NeedServer => {
+                    if let Err(fatal) = self.attach().await {
+                        self.fatal(&client, &fatal.0, &fatal.1).await;
+                        break fatal.1;
+                    }
+                }
+                Event::Release => self.detach(),
+                Event::Terminate => break "client terminated".to_string(),
+                Event::ClientGone => break "client disconnected".to_string(),
+                Event::ServerGone(why) => {
+                    self.drop_server(CloseReason::Broken);
+                    let msg = format!("server connection lost: {why}");
+                    self.fatal(&client, "08006", &msg).await;
+                    break msg;
+                }
+                Event::ClientProtocol(why) => {
+                    self.fatal(&client, "08P01", &why).await;
+                    break why;
+                }
+                Event::StatementModeTransaction => {
+                    let msg = "transaction blocks are not allowed in statement pooling mode";
+                    self.fatal(&client, "0A000", msg).await;
+                    break msg.to_string();
+                }
+                Event::IdleInTransaction => {
+                    self.drop_server(CloseReason::IdleInTransaction);
+                    let msg = "terminating connection due to idle-in-transaction timeout";
+                    self.fatal(&client, "25P03", msg).await;
+                    break msg.to_string();
+                }
+                Event::Drain => {
+                    self.fatal(&client, "57P01", "pgsluice is shutting down").await;
+                    break "shutdown".to_string();
+                }
+            }
+        };
+        self.finish().await;
+        tracing::info!(client = self.id(), pool = ?self.pool.key, "client disconnected: {reason}");
+    }
+
+    /// Takes a server for the client and brings its settings in line with the client's.
+    async fn attach(&mut self) -> Result<(), (String, String)> {
+        let mut conn = match self.pool.checkout(self.wait_timeout).await {
+            Ok(c) => c,
+            Err(PoolError::Timeout(d)) => {
+                return Err((
+                    "57014".into(),
+                    format!("no server connection available within query_wait_timeout ({}s)", d.as_secs_f64()),
+                ))
+            }
+            Err(PoolError::Server(e)) => return Err((e.sqlstate().to_string(), e.to_string())),
+            Err(e) => return Err(("08006".into(), e.to_string())),
+        };
+        if !Arc::ptr_eq(&conn.gucs, &self.state.gucs) {
+            if let Some(sql) = Gucs::diff_sql(&conn.gucs, &self.state.gucs) {
+                match conn.simple_query(&sql).await {
+                    Ok(None) => {}
+                    Ok(Some(err)) => {
+                        self.pool.discard(conn, CloseReason::ResetFailed);
+                        return Err((err.code, format!("cannot apply session settings: {}", err.message)));
+                    }
+                    Err(e) => {
+                        self.pool.discard(conn, CloseReason::Broken);
+                        return Err(("08006".into(), e.to_string()));
+                    }
+                }
+            }
+            conn.gucs = self.state.gucs.clone();
+        }
+        self.cancel.set(Some(CancelTarget {
+            addr: conn.addr,
+            pid: conn.backend_pid,
+            secret: conn.backend_secret,
+        }));
+        self.server = Some(conn);
+        Ok(())
+    }
+
+    /// Gives the server back after a finished transaction.
+    fn detach(&mut self) {
+        let Some(conn) = self.server.take() else { return };
+        self.cancel.set(None);
+        if !conn.buf.is_empty() {
+            // The server sent more after ReadyForQuery; it cannot be handed on safely.
+            self.pool.discard(conn, CloseReason::UnexpectedData);
+        } else {
+            self.pool.checkin(conn);
+        }
+        if self.cin.is_empty() {
+            // An idle client keeps no buffer.
+            self.cin = BytesMut::new();
+        }
+    }
+
+    fn drop_server(&mut self, reason: CloseReason) {
+        if let Some(conn) = self.server.take() {
+            self.cancel.set(None);
+            self.sout.clear();
+            self.pool.discard(conn, reason);
+        }
+    }
+
+    /// Sends a FATAL error (after whatever is already queued) and ends the session.
+    async fn fatal(&mut self, client: &TcpStream, code: &str, message: &str) {
+        let mut buf = BytesMut::new();
+        build::error(&mut buf, "FATAL", code, message);
+        self.cout.push(buf.freeze());
+        let _ = tokio::time::timeout(CLEANUP_TIMEOUT, self.cout.flush(client)).await;
+    }
+
+    /// Returns or closes the server the client held when it left.
+    async fn finish(&mut self) {
+        let Some(mut conn) = self.server.take() else { return };
+        self.cancel.set(None);
+        let quiet = self.outstanding == 0 && !self.batch_open && self.c_pass == 0 && self.sout.is_empty();
+        if !quiet {
+            self.pool.discard(conn, CloseReason::ClientGoneMidQuery);
+            return;
+        }
+        let reset = self.mode == PoolMode::Session || self.state.is_pinned();
+        let mut cleanup = Vec::new();
+        if conn.status != b'I' {
+            cleanup.push("ROLLBACK");
+        }
+        if reset && !self.reset_query.is_empty() {
+            cleanup.push(self.reset_query.as_str());
+        }
+        for sql in cleanup {
+            let ok = matches!(
+                tokio::time::timeout(CLEANUP_TIMEOUT, conn.simple_query(sql)).await,
+                Ok(Ok(None))
+            );
+            if !ok || conn.status != b'I' {
+                self.pool.discard(conn, CloseReason::ResetFailed);
+                return;
+            }
+        }
+        if reset {
+            conn.gucs = Arc::default();
+        }
+        self.pool.checkin(conn);
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.shared.cancels.remove(self.cancel.pid);
+    }
+}

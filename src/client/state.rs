@@ -1,0 +1,223 @@
+//! A client's session state in transaction and statement mode: the settings it made (to
+//! replay on whichever server it gets) and the state that pins it to its server.
+//!
+//! Effects found in the client's statements stay pending until the server's answers show
+//! they took: a SET inside a transaction that rolls back never happened.
+
+use std::sync::Arc;
+
+use super::inspect::{self, Effect, PinReason};
+use crate::server::varcache::Gucs;
+
+/// Why a client is pinned to its server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pin {
+    Listen,
+    AdvisoryLock,
+    TempObject,
+    HoldCursor,
+    SqlPrepare,
+    SetConfig,
+    /// A named protocol-level prepared statement (Parse with a name).
+    ProtocolPrepare,
+    Unknown,
+}
+
+impl Pin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pin::Listen => "listen",
+            Pin::AdvisoryLock => "advisory_lock",
+            Pin::TempObject => "temp_object",
+            Pin::HoldCursor => "hold_cursor",
+            Pin::SqlPrepare => "sql_prepare",
+            Pin::SetConfig => "set_config",
+            Pin::ProtocolPrepare => "protocol_prepare",
+            Pin::Unknown => "unknown",
+        }
+    }
+}
+
+impl From<PinReason> for Pin {
+    fn from(r: PinReason) -> Pin {
+        match r {
+            PinReason::Listen => Pin::Listen,
+            PinReason::AdvisoryLock => Pin::AdvisoryLock,
+            PinReason::TempObject => Pin::TempObject,
+            PinReason::HoldCursor => Pin::HoldCursor,
+            PinReason::SqlPrepare => Pin::SqlPrepare,
+            PinReason::SetConfig => Pin::SetConfig,
+            PinReason::Unknown => Pin::Unknown,
+        }
+    }
+}
+
+/// Settings and pins of one client session.
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Settings now in force for the client (startup parameters plus SETs).
+    pub gucs: Arc<Gucs>,
+    /// Settings from the startup packet, which RESET returns to.
+    pub startup: Arc<Gucs>,
+    pins: Vec<Pin>,
+    /// Effects of statements sent since the last ReadyForQuery.
+    pending: Vec<Effect>,
+    /// Effects of statements that succeeded inside the open transaction.
+    in_txn: Vec<Effect>,
+    /// An ErrorResponse arrived since the last ReadyForQuery.
+    pub error_seen: bool,
+    /// A ROLLBACK completed since the last ReadyForQuery.
+    pub rolled_back: bool,
+}
+
+impl SessionState {
+    pub fn new(startup: Gucs) -> SessionState {
+        let startup = Arc::new(startup);
+        SessionState {
+            gucs: startup.clone(),
+            startup,
+            ..SessionState::default()
+        }
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        !self.pins.is_empty()
+    }
+
+    pub fn pins(&self) -> &[Pin] {
+        &self.pins
+    }
+
+    pub fn pin(&mut self, pin: Pin) {
+        if !self.pins.contains(&pin) {
+            tracing::debug!(reason = pin.name(), "client pinned to its server");
+            self.pins.push(pin);
+        }
+    }
+
+    /// Whether CommandComplete tags must be read (to see a ROLLBACK).
+    pub fn wants_tags(&self) -> bool {
+        !self.pending.is_empty() || !self.in_txn.is_empty()
+    }
+
+    /// Records the effects of a statement text the client sent. Pins apply at once (the
+    /// safe direction); everything else waits for the server's verdict.
+    pub fn on_statement(&mut self, sql: &str) {
+        for effect in inspect::inspect(sql) {
+            match effect {
+                Effect::Pin(r) => self.pin(r.into()),
+                e => self.pending.push(e),
+            }
+        }
+    }
+
+    /// Applies what the server's ReadyForQuery proves. Returns the new settings when they
+    /// changed, so the caller can record them on the server connection too.
+    pub fn on_ready(&mut self, status: u8) -> Option<Arc<Gucs>> {
+        let ok = !std::mem::take(&mut self.error_seen);
+        let rolled_back = std::mem::take(&mut self.rolled_back);
+        if self.pending.is_empty() && self.in_txn.is_empty() {
+            return None;
+        }
+        let stmt = std::mem::take(&mut self.pending);
+        match status {
+            b'T' if ok => self.in_txn.extend(stmt),
+            b'T' => {}
+            b'I' if ok && !rolled_back => {
+                let mut all = std::mem::take(&mut self.in_txn);
+                all.extend(stmt);
+                return self.apply(all);
+            }
+            _ => self.in_txn.clear(),
+        }
+        None
+    }
+
+    fn apply(&mut self, effects: Vec<Effect>) -> Option<Arc<Gucs>> {
+        let before = self.gucs.clone();
+        for e in effects {
+            match e {
+                Effect::Set { name, set_sql, reset_sql } => {
+                    Arc::make_mut(&mut self.gucs).set(name, set_sql, reset_sql)
+                }
+                Effect::Reset { name } => self.reset(&name),
+                Effect::ResetAll => self.gucs = self.startup.clone(),
+                Effect::DiscardAll => {
+                    self.gucs = self.startup.clone();
+                    self.pins.clear();
+                }
+                Effect::Unpin(r) => {
+                    let pin = Pin::from(r);
+                    self.pins.retain(|p| *p != pin);
+                }
+                Effect::Pin(r) => self.pin(r.into()),
+            }
+        }
+        (!Arc::ptr_eq(&before, &self.gucs)).then(|| self.gucs.clone())
+    }
+
+    fn reset(&mut self, name: &str) {
+        match self.startup.get(name).cloned() {
+            Some(s) => Arc::make_mut(&mut self.gucs).set(name.to_string(), s.set_sql, s.reset_sql),
+            None => Arc::make_mut(&mut self.gucs).remove(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_outside_transaction_applies() {
+        let mut s = SessionState::default();
+        s.on_statement("SET search_path TO a");
+        assert!(s.on_ready(b'I').is_some());
+        assert!(s.gucs.get("search_path").is_some());
+    }
+
+    #[test]
+    fn set_in_rolled_back_transaction_is_dropped() {
+        let mut s = SessionState::default();
+        s.on_statement("BEGIN");
+        s.on_ready(b'T');
+        s.on_statement("SET search_path TO a");
+        s.on_ready(b'T');
+        s.on_statement("ROLLBACK");
+        s.rolled_back = true;
+        assert!(s.on_ready(b'I').is_none());
+        assert!(s.gucs.get("search_path").is_none());
+    }
+
+    #[test]
+    fn failed_set_is_dropped() {
+        let mut s = SessionState::default();
+        s.on_statement("SET statement_timeout TO 'banana'");
+        s.error_seen = true;
+        assert!(s.on_ready(b'I').is_none());
+        assert!(s.gucs.is_empty());
+    }
+
+    #[test]
+    fn reset_returns_to_startup_value() {
+        let mut startup = Gucs::default();
+        startup.set_value("application_name", "app");
+        let mut s = SessionState::new(startup);
+        s.on_statement("SET application_name = 'other'");
+        s.on_ready(b'I');
+        s.on_statement("RESET application_name");
+        s.on_ready(b'I');
+        assert_eq!(s.gucs, s.startup);
+    }
+
+    #[test]
+    fn listen_pins_until_unlisten_all() {
+        let mut s = SessionState::default();
+        s.on_statement("LISTEN ch");
+        assert!(s.is_pinned());
+        s.on_ready(b'I');
+        s.on_statement("UNLISTEN *");
+        s.on_ready(b'I');
+        assert!(!s.is_pinned());
+    }
+}

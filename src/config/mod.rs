@@ -1,0 +1,381 @@
+//! The TOML configuration: types with their defaults, loading with environment overrides,
+//! and validation that names the offending key.
+
+mod env;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::auth::Secret;
+
+/// Why a configuration could not be used. Each variant names where the problem is.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(String),
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+/// How long a client keeps a server connection.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// For the client's whole session; the server is reset (`server_reset_query`) before reuse.
+    Session,
+    /// For one transaction; session state is replayed on the next server.
+    Transaction,
+    /// For one statement; multi-statement transactions are refused.
+    Statement,
+}
+
+/// How clients prove who they are.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+pub enum AuthType {
+    #[serde(rename = "trust")]
+    Trust,
+    #[serde(rename = "md5")]
+    Md5,
+    #[serde(rename = "scram-sha-256")]
+    ScramSha256,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub general: General,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub users: Vec<User>,
+    #[serde(default)]
+    pub databases: BTreeMap<String, Database>,
+}
+
+/// `[general]`: listening, pool mode, limits and timeouts. Times are in seconds; 0 disables.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    pub listen_addr: String,
+    /// Runtime worker threads; 0 means one per core.
+    pub workers: usize,
+    pub pool_mode: PoolMode,
+    pub max_client_conn: usize,
+    pub default_pool_size: usize,
+    pub min_pool_size: usize,
+    pub query_wait_timeout: f64,
+    pub server_connect_timeout: f64,
+    pub server_idle_timeout: f64,
+    pub server_lifetime: f64,
+    pub idle_transaction_timeout: f64,
+    pub client_login_timeout: f64,
+    pub shutdown_timeout: f64,
+    /// Largest message a client may send, in bytes.
+    pub max_message_size: usize,
+    pub server_reset_query: String,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            listen_addr: "127.0.0.1:6432".into(),
+            workers: 0,
+            pool_mode: PoolMode::Transaction,
+            max_client_conn: 10_000,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            query_wait_timeout: 120.0,
+            server_connect_timeout: 15.0,
+            server_idle_timeout: 600.0,
+            server_lifetime: 3600.0,
+            idle_transaction_timeout: 0.0,
+            client_login_timeout: 60.0,
+            shutdown_timeout: 30.0,
+            max_message_size: 256 * 1024 * 1024,
+            server_reset_query: "DISCARD ALL".into(),
+            log_format: "text".into(),
+        }
+    }
+}
+
+/// `[auth]`: how clients authenticate.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    #[serde(rename = "type")]
+    pub auth_type: AuthType,
+    pub admin_users: Vec<String>,
+    pub stats_users: Vec<String>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            auth_type: AuthType::ScramSha256,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+        }
+    }
+}
+
+/// `[[users]]`: one user clients may log in as.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// Plaintext, `md5...` or `SCRAM-SHA-256$...`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Password for the server, when `password` is a verifier (or differs).
+    #[serde(default)]
+    pub server_password: Option<String>,
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+}
+
+/// `[databases.NAME]`: a database clients may name, and the nodes that serve it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// The database name on the server; defaults to the key.
+    #[serde(default)]
+    pub dbname: Option<String>,
+    /// `host:port` of the primary.
+    pub primary: String,
+    #[serde(default)]
+    pub replicas: Vec<String>,
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    #[serde(default)]
+    pub min_pool_size: Option<usize>,
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+}
+
+/// Seconds from the config as a `Duration`; `None` when disabled (0).
+pub fn secs(value: f64) -> Option<Duration> {
+    (value > 0.0).then(|| Duration::from_secs_f64(value))
+}
+
+impl Config {
+    /// Reads `path` (if any), applies `PGSLUICE_*` environment overrides, and validates.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.display().to_string(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let vars = std::env::vars().filter(|(k, _)| k.starts_with(env::PREFIX));
+        Config::from_toml_with_env(&text, vars)
+    }
+
+    /// Parses TOML text, applies the given `PGSLUICE_*` variables, and validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        for (var, val) in vars {
+            env::apply(&mut value, &var, &val)?;
+        }
+        let config: Config = toml::Value::Table(value)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values serde cannot: addresses, sizes, secrets.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.general;
+        g.listen_addr
+            .parse::<SocketAddr>()
+            .map_err(|e| invalid("general.listen_addr", e.to_string()))?;
+        if g.default_pool_size == 0 {
+            return Err(invalid("general.default_pool_size", "must be at least 1"));
+        }
+        if g.max_client_conn == 0 {
+            return Err(invalid("general.max_client_conn", "must be at least 1"));
+        }
+        if g.max_message_size < 1024 {
+            return Err(invalid("general.max_message_size", "must be at least 1024"));
+        }
+        if g.log_format != "text" && g.log_format != "json" {
+            return Err(invalid("general.log_format", "must be \"text\" or \"json\""));
+        }
+        for (key, v) in [
+            ("query_wait_timeout", g.query_wait_timeout),
+            ("server_connect_timeout", g.server_connect_timeout),
+            ("server_idle_timeout", g.server_idle_timeout),
+            ("server_lifetime", g.server_lifetime),
+            ("idle_transaction_timeout", g.idle_transaction_timeout),
+            ("client_login_timeout", g.client_login_timeout),
+            ("shutdown_timeout", g.shutdown_timeout),
+        ] {
+            if !(0.0..=1e9).contains(&v) {
+                return Err(invalid(format!("general.{key}"), "must be between 0 and 1e9 seconds"));
+            }
+        }
+        self.validate_users()?;
+        self.validate_databases()
+    }
+
+    fn validate_users(&self) -> Result<(), ConfigError> {
+        let mut seen = std::collections::HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let key = format!("users[{i}]");
+            if u.name.is_empty() {
+                return Err(invalid(format!("{key}.name"), "must not be empty"));
+            }
+            if !seen.insert(&u.name) {
+                return Err(invalid(format!("{key}.name"), format!("duplicate user {:?}", u.name)));
+            }
+            if let Some(p) = &u.password {
+                Secret::parse(p).map_err(|e| invalid(format!("{key}.password"), e.to_string()))?;
+            }
+            if u.pool_size == Some(0) {
+                return Err(invalid(format!("{key}.pool_size"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_databases(&self) -> Result<(), ConfigError> {
+        for (name, db) in &self.databases {
+            let key = format!("databases.{name}");
+            if crate::admin::is_admin_db(name) {
+                return Err(invalid(key, "this name is reserved for the admin console"));
+            }
+            parse_host_port(&db.primary).map_err(|r| invalid(format!("{key}.primary"), r))?;
+            for (i, r) in db.replicas.iter().enumerate() {
+                parse_host_port(r).map_err(|e| invalid(format!("{key}.replicas[{i}]"), e))?;
+            }
+            if db.pool_size == Some(0) {
+                return Err(invalid(format!("{key}.pool_size"), "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured user called `name`.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// Pool mode for a (database, user): user override, then database, then general.
+    pub fn pool_mode(&self, db: &Database, user: Option<&User>) -> PoolMode {
+        user.and_then(|u| u.pool_mode)
+            .or(db.pool_mode)
+            .unwrap_or(self.general.pool_mode)
+    }
+
+    /// Pool size for a (database, user): user override, then database, then general.
+    pub fn pool_size(&self, db: &Database, user: Option<&User>) -> usize {
+        user.and_then(|u| u.pool_size)
+            .or(db.pool_size)
+            .unwrap_or(self.general.default_pool_size)
+    }
+}
+
+/// Splits `host:port`, checking the port.
+pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    Ok((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::from_toml_with_env(text, vars)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.general.pool_mode, PoolMode::Transaction);
+        assert_eq!(c.general.default_pool_size, 20);
+    }
+
+    #[test]
+    fn full_example_parses() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pooler.toml.example")).unwrap();
+        let c = load(&text, &[]).unwrap();
+        assert!(!c.databases.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load("[general]\npool_sise = 3\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("pool_sise"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key() {
+        let err = load("[general]\nlisten_addr = \"nope\"\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("general.listen_addr"), "{err}");
+        let err = load("[databases.x]\nprimary = \"h\"\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("databases.x.primary"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let c = load(
+            "[general]\npool_mode = \"session\"\n",
+            &[
+                ("PGSLUICE_GENERAL__POOL_MODE", "statement"),
+                ("PGSLUICE_GENERAL__DEFAULT_POOL_SIZE", "7"),
+                ("PGSLUICE_DATABASES__APP__PRIMARY", "127.0.0.1:5432"),
+                ("PGSLUICE_DATABASES__APP__REPLICAS", "[\"127.0.0.1:5433\"]"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.general.pool_mode, PoolMode::Statement);
+        assert_eq!(c.general.default_pool_size, 7);
+        assert_eq!(c.databases["app"].replicas, vec!["127.0.0.1:5433"]);
+    }
+
+    #[test]
+    fn bad_env_names_variable() {
+        let err = load("", &[("PGSLUICE_GENERAL__DEFAULT_POOL_SIZE", "many")]).unwrap_err();
+        assert!(err.to_string().contains("default_pool_size"), "{err}");
+    }
+}

@@ -1,0 +1,74 @@
+//! The accept loop: client limits, one task per client, and the drain on shutdown.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::client;
+use crate::config;
+use crate::shared::Shared;
+
+/// Decrements the client count when a client task ends, however it ends.
+struct Counted(Arc<Shared>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Accepts clients until `shutdown` completes, then drains: no new connections, clients
+/// leave at their next transaction boundary, and after `shutdown_timeout` the rest are cut.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => spawn_client(stream, &shared),
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    drain(&shared).await;
+}
+
+fn spawn_client(stream: tokio::net::TcpStream, shared: &Arc<Shared>) {
+    let max = shared.snapshot.load().config.general.max_client_conn;
+    let count = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
+    let guard = Counted(shared.clone());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        client::handle(stream, shared, count > max).await;
+        drop(guard);
+    });
+}
+
+async fn drain(shared: &Arc<Shared>) {
+    let limit = config::secs(shared.snapshot.load().config.general.shutdown_timeout);
+    let clients = shared.clients.load(Ordering::Acquire);
+    tracing::info!(clients, "draining: waiting for clients to finish their transactions");
+    shared.drain.send_replace(true);
+    let wait = async {
+        while shared.clients.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    match limit {
+        Some(l) => {
+            if tokio::time::timeout(l, wait).await.is_err() {
+                let left = shared.clients.load(Ordering::Acquire);
+                tracing::warn!(left, "shutdown_timeout reached; closing remaining clients");
+            }
+        }
+        None => wait.await,
+    }
+}

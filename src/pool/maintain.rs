@@ -1,0 +1,177 @@
+//! The set of pools, built lazily from the configuration and updated on reload, and the
+//! janitor that closes expired idle connections and keeps `min_pool_size` open.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::{expired, Pool, PoolKey, PoolSettings};
+use crate::config::{self, AuthType, Config};
+use crate::server::{ServerConn, ServerTarget};
+
+/// Every pool, by key.
+#[derive(Default)]
+pub struct Pools {
+    map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// Settings for the pool `key` under `config`, or `None` when the config no longer has its
+/// database, node or user.
+pub fn settings_for(config: &Config, key: &PoolKey) -> Option<PoolSettings> {
+    let db = config.databases.get(&key.database)?;
+    let user = config.user(&key.user);
+    if user.is_none() && config.auth.auth_type != AuthType::Trust {
+        return None;
+    }
+    let addr = match key.node {
+        0 => &db.primary,
+        n => db.replicas.get(n - 1)?,
+    };
+    let (host, port) = config::parse_host_port(addr).ok()?;
+    let password = user.and_then(|u| {
+        u.server_password.clone().or_else(|| {
+            let p = u.password.as_deref()?;
+            crate::auth::Secret::parse(p).ok()?.plaintext().map(str::to_string)
+        })
+    });
+    let g = &config.general;
+    Some(PoolSettings {
+        target: ServerTarget {
+            host,
+            port,
+            database: db.dbname.clone().unwrap_or_else(|| key.database.clone()),
+            user: key.user.clone(),
+            password,
+        },
+        size: config.pool_size(db, user),
+        min_size: db.min_pool_size.unwrap_or(g.min_pool_size),
+        connect_timeout: config::secs(g.server_connect_timeout),
+        idle_timeout: config::secs(g.server_idle_timeout),
+        lifetime: config::secs(g.server_lifetime),
+    })
+}
+
+impl Pools {
+    /// The pool for `key`, created on first use. `None` if the config has no such pool.
+    pub fn get(&self, config: &Config, key: PoolKey) -> Option<Arc<Pool>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = map.get(&key) {
+            return Some(p.clone());
+        }
+        let settings = settings_for(config, &key)?;
+        let pool = Arc::new(Pool::new(key.clone(), settings, self.next_id.clone()));
+        map.insert(key, pool.clone());
+        Some(pool)
+    }
+
+    /// Every pool, for the admin console and the janitor.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Applies a reloaded config: new sizes and timeouts; pools whose database or user is
+    /// gone are removed (their clients keep their current server until they leave).
+    pub fn reconfigure(&self, config: &Config) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|key, pool| match settings_for(config, key) {
+            Some(s) => {
+                pool.update(s);
+                true
+            }
+            None => {
+                pool.remove();
+                false
+            }
+        });
+    }
+}
+
+impl Pool {
+    fn update(&self, settings: PoolSettings) {
+        let mut g = self.lock();
+        let target_changed = g.settings.target != settings.target;
+        g.settings = settings;
+        let stale: Vec<ServerConn> = if target_changed {
+            g.params = None;
+            g.idle.drain(..).collect()
+        } else {
+            Vec::new()
+        };
+        g.total -= stale.len();
+        // A larger pool can serve waiters at once.
+        while g.total < g.settings.size {
+            let Some(tx) = g.waiters.pop_front() else { break };
+            if tx.send(super::Grant::Slot).is_ok() {
+                g.total += 1;
+            }
+        }
+        drop(g);
+        stale.into_iter().for_each(ServerConn::close);
+    }
+
+    fn remove(&self) {
+        let mut g = self.lock();
+        g.removed = true;
+        let stale: Vec<ServerConn> = g.idle.drain(..).collect();
+        g.total -= stale.len();
+        g.waiters.clear();
+        drop(g);
+        stale.into_iter().for_each(ServerConn::close);
+    }
+
+    /// Closes expired idle connections; returns how many to open to reach the minimum.
+    fn sweep(&self) -> usize {
+        let now = Instant::now();
+        let mut g = self.lock();
+        let mut stale = Vec::new();
+        let mut keep = std::collections::VecDeque::with_capacity(g.idle.len());
+        while let Some(c) = g.idle.pop_front() {
+            if expired(&g.settings, &c, now).is_some() || c.has_unexpected_data() {
+                stale.push(c);
+            } else {
+                keep.push_back(c);
+            }
+        }
+        g.idle = keep;
+        g.total -= stale.len();
+        let missing = g.settings.min_size.min(g.settings.size).saturating_sub(g.total);
+        drop(g);
+        stale.into_iter().for_each(ServerConn::close);
+        missing
+    }
+
+    /// Opens one connection for the minimum and parks it idle.
+    async fn prefill(&self) {
+        let (target, timeout) = {
+            let mut g = self.lock();
+            if g.removed || g.total >= g.settings.min_size.min(g.settings.size) {
+                return;
+            }
+            g.total += 1;
+            (g.settings.target.clone(), g.settings.connect_timeout)
+        };
+        match self.open(&target, timeout).await {
+            Ok(conn) => self.checkin(conn),
+            Err(e) => tracing::warn!(pool = ?self.key, "cannot open minimum connection: {e}"),
+        }
+    }
+}
+
+/// Runs maintenance over every pool once a second until the process ends.
+pub async fn maintain_all(pools: Arc<Pools>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for pool in pools.all() {
+            for _ in 0..pool.sweep() {
+                pool.prefill().await;
+            }
+        }
+    }
+}

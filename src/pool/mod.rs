@@ -1,0 +1,299 @@
+//! Server connection pools, one per (database, user, node): checkout with a FIFO wait,
+//! checkin, discard, and the periodic maintenance of idle connections.
+//!
+//! # Concurrency note
+//! All bookkeeping sits under one short `std::sync::Mutex` per pool; nothing awaits while
+//! holding it. Connecting and waiting happen outside the lock: a waiter parks on a oneshot
+//! channel and is handed either a connection or a slot to open one. A connection is owned by
+//! exactly one place at a time (the idle list, a waiter's channel, or a client session).
+
+mod maintain;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
+pub use maintain::{maintain_all, Pools};
+
+/// Identifies a pool: one per database, user and node (0 is the primary).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    pub database: String,
+    pub user: String,
+    pub node: usize,
+}
+
+/// Sizes and timeouts of one pool; replaced whole on reload.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoolSettings {
+    pub target: ServerTarget,
+    pub size: usize,
+    pub min_size: usize,
+    pub connect_timeout: Option<Duration>,
+    pub idle_timeout: Option<Duration>,
+    pub lifetime: Option<Duration>,
+}
+
+/// Why a checkout failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("timed out after {0:?} waiting for a server connection")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("the pool was removed by a configuration reload")]
+    Removed,
+}
+
+enum Grant {
+    Conn(ServerConn),
+    /// Permission to open a new connection (the pool's count already includes it).
+    Slot,
+}
+
+struct Inner {
+    settings: PoolSettings,
+    idle: VecDeque<ServerConn>,
+    /// Connections that exist or are being opened, idle or not.
+    total: usize,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+    /// Parameters reported by the first connection, for clients' startup.
+    params: Option<Arc<BTreeMap<String, String>>>,
+    removed: bool,
+}
+
+/// Counters for the admin console and metrics; updated without the lock.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub checkouts: AtomicU64,
+    pub wait_timeouts: AtomicU64,
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub closes: AtomicU64,
+}
+
+/// A pool of server connections to one node as one user.
+pub struct Pool {
+    pub key: PoolKey,
+    pub stats: PoolStats,
+    inner: Mutex<Inner>,
+    next_id: Arc<AtomicU64>,
+}
+
+/// What a checkout does after releasing the lock.
+enum Next {
+    Ready(ServerConn),
+    Connect(ServerTarget, Option<Duration>),
+    Wait(oneshot::Receiver<Grant>),
+}
+
+/// A snapshot of a pool's state, for the admin console and tests.
+#[derive(Clone, Debug)]
+pub struct PoolSnapshot {
+    pub idle: usize,
+    pub total: usize,
+    pub waiting: usize,
+    pub size: usize,
+}
+
+impl Pool {
+    pub fn new(key: PoolKey, settings: PoolSettings, next_id: Arc<AtomicU64>) -> Pool {
+        Pool {
+            key,
+            stats: PoolStats::default(),
+            inner: Mutex::new(Inner {
+                settings,
+                idle: VecDeque::new(),
+                total: 0,
+                waiters: VecDeque::new(),
+                params: None,
+                removed: false,
+            }),
+            next_id,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the lists inconsistent in a way
+        // worse than losing the pool; keep serving rather than poisoning every client.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn snapshot(&self) -> PoolSnapshot {
+        let g = self.lock();
+        PoolSnapshot {
+            idle: g.idle.len(),
+            total: g.total,
+            waiting: g.waiters.len(),
+            size: g.settings.size,
+        }
+    }
+
+    /// Server parameters reported by this pool's connections, connecting one if needed.
+    pub async fn server_params(&self) -> Result<Arc<BTreeMap<String, String>>, PoolError> {
+        if let Some(p) = self.lock().params.clone() {
+            return Ok(p);
+        }
+        let conn = self.checkout(None).await?;
+        let params = conn.params.clone();
+        self.checkin(conn);
+        Ok(params)
+    }
+
+    /// Takes a server connection, waiting up to `wait` (forever when `None`) in FIFO order.
+    pub async fn checkout(&self, wait: Option<Duration>) -> Result<ServerConn, PoolError> {
+        let next = {
+            let mut g = self.lock();
+            if g.removed {
+                return Err(PoolError::Removed);
+            }
+            let mut stale = Vec::new();
+            let next = self.take_idle(&mut g, &mut stale);
+            drop(g);
+            stale.into_iter().for_each(ServerConn::close);
+            next
+        };
+        let conn = match next {
+            Next::Ready(c) => c,
+            Next::Connect(target, timeout) => self.open(&target, timeout).await?,
+            Next::Wait(rx) => self.wait(rx, wait).await?,
+        };
+        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
+        Ok(conn)
+    }
+
+    fn take_idle(&self, g: &mut Inner, stale: &mut Vec<ServerConn>) -> Next {
+        let now = Instant::now();
+        while let Some(conn) = g.idle.pop_back() {
+            if expired(&g.settings, &conn, now).is_some() || conn.has_unexpected_data() {
+                g.total -= 1;
+                self.stats.closes.fetch_add(1, Ordering::Relaxed);
+                stale.push(conn);
+                continue;
+            }
+            return Next::Ready(conn);
+        }
+        if g.total < g.settings.size {
+            g.total += 1;
+            return Next::Connect(g.settings.target.clone(), g.settings.connect_timeout);
+        }
+        let (tx, rx) = oneshot::channel();
+        g.waiters.push_back(tx);
+        Next::Wait(rx)
+    }
+
+    async fn wait(
+        &self,
+        mut rx: oneshot::Receiver<Grant>,
+        wait: Option<Duration>,
+    ) -> Result<ServerConn, PoolError> {
+        let grant = match wait {
+            None => rx.await.map_err(|_| PoolError::Removed)?,
+            Some(limit) => match tokio::time::timeout(limit, &mut rx).await {
+                Ok(g) => g.map_err(|_| PoolError::Removed)?,
+                Err(_) => {
+                    // A grant may have been sent as the timer fired: take it rather than
+                    // lose a connection or a slot.
+                    rx.close();
+                    match rx.try_recv() {
+                        Ok(g) => g,
+                        Err(_) => {
+                            self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                            return Err(PoolError::Timeout(limit));
+                        }
+                    }
+                }
+            },
+        };
+        match grant {
+            Grant::Conn(c) => Ok(c),
+            Grant::Slot => {
+                let (target, timeout) = {
+                    let g = self.lock();
+                    (g.settings.target.clone(), g.settings.connect_timeout)
+                };
+                self.open(&target, timeout).await
+            }
+        }
+    }
+
+    /// Opens a connection for a slot already counted in `total`; gives the slot back on error.
+    async fn open(
+        &self,
+        target: &ServerTarget,
+        timeout: Option<Duration>,
+    ) -> Result<ServerConn, PoolError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.stats.connects.fetch_add(1, Ordering::Relaxed);
+        match server::connect(target, id, timeout).await {
+            Ok(conn) => {
+                let mut g = self.lock();
+                if g.params.is_none() {
+                    g.params = Some(conn.params.clone());
+                }
+                Ok(conn)
+            }
+            Err(e) => {
+                self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
+                self.release_slot();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Returns a clean, idle connection (status `I`) for reuse.
+    pub fn checkin(&self, mut conn: ServerConn) {
+        let now = Instant::now();
+        conn.last_used = now;
+        let mut g = self.lock();
+        if g.removed || expired(&g.settings, &conn, now).is_some() || g.total > g.settings.size {
+            drop(g);
+            self.discard(conn, CloseReason::Lifetime);
+            return;
+        }
+        while let Some(tx) = g.waiters.pop_front() {
+            match tx.send(Grant::Conn(conn)) {
+                Ok(()) => return,
+                Err(Grant::Conn(c)) => conn = c,
+                Err(Grant::Slot) => unreachable!("sent a connection"),
+            }
+        }
+        g.idle.push_back(conn);
+    }
+
+    /// Closes a connection that must not be reused, freeing its slot for a waiter.
+    pub fn discard(&self, conn: ServerConn, reason: CloseReason) {
+        tracing::debug!(pool = ?self.key, server = conn.id, ?reason, "closing server connection");
+        self.stats.closes.fetch_add(1, Ordering::Relaxed);
+        conn.close();
+        self.release_slot();
+    }
+
+    /// Frees one counted slot: hands it to the first live waiter, or lowers the count.
+    fn release_slot(&self) {
+        let mut g = self.lock();
+        if !g.removed && g.total <= g.settings.size {
+            while let Some(tx) = g.waiters.pop_front() {
+                if tx.send(Grant::Slot).is_ok() {
+                    return;
+                }
+            }
+        }
+        g.total -= 1;
+    }
+}
+
+/// Why an idle connection should be closed now, if it should.
+fn expired(s: &PoolSettings, conn: &ServerConn, now: Instant) -> Option<CloseReason> {
+    if s.lifetime.is_some_and(|l| now.duration_since(conn.created) >= l) {
+        return Some(CloseReason::Lifetime);
+    }
+    if s.idle_timeout.is_some_and(|t| now.duration_since(conn.last_used) >= t) {
+        return Some(CloseReason::IdleTimeout);
+    }
+    None
+}

@@ -1,0 +1,113 @@
+//! Messages pgsluice writes itself, encoded with `pgwire` into a caller's buffer.
+//!
+//! Only the startup phase, errors and the admin console build messages; relayed traffic is
+//! forwarded as raw frames and never passes through here.
+
+use bytes::{BufMut, BytesMut};
+use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
+use pgwire::messages::response::{
+    CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
+};
+use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
+use pgwire::messages::Message;
+
+/// Encodes a pgwire message; encoding into a `BytesMut` cannot fail for these types.
+fn put<M: Message>(buf: &mut BytesMut, msg: M) {
+    // pgwire's encoders only fail on invalid field values, none of which we construct.
+    let _ = msg.encode(buf);
+}
+
+/// An ErrorResponse (severity ERROR or FATAL) with a SQLSTATE and a message.
+pub fn error(buf: &mut BytesMut, severity: &str, code: &str, message: &str) {
+    put(
+        buf,
+        ErrorResponse::new(vec![
+            (b'S', severity.to_string()),
+            (b'V', severity.to_string()),
+            (b'C', code.to_string()),
+            (b'M', message.to_string()),
+        ]),
+    );
+}
+
+/// A NoticeResponse with severity NOTICE.
+pub fn notice(buf: &mut BytesMut, message: &str) {
+    put(
+        buf,
+        NoticeResponse::new(vec![
+            (b'S', "NOTICE".into()),
+            (b'V', "NOTICE".into()),
+            (b'C', "00000".into()),
+            (b'M', message.to_string()),
+        ]),
+    );
+}
+
+pub fn auth_ok(buf: &mut BytesMut) {
+    put(buf, Authentication::Ok);
+}
+
+pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
+    put(buf, Authentication::MD5Password(salt.to_vec()));
+}
+
+pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
+    put(
+        buf,
+        Authentication::SASL(mechanisms.iter().map(|m| m.to_string()).collect()),
+    );
+}
+
+pub fn auth_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    put(buf, Authentication::SASLContinue(data.to_vec().into()));
+}
+
+pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    put(buf, Authentication::SASLFinal(data.to_vec().into()));
+}
+
+pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    put(buf, ParameterStatus::new(name.to_string(), value.to_string()));
+}
+
+pub fn backend_key_data(buf: &mut BytesMut, pid: u32, secret: u32) {
+    put(buf, BackendKeyData::new(pid as i32, secret as i32));
+}
+
+/// ReadyForQuery with status `I`, `T` or `E`.
+pub fn ready_for_query(buf: &mut BytesMut, status: u8) {
+    let status = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    put(buf, ReadyForQuery::new(status));
+}
+
+pub fn command_complete(buf: &mut BytesMut, tag: &str) {
+    put(buf, CommandComplete::new(tag.to_string()));
+}
+
+/// A RowDescription of text columns (type `text`, OID 25).
+pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
+    let fields = columns
+        .iter()
+        .map(|name| FieldDescription::new(name.to_string(), 0, 0, 25, -1, -1, 0))
+        .collect();
+    put(buf, RowDescription::new(fields));
+}
+
+/// A DataRow of text values; `None` is SQL NULL.
+pub fn data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
+    let mut data = BytesMut::new();
+    for v in values {
+        match v {
+            Some(s) => {
+                data.put_i32(s.len() as i32);
+                data.put_slice(s.as_bytes());
+            }
+            None => data.put_i32(-1),
+        }
+    }
+    put(buf, DataRow::new(data, values.len() as i16));
+}

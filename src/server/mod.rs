@@ -1,0 +1,157 @@
+//! A connection to a PostgreSQL server: connecting and authenticating, the parameters it
+//! reported, the session settings applied to it, and the queries pgsluice runs on it itself.
+
+mod connect;
+pub mod varcache;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::{self, be, ErrorFields};
+pub use connect::{connect, ServerTarget};
+use varcache::Gucs;
+
+/// Why talking to a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not connect to server {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to server {0}")]
+    ConnectTimeout(String),
+    #[error("server connection lost: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server closed the connection")]
+    Closed,
+    #[error("server protocol error: {0}")]
+    Protocol(String),
+    #[error("server authentication: {0}")]
+    Auth(String),
+    #[error("{}", .0.message)]
+    Db(ErrorFields),
+}
+
+impl ServerError {
+    /// The SQLSTATE to report to a client for this failure.
+    pub fn sqlstate(&self) -> &str {
+        match self {
+            ServerError::Db(f) if !f.code.is_empty() => &f.code,
+            ServerError::Auth(_) => "28000",
+            ServerError::Protocol(_) => "08P01",
+            ServerError::Connect { .. } | ServerError::ConnectTimeout(_) => "08006",
+            _ => "08006",
+        }
+    }
+}
+
+/// Why pgsluice closed a server connection; shown in logs and the admin console.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    Lifetime,
+    IdleTimeout,
+    Broken,
+    ClientGoneMidQuery,
+    IdleInTransaction,
+    ResetFailed,
+    PoolRemoved,
+    Shutdown,
+    UnexpectedData,
+}
+
+/// One authenticated server connection.
+///
+/// It is owned by exactly one place at a time: a pool's idle list or the client session
+/// using it, so no locking is needed to use it.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub id: u64,
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet handled.
+    pub buf: BytesMut,
+    pub addr: SocketAddr,
+    /// The server's own cancel key.
+    pub backend_pid: u32,
+    pub backend_secret: u32,
+    /// Parameters the server reported with ParameterStatus at startup.
+    pub params: Arc<BTreeMap<String, String>>,
+    /// Settings applied to this connection beyond the server's defaults.
+    pub gucs: Arc<Gucs>,
+    /// Transaction status from the last ReadyForQuery.
+    pub status: u8,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+impl ServerConn {
+    /// Runs `sql` with the simple query protocol and reads every response up to
+    /// ReadyForQuery. Returns the first error the server reported, if any.
+    ///
+    /// Used for pgsluice's own queries (setting replay, reset); the client sees nothing.
+    pub async fn simple_query(&mut self, sql: &str) -> Result<Option<ErrorFields>, ServerError> {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out)
+            .map_err(|e| ServerError::Protocol(e.to_string()))?;
+        self.stream.write_all(&out).await?;
+        let mut first_error = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame[0] {
+                be::ERROR_RESPONSE if first_error.is_none() => {
+                    first_error = Some(protocol::error_fields(protocol::body(&frame)));
+                }
+                be::READY_FOR_QUERY => {
+                    self.status = frame.get(5).copied().unwrap_or(b'I');
+                    return Ok(first_error);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one whole frame, for pgsluice's own exchanges (not the relay path).
+    async fn read_frame(&mut self) -> Result<BytesMut, ServerError> {
+        loop {
+            if let Some(h) = protocol::header(&self.buf, usize::MAX)
+                .map_err(|e| ServerError::Protocol(e.to_string()))?
+            {
+                if self.buf.len() >= h.frame_len {
+                    return Ok(self.buf.split_to(h.frame_len));
+                }
+                self.buf.reserve(h.frame_len - self.buf.len());
+            } else {
+                self.buf.reserve(4096);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
+    /// True when the server sent something (or closed) while nobody was waiting for it.
+    ///
+    /// An idle connection in the pool should be silent; data there is usually a FATAL
+    /// before the server closes it. Checked without a system call: tokio records readiness
+    /// from the event loop whether or not anyone polls.
+    pub fn has_unexpected_data(&self) -> bool {
+        if !self.buf.is_empty() {
+            return true;
+        }
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        self.stream.poll_read_ready(&mut cx).is_ready()
+    }
+
+    /// Sends Terminate and drops the connection.
+    pub fn close(mut self) {
+        let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
+        self.buf.advance(self.buf.len());
+    }
+}

@@ -1,0 +1,83 @@
+//! What every task shares: the current configuration (swapped whole on reload), the pools,
+//! the cancel-key registry, the client count and the drain signal.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use crate::auth::scram::ScramVerifier;
+use crate::auth::Secret;
+use crate::client::cancel::CancelRegistry;
+use crate::config::Config;
+use crate::pool::Pools;
+
+/// A user's credentials, prepared once per config load (deriving a SCRAM verifier from a
+/// plaintext password costs 4096 hash iterations; we do not pay that per login).
+#[derive(Debug)]
+pub struct UserAuth {
+    pub secret: Option<Secret>,
+    pub scram: Option<ScramVerifier>,
+}
+
+/// One loaded configuration and what is derived from it.
+pub struct Snapshot {
+    pub config: Config,
+    pub users: HashMap<String, UserAuth>,
+}
+
+impl Snapshot {
+    pub fn new(config: Config) -> Snapshot {
+        let users = config
+            .users
+            .iter()
+            .map(|u| {
+                let secret = u.password.as_deref().and_then(|p| Secret::parse(p).ok());
+                let scram = secret.as_ref().and_then(Secret::scram_verifier);
+                (u.name.clone(), UserAuth { secret, scram })
+            })
+            .collect();
+        Snapshot { config, users }
+    }
+}
+
+/// State shared by the listener, every client task and the janitor.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub pools: Arc<Pools>,
+    pub cancels: CancelRegistry,
+    pub clients: AtomicUsize,
+    /// Becomes `true` when pgsluice starts draining (SIGTERM).
+    pub drain: watch::Sender<bool>,
+    pub config_path: Option<PathBuf>,
+}
+
+impl Shared {
+    pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
+            pools: Arc::new(Pools::default()),
+            cancels: CancelRegistry::default(),
+            clients: AtomicUsize::new(0),
+            drain: watch::channel(false).0,
+            config_path,
+        })
+    }
+
+    /// Re-reads the config file and environment; on success swaps it in and resizes pools.
+    /// A bad file is logged and the running config kept.
+    pub fn reload(&self) -> Result<(), crate::config::ConfigError> {
+        let config = Config::load(self.config_path.as_deref())?;
+        self.pools.reconfigure(&config);
+        self.snapshot.store(Arc::new(Snapshot::new(config)));
+        tracing::info!("configuration reloaded");
+        Ok(())
+    }
+
+    pub fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+}
