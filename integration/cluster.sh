@@ -20,11 +20,12 @@
 # their unix sockets in DIR. initdb runs once into a cached template
 # (/tmp/pgsluice-pgtemplate-15) that every new primary is copied from.
 #
-# Template roles (pg_hba.conf is at the end of this comment):
+# Template roles (every role may create tables in app's public schema):
 #   postgres   superuser, no password
 #   app        password app_pw, stored as SCRAM-SHA-256; owns database app
 #   md5user    password md5_pw, stored as md5
 #   plainuser  password plain_pw (stored as SCRAM; pg_hba asks for cleartext)
+# pg_hba.conf, line by line:
 #   local all all trust | host all md5user 127.0.0.1/32 md5
 #   host all app 127.0.0.1/32 scram-sha-256 | host all plainuser 127.0.0.1/32 password
 #   host all all 127.0.0.1/32 trust | host replication all 127.0.0.1/32 trust
@@ -287,9 +288,10 @@ start_node_retry() {
 stop_node_dir() { # datadir [mode]
     local d=$1 mode=${2:-immediate} pid
     [[ -f $d/postmaster.pid ]] || return 0
-    if ! pg pg_ctl stop -D "$d" -m "$mode" -w -t 30 -s >/dev/null 2>&1; then
+    if ! pg pg_ctl stop -D "$d" -m "$mode" -w -t 10 -s >/dev/null 2>&1; then
         pid=$(head -n 1 "$d/postmaster.pid" 2>/dev/null || true)
-        if [[ $pid =~ ^[0-9]+$ ]] && grep -qa postgres "/proc/$pid/cmdline" 2>/dev/null; then
+        # only if that pid really is this node's postmaster (it lives in its data dir)
+        if [[ $pid =~ ^[0-9]+$ && $(readlink "/proc/$pid/cwd" 2>/dev/null) == "$(readlink -f "$d")" ]]; then
             kill -KILL "$pid" 2>/dev/null || true
         fi
     fi

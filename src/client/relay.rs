@@ -50,8 +50,12 @@ impl Session {
                 }
             }
             if !self.cin.is_empty() && self.c_need <= self.cin.len() {
+                let before = self.sout.len();
                 if let Some(ev) = self.scan_client() {
                     return Poll::Ready(ev);
+                }
+                if self.sout.len() != before {
+                    continue;
                 }
             }
             if self.sout.len() < HIGH_WATER {

@@ -102,7 +102,20 @@ fn tail(text: &str, lines: usize) -> String {
 /// hung pooler fails the test instead of hanging it: exit 124).
 pub fn psql(url: &str, sql: &str) -> Output {
     Command::new("timeout")
-        .args(["-k", "5", "60", PSQL, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql, url])
+        .args([
+            "-k",
+            "5",
+            "60",
+            PSQL,
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+            url,
+        ])
         .env("PGCONNECT_TIMEOUT", "10")
         .env_remove("PGPASSWORD")
         .env_remove("PGSERVICE")
@@ -172,7 +185,11 @@ impl Cluster {
         }
         let out = cmd.stdin(Stdio::null()).output().expect("run cluster.sh");
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "cluster.sh start failed ({}):\n{stderr}", out.status);
+        assert!(
+            out.status.success(),
+            "cluster.sh start failed ({}):\n{stderr}",
+            out.status
+        );
         eprint!("{stderr}");
         let stdout = String::from_utf8_lossy(&out.stdout);
         let mut primary_port = None;
@@ -193,7 +210,11 @@ impl Cluster {
             primary_port: primary_port.unwrap_or_else(|| panic!("no PRIMARY_PORT in {stdout:?}")),
             replica_ports,
         };
-        assert_eq!(cluster.replica_ports.len(), replicas, "cluster.sh output: {stdout:?}");
+        assert_eq!(
+            cluster.replica_ports.len(),
+            replicas,
+            "cluster.sh output: {stdout:?}"
+        );
         cluster
     }
 
@@ -327,7 +348,10 @@ replicas = [{replicas}]
             .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
             .unwrap_or_default();
         names.sort();
-        for p in names.iter().filter(|p| p.extension().is_some_and(|e| e == "log")) {
+        for p in names
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        {
             let text = String::from_utf8_lossy(&fs::read(p).unwrap_or_default()).into_owned();
             out.push_str(&format!("---- {}\n{}\n", p.display(), tail(&text, 30)));
         }
@@ -378,31 +402,47 @@ impl Pooler {
         let port = free_port();
         let config_path = dir.join("pgsluice.toml");
         let log_path = dir.join("pgsluice.log");
-        fs::write(&config_path, config_toml.replace("{LISTEN}", &format!("127.0.0.1:{port}")))
-            .expect("write config");
+        fs::write(
+            &config_path,
+            config_toml.replace("{LISTEN}", &format!("127.0.0.1:{port}")),
+        )
+        .expect("write config");
         let log = File::create(&log_path).expect("create log");
         let child = Command::new(env!("CARGO_BIN_EXE_pgsluice"))
             .arg("--config")
             .arg(&config_path)
             .args(extra_args)
+            .env("NO_COLOR", "1") // plain log lines
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
             .spawn()
             .expect("spawn pgsluice");
-        let mut pooler = Pooler { port, config_path, dir, log_path, child };
+        let mut pooler = Pooler {
+            port,
+            config_path,
+            dir,
+            log_path,
+            child,
+        };
         pooler.start_watchdog();
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = pooler.child.try_wait() {
-                panic!("pgsluice exited ({status}) before listening; log:\n{}", tail(&pooler.log(), 40));
+                panic!(
+                    "pgsluice exited ({status}) before listening; log:\n{}",
+                    tail(&pooler.log(), 40)
+                );
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
                 return pooler;
             }
             if Instant::now() >= deadline {
-                panic!("pgsluice not listening on {addr} after 10 s; log:\n{}", tail(&pooler.log(), 40));
+                panic!(
+                    "pgsluice not listening on {addr} after 10 s; log:\n{}",
+                    tail(&pooler.log(), 40)
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -411,8 +451,10 @@ impl Pooler {
     /// A detached process that SIGKILLs pgsluice if this test process dies
     /// without dropping us (killed, aborted); it exits once pgsluice does.
     fn start_watchdog(&self) {
-        let (Some(me), Some(child)) = (proc_starttime(std::process::id()), proc_starttime(self.child.id()))
-        else {
+        let (Some(me), Some(child)) = (
+            proc_starttime(std::process::id()),
+            proc_starttime(self.child.id()),
+        ) else {
             return;
         };
         const WATCH: &str = r#"
@@ -490,7 +532,11 @@ impl Drop for Pooler {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("pgsluice log ({}):\n{}", self.log_path.display(), tail(&self.log(), 60));
+            eprintln!(
+                "pgsluice log ({}):\n{}",
+                self.log_path.display(),
+                tail(&self.log(), 60)
+            );
         } else {
             let _ = fs::remove_dir_all(&self.dir);
         }
