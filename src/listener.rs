@@ -1,8 +1,8 @@
 //! The accept loop: client limits, one task per client, and the drain on shutdown.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -55,7 +55,10 @@ fn spawn_client(stream: tokio::net::TcpStream, shared: &Arc<Shared>) {
 async fn drain(shared: &Arc<Shared>) {
     let limit = config::secs(shared.snapshot.load().config.general.shutdown_timeout);
     let clients = shared.clients.load(Ordering::Acquire);
-    tracing::info!(clients, "draining: waiting for clients to finish their transactions");
+    tracing::info!(
+        clients,
+        "draining: waiting for clients to finish their transactions"
+    );
     shared.drain.send_replace(true);
     let wait = async {
         while shared.clients.load(Ordering::Acquire) > 0 {

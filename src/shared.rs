@@ -3,14 +3,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use crate::auth::scram::ScramVerifier;
 use crate::auth::Secret;
+use crate::auth::scram::ScramVerifier;
 use crate::client::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::pool::Pools;

@@ -73,8 +73,7 @@ impl CancelRegistry {
         if slot.secret != secret {
             return None;
         }
-        let t = *slot.target.lock().unwrap_or_else(|e| e.into_inner());
-        t
+        *slot.target.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 

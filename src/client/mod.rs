@@ -58,7 +58,9 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool
     let login = login(&mut stream, &shared, &snap, over_limit);
     let result = match login_timeout {
         Some(t) => tokio::time::timeout(t, login).await.unwrap_or_else(|_| {
-            Err(ClientError::protocol("timed out waiting for startup and authentication"))
+            Err(ClientError::protocol(
+                "timed out waiting for startup and authentication",
+            ))
         }),
         None => login.await,
     };
@@ -95,7 +97,10 @@ async fn login(
         startup::First::Startup(p) => p,
     };
     if over_limit {
-        return Err(ClientError::fatal("53300", "sorry, too many clients already"));
+        return Err(ClientError::fatal(
+            "53300",
+            "sorry, too many clients already",
+        ));
     }
     if shared.draining() {
         return Err(ClientError::fatal("57P03", "pgsluice is shutting down"));
@@ -103,22 +108,40 @@ async fn login(
     let user = params
         .get("user")
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| ClientError::fatal("28000", "no PostgreSQL user name specified in startup packet"))?
+        .ok_or_else(|| {
+            ClientError::fatal(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?
         .clone();
-    let database = params.get("database").filter(|d| !d.is_empty()).unwrap_or(&user).clone();
+    let database = params
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .clone();
     if params.contains_key("replication") {
-        return Err(ClientError::fatal("0A000", "pgsluice does not support replication connections"));
+        return Err(ClientError::fatal(
+            "0A000",
+            "pgsluice does not support replication connections",
+        ));
     }
     let config = &snap.config;
     startup::authenticate(stream, config.auth.auth_type, &user, snap.users.get(&user)).await?;
     if crate::admin::is_admin_db(&database) {
-        return Err(ClientError::fatal("0A000", "the admin console is not available in this version"));
+        return Err(ClientError::fatal(
+            "0A000",
+            "the admin console is not available in this version",
+        ));
     }
-    let db = config
-        .databases
-        .get(&database)
-        .ok_or_else(|| ClientError::fatal("3D000", format!("database \"{database}\" does not exist")))?;
-    let key = PoolKey { database: database.clone(), user: user.clone(), node: 0 };
+    let db = config.databases.get(&database).ok_or_else(|| {
+        ClientError::fatal("3D000", format!("database \"{database}\" does not exist"))
+    })?;
+    let key = PoolKey {
+        database: database.clone(),
+        user: user.clone(),
+        node: 0,
+    };
     let pool = shared
         .pools
         .get(config, key)
@@ -141,7 +164,10 @@ async fn login(
 /// The client's startup parameters that differ from the server's defaults, as settings.
 fn startup_settings(params: &BTreeMap<String, String>, server: &BTreeMap<String, String>) -> Gucs {
     let mut gucs = Gucs::default();
-    let options = params.get("options").map(|o| parse_options(o)).unwrap_or_default();
+    let options = params
+        .get("options")
+        .map(|o| parse_options(o))
+        .unwrap_or_default();
     let explicit = params
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication"))

@@ -75,7 +75,9 @@ impl OutQueue {
     fn advance(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
-            let Some(front) = self.chunks.front_mut() else { return };
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
             if front.len() <= n {
                 n -= front.len();
                 self.chunks.pop_front();

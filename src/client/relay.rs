@@ -29,10 +29,10 @@ impl Session {
             if let Poll::Ready(Err(_)) = self.cout.poll_flush(client, cx) {
                 return Poll::Ready(Event::ClientGone);
             }
-            if let Some(server) = &self.server {
-                if let Poll::Ready(Err(e)) = self.sout.poll_flush(&server.stream, cx) {
-                    return Poll::Ready(Event::ServerGone(e.to_string()));
-                }
+            if let Some(server) = &self.server
+                && let Poll::Ready(Err(e)) = self.sout.poll_flush(&server.stream, cx)
+            {
+                return Poll::Ready(Event::ServerGone(e.to_string()));
             }
             if let Some(ev) = self.check_idle(cx) {
                 return Poll::Ready(ev);
@@ -79,13 +79,12 @@ impl Session {
         if self.draining && self.at_boundary() {
             return Some(Event::Drain);
         }
-        if self.idle_txn_armed {
-            if let Some(timer) = &mut self.idle_txn_timer {
-                if timer.as_mut().poll(cx).is_ready() {
-                    self.idle_txn_armed = false;
-                    return Some(Event::IdleInTransaction);
-                }
-            }
+        if self.idle_txn_armed
+            && let Some(timer) = &mut self.idle_txn_timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            self.idle_txn_armed = false;
+            return Some(Event::IdleInTransaction);
         }
         None
     }
@@ -120,7 +119,9 @@ impl Session {
     }
 
     fn read_server(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        let Some(server) = &mut self.server else { return Poll::Pending };
+        let Some(server) = &mut self.server else {
+            return Poll::Pending;
+        };
         loop {
             if server.stream.poll_read_ready(cx).is_pending() {
                 return Poll::Pending;
@@ -164,7 +165,11 @@ impl Session {
                 break None;
             }
             if self.server.is_none() {
-                break Some(if h.tag == fe::TERMINATE { Event::Terminate } else { Event::NeedServer });
+                break Some(if h.tag == fe::TERMINATE {
+                    Event::Terminate
+                } else {
+                    Event::NeedServer
+                });
             }
             self.idle_txn_armed = false;
             match h.tag {
@@ -201,8 +206,7 @@ impl Session {
     fn scan_server(&mut self) -> Option<Event> {
         let mut fwd = 0;
         let mut event = None;
-        loop {
-            let Some(server) = &self.server else { break };
+        while let Some(server) = &self.server {
             let rest = &server.buf[fwd..];
             if rest.is_empty() {
                 break;
@@ -255,10 +259,10 @@ impl Session {
             }
             fwd += h.frame_len;
         }
-        if fwd > 0 {
-            if let Some(server) = &mut self.server {
-                self.cout.push(server.buf.split_to(fwd).freeze());
-            }
+        if fwd > 0
+            && let Some(server) = &mut self.server
+        {
+            self.cout.push(server.buf.split_to(fwd).freeze());
         }
         event
     }
@@ -269,10 +273,10 @@ impl Session {
         self.status = status;
         if let Some(server) = &mut self.server {
             server.status = status;
-            if self.track {
-                if let Some(gucs) = self.state.on_ready(status) {
-                    server.gucs = gucs;
-                }
+            if self.track
+                && let Some(gucs) = self.state.on_ready(status)
+            {
+                server.gucs = gucs;
             }
         }
         let quiet = self.outstanding == 0 && !self.batch_open && self.c_pass == 0;
@@ -290,7 +294,9 @@ impl Session {
     }
 
     fn arm_idle_timer(&mut self) {
-        let Some(limit) = self.idle_txn_limit else { return };
+        let Some(limit) = self.idle_txn_limit else {
+            return;
+        };
         let deadline = tokio::time::Instant::now() + limit;
         match &mut self.idle_txn_timer {
             Some(t) => t.as_mut().reset(deadline),

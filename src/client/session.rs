@@ -183,7 +183,8 @@ impl Session {
                     break msg.to_string();
                 }
                 Event::Drain => {
-                    self.fatal(&client, "57P01", "pgsluice is shutting down").await;
+                    self.fatal(&client, "57P01", "pgsluice is shutting down")
+                        .await;
                     break "shutdown".to_string();
                 }
             }
@@ -199,8 +200,11 @@ impl Session {
             Err(PoolError::Timeout(d)) => {
                 return Err((
                     "57014".into(),
-                    format!("no server connection available within query_wait_timeout ({}s)", d.as_secs_f64()),
-                ))
+                    format!(
+                        "no server connection available within query_wait_timeout ({}s)",
+                        d.as_secs_f64()
+                    ),
+                ));
             }
             Err(PoolError::Server(e)) => return Err((e.sqlstate().to_string(), e.to_string())),
             Err(e) => return Err(("08006".into(), e.to_string())),
@@ -211,7 +215,10 @@ impl Session {
                     Ok(None) => {}
                     Ok(Some(err)) => {
                         self.pool.discard(conn, CloseReason::ResetFailed);
-                        return Err((err.code, format!("cannot apply session settings: {}", err.message)));
+                        return Err((
+                            err.code,
+                            format!("cannot apply session settings: {}", err.message),
+                        ));
                     }
                     Err(e) => {
                         self.pool.discard(conn, CloseReason::Broken);
@@ -232,7 +239,9 @@ impl Session {
 
     /// Gives the server back after a finished transaction.
     fn detach(&mut self) {
-        let Some(conn) = self.server.take() else { return };
+        let Some(conn) = self.server.take() else {
+            return;
+        };
         self.cancel.set(None);
         if !conn.buf.is_empty() {
             // The server sent more after ReadyForQuery; it cannot be handed on safely.
@@ -264,9 +273,12 @@ impl Session {
 
     /// Returns or closes the server the client held when it left.
     async fn finish(&mut self) {
-        let Some(mut conn) = self.server.take() else { return };
+        let Some(mut conn) = self.server.take() else {
+            return;
+        };
         self.cancel.set(None);
-        let quiet = self.outstanding == 0 && !self.batch_open && self.c_pass == 0 && self.sout.is_empty();
+        let quiet =
+            self.outstanding == 0 && !self.batch_open && self.c_pass == 0 && self.sout.is_empty();
         if !quiet {
             self.pool.discard(conn, CloseReason::ClientGoneMidQuery);
             return;

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::ClientError;
-use crate::auth::{md5, scram::ScramServer, Secret};
+use crate::auth::{Secret, md5, scram::ScramServer};
 use crate::config::AuthType;
 use crate::protocol::startup::{self, StartupPacket};
 use crate::protocol::{self, build, fe};
@@ -39,7 +39,7 @@ pub async fn read_first(stream: &mut TcpStream) -> Result<First, ClientError> {
             Ok(StartupPacket::Startup(params)) => return Ok(First::Startup(params)),
             Ok(StartupPacket::Cancel { pid, secret }) => return Ok(First::Cancel { pid, secret }),
             Err(e @ startup::StartupError::Unsupported(..)) => {
-                return Err(ClientError::fatal("0A000", e.to_string()))
+                return Err(ClientError::fatal("0A000", e.to_string()));
             }
             Err(e) => return Err(ClientError::protocol(e.to_string())),
         }
@@ -51,10 +51,9 @@ async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Byte
     loop {
         if let Some(h) = protocol::header(buf, MAX_AUTH_MESSAGE)
             .map_err(|e| ClientError::protocol(e.to_string()))?
+            && buf.len() >= h.frame_len
         {
-            if buf.len() >= h.frame_len {
-                return Ok(buf.split_to(h.frame_len));
-            }
+            return Ok(buf.split_to(h.frame_len));
         }
         buf.reserve(1024);
         if stream.read_buf(buf).await? == 0 {
@@ -119,7 +118,11 @@ async fn scram_exchange(
     send(stream, out).await?;
     // An unknown user still goes through the exchange, so a client cannot tell users apart.
     let verifier = verifier.unwrap_or_else(|| {
-        crate::auth::scram::ScramVerifier::from_password(&rand::random::<u64>().to_string(), b"pgsluice-unknown", 4096)
+        crate::auth::scram::ScramVerifier::from_password(
+            &rand::random::<u64>().to_string(),
+            b"pgsluice-unknown",
+            4096,
+        )
     });
     let mut server = ScramServer::new(verifier);
     let msg = read_message(stream, inbuf).await?;
@@ -165,7 +168,9 @@ fn sasl_initial(msg: &[u8]) -> Result<(&str, &[u8]), ClientError> {
     let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
     let data = &rest[4..];
     if len < 0 || len as usize != data.len() {
-        return Err(ClientError::protocol("malformed SASLInitialResponse length"));
+        return Err(ClientError::protocol(
+            "malformed SASLInitialResponse length",
+        ));
     }
     Ok((mechanism, data))
 }

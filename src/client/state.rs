@@ -137,11 +137,16 @@ impl SessionState {
         let before = self.gucs.clone();
         for e in effects {
             match e {
-                Effect::Set { name, set_sql, reset_sql } => {
+                Effect::Set {
+                    name,
+                    set_sql,
+                    reset_sql,
+                } => {
+                    let name = name.to_ascii_lowercase();
                     Arc::make_mut(&mut self.gucs).set(name, set_sql, reset_sql)
                 }
-                Effect::Reset { name } => self.reset(&name),
-                Effect::ResetAll => self.gucs = self.startup.clone(),
+                Effect::Reset { name } => self.reset(&name.to_ascii_lowercase()),
+                Effect::ResetAll => self.reset_all(),
                 Effect::DiscardAll => {
                     self.gucs = self.startup.clone();
                     self.pins.clear();
@@ -154,6 +159,19 @@ impl SessionState {
             }
         }
         (!Arc::ptr_eq(&before, &self.gucs)).then(|| self.gucs.clone())
+    }
+
+    /// RESET ALL: back to the startup settings, except the role and session
+    /// authorization, which PostgreSQL's RESET ALL leaves alone.
+    fn reset_all(&mut self) {
+        let mut gucs = (*self.startup).clone();
+        for kept in ["role", "session_authorization"] {
+            match self.gucs.get(kept) {
+                Some(s) => gucs.set(kept.into(), s.set_sql.clone(), s.reset_sql.clone()),
+                None => gucs.remove(kept),
+            }
+        }
+        self.gucs = Arc::new(gucs);
     }
 
     fn reset(&mut self, name: &str) {

@@ -26,7 +26,9 @@ pub fn apply(root: &mut toml::Table, var: &str, val: &str) -> Result<(), ConfigE
             reason: "empty path segment".into(),
         });
     }
-    let (last, parents) = path.split_last().expect("split yields at least one segment");
+    let (last, parents) = path
+        .split_last()
+        .expect("split yields at least one segment");
     let mut table = root;
     for seg in parents {
         let entry = table
@@ -44,7 +46,9 @@ pub fn apply(root: &mut toml::Table, var: &str, val: &str) -> Result<(), ConfigE
 fn parse_value(val: &str) -> toml::Value {
     let doc = format!("v = {val}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(val.into())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(val.into())),
         Err(_) => toml::Value::String(val.into()),
     }
 }

@@ -228,7 +228,10 @@ impl Config {
             return Err(invalid("general.max_message_size", "must be at least 1024"));
         }
         if g.log_format != "text" && g.log_format != "json" {
-            return Err(invalid("general.log_format", "must be \"text\" or \"json\""));
+            return Err(invalid(
+                "general.log_format",
+                "must be \"text\" or \"json\"",
+            ));
         }
         for (key, v) in [
             ("query_wait_timeout", g.query_wait_timeout),
@@ -240,7 +243,10 @@ impl Config {
             ("shutdown_timeout", g.shutdown_timeout),
         ] {
             if !(0.0..=1e9).contains(&v) {
-                return Err(invalid(format!("general.{key}"), "must be between 0 and 1e9 seconds"));
+                return Err(invalid(
+                    format!("general.{key}"),
+                    "must be between 0 and 1e9 seconds",
+                ));
             }
         }
         self.validate_users()?;
@@ -255,7 +261,10 @@ impl Config {
                 return Err(invalid(format!("{key}.name"), "must not be empty"));
             }
             if !seen.insert(&u.name) {
-                return Err(invalid(format!("{key}.name"), format!("duplicate user {:?}", u.name)));
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("duplicate user {:?}", u.name),
+                ));
             }
             if let Some(p) = &u.password {
                 Secret::parse(p).map_err(|e| invalid(format!("{key}.password"), e.to_string()))?;
@@ -337,22 +346,30 @@ mod tests {
 
     #[test]
     fn full_example_parses() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pooler.toml.example")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/pooler.toml.example"))
+                .unwrap();
         let c = load(&text, &[]).unwrap();
         assert!(!c.databases.is_empty());
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let err = load("[general]\npool_sise = 3\n", &[]).unwrap_err().to_string();
+        let err = load("[general]\npool_sise = 3\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("pool_sise"), "{err}");
     }
 
     #[test]
     fn bad_value_names_key() {
-        let err = load("[general]\nlisten_addr = \"nope\"\n", &[]).unwrap_err().to_string();
+        let err = load("[general]\nlisten_addr = \"nope\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("general.listen_addr"), "{err}");
-        let err = load("[databases.x]\nprimary = \"h\"\n", &[]).unwrap_err().to_string();
+        let err = load("[databases.x]\nprimary = \"h\"\n", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("databases.x.primary"), "{err}");
     }
 

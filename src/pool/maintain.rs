@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{expired, Pool, PoolKey, PoolSettings};
+use super::{Pool, PoolKey, PoolSettings, expired};
 use crate::config::{self, AuthType, Config};
 use crate::server::{ServerConn, ServerTarget};
 
@@ -33,7 +33,10 @@ pub fn settings_for(config: &Config, key: &PoolKey) -> Option<PoolSettings> {
     let password = user.and_then(|u| {
         u.server_password.clone().or_else(|| {
             let p = u.password.as_deref()?;
-            crate::auth::Secret::parse(p).ok()?.plaintext().map(str::to_string)
+            crate::auth::Secret::parse(p)
+                .ok()?
+                .plaintext()
+                .map(str::to_string)
         })
     });
     let g = &config.general;
@@ -105,7 +108,9 @@ impl Pool {
         g.total -= stale.len();
         // A larger pool can serve waiters at once.
         while g.total < g.settings.size {
-            let Some(tx) = g.waiters.pop_front() else { break };
+            let Some(tx) = g.waiters.pop_front() else {
+                break;
+            };
             if tx.send(super::Grant::Slot).is_ok() {
                 g.total += 1;
             }
@@ -139,7 +144,11 @@ impl Pool {
         }
         g.idle = keep;
         g.total -= stale.len();
-        let missing = g.settings.min_size.min(g.settings.size).saturating_sub(g.total);
+        let missing = g
+            .settings
+            .min_size
+            .min(g.settings.size)
+            .saturating_sub(g.total);
         drop(g);
         stale.into_iter().for_each(ServerConn::close);
         missing

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
-pub use maintain::{maintain_all, Pools};
+pub use maintain::{Pools, maintain_all};
 
 /// Identifies a pool: one per database, user and node (0 is the primary).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -289,10 +289,14 @@ impl Pool {
 
 /// Why an idle connection should be closed now, if it should.
 fn expired(s: &PoolSettings, conn: &ServerConn, now: Instant) -> Option<CloseReason> {
-    if s.lifetime.is_some_and(|l| now.duration_since(conn.created) >= l) {
+    if s.lifetime
+        .is_some_and(|l| now.duration_since(conn.created) >= l)
+    {
         return Some(CloseReason::Lifetime);
     }
-    if s.idle_timeout.is_some_and(|t| now.duration_since(conn.last_used) >= t) {
+    if s.idle_timeout
+        .is_some_and(|t| now.duration_since(conn.last_used) >= t)
+    {
         return Some(CloseReason::IdleTimeout);
     }
     None

@@ -4,12 +4,12 @@
 //! forwarded as raw frames and never passes through here.
 
 use bytes::{BufMut, BytesMut};
+use pgwire::messages::Message;
 use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::response::{
     CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
 };
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
-use pgwire::messages::Message;
 
 /// Encodes a pgwire message; encoding into a `BytesMut` cannot fail for these types.
 fn put<M: Message>(buf: &mut BytesMut, msg: M) {
@@ -67,7 +67,10 @@ pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
 }
 
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    put(buf, ParameterStatus::new(name.to_string(), value.to_string()));
+    put(
+        buf,
+        ParameterStatus::new(name.to_string(), value.to_string()),
+    );
 }
 
 pub fn backend_key_data(buf: &mut BytesMut, pid: u32, secret: u32) {

@@ -126,22 +126,34 @@ mod tests {
         assert_eq!(header(b"Q\0\0\0", 100), Ok(None));
         assert_eq!(
             header(b"Q\0\0\0\x05x", 100),
-            Ok(Some(Header { tag: b'Q', frame_len: 6 }))
+            Ok(Some(Header {
+                tag: b'Q',
+                frame_len: 6
+            }))
         );
     }
 
     #[test]
     fn header_rejects_bad_lengths() {
         assert_eq!(header(b"Q\0\0\0\x03", 100), Err(FrameError::BadLength(3)));
-        assert_eq!(header(b"Q\xff\xff\xff\xff", 100), Err(FrameError::BadLength(-1)));
-        assert_eq!(header(b"Q\0\0\x10\0", 100), Err(FrameError::TooLarge(4097, 100)));
+        assert_eq!(
+            header(b"Q\xff\xff\xff\xff", 100),
+            Err(FrameError::BadLength(-1))
+        );
+        assert_eq!(
+            header(b"Q\0\0\x10\0", 100),
+            Err(FrameError::TooLarge(4097, 100))
+        );
     }
 
     #[test]
     fn error_fields_decode() {
         let body = b"SERROR\0VERROR\0C25006\0Mread only\0\0";
         let f = error_fields(body);
-        assert_eq!((f.severity.as_str(), f.code.as_str(), f.message.as_str()), ("ERROR", "25006", "read only"));
+        assert_eq!(
+            (f.severity.as_str(), f.code.as_str(), f.message.as_str()),
+            ("ERROR", "25006", "read only")
+        );
         assert_eq!(error_fields(b"S"), ErrorFields::default());
     }
 }

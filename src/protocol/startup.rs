@@ -59,7 +59,10 @@ pub fn parse(packet: &[u8]) -> Result<StartupPacket, StartupError> {
             Ok(StartupPacket::Cancel { pid, secret })
         }
         PROTOCOL_3_0 => parse_params(rest).map(StartupPacket::Startup),
-        other => Err(StartupError::Unsupported((other >> 16) as u16, other as u16)),
+        other => Err(StartupError::Unsupported(
+            (other >> 16) as u16,
+            other as u16,
+        )),
     }
 }
 
@@ -106,10 +109,10 @@ pub fn parse_options(options: &str) -> Vec<(String, String)> {
     while let Some(w) = it.next() {
         let setting = if w == "-c" {
             it.next()
-        } else if let Some(s) = w.strip_prefix("--").or_else(|| w.strip_prefix("-c")) {
-            Some(s.to_string())
         } else {
-            None
+            w.strip_prefix("--")
+                .or_else(|| w.strip_prefix("-c"))
+                .map(str::to_string)
         };
         if let Some((k, v)) = setting.as_deref().and_then(|s| s.split_once('=')) {
             out.push((k.replace('-', "_"), v.to_string()));
@@ -132,7 +135,9 @@ mod tests {
     #[test]
     fn startup_params() {
         let p = packet(PROTOCOL_3_0, b"user\0u\0database\0d\0\0");
-        let StartupPacket::Startup(m) = parse(&p).unwrap() else { panic!() };
+        let StartupPacket::Startup(m) = parse(&p).unwrap() else {
+            panic!()
+        };
         assert_eq!(m["user"], "u");
         assert_eq!(m["database"], "d");
     }
@@ -141,7 +146,10 @@ mod tests {
     fn garbage_is_refused() {
         assert!(parse(&packet(PROTOCOL_3_0, b"user\0u")).is_err());
         assert!(parse(&packet(PROTOCOL_3_0, b"user\0u\0\0junk")).is_err());
-        assert_eq!(parse(&packet(0x0002_0000, b"")), Err(StartupError::Unsupported(2, 0)));
+        assert_eq!(
+            parse(&packet(0x0002_0000, b"")),
+            Err(StartupError::Unsupported(2, 0))
+        );
         assert!(parse(&packet(CANCEL_REQUEST, b"123")).is_err());
         assert_eq!(packet_len([0, 0, 0, 3]), Err(StartupError::BadLength));
         assert_eq!(packet_len([0xff, 0, 0, 0]), Err(StartupError::BadLength));

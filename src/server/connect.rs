@@ -155,7 +155,11 @@ impl Handshake {
                 }
                 Message::AuthenticationSasl(body) => self.scram(target, body).await?,
                 Message::ErrorResponse(body) => return Err(db_error(&body)),
-                _ => return Err(ServerError::Protocol("unexpected message during authentication".into())),
+                _ => {
+                    return Err(ServerError::Protocol(
+                        "unexpected message during authentication".into(),
+                    ));
+                }
             }
         }
     }
@@ -172,7 +176,9 @@ impl Handshake {
             found |= m == sasl::SCRAM_SHA_256;
         }
         if !found {
-            return Err(ServerError::Auth("server offers no SASL mechanism we support".into()));
+            return Err(ServerError::Auth(
+                "server offers no SASL mechanism we support".into(),
+            ));
         }
         let pw = self.password(target)?;
         let mut scram = sasl::ScramSha256::new(pw.as_bytes(), sasl::ChannelBinding::unsupported());
@@ -213,7 +219,11 @@ impl Handshake {
                 Message::ReadyForQuery(_) => return Ok((params, pid, secret)),
                 Message::ErrorResponse(b) => return Err(db_error(&b)),
                 Message::NoticeResponse(_) => {}
-                _ => return Err(ServerError::Protocol("unexpected message after authentication".into())),
+                _ => {
+                    return Err(ServerError::Protocol(
+                        "unexpected message after authentication".into(),
+                    ));
+                }
             }
         }
     }

@@ -13,8 +13,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::protocol::{self, be, ErrorFields};
-pub use connect::{connect, ServerTarget};
+use crate::protocol::{self, ErrorFields, be};
+pub use connect::{ServerTarget, connect};
 use varcache::Gucs;
 
 /// Why talking to a server failed.
