@@ -8,12 +8,15 @@
 //! memory at once. Both directions progress in the same poll, so neither side can stall the
 //! other, and each stops reading when the opposite socket is backed up (backpressure).
 
+use std::pin::Pin;
 use std::task::{Context, Poll};
+
+use tokio_util::io::poll_read_buf;
 
 use tokio::net::TcpStream;
 
 use super::session::{Event, Session};
-use super::state::{Pin, SessionState};
+use super::state::{Pin as PinReason, SessionState};
 use crate::config::PoolMode;
 use crate::protocol::{self, be, fe};
 
@@ -24,7 +27,11 @@ const READ_CHUNK: usize = 16 * 1024;
 
 impl Session {
     /// Advances the relay until something needs the session loop's attention.
-    pub(super) fn poll_relay(&mut self, client: &TcpStream, cx: &mut Context<'_>) -> Poll<Event> {
+    pub(super) fn poll_relay(
+        &mut self,
+        client: &mut TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<Event> {
         loop {
             if let Poll::Ready(Err(_)) = self.cout.poll_flush(client, cx) {
                 return Poll::Ready(Event::ClientGone);
@@ -99,22 +106,22 @@ impl Session {
     }
 
     /// Reads what the client sent. `Ready(false)` on EOF or error.
-    fn read_client(&mut self, client: &TcpStream, cx: &mut Context<'_>) -> Poll<bool> {
-        loop {
-            if client.poll_read_ready(cx).is_pending() {
-                return Poll::Pending;
-            }
-            // The buffer is allocated only once data is waiting.
-            let want = self.c_need.saturating_sub(self.cin.len()).max(READ_CHUNK);
-            if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
-                self.cin.reserve(want);
-            }
-            match client.try_read_buf(&mut self.cin) {
-                Ok(0) => return Poll::Ready(false),
-                Ok(_) => return Poll::Ready(true),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return Poll::Ready(false),
-            }
+    ///
+    /// The buffer is allocated only once data is waiting, so an idle client holds none.
+    /// Reads go through `poll_read`, which clears the socket's readiness after a short
+    /// read, saving the extra `recv` that would only return `EWOULDBLOCK`.
+    fn read_client(&mut self, client: &mut TcpStream, cx: &mut Context<'_>) -> Poll<bool> {
+        if client.poll_read_ready(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let want = self.c_need.saturating_sub(self.cin.len()).max(READ_CHUNK);
+        if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
+            self.cin.reserve(want);
+        }
+        match poll_read_buf(Pin::new(client), cx, &mut self.cin) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
+            Poll::Ready(Ok(_)) => Poll::Ready(true),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -122,19 +129,14 @@ impl Session {
         let Some(server) = &mut self.server else {
             return Poll::Pending;
         };
-        loop {
-            if server.stream.poll_read_ready(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if server.buf.capacity() - server.buf.len() < READ_CHUNK / 2 {
-                server.buf.reserve(READ_CHUNK);
-            }
-            match server.stream.try_read_buf(&mut server.buf) {
-                Ok(0) => return Poll::Ready(Err("server closed the connection".into())),
-                Ok(_) => return Poll::Ready(Ok(())),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e.to_string())),
-            }
+        if server.buf.capacity() - server.buf.len() < READ_CHUNK / 2 {
+            server.buf.reserve(READ_CHUNK);
+        }
+        match poll_read_buf(Pin::new(&mut server.stream), cx, &mut server.buf) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err("server closed the connection".into())),
+            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.to_string())),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -312,7 +314,7 @@ fn inspect_text(state: &mut SessionState, pin_named: bool, tag: u8, frame: &[u8]
     let sql = if tag == fe::PARSE {
         protocol::cstr(body).and_then(|(name, rest)| {
             if !name.is_empty() && pin_named {
-                state.pin(Pin::ProtocolPrepare);
+                state.pin(PinReason::ProtocolPrepare);
             }
             protocol::cstr(rest).map(|(q, _)| q)
         })

@@ -141,11 +141,11 @@ impl Session {
     }
 
     /// Runs the session until the client leaves; cleans up the server it holds.
-    pub async fn run(mut self, client: TcpStream) {
+    pub async fn run(mut self, mut client: TcpStream) {
         let mut drain = self.shared.drain.subscribe();
         let reason = loop {
             let event = tokio::select! {
-                ev = std::future::poll_fn(|cx| self.poll_relay(&client, cx)) => ev,
+                ev = std::future::poll_fn(|cx| self.poll_relay(&mut client, cx)) => ev,
                 _ = drain.changed(), if !self.draining => {
                     self.draining = true;
                     continue;

@@ -138,15 +138,26 @@ impl ServerConn {
     /// True when the server sent something (or closed) while nobody was waiting for it.
     ///
     /// An idle connection in the pool should be silent; data there is usually a FATAL
-    /// before the server closes it. Checked without a system call: tokio records readiness
-    /// from the event loop whether or not anyone polls.
+    /// before the server closes it. Tokio records readiness from the event loop whether or
+    /// not anyone polls, so a quiet socket is recognised without a system call; a socket
+    /// marked readable is confirmed with one `recv` (readiness can be stale after a read
+    /// that happened to fill the buffer exactly). Consuming a byte is harmless: a
+    /// connection with data waiting is closed anyway.
     pub fn has_unexpected_data(&self) -> bool {
         if !self.buf.is_empty() {
             return true;
         }
         let waker = std::task::Waker::noop();
         let mut cx = std::task::Context::from_waker(waker);
-        self.stream.poll_read_ready(&mut cx).is_ready()
+        if self.stream.poll_read_ready(&mut cx).is_pending() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let quiet = matches!(
+            self.stream.try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        );
+        !quiet
     }
 
     /// Sends Terminate and drops the connection.
