@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 
 use crate::client;
 use crate::config;
-use crate::shared::Shared;
+use crate::shared::{Phase, Shared};
 
 /// Decrements the client count when a client task ends, however it ends.
 struct Counted(Arc<Shared>);
@@ -59,7 +59,7 @@ async fn drain(shared: &Arc<Shared>) {
         clients,
         "draining: waiting for clients to finish their transactions"
     );
-    shared.drain.send_replace(true);
+    shared.drain.send_replace(Phase::Draining);
     let wait = async {
         while shared.clients.load(Ordering::Acquire) > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -70,6 +70,14 @@ async fn drain(shared: &Arc<Shared>) {
             if tokio::time::timeout(l, wait).await.is_err() {
                 let left = shared.clients.load(Ordering::Acquire);
                 tracing::warn!(left, "shutdown_timeout reached; closing remaining clients");
+                shared.drain.send_replace(Phase::Closing);
+                // Give sessions a moment to tell their clients and close their servers.
+                let gone = async {
+                    while shared.clients.load(Ordering::Acquire) > 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(2), gone).await;
             }
         }
         None => wait.await,

@@ -44,14 +44,24 @@ impl Snapshot {
     }
 }
 
+/// The shutdown phases clients see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Running,
+    /// SIGTERM: clients leave at their next transaction boundary.
+    Draining,
+    /// `shutdown_timeout` passed: every client is closed now.
+    Closing,
+}
+
 /// State shared by the listener, every client task and the janitor.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub pools: Arc<Pools>,
     pub cancels: CancelRegistry,
     pub clients: AtomicUsize,
-    /// Becomes `true` when pgsluice starts draining (SIGTERM).
-    pub drain: watch::Sender<bool>,
+    /// Where shutdown stands; sessions watch it.
+    pub drain: watch::Sender<Phase>,
     pub config_path: Option<PathBuf>,
 }
 
@@ -62,7 +72,7 @@ impl Shared {
             pools: Arc::new(Pools::default()),
             cancels: CancelRegistry::default(),
             clients: AtomicUsize::new(0),
-            drain: watch::channel(false).0,
+            drain: watch::channel(Phase::Running).0,
             config_path,
         })
     }
@@ -78,6 +88,6 @@ impl Shared {
     }
 
     pub fn draining(&self) -> bool {
-        *self.drain.borrow()
+        *self.drain.borrow() != Phase::Running
     }
 }

@@ -146,13 +146,16 @@ async fn login(
         .pools
         .get(config, key)
         .ok_or_else(|| ClientError::fatal("28000", format!("no pool for user \"{user}\"")))?;
-    let server_params = pool.server_params().await.map_err(|e| match e {
-        crate::pool::PoolError::Server(s) => ClientError::Fatal {
-            code: s.sqlstate().to_string(),
-            message: s.to_string(),
-        },
-        other => ClientError::fatal("08006", other.to_string()),
-    })?;
+    let server_params = pool
+        .server_params(config::secs(config.general.query_wait_timeout))
+        .await
+        .map_err(|e| match e {
+            crate::pool::PoolError::Server(s) => ClientError::Fatal {
+                code: s.sqlstate().to_string(),
+                message: s.to_string(),
+            },
+            other => ClientError::fatal("08006", other.to_string()),
+        })?;
     let startup_gucs = startup_settings(&params, &server_params);
     let mode = config.pool_mode(db, config.user(&user));
     let mut session = Session::new(shared.clone(), pool, mode, &snap.config, startup_gucs);

@@ -283,9 +283,12 @@ impl Session {
         }
         let quiet = self.outstanding == 0 && !self.batch_open && self.c_pass == 0;
         match self.mode {
-            PoolMode::Session => None,
             PoolMode::Statement if status != b'I' => Some(Event::StatementModeTransaction),
-            _ if status == b'I' && quiet && !self.state.is_pinned() => Some(Event::Release),
+            PoolMode::Transaction | PoolMode::Statement
+                if status == b'I' && quiet && !self.state.is_pinned() =>
+            {
+                Some(Event::Release)
+            }
             _ => {
                 if status != b'I' && quiet {
                     self.arm_idle_timer();

@@ -19,7 +19,7 @@ use crate::pool::{Pool, PoolError};
 use crate::protocol::build;
 use crate::server::varcache::Gucs;
 use crate::server::{CloseReason, ServerConn};
-use crate::shared::Shared;
+use crate::shared::{Phase, Shared};
 
 /// Longest pgsluice waits for its own cleanup queries on a server.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +45,8 @@ pub(super) enum Event {
     IdleInTransaction,
     /// pgsluice is draining and the client is between transactions.
     Drain,
+    /// The drain timed out: close now, mid-transaction or not.
+    ForceClose,
 }
 
 /// One client's session.
@@ -143,12 +145,19 @@ impl Session {
     /// Runs the session until the client leaves; cleans up the server it holds.
     pub async fn run(mut self, mut client: TcpStream) {
         let mut drain = self.shared.drain.subscribe();
+        self.draining = *drain.borrow_and_update() != Phase::Running;
         let reason = loop {
             let event = tokio::select! {
                 ev = std::future::poll_fn(|cx| self.poll_relay(&mut client, cx)) => ev,
-                _ = drain.changed(), if !self.draining => {
-                    self.draining = true;
-                    continue;
+                _ = drain.changed() => {
+                    match *drain.borrow_and_update() {
+                        Phase::Running => continue,
+                        Phase::Draining => {
+                            self.draining = true;
+                            continue;
+                        }
+                        Phase::Closing => Event::ForceClose,
+                    }
                 }
             };
             match event {
@@ -182,6 +191,12 @@ impl Session {
                     self.fatal(&client, "25P03", msg).await;
                     break msg.to_string();
                 }
+                Event::ForceClose => {
+                    self.drop_server(CloseReason::Shutdown);
+                    let msg = "pgsluice is shutting down (shutdown_timeout reached)";
+                    self.fatal(&client, "57P01", msg).await;
+                    break "shutdown timeout".to_string();
+                }
                 Event::Drain => {
                     self.fatal(&client, "57P01", "pgsluice is shutting down")
                         .await;
@@ -207,7 +222,11 @@ impl Session {
                 ));
             }
             Err(PoolError::Server(e)) => return Err((e.sqlstate().to_string(), e.to_string())),
-            Err(e) => return Err(("08006".into(), e.to_string())),
+            Err(PoolError::Removed) => {
+                let db = &self.pool.key.database;
+                let msg = format!("database \"{db}\" was removed from the configuration");
+                return Err(("3D000".into(), msg));
+            }
         };
         if !Arc::ptr_eq(&conn.gucs, &self.state.gucs) {
             if let Some(sql) = Gucs::diff_sql(&conn.gucs, &self.state.gucs) {
@@ -280,6 +299,14 @@ impl Session {
         let quiet =
             self.outstanding == 0 && !self.batch_open && self.c_pass == 0 && self.sout.is_empty();
         if !quiet {
+            // PostgreSQL notices a closed socket only when it next writes; a cancel stops
+            // the abandoned query now instead of letting it run to the end.
+            let target = CancelTarget {
+                addr: conn.addr,
+                pid: conn.backend_pid,
+                secret: conn.backend_secret,
+            };
+            tokio::spawn(super::cancel::send_cancel(target));
             self.pool.discard(conn, CloseReason::ClientGoneMidQuery);
             return;
         }

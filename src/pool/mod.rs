@@ -134,11 +134,14 @@ impl Pool {
     }
 
     /// Server parameters reported by this pool's connections, connecting one if needed.
-    pub async fn server_params(&self) -> Result<Arc<BTreeMap<String, String>>, PoolError> {
+    pub async fn server_params(
+        &self,
+        wait: Option<Duration>,
+    ) -> Result<Arc<BTreeMap<String, String>>, PoolError> {
         if let Some(p) = self.lock().params.clone() {
             return Ok(p);
         }
-        let conn = self.checkout(None).await?;
+        let conn = self.checkout(wait).await?;
         let params = conn.params.clone();
         self.checkin(conn);
         Ok(params)

@@ -397,6 +397,12 @@ impl Pooler {
 
     /// [`Pooler::start`] with extra command-line arguments.
     pub fn start_with_args(config_toml: &str, extra_args: &[&str]) -> Pooler {
+        Pooler::start_with_env(config_toml, extra_args, &[])
+    }
+
+    /// [`Pooler::start_with_args`] with extra environment variables for pgsluice
+    /// (e.g. `PGSLUICE_GENERAL__DEFAULT_POOL_SIZE`).
+    pub fn start_with_env(config_toml: &str, extra_args: &[&str], envs: &[(&str, &str)]) -> Pooler {
         let dir = unique_path("pooler");
         fs::create_dir_all(&dir).expect("create pooler dir");
         let port = free_port();
@@ -413,6 +419,7 @@ impl Pooler {
             .arg(&config_path)
             .args(extra_args)
             .env("NO_COLOR", "1") // plain log lines
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -552,4 +559,156 @@ fn proc_starttime(pid: u32) -> Option<String> {
         return None;
     }
     fields.get(19).map(|s| s.to_string())
+}
+
+// ------------------------------------------------------------------ async clients
+
+/// Runs `fut` on a fresh multi-thread tokio runtime; panics if it takes
+/// longer than `secs` (so a hang fails the test instead of blocking it).
+pub fn run_async<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(secs), fut)
+            .await
+            .unwrap_or_else(|_| panic!("test body timed out after {secs} s"))
+    })
+}
+
+/// tokio-postgres connection (NoTls, 10 s connect timeout) to `url` (a URL
+/// or key=value string). The connection is driven by a spawned task that
+/// forwards its async messages (notices, notifications) to the receiver.
+pub async fn pg_connect(
+    url: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+) {
+    let config: tokio_postgres::Config = url.parse().expect("connection string");
+    pg_connect_config(&config).await
+}
+
+/// [`pg_connect`] with a built [`tokio_postgres::Config`].
+pub async fn pg_connect_config(
+    config: &tokio_postgres::Config,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
+) {
+    let (client, mut conn) = tokio::time::timeout(
+        Duration::from_secs(10),
+        config.connect(tokio_postgres::NoTls),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("connect {config:?}: timed out"))
+    .unwrap_or_else(|e| panic!("connect {config:?}: {e}"));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            let _ = tx.send(msg);
+        }
+    });
+    (client, rx)
+}
+
+/// First column of every row of a simple query, as text (NULL → "").
+pub async fn sq(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => {
+                Some(r.get(0).unwrap_or_default().to_string())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The single value a simple query returns.
+pub async fn sq1(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = sq(client, sql).await;
+    assert_eq!(rows.len(), 1, "{sql}: rows {rows:?}");
+    rows.into_iter().next().unwrap()
+}
+
+/// psql like [`psql`] but with `-c` replaced by arbitrary arguments and
+/// `stdin` fed to it (60 s timeout).
+pub fn psql_args_stdin(url: &str, args: &[&str], stdin: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new("timeout")
+        .args([
+            "-k",
+            "5",
+            "60",
+            PSQL,
+            "-X",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ])
+        .args(args)
+        .arg(url)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGPASSWORD")
+        .env_remove("PGSERVICE")
+        .env_remove("PGOPTIONS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run psql");
+    let mut input = child.stdin.take().expect("psql stdin");
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait psql");
+    let _ = writer.join();
+    out
+}
+
+/// Resident set size of process `pid` in KiB (VmRSS in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+// ------------------------------------------------------------------ server-side checks
+
+/// Client backends of `user` on the server at `superuser_url` (pg_stat_activity):
+/// (all of them, those `idle in transaction`).
+pub fn server_conns(superuser_url: &str, user: &str) -> (u32, u32) {
+    let out = psql_ok(
+        superuser_url,
+        &format!(
+            "SELECT count(*), count(*) FILTER (WHERE state LIKE 'idle in transaction%') \
+             FROM pg_stat_activity WHERE backend_type = 'client backend' AND usename = '{user}'"
+        ),
+    );
+    let (a, b) = out
+        .split_once('|')
+        .unwrap_or_else(|| panic!("pg_stat_activity: {out:?}"));
+    (a.parse().expect("count"), b.parse().expect("count"))
+}
+
+/// pg_stat_activity rows of `user` (pid|state|query), for failure messages.
+pub fn server_activity(superuser_url: &str, user: &str) -> String {
+    psql_ok(
+        superuser_url,
+        &format!(
+            "SELECT pid, state, query FROM pg_stat_activity \
+             WHERE backend_type = 'client backend' AND usename = '{user}' ORDER BY pid"
+        ),
+    )
 }

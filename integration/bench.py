@@ -1,0 +1,660 @@
+#!/usr/bin/env python3
+"""pgsluice benchmark: pgbench -S through PgBouncer and pgsluice, against a direct connection.
+
+    python3 integration/bench.py [--quick] [--duration S] [--rounds N] [--clients N]
+                                 [--pool-size N] [--modes simple,extended]
+                                 [--targets direct,pgbouncer,pgsluice] [--no-build]
+
+Builds pgsluice (cargo build --release, unless --no-build), starts a throwaway
+PostgreSQL cluster (integration/cluster.sh), initialises it with `pgbench -i -s 10`
+(database app, user postgres), then starts PgBouncer (/usr/sbin/pgbouncer) and pgsluice
+in transaction mode with the same pool size and the same client auth (md5, user
+postgres; the server trusts postgres). Every round runs every workload
+(`pgbench -n -S -M MODE -c CLIENTS -j 2 -T DURATION`) on every target, interleaved, with
+the target order rotated from round to round.
+
+Per run: TPS (without initial connection time), average latency, p50/p99 latency (from
+pgbench's per-transaction log, deleted once summarised), failed transactions, and the
+pooler's CPU time (utime+stime of /proc/PID/stat, all threads) over the run divided by
+the transactions pgbench processed.
+
+Prints a Markdown table (medians over rounds) and writes it, with every run's raw pgbench
+output, to integration/results/<UTC timestamp>/.
+"""
+
+import argparse
+import datetime
+import hashlib
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER_SH = os.path.join(ROOT, "integration", "cluster.sh")
+PGBOUNCER = "/usr/sbin/pgbouncer"
+PORT_RESERVATIONS = "/tmp/pgsluice-ports"  # shared with cluster.sh
+USER = "postgres"
+PASSWORD = "bench_pw"  # client-side password for both poolers; the server trusts postgres
+DATABASE = "app"
+TARGET_NAMES = {"direct": "direct", "pgbouncer": "PgBouncer", "pgsluice": "pgsluice"}
+ALL_TARGETS = ["direct", "pgbouncer", "pgsluice"]
+ALL_MODES = ["simple", "extended"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def run(cmd, check=True, **kw):
+    return subprocess.run(cmd, check=check, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, **kw)
+
+
+def pick_port():
+    """A free port of 127.0.0.1, reserved in cluster.sh's reservation directory."""
+    try:
+        os.mkdir(PORT_RESERVATIONS)
+        os.chmod(PORT_RESERVATIONS, 0o1777)
+    except FileExistsError:
+        pass
+    held = []
+    try:
+        for _ in range(200):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+            port = s.getsockname()[1]
+            try:
+                os.mkdir(os.path.join(PORT_RESERVATIONS, str(port)))
+                return port
+            except FileExistsError:
+                continue
+            except OSError:
+                return port
+    finally:
+        for s in held:
+            s.close()
+    raise Failure("no free port")
+
+
+def wait_listening(port, proc, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise Failure(f"{what} exited with status {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise Failure(f"{what} is not listening on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
+def cpu_seconds(pid):
+    """utime + stime (fields 14, 15 of /proc/PID/stat; all threads) in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def tail(path, n=40):
+    try:
+        with open(path, errors="replace") as f:
+            return ANSI.sub("", "".join(f.readlines()[-n:]))
+    except OSError as e:
+        return f"({e})\n"
+
+
+def oneline(text):
+    return " / ".join(l.strip() for l in text.splitlines() if l.strip())
+
+
+def percentile(sorted_vals, p):
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_vals:
+        return None
+    k = max(1, math.ceil(p / 100.0 * len(sorted_vals)))
+    return sorted_vals[k - 1]
+
+
+def tool_version(cmd):
+    try:
+        return run(cmd, check=False).stdout.splitlines()[0].strip()
+    except (OSError, IndexError):
+        return "?"
+
+
+# ------------------------------------------------------------------ processes
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.work = tempfile.mkdtemp(prefix="pgsluice-bench.")
+        os.chmod(self.work, 0o755)  # PgBouncer runs as postgres and reads its files here
+        self.cluster_dir = os.path.join(self.work, "cluster")
+        self.cluster_started = False
+        self.primary_port = None
+        self.procs = {}  # name -> (Popen, pid of the pooler itself)
+        self.ports = {}
+        self.notes = []  # problems worth printing under the table
+        self.dead = {}  # target -> reason it is no longer benchmarked
+
+    # -- cluster
+
+    def start_cluster(self):
+        log(f"starting the cluster in {self.cluster_dir}")
+        cmd = [CLUSTER_SH, "start", self.cluster_dir, "--watch-pid", str(os.getpid())]
+        if self.args.replicas:
+            cmd += ["--replicas", str(self.args.replicas)]
+        self.cluster_started = True
+        p = run(cmd, check=False)
+        if p.returncode != 0:
+            raise Failure(f"cluster.sh start failed:\n{p.stderr}")
+        m = re.search(r"^PRIMARY_PORT=(\d+)", p.stdout, re.M)
+        if not m:
+            raise Failure(f"cluster.sh printed no PRIMARY_PORT:\n{p.stdout}")
+        self.primary_port = int(m.group(1))
+        self.ports["direct"] = self.primary_port
+        log(f"primary on port {self.primary_port}; pgbench -i -s {self.args.scale}")
+        p = run(["pgbench", "-i", "-s", str(self.args.scale), "-h", "127.0.0.1",
+                 "-p", str(self.primary_port), "-U", USER, DATABASE], check=False,
+                env=self.pg_env())
+        if p.returncode != 0:
+            raise Failure(f"pgbench -i failed:\n{p.stdout}{p.stderr}")
+
+    def stop_cluster(self):
+        if self.cluster_started:
+            run([CLUSTER_SH, "stop", self.cluster_dir], check=False)
+            self.cluster_started = False
+
+    def pg_env(self):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PG") and not k.startswith("PGSLUICE_")}
+        env["PGPASSWORD"] = PASSWORD
+        env["PGCONNECT_TIMEOUT"] = "10"
+        return env
+
+    # -- poolers
+
+    def start_pgbouncer(self):
+        d = os.path.join(self.work, "pgbouncer")
+        os.mkdir(d)
+        port = pick_port()
+        md5 = "md5" + hashlib.md5((PASSWORD + USER).encode()).hexdigest()
+        with open(os.path.join(d, "userlist.txt"), "w") as f:
+            f.write(f'"{USER}" "{md5}"\n')
+        conf = os.path.join(d, "pgbouncer.ini")
+        with open(conf, "w") as f:
+            f.write(f"""[databases]
+{DATABASE} = host=127.0.0.1 port={self.primary_port} dbname={DATABASE}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = md5
+auth_file = {d}/userlist.txt
+pool_mode = transaction
+max_client_conn = 10000
+default_pool_size = {self.args.pool_size}
+ignore_startup_parameters = extra_float_digits,options
+logfile = {d}/pgbouncer.log
+""")
+        shutil.chown(d, "postgres", "postgres")
+        for name in os.listdir(d):
+            shutil.chown(os.path.join(d, name), "postgres", "postgres")
+        cmd = [PGBOUNCER, conf]
+        if os.geteuid() == 0:
+            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+        out = open(os.path.join(d, "stderr.log"), "w")
+        proc = subprocess.Popen(cmd, cwd=d, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        pid = proc.pid
+        if os.geteuid() == 0:  # runuser forks: the pooler is its child
+            pid = None
+            for _ in range(200):
+                try:
+                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
+                        kids = f.read().split()
+                    if kids:
+                        pid = int(kids[0])
+                        break
+                except OSError:
+                    pass
+                if proc.poll() is not None:
+                    break
+                time.sleep(0.01)
+            if pid is None:
+                raise Failure(f"pgbouncer did not start:\n{tail(out.name)}")
+        self.procs["pgbouncer"] = (proc, pid)
+        self.ports["pgbouncer"] = port
+        try:
+            wait_listening(port, proc, "pgbouncer")
+        except Failure as e:
+            raise Failure(f"{e}\n{tail(out.name)}{tail(os.path.join(d, 'pgbouncer.log'))}")
+        log(f"pgbouncer (pid {pid}) on port {port}")
+
+    def start_pgsluice(self):
+        binary = self.args.binary
+        if not os.access(binary, os.X_OK):
+            raise Failure(f"{binary} not found")
+        d = os.path.join(self.work, "pgsluice")
+        os.mkdir(d)
+        port = pick_port()
+        conf = os.path.join(d, "pgsluice.toml")
+        with open(conf, "w") as f:
+            f.write(f"""[general]
+listen_addr = "127.0.0.1:{port}"
+workers = {self.args.workers}
+pool_mode = "transaction"
+max_client_conn = 10000
+default_pool_size = {self.args.pool_size}
+
+[auth]
+type = "md5"
+
+[[users]]
+name = "{USER}"
+password = "{PASSWORD}"
+
+[databases.{DATABASE}]
+dbname = "{DATABASE}"
+primary = "127.0.0.1:{self.primary_port}"
+""")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PGSLUICE_")}
+        logf = open(os.path.join(d, "pgsluice.log"), "w")
+        proc = subprocess.Popen([binary, "--config", conf], cwd=d, env=env,
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs["pgsluice"] = (proc, proc.pid)
+        self.ports["pgsluice"] = port
+        try:
+            wait_listening(port, proc, "pgsluice")
+        except Failure as e:
+            raise Failure(f"{e}\n{tail(logf.name)}")
+        log(f"pgsluice (pid {proc.pid}, {binary}) on port {port}")
+
+    def smoke(self, target):
+        """One query through the target, so a broken target is reported before the runs."""
+        p = run(["psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(self.ports[target]),
+                 "-U", USER, "-d", DATABASE, "-c", "SELECT count(*) FROM pgbench_branches"],
+                check=False, env=self.pg_env(), timeout=30)
+        if p.returncode != 0 or p.stdout.strip() != str(self.args.scale):
+            raise Failure(f"smoke query through {target} failed (status {p.returncode}): "
+                          f"{(p.stdout + p.stderr).strip()}")
+
+    def pooler_log(self, target):
+        return os.path.join(self.work, target,
+                            "pgbouncer.log" if target == "pgbouncer" else "pgsluice.log")
+
+    def stop_poolers(self):
+        for name, (proc, pid) in list(self.procs.items()):
+            if proc.poll() is None:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    for p in {pid, proc.pid}:
+                        try:
+                            os.kill(p, signal.SIGKILL)
+                        except OSError:
+                            pass
+                    proc.wait(timeout=5)
+            del self.procs[name]
+
+    def cleanup(self):
+        try:
+            self.stop_poolers()
+        finally:
+            self.stop_cluster()
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    # -- runs
+
+    def alive(self, target):
+        if target == "direct":
+            return True
+        proc, _ = self.procs[target]
+        return proc.poll() is None
+
+    def pgbench(self, target, mode, duration, tag, results_dir=None):
+        """One pgbench run; returns a dict of measurements."""
+        logdir = os.path.join(self.work, "txlog")
+        shutil.rmtree(logdir, ignore_errors=True)
+        os.mkdir(logdir)
+        cmd = ["pgbench", "-n", "-S", "-M", mode, "-c", str(self.args.clients),
+               "-j", str(self.args.jobs), "-T", str(duration), "-h", "127.0.0.1",
+               "-p", str(self.ports[target]), "-U", USER,
+               "-l", f"--log-prefix={logdir}/tx", DATABASE]
+        pid = self.procs[target][1] if target != "direct" else None
+        cpu0 = cpu_seconds(pid) if pid else None
+        t0 = time.monotonic()
+        p = run(cmd, check=False, env=self.pg_env(), timeout=duration + 120)
+        wall = time.monotonic() - t0
+        cpu1 = None
+        if pid:
+            try:
+                cpu1 = cpu_seconds(pid)
+            except OSError:
+                pass
+        r = {"target": target, "mode": mode, "status": p.returncode, "wall": wall}
+
+        def grab(pattern, conv=float):
+            m = re.search(pattern, p.stdout)
+            return conv(m.group(1)) if m else None
+
+        r["tps"] = grab(r"tps = ([\d.]+) \(without initial connection time\)")
+        r["lat_avg"] = grab(r"latency average = ([\d.]+) ms")
+        r["txns"] = grab(r"number of transactions actually processed: (\d+)", int)
+        r["failed"] = grab(r"number of failed transactions: (\d+)", int)
+        r["aborted"] = len(re.findall(r"client \d+ .*aborted", p.stderr))
+        lats = []
+        for name in os.listdir(logdir):
+            with open(os.path.join(logdir, name)) as f:
+                for line in f:
+                    parts = line.split(None, 3)
+                    if len(parts) >= 3 and parts[2].isdigit():
+                        lats.append(int(parts[2]))
+        shutil.rmtree(logdir, ignore_errors=True)
+        lats.sort()
+        r["p50"] = percentile(lats, 50) / 1000.0 if lats else None
+        r["p99"] = percentile(lats, 99) / 1000.0 if lats else None
+        if cpu0 is not None and cpu1 is not None and r["txns"]:
+            r["cpu_us"] = (cpu1 - cpu0) * 1e6 / r["txns"]
+            r["cpu_s"] = cpu1 - cpu0
+        else:
+            r["cpu_us"] = None
+        if results_dir:
+            err = p.stderr.splitlines()
+            if len(err) > 60:
+                err = err[:30] + [f"... ({len(err) - 60} lines left out)"] + err[-30:]
+            with open(os.path.join(results_dir, f"{tag}.txt"), "w") as f:
+                f.write("$ " + shlex.join(cmd) + "\n")
+                f.write(f"# exit status {p.returncode}, wall {wall:.2f}s")
+                if r["cpu_us"] is not None:
+                    f.write(f", pooler pid {pid} cpu {r['cpu_s']:.2f}s = {r['cpu_us']:.2f} us/txn")
+                if r["p50"] is not None:
+                    f.write(f", p50 {r['p50']:.3f} ms, p99 {r['p99']:.3f} ms "
+                            f"({len(lats)} logged txns)")
+                f.write("\n" + p.stdout)
+                if err:
+                    f.write("# stderr:\n" + "\n".join(err) + "\n")
+        return r
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt(v, nd=2):
+    if v is None:
+        return "n/a"
+    if isinstance(v, int):
+        return str(v)
+    return f"{v:,.{nd}f}" if abs(v) >= 1000 else f"{v:.{nd}f}"
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def build_report(bench, results, header, targets, modes):
+    lines = [header, ""]
+    lines.append("| target | mode | TPS | TPS ratio vs PgBouncer | avg lat ms | p50 ms | p99 ms "
+                 "| pooler CPU µs/txn | CPU ratio vs PgBouncer | failed |")
+    lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for mode in modes:
+        for t in targets:
+            runs = [r for r in results if r["target"] == t and r["mode"] == mode]
+            if not runs:
+                continue
+            ok = [r for r in runs if r["tps"] is not None]
+            tps_ratio, cpu_ratio = [], []
+            for r in ok:  # paired with PgBouncer's run of the same round
+                b = next((x for x in results if x["target"] == "pgbouncer" and x["mode"] == mode
+                          and x["round"] == r["round"]), None)
+                if b and b["tps"]:
+                    tps_ratio.append(r["tps"] / b["tps"])
+                if b and b.get("cpu_us") and r.get("cpu_us") is not None:
+                    cpu_ratio.append(r["cpu_us"] / b["cpu_us"])
+            failed = sum(r["failed"] or 0 for r in runs)
+            aborted = sum(r["aborted"] for r in runs)
+            bad = sum(1 for r in runs if r["status"] != 0)
+            ftxt = str(failed)
+            if aborted:
+                ftxt += f" ({aborted} clients aborted)"
+            if bad:
+                ftxt += f" ({bad}/{len(runs)} runs exited non-zero)"
+            lines.append("| " + " | ".join([
+                TARGET_NAMES[t], mode,
+                fmt(med(r["tps"] for r in ok), 0),
+                fmt(med(tps_ratio)) if t != "pgbouncer" else "1.00",
+                fmt(med(r["lat_avg"] for r in ok), 3),
+                fmt(med(r["p50"] for r in ok), 3),
+                fmt(med(r["p99"] for r in ok), 3),
+                fmt(med(r["cpu_us"] for r in ok), 1) if t != "direct" else "n/a",
+                (fmt(med(cpu_ratio)) if t != "pgbouncer" else "1.00") if t != "direct" else "n/a",
+                ftxt]) + " |")
+    lines.append("")
+    lines.append("Medians over rounds; ratios are medians of the per-round ratios (each run "
+                 "against PgBouncer's run of the same round and mode). failed = failed "
+                 "transactions summed over all rounds.")
+    for t, why in bench.dead.items():
+        lines.append("")
+        lines.append(f"**{TARGET_NAMES[t]}: {why}**")
+    for n in bench.notes:
+        lines.append("")
+        lines.append(n)
+    lines.append("")
+    lines.append("<details><summary>every run</summary>")
+    lines.append("")
+    lines.append("| round | mode | target | TPS | avg lat ms | p50 ms | p99 ms | CPU µs/txn "
+                 "| failed | exit |")
+    lines.append("|--:|---|---|--:|--:|--:|--:|--:|--:|--:|")
+    for r in results:
+        lines.append(f"| {r['round']} | {r['mode']} | {TARGET_NAMES[r['target']]} | "
+                     f"{fmt(r['tps'], 0)} | {fmt(r['lat_avg'], 3)} | {fmt(r['p50'], 3)} | "
+                     f"{fmt(r['p99'], 3)} | {fmt(r.get('cpu_us'), 1)} | {fmt(r['failed'])} | "
+                     f"{r['status']} |")
+    lines.append("")
+    lines.append("</details>")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
+    ap.add_argument("--clients", type=int, default=50, help="pgbench -c (default 50)")
+    ap.add_argument("--jobs", type=int, default=2, help="pgbench -j (default 2)")
+    ap.add_argument("--pool-size", type=int, default=20, help="pool size of both poolers (20)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="pgsluice general.workers (default 0 = one per core)")
+    ap.add_argument("--modes", default="simple,extended", help="simple,extended")
+    ap.add_argument("--targets", default="direct,pgbouncer,pgsluice",
+                    help="direct,pgbouncer,pgsluice")
+    ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
+    ap.add_argument("--replicas", type=int, default=0, help="cluster replicas (default 0)")
+    ap.add_argument("--warmup", type=int, default=2,
+                    help="seconds of unrecorded pgbench per target before round 1 (default 2)")
+    ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
+    ap.add_argument("--binary", default=None, help="pgsluice binary (default target/release)")
+    ap.add_argument("--quick", action="store_true", help="--duration 3 --rounds 1")
+    args = ap.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 3, 1
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    for m in args.modes:
+        if m not in ALL_MODES:
+            ap.error(f"unknown mode {m!r} (simple, extended)")
+    for t in args.targets:
+        if t not in ALL_TARGETS:
+            ap.error(f"unknown target {t!r} (direct, pgbouncer, pgsluice)")
+    if args.binary is None:
+        tdir = os.environ.get("CARGO_TARGET_DIR", "target")
+        if not os.path.isabs(tdir):
+            tdir = os.path.join(ROOT, tdir)
+        args.binary = os.path.join(tdir, "release", "pgsluice")
+    return args
+
+
+def run_rounds(bench, args, live, results, results_dir):
+    for rnd in range(1, args.rounds + 1):
+        k = (rnd - 1) % max(1, len(live))
+        order = live[k:] + live[:k]
+        for mode in args.modes:
+            for t in order:
+                if t in bench.dead:
+                    continue
+                if not bench.alive(t):
+                    proc = bench.procs[t][0]
+                    bench.dead[t] = (f"exited with status {proc.returncode} during the "
+                                     f"benchmark; log tail: "
+                                     + oneline(tail(bench.pooler_log(t), 10)))
+                    log(bench.dead[t])
+                    continue
+                log(f"round {rnd}/{args.rounds}: {mode} via {t} ({args.duration}s)")
+                r = bench.pgbench(t, mode, args.duration, f"r{rnd}-{mode}-{t}", results_dir)
+                r["round"] = rnd
+                results.append(r)
+                log(f"  tps={fmt(r['tps'], 0)} p99={fmt(r['p99'], 3)}ms "
+                    f"cpu/txn µs={fmt(r.get('cpu_us'), 1)} failed={r['failed']} "
+                    f"exit={r['status']}")
+                time.sleep(1)
+
+
+def main():
+    args = parse_args()
+    command = "python3 " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
+    targets = [t for t in ALL_TARGETS if t in args.targets]
+    build_note = None
+    if "pgsluice" in targets and not args.no_build:
+        log("cargo build --release")
+        p = subprocess.run(["cargo", "build", "--release"], cwd=ROOT, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        if p.returncode != 0:
+            errs = [l for l in p.stdout.splitlines() if l.startswith("error")]
+            build_note = ("cargo build --release failed, pgsluice not benchmarked: "
+                          + "; ".join(errs[:5]))
+            log(p.stdout[-3000:])
+            log(build_note)
+
+    stamp = datetime.datetime.now(datetime.timezone.utc)
+    results_dir = os.path.join(ROOT, "integration", "results", stamp.strftime("%Y%m%dT%H%M%SZ"))
+    os.makedirs(results_dir, exist_ok=True)
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    bench = Bench(args)
+    results = []
+    try:
+        if build_note:
+            bench.dead["pgsluice"] = build_note
+        bench.start_cluster()
+        if "pgbouncer" in targets:
+            try:
+                bench.start_pgbouncer()
+                bench.smoke("pgbouncer")
+            except Failure as e:
+                bench.dead["pgbouncer"] = f"did not start: {e}"
+        if "pgsluice" in targets and "pgsluice" not in bench.dead:
+            try:
+                bench.start_pgsluice()
+                bench.smoke("pgsluice")
+            except Failure as e:
+                msg = str(e)
+                if "pgsluice" in bench.procs:
+                    msg += "\nlog tail:\n" + tail(bench.pooler_log("pgsluice"), 20)
+                bench.dead["pgsluice"] = "did not work: " + oneline(msg)
+                log(msg)
+        live = [t for t in targets if t not in bench.dead]
+        if args.warmup > 0:
+            for t in live:
+                log(f"warm-up {args.warmup}s: {t}")
+                bench.pgbench(t, args.modes[0], args.warmup, "warmup")
+        try:
+            run_rounds(bench, args, live, results, results_dir)
+        except KeyboardInterrupt:
+            bench.notes.append(f"**Interrupted** after {len(results)} runs: partial results.")
+            log("interrupted: writing the partial results")
+        for t in ("pgsluice", "pgbouncer"):
+            if t in bench.procs:
+                with open(os.path.join(results_dir, f"{t}.log.tail"), "w") as f:
+                    f.write(tail(bench.pooler_log(t), 40))
+                if not bench.alive(t) and t not in bench.dead:
+                    bench.dead[t] = f"exited with status {bench.procs[t][0].returncode}"
+    finally:
+        bench.cleanup()
+
+    try:
+        commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip()
+        if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+               check=False).stdout.strip():
+            commit += " + uncommitted changes"
+    except (OSError, subprocess.CalledProcessError):
+        commit = "?"
+    cpu_model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            cpu_model = m.group(1) if m else "?"
+    except OSError:
+        pass
+    nproc = run(["nproc"], check=False).stdout.strip()
+    header = (f"`{command}` — {stamp.strftime('%Y-%m-%d %H:%M UTC')}, nproc {nproc} "
+              f"({cpu_model}), {tool_version(['pgbench', '--version'])}, "
+              f"{tool_version([PGBOUNCER, '--version'])}, pgsluice commit {commit}; "
+              f"pgbench -n -S -c {args.clients} -j {args.jobs} -T {args.duration}, "
+              f"{args.rounds} round(s), pool size {args.pool_size}, pgbench scale {args.scale}, "
+              f"pgsluice workers {args.workers or 'one per core'}")
+    report = build_report(bench, results, header, targets, args.modes)
+    with open(os.path.join(results_dir, "summary.md"), "w") as f:
+        f.write(report)
+    print(report)
+    log(f"results in {os.path.relpath(results_dir, ROOT)}")
+    return 0 if results else 1
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except Failure as e:
+        log(f"error: {e}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
