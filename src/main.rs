@@ -57,10 +57,18 @@ fn init_logging(format: &str) {
 }
 
 fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if config.general.workers > 0 {
-        rt.worker_threads(config.general.workers);
-    }
+    // One worker runs on tokio's current-thread scheduler: no work stealing, no
+    // cross-thread wake-ups, the same shape as PgBouncer's single event loop.
+    let mut rt = match config.general.workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 0 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
     let rt = rt.enable_all().build().context("starting the runtime")?;
     rt.block_on(async move {
         let addr = config.general.listen_addr.clone();

@@ -470,8 +470,7 @@ fn pool_wait_timeout_gives_57014() {
         let e = b
             .try_q("SELECT 1")
             .await
-            .err()
-            .expect("B got a server while A holds the only one");
+            .expect_err("B got a server while A holds the only one");
         assert_eq!(code(&e).as_deref(), Some("57014"), "{e:?}");
         let msg = e
             .as_db_error()
@@ -508,7 +507,8 @@ fn malformed_startup_packets_are_refused() {
     let mut v2 = 8u32.to_be_bytes().to_vec();
     v2.extend(0x0002_0000u32.to_be_bytes());
     // (name, bytes, close our side after sending, accepted SQLSTATEs, reset acceptable)
-    let cases: Vec<(&str, Vec<u8>, bool, &[&str], bool)> = vec![
+    type Case<'a> = (&'a str, Vec<u8>, bool, &'a [&'a str], bool);
+    let cases: Vec<Case> = vec![
         (
             "garbage with a huge length",
             huge_garbage,
@@ -792,7 +792,7 @@ fn server_backend_killed_mid_query() {
         let r = within("the query whose backend was killed", sleeping)
             .await
             .unwrap();
-        let e = r.err().expect("pg_sleep succeeded on a terminated backend");
+        let e = r.expect_err("pg_sleep succeeded on a terminated backend");
         let c_code = code(&e);
         assert!(
             c_code.is_none() || matches!(c_code.as_deref(), Some("57P01" | "08006")),

@@ -213,7 +213,7 @@ impl Raw {
             if self.buf.len() >= 5 {
                 let len = i32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
                 assert!(len >= 4, "bad message length {len}");
-                if self.buf.len() >= len + 1 {
+                if self.buf.len() > len {
                     let mut m = self.buf.split_to(len + 1);
                     let tag = m[0];
                     m.advance(5);
@@ -460,7 +460,7 @@ fn large_result_read_slowly_is_not_buffered() {
             let m = raw.recv().await;
             match m.tag {
                 b'D' => {
-                    if rows % 10_000 == 0 {
+                    if rows.is_multiple_of(10_000) {
                         let cols = m.columns();
                         assert_eq!(cols.len(), 1);
                         let v = cols[0].as_ref().expect("NULL");

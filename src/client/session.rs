@@ -228,7 +228,7 @@ impl Session {
                 return Err(("3D000".into(), msg));
             }
         };
-        if !Arc::ptr_eq(&conn.gucs, &self.state.gucs) {
+        if !Arc::ptr_eq(&conn.gucs, &self.state.gucs) && *conn.gucs != *self.state.gucs {
             if let Some(sql) = Gucs::diff_sql(&conn.gucs, &self.state.gucs) {
                 match conn.simple_query(&sql).await {
                     Ok(None) => {}

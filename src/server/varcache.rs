@@ -40,10 +40,17 @@ impl Gucs {
     }
 
     /// Adds a startup parameter as a setting.
+    ///
+    /// It is replayed with `set_config`, which takes the value as the server took it from
+    /// the startup packet: `SET search_path TO 'a,b'` would name one schema called `a,b`.
     pub fn set_value(&mut self, name: &str, value: &str) {
         let name = name.to_ascii_lowercase();
         let ident = quote_ident(&name);
-        let set_sql = format!("SET {ident} TO {}", quote_literal(value));
+        let set_sql = format!(
+            "SELECT pg_catalog.set_config({}, {}, false)",
+            quote_literal(&name),
+            quote_literal(value)
+        );
         let reset_sql = format!("RESET {ident}");
         self.map.insert(name, Setting { set_sql, reset_sql });
     }
@@ -105,7 +112,10 @@ mod tests {
         b.set_value("timezone", "UTC");
         b.set_value("application_name", "x'y");
         let sql = Gucs::diff_sql(&a, &b).unwrap();
-        assert_eq!(sql, "RESET search_path; SET application_name TO 'x''y'");
+        assert_eq!(
+            sql,
+            "RESET search_path; SELECT pg_catalog.set_config('application_name', 'x''y', false)"
+        );
         assert_eq!(Gucs::diff_sql(&b, &b), None);
     }
 
