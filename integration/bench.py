@@ -497,8 +497,8 @@ def parse_args():
     ap.add_argument("--clients", type=int, default=50, help="pgbench -c (default 50)")
     ap.add_argument("--jobs", type=int, default=2, help="pgbench -j (default 2)")
     ap.add_argument("--pool-size", type=int, default=20, help="pool size of both poolers (20)")
-    ap.add_argument("--workers", type=int, default=0,
-                    help="pgsluice general.workers (default 0 = one per core)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="pgsluice general.workers (default 1, as pgsluice; 0 = one per core)")
     ap.add_argument("--modes", default="simple,extended", help="simple,extended")
     ap.add_argument("--targets", default="direct,pgbouncer,pgsluice",
                     help="direct,pgbouncer,pgsluice")

@@ -20,11 +20,13 @@ impl Drop for Counted {
     }
 }
 
-/// Accepts clients until `shutdown` completes, then drains: no new connections, clients
-/// leave at their next transaction boundary, and after `shutdown_timeout` the rest are cut.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
-    tokio::pin!(shutdown);
-    loop {
+/// Accepts clients until pgsluice starts draining (see [`drain`]).
+///
+/// Several workers may accept on clones of one listening socket; the kernel hands each
+/// connection to one of them.
+pub async fn accept_until_drain(listener: TcpListener, shared: Arc<Shared>) {
+    let mut phase = shared.drain.subscribe();
+    while *phase.borrow_and_update() == Phase::Running {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => spawn_client(stream, &shared),
@@ -34,11 +36,17 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = &mut shutdown => break,
+            _ = phase.changed() => {}
         }
     }
-    drop(listener);
+}
+
+/// Accepts clients until `shutdown` completes, then drains. For a single runtime.
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
+    let accept = tokio::spawn(accept_until_drain(listener, shared.clone()));
+    shutdown.await;
     drain(&shared).await;
+    let _ = accept.await;
 }
 
 fn spawn_client(stream: tokio::net::TcpStream, shared: &Arc<Shared>) {
@@ -52,7 +60,10 @@ fn spawn_client(stream: tokio::net::TcpStream, shared: &Arc<Shared>) {
     });
 }
 
-async fn drain(shared: &Arc<Shared>) {
+/// Stops accepting, lets clients leave at their next transaction boundary, and after
+/// `shutdown_timeout` closes the rest. Returns when no client is left (or shortly after the
+/// timeout), with the phase set to [`Phase::Exit`].
+pub async fn drain(shared: &Arc<Shared>) {
     let limit = config::secs(shared.snapshot.load().config.general.shutdown_timeout);
     let clients = shared.clients.load(Ordering::Acquire);
     tracing::info!(
@@ -82,4 +93,5 @@ async fn drain(shared: &Arc<Shared>) {
         }
         None => wait.await,
     }
+    shared.drain.send_replace(Phase::Exit);
 }

@@ -2,11 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use pgsluice::Config;
-use tokio::signal::unix::{SignalKind, signal};
+use pgsluice::{Config, Shared};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// PostgreSQL connection pooler and read/write query router.
 #[derive(Parser, Debug)]
@@ -56,46 +57,59 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Binds, starts one single-threaded runtime per worker, and handles signals on the main
+/// thread until the drain after SIGTERM/SIGINT is done.
 fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
-    // One worker runs on tokio's current-thread scheduler: no work stealing, no
-    // cross-thread wake-ups, the same shape as PgBouncer's single event loop.
-    let mut rt = match config.general.workers {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 0 {
-                b.worker_threads(n);
-            }
-            b
-        }
+    let addr = config.general.listen_addr.clone();
+    let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    listener.set_nonblocking(true)?;
+    let workers = match config.general.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
-    let rt = rt.enable_all().build().context("starting the runtime")?;
-    rt.block_on(async move {
-        let addr = config.general.listen_addr.clone();
-        let listener = tokio::net::TcpListener::bind(&addr)
-            .await
-            .with_context(|| format!("listening on {addr}"))?;
-        tracing::info!("pgsluice {} listening on {addr}", env!("CARGO_PKG_VERSION"));
-        let shared = pgsluice::Shared::new(config, path);
-        let mut hup = signal(SignalKind::hangup())?;
-        let reloader = shared.clone();
-        tokio::spawn(async move {
-            while hup.recv().await.is_some() {
-                if let Err(e) = reloader.reload() {
+    let shared = Shared::new(config, path);
+    tracing::info!(workers, "pgsluice {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    let mut threads = Vec::with_capacity(workers);
+    for id in 0..workers {
+        let listener = listener.try_clone()?;
+        let shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("pgsluice-w{id}"))
+            .spawn(move || -> anyhow::Result<()> {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(pgsluice::worker(id, listener, shared))?;
+                Ok(())
+            })?;
+        threads.push(thread);
+    }
+    drop(listener);
+    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    control.block_on(control_loop(shared))?;
+    for t in threads {
+        match t.join() {
+            Ok(r) => r?,
+            Err(_) => anyhow::bail!("a worker thread panicked"),
+        }
+    }
+    Ok(())
+}
+
+/// SIGHUP reloads; SIGTERM or SIGINT drains and returns.
+async fn control_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                if let Err(e) = shared.reload() {
                     tracing::error!("reload failed, keeping the running configuration: {e}");
                 }
             }
-        });
-        let mut term = signal(SignalKind::terminate())?;
-        let mut int = signal(SignalKind::interrupt())?;
-        let shutdown = async move {
-            tokio::select! {
-                _ = term.recv() => tracing::info!("SIGTERM: draining"),
-                _ = int.recv() => tracing::info!("SIGINT: draining"),
-            }
-        };
-        pgsluice::run(listener, shared, shutdown).await;
-        anyhow::Ok(())
-    })?;
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+        }
+    }
+    pgsluice::listener::drain(&shared).await;
     Ok(())
 }

@@ -52,6 +52,8 @@ pub enum Phase {
     Draining,
     /// `shutdown_timeout` passed: every client is closed now.
     Closing,
+    /// Done: workers stop.
+    Exit,
 }
 
 /// State shared by the listener, every client task and the janitor.

@@ -156,7 +156,7 @@ impl Session {
                             self.draining = true;
                             continue;
                         }
-                        Phase::Closing => Event::ForceClose,
+                        Phase::Closing | Phase::Exit => Event::ForceClose,
                     }
                 }
             };

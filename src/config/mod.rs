@@ -77,7 +77,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct General {
     pub listen_addr: String,
-    /// Runtime worker threads; 0 means one per core.
+    /// Worker threads, each a single-threaded event loop; 0 means one per core.
     pub workers: usize,
     pub pool_mode: PoolMode,
     pub max_client_conn: usize,
@@ -101,7 +101,7 @@ impl Default for General {
     fn default() -> Self {
         General {
             listen_addr: "127.0.0.1:6432".into(),
-            workers: 0,
+            workers: 1,
             pool_mode: PoolMode::Transaction,
             max_client_conn: 10_000,
             default_pool_size: 20,

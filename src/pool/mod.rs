@@ -171,6 +171,7 @@ impl Pool {
 
     fn take_idle(&self, g: &mut Inner, stale: &mut Vec<ServerConn>) -> Next {
         let now = Instant::now();
+        prefer_local(&mut g.idle, crate::current_worker());
         while let Some(conn) = g.idle.pop_back() {
             if expired(&g.settings, &conn, now).is_some() || conn.has_unexpected_data() {
                 g.total -= 1;
@@ -287,6 +288,20 @@ impl Pool {
             }
         }
         g.total -= 1;
+    }
+}
+
+/// Moves the most recently used idle connection of `worker` to the back, if one is near
+/// the back. A connection driven by the client's own thread costs no cross-thread wake-up
+/// per read; the scan is bounded so a large idle list costs nothing extra.
+fn prefer_local(idle: &mut VecDeque<ServerConn>, worker: usize) {
+    const SCAN: usize = 8;
+    let len = idle.len();
+    if len < 2 || idle[len - 1].worker == worker {
+        return;
+    }
+    if let Some(i) = (len.saturating_sub(SCAN)..len - 1).rev().find(|&i| idle[i].worker == worker) {
+        idle.swap(i, len - 1);
     }
 }
 

@@ -83,6 +83,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Ser
         status: b'I',
         created: now,
         last_used: now,
+        worker: crate::current_worker(),
     })
 }
 

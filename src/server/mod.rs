@@ -88,6 +88,8 @@ pub struct ServerConn {
     pub status: u8,
     pub created: Instant,
     pub last_used: Instant,
+    /// The worker thread whose event loop watches this socket.
+    pub worker: usize,
 }
 
 impl ServerConn {
