@@ -58,7 +58,11 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
 /// Why one single-threaded runtime per core rather than one work-stealing runtime:
 /// measured on 2 cores with `pgbench -S`, the work-stealing scheduler cost about 40% more
 /// CPU per transaction (cross-thread wake-ups, futex traffic) than a single event loop.
-pub async fn worker(id: usize, listener: std::net::TcpListener, shared: Arc<Shared>) -> std::io::Result<()> {
+pub async fn worker(
+    id: usize,
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+) -> std::io::Result<()> {
     WORKER.with(|w| w.set(id));
     let listener = TcpListener::from_std(listener)?;
     let janitor = (id == 0).then(|| tokio::spawn(pool::maintain_all(shared.pools.clone())));

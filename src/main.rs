@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use pgsluice::{Config, Shared};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{SignalKind, signal};
 
 /// PostgreSQL connection pooler and read/write query router.
 #[derive(Parser, Debug)]
@@ -61,14 +61,19 @@ fn init_logging(format: &str) {
 /// thread until the drain after SIGTERM/SIGINT is done.
 fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let addr = config.general.listen_addr.clone();
-    let listener = std::net::TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
+    let listener =
+        std::net::TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
     listener.set_nonblocking(true)?;
     let workers = match config.general.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
     let shared = Shared::new(config, path);
-    tracing::info!(workers, "pgsluice {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        workers,
+        "pgsluice {} listening on {addr}",
+        env!("CARGO_PKG_VERSION")
+    );
     let mut threads = Vec::with_capacity(workers);
     for id in 0..workers {
         let listener = listener.try_clone()?;
@@ -76,14 +81,18 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         let thread = std::thread::Builder::new()
             .name(format!("pgsluice-w{id}"))
             .spawn(move || -> anyhow::Result<()> {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 rt.block_on(pgsluice::worker(id, listener, shared))?;
                 Ok(())
             })?;
         threads.push(thread);
     }
     drop(listener);
-    let control = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let control = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     control.block_on(control_loop(shared))?;
     for t in threads {
         match t.join() {

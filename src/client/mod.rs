@@ -156,7 +156,7 @@ async fn login(
             },
             other => ClientError::fatal("08006", other.to_string()),
         })?;
-    let startup_gucs = startup_settings(&params, &server_params);
+    let startup_gucs = pool.intern_settings(startup_settings(&params, &server_params));
     let mode = config.pool_mode(db, config.user(&user));
     let mut session = Session::new(shared.clone(), pool, mode, &snap.config, startup_gucs);
     session.greet(&server_params, &params);

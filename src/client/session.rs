@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Sleep;
 
 use super::cancel::CancelTarget;
@@ -90,7 +91,7 @@ impl Session {
         pool: Arc<Pool>,
         mode: PoolMode,
         config: &Config,
-        startup: Gucs,
+        startup: Arc<Gucs>,
     ) -> Session {
         let g = &config.general;
         let cancel = shared.cancels.register();
@@ -146,11 +147,14 @@ impl Session {
     pub async fn run(mut self, mut client: TcpStream) {
         let mut drain = self.shared.drain.subscribe();
         self.draining = *drain.borrow_and_update() != Phase::Running;
+        // One long-lived wait for a phase change, rather than a new one per event.
+        let mut phase_change = Box::pin(next_phase(drain));
         let reason = loop {
             let event = tokio::select! {
                 ev = std::future::poll_fn(|cx| self.poll_relay(&mut client, cx)) => ev,
-                _ = drain.changed() => {
-                    match *drain.borrow_and_update() {
+                (phase, rx) = &mut phase_change => {
+                    phase_change = Box::pin(next_phase(rx));
+                    match phase {
                         Phase::Running => continue,
                         Phase::Draining => {
                             self.draining = true;
@@ -333,6 +337,16 @@ impl Session {
         }
         self.pool.checkin(conn);
     }
+}
+
+/// Waits for the shutdown phase to change and returns the new one. Never returns if the
+/// sender is gone (it lives as long as the shared state, which this session holds).
+async fn next_phase(mut rx: watch::Receiver<Phase>) -> (Phase, watch::Receiver<Phase>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+    let phase = *rx.borrow_and_update();
+    (phase, rx)
 }
 
 impl Drop for Session {

@@ -71,8 +71,7 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(startup: Gucs) -> SessionState {
-        let startup = Arc::new(startup);
+    pub fn new(startup: Arc<Gucs>) -> SessionState {
         SessionState {
             gucs: startup.clone(),
             startup,
@@ -220,7 +219,7 @@ mod tests {
     fn reset_returns_to_startup_value() {
         let mut startup = Gucs::default();
         startup.set_value("application_name", "app");
-        let mut s = SessionState::new(startup);
+        let mut s = SessionState::new(Arc::new(startup));
         s.on_statement("SET application_name = 'other'");
         s.on_ready(b'I');
         s.on_statement("RESET application_name");

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::server::varcache::Gucs;
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
 pub use maintain::{Pools, maintain_all};
 
@@ -63,6 +64,9 @@ struct Inner {
     waiters: VecDeque<oneshot::Sender<Grant>>,
     /// Parameters reported by the first connection, for clients' startup.
     params: Option<Arc<BTreeMap<String, String>>>,
+    /// Recently seen startup settings, shared so that clients with the same settings
+    /// hold the same `Arc` and a checkout compares pointers, not maps.
+    interned: VecDeque<Arc<Gucs>>,
     removed: bool,
 }
 
@@ -111,6 +115,7 @@ impl Pool {
                 total: 0,
                 waiters: VecDeque::new(),
                 params: None,
+                interned: VecDeque::new(),
                 removed: false,
             }),
             next_id,
@@ -131,6 +136,21 @@ impl Pool {
             waiting: g.waiters.len(),
             size: g.settings.size,
         }
+    }
+
+    /// The shared copy of a client's startup settings (see `Inner::interned`).
+    pub fn intern_settings(&self, gucs: Gucs) -> Arc<Gucs> {
+        const KEEP: usize = 16;
+        let mut g = self.lock();
+        if let Some(found) = g.interned.iter().find(|a| ***a == gucs) {
+            return found.clone();
+        }
+        let arc = Arc::new(gucs);
+        if g.interned.len() == KEEP {
+            g.interned.pop_front();
+        }
+        g.interned.push_back(arc.clone());
+        arc
     }
 
     /// Server parameters reported by this pool's connections, connecting one if needed.
@@ -300,7 +320,10 @@ fn prefer_local(idle: &mut VecDeque<ServerConn>, worker: usize) {
     if len < 2 || idle[len - 1].worker == worker {
         return;
     }
-    if let Some(i) = (len.saturating_sub(SCAN)..len - 1).rev().find(|&i| idle[i].worker == worker) {
+    if let Some(i) = (len.saturating_sub(SCAN)..len - 1)
+        .rev()
+        .find(|&i| idle[i].worker == worker)
+    {
         idle.swap(i, len - 1);
     }
 }
