@@ -50,7 +50,7 @@ impl OutQueue {
                 .zip(slices.iter_mut())
                 .map(|(c, s)| *s = IoSlice::new(c))
                 .count();
-            match stream.try_write_vectored(&slices[..n]) {
+            match send_vectored(stream, &slices[..n]) {
                 Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Ok(written) => self.advance(written),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -87,4 +87,13 @@ impl OutQueue {
             }
         }
     }
+}
+
+/// `sendmsg` rather than tokio's `writev`: a socket write through the VFS layer pays for
+/// file-position locking and object checks that `sendmsg` skips (about 3% of pgsluice's
+/// CPU per transaction in a profile of `pgbench -S`). `MSG_NOSIGNAL` comes with socket2.
+fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    stream.try_io(tokio::io::Interest::WRITABLE, || {
+        socket2::SockRef::from(stream).send_vectored(bufs)
+    })
 }
