@@ -21,6 +21,7 @@ pub mod client;
 pub mod config;
 pub mod listener;
 pub mod pool;
+pub mod prepare;
 pub mod protocol;
 pub mod server;
 pub mod shared;

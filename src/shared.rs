@@ -61,6 +61,8 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub pools: Arc<Pools>,
     pub cancels: CancelRegistry,
+    /// Every distinct named statement clients prepared (transaction/statement mode).
+    pub statements: crate::prepare::Registry,
     pub clients: AtomicUsize,
     /// Where shutdown stands; sessions watch it.
     pub drain: watch::Sender<Phase>,
@@ -73,6 +75,7 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             pools: Arc::new(Pools::default()),
             cancels: CancelRegistry::default(),
+            statements: Default::default(),
             clients: AtomicUsize::new(0),
             drain: watch::channel(Phase::Running).0,
             config_path,

@@ -2,6 +2,7 @@
 //! traffic over pooled server connections.
 
 pub mod cancel;
+mod extended;
 pub mod inspect;
 mod outq;
 mod relay;

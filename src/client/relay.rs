@@ -15,6 +15,7 @@ use tokio_util::io::poll_read_buf;
 
 use tokio::net::TcpStream;
 
+use super::extended::Verdict;
 use super::session::{Event, Session};
 use super::state::{Pin as PinReason, SessionState};
 use crate::config::PoolMode;
@@ -161,12 +162,30 @@ impl Session {
                 Ok(None) => break None,
                 Err(e) => break Some(Event::ClientProtocol(e.to_string())),
             };
-            let whole = matches!(h.tag, fe::QUERY | fe::PARSE);
-            if whole && rest.len() < h.frame_len {
+            let have = rest.len();
+            let rewrite_this =
+                self.rewrite && matches!(h.tag, fe::PARSE | fe::BIND | fe::DESCRIBE | fe::CLOSE);
+            let whole = rewrite_this || matches!(h.tag, fe::QUERY | fe::PARSE);
+            if whole && have < h.frame_len {
                 self.c_need = fwd + h.frame_len;
                 break None;
             }
             if self.server.is_none() {
+                if self.rewrite
+                    && h.tag == fe::PARSE
+                    && fwd == 0
+                    && let Some(used) = super::extended::local_parse(
+                        &mut self.ext,
+                        &self.shared.statements,
+                        &mut self.cout,
+                        self.status,
+                        &self.cin,
+                        h.frame_len,
+                    )
+                {
+                    let _ = self.cin.split_to(used);
+                    continue;
+                }
                 break Some(if h.tag == fe::TERMINATE {
                     Event::Terminate
                 } else {
@@ -185,14 +204,34 @@ impl Session {
                 _ => self.batch_open = true,
             }
             if whole {
+                let mut forgets_prepared = false;
                 if self.track {
                     let frame = &self.cin[fwd..fwd + h.frame_len];
-                    let pin_named = self.mode == PoolMode::Transaction;
-                    inspect_text(&mut self.state, pin_named, h.tag, frame);
+                    let pin_named = self.mode == PoolMode::Transaction && !self.rewrite;
+                    forgets_prepared = inspect_text(&mut self.state, pin_named, h.tag, frame);
+                }
+                if forgets_prepared {
+                    self.forget_all_statements();
+                }
+                if rewrite_this {
+                    // Earlier frames go first, then this one as rewritten.
+                    if fwd > 0 {
+                        self.sout.push(self.cin.split_to(fwd).freeze());
+                        fwd = 0;
+                    }
+                    let msg = self.cin.split_to(h.frame_len).freeze();
+                    self.extended_client(h.tag, msg);
+                    continue;
+                }
+                if self.rewrite {
+                    self.expect_answer(h.tag, super::extended::Act::Forward);
                 }
                 fwd += h.frame_len;
             } else {
-                let n = h.frame_len.min(rest.len());
+                if self.rewrite {
+                    self.expect_answer(h.tag, super::extended::Act::Forward);
+                }
+                let n = h.frame_len.min(have);
                 fwd += n;
                 self.c_pass = h.frame_len - n;
             }
@@ -227,46 +266,84 @@ impl Session {
                     break;
                 }
             };
+            let have = rest.len();
+            let body_first = rest.get(protocol::HEADER_LEN).copied().unwrap_or(0);
+            let mut tracked = false;
+            if !self.ext.expect.is_empty() {
+                if self.front_is_synth() {
+                    self.forward_server_bytes(&mut fwd);
+                    self.emit_synths();
+                }
+                if self.completes_front(h.tag) {
+                    if have < h.frame_len {
+                        break;
+                    }
+                    tracked = true;
+                    if let Verdict::Swallow = self.expected_server_frame(h.tag) {
+                        self.forward_server_bytes(&mut fwd);
+                        if let Some(server) = &mut self.server {
+                            let _ = server.buf.split_to(h.frame_len);
+                        }
+                        continue;
+                    }
+                }
+            }
             let examine = match h.tag {
                 be::READY_FOR_QUERY | be::ERROR_RESPONSE => true,
                 be::COMMAND_COMPLETE => self.state.wants_tags(),
                 _ => false,
             };
             if !examine {
-                let n = h.frame_len.min(rest.len());
+                let n = h.frame_len.min(have);
                 fwd += n;
                 self.s_pass = h.frame_len - n;
-                continue;
-            }
-            if rest.len() < h.frame_len {
+            } else if have < h.frame_len {
                 break;
-            }
-            let body_first = rest.get(protocol::HEADER_LEN).copied().unwrap_or(0);
-            match h.tag {
-                be::ERROR_RESPONSE => self.state.error_seen = true,
-                be::COMMAND_COMPLETE => {
-                    if protocol::body(&rest[..h.frame_len]).starts_with(b"ROLLBACK") {
-                        self.state.rolled_back = true;
-                    }
-                }
-                _ => {
-                    if let Some(ev) = self.on_ready(body_first) {
-                        if !matches!(ev, Event::StatementModeTransaction) {
-                            fwd += h.frame_len;
+            } else {
+                fwd += h.frame_len;
+                match h.tag {
+                    be::ERROR_RESPONSE => self.state.error_seen = true,
+                    be::COMMAND_COMPLETE => {
+                        if self.last_frame_starts_with(fwd, h.frame_len, b"ROLLBACK") {
+                            self.state.rolled_back = true;
                         }
-                        event = Some(ev);
-                        break;
+                    }
+                    _ => {
+                        if let Some(ev) = self.on_ready(body_first) {
+                            if matches!(ev, Event::StatementModeTransaction) {
+                                fwd -= h.frame_len;
+                            }
+                            event = Some(ev);
+                            break;
+                        }
                     }
                 }
             }
-            fwd += h.frame_len;
+            if tracked && self.front_is_synth() {
+                self.forward_server_bytes(&mut fwd);
+                self.emit_synths();
+            }
         }
-        if fwd > 0
+        self.forward_server_bytes(&mut fwd);
+        event
+    }
+
+    /// Moves the first `fwd` bytes of the server buffer to the client queue.
+    fn forward_server_bytes(&mut self, fwd: &mut usize) {
+        if *fwd > 0
             && let Some(server) = &mut self.server
         {
-            self.cout.push(server.buf.split_to(fwd).freeze());
+            self.cout.push(server.buf.split_to(*fwd).freeze());
         }
-        event
+        *fwd = 0;
+    }
+
+    /// Whether the frame of `len` bytes ending at `end` in the server buffer has a body
+    /// starting with `prefix`.
+    fn last_frame_starts_with(&self, end: usize, len: usize, prefix: &[u8]) -> bool {
+        self.server
+            .as_ref()
+            .is_some_and(|s| protocol::body(&s.buf[end - len..end]).starts_with(prefix))
     }
 
     /// Handles a ReadyForQuery: session-state bookkeeping and whether to release.
@@ -281,7 +358,10 @@ impl Session {
                 server.gucs = gucs;
             }
         }
-        let quiet = self.outstanding == 0 && !self.batch_open && self.c_pass == 0;
+        let quiet = self.outstanding == 0
+            && !self.batch_open
+            && self.c_pass == 0
+            && self.ext.expect.is_empty();
         match self.mode {
             PoolMode::Statement if status != b'I' => Some(Event::StatementModeTransaction),
             PoolMode::Transaction | PoolMode::Statement
@@ -311,8 +391,9 @@ impl Session {
     }
 }
 
-/// Looks at the SQL of a Query or Parse for session-state effects.
-fn inspect_text(state: &mut SessionState, pin_named: bool, tag: u8, frame: &[u8]) {
+/// Looks at the SQL of a Query or Parse for session-state effects. True when the text
+/// drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
+fn inspect_text(state: &mut SessionState, pin_named: bool, tag: u8, frame: &[u8]) -> bool {
     let body = protocol::body(frame);
     let sql = if tag == fe::PARSE {
         protocol::cstr(body).and_then(|(name, rest)| {
@@ -324,7 +405,5 @@ fn inspect_text(state: &mut SessionState, pin_named: bool, tag: u8, frame: &[u8]
     } else {
         protocol::cstr(body).map(|(q, _)| q)
     };
-    if let Some(sql) = sql {
-        state.on_statement(sql);
-    }
+    sql.is_some_and(|sql| state.on_statement(sql))
 }

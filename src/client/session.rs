@@ -83,6 +83,10 @@ pub struct Session {
     pub(super) idle_txn_armed: bool,
     wait_timeout: Option<Duration>,
     reset_query: String,
+    /// Named statements are mapped (transaction/statement mode with a limit).
+    pub(super) rewrite: bool,
+    pub(super) max_prepared: usize,
+    pub(super) ext: super::extended::Extended,
 }
 
 impl Session {
@@ -118,6 +122,9 @@ impl Session {
             idle_txn_armed: false,
             wait_timeout: config::secs(g.query_wait_timeout),
             reset_query: g.server_reset_query.clone(),
+            rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
+            max_prepared: g.max_prepared_statements,
+            ext: Default::default(),
             shared,
         }
     }
@@ -300,8 +307,11 @@ impl Session {
             return;
         };
         self.cancel.set(None);
-        let quiet =
-            self.outstanding == 0 && !self.batch_open && self.c_pass == 0 && self.sout.is_empty();
+        let quiet = self.outstanding == 0
+            && !self.batch_open
+            && self.c_pass == 0
+            && self.sout.is_empty()
+            && self.ext.expect.is_empty();
         if !quiet {
             // PostgreSQL notices a closed socket only when it next writes; a cancel stops
             // the abandoned query now instead of letting it run to the end.
@@ -334,6 +344,7 @@ impl Session {
         }
         if reset {
             conn.gucs = Arc::default();
+            conn.statements.clear();
         }
         self.pool.checkin(conn);
     }

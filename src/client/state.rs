@@ -101,13 +101,22 @@ impl SessionState {
 
     /// Records the effects of a statement text the client sent. Pins apply at once (the
     /// safe direction); everything else waits for the server's verdict.
-    pub fn on_statement(&mut self, sql: &str) {
+    ///
+    /// Returns true when the text drops every prepared statement on the server
+    /// (DISCARD ALL, DEALLOCATE ALL), which the caller must forget at once.
+    pub fn on_statement(&mut self, sql: &str) -> bool {
+        let mut forgets_prepared = false;
         for effect in inspect::inspect(sql) {
+            forgets_prepared |= matches!(
+                effect,
+                Effect::DiscardAll | Effect::Unpin(PinReason::SqlPrepare)
+            );
             match effect {
                 Effect::Pin(r) => self.pin(r.into()),
                 e => self.pending.push(e),
             }
         }
+        forgets_prepared
     }
 
     /// Applies what the server's ReadyForQuery proves. Returns the new settings when they

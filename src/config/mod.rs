@@ -93,6 +93,9 @@ pub struct General {
     /// Largest message a client may send, in bytes.
     pub max_message_size: usize,
     pub server_reset_query: String,
+    /// Named prepared statements kept per server connection in transaction and statement
+    /// mode (least recently used are closed); 0 = don't map them, pin the client instead.
+    pub max_prepared_statements: usize,
     /// `text` or `json`.
     pub log_format: String,
 }
@@ -115,6 +118,7 @@ impl Default for General {
             shutdown_timeout: 30.0,
             max_message_size: 256 * 1024 * 1024,
             server_reset_query: "DISCARD ALL".into(),
+            max_prepared_statements: 200,
             log_format: "text".into(),
         }
     }

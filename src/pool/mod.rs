@@ -51,7 +51,7 @@ pub enum PoolError {
 }
 
 enum Grant {
-    Conn(ServerConn),
+    Conn(Box<ServerConn>),
     /// Permission to open a new connection (the pool's count already includes it).
     Slot,
 }
@@ -234,7 +234,7 @@ impl Pool {
             },
         };
         match grant {
-            Grant::Conn(c) => Ok(c),
+            Grant::Conn(c) => Ok(*c),
             Grant::Slot => {
                 let (target, timeout) = {
                     let g = self.lock();
@@ -280,9 +280,9 @@ impl Pool {
             return;
         }
         while let Some(tx) = g.waiters.pop_front() {
-            match tx.send(Grant::Conn(conn)) {
+            match tx.send(Grant::Conn(Box::new(conn))) {
                 Ok(()) => return,
-                Err(Grant::Conn(c)) => conn = c,
+                Err(Grant::Conn(c)) => conn = *c,
                 Err(Grant::Slot) => unreachable!("sent a connection"),
             }
         }

@@ -84,6 +84,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Ser
         created: now,
         last_used: now,
         worker: crate::current_worker(),
+        statements: Default::default(),
     })
 }
 

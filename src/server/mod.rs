@@ -90,6 +90,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// The worker thread whose event loop watches this socket.
     pub worker: usize,
+    /// Pooler-named statements prepared on this connection.
+    pub statements: crate::prepare::ServerStatements,
 }
 
 impl ServerConn {

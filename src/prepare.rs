@@ -1,0 +1,184 @@
+//! Named prepared statements in transaction and statement mode.
+//!
+//! Clients name their statements as they like (`s0`, `__asyncpg_stmt_1__`, ...), and many
+//! clients reuse the same names for different queries. pgsluice gives every distinct
+//! statement — the exact query text and parameter types, compared byte for byte, never by
+//! hash alone — one pooler-wide server-side name, `sluice_<id>`. Each server connection
+//! remembers which ids it has prepared (bounded, least recently used evicted), so a
+//! thousand clients preparing the same query share one server-side statement per server.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Prefix of every server-side statement name pgsluice creates.
+pub const SERVER_PREFIX: &str = "sluice_";
+
+/// Registry size past which statements no client holds any more are forgotten.
+const SWEEP_AT: usize = 10_000;
+
+/// One distinct statement: query text and parameter types.
+#[derive(Debug)]
+pub struct Statement {
+    pub id: u64,
+    /// A server accepted this statement once: it is valid SQL with valid types, so a
+    /// client preparing it again can be answered without a server.
+    pub validated: std::sync::atomic::AtomicBool,
+    /// The server-side name.
+    pub name: String,
+    /// The Parse body after the name: query, parameter count and type OIDs.
+    key: Bytes,
+}
+
+impl Statement {
+    /// A Parse message preparing this statement under its server-side name.
+    pub fn parse_frame(&self) -> Bytes {
+        let mut b = BytesMut::with_capacity(6 + self.name.len() + self.key.len());
+        b.put_u8(b'P');
+        b.put_i32((4 + self.name.len() + 1 + self.key.len()) as i32);
+        b.put_slice(self.name.as_bytes());
+        b.put_u8(0);
+        b.put_slice(&self.key);
+        b.freeze()
+    }
+
+    /// The query text, for logs and the admin console.
+    pub fn query(&self) -> &str {
+        let end = self
+            .key
+            .iter()
+            .position(|&b| b == 0)
+            .unwrap_or(self.key.len());
+        std::str::from_utf8(&self.key[..end]).unwrap_or("")
+    }
+}
+
+/// A Close message for a server-side statement name.
+pub fn close_frame(name: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(7 + name.len());
+    b.put_u8(b'C');
+    b.put_i32((4 + 1 + name.len() + 1) as i32);
+    b.put_u8(b'S');
+    b.put_slice(name.as_bytes());
+    b.put_u8(0);
+    b.freeze()
+}
+
+/// Every distinct statement clients have prepared.
+#[derive(Default)]
+pub struct Registry {
+    map: Mutex<HashMap<Bytes, Arc<Statement>>>,
+    next: AtomicU64,
+}
+
+impl Registry {
+    /// The statement for a Parse body (after its name), registering it if new.
+    pub fn intern(&self, key: &[u8]) -> Arc<Statement> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(key) {
+            return s.clone();
+        }
+        if map.len() >= SWEEP_AT {
+            map.retain(|_, s| Arc::strong_count(s) > 1);
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        let key = Bytes::copy_from_slice(key);
+        let stmt = Arc::new(Statement {
+            id,
+            validated: Default::default(),
+            name: format!("{SERVER_PREFIX}{id}"),
+            key: key.clone(),
+        });
+        map.insert(key, stmt.clone());
+        stmt
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The statements prepared on one server connection, with least-recently-used eviction.
+#[derive(Debug, Default)]
+pub struct ServerStatements {
+    used: HashMap<u64, u64>,
+    tick: u64,
+}
+
+impl ServerStatements {
+    /// Whether `id` is prepared here; marks it used.
+    pub fn touch(&mut self, id: u64) -> bool {
+        self.tick += 1;
+        match self.used.get_mut(&id) {
+            Some(t) => {
+                *t = self.tick;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn insert(&mut self, id: u64) {
+        self.tick += 1;
+        self.used.insert(id, self.tick);
+    }
+
+    pub fn remove(&mut self, id: u64) {
+        self.used.remove(&id);
+    }
+
+    pub fn clear(&mut self) {
+        self.used.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.used.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.used.is_empty()
+    }
+
+    /// The least recently used id other than `keep`.
+    pub fn victim(&self, keep: u64) -> Option<u64> {
+        self.used
+            .iter()
+            .filter(|(id, _)| **id != keep)
+            .min_by_key(|(_, t)| **t)
+            .map(|(id, _)| *id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_and_types_share_a_statement() {
+        let r = Registry::default();
+        let a = r.intern(b"SELECT 1\0\0\0");
+        let b = r.intern(b"SELECT 1\0\0\0");
+        let c = r.intern(b"SELECT 1\0\0\x01\0\0\0\x17");
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, c.id);
+        assert_eq!(a.query(), "SELECT 1");
+        assert_eq!(&a.parse_frame()[..], b"P\0\0\0\x18sluice_1\0SELECT 1\0\0\0");
+    }
+
+    #[test]
+    fn lru_victim_is_oldest() {
+        let mut s = ServerStatements::default();
+        s.insert(1);
+        s.insert(2);
+        s.insert(3);
+        assert!(s.touch(1));
+        assert_eq!(s.victim(3), Some(2));
+        assert_eq!(s.victim(2), Some(3));
+    }
+}
