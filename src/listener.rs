@@ -94,4 +94,11 @@ pub async fn drain(shared: &Arc<Shared>) {
         None => wait.await,
     }
     shared.drain.send_replace(Phase::Exit);
+    let s = &shared.statements;
+    tracing::info!(
+        statements = s.len(),
+        server_parses = s.server_parses.load(Ordering::Relaxed),
+        local_parses = s.local_parses.load(Ordering::Relaxed),
+        "prepared statements: distinct, Parse messages sent to servers, answered by pgsluice"
+    );
 }

@@ -71,6 +71,10 @@ pub fn close_frame(name: &str) -> Bytes {
 pub struct Registry {
     map: Mutex<HashMap<Bytes, Arc<Statement>>>,
     next: AtomicU64,
+    /// Parse messages pgsluice sent to servers (the client's or its own).
+    pub server_parses: AtomicU64,
+    /// Client Parse messages answered by pgsluice without a server round trip.
+    pub local_parses: AtomicU64,
 }
 
 impl Registry {

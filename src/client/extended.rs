@@ -168,8 +168,10 @@ impl Session {
             return;
         };
         if server.statements.touch(stmt.id) {
+            self.shared.statements.local_parses.fetch_add(1, Ordering::Relaxed);
             self.synthesize(PARSE_COMPLETE);
         } else {
+            self.shared.statements.server_parses.fetch_add(1, Ordering::Relaxed);
             self.make_room(stmt.id);
             self.sout.push(stmt.parse_frame());
             self.expect_answer(fe::PARSE, Act::ForwardParse { stmt, name });
@@ -240,6 +242,7 @@ impl Session {
             && let Some(server) = &mut self.server
             && !server.statements.touch(stmt.id)
         {
+            self.shared.statements.server_parses.fetch_add(1, Ordering::Relaxed);
             self.make_room(stmt.id);
             self.sout.push(stmt.parse_frame());
             let name = stmt.name.clone();
@@ -427,6 +430,7 @@ pub(super) fn local_parse(
         return None;
     }
     ext.stmts.insert(name.to_string(), stmt);
+    registry.local_parses.fetch_add(1, Ordering::Relaxed);
     cout.push(Bytes::from_static(PARSE_COMPLETE));
     if next[0] == fe::SYNC {
         let mut z = BytesMut::with_capacity(6);
