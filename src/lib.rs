@@ -11,6 +11,7 @@
 //! - [`client`]: a client's startup, authentication and session relay.
 //! - [`server`]: a server connection: connect, authenticate, settings.
 //! - [`pool`]: checkout/checkin, waiting, maintenance.
+//! - [`prepare`]: the pooler-wide registry of named prepared statements.
 //! - [`shared`]: state shared by all tasks; reload.
 //! - [`admin`]: the admin console names.
 #![forbid(unsafe_code)]

@@ -284,6 +284,7 @@ impl Session {
                         if let Some(server) = &mut self.server {
                             let _ = server.buf.split_to(h.frame_len);
                         }
+                        self.emit_synths();
                         continue;
                     }
                 }
