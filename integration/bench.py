@@ -2,8 +2,9 @@
 """pgsluice benchmark: pgbench -S through PgBouncer and pgsluice, against a direct connection.
 
     python3 integration/bench.py [--quick] [--duration S] [--rounds N] [--clients N]
-                                 [--pool-size N] [--modes simple,extended]
-                                 [--targets direct,pgbouncer,pgsluice] [--no-build]
+                                 [--pool-size N] [--modes simple,extended,prepared]
+                                 [--targets direct,pgbouncer,pgsluice,pgsluice-session]
+                                 [--no-build]
 
 Builds pgsluice (cargo build --release, unless --no-build), starts a throwaway
 PostgreSQL cluster (integration/cluster.sh), initialises it with `pgbench -i -s 10`
@@ -12,6 +13,20 @@ in transaction mode with the same pool size and the same client auth (md5, user
 postgres; the server trusts postgres). Every round runs every workload
 (`pgbench -n -S -M MODE -c CLIENTS -j 2 -T DURATION`) on every target, interleaved, with
 the target order rotated from round to round.
+
+Modes simple and extended run on direct, PgBouncer and pgsluice by default; mode prepared
+(`pgbench -M prepared`, a named statement prepared once per client connection) also runs
+on `pgsluice-session`, a second pgsluice with the same config but `pool_mode = "session"`
+and a pool as large as --clients (so no client waits for a server). PgBouncer 1.18 has
+no prepared-statement support in transaction mode: it is run anyway and what pgbench
+reports (aborted clients, errors) goes into the table. An explicit --targets applies to
+every mode.
+
+For each prepared-mode run through pgsluice (transaction mode) a fresh pgsluice process is
+started (and warmed up with --warmup seconds of `-M simple`, which sends no named Parse),
+then stopped with SIGTERM after the run; the line it logs at exit gives the Parse messages
+it sent to servers (`server_parses`), the client Parse messages it answered itself
+(`local_parses`) and the distinct statements, for that run alone.
 
 Per run: TPS (without initial connection time), average latency, p50/p99 latency (from
 pgbench's per-transaction log, deleted once summarised), failed transactions, and the
@@ -45,9 +60,17 @@ PORT_RESERVATIONS = "/tmp/pgsluice-ports"  # shared with cluster.sh
 USER = "postgres"
 PASSWORD = "bench_pw"  # client-side password for both poolers; the server trusts postgres
 DATABASE = "app"
-TARGET_NAMES = {"direct": "direct", "pgbouncer": "PgBouncer", "pgsluice": "pgsluice"}
-ALL_TARGETS = ["direct", "pgbouncer", "pgsluice"]
-ALL_MODES = ["simple", "extended"]
+TARGET_NAMES = {"direct": "direct", "pgbouncer": "PgBouncer", "pgsluice": "pgsluice",
+                "pgsluice-session": "pgsluice (session mode)"}
+ALL_TARGETS = ["direct", "pgbouncer", "pgsluice", "pgsluice-session"]
+ALL_MODES = ["simple", "extended", "prepared"]
+# Targets per mode when --targets is not given.
+DEFAULT_TARGETS = {"simple": ["direct", "pgbouncer", "pgsluice"],
+                   "extended": ["direct", "pgbouncer", "pgsluice"],
+                   "prepared": ["direct", "pgbouncer", "pgsluice", "pgsluice-session"]}
+# Ratios: against PgBouncer's run of the same round and mode, except in prepared mode,
+# which PgBouncer 1.18 does not support in transaction mode: against direct's run there.
+RATIO_REF = {"simple": "pgbouncer", "extended": "pgbouncer", "prepared": "direct"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -118,6 +141,29 @@ def cpu_seconds(pid):
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
+COUNT_KEYS = ("statements", "server_parses", "local_parses")
+
+
+def parse_counts(path):
+    """The last `statements=K server_parses=N local_parses=M` line pgsluice logged."""
+    try:
+        with open(path, errors="replace") as f:
+            text = ANSI.sub("", f.read())
+    except OSError:
+        return None
+    found = None
+    for line in text.splitlines():
+        if "server_parses=" in line:
+            vals = {}
+            for k in COUNT_KEYS:
+                m = re.search(rf"\b{k}=(\d+)", line)
+                if m:
+                    vals[k] = int(m.group(1))
+            if "server_parses" in vals:
+                found = vals
+    return found
+
+
 def tail(path, n=40):
     try:
         with open(path, errors="replace") as f:
@@ -157,9 +203,13 @@ class Bench:
         self.cluster_started = False
         self.primary_port = None
         self.procs = {}  # name -> (Popen, pid of the pooler itself)
+        self.logs = {}  # pgsluice target -> log file of its current process
+        self.instances = 0  # pgsluice processes started so far
+        self.stopped = set()  # pgsluice targets stopped on purpose, to be restarted
         self.ports = {}
         self.notes = []  # problems worth printing under the table
         self.dead = {}  # target -> reason it is no longer benchmarked
+        self.pgbouncer_version = tool_version([PGBOUNCER, "--version"])
 
     # -- cluster
 
@@ -256,21 +306,29 @@ logfile = {d}/pgbouncer.log
             raise Failure(f"{e}\n{tail(out.name)}{tail(os.path.join(d, 'pgbouncer.log'))}")
         log(f"pgbouncer (pid {pid}) on port {port}")
 
-    def start_pgsluice(self):
+    def start_pgsluice(self, target="pgsluice"):
+        """Starts a pgsluice process for `target`: "pgsluice" (transaction mode, pool size
+        --pool-size) or "pgsluice-session" (session mode, pool size --clients). The config
+        and port stay the same across restarts; each process gets its own log file."""
         binary = self.args.binary
         if not os.access(binary, os.X_OK):
             raise Failure(f"{binary} not found")
-        d = os.path.join(self.work, "pgsluice")
-        os.mkdir(d)
-        port = pick_port()
+        if target == "pgsluice-session":
+            pool_mode, pool_size = "session", self.args.clients
+        else:
+            pool_mode, pool_size = "transaction", self.args.pool_size
+        d = os.path.join(self.work, target)
         conf = os.path.join(d, "pgsluice.toml")
-        with open(conf, "w") as f:
-            f.write(f"""[general]
+        if target not in self.ports:
+            os.mkdir(d)
+            port = pick_port()
+            with open(conf, "w") as f:
+                f.write(f"""[general]
 listen_addr = "127.0.0.1:{port}"
 workers = {self.args.workers}
-pool_mode = "transaction"
+pool_mode = "{pool_mode}"
 max_client_conn = 10000
-default_pool_size = {self.args.pool_size}
+default_pool_size = {pool_size}
 
 [auth]
 type = "md5"
@@ -283,18 +341,41 @@ password = "{PASSWORD}"
 dbname = "{DATABASE}"
 primary = "127.0.0.1:{self.primary_port}"
 """)
+            self.ports[target] = port
+        port = self.ports[target]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PGSLUICE_")}
-        logf = open(os.path.join(d, "pgsluice.log"), "w")
+        env["NO_COLOR"] = "1"
+        self.instances += 1
+        logpath = os.path.join(d, f"pgsluice-{self.instances}.log")
+        self.logs[target] = logpath
+        logf = open(logpath, "w")
         proc = subprocess.Popen([binary, "--config", conf], cwd=d, env=env,
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-        self.procs["pgsluice"] = (proc, proc.pid)
-        self.ports["pgsluice"] = port
+        logf.close()
+        self.procs[target] = (proc, proc.pid)
+        self.stopped.discard(target)
         try:
-            wait_listening(port, proc, "pgsluice")
+            wait_listening(port, proc, target)
         except Failure as e:
-            raise Failure(f"{e}\n{tail(logf.name)}")
-        log(f"pgsluice (pid {proc.pid}, {binary}) on port {port}")
+            raise Failure(f"{e}\n{tail(logpath)}")
+        log(f"{target} (pid {proc.pid}, {pool_mode} mode, pool size {pool_size}, {binary}) "
+            f"on port {port}")
+
+    def stop_pgsluice(self, target, timeout=45):
+        """SIGTERM, wait for the drain and exit; returns (exit status, counts from the exit
+        line: {"statements", "server_parses", "local_parses"} or None)."""
+        proc, pid = self.procs.pop(target)
+        self.stopped.add(target)
+        if proc.poll() is None:
+            os.kill(pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+                return f"killed after {timeout}s", None
+        return proc.returncode, parse_counts(self.logs[target])
 
     def smoke(self, target):
         """One query through the target, so a broken target is reported before the runs."""
@@ -306,8 +387,9 @@ primary = "127.0.0.1:{self.primary_port}"
                           f"{(p.stdout + p.stderr).strip()}")
 
     def pooler_log(self, target):
-        return os.path.join(self.work, target,
-                            "pgbouncer.log" if target == "pgbouncer" else "pgsluice.log")
+        if target == "pgbouncer":
+            return os.path.join(self.work, target, "pgbouncer.log")
+        return self.logs[target]
 
     def stop_poolers(self):
         for name, (proc, pid) in list(self.procs.items()):
@@ -373,6 +455,14 @@ primary = "127.0.0.1:{self.primary_port}"
         r["txns"] = grab(r"number of transactions actually processed: (\d+)", int)
         r["failed"] = grab(r"number of failed transactions: (\d+)", int)
         r["aborted"] = len(re.findall(r"client \d+ .*aborted", p.stderr))
+        errors = {}  # distinct server/pgbench error messages -> count
+        for line in p.stderr.splitlines():
+            m = (re.search(r"(?:ERROR|FATAL):\s+(.+)$", line)
+                 or re.search(r"\berror:\s+(.+)$", line))
+            if m:
+                msg = re.sub(r"\bclient \d+", "client N", m.group(1).strip())
+                errors[msg] = errors.get(msg, 0) + 1
+        r["errors"] = errors
         lats = []
         for name in os.listdir(logdir):
             with open(os.path.join(logdir, name)) as f:
@@ -393,7 +483,8 @@ primary = "127.0.0.1:{self.primary_port}"
             err = p.stderr.splitlines()
             if len(err) > 60:
                 err = err[:30] + [f"... ({len(err) - 60} lines left out)"] + err[-30:]
-            with open(os.path.join(results_dir, f"{tag}.txt"), "w") as f:
+            r["file"] = os.path.join(results_dir, f"{tag}.txt")
+            with open(r["file"], "w") as f:
                 f.write("$ " + shlex.join(cmd) + "\n")
                 f.write(f"# exit status {p.returncode}, wall {wall:.2f}s")
                 if r["cpu_us"] is not None:
@@ -423,24 +514,62 @@ def med(vals):
     return statistics.median(vals) if vals else None
 
 
-def build_report(bench, results, header, targets, modes):
+def md_cell(text):
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def count_cell(vals):
+    """Median of per-run counts, with the range when the runs differ."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "n/a"
+    m = statistics.median(vals)
+    txt = str(int(m)) if m == int(m) else f"{m:.1f}"
+    if min(vals) != max(vals):
+        txt += f" ({min(vals)}-{max(vals)})"
+    return txt
+
+
+def top_errors(runs, n=2):
+    errors = {}
+    for r in runs:
+        for msg, k in r.get("errors", {}).items():
+            errors[msg] = errors.get(msg, 0) + k
+    top = sorted(errors.items(), key=lambda kv: -kv[1])[:n]
+    return "; ".join(f"`{msg}` ×{k}" for msg, k in top)
+
+
+def pgbouncer_prepared_support(version):
+    """PgBouncer supports protocol-level prepared statements in transaction mode from
+    1.21 on (max_prepared_statements, off by default)."""
+    m = re.search(r"(\d+)\.(\d+)", version or "")
+    if m and (int(m.group(1)), int(m.group(2))) < (1, 21):
+        return f"unsupported ({m.group(1)}.{m.group(2)})"
+    return "max_prepared_statements not set"
+
+
+def build_report(bench, results, header, mode_targets, modes):
+    args = bench.args
     lines = [header, ""]
-    lines.append("| target | mode | TPS | TPS ratio vs PgBouncer | avg lat ms | p50 ms | p99 ms "
-                 "| pooler CPU µs/txn | CPU ratio vs PgBouncer | failed |")
-    lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+    lines.append("| target | mode | TPS | TPS ratio¹ | avg lat ms | p50 ms | p99 ms "
+                 "| pooler CPU µs/txn | CPU ratio vs PgBouncer² | failed "
+                 "| server Parse³ | answered by pgsluice³ | notes |")
+    lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|")
     for mode in modes:
-        for t in targets:
+        ref = RATIO_REF[mode]
+        for t in mode_targets[mode]:
             runs = [r for r in results if r["target"] == t and r["mode"] == mode]
             if not runs:
                 continue
             ok = [r for r in runs if r["tps"] is not None]
             tps_ratio, cpu_ratio = [], []
-            for r in ok:  # paired with PgBouncer's run of the same round
-                b = next((x for x in results if x["target"] == "pgbouncer" and x["mode"] == mode
+            for r in ok:  # paired with the reference's run of the same round
+                b = next((x for x in results if x["target"] == ref and x["mode"] == mode
                           and x["round"] == r["round"]), None)
                 if b and b["tps"]:
                     tps_ratio.append(r["tps"] / b["tps"])
-                if b and b.get("cpu_us") and r.get("cpu_us") is not None:
+                if (ref == "pgbouncer" and b and b.get("cpu_us")
+                        and r.get("cpu_us") is not None):
                     cpu_ratio.append(r["cpu_us"] / b["cpu_us"])
             failed = sum(r["failed"] or 0 for r in runs)
             aborted = sum(r["aborted"] for r in runs)
@@ -450,20 +579,71 @@ def build_report(bench, results, header, targets, modes):
                 ftxt += f" ({aborted} clients aborted)"
             if bad:
                 ftxt += f" ({bad}/{len(runs)} runs exited non-zero)"
+            notes = []
+            if t == "pgbouncer" and mode == "prepared":
+                notes.append(pgbouncer_prepared_support(bench.pgbouncer_version))
+            if t == "pgsluice-session":
+                notes.append(f"session mode, pool size {args.clients} = clients, no client "
+                             f"waits")
+            errs = top_errors(runs)
+            if errs:
+                notes.append("pgbench errors: " + errs)
+            if aborted:
+                notes.append("TPS and latencies are those of the clients that did not abort; "
+                             "no ratio")
+            if t == "pgsluice" and mode == "prepared":
+                stm = [r.get("statements") for r in runs if r.get("statements") is not None]
+                if stm:
+                    notes.append(f"{count_cell(stm)} distinct statement(s); fresh process "
+                                 f"per run")
+                missing = sum(1 for r in runs if r.get("server_parses") is None)
+                if missing:
+                    notes.append(f"no exit counts for {missing}/{len(runs)} runs")
+            if aborted:
+                ratio = cratio = "n/a"
+            elif ref == "pgbouncer":
+                ratio = "1.00" if t == "pgbouncer" else fmt(med(tps_ratio))
+                cratio = ("n/a" if t == "direct" else
+                          "1.00" if t == "pgbouncer" else fmt(med(cpu_ratio)))
+            else:
+                ratio = "1.00" if t == ref else fmt(med(tps_ratio))
+                cratio = "n/a"
+            counted = t == "pgsluice" and mode == "prepared"
             lines.append("| " + " | ".join([
                 TARGET_NAMES[t], mode,
                 fmt(med(r["tps"] for r in ok), 0),
-                fmt(med(tps_ratio)) if t != "pgbouncer" else "1.00",
+                ratio,
                 fmt(med(r["lat_avg"] for r in ok), 3),
                 fmt(med(r["p50"] for r in ok), 3),
                 fmt(med(r["p99"] for r in ok), 3),
                 fmt(med(r["cpu_us"] for r in ok), 1) if t != "direct" else "n/a",
-                (fmt(med(cpu_ratio)) if t != "pgbouncer" else "1.00") if t != "direct" else "n/a",
-                ftxt]) + " |")
+                cratio,
+                ftxt,
+                count_cell(r.get("server_parses") for r in runs) if counted else "n/a",
+                count_cell(r.get("local_parses") for r in runs) if counted else "n/a",
+                md_cell("; ".join(notes))]) + " |")
     lines.append("")
-    lines.append("Medians over rounds; ratios are medians of the per-round ratios (each run "
-                 "against PgBouncer's run of the same round and mode). failed = failed "
-                 "transactions summed over all rounds.")
+    lines.append("Medians over rounds. failed = failed transactions summed over all rounds "
+                 "(pgbench 15 retries no other errors: a client that gets an error aborts and "
+                 "is counted under clients aborted, not as failed).")
+    lines.append("")
+    lines.append("¹ TPS ratio: median of the per-round ratios against PgBouncer's run of the "
+                 "same round and mode in simple and extended mode; **in prepared mode against "
+                 "direct's run** of the same round, since PgBouncer 1.18 does not support "
+                 "prepared statements in transaction mode.")
+    lines.append("")
+    lines.append("² CPU ratio: median of the per-round ratios of pooler CPU per transaction "
+                 "against PgBouncer's run of the same round and mode; n/a in prepared mode "
+                 "(no working PgBouncer run to compare with, and direct has no pooler).")
+    lines.append("")
+    lines.append("³ pgsluice in transaction mode, prepared mode only: Parse messages pgsluice "
+                 "sent to PostgreSQL during the run (`server_parses`) and client Parse "
+                 "messages it answered itself without a server round trip (`local_parses`), "
+                 "from the line a fresh pgsluice process logs at exit (median over runs, "
+                 "range in brackets). n/a elsewhere: direct and session mode pass every "
+                 "client's Parse to its own server (pgbench prepares each statement once per "
+                 "connection: clients × statements per run), and simple/extended mode send "
+                 "no named Parse.")
     for t, why in bench.dead.items():
         lines.append("")
         lines.append(f"**{TARGET_NAMES[t]}: {why}**")
@@ -474,13 +654,14 @@ def build_report(bench, results, header, targets, modes):
     lines.append("<details><summary>every run</summary>")
     lines.append("")
     lines.append("| round | mode | target | TPS | avg lat ms | p50 ms | p99 ms | CPU µs/txn "
-                 "| failed | exit |")
-    lines.append("|--:|---|---|--:|--:|--:|--:|--:|--:|--:|")
+                 "| failed | aborted clients | server Parse | answered by pgsluice | exit |")
+    lines.append("|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
     for r in results:
         lines.append(f"| {r['round']} | {r['mode']} | {TARGET_NAMES[r['target']]} | "
                      f"{fmt(r['tps'], 0)} | {fmt(r['lat_avg'], 3)} | {fmt(r['p50'], 3)} | "
                      f"{fmt(r['p99'], 3)} | {fmt(r.get('cpu_us'), 1)} | {fmt(r['failed'])} | "
-                     f"{r['status']} |")
+                     f"{r['aborted']} | {fmt(r.get('server_parses'))} | "
+                     f"{fmt(r.get('local_parses'))} | {r['status']} |")
     lines.append("")
     lines.append("</details>")
     return "\n".join(lines) + "\n"
@@ -494,18 +675,23 @@ def parse_args():
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds (default 3)")
-    ap.add_argument("--clients", type=int, default=50, help="pgbench -c (default 50)")
+    ap.add_argument("--clients", type=int, default=50,
+                    help="pgbench -c (default 50); also pgsluice-session's pool size")
     ap.add_argument("--jobs", type=int, default=2, help="pgbench -j (default 2)")
-    ap.add_argument("--pool-size", type=int, default=20, help="pool size of both poolers (20)")
+    ap.add_argument("--pool-size", type=int, default=20,
+                    help="pool size of PgBouncer and pgsluice in transaction mode (20)")
     ap.add_argument("--workers", type=int, default=1,
                     help="pgsluice general.workers (default 1, as pgsluice; 0 = one per core)")
-    ap.add_argument("--modes", default="simple,extended", help="simple,extended")
-    ap.add_argument("--targets", default="direct,pgbouncer,pgsluice",
-                    help="direct,pgbouncer,pgsluice")
+    ap.add_argument("--modes", default="simple,extended,prepared",
+                    help="simple,extended,prepared (default all three)")
+    ap.add_argument("--targets", default=None,
+                    help="direct,pgbouncer,pgsluice,pgsluice-session, for every mode (default: "
+                         "direct,pgbouncer,pgsluice, plus pgsluice-session in prepared mode)")
     ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
     ap.add_argument("--replicas", type=int, default=0, help="cluster replicas (default 0)")
     ap.add_argument("--warmup", type=int, default=2,
-                    help="seconds of unrecorded pgbench per target before round 1 (default 2)")
+                    help="seconds of unrecorded pgbench per target before round 1, and of "
+                         "-M simple on each fresh pgsluice before a prepared run (default 2)")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
     ap.add_argument("--binary", default=None, help="pgsluice binary (default target/release)")
     ap.add_argument("--quick", action="store_true", help="--duration 3 --rounds 1")
@@ -513,13 +699,19 @@ def parse_args():
     if args.quick:
         args.duration, args.rounds = 3, 1
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     for m in args.modes:
         if m not in ALL_MODES:
-            ap.error(f"unknown mode {m!r} (simple, extended)")
-    for t in args.targets:
-        if t not in ALL_TARGETS:
-            ap.error(f"unknown target {t!r} (direct, pgbouncer, pgsluice)")
+            ap.error(f"unknown mode {m!r} ({', '.join(ALL_MODES)})")
+    if args.targets is None:
+        args.mode_targets = {m: list(DEFAULT_TARGETS[m]) for m in args.modes}
+    else:
+        chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
+        for t in chosen:
+            if t not in ALL_TARGETS:
+                ap.error(f"unknown target {t!r} ({', '.join(ALL_TARGETS)})")
+        args.mode_targets = {m: [t for t in ALL_TARGETS if t in chosen] for m in args.modes}
+    args.targets = [t for t in ALL_TARGETS
+                    if any(t in ts for ts in args.mode_targets.values())]
     if args.binary is None:
         tdir = os.environ.get("CARGO_TARGET_DIR", "target")
         if not os.path.isabs(tdir):
@@ -528,37 +720,84 @@ def parse_args():
     return args
 
 
+def restart_pgsluice(bench, target, why):
+    """Starts a fresh pgsluice process for target and warms it up with -M simple (which
+    sends no named Parse, so it adds nothing to the exit counts). False if it failed."""
+    if target in bench.procs:
+        bench.stop_pgsluice(target)
+    log(f"fresh {target} process ({why})")
+    try:
+        bench.start_pgsluice(target)
+    except Failure as e:
+        bench.dead[target] = "did not restart: " + oneline(str(e))
+        log(bench.dead[target])
+        return False
+    if bench.args.warmup > 0:
+        w = bench.pgbench(target, "simple", bench.args.warmup, "warmup")
+        if w["status"] != 0 or not w["txns"]:
+            bench.dead[target] = (f"warm-up after restart failed (exit {w['status']}); log tail: "
+                                  + oneline(tail(bench.pooler_log(target), 10)))
+            log(bench.dead[target])
+            return False
+    return True
+
+
 def run_rounds(bench, args, live, results, results_dir):
     for rnd in range(1, args.rounds + 1):
         k = (rnd - 1) % max(1, len(live))
         order = live[k:] + live[:k]
         for mode in args.modes:
             for t in order:
-                if t in bench.dead:
+                if t not in args.mode_targets[mode] or t in bench.dead:
                     continue
-                if not bench.alive(t):
+                counted = t == "pgsluice" and mode == "prepared"
+                if (t == "direct" or t in bench.procs) and not bench.alive(t):
                     proc = bench.procs[t][0]
                     bench.dead[t] = (f"exited with status {proc.returncode} during the "
                                      f"benchmark; log tail: "
                                      + oneline(tail(bench.pooler_log(t), 10)))
                     log(bench.dead[t])
                     continue
+                if counted or t in bench.stopped:
+                    # A prepared run gets a process of its own, so that its exit counts
+                    # are this run's; the process after it is fresh and warmed up too.
+                    if not restart_pgsluice(bench, t, "per-run Parse counts" if counted
+                                            else "after a prepared run"):
+                        continue
                 log(f"round {rnd}/{args.rounds}: {mode} via {t} ({args.duration}s)")
                 r = bench.pgbench(t, mode, args.duration, f"r{rnd}-{mode}-{t}", results_dir)
                 r["round"] = rnd
+                if counted:
+                    status, counts = bench.stop_pgsluice(t)
+                    r.update(counts or {})
+                    line = (f"# pgsluice exit status {status}; exit counts: "
+                            + (" ".join(f"{k}={v}" for k, v in counts.items()) if counts
+                               else "none found in its log") + "\n")
+                    if r.get("file"):
+                        with open(r["file"], "a") as f:
+                            f.write(line)
+                    if counts is None:
+                        bench.notes.append(f"pgsluice logged no exit counts after round {rnd}'s "
+                                           f"prepared run (exit status {status}).")
                 results.append(r)
+                extra = ""
+                if counted:
+                    extra = (f" server_parses={r.get('server_parses')} "
+                             f"local_parses={r.get('local_parses')} "
+                             f"statements={r.get('statements')}")
                 log(f"  tps={fmt(r['tps'], 0)} p99={fmt(r['p99'], 3)}ms "
                     f"cpu/txn µs={fmt(r.get('cpu_us'), 1)} failed={r['failed']} "
-                    f"exit={r['status']}")
+                    f"aborted={r['aborted']} exit={r['status']}{extra}")
                 time.sleep(1)
 
 
 def main():
     args = parse_args()
     command = "python3 " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
-    targets = [t for t in ALL_TARGETS if t in args.targets]
+    targets = args.targets
+    sluices = [t for t in targets if t.startswith("pgsluice")]
     build_note = None
-    if "pgsluice" in targets and not args.no_build:
+    if sluices and not args.no_build:
         log("cargo build --release")
         p = subprocess.run(["cargo", "build", "--release"], cwd=ROOT, text=True,
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -583,7 +822,8 @@ def main():
     results = []
     try:
         if build_note:
-            bench.dead["pgsluice"] = build_note
+            for t in sluices:
+                bench.dead[t] = build_note
         bench.start_cluster()
         if "pgbouncer" in targets:
             try:
@@ -591,30 +831,34 @@ def main():
                 bench.smoke("pgbouncer")
             except Failure as e:
                 bench.dead["pgbouncer"] = f"did not start: {e}"
-        if "pgsluice" in targets and "pgsluice" not in bench.dead:
+        for t in sluices:
+            if t in bench.dead:
+                continue
             try:
-                bench.start_pgsluice()
-                bench.smoke("pgsluice")
+                bench.start_pgsluice(t)
+                bench.smoke(t)
             except Failure as e:
                 msg = str(e)
-                if "pgsluice" in bench.procs:
-                    msg += "\nlog tail:\n" + tail(bench.pooler_log("pgsluice"), 20)
-                bench.dead["pgsluice"] = "did not work: " + oneline(msg)
+                if t in bench.procs:
+                    msg += "\nlog tail:\n" + tail(bench.pooler_log(t), 20)
+                bench.dead[t] = "did not work: " + oneline(msg)
                 log(msg)
         live = [t for t in targets if t not in bench.dead]
         if args.warmup > 0:
+            warm_mode = args.modes[0] if args.modes[0] != "prepared" else "simple"
             for t in live:
                 log(f"warm-up {args.warmup}s: {t}")
-                bench.pgbench(t, args.modes[0], args.warmup, "warmup")
+                bench.pgbench(t, warm_mode, args.warmup, "warmup")
         try:
             run_rounds(bench, args, live, results, results_dir)
         except KeyboardInterrupt:
             bench.notes.append(f"**Interrupted** after {len(results)} runs: partial results.")
             log("interrupted: writing the partial results")
-        for t in ("pgsluice", "pgbouncer"):
-            if t in bench.procs:
+        for t in ("pgsluice", "pgsluice-session", "pgbouncer"):
+            if t in bench.procs or t in bench.logs:
                 with open(os.path.join(results_dir, f"{t}.log.tail"), "w") as f:
                     f.write(tail(bench.pooler_log(t), 40))
+            if t in bench.procs:
                 if not bench.alive(t) and t not in bench.dead:
                     bench.dead[t] = f"exited with status {bench.procs[t][0].returncode}"
     finally:
@@ -638,10 +882,11 @@ def main():
     header = (f"`{command}` — {stamp.strftime('%Y-%m-%d %H:%M UTC')}, nproc {nproc} "
               f"({cpu_model}), {tool_version(['pgbench', '--version'])}, "
               f"{tool_version([PGBOUNCER, '--version'])}, pgsluice commit {commit}; "
-              f"pgbench -n -S -c {args.clients} -j {args.jobs} -T {args.duration}, "
-              f"{args.rounds} round(s), pool size {args.pool_size}, pgbench scale {args.scale}, "
+              f"pgbench -n -S -M MODE -c {args.clients} -j {args.jobs} -T {args.duration}, "
+              f"{args.rounds} round(s), pool size {args.pool_size} (pgsluice session mode: "
+              f"{args.clients}), pgbench scale {args.scale}, "
               f"pgsluice workers {args.workers or 'one per core'}")
-    report = build_report(bench, results, header, targets, args.modes)
+    report = build_report(bench, results, header, args.mode_targets, args.modes)
     with open(os.path.join(results_dir, "summary.md"), "w") as f:
         f.write(report)
     print(report)
