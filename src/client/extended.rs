@@ -68,12 +68,22 @@ pub(super) enum Act {
     Forward,
     /// The client's named Parse, sent to the server: on failure the name is forgotten.
     ForwardParse { stmt: Arc<Statement>, name: String },
-    /// Answered by pgsluice: send this message when its turn comes.
-    Synth(&'static [u8]),
+    /// Answered by pgsluice: send this message when its turn comes. If an earlier error
+    /// makes the server skip it, the client's names are put back as they were.
+    Synth(&'static [u8], Undo),
     /// pgsluice's own Parse before a Bind or Describe: hide the ParseComplete.
     Hidden { stmt: Arc<Statement> },
     /// pgsluice's own Close of an evicted statement: hide the CloseComplete.
     Evict { id: u64 },
+}
+
+/// How to take back a synthesised answer the server would never have given.
+#[derive(Debug)]
+pub(super) enum Undo {
+    /// A Parse mapped this name: forget it (if still mapped to this statement).
+    Forget(String, u64),
+    /// A Close removed this name: map it again.
+    Restore(String, Arc<Statement>),
 }
 
 #[derive(Debug)]
@@ -161,6 +171,14 @@ impl Session {
         if name.is_empty() || self.ext.skipping {
             return self.forward(msg, fe::PARSE);
         }
+        if self.ext.stmts.contains_key(name) {
+            // PostgreSQL refuses to redefine a name (42P05). Let the server say so: a
+            // Parse under the existing statement's server-side name fails the same way
+            // and puts the server into skip-to-Sync, as the client expects.
+            let server_name = self.server_name_for(name);
+            let refused = frame(fe::PARSE, &[server_name.as_bytes(), b"\0", key]);
+            return self.forward(refused, fe::PARSE);
+        }
         let stmt = self.shared.statements.intern(key);
         let name = name.to_string();
         self.ext.stmts.insert(name.clone(), stmt.clone());
@@ -168,10 +186,16 @@ impl Session {
             return;
         };
         if server.statements.touch(stmt.id) {
-            self.shared.statements.local_parses.fetch_add(1, Ordering::Relaxed);
-            self.synthesize(PARSE_COMPLETE);
+            self.shared
+                .statements
+                .local_parses
+                .fetch_add(1, Ordering::Relaxed);
+            self.synthesize(PARSE_COMPLETE, Undo::Forget(name, stmt.id));
         } else {
-            self.shared.statements.server_parses.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .statements
+                .server_parses
+                .fetch_add(1, Ordering::Relaxed);
             self.make_room(stmt.id);
             self.sout.push(stmt.parse_frame());
             self.expect_answer(fe::PARSE, Act::ForwardParse { stmt, name });
@@ -223,8 +247,25 @@ impl Session {
             return self.forward(msg, fe::CLOSE);
         }
         // Other clients may share the server-side statement: only the name goes.
-        self.ext.stmts.remove(name);
-        self.synthesize(CLOSE_COMPLETE);
+        match self.ext.stmts.remove(name) {
+            Some(stmt) => self.synthesize(CLOSE_COMPLETE, Undo::Restore(name.to_string(), stmt)),
+            None => self.synthesize(CLOSE_COMPLETE, Undo::Forget(String::new(), 0)),
+        }
+    }
+
+    /// `DEALLOCATE name` in a simple Query naming a protocol-level statement: PostgreSQL
+    /// shares one namespace, so it must work. The name is rewritten to the server-side one
+    /// (prepared there first if needed) and forgotten by client and server. Returns the
+    /// rewritten Query, or `None` when the text is anything else.
+    pub(super) fn client_deallocate(&mut self, msg: &[u8]) -> Option<Bytes> {
+        let sql = protocol::cstr(protocol::body(msg))?.0;
+        let name = deallocate_target(sql)?;
+        let stmt = self.ext.stmts.get(&name)?.clone();
+        let server_name = self.server_name_for(&name);
+        self.ext.stmts.remove(&name);
+        self.forget_on_server(stmt.id);
+        let sql = format!("DEALLOCATE {server_name}");
+        Some(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]))
     }
 
     /// The server-side name for a client's statement name, preparing it on this server
@@ -242,7 +283,10 @@ impl Session {
             && let Some(server) = &mut self.server
             && !server.statements.touch(stmt.id)
         {
-            self.shared.statements.server_parses.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .statements
+                .server_parses
+                .fetch_add(1, Ordering::Relaxed);
             self.make_room(stmt.id);
             self.sout.push(stmt.parse_frame());
             let name = stmt.name.clone();
@@ -273,13 +317,13 @@ impl Session {
     }
 
     /// Answers the client with `msg` once everything before it has been answered.
-    fn synthesize(&mut self, msg: &'static [u8]) {
+    fn synthesize(&mut self, msg: &'static [u8], undo: Undo) {
         if self.ext.expect.is_empty() {
             self.cout.push(Bytes::from_static(msg));
         } else {
             self.ext.expect.push_back(Expect {
                 done: Done::Parse,
-                act: Act::Synth(msg),
+                act: Act::Synth(msg, undo),
             });
         }
     }
@@ -288,7 +332,7 @@ impl Session {
         matches!(
             self.ext.expect.front(),
             Some(Expect {
-                act: Act::Synth(_),
+                act: Act::Synth(..),
                 ..
             })
         )
@@ -304,7 +348,7 @@ impl Session {
     /// Sends every synthesised answer now at the head of the queue.
     pub(super) fn emit_synths(&mut self) {
         while let Some(Expect {
-            act: Act::Synth(msg),
+            act: Act::Synth(msg, _),
             ..
         }) = self.ext.expect.front()
         {
@@ -349,7 +393,7 @@ impl Session {
                 Verdict::Forward
             }
             Act::Evict { .. } => Verdict::Swallow,
-            Act::Forward | Act::Synth(_) => Verdict::Forward,
+            Act::Forward | Act::Synth(..) => Verdict::Forward,
         };
         if error {
             self.skip_to_sync();
@@ -375,7 +419,15 @@ impl Session {
                         s.statements.insert(id);
                     }
                 }
-                Act::Forward | Act::Synth(_) => {}
+                Act::Synth(_, Undo::Forget(name, id)) => {
+                    if self.ext.stmts.get(&name).is_some_and(|s| s.id == id) {
+                        self.ext.stmts.remove(&name);
+                    }
+                }
+                Act::Synth(_, Undo::Restore(name, stmt)) => {
+                    self.ext.stmts.insert(name, stmt);
+                }
+                Act::Forward => {}
             }
         }
         // Messages the client sends before its Sync are ignored by the server too.
@@ -422,7 +474,10 @@ pub(super) fn local_parse(
 ) -> Option<usize> {
     let (name, key) = protocol::cstr(protocol::body(&buf[..parse_len]))?;
     let next = buf.get(parse_len..parse_len + protocol::HEADER_LEN)?;
-    if name.is_empty() || next != [fe::SYNC, 0, 0, 0, 4] && next != [fe::FLUSH, 0, 0, 0, 4] {
+    if name.is_empty()
+        || ext.stmts.contains_key(name)
+        || next != [fe::SYNC, 0, 0, 0, 4] && next != [fe::FLUSH, 0, 0, 0, 4]
+    {
         return None;
     }
     let stmt = registry.intern(key);
@@ -438,4 +493,48 @@ pub(super) fn local_parse(
         cout.push(z.freeze());
     }
     Some(parse_len + protocol::HEADER_LEN)
+}
+
+/// The statement name of a lone `DEALLOCATE [PREPARE] name` (not `ALL`), as PostgreSQL
+/// folds it: unquoted names lowercased, quoted ones exact.
+fn deallocate_target(sql: &str) -> Option<String> {
+    let mut words = sql
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    if words.next().is_some() || name.eq_ignore_ascii_case("all") {
+        return None;
+    }
+    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) if !quoted.contains('"') => Some(quoted.to_string()),
+        Some(_) => None,
+        None if name.contains('"') || name.contains(';') => None,
+        None => Some(name.to_ascii_lowercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deallocate_target;
+
+    #[test]
+    fn deallocate_names() {
+        assert_eq!(deallocate_target("DEALLOCATE s1"), Some("s1".into()));
+        assert_eq!(
+            deallocate_target(" deallocate prepare S1 ;"),
+            Some("s1".into())
+        );
+        assert_eq!(deallocate_target("DEALLOCATE \"S1\""), Some("S1".into()));
+        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(deallocate_target("SELECT 1"), None);
+    }
 }

@@ -223,6 +223,16 @@ impl Session {
                     self.extended_client(h.tag, msg);
                     continue;
                 }
+                if self.rewrite && h.tag == fe::QUERY && self.may_deallocate(fwd, h.frame_len) {
+                    if fwd > 0 {
+                        self.sout.push(self.cin.split_to(fwd).freeze());
+                        fwd = 0;
+                    }
+                    let msg = self.cin.split_to(h.frame_len).freeze();
+                    let query = self.client_deallocate(&msg).unwrap_or(msg);
+                    self.forward(query, fe::QUERY);
+                    continue;
+                }
                 if self.rewrite {
                     self.expect_answer(h.tag, super::extended::Act::Forward);
                 }
@@ -327,6 +337,20 @@ impl Session {
         }
         self.forward_server_bytes(&mut fwd);
         event
+    }
+
+    /// Whether a simple Query may be a `DEALLOCATE` of a mapped statement (a cheap prefix
+    /// test, so ordinary queries are never copied).
+    fn may_deallocate(&self, at: usize, len: usize) -> bool {
+        let text = protocol::body(&self.cin[at..at + len]);
+        let start = text
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(0);
+        !self.ext.stmts.is_empty()
+            && text[start..]
+                .get(..10)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
     }
 
     /// Moves the first `fwd` bytes of the server buffer to the client queue.
