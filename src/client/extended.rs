@@ -260,7 +260,13 @@ impl Session {
     pub(super) fn client_deallocate(&mut self, msg: &[u8]) -> Option<Bytes> {
         let sql = protocol::cstr(protocol::body(msg))?.0;
         let name = deallocate_target(sql)?;
-        let stmt = self.ext.stmts.get(&name)?.clone();
+        let Some(stmt) = self.ext.stmts.get(&name).cloned() else {
+            // A client must not drop statements pgsluice prepared for everyone.
+            return name.starts_with(SERVER_PREFIX).then(|| {
+                let sql = format!("DEALLOCATE \"unknown_{name}\"");
+                frame(fe::QUERY, &[sql.as_bytes(), b"\0"])
+            });
+        };
         let server_name = self.server_name_for(&name);
         self.ext.stmts.remove(&name);
         self.forget_on_server(stmt.id);

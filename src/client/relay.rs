@@ -347,10 +347,9 @@ impl Session {
             .iter()
             .position(|b| !b.is_ascii_whitespace())
             .unwrap_or(0);
-        !self.ext.stmts.is_empty()
-            && text[start..]
-                .get(..10)
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
+        text[start..]
+            .get(..10)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
     }
 
     /// Moves the first `fwd` bytes of the server buffer to the client queue.
