@@ -192,14 +192,23 @@ impl Session {
                 .fetch_add(1, Ordering::Relaxed);
             self.synthesize(PARSE_COMPLETE, Undo::Forget(name, stmt.id));
         } else {
-            self.shared
-                .statements
-                .server_parses
-                .fetch_add(1, Ordering::Relaxed);
-            self.make_room(stmt.id);
-            self.sout.push(stmt.parse_frame());
-            self.expect_answer(fe::PARSE, Act::ForwardParse { stmt, name });
+            let act = Act::ForwardParse {
+                stmt: stmt.clone(),
+                name,
+            };
+            self.prepare_on_server(&stmt, act);
         }
+    }
+
+    /// Sends a Parse of `stmt` under its server-side name, making room for it first.
+    fn prepare_on_server(&mut self, stmt: &Statement, act: Act) {
+        self.shared
+            .statements
+            .server_parses
+            .fetch_add(1, Ordering::Relaxed);
+        self.make_room(stmt.id);
+        self.sout.push(stmt.parse_frame());
+        self.expect_answer(fe::PARSE, act);
     }
 
     fn client_bind(&mut self, msg: Bytes) {
@@ -289,15 +298,7 @@ impl Session {
             && let Some(server) = &mut self.server
             && !server.statements.touch(stmt.id)
         {
-            self.shared
-                .statements
-                .server_parses
-                .fetch_add(1, Ordering::Relaxed);
-            self.make_room(stmt.id);
-            self.sout.push(stmt.parse_frame());
-            let name = stmt.name.clone();
-            self.expect_answer(fe::PARSE, Act::Hidden { stmt });
-            return name;
+            self.prepare_on_server(&stmt, Act::Hidden { stmt: stmt.clone() });
         }
         stmt.name.clone()
     }

@@ -6,51 +6,11 @@
 
 use std::sync::Arc;
 
-use super::inspect::{self, Effect, PinReason};
+use super::inspect::{self, Effect};
 use crate::server::varcache::Gucs;
 
 /// Why a client is pinned to its server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Pin {
-    Listen,
-    AdvisoryLock,
-    TempObject,
-    HoldCursor,
-    SqlPrepare,
-    SetConfig,
-    /// A named protocol-level prepared statement (Parse with a name).
-    ProtocolPrepare,
-    Unknown,
-}
-
-impl Pin {
-    pub fn name(self) -> &'static str {
-        match self {
-            Pin::Listen => "listen",
-            Pin::AdvisoryLock => "advisory_lock",
-            Pin::TempObject => "temp_object",
-            Pin::HoldCursor => "hold_cursor",
-            Pin::SqlPrepare => "sql_prepare",
-            Pin::SetConfig => "set_config",
-            Pin::ProtocolPrepare => "protocol_prepare",
-            Pin::Unknown => "unknown",
-        }
-    }
-}
-
-impl From<PinReason> for Pin {
-    fn from(r: PinReason) -> Pin {
-        match r {
-            PinReason::Listen => Pin::Listen,
-            PinReason::AdvisoryLock => Pin::AdvisoryLock,
-            PinReason::TempObject => Pin::TempObject,
-            PinReason::HoldCursor => Pin::HoldCursor,
-            PinReason::SqlPrepare => Pin::SqlPrepare,
-            PinReason::SetConfig => Pin::SetConfig,
-            PinReason::Unknown => Pin::Unknown,
-        }
-    }
-}
+pub use super::inspect::PinReason as Pin;
 
 /// Settings and pins of one client session.
 #[derive(Debug, Default)]
@@ -107,12 +67,10 @@ impl SessionState {
     pub fn on_statement(&mut self, sql: &str) -> bool {
         let mut forgets_prepared = false;
         for effect in inspect::inspect(sql) {
-            forgets_prepared |= matches!(
-                effect,
-                Effect::DiscardAll | Effect::Unpin(PinReason::SqlPrepare)
-            );
+            forgets_prepared |=
+                matches!(effect, Effect::DiscardAll | Effect::Unpin(Pin::SqlPrepare));
             match effect {
-                Effect::Pin(r) => self.pin(r.into()),
+                Effect::Pin(r) => self.pin(r),
                 e => self.pending.push(e),
             }
         }
@@ -160,10 +118,9 @@ impl SessionState {
                     self.pins.clear();
                 }
                 Effect::Unpin(r) => {
-                    let pin = Pin::from(r);
-                    self.pins.retain(|p| *p != pin);
+                    self.pins.retain(|p| *p != r);
                 }
-                Effect::Pin(r) => self.pin(r.into()),
+                Effect::Pin(r) => self.pin(r),
             }
         }
         (!Arc::ptr_eq(&before, &self.gucs)).then(|| self.gucs.clone())

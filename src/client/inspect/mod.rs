@@ -41,8 +41,27 @@ pub enum PinReason {
     SqlPrepare,
     /// set_config() call, possibly session-level.
     SetConfig,
+    /// A named protocol-level prepared statement while statement mapping is off; not
+    /// produced by `inspect` (the relay sets it on a named Parse).
+    ProtocolPrepare,
     /// Anything else; not produced by `inspect`.
     Unknown,
+}
+
+impl PinReason {
+    /// The name shown in logs and the admin console.
+    pub fn name(self) -> &'static str {
+        match self {
+            PinReason::Listen => "listen",
+            PinReason::AdvisoryLock => "advisory_lock",
+            PinReason::TempObject => "temp_object",
+            PinReason::HoldCursor => "hold_cursor",
+            PinReason::SqlPrepare => "sql_prepare",
+            PinReason::SetConfig => "set_config",
+            PinReason::ProtocolPrepare => "protocol_prepare",
+            PinReason::Unknown => "unknown",
+        }
+    }
 }
 
 /// Effects of every statement in `sql`, in order. Returns an empty Vec without
