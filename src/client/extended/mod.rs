@@ -6,9 +6,8 @@
 //! the server lacks is prepared there first, its ParseComplete hidden.
 //!
 //! To put synthesised answers in the right place and hide the right ones, every message
-//! that the server answers gets an [`Expect`] entry, in order. Server messages complete
-//! entries by tag; an ErrorResponse completes the current one and, like the server itself,
-//! skips everything up to the next Sync.
+//! that the server answers is recorded in order; `replies.rs` holds that record and what
+//! each server reply means for it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,91 +15,15 @@ use std::sync::atomic::Ordering;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+mod replies;
+
+pub(super) use replies::{Act, Undo, Verdict};
+use replies::{CLOSE_COMPLETE, Done, Expect, PARSE_COMPLETE};
+
 use super::outq::OutQueue;
 use super::session::Session;
 use crate::prepare::{self, SERVER_PREFIX, Statement};
-use crate::protocol::{self, be, fe};
-
-const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
-const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
-
-/// Which server message ends the answer to a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Done {
-    Parse,
-    Bind,
-    Close,
-    Describe,
-    Execute,
-    /// Sync, Query and FunctionCall end with ReadyForQuery.
-    Ready,
-}
-
-impl Done {
-    fn for_tag(tag: u8) -> Option<Done> {
-        Some(match tag {
-            fe::PARSE => Done::Parse,
-            fe::BIND => Done::Bind,
-            fe::CLOSE => Done::Close,
-            fe::DESCRIBE => Done::Describe,
-            fe::EXECUTE => Done::Execute,
-            fe::SYNC | fe::QUERY | fe::FUNCTION_CALL => Done::Ready,
-            _ => return None,
-        })
-    }
-
-    fn completed_by(self, tag: u8) -> bool {
-        match self {
-            Done::Parse => tag == b'1',
-            Done::Bind => tag == b'2',
-            Done::Close => tag == b'3',
-            Done::Describe => tag == b'T' || tag == b'n',
-            Done::Execute => matches!(tag, b'C' | b'I' | b's'),
-            Done::Ready => tag == be::READY_FOR_QUERY,
-        }
-    }
-}
-
-/// What to do with the answer to one request.
-#[derive(Debug)]
-pub(super) enum Act {
-    /// The client's own request: pass the answer on.
-    Forward,
-    /// The client's named Parse, sent to the server: on failure the name is forgotten.
-    ForwardParse { stmt: Arc<Statement>, name: String },
-    /// Answered by pgsluice: send this message when its turn comes. If an earlier error
-    /// makes the server skip it, the client's names are put back as they were.
-    Synth(&'static [u8], Undo),
-    /// pgsluice's own Parse before a Bind or Describe: hide the ParseComplete.
-    Hidden { stmt: Arc<Statement> },
-    /// pgsluice's own Close of an evicted statement: hide the CloseComplete.
-    Evict { id: u64 },
-}
-
-/// How to take back a synthesised answer the server would never have given.
-#[derive(Debug)]
-pub(super) enum Undo {
-    /// A Parse mapped this name: forget it (if still mapped to this statement).
-    Forget(String, u64),
-    /// A Close removed this name: map it again.
-    Restore(String, Arc<Statement>),
-}
-
-#[derive(Debug)]
-pub(super) struct Expect {
-    pub done: Done,
-    pub act: Act,
-}
-
-/// What a server message means for the entries.
-pub(super) enum Verdict {
-    /// Not the end of anything we track: forward.
-    Pass,
-    /// Forward it.
-    Forward,
-    /// Hide it from the client.
-    Swallow,
-}
+use crate::protocol::{self, fe};
 
 /// Per-session state of the mapping.
 #[derive(Debug, Default)]
@@ -320,139 +243,6 @@ impl Session {
         }
         if let Some(server) = &mut self.server {
             server.statements.insert(id);
-        }
-    }
-
-    /// Answers the client with `msg` once everything before it has been answered.
-    fn synthesize(&mut self, msg: &'static [u8], undo: Undo) {
-        if self.ext.expect.is_empty() {
-            self.cout.push(Bytes::from_static(msg));
-        } else {
-            self.ext.expect.push_back(Expect {
-                done: Done::Parse,
-                act: Act::Synth(msg, undo),
-            });
-        }
-    }
-
-    pub(super) fn front_is_synth(&self) -> bool {
-        matches!(
-            self.ext.expect.front(),
-            Some(Expect {
-                act: Act::Synth(..),
-                ..
-            })
-        )
-    }
-
-    /// Whether a server message with `tag` ends (or fails) the request at the head.
-    pub(super) fn completes_front(&self, tag: u8) -> bool {
-        self.ext.expect.front().is_some_and(|f| {
-            (tag == be::ERROR_RESPONSE && f.done != Done::Ready) || f.done.completed_by(tag)
-        })
-    }
-
-    /// Sends every synthesised answer now at the head of the queue.
-    pub(super) fn emit_synths(&mut self) {
-        while let Some(Expect {
-            act: Act::Synth(msg, _),
-            ..
-        }) = self.ext.expect.front()
-        {
-            self.cout.push(Bytes::from_static(msg));
-            self.ext.expect.pop_front();
-        }
-    }
-
-    /// Decides what a server message with `tag` means for the entries.
-    pub(super) fn expected_server_frame(&mut self, tag: u8) -> Verdict {
-        let Some(front) = self.ext.expect.front() else {
-            return Verdict::Pass;
-        };
-        let error = tag == be::ERROR_RESPONSE && front.done != Done::Ready;
-        if !error && !front.done.completed_by(tag) {
-            return Verdict::Pass;
-        }
-        let Some(entry) = self.ext.expect.pop_front() else {
-            return Verdict::Pass;
-        };
-        let verdict = match entry.act {
-            Act::Hidden { stmt } if error => {
-                self.forget_on_server(stmt.id);
-                Verdict::Forward
-            }
-            Act::ForwardParse { stmt, name } if error => {
-                self.forget_parse(stmt.id, &name);
-                Verdict::Forward
-            }
-            Act::Evict { id } if error => {
-                if let Some(s) = &mut self.server {
-                    s.statements.insert(id);
-                }
-                Verdict::Forward
-            }
-            Act::Hidden { stmt } => {
-                stmt.validated.store(true, Ordering::Relaxed);
-                Verdict::Swallow
-            }
-            Act::ForwardParse { stmt, .. } => {
-                stmt.validated.store(true, Ordering::Relaxed);
-                Verdict::Forward
-            }
-            Act::Evict { .. } => Verdict::Swallow,
-            Act::Forward | Act::Synth(..) => Verdict::Forward,
-        };
-        if error {
-            self.skip_to_sync();
-        }
-        verdict
-    }
-
-    /// After an error the server ignores everything up to Sync: so do the entries.
-    fn skip_to_sync(&mut self) {
-        while let Some(front) = self.ext.expect.front() {
-            if front.done == Done::Ready {
-                // The client's Sync is already on its way: the server stops skipping there.
-                return;
-            }
-            let Some(entry) = self.ext.expect.pop_front() else {
-                return;
-            };
-            match entry.act {
-                Act::Hidden { stmt } => self.forget_on_server(stmt.id),
-                Act::ForwardParse { stmt, name } => self.forget_parse(stmt.id, &name),
-                Act::Evict { id } => {
-                    if let Some(s) = &mut self.server {
-                        s.statements.insert(id);
-                    }
-                }
-                Act::Synth(_, Undo::Forget(name, id)) => {
-                    if self.ext.stmts.get(&name).is_some_and(|s| s.id == id) {
-                        self.ext.stmts.remove(&name);
-                    }
-                }
-                Act::Synth(_, Undo::Restore(name, stmt)) => {
-                    self.ext.stmts.insert(name, stmt);
-                }
-                Act::Forward => {}
-            }
-        }
-        // Messages the client sends before its Sync are ignored by the server too.
-        self.ext.skipping = true;
-    }
-
-    fn forget_on_server(&mut self, id: u64) {
-        if let Some(s) = &mut self.server {
-            s.statements.remove(id);
-        }
-    }
-
-    /// A named Parse failed: the server has no such statement and the client's name
-    /// refers to nothing, as on PostgreSQL.
-    fn forget_parse(&mut self, id: u64, name: &str) {
-        self.forget_on_server(id);
-        if self.ext.stmts.get(name).is_some_and(|s| s.id == id) {
-            self.ext.stmts.remove(name);
         }
     }
 
