@@ -12,6 +12,7 @@
 //! - [`server`]: a server connection: connect, authenticate, settings.
 //! - [`pool`]: checkout/checkin, waiting, maintenance.
 //! - [`prepare`]: the pooler-wide registry of named prepared statements.
+//! - [`router`]: read/write classification, node health and the lag monitor.
 //! - [`shared`]: state shared by all tasks; reload.
 //! - [`admin`]: the admin console names.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod listener;
 pub mod pool;
 pub mod prepare;
 pub mod protocol;
+pub mod router;
 pub mod server;
 pub mod shared;
 
@@ -49,13 +51,15 @@ pub fn current_worker() -> usize {
 /// then drains and returns. Runs on whatever runtime calls it.
 pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Future<Output = ()>) {
     let janitor = tokio::spawn(pool::maintain_all(shared.pools.clone()));
+    let monitor = tokio::spawn(router::supervise(shared.clone()));
     listener::serve(listener, shared, shutdown).await;
     janitor.abort();
+    monitor.abort();
 }
 
 /// One worker thread's share of the work: accept clients on a clone of the listening
 /// socket and run their sessions on this thread's single-threaded runtime, until the drain
-/// has finished. Worker 0 also runs the pool janitor.
+/// has finished. Worker 0 also runs the pool janitor and the node monitors.
 ///
 /// Why one single-threaded runtime per core rather than one work-stealing runtime:
 /// measured on 2 cores with `pgbench -S`, the work-stealing scheduler cost about 40% more
@@ -68,6 +72,7 @@ pub async fn worker(
     WORKER.with(|w| w.set(id));
     let listener = TcpListener::from_std(listener)?;
     let janitor = (id == 0).then(|| tokio::spawn(pool::maintain_all(shared.pools.clone())));
+    let monitor = (id == 0).then(|| tokio::spawn(router::supervise(shared.clone())));
     listener::accept_until_drain(listener, shared.clone()).await;
     let mut phase = shared.drain.subscribe();
     while *phase.borrow_and_update() != shared::Phase::Exit {
@@ -75,8 +80,8 @@ pub async fn worker(
             break;
         }
     }
-    if let Some(j) = janitor {
-        j.abort();
+    for task in [janitor, monitor].into_iter().flatten() {
+        task.abort();
     }
     Ok(())
 }

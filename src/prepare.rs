@@ -30,6 +30,8 @@ pub struct Statement {
     pub name: String,
     /// The Parse body after the name: query, parameter count and type OIDs.
     key: Bytes,
+    /// Read/write class, computed the first time the router asks.
+    class: std::sync::OnceLock<crate::router::Class>,
 }
 
 impl Statement {
@@ -42,6 +44,11 @@ impl Statement {
         b.put_u8(0);
         b.put_slice(&self.key);
         b.freeze()
+    }
+
+    /// The statement's read/write class, classified once for its lifetime.
+    pub fn class(&self, classifier: &crate::router::Classifier) -> crate::router::Class {
+        *self.class.get_or_init(|| classifier.classify(self.query()))
     }
 
     /// The query text, for logs and the admin console.
@@ -94,6 +101,7 @@ impl Registry {
             validated: Default::default(),
             name: format!("{SERVER_PREFIX}{id}"),
             key: key.clone(),
+            class: Default::default(),
         });
         map.insert(key, stmt.clone());
         stmt

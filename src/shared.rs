@@ -60,6 +60,8 @@ pub enum Phase {
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub pools: Arc<Pools>,
+    /// Every database's nodes and their health.
+    pub nodes: crate::router::Nodes,
     pub cancels: CancelRegistry,
     /// Every distinct named statement clients prepared (transaction/statement mode).
     pub statements: crate::prepare::Registry,
@@ -71,9 +73,12 @@ pub struct Shared {
 
 impl Shared {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
+        let nodes = crate::router::Nodes::default();
+        nodes.sync(&config);
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             pools: Arc::new(Pools::default()),
+            nodes,
             cancels: CancelRegistry::default(),
             statements: Default::default(),
             clients: AtomicUsize::new(0),
@@ -87,6 +92,7 @@ impl Shared {
     pub fn reload(&self) -> Result<(), crate::config::ConfigError> {
         let config = Config::load(self.config_path.as_deref())?;
         self.pools.reconfigure(&config);
+        self.nodes.sync(&config);
         self.snapshot.store(Arc::new(Snapshot::new(config)));
         tracing::info!("configuration reloaded");
         Ok(())

@@ -6,6 +6,7 @@ mod extended;
 pub mod inspect;
 mod outq;
 mod relay;
+mod route;
 mod session;
 mod startup;
 pub mod state;
@@ -159,10 +160,34 @@ async fn login(
         })?;
     let startup_gucs = pool.intern_settings(startup_settings(&params, &server_params));
     let mode = config.pool_mode(db, config.user(&user));
-    let mut session = Session::new(shared.clone(), pool, mode, &snap.config, startup_gucs);
+    let route = shared.nodes.get(config, &database).and_then(|nodes| {
+        let force = startup_route(&params).unwrap_or(route::Force::Auto);
+        route::Route::new(config, nodes, mode, &database, &user, force)
+    });
+    let mut session = Session::new(
+        shared.clone(),
+        pool,
+        mode,
+        &snap.config,
+        startup_gucs,
+        route,
+    );
     session.greet(&server_params, &params);
     tracing::info!(user, database, client = session.id(), "client logged in");
     Ok(Some(session))
+}
+
+/// `pgsluice.route` from the startup packet (`options=-c pgsluice.route=primary`, or the
+/// parameter itself).
+fn startup_route(params: &BTreeMap<String, String>) -> Option<route::Force> {
+    let from_options = params.get("options").and_then(|o| {
+        parse_options(o)
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("pgsluice.route"))
+            .map(|(_, v)| v)
+    });
+    let value = from_options.or_else(|| params.get("pgsluice.route").cloned())?;
+    route::Force::parse(&value)
 }
 
 /// The client's startup parameters that differ from the server's defaults, as settings.

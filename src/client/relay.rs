@@ -16,6 +16,7 @@ use tokio_util::io::poll_read_buf;
 use tokio::net::TcpStream;
 
 use super::extended::Verdict;
+use super::route::Unit;
 use super::session::{Event, Session};
 use super::state::{Pin as PinReason, SessionState};
 use crate::config::PoolMode;
@@ -66,7 +67,7 @@ impl Session {
                     continue;
                 }
             }
-            if self.sout.len() < HIGH_WATER {
+            if self.sout.len() < HIGH_WATER && !(self.held && self.cin.len() >= HIGH_WATER) {
                 match self.read_client(client, cx) {
                     Poll::Ready(true) => {
                         if let Some(ev) = self.scan_client() {
@@ -146,6 +147,9 @@ impl Session {
     fn scan_client(&mut self) -> Option<Event> {
         let mut fwd = 0;
         self.c_need = 0;
+        // The head of the buffer must wait for more client bytes, or for the server.
+        let mut wait_for_client = false;
+        let mut wait_for_server = false;
         let event = loop {
             let rest = &self.cin[fwd..];
             if rest.is_empty() {
@@ -170,6 +174,23 @@ impl Session {
                 self.c_need = fwd + h.frame_len;
                 break None;
             }
+            if h.tag == fe::QUERY
+                && self.track
+                && let Some((name, value)) = ours(&self.cin[fwd..fwd + h.frame_len])
+            {
+                if self.outstanding > 0 || self.batch_open {
+                    // Answer it in order, once what is in flight has been answered.
+                    wait_for_server = true;
+                    break None;
+                }
+                if fwd > 0 {
+                    self.sout.push(self.cin.split_to(fwd).freeze());
+                    fwd = 0;
+                }
+                let _ = self.cin.split_to(h.frame_len);
+                self.answer_ours(&name, value.as_deref());
+                continue;
+            }
             if self.server.is_none() {
                 if self.rewrite
                     && h.tag == fe::PARSE
@@ -186,11 +207,52 @@ impl Session {
                     let _ = self.cin.split_to(used);
                     continue;
                 }
-                break Some(if h.tag == fe::TERMINATE {
-                    Event::Terminate
-                } else {
-                    Event::NeedServer
-                });
+                if h.tag == fe::TERMINATE {
+                    break Some(Event::Terminate);
+                }
+                if !self.route_ready() {
+                    wait_for_client = true;
+                    break None;
+                }
+                break Some(Event::NeedServer);
+            }
+            if !self.batch_open
+                && let Some(r) = &mut self.route
+                && !std::mem::take(&mut r.first_unit_checked)
+                && r.watching()
+                && !matches!(
+                    h.tag,
+                    fe::SYNC
+                        | fe::FLUSH
+                        | fe::TERMINATE
+                        | fe::COPY_DATA
+                        | fe::COPY_DONE
+                        | fe::COPY_FAIL
+                )
+            {
+                let reading = r.reading;
+                match self.unit_at(fwd) {
+                    Unit::Incomplete => {
+                        wait_for_client = true;
+                        break None;
+                    }
+                    Unit::Read => {}
+                    Unit::Write if reading => {
+                        if self.outstanding > 0 {
+                            // A write behind reads on a replica: once they are answered the
+                            // replica goes back and the write starts on the primary.
+                            wait_for_server = true;
+                            break None;
+                        }
+                        // Inside a transaction on the replica: it stays there, as the
+                        // transaction must (a read-only transaction refuses writes).
+                    }
+                    Unit::Write => {
+                        if let Some(r) = &mut self.route {
+                            r.wrote = true;
+                        }
+                    }
+                }
             }
             self.idle_txn_armed = false;
             match h.tag {
@@ -248,6 +310,11 @@ impl Session {
         };
         if fwd > 0 {
             self.sout.push(self.cin.split_to(fwd).freeze());
+        }
+        if wait_for_client || wait_for_server {
+            // Not examined again until more arrives (or, when held, the server answers).
+            self.c_need = self.cin.len() + 1;
+            self.held = wait_for_server;
         }
         event
     }
@@ -324,6 +391,14 @@ impl Session {
                             if matches!(ev, Event::StatementModeTransaction) {
                                 fwd -= h.frame_len;
                             }
+                            if matches!(ev, Event::ReleaseReportingLsn) {
+                                // The client's ReadyForQuery follows the write LSN.
+                                fwd -= h.frame_len;
+                                self.forward_server_bytes(&mut fwd);
+                                if let Some(server) = &mut self.server {
+                                    let _ = server.buf.split_to(h.frame_len);
+                                }
+                            }
                             event = Some(ev);
                             break;
                         }
@@ -337,6 +412,20 @@ impl Session {
         }
         self.forward_server_bytes(&mut fwd);
         event
+    }
+
+    /// Answers `SET pgsluice.*` / `RESET pgsluice.*` itself.
+    fn answer_ours(&mut self, name: &str, value: Option<&str>) {
+        let mut buf = bytes::BytesMut::new();
+        match self.set_ours(name, value) {
+            Ok(()) => {
+                let tag = if value.is_some() { "SET" } else { "RESET" };
+                crate::protocol::build::command_complete(&mut buf, tag);
+            }
+            Err(msg) => crate::protocol::build::error(&mut buf, "ERROR", "22023", &msg),
+        }
+        crate::protocol::build::ready_for_query(&mut buf, self.status);
+        self.cout.push(buf.freeze());
     }
 
     /// Whether a simple Query may be a `DEALLOCATE` of a mapped statement (a cheap prefix
@@ -373,6 +462,10 @@ impl Session {
     /// Handles a ReadyForQuery: session-state bookkeeping and whether to release.
     fn on_ready(&mut self, status: u8) -> Option<Event> {
         self.outstanding = self.outstanding.saturating_sub(1);
+        if self.held {
+            self.held = false;
+            self.c_need = 0;
+        }
         self.status = status;
         if let Some(server) = &mut self.server {
             server.status = status;
@@ -391,7 +484,15 @@ impl Session {
             PoolMode::Transaction | PoolMode::Statement
                 if status == b'I' && quiet && !self.state.is_pinned() =>
             {
-                Some(Event::Release)
+                let report = self
+                    .route
+                    .as_ref()
+                    .is_some_and(|r| r.needs_write_lsn() && r.db.policy.load().report_write_lsn);
+                Some(if report {
+                    Event::ReleaseReportingLsn
+                } else {
+                    Event::Release
+                })
             }
             _ => {
                 if status != b'I' && quiet {
@@ -413,6 +514,18 @@ impl Session {
         }
         self.idle_txn_armed = true;
     }
+}
+
+/// A Query frame that is `SET pgsluice.x = v` or `RESET pgsluice.x`, parsed; cheap to
+/// reject anything else.
+fn ours(frame: &[u8]) -> Option<(String, Option<String>)> {
+    let body = protocol::body(frame);
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if !matches!(first, b's' | b'S' | b'r' | b'R') {
+        return None;
+    }
+    let sql = protocol::cstr(body)?.0;
+    super::route::parse_ours(sql)
 }
 
 /// Looks at the SQL of a Query or Parse for session-state effects. True when the text

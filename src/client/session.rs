@@ -32,6 +32,9 @@ pub(super) enum Event {
     NeedServer,
     /// The server finished a transaction and may go back to the pool.
     Release,
+    /// As `Release`, but the transaction wrote and the client's ReadyForQuery was held
+    /// back, to be sent after the write LSN (`routing.report_write_lsn`).
+    ReleaseReportingLsn,
     /// The client sent Terminate.
     Terminate,
     /// The client's socket closed or failed.
@@ -87,6 +90,11 @@ pub struct Session {
     pub(super) rewrite: bool,
     pub(super) max_prepared: usize,
     pub(super) ext: super::extended::Extended,
+    /// Read/write routing; `None` when every transaction goes to the primary.
+    pub(super) route: Option<Box<super::route::Route>>,
+    /// Client input is held until the server answers what is in flight (a write behind
+    /// reads on a replica, or a pgsluice setting behind queries).
+    pub(super) held: bool,
 }
 
 impl Session {
@@ -96,6 +104,7 @@ impl Session {
         mode: PoolMode,
         config: &Config,
         startup: Arc<Gucs>,
+        route: Option<Box<super::route::Route>>,
     ) -> Session {
         let g = &config.general;
         let cancel = shared.cancels.register();
@@ -125,6 +134,8 @@ impl Session {
             rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
             max_prepared: g.max_prepared_statements,
             ext: Default::default(),
+            route,
+            held: false,
             shared,
         }
     }
@@ -178,7 +189,16 @@ impl Session {
                         break fatal.1;
                     }
                 }
-                Event::Release => self.detach(),
+                Event::Release => {
+                    if self.route.as_ref().is_some_and(|r| r.needs_write_lsn()) {
+                        self.learn_write_lsn(false).await;
+                    }
+                    self.detach();
+                }
+                Event::ReleaseReportingLsn => {
+                    self.learn_write_lsn(true).await;
+                    self.detach();
+                }
                 Event::Terminate => break "client terminated".to_string(),
                 Event::ClientGone => break "client disconnected".to_string(),
                 Event::ServerGone(why) => {
@@ -221,7 +241,23 @@ impl Session {
 
     /// Takes a server for the client and brings its settings in line with the client's.
     async fn attach(&mut self) -> Result<(), (String, String)> {
-        let mut conn = match self.pool.checkout(self.wait_timeout).await {
+        self.choose_node(None)?;
+        let mut checkout = self.pool.checkout(self.wait_timeout).await;
+        if let Err(PoolError::Server(e)) = &checkout
+            && let Some(r) = &self.route
+            && r.reading
+        {
+            // A replica that cannot be reached: leave it out and choose again.
+            let node = r.node;
+            r.db.report_unreachable(node, &e.to_string());
+            tracing::warn!(
+                client = self.id(),
+                "replica unreachable, choosing another node: {e}"
+            );
+            self.choose_node(Some(node))?;
+            checkout = self.pool.checkout(self.wait_timeout).await;
+        }
+        let mut conn = match checkout {
             Ok(c) => c,
             Err(PoolError::Timeout(d)) => {
                 return Err((
@@ -264,6 +300,7 @@ impl Session {
             secret: conn.backend_secret,
         }));
         self.server = Some(conn);
+        self.node_active(1);
         Ok(())
     }
 
@@ -272,6 +309,7 @@ impl Session {
         let Some(conn) = self.server.take() else {
             return;
         };
+        self.node_active(-1);
         self.cancel.set(None);
         if !conn.buf.is_empty() {
             // The server sent more after ReadyForQuery; it cannot be handed on safely.
@@ -285,8 +323,9 @@ impl Session {
         }
     }
 
-    fn drop_server(&mut self, reason: CloseReason) {
+    pub(super) fn drop_server(&mut self, reason: CloseReason) {
         if let Some(conn) = self.server.take() {
+            self.node_active(-1);
             self.cancel.set(None);
             self.sout.clear();
             self.pool.discard(conn, reason);
@@ -306,6 +345,7 @@ impl Session {
         let Some(mut conn) = self.server.take() else {
             return;
         };
+        self.node_active(-1);
         self.cancel.set(None);
         let quiet = self.outstanding == 0
             && !self.batch_open

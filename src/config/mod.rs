@@ -70,6 +70,120 @@ pub struct Config {
     pub users: Vec<User>,
     #[serde(default)]
     pub databases: BTreeMap<String, Database>,
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+/// Which node serves a read when several may.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalance {
+    /// In turn, each node as often as its weight says.
+    RoundRobin,
+    /// At random, weighted.
+    Random,
+    /// The node with the fewest clients on it now, relative to its weight.
+    LeastOutstanding,
+}
+
+/// Whether the primary serves reads too.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PrimaryReads {
+    /// Reads go to replicas only; with none usable, a read fails.
+    Never,
+    /// Reads go to the primary when no replica is usable.
+    Fallback,
+    /// The primary is one of the read nodes, by its weight.
+    Always,
+}
+
+/// Read-your-writes guarantee for sessions that wrote.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadYourWrites {
+    /// No guarantee: a read may go to any replica in the read set.
+    Off,
+    /// After a write, read only from nodes that replayed the session's last commit.
+    Lsn,
+}
+
+/// `[routing]`: read/write split, load balancing, lag limits and read-your-writes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// Send provably read-only statements to replicas (transaction and statement mode).
+    pub read_write_split: bool,
+    pub load_balance: LoadBalance,
+    pub primary_reads: PrimaryReads,
+    pub read_your_writes: ReadYourWrites,
+    /// Send the client a ParameterStatus `pgsluice.write_lsn` after each committed write.
+    pub report_write_lsn: bool,
+    /// Seconds between checks of each node.
+    pub lag_check_interval: f64,
+    /// A replica further behind than this many seconds leaves the read set; 0 = no limit.
+    pub max_replica_lag: f64,
+    /// A replica further behind than this many bytes of WAL leaves the read set; 0 = no limit.
+    pub max_replica_lag_bytes: u64,
+    /// Consecutive good checks before a replica that left the read set returns.
+    pub rejoin_after_checks: u32,
+    /// Functions (besides the built-in allowlist) known not to write, e.g. `"my_report"`
+    /// or `"myschema.my_report"`.
+    pub read_only_functions: Vec<String>,
+    /// Retry on the primary a statement a replica refused with SQLSTATE 25006.
+    pub retry_read_only_errors: bool,
+    /// Who the node monitor connects as; defaults to the first `[[users]]` entry.
+    pub monitor_user: Option<String>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            read_write_split: true,
+            load_balance: LoadBalance::RoundRobin,
+            primary_reads: PrimaryReads::Fallback,
+            read_your_writes: ReadYourWrites::Lsn,
+            report_write_lsn: false,
+            lag_check_interval: 0.1,
+            max_replica_lag: 10.0,
+            max_replica_lag_bytes: 256 * 1024 * 1024,
+            rejoin_after_checks: 3,
+            read_only_functions: Vec::new(),
+            retry_read_only_errors: true,
+            monitor_user: None,
+        }
+    }
+}
+
+/// A replica: `"host:port"`, or `{ addr = "host:port", weight = 2 }`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum NodeSpec {
+    Addr(String),
+    Weighted {
+        addr: String,
+        #[serde(default = "one")]
+        weight: u32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl NodeSpec {
+    pub fn addr(&self) -> &str {
+        match self {
+            NodeSpec::Addr(a) | NodeSpec::Weighted { addr: a, .. } => a,
+        }
+    }
+
+    pub fn weight(&self) -> u32 {
+        match self {
+            NodeSpec::Addr(_) => 1,
+            NodeSpec::Weighted { weight, .. } => *weight,
+        }
+    }
 }
 
 /// `[general]`: listening, pool mode, limits and timeouts. Times are in seconds; 0 disables.
@@ -171,7 +285,10 @@ pub struct Database {
     /// `host:port` of the primary.
     pub primary: String,
     #[serde(default)]
-    pub replicas: Vec<String>,
+    pub replicas: Vec<NodeSpec>,
+    /// The primary's share of reads when `routing.primary_reads = "always"`.
+    #[serde(default = "one")]
+    pub primary_weight: u32,
     #[serde(default)]
     pub pool_size: Option<usize>,
     #[serde(default)]
@@ -254,7 +371,41 @@ impl Config {
             }
         }
         self.validate_users()?;
-        self.validate_databases()
+        self.validate_databases()?;
+        self.validate_routing()
+    }
+
+    fn validate_routing(&self) -> Result<(), ConfigError> {
+        let r = &self.routing;
+        if !(0.001..=3600.0).contains(&r.lag_check_interval) {
+            return Err(invalid(
+                "routing.lag_check_interval",
+                "must be between 0.001 and 3600 seconds",
+            ));
+        }
+        if !(0.0..=1e9).contains(&r.max_replica_lag) {
+            return Err(invalid(
+                "routing.max_replica_lag",
+                "must be between 0 and 1e9 seconds",
+            ));
+        }
+        if let Some(u) = &r.monitor_user
+            && self.user(u).is_none()
+        {
+            return Err(invalid(
+                "routing.monitor_user",
+                format!("no [[users]] entry named {u:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Who the node monitor connects as.
+    pub fn monitor_user(&self) -> Option<&str> {
+        self.routing
+            .monitor_user
+            .as_deref()
+            .or_else(|| self.users.first().map(|u| u.name.as_str()))
     }
 
     fn validate_users(&self) -> Result<(), ConfigError> {
@@ -288,7 +439,14 @@ impl Config {
             }
             parse_host_port(&db.primary).map_err(|r| invalid(format!("{key}.primary"), r))?;
             for (i, r) in db.replicas.iter().enumerate() {
-                parse_host_port(r).map_err(|e| invalid(format!("{key}.replicas[{i}]"), e))?;
+                parse_host_port(r.addr())
+                    .map_err(|e| invalid(format!("{key}.replicas[{i}]"), e))?;
+                if r.weight() == 0 {
+                    return Err(invalid(
+                        format!("{key}.replicas[{i}].weight"),
+                        "must be at least 1",
+                    ));
+                }
             }
             if db.pool_size == Some(0) {
                 return Err(invalid(format!("{key}.pool_size"), "must be at least 1"));
@@ -391,7 +549,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.general.pool_mode, PoolMode::Statement);
         assert_eq!(c.general.default_pool_size, 7);
-        assert_eq!(c.databases["app"].replicas, vec!["127.0.0.1:5433"]);
+        assert_eq!(
+            c.databases["app"].replicas,
+            vec![NodeSpec::Addr("127.0.0.1:5433".into())]
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub fn settings_for(config: &Config, key: &PoolKey) -> Option<PoolSettings> {
     }
     let addr = match key.node {
         0 => &db.primary,
-        n => db.replicas.get(n - 1)?,
+        n => db.replicas.get(n - 1)?.addr(),
     };
     let (host, port) = config::parse_host_port(addr).ok()?;
     let password = user.and_then(|u| {

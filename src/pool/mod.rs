@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::server::varcache::Gucs;
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
-pub use maintain::{Pools, maintain_all};
+pub use maintain::{Pools, maintain_all, settings_for};
 
 /// Identifies a pool: one per database, user and node (0 is the primary).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -34,6 +34,12 @@ pub mod be {
     pub const BACKEND_KEY_DATA: u8 = b'K';
     pub const COMMAND_COMPLETE: u8 = b'C';
     pub const AUTHENTICATION: u8 = b'R';
+    pub const DATA_ROW: u8 = b'D';
+    pub const ROW_DESCRIPTION: u8 = b'T';
+    pub const PARSE_COMPLETE: u8 = b'1';
+    pub const BIND_COMPLETE: u8 = b'2';
+    pub const NO_DATA: u8 = b'n';
+    pub const PARAMETER_DESCRIPTION: u8 = b't';
 }
 
 /// The header of a message: its tag and the length of the whole frame (tag included).

@@ -66,6 +66,29 @@ pub enum CloseReason {
     UnexpectedData,
 }
 
+/// The columns of a DataRow body as text (`None` for NULL).
+fn data_row_text(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
+    let bad = || ServerError::Protocol("malformed DataRow".into());
+    let mut b = body;
+    let n = b.get(..2).ok_or_else(bad)?;
+    let n = u16::from_be_bytes([n[0], n[1]]) as usize;
+    b = &b[2..];
+    let mut cols = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = b.get(..4).ok_or_else(bad)?;
+        let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+        b = &b[4..];
+        if len < 0 {
+            cols.push(None);
+            continue;
+        }
+        let v = b.get(..len as usize).ok_or_else(bad)?;
+        cols.push(Some(String::from_utf8_lossy(v).into_owned()));
+        b = &b[len as usize..];
+    }
+    Ok(cols)
+}
+
 /// One authenticated server connection.
 ///
 /// It is owned by exactly one place at a time: a pool's idle list or the client session
@@ -114,6 +137,37 @@ impl ServerConn {
                 be::READY_FOR_QUERY => {
                     self.status = frame.get(5).copied().unwrap_or(b'I');
                     return Ok(first_error);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs `sql` and returns the text values of its first row (`Ok(Err(..))` when the
+    /// server reported an error). For pgsluice's own queries: the node monitor, LSNs.
+    pub async fn query_row(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Vec<Option<String>>, ErrorFields>, ServerError> {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out)
+            .map_err(|e| ServerError::Protocol(e.to_string()))?;
+        self.stream.write_all(&out).await?;
+        let mut row = None;
+        let mut error = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame[0] {
+                be::DATA_ROW if row.is_none() => row = Some(data_row_text(protocol::body(&frame))?),
+                be::ERROR_RESPONSE if error.is_none() => {
+                    error = Some(protocol::error_fields(protocol::body(&frame)));
+                }
+                be::READY_FOR_QUERY => {
+                    self.status = frame.get(5).copied().unwrap_or(b'I');
+                    return Ok(match (error, row) {
+                        (Some(e), _) => Err(e),
+                        (None, r) => Ok(r.unwrap_or_default()),
+                    });
                 }
                 _ => {}
             }

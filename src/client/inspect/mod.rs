@@ -64,6 +64,25 @@ impl PinReason {
     }
 }
 
+/// A cache key for `sql`: its tokens with every literal (string, number, `$n`) replaced by
+/// `?` and comments dropped, so that queries differing only in their constants share one
+/// entry. `None` when the text has an unterminated quote (let the parser judge it).
+pub fn normalize(sql: &str) -> Option<String> {
+    let mut out = String::with_capacity(sql.len());
+    for t in Lexer::new(sql) {
+        let piece = match t.kind {
+            Kind::Literal => "?",
+            Kind::Unterminated => return None,
+            _ => &sql[t.start..t.end],
+        };
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(piece);
+    }
+    Some(out)
+}
+
 /// Effects of every statement in `sql`, in order. Returns an empty Vec without
 /// allocating when the text has nothing relevant.
 pub fn inspect(sql: &str) -> Vec<Effect> {

@@ -1,0 +1,603 @@
+//! What pgsluice knows about each node of each database: up or down, primary or replica,
+//! how far behind, and whether it may serve reads now. A monitor task per node keeps this
+//! current; sessions read it with plain atomic loads when they route a transaction.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{self, Config, LoadBalance, PrimaryReads, ReadYourWrites};
+use crate::pool::PoolKey;
+use crate::server::{self, ServerConn};
+use crate::shared::Shared;
+
+/// The routing settings sessions consult, replaced on reload.
+#[derive(Clone, Debug)]
+pub struct Policy {
+    pub load_balance: LoadBalance,
+    pub primary_reads: PrimaryReads,
+    pub read_your_writes: ReadYourWrites,
+    pub report_write_lsn: bool,
+    pub interval: Duration,
+    pub max_lag: Option<Duration>,
+    pub max_lag_bytes: u64,
+    pub rejoin_after: u32,
+    pub retry_read_only_errors: bool,
+}
+
+impl Policy {
+    fn from_config(c: &Config) -> Policy {
+        let r = &c.routing;
+        Policy {
+            load_balance: r.load_balance,
+            primary_reads: r.primary_reads,
+            read_your_writes: r.read_your_writes,
+            report_write_lsn: r.report_write_lsn,
+            interval: Duration::from_secs_f64(r.lag_check_interval),
+            max_lag: config::secs(r.max_replica_lag),
+            max_lag_bytes: r.max_replica_lag_bytes,
+            rejoin_after: r.rejoin_after_checks.max(1),
+            retry_read_only_errors: r.retry_read_only_errors,
+        }
+    }
+}
+
+/// One node's health, as last checked.
+#[derive(Debug)]
+pub struct NodeHealth {
+    /// 0 is the configured primary; replicas follow in config order.
+    pub index: usize,
+    pub addr: String,
+    pub weight: u32,
+    checked: AtomicBool,
+    up: AtomicBool,
+    in_recovery: AtomicBool,
+    /// In the read set now.
+    readable: AtomicBool,
+    /// Replay LSN of a replica, insert LSN of a primary.
+    lsn: AtomicU64,
+    lag_bytes: AtomicU64,
+    lag_ms: AtomicU64,
+    streak: AtomicU32,
+    why: Mutex<String>,
+    /// Clients using a connection to this node now.
+    pub active: AtomicUsize,
+    /// Transactions routed here as reads.
+    pub reads: AtomicU64,
+    /// Transactions routed here as writes.
+    pub writes: AtomicU64,
+    /// Statements this node refused as read-only (25006) that were retried on the primary.
+    pub retries: AtomicU64,
+}
+
+/// A point-in-time view of one node, for the admin console and metrics.
+#[derive(Clone, Debug)]
+pub struct NodeStatus {
+    pub index: usize,
+    pub addr: String,
+    pub role: &'static str,
+    pub up: bool,
+    pub in_read_set: bool,
+    pub why_not: String,
+    pub lsn: u64,
+    pub lag_bytes: u64,
+    pub lag_seconds: f64,
+    pub active: usize,
+    pub reads: u64,
+    pub writes: u64,
+    pub retries: u64,
+}
+
+/// The nodes of one database.
+#[derive(Debug)]
+pub struct DbNodes {
+    pub database: String,
+    pub nodes: Vec<NodeHealth>,
+    /// The node that takes writes now (follows a promotion).
+    writer: AtomicUsize,
+    pub policy: ArcSwap<Policy>,
+    /// Reads sent to the primary because no replica had replayed the session's writes.
+    pub ryw_fallbacks: AtomicU64,
+    /// Reads sent to the primary because no replica was usable at all.
+    pub read_fallbacks: AtomicU64,
+    spawned: AtomicBool,
+}
+
+/// Why no node may serve a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoReader;
+
+thread_local! {
+    static TURN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+impl DbNodes {
+    fn new(database: &str, db: &config::Database, policy: Policy) -> DbNodes {
+        let mut addrs = vec![(db.primary.clone(), db.primary_weight.max(1))];
+        addrs.extend(
+            db.replicas
+                .iter()
+                .map(|r| (r.addr().to_string(), r.weight())),
+        );
+        let nodes = addrs
+            .into_iter()
+            .enumerate()
+            .map(|(index, (addr, weight))| NodeHealth {
+                index,
+                addr,
+                weight,
+                checked: AtomicBool::new(false),
+                up: AtomicBool::new(true),
+                in_recovery: AtomicBool::new(index != 0),
+                readable: AtomicBool::new(false),
+                lsn: AtomicU64::new(0),
+                lag_bytes: AtomicU64::new(0),
+                lag_ms: AtomicU64::new(0),
+                streak: AtomicU32::new(0),
+                why: Mutex::new("not checked yet".into()),
+                active: AtomicUsize::new(0),
+                reads: AtomicU64::new(0),
+                writes: AtomicU64::new(0),
+                retries: AtomicU64::new(0),
+            })
+            .collect();
+        DbNodes {
+            database: database.to_string(),
+            nodes,
+            writer: AtomicUsize::new(0),
+            policy: ArcSwap::from_pointee(policy),
+            ryw_fallbacks: AtomicU64::new(0),
+            read_fallbacks: AtomicU64::new(0),
+            spawned: AtomicBool::new(false),
+        }
+    }
+
+    fn same_nodes(&self, db: &config::Database) -> bool {
+        self.nodes.len() == db.replicas.len() + 1
+            && self.nodes[0].addr == db.primary
+            && self.nodes[0].weight == db.primary_weight.max(1)
+            && self.nodes[1..]
+                .iter()
+                .zip(&db.replicas)
+                .all(|(n, r)| n.addr == r.addr() && n.weight == r.weight())
+    }
+
+    /// Whether the database has nodes besides the primary.
+    pub fn has_replicas(&self) -> bool {
+        self.nodes.len() > 1
+    }
+
+    /// The node that takes writes.
+    pub fn writer(&self) -> usize {
+        self.writer.load(Relaxed)
+    }
+
+    /// A node to serve a read that must see WAL up to `min_lsn` (0: anything).
+    ///
+    /// Replicas in the read set that have replayed `min_lsn` qualify, and the primary too
+    /// when `primary_reads = "always"`. When none does, the primary serves the read unless
+    /// `primary_reads = "never"` and the session has no write of its own to see.
+    pub fn reader(&self, min_lsn: u64) -> Result<usize, NoReader> {
+        self.reader_avoiding(min_lsn, None)
+    }
+
+    /// [`DbNodes::reader`], not choosing replica `avoid` (it just failed).
+    pub fn reader_avoiding(&self, min_lsn: u64, avoid: Option<usize>) -> Result<usize, NoReader> {
+        let policy = self.policy.load();
+        let writer = self.writer();
+        let eligible = |n: &NodeHealth| {
+            if Some(n.index) == avoid && n.index != writer {
+                false
+            } else if n.index == writer {
+                policy.primary_reads == PrimaryReads::Always
+            } else {
+                n.readable.load(Relaxed) && n.lsn.load(Relaxed) >= min_lsn
+            }
+        };
+        let total: u64 = self
+            .nodes
+            .iter()
+            .filter(|n| eligible(n))
+            .map(|n| u64::from(n.weight))
+            .sum();
+        if total == 0 {
+            if min_lsn > 0 {
+                self.ryw_fallbacks.fetch_add(1, Relaxed);
+                return Ok(writer);
+            }
+            if policy.primary_reads == PrimaryReads::Never {
+                return Err(NoReader);
+            }
+            self.read_fallbacks.fetch_add(1, Relaxed);
+            return Ok(writer);
+        }
+        let chosen = match policy.load_balance {
+            LoadBalance::LeastOutstanding => self
+                .nodes
+                .iter()
+                .filter(|n| eligible(n))
+                .min_by_key(|n| {
+                    // active / weight, compared without division.
+                    (n.active.load(Relaxed) as u64 * 1000) / u64::from(n.weight)
+                })
+                .map(|n| n.index),
+            lb => {
+                let mut ticket = if lb == LoadBalance::Random {
+                    rand::random::<u64>() % total
+                } else {
+                    TURN.with(|t| {
+                        let v = t.get();
+                        t.set(v.wrapping_add(1));
+                        v % total
+                    })
+                };
+                self.nodes.iter().filter(|n| eligible(n)).find_map(|n| {
+                    let w = u64::from(n.weight);
+                    if ticket < w {
+                        Some(n.index)
+                    } else {
+                        ticket -= w;
+                        None
+                    }
+                })
+            }
+        };
+        Ok(chosen.unwrap_or(writer))
+    }
+
+    /// Every node's state, for the admin console and metrics.
+    pub fn status(&self) -> Vec<NodeStatus> {
+        let writer = self.writer();
+        self.nodes
+            .iter()
+            .map(|n| {
+                let in_recovery = n.in_recovery.load(Relaxed);
+                let role = if n.index == writer {
+                    "primary"
+                } else if in_recovery {
+                    "replica"
+                } else {
+                    "standalone"
+                };
+                NodeStatus {
+                    index: n.index,
+                    addr: n.addr.clone(),
+                    role,
+                    up: n.up.load(Relaxed),
+                    in_read_set: if n.index == writer {
+                        self.policy.load().primary_reads == PrimaryReads::Always
+                    } else {
+                        n.readable.load(Relaxed)
+                    },
+                    why_not: n.why.lock().map(|w| w.clone()).unwrap_or_default(),
+                    lsn: n.lsn.load(Relaxed),
+                    lag_bytes: n.lag_bytes.load(Relaxed),
+                    lag_seconds: n.lag_ms.load(Relaxed) as f64 / 1000.0,
+                    active: n.active.load(Relaxed),
+                    reads: n.reads.load(Relaxed),
+                    writes: n.writes.load(Relaxed),
+                    retries: n.retries.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+
+    fn set_why(&self, i: usize, why: &str) {
+        if let Ok(mut w) = self.nodes[i].why.lock()
+            && *w != why
+        {
+            if !why.is_empty() {
+                tracing::info!(
+                    database = self.database,
+                    node = self.nodes[i].addr,
+                    "node left the read set: {why}"
+                );
+            } else {
+                tracing::info!(
+                    database = self.database,
+                    node = self.nodes[i].addr,
+                    "node is in the read set"
+                );
+            }
+            *w = why.to_string();
+        }
+    }
+
+    /// A session could not reach node `i`: out of the read set until the monitor sees it
+    /// answer again.
+    pub fn report_unreachable(&self, i: usize, why: &str) {
+        if i != self.writer() && i < self.nodes.len() {
+            self.mark_down(i, why);
+        }
+    }
+
+    /// Records a failed check of node `i`.
+    fn mark_down(&self, i: usize, why: &str) {
+        let n = &self.nodes[i];
+        n.checked.store(true, Relaxed);
+        n.up.store(false, Relaxed);
+        n.readable.store(false, Relaxed);
+        n.streak.store(0, Relaxed);
+        self.set_why(i, &format!("down: {why}"));
+        self.elect_writer();
+    }
+
+    /// Records a successful check of node `i`.
+    fn record(&self, i: usize, sample: Sample) {
+        let n = &self.nodes[i];
+        let first = !n.checked.swap(true, Relaxed);
+        n.up.store(true, Relaxed);
+        n.in_recovery.store(sample.in_recovery, Relaxed);
+        n.lsn.store(sample.lsn, Relaxed);
+        self.elect_writer();
+        let writer = self.writer();
+        if i == writer {
+            n.lag_bytes.store(0, Relaxed);
+            n.lag_ms.store(0, Relaxed);
+            n.readable.store(false, Relaxed);
+            self.set_why(i, "");
+            return;
+        }
+        if !sample.in_recovery {
+            n.readable.store(false, Relaxed);
+            n.streak.store(0, Relaxed);
+            self.set_why(i, "not in recovery, and not the primary in use");
+            return;
+        }
+        let writer_lsn = self.nodes[writer].lsn.load(Relaxed);
+        let lag_bytes = writer_lsn.saturating_sub(sample.lsn);
+        let lag = if lag_bytes == 0 {
+            Duration::ZERO
+        } else {
+            sample.replay_age
+        };
+        n.lag_bytes.store(lag_bytes, Relaxed);
+        n.lag_ms.store(lag.as_millis() as u64, Relaxed);
+        let policy = self.policy.load();
+        let why = if policy.max_lag.is_some_and(|m| lag > m) {
+            format!("lag {:.1}s over max_replica_lag", lag.as_secs_f64())
+        } else if policy.max_lag_bytes > 0 && lag_bytes > policy.max_lag_bytes {
+            format!("lag {lag_bytes} bytes over max_replica_lag_bytes")
+        } else {
+            String::new()
+        };
+        if !why.is_empty() {
+            n.streak.store(0, Relaxed);
+            n.readable.store(false, Relaxed);
+            self.set_why(i, &why);
+            return;
+        }
+        let streak = n.streak.fetch_add(1, Relaxed) + 1;
+        if first || n.readable.load(Relaxed) || streak >= policy.rejoin_after {
+            n.readable.store(true, Relaxed);
+            self.set_why(i, "");
+        } else {
+            self.set_why(
+                i,
+                &format!("rejoining: {streak} of {} good checks", policy.rejoin_after),
+            );
+        }
+    }
+
+    /// Keeps the writer while it is up and not in recovery; otherwise takes the first node
+    /// that is (after a failover, the promoted replica).
+    fn elect_writer(&self) {
+        let current = self.writer();
+        let fit = |n: &NodeHealth| {
+            n.checked.load(Relaxed) && n.up.load(Relaxed) && !n.in_recovery.load(Relaxed)
+        };
+        if fit(&self.nodes[current]) {
+            return;
+        }
+        if let Some(n) = self.nodes.iter().find(|n| fit(n)) {
+            tracing::warn!(
+                database = self.database,
+                from = self.nodes[current].addr,
+                to = n.addr,
+                "primary changed: writes now go to {}",
+                n.addr
+            );
+            self.writer.store(n.index, Relaxed);
+        }
+    }
+}
+
+/// What one check of a node found.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    in_recovery: bool,
+    lsn: u64,
+    replay_age: Duration,
+}
+
+/// Every database's nodes.
+#[derive(Default)]
+pub struct Nodes {
+    map: Mutex<HashMap<String, Arc<DbNodes>>>,
+}
+
+impl Nodes {
+    /// The nodes of `database`, created if the config has it.
+    pub fn get(&self, config: &Config, database: &str) -> Option<Arc<DbNodes>> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = map.get(database) {
+            return Some(d.clone());
+        }
+        let db = config.databases.get(database)?;
+        let d = Arc::new(DbNodes::new(database, db, Policy::from_config(config)));
+        map.insert(database.to_string(), d.clone());
+        Some(d)
+    }
+
+    /// Every database's nodes, sorted by name.
+    pub fn all(&self) -> Vec<Arc<DbNodes>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by(|a, b| a.database.cmp(&b.database));
+        v
+    }
+
+    /// Applies a (re)loaded config: new policy everywhere; databases whose nodes changed
+    /// start over; removed databases are dropped (their monitors stop).
+    pub fn sync(&self, config: &Config) {
+        let policy = Policy::from_config(config);
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|name, d| {
+            config
+                .databases
+                .get(name)
+                .is_some_and(|db| d.same_nodes(db))
+        });
+        for (name, db) in &config.databases {
+            match map.get(name) {
+                Some(d) => d.policy.store(Arc::new(policy.clone())),
+                None => {
+                    map.insert(
+                        name.clone(),
+                        Arc::new(DbNodes::new(name, db, policy.clone())),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a monitor running for every node of every database; runs until the process ends.
+pub async fn supervise(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        shared.nodes.sync(&shared.snapshot.load().config);
+        for db in shared.nodes.all() {
+            if db.spawned.swap(true, Relaxed) {
+                continue;
+            }
+            for i in 0..db.nodes.len() {
+                tokio::spawn(watch_node(Arc::downgrade(&db), i, shared.clone()));
+            }
+        }
+    }
+}
+
+/// Checks node `i` of `db` every `lag_check_interval` until the database leaves the
+/// config. A node that does not answer is marked down and retried with backoff.
+async fn watch_node(db: Weak<DbNodes>, i: usize, shared: Arc<Shared>) {
+    const MAX_BACKOFF: Duration = Duration::from_secs(5);
+    let mut conn: Option<ServerConn> = None;
+    let mut backoff = Duration::ZERO;
+    let mut last_error = String::new();
+    loop {
+        let Some(nodes) = db.upgrade() else {
+            return;
+        };
+        let interval = nodes.policy.load().interval;
+        let timeout = (interval * 10).clamp(Duration::from_secs(1), Duration::from_secs(5));
+        let result = check(&shared, &nodes, i, &mut conn, timeout).await;
+        let pause = match result {
+            Ok(sample) => {
+                if !last_error.is_empty() {
+                    tracing::info!(
+                        database = nodes.database,
+                        node = nodes.nodes[i].addr,
+                        "node is reachable again"
+                    );
+                    last_error.clear();
+                }
+                nodes.record(i, sample);
+                backoff = Duration::ZERO;
+                interval
+            }
+            Err(e) => {
+                conn = None;
+                if e != last_error {
+                    tracing::warn!(
+                        database = nodes.database,
+                        node = nodes.nodes[i].addr,
+                        "node check failed: {e}"
+                    );
+                    last_error = e.clone();
+                }
+                nodes.mark_down(i, &e);
+                backoff = (backoff * 2).clamp(interval, MAX_BACKOFF);
+                backoff
+            }
+        };
+        drop(nodes);
+        tokio::time::sleep(pause).await;
+    }
+}
+
+const CHECK_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
+     COALESCE(CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
+     ELSE pg_catalog.pg_current_wal_insert_lsn() END, '0/0'::pg_lsn), \
+     COALESCE(EXTRACT(EPOCH FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp()), 0)";
+
+async fn check(
+    shared: &Shared,
+    nodes: &DbNodes,
+    i: usize,
+    conn: &mut Option<ServerConn>,
+    timeout: Duration,
+) -> Result<Sample, String> {
+    if conn.is_none() {
+        let config = &shared.snapshot.load().config;
+        let user = config
+            .monitor_user()
+            .ok_or("no user to check nodes as: set routing.monitor_user")?;
+        let key = PoolKey {
+            database: nodes.database.clone(),
+            user: user.to_string(),
+            node: i,
+        };
+        let settings = crate::pool::settings_for(config, &key).ok_or("node is not configured")?;
+        let c = server::connect(&settings.target, 0, Some(timeout))
+            .await
+            .map_err(|e| e.to_string())?;
+        *conn = Some(c);
+    }
+    let Some(c) = conn.as_mut() else {
+        return Err("no connection".into());
+    };
+    let row = tokio::time::timeout(timeout, c.query_row(CHECK_SQL))
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.message)?;
+    let field = |k: usize| row.get(k).cloned().flatten().unwrap_or_default();
+    Ok(Sample {
+        in_recovery: field(0) == "t",
+        lsn: parse_lsn(&field(1)).ok_or("unreadable LSN")?,
+        replay_age: Duration::from_secs_f64(field(2).parse::<f64>().unwrap_or(0.0).max(0.0)),
+    })
+}
+
+/// `16/B374D848` as a 64-bit position.
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.trim().split_once('/')?;
+    let hi = u64::from_str_radix(hi, 16).ok()?;
+    let lo = u64::from_str_radix(lo, 16).ok()?;
+    (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some((hi << 32) | lo)
+}
+
+/// A 64-bit position as PostgreSQL prints it.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsn_round_trip() {
+        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B3748));
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
+        assert_eq!(parse_lsn("nope"), None);
+        assert_eq!(parse_lsn("1/"), None);
+    }
+}
