@@ -339,7 +339,17 @@ impl Allowlist {
 /// Classifies `sql` (uncached).
 pub fn classify_uncached(sql: &str, allow: &Allowlist) -> Class {
     let hint = hint(sql);
-    let Ok(statements) = Parser::parse_sql(&PostgreSqlDialect {}, sql) else {
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).or_else(|e| {
+        // sqlparser lacks the `TABLE name` statement; it means `SELECT * FROM name`.
+        let t = sql.trim_start();
+        match t.get(..6) {
+            Some(w) if w.eq_ignore_ascii_case("table ") => {
+                Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT * FROM {}", &t[6..]))
+            }
+            _ => Err(e),
+        }
+    });
+    let Ok(statements) = parsed else {
         return Class {
             hint,
             ..Class::WRITE
