@@ -341,7 +341,7 @@ pub fn classify_uncached(sql: &str, allow: &Allowlist) -> Class {
     let hint = hint(sql);
     let parsed = Parser::parse_sql(&PostgreSqlDialect {}, sql).or_else(|e| {
         // sqlparser lacks the `TABLE name` statement; it means `SELECT * FROM name`.
-        let t = sql.trim_start();
+        let t = skip_comments(sql);
         match t.get(..6) {
             Some(w) if w.eq_ignore_ascii_case("table ") => {
                 Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT * FROM {}", &t[6..]))
@@ -493,6 +493,20 @@ fn set_expr_reads_only(body: &SetExpr) -> ControlFlow<()> {
     }
 }
 
+/// `sql` after leading whitespace and comments.
+fn skip_comments(mut sql: &str) -> &str {
+    loop {
+        sql = sql.trim_start();
+        if let Some(rest) = sql.strip_prefix("/*") {
+            sql = rest.split_once("*/").map_or("", |(_, r)| r);
+        } else if let Some(rest) = sql.strip_prefix("--") {
+            sql = rest.split_once('\n').map_or("", |(_, r)| r);
+        } else {
+            return sql;
+        }
+    }
+}
+
 /// A `pgsluice: primary` or `pgsluice: replica` hint in a comment.
 fn hint(sql: &str) -> Option<Hint> {
     let b = sql.as_bytes();
@@ -576,6 +590,7 @@ mod tests {
             "SELECT count(*), max(x), coalesce(y, 0) FROM t GROUP BY z",
             "VALUES (1), (2)",
             "TABLE t",
+            "/* c */ -- d\n TABLE t",
             "SHOW search_path",
             "SELECT now(), lower('A'), jsonb_extract_path(j, 'a') FROM t",
             "WITH x AS (SELECT 1) SELECT * FROM x",

@@ -1,0 +1,324 @@
+//! Read/write routing and read-your-writes, against a real primary and two streaming
+//! replicas. Where a statement ran is read from the nodes themselves: every node logs
+//! every statement (`log_statement = all`), and each statement under test carries a
+//! unique comment tag.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Cluster, Pooler, psql_ok, run_async, wait_until};
+
+const NODES: [&str; 3] = ["primary", "replica1", "replica2"];
+
+/// Turns on statement logging on every node (ALTER SYSTEM works on a standby too).
+fn log_statements(c: &Cluster) {
+    for n in &NODES[..=c.replica_ports.len()] {
+        let url = c.node_url(n, "postgres", "", "postgres");
+        psql_ok(&url, "ALTER SYSTEM SET log_statement = 'all'");
+        psql_ok(&url, "SELECT pg_reload_conf()");
+    }
+}
+
+/// The nodes whose log mentions `tag`.
+fn nodes_that_ran(c: &Cluster, tag: &str) -> Vec<&'static str> {
+    NODES[..=c.replica_ports.len()]
+        .iter()
+        .filter(|n| {
+            std::fs::read_to_string(c.dir.join(format!("{n}.log")))
+                .unwrap_or_default()
+                .contains(tag)
+        })
+        .copied()
+        .collect()
+}
+
+/// Runs each command as its own Query in one psql session (errors don't stop it).
+fn psql_session(url: &str, commands: &[String], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-k", "5", "60", "/usr/bin/psql", "-X", "-A", "-t"]);
+    for c in commands {
+        cmd.args(["-c", c]);
+    }
+    cmd.arg(url)
+        .env_remove("PGPASSWORD")
+        .env_remove("PGOPTIONS")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run psql");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn routing_config(c: &Cluster, extra: &str) -> String {
+    format!(
+        "{}\n[routing]\nread_only_functions = [\"my_reader\"]\n{extra}\n",
+        c.pooler_config("transaction", "scram-sha-256", 4)
+    )
+}
+
+/// Waits until the pooler's monitor put both replicas in the read set: fresh sessions'
+/// reads reach both.
+fn wait_read_set(c: &Cluster, url: &str) {
+    let mut seen = HashSet::new();
+    let ok = wait_until(Duration::from_secs(20), || {
+        let port = psql_ok(url, "SELECT inet_server_port()");
+        seen.insert(port);
+        c.replica_ports.iter().all(|p| seen.contains(&p.to_string()))
+    });
+    assert!(ok, "reads never reached every replica: {seen:?}");
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Want {
+    Primary,
+    Replica,
+}
+
+/// Schema the statements below use; created on the primary, replayed by the replicas.
+const SCHEMA: &str = "
+CREATE TABLE t (id int PRIMARY KEY, v int);
+INSERT INTO t SELECT g, g FROM generate_series(1, 10) g;
+CREATE TABLE t3 (a int);
+CREATE SEQUENCE s;
+CREATE FUNCTION my_func() RETURNS int LANGUAGE sql AS 'INSERT INTO t3 VALUES (1) RETURNING a';
+CREATE FUNCTION my_pure() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
+CREATE FUNCTION my_reader(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT x';
+CREATE FUNCTION my_srf() RETURNS SETOF int LANGUAGE sql AS 'SELECT 1';
+GRANT ALL ON ALL TABLES IN SCHEMA public TO app;
+GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app;
+";
+
+/// One case: commands run in one session; `TAG` in the marked one is replaced by a
+/// unique comment, and that statement must run on `want`.
+fn cases() -> Vec<(Want, Vec<&'static str>)> {
+    use Want::*;
+    let one = |w, s| (w, vec![s]);
+    vec![
+        // Plain reads.
+        one(Replica, "TAG SELECT 1"),
+        one(Replica, "TAG select * from t where id = 1"),
+        one(Replica, "TAG SELECT count(*) FROM t"),
+        one(Replica, "TAG SELECT max(v), min(v), avg(v), sum(v) FROM t"),
+        one(Replica, "TAG VALUES (1), (2)"),
+        one(Replica, "TAG TABLE t"),
+        one(Replica, "TAG SHOW search_path"),
+        one(Replica, "TAG SELECT now(), current_timestamp, clock_timestamp()"),
+        one(Replica, "TAG SELECT lower('A'), upper('b'), length('x'), 'a' || 'b'"),
+        one(Replica, "TAG SELECT coalesce(NULL, 1), nullif(1, 2), greatest(1, 2)"),
+        one(Replica, "TAG SELECT jsonb_build_object('a', 1) -> 'a'"),
+        one(Replica, "TAG SELECT '{\"a\": 1}'::jsonb ->> 'a', to_jsonb(1)"),
+        one(Replica, "TAG WITH x AS (SELECT id FROM t) SELECT count(*) FROM x"),
+        one(Replica, "TAG SELECT * FROM generate_series(1, 3)"),
+        one(Replica, "TAG SELECT * FROM t a JOIN t b ON a.id = b.id"),
+        one(Replica, "TAG SELECT id FROM t WHERE id IN (SELECT id FROM t)"),
+        one(Replica, "TAG SELECT id FROM t UNION SELECT id FROM t"),
+        one(Replica, "TAG SELECT EXISTS (SELECT 1 FROM t)"),
+        one(Replica, "TAG SELECT pg_is_in_recovery(), inet_server_port()"),
+        one(Replica, "TAG SELECT my_reader(1)"),
+        one(Replica, "TAG SELECT row_number() OVER () FROM t"),
+        one(Replica, "TAG SELECT string_agg(id::text, ','), array_agg(id) FROM t"),
+        one(Replica, "TAG SELECT date_trunc('day', now()), to_char(now(), 'YYYY')"),
+        one(Replica, "TAG SELECT pg_catalog.now()"),
+        one(Replica, "TAG EXPLAIN SELECT * FROM t"),
+        one(Replica, "TAG SELECT CASE WHEN v > 5 THEN 'big' END FROM t ORDER BY id LIMIT 2"),
+        one(Replica, "TAG SELECT current_setting('search_path'), pg_sleep(0)"),
+        one(Replica, "TAG SELECT 1; SELECT 2"),
+        one(Replica, "TAG BEGIN READ ONLY; SELECT 1; COMMIT"),
+        one(Replica, "/* pgsluice: replica */ TAG SELECT my_pure()"),
+        // Read-only transactions, in separate statements.
+        (Replica, vec!["BEGIN READ ONLY", "TAG SELECT 1", "COMMIT"]),
+        (Replica, vec!["START TRANSACTION READ ONLY", "TAG SELECT 1", "COMMIT"]),
+        (
+            Replica,
+            vec!["SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "BEGIN", "TAG SELECT 1", "COMMIT"],
+        ),
+        (Replica, vec!["SET default_transaction_read_only = on", "BEGIN", "TAG SELECT 1", "COMMIT"]),
+        // Session hints.
+        (Replica, vec!["SET pgsluice.route = replica", "TAG SELECT my_pure()"]),
+        (Replica, vec!["SET pgsluice.route = primary", "RESET pgsluice.route", "TAG SELECT 1"]),
+        // Writes.
+        one(Primary, "TAG INSERT INTO t VALUES (100, 1) ON CONFLICT DO NOTHING"),
+        one(Primary, "TAG UPDATE t SET v = v WHERE id = 1"),
+        one(Primary, "TAG DELETE FROM t WHERE id = -1"),
+        one(Primary, "TAG INSERT INTO t VALUES (101, 1) ON CONFLICT DO NOTHING RETURNING inet_server_port()"),
+        // The traps: SELECTs that write or lock.
+        one(Primary, "TAG SELECT nextval('s')"),
+        one(Primary, "TAG SELECT setval('s', 10)"),
+        one(Primary, "TAG SELECT (SELECT nextval('s'))"),
+        one(Primary, "TAG SELECT count(*) FROM t WHERE id = (SELECT nextval('s'))"),
+        one(Primary, "TAG SELECT * FROM t FOR UPDATE"),
+        one(Primary, "TAG SELECT * FROM t FOR SHARE"),
+        one(Primary, "TAG SELECT * FROM t FOR NO KEY UPDATE"),
+        one(Primary, "TAG SELECT * FROM t FOR KEY SHARE SKIP LOCKED"),
+        one(Primary, "TAG WITH x AS (DELETE FROM t WHERE id = -1 RETURNING *) SELECT * FROM x"),
+        one(Primary, "TAG WITH x AS (UPDATE t SET v = v WHERE id = 1 RETURNING *) SELECT count(*) FROM x"),
+        one(Primary, "TAG SELECT id INTO TEMP tmp_into FROM t"),
+        one(Primary, "TAG SELECT my_func()"),
+        one(Primary, "TAG SELECT my_pure()"),
+        one(Primary, "TAG SELECT public.my_pure()"),
+        one(Primary, "TAG SELECT * FROM my_srf()"),
+        one(Primary, "TAG SELECT 1; UPDATE t SET v = v WHERE id = 1"),
+        one(Primary, "TAG SELECT pg_advisory_xact_lock(1)"),
+        one(Primary, "TAG SELECT set_config('x.y', '1', true)"),
+        one(Primary, "TAG SELECT txid_current()"),
+        one(Primary, "TAG SELECT pg_notify('ch', 'x')"),
+        one(Primary, "TAG SELECT lo_create(0)"),
+        one(Primary, "TAG SELEC 1"),
+        one(Primary, "TAG SELECT FROM WHERE"),
+        one(Primary, "TAG EXPLAIN ANALYZE UPDATE t SET v = v WHERE id = 1"),
+        one(Primary, "TAG CREATE TABLE IF NOT EXISTS t2 (a int)"),
+        one(Primary, "TAG TRUNCATE t3"),
+        one(Primary, "TAG ANALYZE t"),
+        one(Primary, "TAG DO $$ BEGIN PERFORM 1; END $$"),
+        one(Primary, "TAG LISTEN ch"),
+        one(Primary, "TAG NOTIFY ch"),
+        one(Primary, "TAG BEGIN; SELECT 1; COMMIT"),
+        one(Primary, "/* pgsluice: primary */ TAG SELECT 1"),
+        // Transactions stay on one node.
+        (Primary, vec!["BEGIN", "TAG SELECT 1", "COMMIT"]),
+        (Primary, vec!["START TRANSACTION", "TAG SELECT count(*) FROM t", "COMMIT"]),
+        (Primary, vec!["BEGIN READ WRITE", "TAG SELECT 1", "COMMIT"]),
+        // Session hint.
+        (Primary, vec!["SET pgsluice.route = primary", "TAG SELECT 1"]),
+    ]
+}
+
+#[test]
+fn statements_go_where_they_can_run() {
+    let c = Cluster::start(2);
+    psql_ok(&c.primary_url("app"), SCHEMA);
+    c.wait_replicas_caught_up();
+    log_statements(&c);
+    let pooler = Pooler::start(&routing_config(&c, ""));
+    let url = pooler.url("app", "app_pw", "app");
+    wait_read_set(&c, &url);
+
+    let cases = cases();
+    assert!(cases.len() >= 60, "{} cases", cases.len());
+    let mut failures = Vec::new();
+    for (i, (want, commands)) in cases.iter().enumerate() {
+        let tag = format!("/* rt-{i} */");
+        let commands: Vec<String> = commands.iter().map(|c| c.replace("TAG", &tag)).collect();
+        let output = psql_session(&url, &commands, &[]);
+        // Logs are written as statements run; give the writes a moment.
+        let mut ran = Vec::new();
+        wait_until(Duration::from_secs(5), || {
+            ran = nodes_that_ran(&c, &tag);
+            !ran.is_empty()
+        });
+        let ok = match want {
+            Want::Primary => ran == ["primary"],
+            Want::Replica => ran.len() == 1 && ran[0].starts_with("replica"),
+        };
+        if !ok {
+            failures.push(format!("{commands:?}: want {want:?}, ran on {ran:?}; psql said {output:?}"));
+        }
+    }
+    // The startup option forces a route per connection.
+    let tag = "/* rt-startup */";
+    psql_session(
+        &url,
+        &[format!("{tag} SELECT 1")],
+        &[("PGOPTIONS", "-c pgsluice.route=primary")],
+    );
+    wait_until(Duration::from_secs(5), || !nodes_that_ran(&c, tag).is_empty());
+    if nodes_that_ran(&c, tag) != ["primary"] {
+        failures.push(format!("startup option: ran on {:?}", nodes_that_ran(&c, tag)));
+    }
+    assert!(failures.is_empty(), "{} misrouted:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn pgsluice_settings_are_answered_not_forwarded() {
+    let c = Cluster::start(1);
+    log_statements(&c);
+    let pooler = Pooler::start(&routing_config(&c, ""));
+    let url = pooler.url("app", "app_pw", "app");
+    let out = psql_session(
+        &url,
+        &[
+            "SET pgsluice.route = primary".into(),
+            "SET pgsluice.route = sideways".into(),
+            "SET pgsluice.min_lsn = 'not an lsn'".into(),
+            "SELECT 'after'".into(),
+        ],
+        &[],
+    );
+    assert!(out.contains("invalid value for pgsluice.route"), "{out}");
+    assert!(out.contains("invalid LSN"), "{out}");
+    assert!(out.contains("after"), "{out}");
+    assert!(nodes_that_ran(&c, "pgsluice.route").is_empty(), "a pgsluice setting reached a server");
+}
+
+/// A replica that applies WAL two seconds late. A session that writes and reads its row
+/// back at once sees it every time; a session that never wrote is served by the lagging
+/// replica, and the writing session is again once the replica caught up.
+#[test]
+fn read_your_writes_under_real_lag() {
+    let c = Cluster::start_with_delay(2, 2);
+    psql_ok(&c.primary_url("app"), "CREATE TABLE ryw (id int PRIMARY KEY, who text); GRANT ALL ON ryw TO app");
+    let lagging = c.replica_ports[1].to_string();
+    let pooler = Pooler::start(&routing_config(&c, "max_replica_lag = 30"));
+    let url = pooler.url("app", "app_pw", "app");
+    wait_until(Duration::from_secs(10), || {
+        psql_ok(&url, "SELECT count(*) FROM pg_class WHERE relname = 'ryw'") == "1"
+    });
+    wait_read_set(&c, &url);
+    let primary = c.primary_port.to_string();
+    run_async(120, async move {
+        let (reader, _r) = common::pg_connect(&url).await;
+        let (writer, _w) = common::pg_connect(&url).await;
+        // Before any write: reads reach the lagging replica.
+        let mut ports = HashSet::new();
+        for _ in 0..20 {
+            ports.insert(common::sq1(&reader, "SELECT inet_server_port()").await);
+        }
+        assert!(ports.contains(&lagging), "the reader never reached the lagging replica: {ports:?}");
+
+        let mut served = std::collections::HashMap::<String, u32>::new();
+        for i in 0..1000 {
+            writer
+                .execute("INSERT INTO ryw VALUES ($1, 'w')", &[&i])
+                .await
+                .expect("insert");
+            let row = writer
+                .query_one("SELECT count(*), inet_server_port()::text FROM ryw WHERE id = $1", &[&i])
+                .await
+                .expect("select");
+            let n: i64 = row.get(0);
+            assert_eq!(n, 1, "write {i} not visible to its own session");
+            *served.entry(row.get::<_, String>(1)).or_default() += 1;
+        }
+        assert!(!served.contains_key(&lagging), "a read went to the replica that had not replayed the write: {served:?}");
+
+        // The never-writing session still reads from replicas meanwhile.
+        let port = common::sq1(&reader, "SELECT inet_server_port()").await;
+        assert_ne!(port, primary, "the reader was sent to the primary");
+
+        // Once the lagging replica replays the last write, the writer reads there again.
+        let start = Instant::now();
+        let mut back = false;
+        while start.elapsed() < Duration::from_secs(20) {
+            let row = writer
+                .query_one("SELECT inet_server_port()::text, count(*) FROM ryw", &[])
+                .await
+                .expect("select");
+            let n: i64 = row.get(1);
+            if row.get::<_, String>(0) == lagging {
+                assert_eq!(n, 1000, "the lagging replica served a stale read");
+                back = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(back, "the writer never read from the caught-up replica; served: {served:?}");
+    });
+}
