@@ -71,7 +71,9 @@ fn wait_read_set(c: &Cluster, url: &str) {
     let ok = wait_until(Duration::from_secs(20), || {
         let port = psql_ok(url, "SELECT inet_server_port()");
         seen.insert(port);
-        c.replica_ports.iter().all(|p| seen.contains(&p.to_string()))
+        c.replica_ports
+            .iter()
+            .all(|p| seen.contains(&p.to_string()))
     });
     assert!(ok, "reads never reached every replica: {seen:?}");
 }
@@ -110,56 +112,130 @@ fn cases() -> Vec<(Want, Vec<&'static str>)> {
         one(Replica, "TAG VALUES (1), (2)"),
         one(Replica, "TAG TABLE t"),
         one(Replica, "TAG SHOW search_path"),
-        one(Replica, "TAG SELECT now(), current_timestamp, clock_timestamp()"),
-        one(Replica, "TAG SELECT lower('A'), upper('b'), length('x'), 'a' || 'b'"),
-        one(Replica, "TAG SELECT coalesce(NULL, 1), nullif(1, 2), greatest(1, 2)"),
+        one(
+            Replica,
+            "TAG SELECT now(), current_timestamp, clock_timestamp()",
+        ),
+        one(
+            Replica,
+            "TAG SELECT lower('A'), upper('b'), length('x'), 'a' || 'b'",
+        ),
+        one(
+            Replica,
+            "TAG SELECT coalesce(NULL, 1), nullif(1, 2), greatest(1, 2)",
+        ),
         one(Replica, "TAG SELECT jsonb_build_object('a', 1) -> 'a'"),
-        one(Replica, "TAG SELECT '{\"a\": 1}'::jsonb ->> 'a', to_jsonb(1)"),
-        one(Replica, "TAG WITH x AS (SELECT id FROM t) SELECT count(*) FROM x"),
+        one(
+            Replica,
+            "TAG SELECT '{\"a\": 1}'::jsonb ->> 'a', to_jsonb(1)",
+        ),
+        one(
+            Replica,
+            "TAG WITH x AS (SELECT id FROM t) SELECT count(*) FROM x",
+        ),
         one(Replica, "TAG SELECT * FROM generate_series(1, 3)"),
         one(Replica, "TAG SELECT * FROM t a JOIN t b ON a.id = b.id"),
-        one(Replica, "TAG SELECT id FROM t WHERE id IN (SELECT id FROM t)"),
+        one(
+            Replica,
+            "TAG SELECT id FROM t WHERE id IN (SELECT id FROM t)",
+        ),
         one(Replica, "TAG SELECT id FROM t UNION SELECT id FROM t"),
         one(Replica, "TAG SELECT EXISTS (SELECT 1 FROM t)"),
-        one(Replica, "TAG SELECT pg_is_in_recovery(), inet_server_port()"),
+        one(
+            Replica,
+            "TAG SELECT pg_is_in_recovery(), inet_server_port()",
+        ),
         one(Replica, "TAG SELECT my_reader(1)"),
         one(Replica, "TAG SELECT row_number() OVER () FROM t"),
-        one(Replica, "TAG SELECT string_agg(id::text, ','), array_agg(id) FROM t"),
-        one(Replica, "TAG SELECT date_trunc('day', now()), to_char(now(), 'YYYY')"),
+        one(
+            Replica,
+            "TAG SELECT string_agg(id::text, ','), array_agg(id) FROM t",
+        ),
+        one(
+            Replica,
+            "TAG SELECT date_trunc('day', now()), to_char(now(), 'YYYY')",
+        ),
         one(Replica, "TAG SELECT pg_catalog.now()"),
         one(Replica, "TAG EXPLAIN SELECT * FROM t"),
-        one(Replica, "TAG SELECT CASE WHEN v > 5 THEN 'big' END FROM t ORDER BY id LIMIT 2"),
-        one(Replica, "TAG SELECT current_setting('search_path'), pg_sleep(0)"),
+        one(
+            Replica,
+            "TAG SELECT CASE WHEN v > 5 THEN 'big' END FROM t ORDER BY id LIMIT 2",
+        ),
+        one(
+            Replica,
+            "TAG SELECT current_setting('search_path'), pg_sleep(0)",
+        ),
         one(Replica, "TAG SELECT 1; SELECT 2"),
         one(Replica, "TAG BEGIN READ ONLY; SELECT 1; COMMIT"),
         one(Replica, "/* pgsluice: replica */ TAG SELECT my_pure()"),
         // Read-only transactions, in separate statements.
         (Replica, vec!["BEGIN READ ONLY", "TAG SELECT 1", "COMMIT"]),
-        (Replica, vec!["START TRANSACTION READ ONLY", "TAG SELECT 1", "COMMIT"]),
         (
             Replica,
-            vec!["SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY", "BEGIN", "TAG SELECT 1", "COMMIT"],
+            vec!["START TRANSACTION READ ONLY", "TAG SELECT 1", "COMMIT"],
         ),
-        (Replica, vec!["SET default_transaction_read_only = on", "BEGIN", "TAG SELECT 1", "COMMIT"]),
+        (
+            Replica,
+            vec![
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+                "BEGIN",
+                "TAG SELECT 1",
+                "COMMIT",
+            ],
+        ),
+        (
+            Replica,
+            vec![
+                "SET default_transaction_read_only = on",
+                "BEGIN",
+                "TAG SELECT 1",
+                "COMMIT",
+            ],
+        ),
         // Session hints.
-        (Replica, vec!["SET pgsluice.route = replica", "TAG SELECT my_pure()"]),
-        (Replica, vec!["SET pgsluice.route = primary", "RESET pgsluice.route", "TAG SELECT 1"]),
+        (
+            Replica,
+            vec!["SET pgsluice.route = replica", "TAG SELECT my_pure()"],
+        ),
+        (
+            Replica,
+            vec![
+                "SET pgsluice.route = primary",
+                "RESET pgsluice.route",
+                "TAG SELECT 1",
+            ],
+        ),
         // Writes.
-        one(Primary, "TAG INSERT INTO t VALUES (100, 1) ON CONFLICT DO NOTHING"),
+        one(
+            Primary,
+            "TAG INSERT INTO t VALUES (100, 1) ON CONFLICT DO NOTHING",
+        ),
         one(Primary, "TAG UPDATE t SET v = v WHERE id = 1"),
         one(Primary, "TAG DELETE FROM t WHERE id = -1"),
-        one(Primary, "TAG INSERT INTO t VALUES (101, 1) ON CONFLICT DO NOTHING RETURNING inet_server_port()"),
+        one(
+            Primary,
+            "TAG INSERT INTO t VALUES (101, 1) ON CONFLICT DO NOTHING RETURNING inet_server_port()",
+        ),
         // The traps: SELECTs that write or lock.
         one(Primary, "TAG SELECT nextval('s')"),
         one(Primary, "TAG SELECT setval('s', 10)"),
         one(Primary, "TAG SELECT (SELECT nextval('s'))"),
-        one(Primary, "TAG SELECT count(*) FROM t WHERE id = (SELECT nextval('s'))"),
+        one(
+            Primary,
+            "TAG SELECT count(*) FROM t WHERE id = (SELECT nextval('s'))",
+        ),
         one(Primary, "TAG SELECT * FROM t FOR UPDATE"),
         one(Primary, "TAG SELECT * FROM t FOR SHARE"),
         one(Primary, "TAG SELECT * FROM t FOR NO KEY UPDATE"),
         one(Primary, "TAG SELECT * FROM t FOR KEY SHARE SKIP LOCKED"),
-        one(Primary, "TAG WITH x AS (DELETE FROM t WHERE id = -1 RETURNING *) SELECT * FROM x"),
-        one(Primary, "TAG WITH x AS (UPDATE t SET v = v WHERE id = 1 RETURNING *) SELECT count(*) FROM x"),
+        one(
+            Primary,
+            "TAG WITH x AS (DELETE FROM t WHERE id = -1 RETURNING *) SELECT * FROM x",
+        ),
+        one(
+            Primary,
+            "TAG WITH x AS (UPDATE t SET v = v WHERE id = 1 RETURNING *) SELECT count(*) FROM x",
+        ),
         one(Primary, "TAG SELECT id INTO TEMP tmp_into FROM t"),
         one(Primary, "TAG SELECT my_func()"),
         one(Primary, "TAG SELECT my_pure()"),
@@ -173,7 +249,10 @@ fn cases() -> Vec<(Want, Vec<&'static str>)> {
         one(Primary, "TAG SELECT lo_create(0)"),
         one(Primary, "TAG SELEC 1"),
         one(Primary, "TAG SELECT FROM WHERE"),
-        one(Primary, "TAG EXPLAIN ANALYZE UPDATE t SET v = v WHERE id = 1"),
+        one(
+            Primary,
+            "TAG EXPLAIN ANALYZE UPDATE t SET v = v WHERE id = 1",
+        ),
         one(Primary, "TAG CREATE TABLE IF NOT EXISTS t2 (a int)"),
         one(Primary, "TAG TRUNCATE t3"),
         one(Primary, "TAG ANALYZE t"),
@@ -184,10 +263,16 @@ fn cases() -> Vec<(Want, Vec<&'static str>)> {
         one(Primary, "/* pgsluice: primary */ TAG SELECT 1"),
         // Transactions stay on one node.
         (Primary, vec!["BEGIN", "TAG SELECT 1", "COMMIT"]),
-        (Primary, vec!["START TRANSACTION", "TAG SELECT count(*) FROM t", "COMMIT"]),
+        (
+            Primary,
+            vec!["START TRANSACTION", "TAG SELECT count(*) FROM t", "COMMIT"],
+        ),
         (Primary, vec!["BEGIN READ WRITE", "TAG SELECT 1", "COMMIT"]),
         // Session hint.
-        (Primary, vec!["SET pgsluice.route = primary", "TAG SELECT 1"]),
+        (
+            Primary,
+            vec!["SET pgsluice.route = primary", "TAG SELECT 1"],
+        ),
     ]
 }
 
@@ -219,7 +304,9 @@ fn statements_go_where_they_can_run() {
             Want::Replica => ran.len() == 1 && ran[0].starts_with("replica"),
         };
         if !ok {
-            failures.push(format!("{commands:?}: want {want:?}, ran on {ran:?}; psql said {output:?}"));
+            failures.push(format!(
+                "{commands:?}: want {want:?}, ran on {ran:?}; psql said {output:?}"
+            ));
         }
     }
     // The startup option forces a route per connection.
@@ -229,11 +316,21 @@ fn statements_go_where_they_can_run() {
         &[format!("{tag} SELECT 1")],
         &[("PGOPTIONS", "-c pgsluice.route=primary")],
     );
-    wait_until(Duration::from_secs(5), || !nodes_that_ran(&c, tag).is_empty());
+    wait_until(Duration::from_secs(5), || {
+        !nodes_that_ran(&c, tag).is_empty()
+    });
     if nodes_that_ran(&c, tag) != ["primary"] {
-        failures.push(format!("startup option: ran on {:?}", nodes_that_ran(&c, tag)));
+        failures.push(format!(
+            "startup option: ran on {:?}",
+            nodes_that_ran(&c, tag)
+        ));
     }
-    assert!(failures.is_empty(), "{} misrouted:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} misrouted:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -255,7 +352,10 @@ fn pgsluice_settings_are_answered_not_forwarded() {
     assert!(out.contains("invalid value for pgsluice.route"), "{out}");
     assert!(out.contains("invalid LSN"), "{out}");
     assert!(out.contains("after"), "{out}");
-    assert!(nodes_that_ran(&c, "pgsluice.route").is_empty(), "a pgsluice setting reached a server");
+    assert!(
+        nodes_that_ran(&c, "pgsluice.route").is_empty(),
+        "a pgsluice setting reached a server"
+    );
 }
 
 /// A replica that applies WAL two seconds late. A session that writes and reads its row
@@ -264,7 +364,10 @@ fn pgsluice_settings_are_answered_not_forwarded() {
 #[test]
 fn read_your_writes_under_real_lag() {
     let c = Cluster::start_with_delay(2, 2);
-    psql_ok(&c.primary_url("app"), "CREATE TABLE ryw (id int PRIMARY KEY, who text); GRANT ALL ON ryw TO app");
+    psql_ok(
+        &c.primary_url("app"),
+        "CREATE TABLE ryw (id int PRIMARY KEY, who text); GRANT ALL ON ryw TO app",
+    );
     let lagging = c.replica_ports[1].to_string();
     let pooler = Pooler::start(&routing_config(&c, "max_replica_lag = 30"));
     let url = pooler.url("app", "app_pw", "app");
@@ -281,7 +384,10 @@ fn read_your_writes_under_real_lag() {
         for _ in 0..20 {
             ports.insert(common::sq1(&reader, "SELECT inet_server_port()").await);
         }
-        assert!(ports.contains(&lagging), "the reader never reached the lagging replica: {ports:?}");
+        assert!(
+            ports.contains(&lagging),
+            "the reader never reached the lagging replica: {ports:?}"
+        );
 
         let mut served = std::collections::HashMap::<String, u32>::new();
         for i in 0..1000 {
@@ -290,14 +396,20 @@ fn read_your_writes_under_real_lag() {
                 .await
                 .expect("insert");
             let row = writer
-                .query_one("SELECT count(*), inet_server_port()::text FROM ryw WHERE id = $1", &[&i])
+                .query_one(
+                    "SELECT count(*), inet_server_port()::text FROM ryw WHERE id = $1",
+                    &[&i],
+                )
                 .await
                 .expect("select");
             let n: i64 = row.get(0);
             assert_eq!(n, 1, "write {i} not visible to its own session");
             *served.entry(row.get::<_, String>(1)).or_default() += 1;
         }
-        assert!(!served.contains_key(&lagging), "a read went to the replica that had not replayed the write: {served:?}");
+        assert!(
+            !served.contains_key(&lagging),
+            "a read went to the replica that had not replayed the write: {served:?}"
+        );
 
         // The never-writing session still reads from replicas meanwhile.
         let port = common::sq1(&reader, "SELECT inet_server_port()").await;
@@ -319,6 +431,199 @@ fn read_your_writes_under_real_lag() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(back, "the writer never read from the caught-up replica; served: {served:?}");
+        assert!(
+            back,
+            "the writer never read from the caught-up replica; served: {served:?}"
+        );
     });
+}
+
+/// A write through one connection reports its LSN (`pgsluice.write_lsn`); another
+/// connection that says `SET pgsluice.min_lsn` to it reads the write, even though its
+/// reads otherwise go to a replica that is seconds behind.
+#[test]
+fn causal_token_carries_a_write_to_another_connection() {
+    let c = Cluster::start_with_delay(1, 3);
+    let pooler = Pooler::start(&routing_config(
+        &c,
+        "report_write_lsn = true\nmax_replica_lag = 60",
+    ));
+    let url = pooler.url("app", "app_pw", "app");
+    wait_read_set(&c, &url);
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/causal_check.py");
+    let out = Command::new("timeout")
+        .args(["-k", "5", "60", "python3"])
+        .arg(&script)
+        .arg(&url)
+        .arg(c.replica_ports[0].to_string())
+        .output()
+        .expect("run causal_check.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("causal_check OK"),
+        "causal_check.py failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A statement a replica refuses as a write (25006) is retried on the primary: the
+/// client gets its answer, not an error.
+#[test]
+fn replica_refusal_is_retried_on_the_primary() {
+    let c = Cluster::start(1);
+    psql_ok(&c.primary_url("app"), SCHEMA);
+    c.wait_replicas_caught_up();
+    log_statements(&c);
+    // Misconfigured: my_func writes, but is listed as read-only.
+    let config = c
+        .pooler_config("transaction", "scram-sha-256", 4)
+        .to_string()
+        + "\n[routing]\nread_only_functions = [\"my_func\"]\n";
+    let pooler = Pooler::start(&config);
+    let url = pooler.url("app", "app_pw", "app");
+    wait_read_set(&c, &url);
+    let tag = "/* retry-1 */";
+    let out = psql_ok(&url, &format!("{tag} SELECT my_func(), inet_server_port()"));
+    assert_eq!(out, format!("1|{}", c.primary_port), "{out}");
+    let ran = nodes_that_ran(&c, tag);
+    assert_eq!(
+        ran,
+        ["primary", "replica1"],
+        "tried on the replica, then the primary"
+    );
+}
+
+/// Reads keep working while a replica is stopped mid-run; it rejoins once started.
+#[test]
+fn replica_stopped_mid_run_then_rejoins() {
+    let c = Cluster::start(2);
+    let pooler = Pooler::start(&routing_config(&c, ""));
+    let url = pooler.url("app", "app_pw", "app");
+    wait_read_set(&c, &url);
+    let stopped = c.replica_ports[0].to_string();
+    let stop_at = Duration::from_millis(1500);
+    let start_at = Duration::from_millis(3500);
+    let run_for = Duration::from_secs(6);
+    let t0 = Instant::now();
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                run_async(60, async move {
+                    let (client, _rx) = common::pg_connect(&url).await;
+                    let mut served = Vec::new();
+                    let mut errors = Vec::new();
+                    while t0.elapsed() < run_for {
+                        match client.simple_query("SELECT inet_server_port()").await {
+                            Ok(rows) => {
+                                let port = rows.iter().find_map(|m| match m {
+                                    tokio_postgres::SimpleQueryMessage::Row(r) => {
+                                        r.get(0).map(str::to_string)
+                                    }
+                                    _ => None,
+                                });
+                                served.push((t0.elapsed(), port.unwrap_or_default()));
+                            }
+                            Err(e) => errors.push(format!("{:?}: {e}", t0.elapsed())),
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    (served, errors)
+                })
+            })
+        })
+        .collect();
+    std::thread::sleep(stop_at.saturating_sub(t0.elapsed()));
+    c.stop_node("replica1");
+    let stopped_at = t0.elapsed();
+    std::thread::sleep(start_at.saturating_sub(t0.elapsed()));
+    c.start_node("replica1");
+    let mut all_served = Vec::new();
+    let mut all_errors = Vec::new();
+    for w in workers {
+        let (served, errors) = w.join().expect("worker");
+        all_served.extend(served);
+        all_errors.extend(errors);
+    }
+    assert!(
+        all_errors.is_empty(),
+        "reads failed while a replica went away: {all_errors:?}"
+    );
+    let during = all_served
+        .iter()
+        .filter(|(t, p)| {
+            *t > stopped_at + Duration::from_millis(200) && *t < start_at && *p == stopped
+        })
+        .count();
+    assert_eq!(during, 0, "reads were served by the stopped replica");
+    // Rejoin: the restarted replica serves reads again.
+    let mut seen = HashSet::new();
+    let back = wait_until(Duration::from_secs(20), || {
+        seen.insert(psql_ok(&url, "SELECT inet_server_port()"));
+        seen.contains(&stopped)
+    });
+    assert!(
+        back,
+        "the restarted replica never rejoined the read set: {seen:?}"
+    );
+}
+
+/// The primary stops: writes fail fast with a clear error while reads go on. A replica
+/// is promoted: writes follow it without a restart.
+#[test]
+fn writes_follow_a_promoted_replica() {
+    let c = Cluster::start(2);
+    psql_ok(
+        &c.primary_url("app"),
+        "CREATE TABLE f (id int); GRANT ALL ON f TO app",
+    );
+    c.wait_replicas_caught_up();
+    let pooler = Pooler::start(&routing_config(&c, ""));
+    let url = pooler.url("app", "app_pw", "app");
+    wait_read_set(&c, &url);
+    let insert = "INSERT INTO f VALUES (1) RETURNING inet_server_port()";
+    assert!(psql_ok(&url, insert).starts_with(&format!("{}\n", c.primary_port)));
+
+    c.stop_node("primary");
+    let t = Instant::now();
+    let out = common::psql(&url, insert);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a write succeeded with the primary down"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the write took {:?} to fail",
+        t.elapsed()
+    );
+    assert!(
+        stderr.contains("could not connect") || stderr.contains("connect"),
+        "{stderr}"
+    );
+    // Reads continue on the replicas.
+    let port = psql_ok(&url, "SELECT inet_server_port()");
+    assert!(
+        c.replica_ports.iter().any(|p| p.to_string() == port),
+        "read served by {port}"
+    );
+
+    c.promote("replica1");
+    let new_primary = c.replica_ports[0].to_string();
+    let mut last = String::new();
+    let moved = wait_until(Duration::from_secs(30), || {
+        let out = common::psql(&url, insert);
+        last = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.status.success() && last.starts_with(&format!("{new_primary}\n"))
+    });
+    assert!(
+        moved,
+        "writes did not move to the promoted replica; last: {last}"
+    );
 }

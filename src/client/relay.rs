@@ -255,6 +255,13 @@ impl Session {
                 }
             }
             self.idle_txn_armed = false;
+            if self
+                .route
+                .as_ref()
+                .is_some_and(|r| r.reading || r.retry.is_some())
+            {
+                self.arm_retry(h.tag, fwd, h.frame_len);
+            }
             match h.tag {
                 fe::TERMINATE => break Some(Event::Terminate),
                 fe::QUERY => self.outstanding += 1,
@@ -345,6 +352,17 @@ impl Session {
             };
             let have = rest.len();
             let body_first = rest.get(protocol::HEADER_LEN).copied().unwrap_or(0);
+            if self.route.as_ref().is_some_and(|r| r.retry.is_some()) {
+                match self.watch_retry(h.tag, h.frame_len, &mut fwd) {
+                    RetryStep::Wait => break,
+                    RetryStep::Taken => continue,
+                    RetryStep::Retry => {
+                        event = Some(Event::Retry);
+                        break;
+                    }
+                    RetryStep::Pass => {}
+                }
+            }
             let mut tracked = false;
             if !self.ext.expect.is_empty() {
                 if self.front_is_synth() {
@@ -412,6 +430,64 @@ impl Session {
         }
         self.forward_server_bytes(&mut fwd);
         event
+    }
+
+    /// While a read on a replica may still be retried: holds back the first answer
+    /// messages, and drops everything after a 25006 refusal up to its ReadyForQuery.
+    fn watch_retry(&mut self, tag: u8, len: usize, fwd: &mut usize) -> RetryStep {
+        let discarding = self
+            .route
+            .as_ref()
+            .and_then(|r| r.retry.as_ref())
+            .is_some_and(|t| t.discarding);
+        let have = self.server.as_ref().map_or(0, |s| s.buf.len() - *fwd);
+        let hold = matches!(
+            tag,
+            be::ROW_DESCRIPTION | be::NOTICE_RESPONSE | be::ERROR_RESPONSE | be::READY_FOR_QUERY
+        );
+        if !discarding && !hold {
+            self.disarm_retry();
+            return RetryStep::Pass;
+        }
+        if have < len {
+            return RetryStep::Wait;
+        }
+        self.forward_server_bytes(fwd);
+        let Some(server) = &mut self.server else {
+            return RetryStep::Pass;
+        };
+        if !discarding && tag == be::ERROR_RESPONSE {
+            let code = protocol::error_fields(protocol::body(&server.buf[..len])).code;
+            if code != "25006" {
+                self.disarm_retry();
+                return RetryStep::Pass;
+            }
+        }
+        if !discarding && tag == be::READY_FOR_QUERY {
+            self.disarm_retry();
+            return RetryStep::Pass;
+        }
+        let frame = server.buf.split_to(len).freeze();
+        let Some(retry) = self.route.as_mut().and_then(|r| r.retry.as_mut()) else {
+            return RetryStep::Pass;
+        };
+        match tag {
+            be::READY_FOR_QUERY => {
+                // The refused Query is over; the replica is idle and clean again.
+                server.status = b'I';
+                RetryStep::Retry
+            }
+            be::ERROR_RESPONSE if !discarding => {
+                retry.discarding = true;
+                retry.held.clear();
+                RetryStep::Taken
+            }
+            _ if discarding => RetryStep::Taken,
+            _ => {
+                retry.held.push(frame);
+                RetryStep::Taken
+            }
+        }
     }
 
     /// Answers `SET pgsluice.*` / `RESET pgsluice.*` itself.
@@ -514,6 +590,18 @@ impl Session {
         }
         self.idle_txn_armed = true;
     }
+}
+
+/// What [`Session::watch_retry`] did with a server message.
+enum RetryStep {
+    /// Not held: handle it as usual.
+    Pass,
+    /// Held back or dropped.
+    Taken,
+    /// Need the whole message first.
+    Wait,
+    /// The replica refused the read: retry it on the primary.
+    Retry,
 }
 
 /// A Query frame that is `SET pgsluice.x = v` or `RESET pgsluice.x`, parsed; cheap to

@@ -43,6 +43,8 @@ pub(super) enum Event {
     ServerGone(String),
     /// The client broke the protocol.
     ClientProtocol(String),
+    /// A replica refused the read in flight as a write; send it to the primary.
+    Retry,
     /// A transaction began in statement mode.
     StatementModeTransaction,
     /// The client sat idle inside a transaction past the limit.
@@ -185,6 +187,15 @@ impl Session {
             match event {
                 Event::NeedServer => {
                     if let Err(fatal) = self.attach().await {
+                        if self.refuse_unit(&fatal.0, &fatal.1) {
+                            tracing::warn!(
+                                client = self.id(),
+                                code = fatal.0,
+                                "statement refused: {}",
+                                fatal.1
+                            );
+                            continue;
+                        }
                         self.fatal(&client, &fatal.0, &fatal.1).await;
                         break fatal.1;
                     }
@@ -201,6 +212,14 @@ impl Session {
                 }
                 Event::Terminate => break "client terminated".to_string(),
                 Event::ClientGone => break "client disconnected".to_string(),
+                Event::Retry => {
+                    self.detach();
+                    self.requeue_retry(None);
+                }
+                Event::ServerGone(why) if self.retry_possible() => {
+                    self.drop_server(CloseReason::Broken);
+                    self.requeue_retry(Some(why));
+                }
                 Event::ServerGone(why) => {
                     self.drop_server(CloseReason::Broken);
                     let msg = format!("server connection lost: {why}");
@@ -302,6 +321,40 @@ impl Session {
         self.server = Some(conn);
         self.node_active(1);
         Ok(())
+    }
+
+    /// When no server can be had for the client's next unit of work (one Query, or
+    /// messages up to Sync), answers it with an error instead, as PostgreSQL would a
+    /// failed statement, and keeps the session. False when the unit is not whole yet or
+    /// is anything else (the caller then ends the session).
+    fn refuse_unit(&mut self, code: &str, message: &str) -> bool {
+        use crate::protocol::{self, fe};
+        if self.status != b'I' {
+            return false;
+        }
+        let mut pos = 0;
+        let end = loop {
+            let rest = &self.cin[pos..];
+            let Ok(Some(h)) = protocol::header(rest, self.max_message) else {
+                return false;
+            };
+            if rest.len() < h.frame_len {
+                return false;
+            }
+            pos += h.frame_len;
+            match h.tag {
+                fe::QUERY if pos == h.frame_len => break pos,
+                fe::SYNC => break pos,
+                fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE => {}
+                _ => return false,
+            }
+        };
+        let _ = self.cin.split_to(end);
+        let mut buf = BytesMut::new();
+        build::error(&mut buf, "ERROR", code, message);
+        build::ready_for_query(&mut buf, self.status);
+        self.cout.push(buf.freeze());
+        true
     }
 
     /// Gives the server back after a finished transaction.
