@@ -538,7 +538,9 @@ pub struct Classifier {
 const CACHE_ENTRIES: usize = 8192;
 
 thread_local! {
-    static CACHE: RefCell<HashMap<Box<str>, Class>> = RefCell::new(HashMap::new());
+    /// Classes by normalised text, and a buffer to build the key in without allocating.
+    static CACHE: RefCell<(HashMap<Box<str>, Class>, String)> =
+        RefCell::new((HashMap::new(), String::new()));
 }
 
 impl Classifier {
@@ -551,26 +553,25 @@ impl Classifier {
         // Comments are dropped from the key; a hinted text is rare and looked at whole.
         let hinted = (sql.contains("/*") || sql.contains("--"))
             && find_ci(sql.as_bytes(), b"pgsluice:").is_some();
-        let key = if hinted {
-            None
-        } else {
-            inspect::normalize(sql)
-        };
-        let Some(key) = key else {
+        if hinted {
             return classify_uncached(sql, &self.allow);
-        };
-        if let Some(c) = CACHE.with(|c| c.borrow().get(key.as_str()).copied()) {
-            return c;
         }
-        let class = classify_uncached(sql, &self.allow);
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
-            if c.len() >= CACHE_ENTRIES {
-                c.clear();
+            let (map, key) = &mut *c;
+            if !inspect::normalize_into(sql, key) {
+                return classify_uncached(sql, &self.allow);
             }
-            c.insert(key.into_boxed_str(), class);
-        });
-        class
+            if let Some(class) = map.get(key.as_str()) {
+                return *class;
+            }
+            let class = classify_uncached(sql, &self.allow);
+            if map.len() >= CACHE_ENTRIES {
+                map.clear();
+            }
+            map.insert(key.as_str().into(), class);
+            class
+        })
     }
 }
 

@@ -473,7 +473,9 @@ pub async fn supervise(shared: Arc<Shared>) {
         tick.tick().await;
         shared.nodes.sync(&shared.snapshot.load().config);
         for db in shared.nodes.all() {
-            if db.spawned.swap(true, Relaxed) {
+            // Without replicas there is nothing to route or fail over to: no monitor, and
+            // no connection spent on it.
+            if !db.has_replicas() || db.spawned.swap(true, Relaxed) {
                 continue;
             }
             for i in 0..db.nodes.len() {

@@ -69,10 +69,16 @@ impl PinReason {
 /// entry. `None` when the text has an unterminated quote (let the parser judge it).
 pub fn normalize(sql: &str) -> Option<String> {
     let mut out = String::with_capacity(sql.len());
+    normalize_into(sql, &mut out).then_some(out)
+}
+
+/// [`normalize`] into a reused buffer; false when there is no key.
+pub fn normalize_into(sql: &str, out: &mut String) -> bool {
+    out.clear();
     for t in Lexer::new(sql) {
         let piece = match t.kind {
             Kind::Literal => "?",
-            Kind::Unterminated => return None,
+            Kind::Unterminated => return false,
             _ => &sql[t.start..t.end],
         };
         if !out.is_empty() {
@@ -80,7 +86,7 @@ pub fn normalize(sql: &str) -> Option<String> {
         }
         out.push_str(piece);
     }
-    Some(out)
+    true
 }
 
 /// Effects of every statement in `sql`, in order. Returns an empty Vec without

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""pgsluice routing benchmark: read/write split and read-your-writes, on a primary and
+two streaming replicas.
+
+    python3 integration/bench_routing.py [--duration S] [--rounds N] [--clients N]
+                                         [--pool-size N] [--no-build]
+
+Starts a throwaway cluster (integration/cluster.sh, two replicas), `pgbench -i -s 10` on
+the primary, then these targets, all with the same pool size and md5 client auth:
+
+  direct            the primary itself
+  pgbouncer         PgBouncer 1.18 in transaction mode, to the primary (no routing)
+  route-off         pgsluice, transaction mode, replicas configured, read_write_split = false
+  route-on          pgsluice, read_write_split = true, read_your_writes = "lsn" (defaults)
+  route-on-ryw-off  pgsluice, read_write_split = true, read_your_writes = "off"
+
+Workloads (each run `pgbench -n -c CLIENTS -j 2 -T DURATION`):
+
+  select-simple     pgbench -S -M simple (literal values: the classifier's cache key
+                    replaces them)
+  select-extended   pgbench -S -M extended
+  mixed             a custom script: one UPDATE of a random account, then three SELECTs
+                    of the same row, each its own transaction (autocommit)
+
+Per run: TPS, latency p50/p99, the pooler's CPU time per transaction (utime+stime from
+/proc), and the share of reads served by replicas: the replicas' xact_commit delta
+(pg_stat_database, database app) over the reads the workload made (1 per transaction for
+select-*, 3 for mixed). The node monitor's own checks (10 a second per node) are in that
+count too; over a 10 s run they are a fraction of a percent.
+
+Rounds interleave targets (order rotated); medians are reported. Results go to
+integration/results/routing-<UTC timestamp>/.
+"""
+
+import argparse
+import datetime
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench as B  # noqa: E402
+
+MIXED = """\\set aid random(1, 100000 * :scale)
+\\set delta random(-5000, 5000)
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
+"""
+
+WORKLOADS = {
+    "select-simple": (["-S", "-M", "simple"], 1),
+    "select-extended": (["-S", "-M", "extended"], 1),
+    "mixed": (["-M", "simple", "-f", "MIXED"], 3),
+}
+TARGETS = {
+    "select-simple": ["direct", "pgbouncer", "route-off", "route-on"],
+    "select-extended": ["direct", "pgbouncer", "route-off", "route-on"],
+    "mixed": ["direct", "pgbouncer", "route-off", "route-on", "route-on-ryw-off"],
+}
+ROUTING = {
+    "route-off": "read_write_split = false",
+    "route-on": "read_write_split = true\nread_your_writes = \"lsn\"",
+    "route-on-ryw-off": "read_write_split = true\nread_your_writes = \"off\"",
+}
+
+
+def log(msg):
+    print(f"bench_routing: {msg}", file=sys.stderr, flush=True)
+
+
+class RoutingBench(B.Bench):
+    def start_cluster(self):
+        super().start_cluster()
+        with open(os.path.join(self.cluster_dir, "env")) as f:
+            env = f.read()
+        m = re.search(r'REPLICA_PORTS="([\d ]+)"', env)
+        self.replica_ports = [int(p) for p in m.group(1).split()] if m else []
+        if len(self.replica_ports) != 2:
+            raise B.Failure(f"expected two replicas, cluster env: {env}")
+        self.wait_replicas()
+
+    def psql(self, port, sql):
+        p = B.run(["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(port), "-U", B.USER,
+                   "-d", B.DATABASE, "-c", sql], check=False, env=self.pg_env())
+        if p.returncode != 0:
+            raise B.Failure(f"psql -p {port} {sql!r}: {p.stderr}")
+        return p.stdout.strip()
+
+    def wait_replicas(self):
+        lsn = self.psql(self.primary_port, "SELECT pg_current_wal_lsn()")
+        for port in self.replica_ports:
+            for _ in range(300):
+                if self.psql(port, f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'") == "t":
+                    break
+                time.sleep(0.1)
+
+    def commits(self, port):
+        return int(self.psql(port, "SELECT xact_commit FROM pg_stat_database "
+                                   "WHERE datname = current_database()"))
+
+    def start_routed(self, target):
+        d = os.path.join(self.work, target)
+        os.mkdir(d)
+        port = B.pick_port()
+        conf = os.path.join(d, "pgsluice.toml")
+        replicas = ", ".join(f'"127.0.0.1:{p}"' for p in self.replica_ports)
+        with open(conf, "w") as f:
+            f.write(f"""[general]
+listen_addr = "127.0.0.1:{port}"
+pool_mode = "transaction"
+max_client_conn = 10000
+default_pool_size = {self.args.pool_size}
+
+[auth]
+type = "md5"
+
+[[users]]
+name = "{B.USER}"
+password = "{B.PASSWORD}"
+
+[databases.{B.DATABASE}]
+primary = "127.0.0.1:{self.primary_port}"
+replicas = [{replicas}]
+
+[routing]
+{ROUTING[target]}
+""")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PGSLUICE_")}
+        env["NO_COLOR"] = "1"
+        logf = open(os.path.join(d, "pgsluice.log"), "w")
+        proc = subprocess.Popen([self.args.binary, "--config", conf], cwd=d, env=env,
+                                stdin=subprocess.DEVNULL, stdout=logf,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        logf.close()
+        self.procs[target] = (proc, proc.pid)
+        self.ports[target] = port
+        B.wait_listening(port, proc, target)
+        log(f"{target} (pid {proc.pid}) on port {port}")
+
+    def run_workload(self, target, workload, duration, results_dir, tag):
+        flags, reads_per_txn = WORKLOADS[workload]
+        flags = [os.path.join(self.work, "mixed.sql") if f == "MIXED" else f for f in flags]
+        cmd = ["pgbench", "-n", *flags, "-c", str(self.args.clients), "-j", "2",
+               "-T", str(duration), "-h", "127.0.0.1", "-p", str(self.ports[target]),
+               "-U", B.USER, "-l", f"--log-prefix={self.work}/txlog/tx", B.DATABASE]
+        os.makedirs(os.path.join(self.work, "txlog"), exist_ok=True)
+        for name in os.listdir(os.path.join(self.work, "txlog")):
+            os.remove(os.path.join(self.work, "txlog", name))
+        pid = self.procs[target][1] if target != "direct" else None
+        time.sleep(1.5)
+        before = [self.commits(p) for p in self.replica_ports]
+        cpu0 = B.cpu_seconds(pid) if pid else None
+        p = B.run(cmd, check=False, env=self.pg_env(), timeout=duration + 120)
+        cpu1 = B.cpu_seconds(pid) if pid else None
+        # Backends publish their counters at most once a second (PostgreSQL 15).
+        time.sleep(1.5)
+        after = [self.commits(p) for p in self.replica_ports]
+        m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", p.stdout)
+        t = re.search(r"number of transactions actually processed: (\d+)", p.stdout)
+        f = re.search(r"number of failed transactions: (\d+)", p.stdout)
+        txns = int(t.group(1)) if t else 0
+        lats = []
+        for name in os.listdir(os.path.join(self.work, "txlog")):
+            with open(os.path.join(self.work, "txlog", name)) as fh:
+                for line in fh:
+                    parts = line.split(None, 3)
+                    if len(parts) >= 3 and parts[2].isdigit():
+                        lats.append(int(parts[2]))
+        lats.sort()
+        replica_reads = sum(a - b for a, b in zip(after, before))
+        r = {
+            "tps": float(m.group(1)) if m else None,
+            "failed": int(f.group(1)) if f else (None if p.returncode == 0 else "exit"),
+            "p50": B.percentile(lats, 50) / 1000 if lats else None,
+            "p99": B.percentile(lats, 99) / 1000 if lats else None,
+            "cpu_us": (cpu1 - cpu0) * 1e6 / txns if pid and txns else None,
+            "replica_share": min(1.0, replica_reads / (txns * reads_per_txn)) if txns else None,
+        }
+        with open(os.path.join(results_dir, f"{tag}.txt"), "w") as fh:
+            fh.write("$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr[-4000:])
+            fh.write(f"\n# replica commits {replica_reads}, result {r}\n")
+        return r
+
+
+def fmt(v, nd=2):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def med(vals):
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--pool-size", type=int, default=10)
+    ap.add_argument("--no-build", action="store_true")
+    args = ap.parse_args()
+    args.replicas, args.scale, args.jobs, args.workers = 2, 10, 2, 1
+    args.binary = os.path.join(B.ROOT, "target", "release", "pgsluice")
+    if not args.no_build:
+        B.run(["cargo", "build", "--release", "--quiet"], cwd=B.ROOT)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    results_dir = os.path.join(B.ROOT, "integration", "results", f"routing-{stamp}")
+    os.makedirs(results_dir)
+    bench = RoutingBench(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        bench.start_cluster()
+        with open(os.path.join(bench.work, "mixed.sql"), "w") as f:
+            f.write(MIXED)
+        bench.start_pgbouncer()
+        for t in ROUTING:
+            bench.start_routed(t)
+        time.sleep(1.0)  # the monitors' first checks
+        results = {}
+        for rnd in range(args.rounds):
+            for workload, targets in TARGETS.items():
+                order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+                for target in order:
+                    tag = f"r{rnd}-{workload}-{target}"
+                    log(tag)
+                    r = bench.run_workload(target, workload, args.duration, results_dir, tag)
+                    results.setdefault((workload, target), []).append(r)
+                    bench.wait_replicas()
+        lines = [
+            f"Routing benchmark, {stamp}: `python3 integration/bench_routing.py "
+            f"--duration {args.duration} --rounds {args.rounds} --clients {args.clients} "
+            f"--pool-size {args.pool_size}`; primary + 2 streaming replicas on this machine "
+            f"(2 cores, shared). Medians of {args.rounds} rounds.",
+            "",
+            "| workload | target | TPS | × route-off TPS | p50 ms | p99 ms | pooler CPU µs/txn "
+            "| × route-off CPU | reads on replicas | failed |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for workload, targets in TARGETS.items():
+            base = {k: med([r[k] for r in results[(workload, "route-off")]])
+                    for k in ("tps", "cpu_us")}
+            for target in targets:
+                rs = results[(workload, target)]
+                row = {k: med([r[k] for r in rs])
+                       for k in ("tps", "p50", "p99", "cpu_us", "replica_share")}
+                failed = sum(r["failed"] for r in rs if isinstance(r["failed"], int))
+                tps_ratio = row["tps"] / base["tps"] if row["tps"] and base["tps"] else None
+                cpu_ratio = (row["cpu_us"] / base["cpu_us"]
+                             if row["cpu_us"] and base["cpu_us"] else None)
+                share = f"{row['replica_share'] * 100:.0f}%" if row["replica_share"] is not None else "–"
+                lines.append(
+                    f"| {workload} | {target} | {fmt(row['tps'], 0)} | {fmt(tps_ratio)} "
+                    f"| {fmt(row['p50'], 3)} | {fmt(row['p99'], 3)} | {fmt(row['cpu_us'], 1)} "
+                    f"| {fmt(cpu_ratio)} | {share} | {failed} |")
+        table = "\n".join(lines)
+        print(table)
+        with open(os.path.join(results_dir, "table.md"), "w") as f:
+            f.write(table + "\n")
+    finally:
+        bench.stop_poolers()
+        bench.stop_cluster()
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    main()
