@@ -46,6 +46,15 @@ impl Statement {
         b.freeze()
     }
 
+    /// For a statement from SQL `PREPARE`: the `PREPARE` that creates it under its
+    /// server-side name.
+    pub fn prepare_sql(&self) -> Option<String> {
+        let body_end = self.key.iter().position(|&b| b == 0)?;
+        let types = self.key[body_end + 1..].strip_prefix(SQL_MARK)?;
+        let types = std::str::from_utf8(types).ok()?;
+        Some(format!("PREPARE {} {types} AS {}", self.name, self.query()))
+    }
+
     /// The statement's read/write class, classified once for its lifetime.
     pub fn class(&self, classifier: &crate::router::Classifier) -> crate::router::Class {
         *self.class.get_or_init(|| classifier.classify(self.query()))
@@ -84,7 +93,23 @@ pub struct Registry {
     pub local_parses: AtomicU64,
 }
 
+/// Marks the key of an SQL-level statement: `body NUL SQL_MARK types`. A protocol-level key
+/// has a binary parameter count where this mark stands.
+const SQL_MARK: &[u8] = b"\xffSQL PREPARE\0";
+
 impl Registry {
+    /// The statement for an SQL `PREPARE name (types) AS body`, registering it if new.
+    /// It shares ids and server-side names with protocol-level statements (PostgreSQL
+    /// keeps both in one namespace per connection).
+    pub fn intern_sql(&self, body: &str, types: &str) -> Arc<Statement> {
+        let mut key = Vec::with_capacity(body.len() + SQL_MARK.len() + types.len() + 1);
+        key.extend_from_slice(body.as_bytes());
+        key.push(0);
+        key.extend_from_slice(SQL_MARK);
+        key.extend_from_slice(types.as_bytes());
+        self.intern(&key)
+    }
+
     /// The statement for a Parse body (after its name), registering it if new.
     pub fn intern(&self, key: &[u8]) -> Arc<Statement> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -124,6 +149,11 @@ pub struct ServerStatements {
 }
 
 impl ServerStatements {
+    /// Whether `id` is prepared here (without marking it used).
+    pub fn contains(&self, id: u64) -> bool {
+        self.used.contains_key(&id)
+    }
+
     /// Whether `id` is prepared here; marks it used.
     pub fn touch(&mut self, id: u64) -> bool {
         self.tick += 1;

@@ -1716,6 +1716,67 @@ fn sql_prepare_same_name_different_queries_two_clients() {
     });
 }
 
+/// SQL PREPARE no longer pins: on a pool of ONE server, two clients preparing the same
+/// names for different queries take turns on it, each EXECUTE finding its own statement
+/// (prepared on demand, hidden from the client), and the server holds one shared
+/// statement per distinct text.
+#[test]
+fn sql_prepare_is_mapped_not_pinned_on_a_pool_of_one() {
+    let (_cluster, pooler) = setup("transaction", 1, "query_wait_timeout = 5");
+    run_async(120, async {
+        let url = app_url(&pooler);
+        let clients: Vec<_> = futures_util::future::join_all((0..4).map(|_| pg_connect(&url)))
+            .await
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        for (k, c) in clients.iter().enumerate() {
+            sq(c, &format!("PREPARE q (int) AS SELECT $1 * {}", k + 1)).await;
+            sq(c, "PREPARE same AS SELECT 'shared'").await;
+        }
+        for i in 0..50 {
+            for (k, c) in clients.iter().enumerate() {
+                assert_eq!(
+                    sq1(c, &format!("EXECUTE q({i})")).await,
+                    (i * (k as i32 + 1)).to_string()
+                );
+                assert_eq!(sq1(c, "EXECUTE same").await, "shared");
+            }
+        }
+        // A transaction holding the only server, then the others again.
+        sq(&clients[0], "BEGIN").await;
+        assert_eq!(sq1(&clients[0], "EXECUTE q(3)").await, "3");
+        sq(&clients[0], "COMMIT").await;
+        assert_eq!(sq1(&clients[3], "EXECUTE q(3)").await, "12");
+        // A failed PREPARE leaves no name; a client cannot run pgsluice's own names.
+        let e = clients[1]
+            .simple_query("PREPARE bad AS SELECT * FROM no_such_table")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42P01");
+        let e = clients[1].simple_query("EXECUTE bad").await.unwrap_err();
+        assert_eq!(sqlstate(&e), "26000");
+        let e = clients[1]
+            .simple_query("EXECUTE sluice_1")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "26000");
+    });
+    // pg_prepared_statements shows its own session only: ask through the pooler's server.
+    run_async(30, async {
+        let (c, _) = pg_connect(&app_url(&pooler)).await;
+        let names = sq(&c, "SELECT name FROM pg_prepared_statements ORDER BY name").await;
+        assert!(
+            names.iter().all(|n| n.starts_with("sluice_")),
+            "client names reached the server: {names:?}"
+        );
+        assert!(
+            names.len() <= 6,
+            "one statement per distinct text: {names:?}"
+        );
+    });
+}
+
 // ------------------------------------------------------------------ 9. DEALLOCATE ALL / DISCARD ALL
 
 #[test]

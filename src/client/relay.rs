@@ -15,7 +15,7 @@ use tokio_util::io::poll_read_buf;
 
 use tokio::net::TcpStream;
 
-use super::extended::Verdict;
+use super::extended::{SqlStep, Verdict, may_be_sql_prepared};
 use super::route::Unit;
 use super::session::{Event, Session};
 use super::state::{Pin as PinReason, SessionState};
@@ -254,6 +254,28 @@ impl Session {
                     }
                 }
             }
+            if self.rewrite
+                && h.tag == fe::QUERY
+                && may_be_sql_prepared(protocol::body(&self.cin[fwd..fwd + h.frame_len]))
+            {
+                if fwd > 0 {
+                    self.sout.push(self.cin.split_to(fwd).freeze());
+                    fwd = 0;
+                }
+                let in_flight = self.outstanding > 0 || self.batch_open;
+                match self.sql_prepared(h.frame_len, in_flight) {
+                    SqlStep::Done => {
+                        self.idle_txn_armed = false;
+                        continue;
+                    }
+                    SqlStep::DoneRelease => break Some(Event::Release),
+                    SqlStep::Hold => {
+                        wait_for_server = true;
+                        break None;
+                    }
+                    SqlStep::NotOurs | SqlStep::NeedServer => {}
+                }
+            }
             self.idle_txn_armed = false;
             if self
                 .route
@@ -364,6 +386,21 @@ impl Session {
                 }
             }
             let mut tracked = false;
+            if self.front_is_hidden_query() {
+                if have < h.frame_len {
+                    break;
+                }
+                self.forward_server_bytes(&mut fwd);
+                if let Some(server) = &mut self.server {
+                    let _ = server.buf.split_to(h.frame_len);
+                    if h.tag == be::READY_FOR_QUERY {
+                        server.status = body_first;
+                    }
+                }
+                self.hidden_query_frame(h.tag);
+                self.emit_synths();
+                continue;
+            }
             if !self.ext.expect.is_empty() {
                 if self.front_is_synth() {
                     self.forward_server_bytes(&mut fwd);
@@ -543,6 +580,7 @@ impl Session {
             self.c_need = 0;
         }
         self.status = status;
+        self.settle_sql_prepares(self.state.error_seen);
         if let Some(server) = &mut self.server {
             server.status = status;
             if self.track

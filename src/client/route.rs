@@ -192,8 +192,22 @@ impl Session {
             let body = protocol::body(&rest[..h.frame_len]);
             match h.tag {
                 fe::QUERY if pos == at => {
-                    let ok = protocol::cstr(body)
-                        .is_some_and(|(q, _)| replica_ok(r.classifier.classify(q)));
+                    let ok = protocol::cstr(body).is_some_and(|(q, _)| {
+                        // EXECUTE of a mapped SQL statement: the class of what it runs.
+                        let executes = q
+                            .trim_start()
+                            .as_bytes()
+                            .first()
+                            .is_some_and(|c| c.eq_ignore_ascii_case(&b'e'));
+                        let mapped = executes
+                            .then(|| crate::client::inspect::sql_execute(q))
+                            .flatten()
+                            .and_then(|(name, _)| self.ext.sql.get(&name));
+                        match mapped {
+                            Some(stmt) => replica_ok(stmt.class(&r.classifier)),
+                            None => replica_ok(r.classifier.classify(q)),
+                        }
+                    });
                     return if ok { Unit::Read } else { Unit::Write };
                 }
                 fe::PARSE => {

@@ -16,9 +16,11 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, Bytes, BytesMut};
 
 mod replies;
+mod sql;
 
 pub(super) use replies::{Act, Undo, Verdict};
 use replies::{CLOSE_COMPLETE, Done, Expect, PARSE_COMPLETE};
+pub(super) use sql::{SqlStep, may_be_sql_prepared};
 
 use super::outq::OutQueue;
 use super::session::Session;
@@ -30,6 +32,11 @@ use crate::protocol::{self, fe};
 pub(super) struct Extended {
     /// Client statement name → statement.
     pub stmts: std::collections::HashMap<String, Arc<Statement>>,
+    /// Client SQL-level (`PREPARE`) statement name → statement.
+    pub sql: std::collections::HashMap<String, Arc<Statement>>,
+    /// SQL `PREPARE`s sent to the server and not yet answered: the statement, the client's
+    /// name, and how many ReadyForQuery messages come before its own.
+    pub sql_pending: Vec<(Arc<Statement>, String, u32)>,
     pub expect: VecDeque<Expect>,
     /// The server reported an error and ignores messages until the next Sync.
     pub skipping: bool,
@@ -124,12 +131,23 @@ impl Session {
     }
 
     /// Sends a Parse of `stmt` under its server-side name, making room for it first.
+    /// (An SQL-level statement is prepared with a hidden `PREPARE` Query instead.)
     fn prepare_on_server(&mut self, stmt: &Statement, act: Act) {
         self.shared
             .statements
             .server_parses
             .fetch_add(1, Ordering::Relaxed);
         self.make_room(stmt.id);
+        if let Some(sql) = stmt.prepare_sql() {
+            self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
+            if let Act::Hidden { stmt } = act {
+                self.ext.expect.push_back(Expect {
+                    done: replies::Done::Ready,
+                    act: Act::HiddenQuery { stmt },
+                });
+            }
+            return;
+        }
         self.sout.push(stmt.parse_frame());
         self.expect_answer(fe::PARSE, act);
     }
@@ -250,6 +268,7 @@ impl Session {
     /// client none of its names.
     pub(super) fn forget_all_statements(&mut self) {
         self.ext.stmts.clear();
+        self.ext.sql.clear();
         if let Some(s) = &mut self.server {
             s.statements.clear();
         }

@@ -68,6 +68,9 @@ pub(in crate::client) enum Act {
     Hidden { stmt: Arc<Statement> },
     /// pgsluice's own Close of an evicted statement: hide the CloseComplete.
     Evict { id: u64 },
+    /// pgsluice's own `PREPARE` Query of an SQL-level statement before the client's
+    /// `EXECUTE`: hide everything up to its ReadyForQuery.
+    HiddenQuery { stmt: Arc<Statement> },
 }
 
 /// How to take back a synthesised answer the server would never have given.
@@ -137,6 +140,47 @@ impl Session {
         }
     }
 
+    /// Whether the head of the queue is a hidden Query, all of whose answer is hidden.
+    pub(in crate::client) fn front_is_hidden_query(&self) -> bool {
+        matches!(
+            self.ext.expect.front(),
+            Some(Expect {
+                act: Act::HiddenQuery { .. },
+                ..
+            })
+        )
+    }
+
+    /// One message of a hidden Query's answer: an error means the statement is not
+    /// there; ReadyForQuery ends it.
+    pub(in crate::client) fn hidden_query_frame(&mut self, tag: u8) {
+        let Some(Expect {
+            act: Act::HiddenQuery { stmt },
+            ..
+        }) = self.ext.expect.front()
+        else {
+            return;
+        };
+        let id = stmt.id;
+        match tag {
+            be::ERROR_RESPONSE => self.forget_on_server(id),
+            be::READY_FOR_QUERY => {
+                if let Some(Expect {
+                    act: Act::HiddenQuery { stmt },
+                    ..
+                }) = self.ext.expect.pop_front()
+                    && self
+                        .server
+                        .as_ref()
+                        .is_some_and(|s| s.statements.contains(stmt.id))
+                {
+                    stmt.validated.store(true, Ordering::Relaxed);
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// Decides what a server message with `tag` means for the entries.
     pub(in crate::client) fn expected_server_frame(&mut self, tag: u8) -> Verdict {
         let Some(front) = self.ext.expect.front() else {
@@ -173,6 +217,7 @@ impl Session {
                 Verdict::Forward
             }
             Act::Evict { .. } => Verdict::Swallow,
+            Act::HiddenQuery { .. } => Verdict::Swallow,
             Act::Forward | Act::Synth(..) => Verdict::Forward,
         };
         if error {
@@ -207,6 +252,7 @@ impl Session {
                 Act::Synth(_, Undo::Restore(name, stmt)) => {
                     self.ext.stmts.insert(name, stmt);
                 }
+                Act::HiddenQuery { stmt } => self.forget_on_server(stmt.id),
                 Act::Forward => {}
             }
         }
