@@ -13,6 +13,12 @@ the primary, then these targets, all with the same pool size and md5 client auth
   route-off         pgsluice, transaction mode, replicas configured, read_write_split = false
   route-on          pgsluice, read_write_split = true, read_your_writes = "lsn" (defaults)
   route-on-ryw-off  pgsluice, read_write_split = true, read_your_writes = "off"
+  route-on-primary  the route-on pgsluice, with every client connecting with
+                    options=-c pgsluice.route=primary: each statement is still classified
+                    and routed, but all go to the primary, as with route-off. Against
+                    route-off this isolates what the router itself costs per transaction;
+                    route-on against route-off also includes spreading the work over three
+                    PostgreSQL instances that share this machine's two cores.
 
 Workloads (each run `pgbench -n -c CLIENTS -j 2 -T DURATION`):
 
@@ -59,8 +65,8 @@ WORKLOADS = {
     "mixed": (["-M", "simple", "-f", "MIXED"], 3),
 }
 TARGETS = {
-    "select-simple": ["direct", "pgbouncer", "route-off", "route-on"],
-    "select-extended": ["direct", "pgbouncer", "route-off", "route-on"],
+    "select-simple": ["direct", "pgbouncer", "route-off", "route-on", "route-on-primary"],
+    "select-extended": ["direct", "pgbouncer", "route-off", "route-on", "route-on-primary"],
     "mixed": ["direct", "pgbouncer", "route-off", "route-on", "route-on-ryw-off"],
 }
 ROUTING = {
@@ -144,6 +150,10 @@ replicas = [{replicas}]
         log(f"{target} (pid {proc.pid}) on port {port}")
 
     def run_workload(self, target, workload, duration, results_dir, tag):
+        env = self.pg_env()
+        if target == "route-on-primary":
+            env["PGOPTIONS"] = "-c pgsluice.route=primary"
+            target = "route-on"
         flags, reads_per_txn = WORKLOADS[workload]
         flags = [os.path.join(self.work, "mixed.sql") if f == "MIXED" else f for f in flags]
         cmd = ["pgbench", "-n", *flags, "-c", str(self.args.clients), "-j", "2",
@@ -156,7 +166,7 @@ replicas = [{replicas}]
         time.sleep(1.5)
         before = [self.commits(p) for p in self.replica_ports]
         cpu0 = B.cpu_seconds(pid) if pid else None
-        p = B.run(cmd, check=False, env=self.pg_env(), timeout=duration + 120)
+        p = B.run(cmd, check=False, env=env, timeout=duration + 120)
         cpu1 = B.cpu_seconds(pid) if pid else None
         # Backends publish their counters at most once a second (PostgreSQL 15).
         time.sleep(1.5)

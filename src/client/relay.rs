@@ -282,7 +282,7 @@ impl Session {
                 .as_ref()
                 .is_some_and(|r| r.reading || r.retry.is_some())
             {
-                self.arm_retry(h.tag, fwd, h.frame_len);
+                self.arm_retry(h.tag);
             }
             match h.tag {
                 fe::TERMINATE => break Some(Event::Terminate),
@@ -326,6 +326,20 @@ impl Session {
                 }
                 if self.rewrite {
                     self.expect_answer(h.tag, super::extended::Act::Forward);
+                }
+                if let Some(retry) = self.route.as_mut().and_then(|r| r.retry.as_mut())
+                    && retry.query.is_empty()
+                    && h.tag == fe::QUERY
+                {
+                    // Kept for a retry: the same bytes, shared, not copied.
+                    if fwd > 0 {
+                        self.sout.push(self.cin.split_to(fwd).freeze());
+                        fwd = 0;
+                    }
+                    let query = self.cin.split_to(h.frame_len).freeze();
+                    self.sout.push(query.clone());
+                    retry.query = query;
+                    continue;
                 }
                 fwd += h.frame_len;
             } else {
@@ -374,7 +388,11 @@ impl Session {
             };
             let have = rest.len();
             let body_first = rest.get(protocol::HEADER_LEN).copied().unwrap_or(0);
-            if self.route.as_ref().is_some_and(|r| r.retry.is_some()) {
+            if self
+                .route
+                .as_ref()
+                .is_some_and(|r| r.retry.as_ref().is_some_and(|t| !t.query.is_empty()))
+            {
                 match self.watch_retry(h.tag, h.frame_len, &mut fwd) {
                     RetryStep::Wait => break,
                     RetryStep::Taken => continue,

@@ -77,7 +77,7 @@ pub(super) struct Route {
 /// answer shows whether it ran there. If the replica refuses it as a write (SQLSTATE
 /// 25006) or dies before any row reached the client, it is sent again to the primary.
 pub(super) struct Retry {
-    /// The client's Query message.
+    /// The client's Query message (empty until the relay sends it).
     pub query: bytes::Bytes,
     /// Answer messages held back until the first row or completion (RowDescription,
     /// notices), so that a retry leaves no trace.
@@ -339,7 +339,7 @@ impl Session {
     /// Keeps a copy of a Query about to go to a replica as a transaction of its own, so
     /// that it can be retried on the primary. Any other message sent meanwhile ends the
     /// chance (the held answers go to the client).
-    pub(super) fn arm_retry(&mut self, tag: u8, at: usize, len: usize) {
+    pub(super) fn arm_retry(&mut self, tag: u8) {
         let Some(r) = &mut self.route else {
             return;
         };
@@ -356,7 +356,7 @@ impl Session {
             && r.db.policy.load().retry_read_only_errors
         {
             r.retry = Some(Retry {
-                query: bytes::Bytes::copy_from_slice(&self.cin[at..at + len]),
+                query: bytes::Bytes::new(),
                 held: Vec::new(),
                 discarding: false,
             });
@@ -375,9 +375,11 @@ impl Session {
     /// Whether the read in flight may be sent again elsewhere: nothing of its answer
     /// reached the client.
     pub(super) fn retry_possible(&self) -> bool {
-        self.route
-            .as_ref()
-            .is_some_and(|r| r.retry.as_ref().is_some_and(|t| !t.discarding))
+        self.route.as_ref().is_some_and(|r| {
+            r.retry
+                .as_ref()
+                .is_some_and(|t| !t.discarding && !t.query.is_empty())
+        })
     }
 
     /// Puts the Query that failed on a replica back at the head of the client's input,
@@ -389,6 +391,9 @@ impl Session {
         let Some(retry) = r.retry.take() else {
             return;
         };
+        if retry.query.is_empty() {
+            return;
+        }
         let node = r.node;
         r.db.nodes[node]
             .retries
