@@ -13,7 +13,9 @@
 //! - [`pool`]: checkout/checkin, waiting, maintenance.
 //! - [`prepare`]: the pooler-wide registry of named prepared statements.
 //! - [`shared`]: state shared by all tasks; reload.
-//! - [`admin`]: the admin console names.
+//! - [`admin`]: the admin console: commands, client list, PAUSE/KILL state.
+//! - [`metrics`]: per-pool statistics, the slow query log, `/metrics` and health
+//!   endpoints.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,6 +23,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod prepare;
 pub mod protocol;

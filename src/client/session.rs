@@ -48,6 +48,8 @@ pub(super) enum Event {
     Drain,
     /// The drain timed out: close now, mid-transaction or not.
     ForceClose,
+    /// KILL of the client's database in the admin console.
+    Killed,
 }
 
 /// One client's session.
@@ -87,6 +89,10 @@ pub struct Session {
     pub(super) rewrite: bool,
     pub(super) max_prepared: usize,
     pub(super) ext: super::extended::Extended,
+    /// This client in the admin console's list (see `observe.rs`).
+    pub(super) info: Arc<crate::admin::registry::ClientInfo>,
+    /// Counts and times not yet published to the pool's statistics.
+    pub(super) tally: crate::metrics::Tally,
 }
 
 impl Session {
@@ -96,10 +102,14 @@ impl Session {
         mode: PoolMode,
         config: &Config,
         startup: Arc<Gucs>,
+        meta: crate::admin::registry::ClientMeta,
     ) -> Session {
         let g = &config.general;
         let cancel = shared.cancels.register();
+        let (info, tally) = super::observe::register(&shared, &pool, config, cancel.pid, meta);
         Session {
+            info,
+            tally,
             pool,
             mode,
             cancel,
@@ -162,6 +172,7 @@ impl Session {
                 (phase, rx) = &mut phase_change => {
                     phase_change = Box::pin(next_phase(rx));
                     match phase {
+                        _ if self.info.killed() => Event::Killed,
                         Phase::Running => continue,
                         Phase::Draining => {
                             self.draining = true;
@@ -213,14 +224,22 @@ impl Session {
                         .await;
                     break "shutdown".to_string();
                 }
+                Event::Killed => {
+                    self.drop_server(CloseReason::Admin);
+                    let (code, msg) = crate::admin::control::killed(&self.pool.key.database);
+                    self.fatal(&client, &code, &msg).await;
+                    break msg;
+                }
             }
         };
         self.finish().await;
+        self.observe_end();
         tracing::info!(client = self.id(), pool = ?self.pool.key, "client disconnected: {reason}");
     }
 
     /// Takes a server for the client and brings its settings in line with the client's.
     async fn attach(&mut self) -> Result<(), (String, String)> {
+        let t0 = self.before_checkout(self.wait_timeout).await?;
         let mut conn = match self.pool.checkout(self.wait_timeout).await {
             Ok(c) => c,
             Err(PoolError::Timeout(d)) => {
@@ -263,6 +282,7 @@ impl Session {
             pid: conn.backend_pid,
             secret: conn.backend_secret,
         }));
+        self.got_server(t0, &conn);
         self.server = Some(conn);
         Ok(())
     }
@@ -273,6 +293,7 @@ impl Session {
             return;
         };
         self.cancel.set(None);
+        self.released_server();
         if !conn.buf.is_empty() {
             // The server sent more after ReadyForQuery; it cannot be handed on safely.
             self.pool.discard(conn, CloseReason::UnexpectedData);
@@ -288,6 +309,7 @@ impl Session {
     fn drop_server(&mut self, reason: CloseReason) {
         if let Some(conn) = self.server.take() {
             self.cancel.set(None);
+            self.released_server();
             self.sout.clear();
             self.pool.discard(conn, reason);
         }
@@ -363,5 +385,6 @@ async fn next_phase(mut rx: watch::Receiver<Phase>) -> (Phase, watch::Receiver<P
 impl Drop for Session {
     fn drop(&mut self) {
         self.shared.cancels.remove(self.cancel.pid);
+        self.shared.admin.clients.remove(self.cancel.pid);
     }
 }
