@@ -78,9 +78,7 @@ impl Session {
     /// A ReadyForQuery arrived (after `status` and `outstanding` were updated).
     #[inline]
     pub(super) fn observe_ready(&mut self, status: u8) {
-        if status == b'I' {
-            self.info.set_pins(pin_mask(self.state.pins()));
-        }
+        self.info.set_pins(pin_mask(self.state.pins()));
         if let Some(slow) = self.tally.ready(status, self.outstanding, &self.info) {
             self.log_slow(slow.wait, slow.server);
         }

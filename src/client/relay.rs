@@ -388,7 +388,6 @@ impl Session {
     fn on_ready(&mut self, status: u8) -> Option<Event> {
         self.outstanding = self.outstanding.saturating_sub(1);
         self.status = status;
-        self.observe_ready(status);
         if let Some(server) = &mut self.server {
             server.status = status;
             if self.track
@@ -397,6 +396,7 @@ impl Session {
                 server.gucs = gucs;
             }
         }
+        self.observe_ready(status);
         let quiet = self.outstanding == 0
             && !self.batch_open
             && self.c_pass == 0

@@ -168,7 +168,10 @@ async fn primary_reachable(shared: &Shared, probes: &Probes, db: &str) -> Result
 }
 
 /// Opens and closes one server connection to `db`'s primary, as the pool's user (or
-/// the first configured user that can log in there); with no such user, a TCP connect.
+/// the first configured user); with no such user, a TCP connect. A server that answers
+/// with an error is reachable (a wrong password or a missing role concerns that user),
+/// except for class 57 (starting up, shutting down, in recovery crash) and 53 (too many
+/// connections): clients could not use it either.
 async fn probe(shared: &Shared, db: &str, user: Option<String>) -> Result<(), String> {
     let snap = shared.snapshot.load();
     let config = &snap.config;
@@ -184,10 +187,18 @@ async fn probe(shared: &Shared, db: &str, user: Option<String>) -> Result<(), St
             crate::pool::settings_for(config, &key)
         });
     match settings {
-        Some(s) => crate::server::connect(&s.target, 0, Some(PROBE_TIMEOUT))
-            .await
-            .map(crate::server::ServerConn::close)
-            .map_err(|e| e.to_string()),
+        Some(s) => match crate::server::connect(&s.target, 0, Some(PROBE_TIMEOUT)).await {
+            Ok(conn) => {
+                conn.close();
+                Ok(())
+            }
+            Err(crate::server::ServerError::Db(f))
+                if !f.code.starts_with("57") && !f.code.starts_with("53") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        },
         None => {
             let addr = config
                 .databases

@@ -181,7 +181,7 @@ pub(super) fn servers(shared: &Shared) -> Table {
 /// state the server holds for the client that cannot be replayed elsewhere (LISTEN,
 /// session advisory locks, temporary objects, WITH HOLD cursors, SQL PREPARE,
 /// set_config, ...); it lasts until the client clears it or disconnects. Pins are
-/// published when the client's transaction ends.
+/// published at each ReadyForQuery.
 pub(super) fn pins(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         "user", "database", "client", "addr", "#port", "state", "server", "pins",
