@@ -155,7 +155,7 @@ impl Control {
     pub fn kill_clients(&self, db: &str) -> usize {
         let mut n = 0;
         for c in self.clients.all() {
-            if c.pool.is_some() && c.database == db {
+            if !c.is_console() && c.database == db {
                 c.kill();
                 n += 1;
             }
@@ -172,7 +172,7 @@ impl Control {
         self.clients
             .all()
             .iter()
-            .filter(|c| c.pool.is_some() && db.is_none_or(|d| c.database == d))
+            .filter(|c| !c.is_console() && db.is_none_or(|d| c.database == d))
             .filter(|c| c.state() == ClientState::Active)
             .count()
     }

@@ -63,8 +63,9 @@ pub struct ClientInfo {
     pub id: u32,
     pub user: String,
     pub database: String,
-    /// The pool it draws servers from; `None` for admin console clients.
-    pub pool: Option<PoolKey>,
+    /// The node of the pool it draws servers from (with `user` and `database`, the
+    /// pool's key); `None` for admin console clients.
+    pub node: Option<usize>,
     pub meta: ClientMeta,
     pub connected: SystemTime,
     /// The database's PAUSE/DISABLE/KILL state; `None` for admin console clients.
@@ -105,7 +106,7 @@ impl ClientInfo {
         id: u32,
         user: String,
         database: String,
-        pool: Option<PoolKey>,
+        node: Option<usize>,
         meta: ClientMeta,
         db: Option<Arc<DbControl>>,
     ) -> ClientInfo {
@@ -113,7 +114,7 @@ impl ClientInfo {
             id,
             user,
             database,
-            pool,
+            node,
             meta,
             connected: SystemTime::now(),
             db,
@@ -125,6 +126,20 @@ impl ClientInfo {
             queries: AtomicU64::new(0),
             server: Mutex::new(None),
         }
+    }
+
+    /// The key of the pool it uses; `None` for admin console clients.
+    pub fn pool_key(&self) -> Option<PoolKey> {
+        self.node.map(|node| PoolKey {
+            database: self.database.clone(),
+            user: self.user.clone(),
+            node,
+        })
+    }
+
+    /// A client of the admin console (it has no pool).
+    pub fn is_console(&self) -> bool {
+        self.node.is_none()
     }
 
     pub fn state(&self) -> ClientState {

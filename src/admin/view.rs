@@ -46,8 +46,8 @@ pub fn pools(shared: &Shared) -> Vec<PoolView> {
     let now = now_us(shared);
     let mut by_key: BTreeMap<PoolKey, Vec<Arc<ClientInfo>>> = BTreeMap::new();
     for c in shared.admin.clients.all() {
-        if let Some(k) = &c.pool {
-            by_key.entry(k.clone()).or_default().push(c);
+        if let Some(k) = c.pool_key() {
+            by_key.entry(k).or_default().push(c);
         }
     }
     let mut pools: BTreeMap<PoolKey, Option<Arc<Pool>>> = shared

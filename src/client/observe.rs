@@ -29,7 +29,7 @@ pub(super) fn register(
         id,
         key.user.clone(),
         key.database.clone(),
-        Some(key.clone()),
+        Some(key.node),
         meta,
         Some(shared.admin.db(&key.database)),
     ));
@@ -69,10 +69,14 @@ impl Session {
         self.tally.attached(t0, &self.info);
     }
 
-    /// The client gave its server back (or lost it).
+    /// The client gave its server back (or lost it). Like the relay's buffers, the slow
+    /// log's copy of the query text is given back too: an idle client keeps no buffer.
     pub(super) fn released_server(&mut self) {
         self.info.set_state(ClientState::Idle);
         self.info.set_server(None);
+        if let Some(slow) = &mut self.tally.slow {
+            slow.release();
+        }
     }
 
     /// A ReadyForQuery arrived (after `status` and `outstanding` were updated).

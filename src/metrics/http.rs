@@ -142,9 +142,8 @@ async fn primary_reachable(shared: &Shared, probes: &Probes, db: &str) -> Result
     let in_use = shared.admin.clients.all().iter().any(|c| {
         c.state() == ClientState::Active
             && c.server().is_some()
-            && c.pool
-                .as_ref()
-                .is_some_and(|k| k.database == db && k.node == 0)
+            && c.database == db
+            && c.node == Some(0)
     });
     if in_use {
         return Ok(());

@@ -41,6 +41,13 @@ impl SlowLog {
         self.bind_name.clear();
     }
 
+    /// Frees the kept text (the client went idle).
+    pub fn release(&mut self) {
+        self.text = Vec::new();
+        self.bind_name = Vec::new();
+        self.truncated = false;
+    }
+
     pub fn keep_bind_name(&mut self, name: &[u8]) {
         self.bind_name.clear();
         self.bind_name

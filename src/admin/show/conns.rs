@@ -56,7 +56,7 @@ pub(super) fn clients(shared: &Shared) -> Table {
     let mut t = Table::new(&cols);
     let now = view::now_us(shared);
     for c in shared.admin.clients.all() {
-        let state = if c.pool.is_none() {
+        let state = if c.is_console() {
             ClientState::Active
         } else {
             c.state()
