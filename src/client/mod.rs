@@ -67,7 +67,7 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool
         None => login.await,
     };
     match result {
-        Ok(Some(Login::Session(session))) => (*session).run(stream).await,
+        Ok(Some(Login::Session(session))) => session.run(stream).await,
         Ok(Some(Login::Console(console))) => console.run(stream).await,
         Ok(None) => {}
         Err(e) => {
