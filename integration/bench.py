@@ -3,8 +3,9 @@
 
     python3 integration/bench.py [--quick] [--duration S] [--rounds N] [--clients N]
                                  [--pool-size N] [--modes simple,extended,prepared]
-                                 [--targets direct,pgbouncer,pgsluice,pgsluice-session]
-                                 [--no-build]
+                                 [--targets direct,pgbouncer,pgsluice,pgsluice-nometrics,
+                                            pgsluice-session]
+                                 [--no-build] [--baseline-binary PATH]
 
 Builds pgsluice (cargo build --release, unless --no-build), starts a throwaway
 PostgreSQL cluster (integration/cluster.sh), initialises it with `pgbench -i -s 10`
@@ -14,7 +15,14 @@ postgres; the server trusts postgres). Every round runs every workload
 (`pgbench -n -S -M MODE -c CLIENTS -j 2 -T DURATION`) on every target, interleaved, with
 the target order rotated from round to round.
 
-Modes simple and extended run on direct, PgBouncer and pgsluice by default; mode prepared
+With --baseline-binary PATH, target `pgsluice-baseline` runs that binary (another commit's
+build) with the plain transaction-mode config, in every mode, to compare commits in one run.
+
+Modes simple and extended run on direct, PgBouncer and pgsluice by default; mode simple
+also on `pgsluice-nometrics`, a second pgsluice with the same config but `[metrics] enabled
+= false` and `slow_query_threshold = 0` (the `pgsluice` target runs with the defaults:
+metrics on, slow query log at 0.1 s), so the table shows what the statistics cost in CPU
+per transaction (footnote ⁴: the median over rounds of the paired on/off ratio); mode prepared
 (`pgbench -M prepared`, a named statement prepared once per client connection) also runs
 on `pgsluice-session`, a second pgsluice with the same config but `pool_mode = "session"`
 and a pool as large as --clients (so no client waits for a server). PgBouncer 1.18 has
@@ -61,11 +69,14 @@ USER = "postgres"
 PASSWORD = "bench_pw"  # client-side password for both poolers; the server trusts postgres
 DATABASE = "app"
 TARGET_NAMES = {"direct": "direct", "pgbouncer": "PgBouncer", "pgsluice": "pgsluice",
+                "pgsluice-nometrics": "pgsluice (metrics off)",
+                "pgsluice-baseline": "pgsluice (baseline binary)",
                 "pgsluice-session": "pgsluice (session mode)"}
-ALL_TARGETS = ["direct", "pgbouncer", "pgsluice", "pgsluice-session"]
+ALL_TARGETS = ["direct", "pgbouncer", "pgsluice", "pgsluice-nometrics", "pgsluice-baseline",
+               "pgsluice-session"]
 ALL_MODES = ["simple", "extended", "prepared"]
 # Targets per mode when --targets is not given.
-DEFAULT_TARGETS = {"simple": ["direct", "pgbouncer", "pgsluice"],
+DEFAULT_TARGETS = {"simple": ["direct", "pgbouncer", "pgsluice", "pgsluice-nometrics"],
                    "extended": ["direct", "pgbouncer", "pgsluice"],
                    "prepared": ["direct", "pgbouncer", "pgsluice", "pgsluice-session"]}
 # Ratios: against PgBouncer's run of the same round and mode, except in prepared mode,
@@ -311,12 +322,19 @@ logfile = {d}/pgbouncer.log
         --pool-size) or "pgsluice-session" (session mode, pool size --clients). The config
         and port stay the same across restarts; each process gets its own log file."""
         binary = self.args.binary
+        if target == "pgsluice-baseline":
+            binary = self.args.baseline_binary
         if not os.access(binary, os.X_OK):
             raise Failure(f"{binary} not found")
         if target == "pgsluice-session":
             pool_mode, pool_size = "session", self.args.clients
         else:
             pool_mode, pool_size = "transaction", self.args.pool_size
+        # pgsluice-nometrics: statistics and the slow query log off, to measure their cost.
+        general_extra, sections_extra = "", ""
+        if target == "pgsluice-nometrics":
+            general_extra = "slow_query_threshold = 0\n"
+            sections_extra = "\n[metrics]\nenabled = false\n"
         d = os.path.join(self.work, target)
         conf = os.path.join(d, "pgsluice.toml")
         if target not in self.ports:
@@ -329,7 +347,7 @@ workers = {self.args.workers}
 pool_mode = "{pool_mode}"
 max_client_conn = 10000
 default_pool_size = {pool_size}
-
+{general_extra}
 [auth]
 type = "md5"
 
@@ -340,7 +358,7 @@ password = "{PASSWORD}"
 [databases.{DATABASE}]
 dbname = "{DATABASE}"
 primary = "127.0.0.1:{self.primary_port}"
-""")
+{sections_extra}""")
             self.ports[target] = port
         port = self.ports[target]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PGSLUICE_")}
@@ -644,6 +662,23 @@ def build_report(bench, results, header, mode_targets, modes):
                  "client's Parse to its own server (pgbench prepares each statement once per "
                  "connection: clients × statements per run), and simple/extended mode send "
                  "no named Parse.")
+    for mode in modes:
+        cpu, tps = [], []
+        for r in results:
+            if r["target"] != "pgsluice" or r["mode"] != mode:
+                continue
+            off = next((x for x in results if x["target"] == "pgsluice-nometrics"
+                        and x["mode"] == mode and x["round"] == r["round"]), None)
+            if off and off.get("cpu_us") and r.get("cpu_us") is not None:
+                cpu.append(r["cpu_us"] / off["cpu_us"])
+            if off and off["tps"] and r["tps"]:
+                tps.append(r["tps"] / off["tps"])
+        if cpu:
+            lines.append("")
+            lines.append(f"⁴ Metrics cost, {mode} mode: pgsluice with metrics and the slow query "
+                         f"log on (defaults) against pgsluice with both off, same round: CPU per "
+                         f"transaction ×{fmt(med(cpu))} (rounds: "
+                         f"{', '.join(fmt(x) for x in cpu)}), TPS ×{fmt(med(tps))}.")
     for t, why in bench.dead.items():
         lines.append("")
         lines.append(f"**{TARGET_NAMES[t]}: {why}**")
@@ -685,8 +720,10 @@ def parse_args():
     ap.add_argument("--modes", default="simple,extended,prepared",
                     help="simple,extended,prepared (default all three)")
     ap.add_argument("--targets", default=None,
-                    help="direct,pgbouncer,pgsluice,pgsluice-session, for every mode (default: "
-                         "direct,pgbouncer,pgsluice, plus pgsluice-session in prepared mode)")
+                    help="direct,pgbouncer,pgsluice,pgsluice-nometrics,pgsluice-session, for "
+                         "every mode (default: direct,pgbouncer,pgsluice, plus "
+                         "pgsluice-nometrics in simple mode and pgsluice-session in prepared "
+                         "mode)")
     ap.add_argument("--scale", type=int, default=10, help="pgbench -i -s (default 10)")
     ap.add_argument("--replicas", type=int, default=0, help="cluster replicas (default 0)")
     ap.add_argument("--warmup", type=int, default=2,
@@ -695,6 +732,8 @@ def parse_args():
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
     ap.add_argument("--binary", default=None, help="pgsluice binary (default target/release)")
     ap.add_argument("--quick", action="store_true", help="--duration 3 --rounds 1")
+    ap.add_argument("--baseline-binary", default=None,
+                    help="another pgsluice build, run as target pgsluice-baseline in every mode")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.rounds = 3, 1
@@ -704,6 +743,9 @@ def parse_args():
             ap.error(f"unknown mode {m!r} ({', '.join(ALL_MODES)})")
     if args.targets is None:
         args.mode_targets = {m: list(DEFAULT_TARGETS[m]) for m in args.modes}
+        if args.baseline_binary:
+            for m in args.modes:
+                args.mode_targets[m].append("pgsluice-baseline")
     else:
         chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
         for t in chosen:
@@ -712,6 +754,8 @@ def parse_args():
         args.mode_targets = {m: [t for t in ALL_TARGETS if t in chosen] for m in args.modes}
     args.targets = [t for t in ALL_TARGETS
                     if any(t in ts for ts in args.mode_targets.values())]
+    if "pgsluice-baseline" in args.targets and not args.baseline_binary:
+        ap.error("target pgsluice-baseline needs --baseline-binary")
     if args.binary is None:
         tdir = os.environ.get("CARGO_TARGET_DIR", "target")
         if not os.path.isabs(tdir):
@@ -854,7 +898,8 @@ def main():
         except KeyboardInterrupt:
             bench.notes.append(f"**Interrupted** after {len(results)} runs: partial results.")
             log("interrupted: writing the partial results")
-        for t in ("pgsluice", "pgsluice-session", "pgbouncer"):
+        for t in ("pgsluice", "pgsluice-nometrics", "pgsluice-baseline", "pgsluice-session",
+                  "pgbouncer"):
             if t in bench.procs or t in bench.logs:
                 with open(os.path.join(results_dir, f"{t}.log.tail"), "w") as f:
                     f.write(tail(bench.pooler_log(t), 40))

@@ -14,7 +14,9 @@
 //! - [`prepare`]: the pooler-wide registry of named prepared statements.
 //! - [`router`]: read/write classification, node health and the lag monitor.
 //! - [`shared`]: state shared by all tasks; reload.
-//! - [`admin`]: the admin console names.
+//! - [`admin`]: the admin console: commands, client list, PAUSE/KILL state.
+//! - [`metrics`]: per-pool statistics, the slow query log, `/metrics` and health
+//!   endpoints.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod listener;
+pub mod metrics;
 pub mod pool;
 pub mod prepare;
 pub mod protocol;

@@ -65,6 +65,12 @@ fn spawn_client(stream: tokio::net::TcpStream, shared: &Arc<Shared>) {
 /// timeout), with the phase set to [`Phase::Exit`].
 pub async fn drain(shared: &Arc<Shared>) {
     let limit = config::secs(shared.snapshot.load().config.general.shutdown_timeout);
+    drain_within(shared, limit).await;
+}
+
+/// [`drain`] with a given limit instead of `shutdown_timeout` (`Some(ZERO)`: close every
+/// client at once, for the admin console's SHUTDOWN).
+pub async fn drain_within(shared: &Arc<Shared>, limit: Option<Duration>) {
     let clients = shared.clients.load(Ordering::Acquire);
     tracing::info!(
         clients,

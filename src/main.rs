@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
+use pgsluice::admin::control::ShutdownRequest;
 use pgsluice::{Config, Shared};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -64,6 +65,16 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let listener =
         std::net::TcpListener::bind(&addr).with_context(|| format!("listening on {addr}"))?;
     listener.set_nonblocking(true)?;
+    let http = match config.admin.http_addr() {
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a)
+                .with_context(|| format!("listening on {a} (admin.http_listen_addr)"))?;
+            l.set_nonblocking(true)?;
+            tracing::info!("HTTP endpoints /metrics, /healthz, /readyz on {a}");
+            Some(l)
+        }
+        None => None,
+    };
     let workers = match config.general.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
@@ -93,7 +104,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     let control = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    control.block_on(control_loop(shared))?;
+    control.block_on(control_loop(shared, http))?;
     for t in threads {
         match t.join() {
             Ok(r) => r?,
@@ -103,11 +114,21 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// SIGHUP reloads; SIGTERM or SIGINT drains and returns.
-async fn control_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
+/// SIGHUP reloads; SIGTERM, SIGINT or the console's SHUTDOWN drains and returns. Also
+/// runs the HTTP endpoints and the statistics ticker, off the workers' threads.
+async fn control_loop(
+    shared: Arc<Shared>,
+    http: Option<std::net::TcpListener>,
+) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    if let Some(l) = http {
+        let l = tokio::net::TcpListener::from_std(l)?;
+        tokio::spawn(pgsluice::metrics::http::serve(l, shared.clone()));
+    }
+    tokio::spawn(pgsluice::metrics::ticker(shared.clone()));
+    let mut now = false;
     loop {
         tokio::select! {
             _ = hup.recv() => {
@@ -117,8 +138,17 @@ async fn control_loop(shared: Arc<Shared>) -> anyhow::Result<()> {
             }
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+            how = shared.admin.shutdown_requested() => {
+                now = how == ShutdownRequest::Now;
+                tracing::info!("SHUTDOWN from the admin console: {}", if now { "closing every connection" } else { "draining" });
+                break;
+            }
         }
     }
-    pgsluice::listener::drain(&shared).await;
+    if now {
+        pgsluice::listener::drain_within(&shared, Some(std::time::Duration::ZERO)).await;
+    } else {
+        pgsluice::listener::drain(&shared).await;
+    }
     Ok(())
 }

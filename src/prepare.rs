@@ -32,6 +32,12 @@ pub struct Statement {
     key: Bytes,
     /// Read/write class, computed the first time the router asks.
     class: std::sync::OnceLock<crate::router::Class>,
+    /// Client Parse messages naming this statement (admin console: SHOW PREPARED).
+    pub client_prepares: AtomicU64,
+    /// Parse messages pgsluice sent to servers for it.
+    pub server_prepares: AtomicU64,
+    /// Client Parse messages pgsluice answered itself, without a server round trip.
+    pub local_answers: AtomicU64,
 }
 
 impl Statement {
@@ -58,6 +64,14 @@ impl Statement {
     /// The statement's read/write class, classified once for its lifetime.
     pub fn class(&self, classifier: &crate::router::Classifier) -> crate::router::Class {
         *self.class.get_or_init(|| classifier.classify(self.query()))
+    }
+
+    /// Parameter types the client declared (admin console).
+    pub fn param_count(&self) -> usize {
+        let end = self.key.iter().position(|&b| b == 0).map_or(0, |i| i + 1);
+        self.key
+            .get(end..end + 2)
+            .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]) as usize)
     }
 
     /// The query text, for logs and the admin console.
@@ -127,6 +141,9 @@ impl Registry {
             name: format!("{SERVER_PREFIX}{id}"),
             key: key.clone(),
             class: Default::default(),
+            client_prepares: AtomicU64::new(0),
+            server_prepares: AtomicU64::new(0),
+            local_answers: AtomicU64::new(0),
         });
         map.insert(key, stmt.clone());
         stmt
@@ -134,6 +151,14 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Every registered statement, by id (admin console).
+    pub fn all(&self) -> Vec<Arc<Statement>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().cloned().collect();
+        v.sort_by_key(|s| s.id);
+        v
     }
 
     pub fn is_empty(&self) -> bool {

@@ -69,13 +69,23 @@ pub struct Shared {
     /// Where shutdown stands; sessions watch it.
     pub drain: watch::Sender<Phase>,
     pub config_path: Option<PathBuf>,
+    /// The admin console's client list and PAUSE/DISABLE/KILL/SHUTDOWN state.
+    pub admin: crate::admin::Control,
+    /// Per-pool statistics for the console and `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl Shared {
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
         let nodes = crate::router::Nodes::default();
         nodes.sync(&config);
+        let workers = match config.general.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Arc::new(Shared {
+            admin: Default::default(),
+            metrics: crate::metrics::Metrics::new(workers),
             snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
             pools: Arc::new(Pools::default()),
             nodes,

@@ -4,6 +4,7 @@
 pub mod cancel;
 mod extended;
 pub mod inspect;
+mod observe;
 mod outq;
 mod relay;
 mod route;
@@ -67,7 +68,8 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool
         None => login.await,
     };
     match result {
-        Ok(Some(session)) => session.run(stream).await,
+        Ok(Some(Login::Session(session))) => session.run(stream).await,
+        Ok(Some(Login::Console(console))) => console.run(stream).await,
         Ok(None) => {}
         Err(e) => {
             if let ClientError::Fatal { code, message } = &e {
@@ -82,13 +84,20 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool
     }
 }
 
+/// What a logged-in connection runs.
+enum Login {
+    Session(Box<Session>),
+    /// The admin console (databases `pgsluice` and `pgbouncer`).
+    Console(crate::admin::console::Console),
+}
+
 /// Startup, authentication and the greeting. `None` when the connection was a cancel.
 async fn login(
     stream: &mut TcpStream,
     shared: &Arc<Shared>,
     snap: &Snapshot,
     over_limit: bool,
-) -> Result<Option<Session>, ClientError> {
+) -> Result<Option<Login>, ClientError> {
     let params = match startup::read_first(stream).await? {
         startup::First::Cancel { pid, secret } => {
             if let Some(target) = shared.cancels.lookup(pid, secret) {
@@ -130,15 +139,25 @@ async fn login(
     }
     let config = &snap.config;
     startup::authenticate(stream, config.auth.auth_type, &user, snap.users.get(&user)).await?;
+    let meta = crate::admin::registry::ClientMeta {
+        addr: stream.peer_addr().ok(),
+        local_addr: stream.local_addr().ok(),
+        application_name: params.get("application_name").cloned().unwrap_or_default(),
+    };
     if crate::admin::is_admin_db(&database) {
-        return Err(ClientError::fatal(
-            "0A000",
-            "the admin console is not available in this version",
-        ));
+        let console = crate::admin::console::login(shared, config, user, database, meta)
+            .map_err(|(code, message)| ClientError::Fatal { code, message })?;
+        return Ok(Some(Login::Console(console)));
     }
     let db = config.databases.get(&database).ok_or_else(|| {
         ClientError::fatal("3D000", format!("database \"{database}\" does not exist"))
     })?;
+    if shared.admin.is_disabled(&database) {
+        return Err(ClientError::fatal(
+            "55000",
+            format!("database \"{database}\" is disabled (DISABLE in the admin console)"),
+        ));
+    }
     let key = PoolKey {
         database: database.clone(),
         user: user.clone(),
@@ -171,10 +190,11 @@ async fn login(
         &snap.config,
         startup_gucs,
         route,
+        meta,
     );
     session.greet(&server_params, &params);
     tracing::info!(user, database, client = session.id(), "client logged in");
-    Ok(Some(session))
+    Ok(Some(Login::Session(Box::new(session))))
 }
 
 /// `pgsluice.route` from the startup packet (`options=-c pgsluice.route=primary`, or the

@@ -122,7 +122,10 @@ impl Session {
         }
         match poll_read_buf(Pin::new(client), cx, &mut self.cin) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
-            Poll::Ready(Ok(_)) => Poll::Ready(true),
+            Poll::Ready(Ok(n)) => {
+                self.tally.bytes_in += n as u64;
+                Poll::Ready(true)
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -136,7 +139,10 @@ impl Session {
         }
         match poll_read_buf(Pin::new(&mut server.stream), cx, &mut server.buf) {
             Poll::Ready(Ok(0)) => Poll::Ready(Err("server closed the connection".into())),
-            Poll::Ready(Ok(_)) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(n)) => {
+                self.tally.bytes_out += n as u64;
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e.to_string())),
             Poll::Pending => Poll::Pending,
         }
@@ -284,6 +290,7 @@ impl Session {
             {
                 self.arm_retry(h.tag);
             }
+            self.tally.client_frame(&self.info);
             match h.tag {
                 fe::TERMINATE => break Some(Event::Terminate),
                 fe::QUERY => self.outstanding += 1,
@@ -295,6 +302,7 @@ impl Session {
                 _ => self.batch_open = true,
             }
             if whole {
+                self.observe_text(h.tag, fwd, h.frame_len);
                 let mut forgets_prepared = false;
                 if self.track {
                     let frame = &self.cin[fwd..fwd + h.frame_len];
@@ -453,7 +461,13 @@ impl Session {
             } else {
                 fwd += h.frame_len;
                 match h.tag {
-                    be::ERROR_RESPONSE => self.state.error_seen = true,
+                    be::ERROR_RESPONSE => {
+                        self.state.error_seen = true;
+                        if let Some(s) = &self.server {
+                            let frame = &s.buf[fwd - h.frame_len..fwd];
+                            self.tally.error(protocol::body(frame));
+                        }
+                    }
                     be::COMMAND_COMPLETE => {
                         if self.last_frame_starts_with(fwd, h.frame_len, b"ROLLBACK") {
                             self.state.rolled_back = true;
@@ -607,6 +621,7 @@ impl Session {
                 server.gucs = gucs;
             }
         }
+        self.observe_ready(status);
         let quiet = self.outstanding == 0
             && !self.batch_open
             && self.c_pass == 0

@@ -2,15 +2,17 @@
 //! and validation that names the offending key.
 
 mod env;
+mod observe;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::auth::Secret;
+pub use observe::{Admin, Metrics};
 
 /// Why a configuration could not be used. Each variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +38,7 @@ fn invalid(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
 }
 
 /// How long a client keeps a server connection.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum PoolMode {
     /// For the client's whole session; the server is reset (`server_reset_query`) before reuse.
@@ -48,7 +50,7 @@ pub enum PoolMode {
 }
 
 /// How clients prove who they are.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 pub enum AuthType {
     #[serde(rename = "trust")]
     Trust,
@@ -72,6 +74,12 @@ pub struct Config {
     pub databases: BTreeMap<String, Database>,
     #[serde(default)]
     pub routing: Routing,
+    /// `[admin]`: HTTP endpoints (see `observe.rs`).
+    #[serde(default)]
+    pub admin: Admin,
+    /// `[metrics]`: statistics (see `observe.rs`).
+    #[serde(default)]
+    pub metrics: Metrics,
 }
 
 /// Which node serves a read when several may.
@@ -187,7 +195,7 @@ impl NodeSpec {
 }
 
 /// `[general]`: listening, pool mode, limits and timeouts. Times are in seconds; 0 disables.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct General {
     pub listen_addr: String,
@@ -212,6 +220,9 @@ pub struct General {
     pub max_prepared_statements: usize,
     /// `text` or `json`.
     pub log_format: String,
+    /// Queries slower than this (waiting for a server plus running on it) are logged,
+    /// normalised; 0 = off.
+    pub slow_query_threshold: f64,
 }
 
 impl Default for General {
@@ -234,12 +245,13 @@ impl Default for General {
             server_reset_query: "DISCARD ALL".into(),
             max_prepared_statements: 200,
             log_format: "text".into(),
+            slow_query_threshold: 0.1,
         }
     }
 }
 
 /// `[auth]`: how clients authenticate.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Auth {
     #[serde(rename = "type")]
@@ -362,6 +374,7 @@ impl Config {
             ("idle_transaction_timeout", g.idle_transaction_timeout),
             ("client_login_timeout", g.client_login_timeout),
             ("shutdown_timeout", g.shutdown_timeout),
+            ("slow_query_threshold", g.slow_query_threshold),
         ] {
             if !(0.0..=1e9).contains(&v) {
                 return Err(invalid(
@@ -372,7 +385,9 @@ impl Config {
         }
         self.validate_users()?;
         self.validate_databases()?;
-        self.validate_routing()
+        self.validate_routing()?;
+        self.admin.validate()?;
+        self.metrics.validate()
     }
 
     fn validate_routing(&self) -> Result<(), ConfigError> {

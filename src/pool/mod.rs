@@ -7,6 +7,7 @@
 //! channel and is handed either a connection or a slot to open one. A connection is owned by
 //! exactly one place at a time (the idle list, a waiter's channel, or a client session).
 
+mod inspect;
 mod maintain;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -18,6 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::server::varcache::Gucs;
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
+pub use inspect::IdleServer;
 pub use maintain::{Pools, maintain_all, settings_for};
 
 /// Identifies a pool: one per database, user and node (0 is the primary).

@@ -114,3 +114,39 @@ pub fn data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
     }
     put(buf, DataRow::new(data, values.len() as i16));
 }
+
+/// Column types the admin console uses in a RowDescription.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColumnType {
+    Text,
+    Int8,
+}
+
+/// A RowDescription of text and int8 columns (text format).
+pub fn row_description_typed(buf: &mut BytesMut, columns: &[(&str, ColumnType)]) {
+    let fields = columns
+        .iter()
+        .map(|(name, ty)| {
+            let (oid, size) = match ty {
+                ColumnType::Text => (25, -1),
+                ColumnType::Int8 => (20, 8),
+            };
+            FieldDescription::new(name.to_string(), 0, 0, oid, size, -1, 0)
+        })
+        .collect();
+    put(buf, RowDescription::new(fields));
+}
+
+/// A NoticeResponse with severity NOTICE, a message and a detail.
+pub fn notice_detail(buf: &mut BytesMut, message: &str, detail: &str) {
+    put(
+        buf,
+        NoticeResponse::new(vec![
+            (b'S', "NOTICE".into()),
+            (b'V', "NOTICE".into()),
+            (b'C', "00000".into()),
+            (b'M', message.to_string()),
+            (b'D', detail.to_string()),
+        ]),
+    );
+}

@@ -56,6 +56,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Ser
         })?;
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
+    let local_addr = stream.local_addr().ok();
     let mut hs = Handshake {
         stream,
         buf: BytesMut::with_capacity(4096),
@@ -76,6 +77,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Ser
         stream: hs.stream,
         buf: hs.buf,
         addr: peer,
+        local_addr,
         backend_pid: pid,
         backend_secret: secret,
         params: Arc::new(params),

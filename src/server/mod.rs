@@ -64,6 +64,8 @@ pub enum CloseReason {
     PoolRemoved,
     Shutdown,
     UnexpectedData,
+    /// KILL or PAUSE in the admin console.
+    Admin,
 }
 
 /// The columns of a DataRow body as text (`None` for NULL).
@@ -100,6 +102,8 @@ pub struct ServerConn {
     /// Bytes read from the server and not yet handled.
     pub buf: BytesMut,
     pub addr: SocketAddr,
+    /// pgsluice's end of the connection (for the admin console).
+    pub local_addr: Option<SocketAddr>,
     /// The server's own cancel key.
     pub backend_pid: u32,
     pub backend_secret: u32,

@@ -110,6 +110,7 @@ impl Session {
             return self.forward(refused, fe::PARSE);
         }
         let stmt = self.shared.statements.intern(key);
+        stmt.client_prepares.fetch_add(1, Ordering::Relaxed);
         let name = name.to_string();
         self.ext.stmts.insert(name.clone(), stmt.clone());
         let Some(server) = &mut self.server else {
@@ -120,6 +121,7 @@ impl Session {
                 .statements
                 .local_parses
                 .fetch_add(1, Ordering::Relaxed);
+            stmt.local_answers.fetch_add(1, Ordering::Relaxed);
             self.synthesize(PARSE_COMPLETE, Undo::Forget(name, stmt.id));
         } else {
             let act = Act::ForwardParse {
@@ -137,6 +139,7 @@ impl Session {
             .statements
             .server_parses
             .fetch_add(1, Ordering::Relaxed);
+        stmt.server_prepares.fetch_add(1, Ordering::Relaxed);
         self.make_room(stmt.id);
         if let Some(sql) = stmt.prepare_sql() {
             self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
@@ -300,6 +303,8 @@ pub(super) fn local_parse(
     if !stmt.validated.load(Ordering::Relaxed) {
         return None;
     }
+    stmt.client_prepares.fetch_add(1, Ordering::Relaxed);
+    stmt.local_answers.fetch_add(1, Ordering::Relaxed);
     ext.stmts.insert(name.to_string(), stmt);
     registry.local_parses.fetch_add(1, Ordering::Relaxed);
     cout.push(Bytes::from_static(PARSE_COMPLETE));

@@ -1,0 +1,252 @@
+//! The list of logged-in clients that the admin console and `/metrics` read: one
+//! [`ClientInfo`] per client, registered at login and removed when the session ends.
+//!
+//! # Concurrency note
+//! The registry's map is locked only at login, at logout and when the console or a scrape
+//! lists clients. A session updates its own record without that lock: plain `Relaxed`
+//! atomics that only it writes (state, times, counts), and an uncontended mutex for the
+//! server it holds, taken when it takes or gives back a server.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use super::control::DbControl;
+use crate::client::state::Pin;
+use crate::pool::PoolKey;
+
+/// What a client is doing, as the console shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Logged in, holding no server.
+    Idle = 0,
+    /// Holding a server (in a transaction, or for the session).
+    Active = 1,
+    /// Waiting for a server (pool full, or held by PAUSE).
+    Waiting = 2,
+}
+
+impl ClientState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientState::Idle => "idle",
+            ClientState::Active => "active",
+            ClientState::Waiting => "waiting",
+        }
+    }
+}
+
+/// Where a client comes from, known at login.
+#[derive(Clone, Debug, Default)]
+pub struct ClientMeta {
+    pub addr: Option<SocketAddr>,
+    pub local_addr: Option<SocketAddr>,
+    pub application_name: String,
+}
+
+/// The server connection a client holds.
+#[derive(Clone, Debug)]
+pub struct ServerLink {
+    pub id: u64,
+    pub backend_pid: u32,
+    pub addr: SocketAddr,
+    pub local_addr: Option<SocketAddr>,
+    pub created: Instant,
+}
+
+/// One logged-in client.
+pub struct ClientInfo {
+    /// The client's BackendKeyData process id (unique among logged-in clients).
+    pub id: u32,
+    pub user: String,
+    pub database: String,
+    /// The node of the pool it draws servers from (with `user` and `database`, the
+    /// pool's key); `None` for admin console clients.
+    pub node: Option<usize>,
+    pub meta: ClientMeta,
+    pub connected: SystemTime,
+    /// The database's PAUSE/DISABLE/KILL state; `None` for admin console clients.
+    pub db: Option<Arc<DbControl>>,
+    state: AtomicU8,
+    /// Microseconds since [`crate::metrics::Metrics::started`] at which the current wait
+    /// began (waiting) or the last request began (otherwise); 0 = not known.
+    since_us: AtomicU64,
+    killed: AtomicBool,
+    /// Bit `n` set: pinned for the reason with index `n` in [`PIN_REASONS`].
+    pins: AtomicU32,
+    xacts: AtomicU64,
+    queries: AtomicU64,
+    server: Mutex<Option<ServerLink>>,
+}
+
+/// Pin reasons in bit order of [`ClientInfo`]'s pin mask.
+pub const PIN_REASONS: [Pin; 8] = [
+    Pin::Listen,
+    Pin::AdvisoryLock,
+    Pin::TempObject,
+    Pin::HoldCursor,
+    Pin::SqlPrepare,
+    Pin::SetConfig,
+    Pin::ProtocolPrepare,
+    Pin::Unknown,
+];
+
+/// The pin mask of a list of reasons.
+pub fn pin_mask(pins: &[Pin]) -> u32 {
+    pins.iter()
+        .filter_map(|p| PIN_REASONS.iter().position(|r| r == p))
+        .fold(0, |m, i| m | 1 << i)
+}
+
+impl ClientInfo {
+    pub fn new(
+        id: u32,
+        user: String,
+        database: String,
+        node: Option<usize>,
+        meta: ClientMeta,
+        db: Option<Arc<DbControl>>,
+    ) -> ClientInfo {
+        ClientInfo {
+            id,
+            user,
+            database,
+            node,
+            meta,
+            connected: SystemTime::now(),
+            db,
+            state: AtomicU8::new(ClientState::Idle as u8),
+            since_us: AtomicU64::new(0),
+            killed: AtomicBool::new(false),
+            pins: AtomicU32::new(0),
+            xacts: AtomicU64::new(0),
+            queries: AtomicU64::new(0),
+            server: Mutex::new(None),
+        }
+    }
+
+    /// The key of the pool it uses; `None` for admin console clients.
+    pub fn pool_key(&self) -> Option<PoolKey> {
+        self.node.map(|node| PoolKey {
+            database: self.database.clone(),
+            user: self.user.clone(),
+            node,
+        })
+    }
+
+    /// A client of the admin console (it has no pool).
+    pub fn is_console(&self) -> bool {
+        self.node.is_none()
+    }
+
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Relaxed) {
+            1 => ClientState::Active,
+            2 => ClientState::Waiting,
+            _ => ClientState::Idle,
+        }
+    }
+
+    #[inline]
+    pub fn set_state(&self, s: ClientState) {
+        self.state.store(s as u8, Relaxed);
+    }
+
+    /// Records when the current wait or request began (µs since pgsluice started).
+    #[inline]
+    pub fn set_since(&self, us: u64) {
+        self.since_us.store(us.max(1), Relaxed);
+    }
+
+    pub fn since_us(&self) -> Option<u64> {
+        Some(self.since_us.load(Relaxed)).filter(|&v| v != 0)
+    }
+
+    pub fn set_server(&self, link: Option<ServerLink>) {
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = link;
+    }
+
+    pub fn server(&self) -> Option<ServerLink> {
+        self.server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn kill(&self) {
+        self.killed.store(true, Relaxed);
+    }
+
+    pub fn killed(&self) -> bool {
+        self.killed.load(Relaxed)
+    }
+
+    #[inline]
+    pub fn set_pins(&self, mask: u32) {
+        if self.pins.load(Relaxed) != mask {
+            self.pins.store(mask, Relaxed);
+        }
+    }
+
+    /// The reasons this client is pinned to its server.
+    pub fn pins(&self) -> Vec<Pin> {
+        let m = self.pins.load(Relaxed);
+        (0..PIN_REASONS.len())
+            .filter(|i| m & (1 << i) != 0)
+            .map(|i| PIN_REASONS[i])
+            .collect()
+    }
+
+    #[inline]
+    pub fn add_counts(&self, xacts: u64, queries: u64) {
+        // Only this client's session writes these: a load and a store, no locked RMW.
+        self.xacts.store(self.xacts.load(Relaxed) + xacts, Relaxed);
+        self.queries
+            .store(self.queries.load(Relaxed) + queries, Relaxed);
+    }
+
+    pub fn counts(&self) -> (u64, u64) {
+        (self.xacts.load(Relaxed), self.queries.load(Relaxed))
+    }
+
+    /// Whether new transactions of this client are held (its database is paused).
+    #[inline]
+    pub fn held(&self) -> bool {
+        self.db.as_ref().is_some_and(|d| d.paused())
+    }
+}
+
+/// Every logged-in client, by id.
+#[derive(Default)]
+pub struct Registry {
+    map: Mutex<BTreeMap<u32, Arc<ClientInfo>>>,
+}
+
+impl Registry {
+    pub fn insert(&self, info: Arc<ClientInfo>) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(info.id, info);
+    }
+
+    pub fn remove(&self, id: u32) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.remove(&id);
+    }
+
+    /// Every client, by id.
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,229 @@
+//! What one session counts between publications: queries, bytes, errors and the times of
+//! the query and transaction in flight. Published into the pool's statistics (the shard
+//! of the session's worker thread) when a transaction ends.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::pool::{C, PoolMetrics};
+use super::slowlog::SlowLog;
+use crate::admin::registry::ClientInfo;
+
+/// A session's running counts. All methods are cheap no-ops when metrics are off.
+pub struct Tally {
+    /// Count and publish (`metrics.enabled`).
+    on: bool,
+    /// Read the clock: metrics on or the slow query log on.
+    timing: bool,
+    pub pool: Arc<PoolMetrics>,
+    /// The worker thread this session runs on (sessions never move).
+    worker: usize,
+    started: Instant,
+    q_start: Option<Instant>,
+    x_start: Option<Instant>,
+    /// The wait for a server before the query in flight (for the slow query log).
+    wait_before: Duration,
+    queries: u64,
+    query_us: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    errors: Vec<[u8; 2]>,
+    pub slow: Option<SlowLog>,
+}
+
+/// A query that reached the slow-query threshold: its wait and its time on the server.
+pub struct Slow {
+    pub wait: Duration,
+    pub server: Duration,
+}
+
+impl Tally {
+    pub fn new(
+        pool: Arc<PoolMetrics>,
+        on: bool,
+        slow: Option<Duration>,
+        started: Instant,
+    ) -> Tally {
+        Tally {
+            on,
+            timing: on || slow.is_some(),
+            pool,
+            worker: crate::current_worker(),
+            started,
+            q_start: None,
+            x_start: None,
+            wait_before: Duration::ZERO,
+            queries: 0,
+            query_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            errors: Vec::new(),
+            slow: slow.map(SlowLog::new),
+        }
+    }
+
+    fn since_start(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.started).as_micros() as u64
+    }
+
+    /// The client starts waiting for a server.
+    #[inline]
+    pub fn wait_start(&mut self, info: &ClientInfo) -> Option<Instant> {
+        info.set_state(crate::admin::registry::ClientState::Waiting);
+        if !self.timing {
+            return None;
+        }
+        let now = Instant::now();
+        info.set_since(self.since_start(now));
+        Some(now)
+    }
+
+    /// The client got its server; `t0` is what [`Tally::wait_start`] returned.
+    #[inline]
+    pub fn attached(&mut self, t0: Option<Instant>, info: &ClientInfo) {
+        info.set_state(crate::admin::registry::ClientState::Active);
+        let Some(t0) = t0 else {
+            return;
+        };
+        let now = Instant::now();
+        let waited = now - t0;
+        self.wait_before = waited;
+        if self.on {
+            self.pool
+                .shard(self.worker)
+                .observe_wait(waited.as_micros() as u64);
+        }
+        self.q_start = Some(now);
+        self.x_start.get_or_insert(now);
+        info.set_since(self.since_start(now));
+    }
+
+    /// A client frame goes to the server: the start of a query if none is in flight.
+    #[inline]
+    pub fn client_frame(&mut self, info: &ClientInfo) {
+        if self.timing && self.q_start.is_none() {
+            let now = Instant::now();
+            self.q_start = Some(now);
+            self.x_start.get_or_insert(now);
+            info.set_since(self.since_start(now));
+        }
+    }
+
+    /// The server sent ReadyForQuery with `status`; `outstanding` more are still owed.
+    /// Returns the query's times when it reached the slow-query threshold.
+    #[inline]
+    pub fn ready(&mut self, status: u8, outstanding: u32, info: &ClientInfo) -> Option<Slow> {
+        let q_start = self.q_start?;
+        let now = Instant::now();
+        let took = now.saturating_duration_since(q_start);
+        let us = took.as_micros() as u64;
+        if self.on {
+            self.pool.shard(self.worker).observe_query(us);
+            self.queries += 1;
+            self.query_us += us;
+        }
+        let wait = std::mem::take(&mut self.wait_before);
+        let slow = self
+            .slow
+            .as_ref()
+            .filter(|s| wait + took >= s.threshold)
+            .map(|_| Slow { wait, server: took });
+        if status == b'I'
+            && let Some(x_start) = self.x_start.take()
+        {
+            self.end_transaction(now.saturating_duration_since(x_start), info);
+        }
+        if outstanding > 0 {
+            self.q_start = Some(now);
+            self.x_start.get_or_insert(now);
+        } else {
+            self.q_start = None;
+        }
+        slow
+    }
+
+    /// Publishes what this transaction did.
+    fn end_transaction(&mut self, took: Duration, info: &ClientInfo) {
+        if !self.on {
+            return;
+        }
+        let s = self.pool.shard(self.worker);
+        let us = took.as_micros() as u64;
+        s.observe_xact(us);
+        s.add(C::Xacts, 1);
+        s.add(C::XactUs, us);
+        s.add(C::Queries, self.queries);
+        s.add(C::QueryUs, std::mem::take(&mut self.query_us));
+        s.add(C::BytesIn, std::mem::take(&mut self.bytes_in));
+        s.add(C::BytesOut, std::mem::take(&mut self.bytes_out));
+        info.add_counts(1, std::mem::take(&mut self.queries));
+        if !self.errors.is_empty() {
+            self.pool.add_errors(&self.errors);
+            self.errors.clear();
+        }
+    }
+
+    /// The server sent an ErrorResponse with this body.
+    pub fn error(&mut self, body: &[u8]) {
+        if !self.on {
+            return;
+        }
+        if let Some(class) = sqlstate_class(body) {
+            self.errors.push(class);
+        }
+    }
+
+    /// Publishes what is left when the session ends (bytes of an unfinished
+    /// transaction, errors, queries outside transactions).
+    pub fn flush(&mut self, info: &ClientInfo) {
+        if !self.on {
+            return;
+        }
+        let s = self.pool.shard(self.worker);
+        s.add(C::Queries, self.queries);
+        s.add(C::QueryUs, std::mem::take(&mut self.query_us));
+        s.add(C::BytesIn, std::mem::take(&mut self.bytes_in));
+        s.add(C::BytesOut, std::mem::take(&mut self.bytes_out));
+        info.add_counts(0, std::mem::take(&mut self.queries));
+        if !self.errors.is_empty() {
+            self.pool.add_errors(&self.errors);
+            self.errors.clear();
+        }
+    }
+}
+
+/// The SQLSTATE class (first two characters of the `C` field) of an ErrorResponse body.
+pub fn sqlstate_class(mut body: &[u8]) -> Option<[u8; 2]> {
+    while let Some((&kind, rest)) = body.split_first() {
+        if kind == 0 {
+            return None;
+        }
+        let end = rest.iter().position(|&b| b == 0)?;
+        if kind == b'C' {
+            return match rest[..end] {
+                [a, b, ..] if a.is_ascii_alphanumeric() && b.is_ascii_alphanumeric() => {
+                    Some([a, b])
+                }
+                _ => None,
+            };
+        }
+        body = &rest[end + 1..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlstate_class;
+
+    #[test]
+    fn class_of_error_body() {
+        assert_eq!(
+            sqlstate_class(b"SERROR\0VERROR\0C42P01\0Mno\0\0"),
+            Some(*b"42")
+        );
+        assert_eq!(sqlstate_class(b"SERROR\0Mno\0\0"), None);
+        assert_eq!(sqlstate_class(b"C4"), None);
+        assert_eq!(sqlstate_class(b""), None);
+    }
+}
