@@ -627,3 +627,72 @@ fn writes_follow_a_promoted_replica() {
         "writes did not move to the promoted replica; last: {last}"
     );
 }
+
+/// The admin console's SHOW NODES and the per-node metrics show what the router sees.
+#[test]
+fn show_nodes_and_node_metrics() {
+    let c = Cluster::start(2);
+    let http = common::free_port();
+    let config = routing_config(&c, "").replacen(
+        "[auth]\ntype = \"scram-sha-256\"\n",
+        "[auth]\ntype = \"scram-sha-256\"\nadmin_users = [\"admin\"]\n",
+        1,
+    ) + &format!(
+        "\n[[users]]\nname = \"admin\"\npassword = \"admin_pw\"\n\n[admin]\nhttp_listen_addr = \"127.0.0.1:{http}\"\n"
+    );
+    let pooler = Pooler::start(&config);
+    let url = pooler.url("app", "app_pw", "app");
+    wait_read_set(&c, &url);
+    for _ in 0..10 {
+        psql_ok(&url, "SELECT 1");
+    }
+    let admin = pooler.url("admin", "admin_pw", "pgsluice");
+    let rows = psql_ok(&admin, "SHOW NODES");
+    let lines: Vec<Vec<&str>> = rows
+        .lines()
+        .map(|l| l.split('|').collect::<Vec<_>>())
+        .filter(|l| l[0] == "app")
+        .collect();
+    assert_eq!(lines.len(), 3, "{rows}");
+    // database|node|addr|role|up|in_read_set|why_not|lsn|lag_bytes|lag_seconds|clients|reads|...
+    assert_eq!(
+        &lines[0][..6],
+        [
+            "app",
+            "0",
+            &format!("127.0.0.1:{}", c.primary_port)[..],
+            "primary",
+            "t",
+            "f"
+        ],
+        "{rows}"
+    );
+    for l in &lines[1..] {
+        assert_eq!((l[3], l[4], l[5]), ("replica", "t", "t"), "{rows}");
+        assert!(l[7].contains('/'), "lsn {:?}", l[7]);
+    }
+    let reads: u64 = lines[1..]
+        .iter()
+        .map(|l| l[11].parse::<u64>().unwrap())
+        .sum();
+    assert!(reads >= 10, "reads routed to replicas: {reads}\n{rows}");
+
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).expect("connect HTTP");
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    for needle in [
+        "pgsluice_node_up{database=\"app\",node=\"1\"",
+        "pgsluice_node_is_primary{database=\"app\",node=\"0\"",
+        "pgsluice_node_reads_total{database=\"app\",node=\"2\"",
+        "pgsluice_node_lag_bytes{",
+        "pgsluice_ryw_primary_reads_total{database=\"app\"}",
+    ] {
+        assert!(body.contains(needle), "no {needle} in /metrics:\n{body}");
+    }
+}

@@ -20,6 +20,7 @@ pub enum Show {
     Latency,
     Prepared,
     Pins,
+    Nodes,
 }
 
 /// SHOW names, as typed after SHOW.
@@ -40,6 +41,7 @@ pub const SHOW_NAMES: &[(&str, Show)] = &[
     ("latency", Show::Latency),
     ("prepared", Show::Prepared),
     ("pins", Show::Pins),
+    ("nodes", Show::Nodes),
 ];
 
 /// One console command.
@@ -82,7 +84,7 @@ impl Command {
 pub const USAGE: &str = "\
 SHOW HELP|VERSION|CONFIG|DATABASES|USERS|POOLS|CLIENTS|SERVERS|LISTS
 SHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS
-SHOW LATENCY|PREPARED|PINS
+SHOW LATENCY|PREPARED|PINS|NODES
 SET key = value
 RELOAD
 PAUSE [<db>]

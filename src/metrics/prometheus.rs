@@ -241,7 +241,119 @@ pub fn render(shared: &Shared) -> String {
         &[],
         shared.statements.len(),
     );
+    nodes(o, shared);
     out
+}
+
+/// Per node of each database with replicas: health, role, position, lag and routing.
+fn nodes(o: &mut String, shared: &Shared) {
+    let dbs: Vec<_> = shared
+        .nodes
+        .all()
+        .into_iter()
+        .filter(|d| d.has_replicas())
+        .collect();
+    let rows: Vec<_> = dbs
+        .iter()
+        .flat_map(|d| d.status().into_iter().map(move |n| (d, n)))
+        .collect();
+    let l = |d: &crate::router::DbNodes, n: &crate::router::NodeStatus| {
+        vec![
+            ("database", d.database.clone()),
+            ("node", n.index.to_string()),
+            ("addr", n.addr.clone()),
+        ]
+    };
+    type Get = fn(&crate::router::NodeStatus) -> f64;
+    let gauges: [(&str, &str, Get); 6] = [
+        (
+            "pgsluice_node_up",
+            "1 when the node answered its last check.",
+            |n| n.up as u64 as f64,
+        ),
+        (
+            "pgsluice_node_is_primary",
+            "1 for the node that takes writes now.",
+            |n| (n.role == "primary") as u64 as f64,
+        ),
+        (
+            "pgsluice_node_in_read_set",
+            "1 when reads may go to the node now.",
+            |n| n.in_read_set as u64 as f64,
+        ),
+        (
+            "pgsluice_node_lsn",
+            "WAL position: replay LSN of a replica, insert LSN of the primary (as a number).",
+            |n| n.lsn as f64,
+        ),
+        (
+            "pgsluice_node_lag_bytes",
+            "Bytes of WAL the replica has yet to replay.",
+            |n| n.lag_bytes as f64,
+        ),
+        (
+            "pgsluice_node_lag_seconds",
+            "Replay delay of the replica (0 when caught up).",
+            |n| n.lag_seconds,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        family(o, name, "gauge", help);
+        for (d, n) in &rows {
+            sample_f(o, name, &l(d, n), get(n));
+        }
+    }
+    let counters: [(&str, &str, Get); 3] = [
+        (
+            "pgsluice_node_reads_total",
+            "Transactions routed to the node as reads.",
+            |n| n.reads as f64,
+        ),
+        (
+            "pgsluice_node_writes_total",
+            "Transactions routed to the node as writes.",
+            |n| n.writes as f64,
+        ),
+        (
+            "pgsluice_node_retries_total",
+            "Reads the node refused as writes (25006) or lost, retried on the primary.",
+            |n| n.retries as f64,
+        ),
+    ];
+    for (name, help, get) in counters {
+        family(o, name, "counter", help);
+        for (d, n) in &rows {
+            sample_f(o, name, &l(d, n), get(n));
+        }
+    }
+    family(
+        o,
+        "pgsluice_ryw_primary_reads_total",
+        "counter",
+        "Reads sent to the primary because no replica had replayed the session's own write.",
+    );
+    for d in &dbs {
+        sample(
+            o,
+            "pgsluice_ryw_primary_reads_total",
+            &[("database", d.database.clone())],
+            d.ryw_fallbacks.load(Relaxed),
+        );
+    }
+    family(
+        o,
+        "pgsluice_fallback_primary_reads_total",
+        "counter",
+        "Reads sent to the primary because no replica was usable.",
+    );
+    for d in &dbs {
+        sample(
+            o,
+            "pgsluice_fallback_primary_reads_total",
+            &[("database", d.database.clone())],
+            d.read_fallbacks.load(Relaxed),
+        );
+    }
 }
 
 fn labels<'a>(p: &'a PoolView, node: bool, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, String)> {

@@ -59,6 +59,10 @@ pub struct NodeHealth {
     readable: AtomicBool,
     /// Replay LSN of a replica, insert LSN of a primary.
     lsn: AtomicU64,
+    /// Replay LSN of a replica, flush LSN of a primary (lag is measured against it: the
+    /// insert position can sit past a page header no replica will replay until more WAL
+    /// comes).
+    flushed: AtomicU64,
     lag_bytes: AtomicU64,
     lag_ms: AtomicU64,
     streak: AtomicU32,
@@ -134,6 +138,7 @@ impl DbNodes {
                 in_recovery: AtomicBool::new(index != 0),
                 readable: AtomicBool::new(false),
                 lsn: AtomicU64::new(0),
+                flushed: AtomicU64::new(0),
                 lag_bytes: AtomicU64::new(0),
                 lag_ms: AtomicU64::new(0),
                 streak: AtomicU32::new(0),
@@ -332,6 +337,7 @@ impl DbNodes {
         n.up.store(true, Relaxed);
         n.in_recovery.store(sample.in_recovery, Relaxed);
         n.lsn.store(sample.lsn, Relaxed);
+        n.flushed.store(sample.flushed, Relaxed);
         self.elect_writer();
         let writer = self.writer();
         if i == writer {
@@ -347,7 +353,7 @@ impl DbNodes {
             self.set_why(i, "not in recovery, and not the primary in use");
             return;
         }
-        let writer_lsn = self.nodes[writer].lsn.load(Relaxed);
+        let writer_lsn = self.nodes[writer].flushed.load(Relaxed);
         let lag_bytes = writer_lsn.saturating_sub(sample.lsn);
         let lag = if lag_bytes == 0 {
             Duration::ZERO
@@ -409,7 +415,10 @@ impl DbNodes {
 #[derive(Debug, Clone, Copy)]
 struct Sample {
     in_recovery: bool,
+    /// Replay LSN of a replica, insert LSN of a primary.
     lsn: u64,
+    /// Replay LSN of a replica, flush LSN of a primary: what a replica can have replayed.
+    flushed: u64,
     replay_age: Duration,
 }
 
@@ -536,6 +545,8 @@ async fn watch_node(db: Weak<DbNodes>, i: usize, shared: Arc<Shared>) {
 const CHECK_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      COALESCE(CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
      ELSE pg_catalog.pg_current_wal_insert_lsn() END, '0/0'::pg_lsn), \
+     COALESCE(CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn() \
+     ELSE pg_catalog.pg_current_wal_flush_lsn() END, '0/0'::pg_lsn), \
      COALESCE(EXTRACT(EPOCH FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp()), 0)";
 
 async fn check(
@@ -573,7 +584,8 @@ async fn check(
     Ok(Sample {
         in_recovery: field(0) == "t",
         lsn: parse_lsn(&field(1)).ok_or("unreadable LSN")?,
-        replay_age: Duration::from_secs_f64(field(2).parse::<f64>().unwrap_or(0.0).max(0.0)),
+        flushed: parse_lsn(&field(2)).ok_or("unreadable LSN")?,
+        replay_age: Duration::from_secs_f64(field(3).parse::<f64>().unwrap_or(0.0).max(0.0)),
     })
 }
 

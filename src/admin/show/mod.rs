@@ -4,6 +4,7 @@
 
 mod config;
 mod conns;
+mod nodes;
 mod stats;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -37,6 +38,7 @@ pub(super) fn show(shared: &Shared, what: Show, out: &mut BytesMut) {
         Show::Config => config::config(shared),
         Show::Lists => config::lists(shared),
         Show::Version => config::version(),
+        Show::Nodes => nodes::nodes(shared),
     };
     table.write(out, "SHOW");
 }

@@ -88,6 +88,8 @@ impl Session {
             return self.answer_here(len, Err(("42P05", msg)));
         }
         let stmt = self.shared.statements.intern_sql(body, types);
+        stmt.client_prepares
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let here = self
             .server
             .as_ref()
@@ -98,6 +100,8 @@ impl Session {
             if in_flight {
                 return SqlStep::Hold;
             }
+            stmt.local_answers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.ext.sql.insert(name, stmt);
             self.shared
                 .statements
@@ -116,6 +120,8 @@ impl Session {
         self.shared
             .statements
             .server_parses
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stmt.server_prepares
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.make_room(stmt.id);
         let ahead = self.outstanding - 1;
