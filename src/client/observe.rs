@@ -52,7 +52,9 @@ impl Session {
     ) -> Result<u64, (String, String)> {
         let t0 = self.tally.wait_start(&self.info);
         if self.info.held() {
-            crate::admin::control::hold(&self.shared, &self.info, limit).await?;
+            // Boxed: the hold's state would otherwise enlarge every attach's future, which
+            // is copied per transaction.
+            Box::pin(crate::admin::control::hold(&self.shared, &self.info, limit)).await?;
         }
         Ok(t0)
     }

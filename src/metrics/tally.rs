@@ -86,7 +86,8 @@ impl Tally {
         now
     }
 
-    /// The client got its server; `t0` is what [`Tally::wait_start`] returned.
+    /// The client got its server; `t0` is what [`Tally::wait_start`] returned (0 when
+    /// not timing).
     #[inline]
     pub fn attached(&mut self, t0: u64, info: &ClientInfo) {
         info.set_state(crate::admin::registry::ClientState::Active);
