@@ -47,13 +47,13 @@ pub struct ClientMeta {
     pub application_name: String,
 }
 
-/// The server connection a client holds.
+/// The server connection a client holds. Kept small: it is stored twice per transaction.
 #[derive(Clone, Debug)]
 pub struct ServerLink {
     pub id: u64,
     pub backend_pid: u32,
+    pub local_port: u16,
     pub addr: SocketAddr,
-    pub local_addr: Option<SocketAddr>,
     pub created: Instant,
 }
 

@@ -65,7 +65,7 @@ impl Session {
             id: conn.id,
             backend_pid: conn.backend_pid,
             addr: conn.addr,
-            local_addr: conn.local_addr,
+            local_port: conn.local_port,
             created: conn.created,
         }));
         self.tally.attached(t0, &self.info);
