@@ -242,6 +242,13 @@ impl Registry {
         map.values().cloned().collect()
     }
 
+    /// How many clients match `f`, counted under the lock without cloning (PAUSE polls
+    /// this while it waits).
+    pub fn count(&self, f: impl Fn(&ClientInfo) -> bool) -> usize {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|c| f(c)).count()
+    }
+
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
