@@ -169,12 +169,11 @@ impl Control {
 
     /// Clients of `db` (of any database when `None`) that hold a server.
     pub fn active_clients(&self, db: Option<&str>) -> usize {
-        self.clients
-            .all()
-            .iter()
-            .filter(|c| !c.is_console() && db.is_none_or(|d| c.database == d))
-            .filter(|c| c.state() == ClientState::Active)
-            .count()
+        self.clients.count(|c| {
+            !c.is_console()
+                && db.is_none_or(|d| c.database == d)
+                && c.state() == ClientState::Active
+        })
     }
 
     pub fn request_shutdown(&self, how: ShutdownRequest) {

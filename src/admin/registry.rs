@@ -47,13 +47,13 @@ pub struct ClientMeta {
     pub application_name: String,
 }
 
-/// The server connection a client holds.
+/// The server connection a client holds. Kept small: it is stored twice per transaction.
 #[derive(Clone, Debug)]
 pub struct ServerLink {
     pub id: u64,
     pub backend_pid: u32,
+    pub local_port: u16,
     pub addr: SocketAddr,
-    pub local_addr: Option<SocketAddr>,
     pub created: Instant,
 }
 
@@ -240,6 +240,13 @@ impl Registry {
     pub fn all(&self) -> Vec<Arc<ClientInfo>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.values().cloned().collect()
+    }
+
+    /// How many clients match `f`, counted under the lock without cloning (PAUSE polls
+    /// this while it waits).
+    pub fn count(&self, f: impl Fn(&ClientInfo) -> bool) -> usize {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|c| f(c)).count()
     }
 
     pub fn len(&self) -> usize {

@@ -4,7 +4,7 @@
 //! [`crate::metrics::Tally`] and [`crate::admin`].
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::session::Session;
 use crate::admin::registry::{ClientInfo, ClientMeta, ClientState, ServerLink, pin_mask};
@@ -49,34 +49,32 @@ impl Session {
     pub(super) async fn before_checkout(
         &mut self,
         limit: Option<Duration>,
-    ) -> Result<Option<Instant>, (String, String)> {
+    ) -> Result<u64, (String, String)> {
         let t0 = self.tally.wait_start(&self.info);
         if self.info.held() {
-            crate::admin::control::hold(&self.shared, &self.info, limit).await?;
+            // Boxed: the hold's state would otherwise enlarge every attach's future, which
+            // is copied per transaction.
+            Box::pin(crate::admin::control::hold(&self.shared, &self.info, limit)).await?;
         }
         Ok(t0)
     }
 
     /// The client got `conn` after waiting since `t0`.
-    pub(super) fn got_server(&mut self, t0: Option<Instant>, conn: &ServerConn) {
+    pub(super) fn got_server(&mut self, t0: u64, conn: &ServerConn) {
         self.info.set_server(Some(ServerLink {
             id: conn.id,
             backend_pid: conn.backend_pid,
             addr: conn.addr,
-            local_addr: conn.local_addr,
+            local_port: conn.local_port,
             created: conn.created,
         }));
         self.tally.attached(t0, &self.info);
     }
 
-    /// The client gave its server back (or lost it). Like the relay's buffers, the slow
-    /// log's copy of the query text is given back too: an idle client keeps no buffer.
+    /// The client gave its server back (or lost it).
     pub(super) fn released_server(&mut self) {
         self.info.set_state(ClientState::Idle);
         self.info.set_server(None);
-        if let Some(slow) = &mut self.tally.slow {
-            slow.release();
-        }
     }
 
     /// A ReadyForQuery arrived (after `status` and `outstanding` were updated).
@@ -97,10 +95,12 @@ impl Session {
         };
         let body = protocol::body(&self.cin[at..at + len]);
         match tag {
-            fe::QUERY => slow.keep_text(body),
+            // The text runs to the NUL that ends the body.
+            fe::QUERY => slow.keep_text(&body[..body.len().saturating_sub(1)]),
             fe::PARSE => {
-                if let Some(nul) = body.iter().position(|&b| b == 0) {
-                    slow.keep_text(&body[nul + 1..]);
+                if let Some((_, rest)) = protocol::cstr(body) {
+                    let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+                    slow.keep_text(&rest[..end]);
                 }
             }
             fe::BIND if self.rewrite => {

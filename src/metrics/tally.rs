@@ -10,6 +10,9 @@ use super::slowlog::SlowLog;
 use crate::admin::registry::ClientInfo;
 
 /// A session's running counts. All methods are cheap no-ops when metrics are off.
+///
+/// Times are kept as microseconds since pgsluice started (one clock reading and one
+/// subtraction each), so that the durations are plain integer differences.
 pub struct Tally {
     /// Count and publish (`metrics.enabled`).
     on: bool,
@@ -19,10 +22,12 @@ pub struct Tally {
     /// The worker thread this session runs on (sessions never move).
     worker: usize,
     started: Instant,
-    q_start: Option<Instant>,
-    x_start: Option<Instant>,
-    /// The wait for a server before the query in flight (for the slow query log).
-    wait_before: Duration,
+    /// When the query in flight started (µs since start; 0 = none).
+    q_start: u64,
+    /// When the transaction in flight started (µs since start; 0 = none).
+    x_start: u64,
+    /// The wait for a server before the query in flight, µs (for the slow query log).
+    wait_before: u64,
     queries: u64,
     query_us: u64,
     pub bytes_in: u64,
@@ -50,9 +55,9 @@ impl Tally {
             pool,
             worker: crate::current_worker(),
             started,
-            q_start: None,
-            x_start: None,
-            wait_before: Duration::ZERO,
+            q_start: 0,
+            x_start: 0,
+            wait_before: 0,
             queries: 0,
             query_us: 0,
             bytes_in: 0,
@@ -62,50 +67,56 @@ impl Tally {
         }
     }
 
-    fn since_start(&self, t: Instant) -> u64 {
-        t.saturating_duration_since(self.started).as_micros() as u64
+    /// Microseconds since pgsluice started (never 0, which means "none" here).
+    #[inline]
+    fn now_us(&self) -> u64 {
+        (self.started.elapsed().as_micros() as u64).max(1)
     }
 
-    /// The client starts waiting for a server.
+    /// The client starts waiting for a server. Returns the wait's start (0 when not
+    /// timing) for [`Tally::attached`].
     #[inline]
-    pub fn wait_start(&mut self, info: &ClientInfo) -> Option<Instant> {
+    pub fn wait_start(&mut self, info: &ClientInfo) -> u64 {
         info.set_state(crate::admin::registry::ClientState::Waiting);
         if !self.timing {
-            return None;
+            return 0;
         }
-        let now = Instant::now();
-        info.set_since(self.since_start(now));
-        Some(now)
+        let now = self.now_us();
+        info.set_since(now);
+        now
     }
 
-    /// The client got its server; `t0` is what [`Tally::wait_start`] returned.
+    /// The client got its server; `t0` is what [`Tally::wait_start`] returned (0 when
+    /// not timing).
     #[inline]
-    pub fn attached(&mut self, t0: Option<Instant>, info: &ClientInfo) {
+    pub fn attached(&mut self, t0: u64, info: &ClientInfo) {
         info.set_state(crate::admin::registry::ClientState::Active);
-        let Some(t0) = t0 else {
+        if t0 == 0 {
             return;
-        };
-        let now = Instant::now();
-        let waited = now - t0;
+        }
+        let now = self.now_us();
+        let waited = now.saturating_sub(t0);
         self.wait_before = waited;
         if self.on {
-            self.pool
-                .shard(self.worker)
-                .observe_wait(waited.as_micros() as u64);
+            self.pool.shard(self.worker).observe_wait(waited);
         }
-        self.q_start = Some(now);
-        self.x_start.get_or_insert(now);
-        info.set_since(self.since_start(now));
+        self.q_start = now;
+        if self.x_start == 0 {
+            self.x_start = now;
+        }
+        info.set_since(now);
     }
 
     /// A client frame goes to the server: the start of a query if none is in flight.
     #[inline]
     pub fn client_frame(&mut self, info: &ClientInfo) {
-        if self.timing && self.q_start.is_none() {
-            let now = Instant::now();
-            self.q_start = Some(now);
-            self.x_start.get_or_insert(now);
-            info.set_since(self.since_start(now));
+        if self.timing && self.q_start == 0 {
+            let now = self.now_us();
+            self.q_start = now;
+            if self.x_start == 0 {
+                self.x_start = now;
+            }
+            info.set_since(now);
         }
     }
 
@@ -113,10 +124,11 @@ impl Tally {
     /// Returns the query's times when it reached the slow-query threshold.
     #[inline]
     pub fn ready(&mut self, status: u8, outstanding: u32, info: &ClientInfo) -> Option<Slow> {
-        let q_start = self.q_start?;
-        let now = Instant::now();
-        let took = now.saturating_duration_since(q_start);
-        let us = took.as_micros() as u64;
+        if self.q_start == 0 {
+            return None;
+        }
+        let now = self.now_us();
+        let us = now.saturating_sub(self.q_start);
         if self.on {
             self.pool.shard(self.worker).observe_query(us);
             self.queries += 1;
@@ -126,29 +138,32 @@ impl Tally {
         let slow = self
             .slow
             .as_ref()
-            .filter(|s| wait + took >= s.threshold)
-            .map(|_| Slow { wait, server: took });
-        if status == b'I'
-            && let Some(x_start) = self.x_start.take()
-        {
-            self.end_transaction(now.saturating_duration_since(x_start), info);
+            .filter(|s| wait + us >= s.threshold_us)
+            .map(|_| Slow {
+                wait: Duration::from_micros(wait),
+                server: Duration::from_micros(us),
+            });
+        if status == b'I' && self.x_start != 0 {
+            let took = now.saturating_sub(std::mem::take(&mut self.x_start));
+            self.end_transaction(took, info);
         }
         if outstanding > 0 {
-            self.q_start = Some(now);
-            self.x_start.get_or_insert(now);
+            self.q_start = now;
+            if self.x_start == 0 {
+                self.x_start = now;
+            }
         } else {
-            self.q_start = None;
+            self.q_start = 0;
         }
         slow
     }
 
-    /// Publishes what this transaction did.
-    fn end_transaction(&mut self, took: Duration, info: &ClientInfo) {
+    /// Publishes what this transaction did (`us`: how long it held its server).
+    fn end_transaction(&mut self, us: u64, info: &ClientInfo) {
         if !self.on {
             return;
         }
         let s = self.pool.shard(self.worker);
-        let us = took.as_micros() as u64;
         s.observe_xact(us);
         s.add(C::Xacts, 1);
         s.add(C::XactUs, us);

@@ -30,7 +30,7 @@ impl Pool {
                 id: c.id,
                 backend_pid: c.backend_pid,
                 addr: c.addr,
-                local_addr: c.local_addr,
+                local_addr: c.stream.local_addr().ok(),
                 created: c.created,
                 last_used: c.last_used,
                 prepared: c.statements.len(),

@@ -56,7 +56,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Ser
         })?;
     stream.set_nodelay(true)?;
     let peer = stream.peer_addr()?;
-    let local_addr = stream.local_addr().ok();
+    let local_port = stream.local_addr().map_or(0, |a| a.port());
     let mut hs = Handshake {
         stream,
         buf: BytesMut::with_capacity(4096),
@@ -77,7 +77,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Ser
         stream: hs.stream,
         buf: hs.buf,
         addr: peer,
-        local_addr,
+        local_port,
         backend_pid: pid,
         backend_secret: secret,
         params: Arc::new(params),

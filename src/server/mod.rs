@@ -102,8 +102,10 @@ pub struct ServerConn {
     /// Bytes read from the server and not yet handled.
     pub buf: BytesMut,
     pub addr: SocketAddr,
-    /// pgsluice's end of the connection (for the admin console).
-    pub local_addr: Option<SocketAddr>,
+    /// pgsluice's port on the connection (the backend's `client_port`), for the admin
+    /// console. Only the port: a larger field would make every move of a connection (a
+    /// few per transaction) copy more.
+    pub local_port: u16,
     /// The server's own cancel key.
     pub backend_pid: u32,
     pub backend_secret: u32,

@@ -110,6 +110,9 @@ fn pin_names(c: &ClientInfo) -> String {
 ///   process id.
 /// - `request_time`: for an idle connection when it was last returned, for an active one
 ///   when its client's current query began.
+/// - `local_port` is pgsluice's port (the backend's `client_port` in pg_stat_activity);
+///   `local_addr` is NULL for active connections (only the port is kept while a client
+///   uses a connection, to keep that cheap).
 /// - `wait`, `wait_us`, `close_needed` 0; `tls` empty; `application_name` empty (pgsluice
 ///   replays each client's own setting).
 /// - Ours: `node` (0 = primary), `prepared` (statements pgsluice prepared on it; NULL
@@ -130,8 +133,8 @@ pub(super) fn servers(shared: &Shared) -> Table {
                 V::from("active"),
                 ip(Some(s.addr)),
                 port(Some(s.addr)),
-                ip(s.local_addr),
-                port(s.local_addr),
+                V::Null,
+                V::from(s.local_port),
                 V::from(timestamp(wall(shared, s.created))),
                 V::from(c.since_us().map(|u| timestamp(wall_us(shared, u)))),
                 V::from(0u8),
