@@ -27,10 +27,36 @@ pub const BOUNDS_US: [u64; 71] = {
 /// Buckets, the last one being everything above 100 s.
 pub const BUCKETS: usize = BOUNDS_US.len() + 1;
 
-/// The bucket a duration of `us` microseconds falls in.
+/// For each power of two 2^k, the first bucket whose bound is at least 2^k.
+const OCTAVE_START: [u8; 64] = {
+    let mut out = [0u8; 64];
+    let mut k = 0;
+    while k < 64 {
+        let p = 1u64 << k;
+        let mut i = 0;
+        while i < BOUNDS_US.len() && BOUNDS_US[i] < p {
+            i += 1;
+        }
+        out[k] = i as u8;
+        k += 1;
+    }
+    out
+};
+
+/// The bucket a duration of `us` microseconds falls in: the first whose bound is at least
+/// `us`. Starts from the bucket of `us`'s power of two and steps over at most the four
+/// bounds within one octave (a binary search over all 71 cost twice as much).
 #[inline]
 pub fn bucket(us: u64) -> usize {
-    BOUNDS_US.partition_point(|&b| b < us)
+    if us <= BOUNDS_US[0] {
+        return 0;
+    }
+    let k = 63 - us.leading_zeros() as usize;
+    let mut i = OCTAVE_START[k] as usize;
+    while i < BOUNDS_US.len() && BOUNDS_US[i] < us {
+        i += 1;
+    }
+    i
 }
 
 /// Bucket bounds (in seconds) exported to Prometheus: the 1, 2.5, 5 steps from 100 µs to
@@ -137,6 +163,20 @@ mod tests {
         assert_eq!(BOUNDS_US[70], 100_000_000);
         for le in PROMETHEUS_LE_US {
             assert!(BOUNDS_US.contains(&le), "{le}");
+        }
+    }
+
+    #[test]
+    fn bucket_matches_a_binary_search() {
+        let mut us = 0u64;
+        while us < 200_000_000 {
+            assert_eq!(bucket(us), BOUNDS_US.partition_point(|&b| b < us), "{us}");
+            us = us * 21 / 20 + 1;
+        }
+        for b in BOUNDS_US {
+            for v in [b - 1, b, b + 1] {
+                assert_eq!(bucket(v), BOUNDS_US.partition_point(|&x| x < v), "{v}");
+            }
         }
     }
 

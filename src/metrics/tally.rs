@@ -165,9 +165,7 @@ impl Tally {
         }
         let s = self.pool.shard(self.worker);
         s.observe_xact(us);
-        s.add(C::Xacts, 1);
         s.add(C::XactUs, us);
-        s.add(C::Queries, self.queries);
         s.add(C::QueryUs, std::mem::take(&mut self.query_us));
         s.add(C::BytesIn, std::mem::take(&mut self.bytes_in));
         s.add(C::BytesOut, std::mem::take(&mut self.bytes_out));
@@ -195,7 +193,6 @@ impl Tally {
             return;
         }
         let s = self.pool.shard(self.worker);
-        s.add(C::Queries, self.queries);
         s.add(C::QueryUs, std::mem::take(&mut self.query_us));
         s.add(C::BytesIn, std::mem::take(&mut self.bytes_in));
         s.add(C::BytesOut, std::mem::take(&mut self.bytes_out));
