@@ -63,9 +63,10 @@ pub struct ClientInfo {
     pub id: u32,
     pub user: String,
     pub database: String,
-    /// The node of the pool it draws servers from (with `user` and `database`, the
-    /// pool's key); `None` for admin console clients.
-    pub node: Option<usize>,
+    /// The node of the pool it draws servers from now (with `user` and `database`, the
+    /// pool's key; the router changes it per transaction); `CONSOLE` for admin console
+    /// clients.
+    node: std::sync::atomic::AtomicUsize,
     pub meta: ClientMeta,
     pub connected: SystemTime,
     /// The database's PAUSE/DISABLE/KILL state; `None` for admin console clients.
@@ -81,6 +82,9 @@ pub struct ClientInfo {
     queries: AtomicU64,
     server: Mutex<Option<ServerLink>>,
 }
+
+/// `ClientInfo::node` of an admin console client.
+const CONSOLE: usize = usize::MAX;
 
 /// Pin reasons in bit order of [`ClientInfo`]'s pin mask.
 pub const PIN_REASONS: [Pin; 8] = [
@@ -114,7 +118,7 @@ impl ClientInfo {
             id,
             user,
             database,
-            node,
+            node: std::sync::atomic::AtomicUsize::new(node.unwrap_or(CONSOLE)),
             meta,
             connected: SystemTime::now(),
             db,
@@ -130,16 +134,29 @@ impl ClientInfo {
 
     /// The key of the pool it uses; `None` for admin console clients.
     pub fn pool_key(&self) -> Option<PoolKey> {
-        self.node.map(|node| PoolKey {
+        self.node().map(|node| PoolKey {
             database: self.database.clone(),
             user: self.user.clone(),
             node,
         })
     }
 
+    /// The node it draws servers from now; `None` for admin console clients.
+    pub fn node(&self) -> Option<usize> {
+        match self.node.load(Relaxed) {
+            CONSOLE => None,
+            n => Some(n),
+        }
+    }
+
+    /// The router moved the client to another node's pool.
+    pub fn set_node(&self, node: usize) {
+        self.node.store(node, Relaxed);
+    }
+
     /// A client of the admin console (it has no pool).
     pub fn is_console(&self) -> bool {
-        self.node.is_none()
+        self.node().is_none()
     }
 
     pub fn state(&self) -> ClientState {

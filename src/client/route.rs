@@ -69,6 +69,8 @@ pub(super) struct Route {
     /// A read sent to a replica that can still be retried on the primary.
     pub retry: Option<Retry>,
     pools: Vec<Option<Arc<Pool>>>,
+    /// Each node's pool statistics, for the session's accounting.
+    stats: Vec<Option<Arc<crate::metrics::pool::PoolMetrics>>>,
     database: String,
     user: String,
 }
@@ -128,6 +130,7 @@ impl Route {
             pending_read: None,
             primary_once: false,
             retry: None,
+            stats: vec![None; pools.len()],
             pools,
             database: database.to_string(),
             user: user.to_string(),
@@ -331,7 +334,14 @@ impl Session {
             ));
         };
         if !Arc::ptr_eq(&pool, &self.pool) {
+            let stats = r.stats[node]
+                .get_or_insert_with(|| self.shared.metrics.pool(&pool.key))
+                .clone();
             self.pool = pool;
+            // Statistics follow the node: what is pending belongs to the previous one.
+            self.tally.flush(&self.info);
+            self.tally.pool = stats;
+            self.info.set_node(node);
         }
         Ok(())
     }

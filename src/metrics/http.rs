@@ -130,6 +130,22 @@ async fn readiness(shared: &Shared, probes: &Probes) -> Result<(), String> {
 /// (idle, or in use by a client), or else when a fresh connection to it succeeds
 /// (remembered for a second, so probes cannot flood the server).
 async fn primary_reachable(shared: &Shared, probes: &Probes, db: &str) -> Result<(), String> {
+    // With replicas, the node monitor knows which node is the primary now (after a
+    // failover too) and whether it answers.
+    if let Some(nodes) = shared
+        .nodes
+        .all()
+        .into_iter()
+        .find(|d| d.database == db && d.has_replicas())
+    {
+        let status = nodes.status();
+        let writer = &status[nodes.writer()];
+        return if writer.up {
+            Ok(())
+        } else {
+            Err(format!("{} ({})", writer.addr, writer.why_not))
+        };
+    }
     let pools: Vec<_> = shared
         .pools
         .all()
@@ -143,7 +159,7 @@ async fn primary_reachable(shared: &Shared, probes: &Probes, db: &str) -> Result
         c.state() == ClientState::Active
             && c.server().is_some()
             && c.database == db
-            && c.node == Some(0)
+            && c.node() == Some(0)
     });
     if in_use {
         return Ok(());
