@@ -81,6 +81,8 @@ default_pool_size = 20
 
 [auth]
 type = "scram-sha-256"
+# The demo's one user may also use the admin console (database "pgsluice").
+admin_users = ["app"]
 
 [[users]]
 name = "app"
@@ -116,7 +118,12 @@ cat <<EOF
 pgsluice is running (PostgreSQL primary on port $PRIMARY_PORT, replica on $REPLICA_PORTS).
 
   URL:   $URL
-  try:   psql "$URL" -c 'SELECT now(), pg_is_in_recovery()'
+  try:   psql "$URL" -c 'SELECT inet_server_port(), pg_is_in_recovery()'
+             (a read: served by the replica)
+         psql "$URL" -c 'CREATE TABLE IF NOT EXISTS demo (x int)' -c 'INSERT INTO demo VALUES (1)' -c 'SELECT inet_server_port(), count(*) FROM demo'
+             (writes go to the primary; the read after them sees them)
+         psql "postgres://app:app_pw@127.0.0.1:$PORT/pgsluice" -c 'SHOW NODES'
+             (the admin console: also SHOW POOLS, SHOW STATS, SHOW LATENCY, SHOW HELP)
 
 Config: $CONFIG. Press Ctrl-C to stop pgsluice and remove the cluster.
 
