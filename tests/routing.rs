@@ -696,3 +696,47 @@ fn show_nodes_and_node_metrics() {
         assert!(body.contains(needle), "no {needle} in /metrics:\n{body}");
     }
 }
+
+/// A client that pipelines reads and writes on one connection (tokio-postgres sends them
+/// all before reading any answer): a write queued behind reads on a replica waits for them
+/// and then goes to the primary; no write ever reaches a replica, and each read after a
+/// write sees it.
+#[test]
+fn pipelined_write_behind_reads_goes_to_the_primary() {
+    let c = Cluster::start(2);
+    psql_ok(
+        &c.primary_url("app"),
+        "CREATE TABLE pipe (id int); GRANT ALL ON pipe TO app",
+    );
+    c.wait_replicas_caught_up();
+    let pooler = Pooler::start(&routing_config(&c, ""));
+    let url = pooler.url("app", "app_pw", "app");
+    wait_read_set(&c, &url);
+    run_async(60, async move {
+        let (client, _rx) = common::pg_connect(&url).await;
+        for i in 0..50i32 {
+            let (insert, count) = (
+                format!("INSERT INTO pipe VALUES ({i})"),
+                format!("SELECT count(*) FROM pipe WHERE id = {i}"),
+            );
+            let read = client.simple_query("SELECT inet_server_port()");
+            let write = client.simple_query(&insert);
+            let check = client.simple_query(&count);
+            let (r, w, k) = futures_util::join!(read, write, check);
+            r.expect("pipelined read");
+            w.unwrap_or_else(|e| panic!("pipelined write {i}: {e}"));
+            let n = k
+                .expect("read after the write")
+                .into_iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                });
+            assert_eq!(
+                n.as_deref(),
+                Some("1"),
+                "write {i} not visible to the read after it"
+            );
+        }
+    });
+}
