@@ -7,6 +7,7 @@ pub mod inspect;
 mod observe;
 mod outq;
 mod relay;
+mod retry;
 mod route;
 mod session;
 mod startup;

@@ -16,6 +16,7 @@ use tokio_util::io::poll_read_buf;
 use tokio::net::TcpStream;
 
 use super::extended::{SqlStep, Verdict, may_be_sql_prepared};
+use super::retry::RetryStep;
 use super::route::Unit;
 use super::session::{Event, Session};
 use super::state::{Pin as PinReason, SessionState};
@@ -501,64 +502,6 @@ impl Session {
         event
     }
 
-    /// While a read on a replica may still be retried: holds back the first answer
-    /// messages, and drops everything after a 25006 refusal up to its ReadyForQuery.
-    fn watch_retry(&mut self, tag: u8, len: usize, fwd: &mut usize) -> RetryStep {
-        let discarding = self
-            .route
-            .as_ref()
-            .and_then(|r| r.retry.as_ref())
-            .is_some_and(|t| t.discarding);
-        let have = self.server.as_ref().map_or(0, |s| s.buf.len() - *fwd);
-        let hold = matches!(
-            tag,
-            be::ROW_DESCRIPTION | be::NOTICE_RESPONSE | be::ERROR_RESPONSE | be::READY_FOR_QUERY
-        );
-        if !discarding && !hold {
-            self.disarm_retry();
-            return RetryStep::Pass;
-        }
-        if have < len {
-            return RetryStep::Wait;
-        }
-        self.forward_server_bytes(fwd);
-        let Some(server) = &mut self.server else {
-            return RetryStep::Pass;
-        };
-        if !discarding && tag == be::ERROR_RESPONSE {
-            let code = protocol::error_fields(protocol::body(&server.buf[..len])).code;
-            if code != "25006" {
-                self.disarm_retry();
-                return RetryStep::Pass;
-            }
-        }
-        if !discarding && tag == be::READY_FOR_QUERY {
-            self.disarm_retry();
-            return RetryStep::Pass;
-        }
-        let frame = server.buf.split_to(len).freeze();
-        let Some(retry) = self.route.as_mut().and_then(|r| r.retry.as_mut()) else {
-            return RetryStep::Pass;
-        };
-        match tag {
-            be::READY_FOR_QUERY => {
-                // The refused Query is over; the replica is idle and clean again.
-                server.status = b'I';
-                RetryStep::Retry
-            }
-            be::ERROR_RESPONSE if !discarding => {
-                retry.discarding = true;
-                retry.held.clear();
-                RetryStep::Taken
-            }
-            _ if discarding => RetryStep::Taken,
-            _ => {
-                retry.held.push(frame);
-                RetryStep::Taken
-            }
-        }
-    }
-
     /// Answers `SET pgsluice.*` / `RESET pgsluice.*` itself.
     fn answer_ours(&mut self, name: &str, value: Option<&str>) {
         let mut buf = bytes::BytesMut::new();
@@ -587,7 +530,7 @@ impl Session {
     }
 
     /// Moves the first `fwd` bytes of the server buffer to the client queue.
-    fn forward_server_bytes(&mut self, fwd: &mut usize) {
+    pub(super) fn forward_server_bytes(&mut self, fwd: &mut usize) {
         if *fwd > 0
             && let Some(server) = &mut self.server
         {
@@ -663,24 +606,23 @@ impl Session {
     }
 }
 
-/// What [`Session::watch_retry`] did with a server message.
-enum RetryStep {
-    /// Not held: handle it as usual.
-    Pass,
-    /// Held back or dropped.
-    Taken,
-    /// Need the whole message first.
-    Wait,
-    /// The replica refused the read: retry it on the primary.
-    Retry,
-}
-
 /// A Query frame that is `SET pgsluice.x = v` or `RESET pgsluice.x`, parsed; cheap to
 /// reject anything else.
 fn ours(frame: &[u8]) -> Option<(String, Option<String>)> {
     let body = protocol::body(frame);
-    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
-    if !matches!(first, b's' | b'S' | b'r' | b'R') {
+    let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let rest = &body[start..];
+    // Every SELECT passes here: reject on bytes, before any UTF-8 check or parse.
+    let verb = if rest.len() > 4 && rest[..3].eq_ignore_ascii_case(b"set") {
+        3
+    } else if rest.len() > 6 && rest[..5].eq_ignore_ascii_case(b"reset") {
+        5
+    } else {
+        return None;
+    };
+    let name_at = rest[verb..].iter().position(|b| !b.is_ascii_whitespace())?;
+    let name = rest.get(verb + name_at..verb + name_at + 9)?;
+    if name_at == 0 || !name.eq_ignore_ascii_case(b"pgsluice.") {
         return None;
     }
     let sql = protocol::cstr(body)?.0;
