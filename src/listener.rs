@@ -76,7 +76,7 @@ pub async fn drain_within(shared: &Arc<Shared>, limit: Option<Duration>) {
         clients,
         "draining: waiting for clients to finish their transactions"
     );
-    shared.drain.send_replace(Phase::Draining);
+    shared.set_phase(Phase::Draining);
     let wait = async {
         while shared.clients.load(Ordering::Acquire) > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -87,7 +87,7 @@ pub async fn drain_within(shared: &Arc<Shared>, limit: Option<Duration>) {
             if tokio::time::timeout(l, wait).await.is_err() {
                 let left = shared.clients.load(Ordering::Acquire);
                 tracing::warn!(left, "shutdown_timeout reached; closing remaining clients");
-                shared.drain.send_replace(Phase::Closing);
+                shared.set_phase(Phase::Closing);
                 // Give sessions a moment to tell their clients and close their servers.
                 let gone = async {
                     while shared.clients.load(Ordering::Acquire) > 0 {
@@ -99,7 +99,7 @@ pub async fn drain_within(shared: &Arc<Shared>, limit: Option<Duration>) {
         }
         None => wait.await,
     }
-    shared.drain.send_replace(Phase::Exit);
+    shared.set_phase(Phase::Exit);
     let s = &shared.statements;
     tracing::info!(
         statements = s.len(),

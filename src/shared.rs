@@ -66,8 +66,11 @@ pub struct Shared {
     /// Every distinct named statement clients prepared (transaction/statement mode).
     pub statements: crate::prepare::Registry,
     pub clients: AtomicUsize,
-    /// Where shutdown stands; sessions watch it.
+    /// Where shutdown stands. Change it with [`Shared::set_phase`], which also wakes the
+    /// sessions (they do not poll this channel).
     pub drain: watch::Sender<Phase>,
+    /// Wakes every client session (phase changes, KILL).
+    pub sessions: crate::wake::SessionWaker,
     pub config_path: Option<PathBuf>,
     /// The admin console's client list and PAUSE/DISABLE/KILL/SHUTDOWN state.
     pub admin: crate::admin::Control,
@@ -93,6 +96,7 @@ impl Shared {
             statements: Default::default(),
             clients: AtomicUsize::new(0),
             drain: watch::channel(Phase::Running).0,
+            sessions: Default::default(),
             config_path,
         })
     }
@@ -110,5 +114,15 @@ impl Shared {
 
     pub fn draining(&self) -> bool {
         *self.drain.borrow() != Phase::Running
+    }
+
+    pub fn phase(&self) -> Phase {
+        *self.drain.borrow()
+    }
+
+    /// Moves to a shutdown phase and wakes every session to act on it.
+    pub fn set_phase(&self, phase: Phase) {
+        self.drain.send_replace(phase);
+        self.sessions.wake_all();
     }
 }

@@ -145,7 +145,7 @@ fn kill(shared: &Shared, db: &str) -> Outcome {
     let clients = shared.admin.kill_clients(db);
     shared.admin.pause(Some(db));
     // Wake every session: the killed ones see their flag and close.
-    shared.drain.send_modify(|_| {});
+    shared.sessions.wake_all();
     let servers = close_idle(shared, Some(db));
     tracing::warn!(
         database = db,

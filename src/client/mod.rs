@@ -1,6 +1,7 @@
 //! A client connection: startup and authentication, then the session that relays its
 //! traffic over pooled server connections.
 
+mod buffers;
 pub mod cancel;
 mod extended;
 pub mod inspect;

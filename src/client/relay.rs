@@ -118,7 +118,9 @@ impl Session {
             return Poll::Pending;
         }
         let want = self.c_need.saturating_sub(self.cin.len()).max(READ_CHUNK);
-        if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
+        if self.cin.capacity() == 0 {
+            self.cin = super::buffers::take(want);
+        } else if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
             self.cin.reserve(want);
         }
         match poll_read_buf(Pin::new(client), cx, &mut self.cin) {

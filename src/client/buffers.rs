@@ -1,0 +1,40 @@
+//! Read buffers lent to active clients, per worker thread.
+//!
+//! An idle client holds no read buffer (it would be 16 KiB per connection); an active one
+//! borrows one when data arrives and hands it back when it gives its server back. The
+//! buffer is reused, not freed and reallocated, once per transaction.
+
+use std::cell::RefCell;
+
+use bytes::BytesMut;
+
+/// Buffers kept per worker; beyond this, returned buffers are freed.
+const KEEP: usize = 256;
+
+thread_local! {
+    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer with room for at least `want` bytes: a reused one when the worker has one.
+pub fn take(want: usize) -> BytesMut {
+    let reused = FREE.with(|f| f.borrow_mut().pop());
+    let mut buf = reused.unwrap_or_default();
+    // Reclaims the whole allocation when nothing else refers to it any more (the frames
+    // split off it have been written), else allocates.
+    buf.reserve(want);
+    buf
+}
+
+/// Returns an empty buffer for reuse by another client of this worker.
+pub fn give_back(buf: BytesMut) {
+    debug_assert!(buf.is_empty());
+    if buf.capacity() == 0 {
+        return;
+    }
+    FREE.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEEP {
+            f.push(buf);
+        }
+    });
+}
