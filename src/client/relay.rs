@@ -636,14 +636,18 @@ fn ours(frame: &[u8]) -> Option<(String, Option<String>)> {
 fn inspect_text(state: &mut SessionState, pin_named: bool, tag: u8, frame: &[u8]) -> bool {
     let body = protocol::body(frame);
     let sql = if tag == fe::PARSE {
-        protocol::cstr(body).and_then(|(name, rest)| {
+        protocol::cstr_bytes(body).and_then(|(name, rest)| {
             if !name.is_empty() && pin_named {
                 state.pin(PinReason::ProtocolPrepare);
             }
-            protocol::cstr(rest).map(|(q, _)| q)
+            protocol::cstr_bytes(rest).map(|(q, _)| q)
         })
     } else {
-        protocol::cstr(body).map(|(q, _)| q)
+        protocol::cstr_bytes(body).map(|(q, _)| q)
     };
-    sql.is_some_and(|sql| state.on_statement(sql))
+    // Most statements have no session effect: the byte prefilter settles them before any
+    // UTF-8 check.
+    sql.filter(|sql| super::inspect::may_have_effects(sql))
+        .and_then(|sql| std::str::from_utf8(sql).ok())
+        .is_some_and(|sql| state.on_statement(sql))
 }

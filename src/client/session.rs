@@ -65,7 +65,7 @@ pub struct Session {
     /// Bytes from the client not yet handled.
     pub(super) cin: BytesMut,
     pub(super) cout: OutQueue,
-    pub(super) server: Option<ServerConn>,
+    pub(super) server: Option<Box<ServerConn>>,
     pub(super) sout: OutQueue,
     pub(super) state: SessionState,
     /// Whether statements are inspected for session state (not in session mode).

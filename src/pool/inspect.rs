@@ -40,9 +40,9 @@ impl Pool {
 
     /// Closes every idle connection (connections in use are untouched); returns how many.
     pub fn close_idle(&self) -> usize {
-        let stale: Vec<ServerConn> = {
+        let stale: Vec<Box<ServerConn>> = {
             let mut g = self.lock();
-            let stale: Vec<ServerConn> = g.idle.drain(..).collect();
+            let stale: Vec<Box<ServerConn>> = g.idle.drain(..).collect();
             g.total -= stale.len();
             stale
         };

@@ -99,7 +99,7 @@ impl Pool {
         let mut g = self.lock();
         let target_changed = g.settings.target != settings.target;
         g.settings = settings;
-        let stale: Vec<ServerConn> = if target_changed {
+        let stale: Vec<Box<ServerConn>> = if target_changed {
             g.params = None;
             g.idle.drain(..).collect()
         } else {
@@ -108,10 +108,10 @@ impl Pool {
         g.total -= stale.len();
         // A larger pool can serve waiters at once.
         while g.total < g.settings.size {
-            let Some(tx) = g.waiters.pop_front() else {
+            let Some(w) = g.waiters.pop_front() else {
                 break;
             };
-            if tx.send(super::Grant::Slot).is_ok() {
+            if w.tx.send(super::Grant::Slot).is_ok() {
                 g.total += 1;
             }
         }
@@ -122,7 +122,7 @@ impl Pool {
     fn remove(&self) {
         let mut g = self.lock();
         g.removed = true;
-        let stale: Vec<ServerConn> = g.idle.drain(..).collect();
+        let stale: Vec<Box<ServerConn>> = g.idle.drain(..).collect();
         g.total -= stale.len();
         g.waiters.clear();
         drop(g);
@@ -171,15 +171,36 @@ impl Pool {
     }
 }
 
-/// Runs maintenance over every pool once a second until the process ends.
+/// How often waiters' deadlines (`query_wait_timeout`) are checked: a client that waited
+/// too long gets its error up to this much late.
+pub const WAIT_CHECK: Duration = Duration::from_millis(50);
+
+/// Expires waiters every [`WAIT_CHECK`] and runs maintenance over every pool once a
+/// second, until the process ends.
 pub async fn maintain_all(pools: Arc<Pools>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(WAIT_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_sweep = Instant::now();
     loop {
         tick.tick().await;
-        for pool in pools.all() {
-            for _ in 0..pool.sweep() {
-                pool.prefill().await;
+        let now = Instant::now();
+        let all = pools.all();
+        for pool in &all {
+            pool.expire_waiters(now);
+        }
+        if now.duration_since(last_sweep) < Duration::from_secs(1) {
+            continue;
+        }
+        last_sweep = now;
+        for pool in all {
+            let missing = pool.sweep();
+            if missing > 0 {
+                // Off this loop: a slow connect must not hold up the waiters' deadlines.
+                tokio::spawn(async move {
+                    for _ in 0..missing {
+                        pool.prefill().await;
+                    }
+                });
             }
         }
     }

@@ -89,9 +89,14 @@ pub fn body(frame: &[u8]) -> &[u8] {
 
 /// Reads a NUL-terminated string at the start of `buf`: (the string, the rest after the NUL).
 pub fn cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
+    let (s, rest) = cstr_bytes(buf)?;
+    Some((std::str::from_utf8(s).ok()?, rest))
+}
+
+/// [`cstr`] without the UTF-8 check: the bytes before the first NUL, and what follows it.
+pub fn cstr_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = buf.iter().position(|&b| b == 0)?;
-    let s = std::str::from_utf8(&buf[..end]).ok()?;
-    Some((s, &buf[end + 1..]))
+    Some((&buf[..end], &buf[end + 1..]))
 }
 
 /// The fields of an ErrorResponse or NoticeResponse body that pgsluice cares about.

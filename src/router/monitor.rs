@@ -45,7 +45,7 @@ pub async fn supervise(shared: Arc<Shared>) {
 /// config. A node that does not answer is marked down and retried with backoff.
 async fn watch_node(db: Weak<DbNodes>, i: usize, shared: Arc<Shared>) {
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
-    let mut conn: Option<ServerConn> = None;
+    let mut conn: Option<Box<ServerConn>> = None;
     let mut backoff = Duration::ZERO;
     let mut last_error = String::new();
     loop {
@@ -100,7 +100,7 @@ async fn check(
     shared: &Shared,
     nodes: &DbNodes,
     i: usize,
-    conn: &mut Option<ServerConn>,
+    conn: &mut Option<Box<ServerConn>>,
     timeout: Duration,
 ) -> Result<Sample, String> {
     if conn.is_none() {

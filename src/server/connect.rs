@@ -36,7 +36,7 @@ pub async fn connect(
     target: &ServerTarget,
     id: u64,
     timeout: Option<Duration>,
-) -> Result<ServerConn, ServerError> {
+) -> Result<Box<ServerConn>, ServerError> {
     let fut = connect_inner(target, id);
     match timeout {
         Some(t) => tokio::time::timeout(t, fut)
@@ -46,7 +46,7 @@ pub async fn connect(
     }
 }
 
-async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, ServerError> {
+async fn connect_inner(target: &ServerTarget, id: u64) -> Result<Box<ServerConn>, ServerError> {
     let addr = target.addr();
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
@@ -72,7 +72,9 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Ser
     hs.authenticate(target).await?;
     let (params, pid, secret) = hs.read_until_ready().await?;
     let now = Instant::now();
-    Ok(ServerConn {
+    // Boxed for its whole life: the pool and sessions move it a few times per
+    // transaction, and a pointer is cheaper to move than the connection.
+    Ok(Box::new(ServerConn {
         id,
         stream: hs.stream,
         buf: hs.buf,
@@ -87,7 +89,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<ServerConn, Ser
         last_used: now,
         worker: crate::current_worker(),
         statements: Default::default(),
-    })
+    }))
 }
 
 struct Handshake {

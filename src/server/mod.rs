@@ -225,7 +225,7 @@ impl ServerConn {
     }
 
     /// Sends Terminate and drops the connection.
-    pub fn close(mut self) {
+    pub fn close(mut self: Box<Self>) {
         let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
         self.buf.advance(self.buf.len());
     }

@@ -104,7 +104,7 @@ pub fn inspect(sql: &str) -> Vec<Effect> {
 /// One cheap pass ignoring quotes and comments: false only if `scan` would
 /// surely find nothing. Looks at statement starts (text start and after any
 /// `;`), at `_` for the function names, and for INTO after a SELECT.
-fn may_have_effects(b: &[u8]) -> bool {
+pub fn may_have_effects(b: &[u8]) -> bool {
     let mut select = false;
     if starts_relevant(b, 0, &mut select) {
         return true;
@@ -150,6 +150,11 @@ fn starts_relevant(b: &[u8], i: usize, select: &mut bool) -> bool {
 
 /// Whether one of `CALLS` is spelled around the `_` at `b[i]`.
 fn names_call(b: &[u8], i: usize) -> bool {
+    // Every name in `CALLS` starts `pg_` or `set_`; most identifiers with a `_` do not.
+    let before = |n: usize, kw: &[u8]| i >= n && eq_kw(&b[i - n..i], kw);
+    if !before(2, b"pg") && !before(3, b"set") {
+        return false;
+    }
     CALLS.iter().any(|&(k, ..)| {
         let first = if k.starts_with("set") { 3 } else { 2 };
         i >= first && starts_with_kw(&b[i - first..], k.as_bytes())
