@@ -223,15 +223,6 @@ class Bench:
         self.dead = {}  # target -> reason it is no longer benchmarked
         self.pgbouncer_version = tool_version([PGBOUNCER, "--version"])
         self.max_client_conn = 10000  # of both poolers
-        self.fd_limit = None  # RLIMIT_NOFILE for the poolers; None = inherited
-
-    def pooler_limits(self):
-        """preexec_fn of the poolers: raises RLIMIT_NOFILE to self.fd_limit (root may raise
-        the hard limit too; runuser's pam_limits keeps it unless limits.conf says otherwise)."""
-        if self.fd_limit:
-            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-            resource.setrlimit(resource.RLIMIT_NOFILE,
-                               (self.fd_limit, max(hard, self.fd_limit)))
 
     # -- cluster
 
@@ -298,30 +289,16 @@ logfile = {d}/pgbouncer.log
         shutil.chown(d, "postgres", "postgres")
         for name in os.listdir(d):
             shutil.chown(os.path.join(d, name), "postgres", "postgres")
-        cmd = [PGBOUNCER, conf]
+        # PgBouncer refuses to run as root. Not through runuser: its pam_limits would put
+        # RLIMIT_NOFILE back to 1024, too few for max_client_conn.
+        as_postgres = {}
         if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+            as_postgres = {"user": "postgres", "group": "postgres", "extra_groups": []}
         out = open(os.path.join(d, "stderr.log"), "w")
-        proc = subprocess.Popen(cmd, cwd=d, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen([PGBOUNCER, conf], cwd=d, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=self.pooler_limits)
+                                **as_postgres)
         pid = proc.pid
-        if os.geteuid() == 0:  # runuser forks: the pooler is its child
-            pid = None
-            for _ in range(200):
-                try:
-                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                        kids = f.read().split()
-                    if kids:
-                        pid = int(kids[0])
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.01)
-            if pid is None:
-                raise Failure(f"pgbouncer did not start:\n{tail(out.name)}")
         self.procs["pgbouncer"] = (proc, pid)
         self.ports["pgbouncer"] = port
         try:
@@ -393,7 +370,7 @@ primary = "127.0.0.1:{self.primary_port}"
         logf = open(logpath, "w")
         proc = subprocess.Popen([binary, "--config", conf], cwd=d, env=env,
                                 stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=self.pooler_limits)
+                                start_new_session=True)
         logf.close()
         self.procs[target] = (proc, proc.pid)
         self.stopped.discard(target)
@@ -502,7 +479,8 @@ primary = "127.0.0.1:{self.primary_port}"
         r["tps"] = grab(r"tps = ([\d.]+) \((?:without initial connection|including reconnection) "
                         r"times?\)")
         r["lat_avg"] = grab(r"latency average = ([\d.]+) ms")
-        r["conn_ms"] = grab(r"average connection time = ([\d.]+) ms")
+        r["conn_ms"] = grab(r"average connection time = ([\d.]+) ms")  # -C only
+        r["conn_init_ms"] = grab(r"initial connection time = ([\d.]+) ms")  # without -C
         r["txns"] = grab(r"number of transactions actually processed: (\d+)", int)
         r["failed"] = grab(r"number of failed transactions: (\d+)", int)
         r["aborted"] = len(re.findall(r"client \d+ .*aborted", p.stderr))
@@ -733,6 +711,18 @@ def build_report(bench, results, header, mode_targets, modes):
     lines.append("")
     lines.append("</details>")
     return "\n".join(lines) + "\n"
+
+
+def raise_fd_limit(n):
+    """Raises this process's RLIMIT_NOFILE to at least n (past the hard limit only as root);
+    pgbench and the poolers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= n:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, max(hard, n)))
+    except (ValueError, OSError) as e:
+        raise Failure(f"need {n} file descriptors, RLIMIT_NOFILE is {soft} (hard {hard}): {e}")
 
 
 def cargo_build():
