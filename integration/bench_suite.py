@@ -33,12 +33,13 @@ client auth, pooler CPU time from /proc/PID/stat, p50/p99 from pgbench's -l log.
 Both poolers get max_client_conn = max(largest client count, idle clients) + 1000, and this
 process raises its RLIMIT_NOFILE above that for pgbench and the poolers to inherit.
 
-A full run (3 rounds, the defaults) takes about 24 minutes on this 2-core machine, a third
-of it direct's 2,000 backends connecting (--direct-max-clients 500 saves ~6 minutes);
---quick (1 round, 3 s runs, 2 s churn runs, 500 idle clients) about 6. Writes summary.md (a
-Markdown table per section, and a targets table checking issue 6's goals against the
-data), scale.png (TPS and p99 against clients, one column per mode), runs.json and every
-pgbench run's raw output to integration/results/<UTC timestamp>/, and prints the Markdown.
+A full run (3 rounds, the defaults) takes about 20 minutes on this 2-core machine (more
+when it is busy), a quarter of it direct's 2,000 backends connecting (--direct-max-clients
+500 saves ~5 minutes); --quick (1 round, 3 s runs, 2 s churn runs, 500 idle clients)
+about 5. Writes summary.md (a Markdown table per section, and a targets table checking
+issue 6's goals against the data), scale.png (TPS and p99 against clients, one column per
+mode), runs.json and every pgbench run's raw output to integration/results/<UTC
+timestamp>/, and prints the Markdown.
 --report DIR renders summary.md and scale.png again from DIR/runs.json.
 """
 
@@ -124,9 +125,9 @@ def fd_limit(pid):
 class ConnectClock:
     """pgbench 15 counts connecting its clients against -T, and direct needs 5-12 ms per
     backend here (~25 s for 2,000 clients), so a run's -T is the wanted duration plus an
-    allowance: 1.25× the initial connection time pgbench reported for the same target and
-    client count in the previous round; in round 1, 2.5× that of the next smaller count,
-    scaled (a backend takes longer to start when there are many)."""
+    allowance: 1.25× the initial connection time pgbench last reported for the same target
+    and client count; until there is one, 2.5× that of the next smaller count, scaled (a
+    backend takes longer to start when there are many), or 2 s."""
 
     def __init__(self):
         self.per_client = {}  # (target, clients) -> seconds per client connected
@@ -325,6 +326,10 @@ class Suite:
         except KeyboardInterrupt:
             self.b.notes.append("**Interrupted**: partial results.")
             log("interrupted: writing the partial results")
+        except Failure as e:
+            self.b.notes.append(f"**Stopped by an error**, partial results: "
+                                f"{bench.oneline(str(e))}")
+            log(f"error: {e}")
         finally:
             for t in POOLERS:
                 if t in self.b.procs:

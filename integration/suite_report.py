@@ -162,8 +162,9 @@ def churn_table(data):
         return []
     lines = ["## Churn: a new connection per transaction", "",
              f"`pgbench -n -S -M simple -C -c {data['churn_clients']} -T "
-             f"{data['churn_duration']}`: TPS = connections per second (each includes "
-             "connecting and md5 auth to the pooler; direct: a new backend each time).", "",
+             f"{data['churn_duration']}`: TPS = connections per second. Through a pooler each "
+             "includes md5 auth; direct, a new backend each time, with no password (the "
+             "cluster trusts postgres on 127.0.0.1).", "",
              "| target | connections/s | ×PgBouncer | ×direct | avg connect ms | p99 ms "
              "| pooler CPU µs/connection | CPU ×PgBouncer | errors |",
              "|---|--:|--:|--:|--:|--:|--:|--:|---|"]
@@ -274,8 +275,8 @@ def target_rows(data):
     idle = {r["target"]: kib_per_client(r, "rss_kib") for r in data["idle"]}
     if "pgsluice" in idle:
         own, theirs = idle["pgsluice"], idle.get("pgbouncer")
-        ok = None if own is None else own <= KIB_PER_CLIENT_LIMIT and (
-            theirs is None or own <= theirs)
+        ok = None if own is None or theirs is None else (
+            own <= KIB_PER_CLIENT_LIMIT and own <= theirs)
         rows.append((f"memory per idle client ({data['idle_clients']:,} clients, RSS): "
                      f"≤ {KIB_PER_CLIENT_LIMIT:g} KiB and ≤ PgBouncer's",
                      f"{fmt(own, 2)} vs {fmt(theirs, 2)} KiB", ok))
@@ -347,10 +348,15 @@ def plot(data, path):
             ax.set_xlabel("clients")
             ax.set_xticks(data["clients_list"], [str(c) for c in data["clients_list"]])
             ax.grid(True, alpha=0.3)
-            ax.legend(fontsize=8)
+    legend = {}  # one legend for the figure: label -> handle, first seen
+    for ax in axes.flat:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, h)
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend),
+               fontsize=9, frameon=False)
     fig.suptitle(f"pool size {data['pool_size']}, transaction mode; medians of "
                  f"{data['rounds']} round(s)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return None
