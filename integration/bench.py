@@ -51,6 +51,7 @@ import hashlib
 import math
 import os
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -221,6 +222,7 @@ class Bench:
         self.notes = []  # problems worth printing under the table
         self.dead = {}  # target -> reason it is no longer benchmarked
         self.pgbouncer_version = tool_version([PGBOUNCER, "--version"])
+        self.max_client_conn = 10000  # of both poolers
 
     # -- cluster
 
@@ -260,8 +262,9 @@ class Bench:
     # -- poolers
 
     def start_pgbouncer(self):
+        """Starts PgBouncer; again after stop_pgbouncer with the same files but a new port."""
         d = os.path.join(self.work, "pgbouncer")
-        os.mkdir(d)
+        os.makedirs(d, exist_ok=True)
         port = pick_port()
         md5 = "md5" + hashlib.md5((PASSWORD + USER).encode()).hexdigest()
         with open(os.path.join(d, "userlist.txt"), "w") as f:
@@ -278,7 +281,7 @@ unix_socket_dir =
 auth_type = md5
 auth_file = {d}/userlist.txt
 pool_mode = transaction
-max_client_conn = 10000
+max_client_conn = {self.max_client_conn}
 default_pool_size = {self.args.pool_size}
 ignore_startup_parameters = extra_float_digits,options
 logfile = {d}/pgbouncer.log
@@ -286,29 +289,16 @@ logfile = {d}/pgbouncer.log
         shutil.chown(d, "postgres", "postgres")
         for name in os.listdir(d):
             shutil.chown(os.path.join(d, name), "postgres", "postgres")
-        cmd = [PGBOUNCER, conf]
+        # PgBouncer refuses to run as root. Not through runuser: its pam_limits would put
+        # RLIMIT_NOFILE back to 1024, too few for max_client_conn.
+        as_postgres = {}
         if os.geteuid() == 0:
-            cmd = ["runuser", "-u", "postgres", "--"] + cmd
+            as_postgres = {"user": "postgres", "group": "postgres", "extra_groups": []}
         out = open(os.path.join(d, "stderr.log"), "w")
-        proc = subprocess.Popen(cmd, cwd=d, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen([PGBOUNCER, conf], cwd=d, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                **as_postgres)
         pid = proc.pid
-        if os.geteuid() == 0:  # runuser forks: the pooler is its child
-            pid = None
-            for _ in range(200):
-                try:
-                    with open(f"/proc/{proc.pid}/task/{proc.pid}/children") as f:
-                        kids = f.read().split()
-                    if kids:
-                        pid = int(kids[0])
-                        break
-                except OSError:
-                    pass
-                if proc.poll() is not None:
-                    break
-                time.sleep(0.01)
-            if pid is None:
-                raise Failure(f"pgbouncer did not start:\n{tail(out.name)}")
         self.procs["pgbouncer"] = (proc, pid)
         self.ports["pgbouncer"] = port
         try:
@@ -316,6 +306,17 @@ logfile = {d}/pgbouncer.log
         except Failure as e:
             raise Failure(f"{e}\n{tail(out.name)}{tail(os.path.join(d, 'pgbouncer.log'))}")
         log(f"pgbouncer (pid {pid}) on port {port}")
+
+    def stop_pgbouncer(self, timeout=10):
+        """SIGTERM (PgBouncer's immediate shutdown) and wait for the exit."""
+        proc, pid = self.procs.pop("pgbouncer")
+        if proc.poll() is None:
+            os.kill(pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(pid, signal.SIGKILL)
+                proc.wait(timeout=5)
 
     def start_pgsluice(self, target="pgsluice"):
         """Starts a pgsluice process for `target`: "pgsluice" (transaction mode, pool size
@@ -345,7 +346,7 @@ logfile = {d}/pgbouncer.log
 listen_addr = "127.0.0.1:{port}"
 workers = {self.args.workers}
 pool_mode = "{pool_mode}"
-max_client_conn = 10000
+max_client_conn = {self.max_client_conn}
 default_pool_size = {pool_size}
 {general_extra}
 [auth]
@@ -442,15 +443,20 @@ primary = "127.0.0.1:{self.primary_port}"
         proc, _ = self.procs[target]
         return proc.poll() is None
 
-    def pgbench(self, target, mode, duration, tag, results_dir=None):
-        """One pgbench run; returns a dict of measurements."""
+    def pgbench(self, target, mode, duration, tag, results_dir=None, clients=None, jobs=None,
+                connect=False):
+        """One pgbench run (clients and jobs default to --clients and --jobs; connect: -C, a
+        new connection per transaction); returns a dict of measurements."""
+        clients = clients or self.args.clients
+        jobs = min(jobs or self.args.jobs, clients)
         logdir = os.path.join(self.work, "txlog")
         shutil.rmtree(logdir, ignore_errors=True)
         os.mkdir(logdir)
-        cmd = ["pgbench", "-n", "-S", "-M", mode, "-c", str(self.args.clients),
-               "-j", str(self.args.jobs), "-T", str(duration), "-h", "127.0.0.1",
-               "-p", str(self.ports[target]), "-U", USER,
-               "-l", f"--log-prefix={logdir}/tx", DATABASE]
+        cmd = ["pgbench", "-n", "-S", "-M", mode, "-c", str(clients), "-j", str(jobs)]
+        if connect:
+            cmd.append("-C")
+        cmd += ["-T", str(duration), "-h", "127.0.0.1", "-p", str(self.ports[target]),
+                "-U", USER, "-l", f"--log-prefix={logdir}/tx", DATABASE]
         pid = self.procs[target][1] if target != "direct" else None
         cpu0 = cpu_seconds(pid) if pid else None
         t0 = time.monotonic()
@@ -462,14 +468,19 @@ primary = "127.0.0.1:{self.primary_port}"
                 cpu1 = cpu_seconds(pid)
             except OSError:
                 pass
-        r = {"target": target, "mode": mode, "status": p.returncode, "wall": wall}
+        r = {"target": target, "mode": mode, "clients": clients, "status": p.returncode,
+             "wall": wall}
 
         def grab(pattern, conv=float):
             m = re.search(pattern, p.stdout)
             return conv(m.group(1)) if m else None
 
-        r["tps"] = grab(r"tps = ([\d.]+) \(without initial connection time\)")
+        # With -C pgbench says "(including reconnection times)".
+        r["tps"] = grab(r"tps = ([\d.]+) \((?:without initial connection|including reconnection) "
+                        r"times?\)")
         r["lat_avg"] = grab(r"latency average = ([\d.]+) ms")
+        r["conn_ms"] = grab(r"average connection time = ([\d.]+) ms")  # -C only
+        r["conn_init_ms"] = grab(r"initial connection time = ([\d.]+) ms")  # without -C
         r["txns"] = grab(r"number of transactions actually processed: (\d+)", int)
         r["failed"] = grab(r"number of failed transactions: (\d+)", int)
         r["aborted"] = len(re.findall(r"client \d+ .*aborted", p.stderr))
@@ -702,6 +713,57 @@ def build_report(bench, results, header, mode_targets, modes):
     return "\n".join(lines) + "\n"
 
 
+def raise_fd_limit(n):
+    """Raises this process's RLIMIT_NOFILE to at least n (past the hard limit only as root);
+    pgbench and the poolers inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= n:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, max(hard, n)))
+    except (ValueError, OSError) as e:
+        raise Failure(f"need {n} file descriptors, RLIMIT_NOFILE is {soft} (hard {hard}): {e}")
+
+
+def cargo_build():
+    """cargo build --release; None when it worked, else a note saying why pgsluice is not
+    benchmarked."""
+    log("cargo build --release")
+    p = subprocess.run(["cargo", "build", "--release"], cwd=ROOT, text=True,
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if p.returncode == 0:
+        return None
+    errs = [l for l in p.stdout.splitlines() if l.startswith("error")]
+    note = "cargo build --release failed, pgsluice not benchmarked: " + "; ".join(errs[:5])
+    log(p.stdout[-3000:])
+    log(note)
+    return note
+
+
+def git_commit():
+    """HEAD's short hash, marked when tracked files have uncommitted changes."""
+    try:
+        commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip()
+        if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+               check=False).stdout.strip():
+            commit += " + uncommitted changes"
+    except (OSError, subprocess.CalledProcessError):
+        commit = "?"
+    return commit
+
+
+def machine():
+    """The machine, as "nproc N (CPU model)"."""
+    cpu_model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+            cpu_model = m.group(1) if m else "?"
+    except OSError:
+        pass
+    return f"nproc {run(['nproc'], check=False).stdout.strip()} ({cpu_model})"
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -840,17 +902,7 @@ def main():
     command = "python3 " + shlex.join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     targets = args.targets
     sluices = [t for t in targets if t.startswith("pgsluice")]
-    build_note = None
-    if sluices and not args.no_build:
-        log("cargo build --release")
-        p = subprocess.run(["cargo", "build", "--release"], cwd=ROOT, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        if p.returncode != 0:
-            errs = [l for l in p.stdout.splitlines() if l.startswith("error")]
-            build_note = ("cargo build --release failed, pgsluice not benchmarked: "
-                          + "; ".join(errs[:5]))
-            log(p.stdout[-3000:])
-            log(build_note)
+    build_note = cargo_build() if sluices and not args.no_build else None
 
     stamp = datetime.datetime.now(datetime.timezone.utc)
     results_dir = os.path.join(ROOT, "integration", "results", stamp.strftime("%Y%m%dT%H%M%SZ"))
@@ -909,24 +961,9 @@ def main():
     finally:
         bench.cleanup()
 
-    try:
-        commit = run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT).stdout.strip()
-        if run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-               check=False).stdout.strip():
-            commit += " + uncommitted changes"
-    except (OSError, subprocess.CalledProcessError):
-        commit = "?"
-    cpu_model = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
-            cpu_model = m.group(1) if m else "?"
-    except OSError:
-        pass
-    nproc = run(["nproc"], check=False).stdout.strip()
-    header = (f"`{command}` — {stamp.strftime('%Y-%m-%d %H:%M UTC')}, nproc {nproc} "
-              f"({cpu_model}), {tool_version(['pgbench', '--version'])}, "
-              f"{tool_version([PGBOUNCER, '--version'])}, pgsluice commit {commit}; "
+    header = (f"`{command}` — {stamp.strftime('%Y-%m-%d %H:%M UTC')}, {machine()}, "
+              f"{tool_version(['pgbench', '--version'])}, "
+              f"{tool_version([PGBOUNCER, '--version'])}, pgsluice commit {git_commit()}; "
               f"pgbench -n -S -M MODE -c {args.clients} -j {args.jobs} -T {args.duration}, "
               f"{args.rounds} round(s), pool size {args.pool_size} (pgsluice session mode: "
               f"{args.clients}), pgbench scale {args.scale}, "
