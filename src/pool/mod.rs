@@ -204,6 +204,8 @@ impl Pool {
         Ok(conn)
     }
 
+    // The connections are boxed for their whole life; unboxing them here would copy them.
+    #[allow(clippy::vec_box)]
     fn take_idle(
         &self,
         g: &mut Inner,
