@@ -60,7 +60,9 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool
     let peer = stream.peer_addr().ok();
     let snap = shared.snapshot.load_full();
     let login_timeout = config::secs(snap.config.general.client_login_timeout);
-    let login = login(&mut stream, &shared, &snap, over_limit);
+    // Boxed: login's state (authentication, the first server connection) would otherwise
+    // be part of the task's memory for the whole session, idle or not.
+    let login = Box::pin(login(&mut stream, &shared, &snap, over_limit));
     let result = match login_timeout {
         Some(t) => tokio::time::timeout(t, login).await.unwrap_or_else(|_| {
             Err(ClientError::protocol(
@@ -71,7 +73,8 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool
     };
     match result {
         Ok(Some(Login::Session(session))) => session.run(stream).await,
-        Ok(Some(Login::Console(console))) => console.run(stream).await,
+        // Boxed: the console is rare, and its state would size every client task.
+        Ok(Some(Login::Console(console))) => Box::pin(console.run(stream)).await,
         Ok(None) => {}
         Err(e) => {
             if let ClientError::Fatal { code, message } = &e {
@@ -235,4 +238,28 @@ fn startup_settings(params: &BTreeMap<String, String>, server: &BTreeMap<String,
         }
     }
     gucs
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every connected client, idle or not, holds its task's future: what it keeps across
+    /// an await is memory per client (issue 6 measures 10,000 idle clients). Rare paths
+    /// (login, connect, the console, cleanup) are boxed so that they do not size it.
+    #[tokio::test]
+    async fn client_task_stays_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _c = tokio::net::TcpStream::connect(l.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (s, _) = l.accept().await.unwrap();
+        let toml = "[databases.app]\nprimary = \"127.0.0.1:1\"\n";
+        let config = crate::Config::from_toml_with_env(toml, std::iter::empty()).unwrap();
+        let task = super::handle(s, crate::Shared::new(config, None), false);
+        let (task, session) = (
+            std::mem::size_of_val(&task),
+            std::mem::size_of::<super::session::Session>(),
+        );
+        assert!(task <= 768, "client task future is {task} bytes");
+        assert!(session <= 768, "Session is {session} bytes");
+    }
 }

@@ -220,12 +220,12 @@ impl Session {
                 }
                 Event::Release => {
                     if self.route.as_ref().is_some_and(|r| r.needs_write_lsn()) {
-                        self.learn_write_lsn(false).await;
+                        Box::pin(self.learn_write_lsn(false)).await;
                     }
                     self.detach();
                 }
                 Event::ReleaseReportingLsn => {
-                    self.learn_write_lsn(true).await;
+                    Box::pin(self.learn_write_lsn(true)).await;
                     self.detach();
                 }
                 Event::Terminate => break "client terminated".to_string(),
@@ -278,7 +278,7 @@ impl Session {
                 }
             }
         };
-        self.finish().await;
+        Box::pin(self.finish()).await;
         self.observe_end();
         tracing::info!(client = self.id(), pool = ?self.pool.key, "client disconnected: {reason}");
     }
@@ -322,7 +322,7 @@ impl Session {
         };
         if !Arc::ptr_eq(&conn.gucs, &self.state.gucs) && *conn.gucs != *self.state.gucs {
             if let Some(sql) = Gucs::diff_sql(&conn.gucs, &self.state.gucs) {
-                match conn.simple_query(&sql).await {
+                match Box::pin(conn.simple_query(&sql)).await {
                     Ok(None) => {}
                     Ok(Some(err)) => {
                         self.pool.discard(conn, CloseReason::ResetFailed);
@@ -419,7 +419,8 @@ impl Session {
         let mut buf = BytesMut::new();
         build::error(&mut buf, "FATAL", code, message);
         self.cout.push(buf.freeze());
-        let _ = tokio::time::timeout(CLEANUP_TIMEOUT, self.cout.flush(client)).await;
+        let flush = Box::pin(self.cout.flush(client));
+        let _ = tokio::time::timeout(CLEANUP_TIMEOUT, flush).await;
     }
 
     /// Returns or closes the server the client held when it left.

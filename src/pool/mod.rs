@@ -11,6 +11,8 @@ mod inspect;
 mod maintain;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -102,7 +104,8 @@ pub struct Pool {
 /// What a checkout does after releasing the lock.
 enum Next {
     Ready(Box<ServerConn>),
-    Connect(ServerTarget, Option<Duration>),
+    /// Open a connection: the pool's count already includes it.
+    Connect,
     Wait(oneshot::Receiver<Grant>),
 }
 
@@ -197,7 +200,7 @@ impl Pool {
         };
         let conn = match next {
             Next::Ready(c) => c,
-            Next::Connect(target, timeout) => self.open(&target, timeout).await?,
+            Next::Connect => self.open_slot().await?,
             Next::Wait(rx) => self.wait(rx, wait).await?,
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
@@ -225,7 +228,7 @@ impl Pool {
         }
         if g.total < g.settings.size {
             g.total += 1;
-            return Next::Connect(g.settings.target.clone(), g.settings.connect_timeout);
+            return Next::Connect;
         }
         let (tx, rx) = oneshot::channel();
         let deadline = wait.map(|w| now + w);
@@ -245,14 +248,22 @@ impl Pool {
                 self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
                 Err(PoolError::Timeout(wait.unwrap_or_default()))
             }
-            Grant::Slot => {
-                let (target, timeout) = {
-                    let g = self.lock();
-                    (g.settings.target.clone(), g.settings.connect_timeout)
-                };
-                self.open(&target, timeout).await
-            }
+            Grant::Slot => self.open_slot().await,
         }
+    }
+
+    /// Opens a connection for a slot already counted in `total`, with the current settings.
+    ///
+    /// Boxed: a connect's state is large and rare; inline, it would be part of every
+    /// client task's memory, idle or not.
+    fn open_slot(
+        &self,
+    ) -> Pin<Box<dyn Future<Output = Result<Box<ServerConn>, PoolError>> + Send + '_>> {
+        let (target, timeout) = {
+            let g = self.lock();
+            (g.settings.target.clone(), g.settings.connect_timeout)
+        };
+        Box::pin(async move { self.open(&target, timeout).await })
     }
 
     /// Opens a connection for a slot already counted in `total`; gives the slot back on error.
