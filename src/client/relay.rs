@@ -176,13 +176,16 @@ impl Session {
                 Err(e) => break Some(Event::ClientProtocol(e.to_string())),
             };
             let have = rest.len();
-            let rewrite_this =
+            let may_rewrite =
                 self.rewrite && matches!(h.tag, fe::PARSE | fe::BIND | fe::DESCRIBE | fe::CLOSE);
-            let whole = rewrite_this || matches!(h.tag, fe::QUERY | fe::PARSE);
+            let whole = may_rewrite || matches!(h.tag, fe::QUERY | fe::PARSE);
             if whole && have < h.frame_len {
                 self.c_need = fwd + h.frame_len;
                 break None;
             }
+            // Messages about the unnamed statement pass in the batch, as they are.
+            let rewrite_this =
+                may_rewrite && names_statement(h.tag, &self.cin[fwd..fwd + h.frame_len]);
             if h.tag == fe::QUERY
                 && self.track
                 && let Some((name, value)) = ours(&self.cin[fwd..fwd + h.frame_len])
@@ -307,7 +310,7 @@ impl Session {
             if whole {
                 self.observe_text(h.tag, fwd, h.frame_len);
                 let mut forgets_prepared = false;
-                if self.track {
+                if self.track && matches!(h.tag, fe::QUERY | fe::PARSE) {
                     let frame = &self.cin[fwd..fwd + h.frame_len];
                     let pin_named = self.mode == PoolMode::Transaction && !self.rewrite;
                     forgets_prepared = inspect_text(&mut self.state, pin_named, h.tag, frame);
@@ -629,6 +632,21 @@ fn ours(frame: &[u8]) -> Option<(String, Option<String>)> {
     }
     let sql = protocol::cstr(body)?.0;
     super::route::parse_ours(sql)
+}
+
+/// Whether a whole Parse, Bind, Describe or Close frame names a prepared statement (not
+/// the unnamed one), so that the name must be mapped. True for a malformed frame too: the
+/// extended-protocol code deals with it.
+fn names_statement(tag: u8, frame: &[u8]) -> bool {
+    let body = protocol::body(frame);
+    match tag {
+        fe::PARSE => body.first() != Some(&0),
+        fe::BIND => {
+            protocol::cstr_bytes(body).is_none_or(|(_portal, rest)| rest.first() != Some(&0))
+        }
+        // 'S' and a name; a portal ('P') is never renamed.
+        _ => body.first() == Some(&b'S') && body.get(1) != Some(&0),
+    }
 }
 
 /// Looks at the SQL of a Query or Parse for session-state effects. True when the text
