@@ -51,6 +51,9 @@ impl Session {
                 match self.read_server(cx) {
                     Poll::Ready(Ok(())) => {
                         if let Some(ev) = self.scan_server() {
+                            // The answer goes out before the server is given back, not
+                            // after (a failed write shows on the next poll).
+                            let _ = self.cout.poll_flush(client, cx);
                             return Poll::Ready(ev);
                         }
                         continue;
