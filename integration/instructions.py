@@ -60,10 +60,10 @@ def wait_port(port, proc, timeout=60.0):
     raise SystemExit(f"pgsluice not listening on {port}")
 
 
-def config(port, primary, general_extra, extra):
+def config(port, primary, general_extra, extra, pool_size=4):
     return f"""[general]
 listen_addr = "127.0.0.1:{port}"
-default_pool_size = 4
+default_pool_size = {pool_size}
 shutdown_timeout = 5
 {general_extra}
 [auth]
@@ -79,7 +79,7 @@ primary = "127.0.0.1:{primary}"
 {extra}"""
 
 
-def count(work, binary, conf_text, clients, txns):
+def count(work, binary, conf_text, clients, txns, mode="simple"):
     """Instructions of one pgsluice process serving clients x txns transactions."""
     port = free_port()
     conf = os.path.join(work, f"pgsluice-{port}.toml")
@@ -94,7 +94,7 @@ def count(work, binary, conf_text, clients, txns):
         wait_port(port, proc)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["PGPASSWORD"] = "bench_pw"
-        p = subprocess.run(["pgbench", "-n", "-S", "-c", str(clients), "-j", "2", "-t",
+        p = subprocess.run(["pgbench", "-n", "-S", "-M", mode, "-c", str(clients), "-j", "2", "-t",
                             str(txns), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
                             "app"], env=env, text=True, capture_output=True)
         if p.returncode != 0:
@@ -118,6 +118,11 @@ def main():
     ap.add_argument("--short", type=int, default=250, help="transactions per client, short run")
     ap.add_argument("--long", type=int, default=2250, help="transactions per client, long run")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--mode", default="simple", help="pgbench -M (default simple)")
+    ap.add_argument("--pool-size", type=int, default=4, help="default_pool_size (default 4)")
+    ap.add_argument("--general", default="",
+                    help="extra [general] lines for every variant, e.g. 'slow_query_threshold = 0'"
+                         " (with clients waiting under valgrind, queries pass the 0.1 s threshold)")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind not found (apt-get install valgrind)")
@@ -142,17 +147,20 @@ def main():
         delta = args.clients * (args.long - args.short)
         for rep in range(args.reps):
             for name, binary, gen, extra in variants:
-                text = config("{PORT}", primary, gen, extra)
-                a = count(work, binary, text, args.clients, args.short)
-                b = count(work, binary, text, args.clients, args.long)
+                gen = "\n".join(x for x in (gen, args.general) if x)
+                if "slow_query_threshold" in gen and "slow_query_threshold" in args.general:
+                    gen = args.general  # --general wins over the variant's own line
+                text = config("{PORT}", primary, gen, extra, args.pool_size)
+                a = count(work, binary, text, args.clients, args.short, args.mode)
+                b = count(work, binary, text, args.clients, args.long, args.mode)
                 per[name].append((b - a) / delta)
                 log(f"rep {rep + 1}: {name}: {per[name][-1]:.0f} instructions/transaction")
     finally:
         subprocess.run([CLUSTER_SH, "stop", cluster], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     cmd = "python3 " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
-    print(f"`{cmd}`: pgbench -n -S -c {args.clients} -t {args.short} vs -t {args.long}, "
-          f"pool size 4, {args.reps} repetition(s)\n")
+    print(f"`{cmd}`: pgbench -n -S -M {args.mode} -c {args.clients} -t {args.short} vs "
+          f"-t {args.long}, pool size {args.pool_size}, {args.reps} repetition(s)\n")
     print("| variant | user-space instructions per transaction (each repetition) | median |")
     print("|---|---|--:|")
     for name, *_ in variants:
