@@ -333,22 +333,24 @@ impl Pool {
 
     /// Fails the waiters whose deadline has passed with `57014`; returns how many.
     pub fn expire_waiters(&self, now: Instant) -> usize {
-        let mut g = self.lock();
-        if g.waiters.iter().all(|w| w.deadline.is_none_or(|d| d > now)) {
-            return 0;
-        }
-        let before = g.waiters.len();
-        g.waiters.retain_mut(|w| {
-            if w.deadline.is_some_and(|d| d <= now) {
-                // Replace the sender to take it out; a waiter that left already is fine.
-                let (tx, _) = oneshot::channel();
-                let _ = std::mem::replace(&mut w.tx, tx).send(Grant::TimedOut);
-                false
-            } else {
-                true
+        let overdue = |w: &Waiter| w.deadline.is_some_and(|d| d <= now);
+        let expired = {
+            let mut g = self.lock();
+            if !g.waiters.iter().any(overdue) {
+                return 0;
             }
-        });
-        before - g.waiters.len()
+            let (expired, kept): (VecDeque<Waiter>, _) = std::mem::take(&mut g.waiters)
+                .into_iter()
+                .partition(overdue);
+            g.waiters = kept;
+            expired
+        };
+        // Out of the queue, so nothing else grants them; a waiter that left already is fine.
+        let n = expired.len();
+        for w in expired {
+            let _ = w.tx.send(Grant::TimedOut);
+        }
+        n
     }
 }
 
