@@ -31,6 +31,7 @@ pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod shared;
+pub mod sql;
 pub mod wake;
 
 use std::future::Future;

@@ -4,7 +4,7 @@
 mod buffers;
 pub mod cancel;
 mod extended;
-pub mod inspect;
+
 mod observe;
 mod outq;
 mod relay;

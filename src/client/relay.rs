@@ -668,7 +668,7 @@ fn inspect_text(state: &mut SessionState, pin_named: bool, tag: u8, frame: &[u8]
     };
     // Most statements have no session effect: the byte prefilter settles them before any
     // UTF-8 check.
-    sql.filter(|sql| super::inspect::may_have_effects(sql))
+    sql.filter(|sql| crate::sql::may_have_effects(sql))
         .and_then(|sql| std::str::from_utf8(sql).ok())
         .is_some_and(|sql| state.on_statement(sql))
 }

@@ -190,7 +190,7 @@ impl Session {
                             .first()
                             .is_some_and(|c| c.eq_ignore_ascii_case(&b'e'));
                         let mapped = executes
-                            .then(|| crate::client::inspect::sql_execute(q))
+                            .then(|| crate::sql::sql_execute(q))
                             .flatten()
                             .and_then(|(name, _)| self.ext.sql.get(&name));
                         match mapped {

@@ -6,11 +6,11 @@
 
 use std::sync::Arc;
 
-use super::inspect::{self, Effect};
 use crate::server::varcache::Gucs;
+use crate::sql::{self as inspect, Effect};
 
 /// Why a client is pinned to its server.
-pub use super::inspect::PinReason as Pin;
+pub use crate::sql::PinReason as Pin;
 
 /// Settings and pins of one client session.
 #[derive(Debug, Default)]

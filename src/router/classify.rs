@@ -18,7 +18,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use crate::client::inspect;
+use crate::sql as inspect;
 
 /// A route forced by the application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -12,10 +12,10 @@
 use bytes::BytesMut;
 
 use super::frame;
-use crate::client::inspect;
 use crate::client::session::Session;
 use crate::prepare::SERVER_PREFIX;
 use crate::protocol::{self, build, fe};
+use crate::sql as inspect;
 
 /// What became of a Query that may name an SQL-level prepared statement.
 #[derive(Debug, PartialEq, Eq)]

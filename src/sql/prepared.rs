@@ -1,8 +1,8 @@
 //! SQL-level prepared statements in query text: a lone `PREPARE` or `EXECUTE`, with the
 //! statement name folded as PostgreSQL folds it.
 
+use super::cursor::{is_kw, slice, text, unquote_raw};
 use super::lexer::{Kind, Lexer, Tok};
-use super::{is_kw, slice, text, unquote_raw};
 
 /// A lone SQL `PREPARE name [(types)] AS statement`.
 #[derive(Debug, PartialEq, Eq)]

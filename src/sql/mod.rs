@@ -1,0 +1,15 @@
+//! SQL text tooling shared by the session and the router: a lexer that never panics,
+//! normalised cache keys, byte-level prefilters, the session-state effects of a statement
+//! and the SQL-level `PREPARE`/`EXECUTE` forms. Knows nothing of sessions or nodes.
+
+mod cursor;
+mod effects;
+mod lexer;
+mod normalize;
+mod prefilter;
+mod prepared;
+
+pub use effects::{Effect, PinReason, inspect};
+pub use normalize::{normalize, normalize_into};
+pub use prefilter::may_have_effects;
+pub use prepared::{SqlPrepare, sql_execute, sql_prepare};
