@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pgsluice::client::inspect;
+use pgsluice::sql as inspect;
 use pgsluice::router::classify::classify_uncached;
 use pgsluice::router::{Allowlist, Classifier};
 use sqlparser::dialect::PostgreSqlDialect;
