@@ -4,29 +4,36 @@
 //! pooled server connections, in session, transaction or statement mode.
 //!
 //! # Layout
-//! - [`config`]: the TOML configuration, environment overrides, validation.
+//! From the bottom up; a module uses only those above it in this list (no import
+//! cycles between top-level modules: `python3 ../shared/tools/modcycles.py src`).
 //! - [`protocol`]: wire framing and the few messages we decode or build.
-//! - [`auth`]: md5 and SCRAM-SHA-256, client-facing.
-//! - [`listener`]: the accept loop, client limits, drain.
-//! - [`client`]: a client's startup, authentication and session relay.
-//! - [`server`]: a server connection: connect, authenticate, settings.
+//! - [`sql`]: SQL text tooling: lexer, normaliser, prefilters, session-state effects.
+//! - [`auth`]: md5 and SCRAM-SHA-256.
+//! - [`config`]: the TOML configuration, environment overrides, validation.
+//! - [`server`]: a server connection: connect, authenticate, settings, its statements.
 //! - [`pool`]: checkout/checkin, waiting, maintenance.
-//! - [`prepare`]: the pooler-wide registry of named prepared statements.
 //! - [`router`]: read/write classification, node health and the lag monitor.
+//! - [`prepare`]: the pooler-wide registry of named prepared statements.
+//! - [`registry`]: the client list, cancel keys, PAUSE/DISABLE/KILL state.
+//! - [`metrics`]: per-pool statistics and the slow query log.
+//! - [`wake`]: waking every session at once (drain, KILL).
 //! - [`shared`]: state shared by all tasks; reload.
-//! - [`admin`]: the admin console: commands, client list, PAUSE/KILL state.
-//! - [`metrics`]: per-pool statistics, the slow query log, `/metrics` and health
-//!   endpoints.
+//! - [`admin`]: the admin console.
+//! - [`client`]: a client's startup, authentication and session.
+//! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
+//! - [`listener`]: the accept loop, client limits, drain.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod http;
 pub mod listener;
 pub mod metrics;
 pub mod pool;
 pub mod prepare;
+pub mod registry;
 pub mod protocol;
 pub mod router;
 pub mod server;

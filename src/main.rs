@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use pgsluice::admin::control::ShutdownRequest;
+use pgsluice::registry::control::ShutdownRequest;
 use pgsluice::{Config, Shared};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -125,9 +125,9 @@ async fn control_loop(
     let mut int = signal(SignalKind::interrupt())?;
     if let Some(l) = http {
         let l = tokio::net::TcpListener::from_std(l)?;
-        tokio::spawn(pgsluice::metrics::http::serve(l, shared.clone()));
+        tokio::spawn(pgsluice::http::serve(l, shared.clone()));
     }
-    tokio::spawn(pgsluice::metrics::ticker(shared.clone()));
+    tokio::spawn(pgsluice::shared::stats_ticker(shared.clone()));
     let mut now = false;
     loop {
         tokio::select! {

@@ -166,62 +166,6 @@ impl Registry {
     }
 }
 
-/// The statements prepared on one server connection, with least-recently-used eviction.
-#[derive(Debug, Default)]
-pub struct ServerStatements {
-    used: HashMap<u64, u64>,
-    tick: u64,
-}
-
-impl ServerStatements {
-    /// Whether `id` is prepared here (without marking it used).
-    pub fn contains(&self, id: u64) -> bool {
-        self.used.contains_key(&id)
-    }
-
-    /// Whether `id` is prepared here; marks it used.
-    pub fn touch(&mut self, id: u64) -> bool {
-        self.tick += 1;
-        match self.used.get_mut(&id) {
-            Some(t) => {
-                *t = self.tick;
-                true
-            }
-            None => false,
-        }
-    }
-
-    pub fn insert(&mut self, id: u64) {
-        self.tick += 1;
-        self.used.insert(id, self.tick);
-    }
-
-    pub fn remove(&mut self, id: u64) {
-        self.used.remove(&id);
-    }
-
-    pub fn clear(&mut self) {
-        self.used.clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.used.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.used.is_empty()
-    }
-
-    /// The least recently used id other than `keep`.
-    pub fn victim(&self, keep: u64) -> Option<u64> {
-        self.used
-            .iter()
-            .filter(|(id, _)| **id != keep)
-            .min_by_key(|(_, t)| **t)
-            .map(|(id, _)| *id)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,16 +180,5 @@ mod tests {
         assert_ne!(a.id, c.id);
         assert_eq!(a.query(), "SELECT 1");
         assert_eq!(&a.parse_frame()[..], b"P\0\0\0\x18sluice_1\0SELECT 1\0\0\0");
-    }
-
-    #[test]
-    fn lru_victim_is_oldest() {
-        let mut s = ServerStatements::default();
-        s.insert(1);
-        s.insert(2);
-        s.insert(3);
-        assert!(s.touch(1));
-        assert_eq!(s.victim(3), Some(2));
-        assert_eq!(s.victim(2), Some(3));
     }
 }

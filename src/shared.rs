@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::auth::Secret;
 use crate::auth::scram::ScramVerifier;
-use crate::client::cancel::CancelRegistry;
+use crate::registry::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::pool::Pools;
 
@@ -73,7 +73,7 @@ pub struct Shared {
     pub sessions: crate::wake::SessionWaker,
     pub config_path: Option<PathBuf>,
     /// The admin console's client list and PAUSE/DISABLE/KILL/SHUTDOWN state.
-    pub admin: crate::admin::Control,
+    pub admin: crate::registry::Control,
     /// Per-pool statistics for the console and `/metrics`.
     pub metrics: crate::metrics::Metrics,
 }
@@ -124,5 +124,25 @@ impl Shared {
     pub fn set_phase(&self, phase: Phase) {
         self.drain.send_replace(phase);
         self.sessions.wake_all();
+    }
+}
+
+/// Rotates the statistics windows every `metrics.stats_period` (re-read after each tick,
+/// so a reload applies) until the process ends.
+pub async fn stats_ticker(shared: Arc<Shared>) {
+    loop {
+        let period = shared.snapshot.load().config.metrics.stats_period;
+        tokio::time::sleep(std::time::Duration::from_secs_f64(period.max(1.0))).await;
+        shared.metrics.rotate();
+    }
+}
+
+impl crate::router::Source for Shared {
+    fn nodes(&self) -> &crate::router::Nodes {
+        &self.nodes
+    }
+
+    fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
+        f(&self.snapshot.load().config)
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::command::Command;
-use super::control::ShutdownRequest;
+use crate::registry::control::ShutdownRequest;
 use crate::config::Config;
 use crate::protocol::build;
 use crate::shared::{Phase, Shared, Snapshot};

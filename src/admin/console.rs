@@ -9,9 +9,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::command::{self, Command};
-use super::registry::{ClientInfo, ClientMeta, ClientState};
+use crate::registry::clients::{ClientInfo, ClientMeta, ClientState};
 use super::{Role, act, role, show};
-use crate::client::cancel::CancelSlot;
+use crate::registry::cancel::CancelSlot;
 use crate::config::Config;
 use crate::protocol::{self, build, fe};
 use crate::shared::{Phase, Shared};

@@ -5,27 +5,17 @@
 //! - [`command`]: parsing a command line.
 //! - [`show`]: the SHOW commands.
 //! - [`act`]: the commands that change something (RELOAD, PAUSE, KILL, SET, ...).
-//! - [`control`]: PAUSE/DISABLE/KILL/SHUTDOWN state and how sessions obey it.
-//! - [`registry`]: the list of logged-in clients.
 //! - [`view`]: pools with their clients and servers, for SHOW POOLS and `/metrics`.
 
 mod act;
 pub mod command;
 pub mod console;
-pub mod control;
-pub mod registry;
 mod show;
 mod table;
 pub mod view;
 
-pub use control::Control;
 
-/// Names clients use to reach the admin console (`pgbouncer` for existing tools).
-pub const ADMIN_DATABASES: &[&str] = &["pgsluice", "pgbouncer"];
-
-pub fn is_admin_db(name: &str) -> bool {
-    ADMIN_DATABASES.contains(&name)
-}
+pub use crate::config::{ADMIN_DATABASES, is_admin_db};
 
 /// What a console user may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::registry::{ClientInfo, ClientState};
+use crate::registry::clients::{ClientInfo, ClientState};
 use crate::metrics::PoolMetrics;
 use crate::pool::{Pool, PoolKey};
 use crate::shared::Shared;

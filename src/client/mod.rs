@@ -2,6 +2,7 @@
 //! traffic over pooled server connections.
 
 mod buffers;
+mod hold;
 pub mod cancel;
 mod extended;
 
@@ -144,7 +145,7 @@ async fn login(
     }
     let config = &snap.config;
     startup::authenticate(stream, config.auth.auth_type, &user, snap.users.get(&user)).await?;
-    let meta = crate::admin::registry::ClientMeta {
+    let meta = crate::registry::clients::ClientMeta {
         addr: stream.peer_addr().ok(),
         local_addr: stream.local_addr().ok(),
         application_name: params.get("application_name").cloned().unwrap_or_default(),

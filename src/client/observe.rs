@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::session::Session;
-use crate::admin::registry::{ClientInfo, ClientMeta, ClientState, ServerLink, pin_mask};
+use crate::registry::clients::{ClientInfo, ClientMeta, ClientState, ServerLink, pin_mask};
 use crate::config::{self, Config};
 use crate::metrics::Tally;
 use crate::metrics::slowlog::SlowQuery;
@@ -54,7 +54,7 @@ impl Session {
         if self.info.held() {
             // Boxed: the hold's state would otherwise enlarge every attach's future, which
             // is copied per transaction.
-            Box::pin(crate::admin::control::hold(&self.shared, &self.info, limit)).await?;
+            Box::pin(super::hold::hold(&self.shared, &self.info, limit)).await?;
         }
         Ok(t0)
     }

@@ -99,7 +99,7 @@ pub struct Session {
     /// reads on a replica, or a pgsluice setting behind queries).
     pub(super) held: bool,
     /// This client in the admin console's list (see `observe.rs`).
-    pub(super) info: Arc<crate::admin::registry::ClientInfo>,
+    pub(super) info: Arc<crate::registry::clients::ClientInfo>,
     /// Counts and times not yet published to the pool's statistics.
     pub(super) tally: crate::metrics::Tally,
 }
@@ -112,7 +112,7 @@ impl Session {
         config: &Config,
         startup: Arc<Gucs>,
         route: Option<Box<super::route::Route>>,
-        meta: crate::admin::registry::ClientMeta,
+        meta: crate::registry::clients::ClientMeta,
     ) -> Session {
         let g = &config.general;
         let cancel = shared.cancels.register();
@@ -272,7 +272,7 @@ impl Session {
                 }
                 Event::Killed => {
                     self.drop_server(CloseReason::Admin);
-                    let (code, msg) = crate::admin::control::killed(&self.pool.key.database);
+                    let (code, msg) = crate::registry::control::killed(&self.pool.key.database);
                     self.fatal(&client, &code, &msg).await;
                     break msg;
                 }

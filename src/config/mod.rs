@@ -449,7 +449,7 @@ impl Config {
     fn validate_databases(&self) -> Result<(), ConfigError> {
         for (name, db) in &self.databases {
             let key = format!("databases.{name}");
-            if crate::admin::is_admin_db(name) {
+            if is_admin_db(name) {
                 return Err(invalid(key, "this name is reserved for the admin console"));
             }
             parse_host_port(&db.primary).map_err(|r| invalid(format!("{key}.primary"), r))?;
@@ -503,6 +503,14 @@ pub fn parse_host_port(s: &str) -> Result<(String, u16), String> {
         return Err(format!("{s:?} has no host"));
     }
     Ok((host.to_string(), port))
+}
+
+/// Names clients use to reach the admin console (`pgbouncer` for existing tools).
+pub const ADMIN_DATABASES: &[&str] = &["pgsluice", "pgbouncer"];
+
+/// Whether `name` is the admin console's virtual database rather than a configured one.
+pub fn is_admin_db(name: &str) -> bool {
+    ADMIN_DATABASES.contains(&name)
 }
 
 #[cfg(test)]

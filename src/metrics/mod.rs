@@ -1,7 +1,7 @@
 //! Statistics for the admin console and Prometheus: per-pool counters and latency
 //! histograms ([`pool`]), what a session accumulates and publishes ([`tally`]), the slow
-//! query log ([`slowlog`]), the Prometheus text format ([`prometheus`]) and the HTTP
-//! endpoints ([`http`]).
+//! query log ([`slowlog`]). The Prometheus text and the HTTP endpoints that serve it are
+//! in the `http` module.
 //!
 //! # Cost on the hot path
 //! A session takes at most one clock reading per query boundary (query start, query end,
@@ -11,15 +11,13 @@
 //! worker threads is touched per query. `[metrics] enabled = false` skips all of it.
 
 pub mod histogram;
-pub mod http;
 pub mod pool;
-pub mod prometheus;
 pub mod slowlog;
 pub mod tally;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use crate::pool::PoolKey;
 pub use pool::{PoolMetrics, Totals};
@@ -80,15 +78,5 @@ impl Metrics {
         for p in self.all() {
             p.rotate(now);
         }
-    }
-}
-
-/// Rotates the statistics windows every `metrics.stats_period` (re-read after each tick,
-/// so a reload applies) until the process ends.
-pub async fn ticker(shared: Arc<crate::Shared>) {
-    loop {
-        let period = shared.snapshot.load().config.metrics.stats_period;
-        tokio::time::sleep(Duration::from_secs_f64(period.max(1.0))).await;
-        shared.metrics.rotate();
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::pool::{C, PoolMetrics};
 use super::slowlog::SlowLog;
-use crate::admin::registry::ClientInfo;
+use crate::registry::clients::{ClientInfo, ClientState};
 
 /// A session's running counts. All methods are cheap no-ops when metrics are off.
 ///
@@ -77,7 +77,7 @@ impl Tally {
     /// timing) for [`Tally::attached`].
     #[inline]
     pub fn wait_start(&mut self, info: &ClientInfo) -> u64 {
-        info.set_state(crate::admin::registry::ClientState::Waiting);
+        info.set_state(ClientState::Waiting);
         if !self.timing {
             return 0;
         }
@@ -90,7 +90,7 @@ impl Tally {
     /// not timing).
     #[inline]
     pub fn attached(&mut self, t0: u64, info: &ClientInfo) {
-        info.set_state(crate::admin::registry::ClientState::Active);
+        info.set_state(ClientState::Active);
         if t0 == 0 {
             return;
         }

@@ -12,5 +12,5 @@ mod monitor;
 pub mod nodes;
 
 pub use classify::{Allowlist, Class, Classifier, Hint};
-pub use monitor::supervise;
+pub use monitor::{Source, supervise};
 pub use nodes::{DbNodes, NodeStatus, Nodes, format_lsn, parse_lsn};

@@ -6,9 +6,17 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::nodes::{DbNodes, parse_lsn};
+use super::nodes::Nodes;
+use crate::config::Config;
 use crate::pool::PoolKey;
 use crate::server::{self, ServerConn};
-use crate::shared::Shared;
+
+/// What the monitor needs from the running pooler: the nodes it keeps current and the
+/// configuration in force (re-read at every check, so a reload applies).
+pub trait Source: Send + Sync + 'static {
+    fn nodes(&self) -> &Nodes;
+    fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R;
+}
 
 /// What one check of a node found.
 #[derive(Debug, Clone, Copy)]
@@ -22,13 +30,13 @@ pub(super) struct Sample {
 }
 
 /// Keeps a monitor running for every node of every database; runs until the process ends.
-pub async fn supervise(shared: Arc<Shared>) {
+pub async fn supervise<S: Source>(shared: Arc<S>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        shared.nodes.sync(&shared.snapshot.load().config);
-        for db in shared.nodes.all() {
+        shared.with_config(|c| shared.nodes().sync(c));
+        for db in shared.nodes().all() {
             // Without replicas there is nothing to route or fail over to: no monitor, and
             // no connection spent on it.
             if !db.has_replicas() || db.spawned.swap(true, Relaxed) {
@@ -43,7 +51,7 @@ pub async fn supervise(shared: Arc<Shared>) {
 
 /// Checks node `i` of `db` every `lag_check_interval` until the database leaves the
 /// config. A node that does not answer is marked down and retried with backoff.
-async fn watch_node(db: Weak<DbNodes>, i: usize, shared: Arc<Shared>) {
+async fn watch_node<S: Source>(db: Weak<DbNodes>, i: usize, shared: Arc<S>) {
     const MAX_BACKOFF: Duration = Duration::from_secs(5);
     let mut conn: Option<Box<ServerConn>> = None;
     let mut backoff = Duration::ZERO;
@@ -54,7 +62,7 @@ async fn watch_node(db: Weak<DbNodes>, i: usize, shared: Arc<Shared>) {
         };
         let interval = nodes.policy.load().interval;
         let timeout = (interval * 10).clamp(Duration::from_secs(1), Duration::from_secs(5));
-        let result = check(&shared, &nodes, i, &mut conn, timeout).await;
+        let result = check(&*shared, &nodes, i, &mut conn, timeout).await;
         let pause = match result {
             Ok(sample) => {
                 if !last_error.is_empty() {
@@ -96,24 +104,25 @@ const CHECK_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), \
      ELSE pg_catalog.pg_current_wal_flush_lsn() END, '0/0'::pg_lsn), \
      COALESCE(EXTRACT(EPOCH FROM pg_catalog.now() - pg_catalog.pg_last_xact_replay_timestamp()), 0)";
 
-async fn check(
-    shared: &Shared,
+async fn check<S: Source>(
+    shared: &S,
     nodes: &DbNodes,
     i: usize,
     conn: &mut Option<Box<ServerConn>>,
     timeout: Duration,
 ) -> Result<Sample, String> {
     if conn.is_none() {
-        let config = &shared.snapshot.load().config;
-        let user = config
-            .monitor_user()
-            .ok_or("no user to check nodes as: set routing.monitor_user")?;
-        let key = PoolKey {
-            database: nodes.database.clone(),
-            user: user.to_string(),
-            node: i,
-        };
-        let settings = crate::pool::settings_for(config, &key).ok_or("node is not configured")?;
+        let settings = shared.with_config(|config| {
+            let user = config
+                .monitor_user()
+                .ok_or("no user to check nodes as: set routing.monitor_user")?;
+            let key = PoolKey {
+                database: nodes.database.clone(),
+                user: user.to_string(),
+                node: i,
+            };
+            crate::pool::settings_for(config, &key).ok_or("node is not configured")
+        })?;
         let c = server::connect(&settings.target, 0, Some(timeout))
             .await
             .map_err(|e| e.to_string())?;

@@ -2,6 +2,7 @@
 //! reported, the session settings applied to it, and the queries pgsluice runs on it itself.
 
 mod connect;
+mod statements;
 pub mod varcache;
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use tokio::net::TcpStream;
 
 use crate::protocol::{self, ErrorFields, be};
 pub use connect::{ServerTarget, connect};
+pub use statements::ServerStatements;
 use varcache::Gucs;
 
 /// Why talking to a server failed.
@@ -120,7 +122,7 @@ pub struct ServerConn {
     /// The worker thread whose event loop watches this socket.
     pub worker: usize,
     /// Pooler-named statements prepared on this connection.
-    pub statements: crate::prepare::ServerStatements,
+    pub statements: ServerStatements,
 }
 
 impl ServerConn {

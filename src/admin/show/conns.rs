@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::super::registry::{ClientInfo, ClientState};
+use crate::registry::clients::{ClientInfo, ClientState};
 use super::super::table::{Table, V};
 use super::super::view;
 use super::{timestamp, wall, wall_us};

@@ -70,7 +70,7 @@ pub(super) fn wall(shared: &Shared, at: Instant) -> SystemTime {
     shared.metrics.wall(at)
 }
 
-/// The wall-clock time of a [`super::registry::ClientInfo`] time (µs since start).
+/// The wall-clock time of a [`crate::registry::clients::ClientInfo`] time (µs since start).
 pub(super) fn wall_us(shared: &Shared, us: u64) -> SystemTime {
     shared.metrics.started_wall + std::time::Duration::from_micros(us)
 }

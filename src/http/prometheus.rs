@@ -6,8 +6,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::histogram::{Counts, PROMETHEUS_LE_US};
-use super::pool::Totals;
+use crate::metrics::histogram::{Counts, PROMETHEUS_LE_US};
+use crate::metrics::pool::Totals;
 use crate::admin::view::{self, PoolView};
 use crate::shared::{Phase, Shared};
 

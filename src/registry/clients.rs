@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use super::control::DbControl;
-use crate::client::state::Pin;
+use crate::sql::PinReason as Pin;
 use crate::pool::PoolKey;
 
 /// What a client is doing, as the console shows it.
@@ -72,7 +72,7 @@ pub struct ClientInfo {
     /// The database's PAUSE/DISABLE/KILL state; `None` for admin console clients.
     pub db: Option<Arc<DbControl>>,
     state: AtomicU8,
-    /// Microseconds since [`crate::metrics::Metrics::started`] at which the current wait
+    /// Microseconds since the metrics' start instant at which the current wait
     /// began (waiting) or the last request began (otherwise); 0 = not known.
     since_us: AtomicU64,
     killed: AtomicBool,

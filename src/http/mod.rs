@@ -2,6 +2,8 @@
 //! (the process is up and accepting) and `/readyz` (ready for traffic: configuration
 //! loaded, every database's primary reachable, not draining).
 
+mod prometheus;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
@@ -13,7 +15,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::admin::registry::ClientState;
+use crate::registry::clients::ClientState;
 use crate::pool::PoolKey;
 use crate::shared::Shared;
 
@@ -77,7 +79,7 @@ async fn handle(shared: &Shared, probes: &Probes, req: Request<Incoming>) -> Res
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            super::prometheus::render(shared),
+            prometheus::render(shared),
         ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match readiness(shared, probes).await {

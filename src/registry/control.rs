@@ -1,5 +1,5 @@
-//! What the console's PAUSE, RESUME, DISABLE, ENABLE, KILL and SHUTDOWN change, and how
-//! sessions obey it.
+//! What the console's PAUSE, RESUME, DISABLE, ENABLE, KILL and SHUTDOWN change (sessions
+//! obey it in `client`).
 //!
 //! # Concurrency note
 //! Each database has one [`DbControl`], found by name at login (under the map's lock) and
@@ -9,12 +9,10 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::registry::{ClientInfo, ClientState, Registry};
-use crate::shared::{Phase, Shared};
+use super::clients::{ClientState, Registry};
 
 /// The console's state for one database.
 pub struct DbControl {
@@ -51,6 +49,11 @@ impl DbControl {
 
     fn set_disabled(&self, v: bool) {
         self.disabled.store(v, Relaxed);
+    }
+
+    /// Changes whenever PAUSE/RESUME/KILL touch this database: held clients wait on it.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 }
 
@@ -192,50 +195,6 @@ impl Control {
                 std::future::pending::<()>().await;
             }
         }
-    }
-}
-
-/// Holds a client whose database is paused until RESUME, at most `limit`. Errors are
-/// `(SQLSTATE, message)` for the client: killed, shutting down, or waited too long.
-pub async fn hold(
-    shared: &Shared,
-    info: &ClientInfo,
-    limit: Option<Duration>,
-) -> Result<(), (String, String)> {
-    let Some(db) = info.db.clone() else {
-        return Ok(());
-    };
-    let mut changed = db.changed.subscribe();
-    let mut phase = shared.drain.subscribe();
-    let wait = async {
-        loop {
-            if info.killed() {
-                return Err(killed(&db.name));
-            }
-            if *phase.borrow_and_update() != Phase::Running {
-                return Err(("57P01".into(), "pgsluice is shutting down".into()));
-            }
-            if !db.paused() {
-                return Ok(());
-            }
-            tokio::select! {
-                r = changed.changed() => if r.is_err() { std::future::pending::<()>().await },
-                r = phase.changed() => if r.is_err() { std::future::pending::<()>().await },
-            }
-        }
-    };
-    match limit {
-        Some(l) => tokio::time::timeout(l, wait).await.unwrap_or_else(|_| {
-            Err((
-                "57014".into(),
-                format!(
-                    "database \"{}\" is paused: no server connection within query_wait_timeout ({}s)",
-                    db.name,
-                    l.as_secs_f64()
-                ),
-            ))
-        }),
-        None => wait.await,
     }
 }
 
