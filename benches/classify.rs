@@ -6,9 +6,9 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pgsluice::sql as inspect;
 use pgsluice::router::classify::classify_uncached;
 use pgsluice::router::{Allowlist, Classifier};
+use pgsluice::sql as inspect;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 

@@ -16,6 +16,11 @@ struct Counted(Arc<Shared>);
 
 impl Drop for Counted {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The task's other guards (its server lease, its registrations) unwind too;
+            // the runtime catches the panic, so no other client is affected.
+            self.0.metrics.panics.fetch_add(1, Ordering::Relaxed);
+        }
         self.0.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }

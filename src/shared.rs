@@ -11,9 +11,9 @@ use tokio::sync::watch;
 
 use crate::auth::Secret;
 use crate::auth::scram::ScramVerifier;
-use crate::registry::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::pool::Pools;
+use crate::registry::cancel::CancelRegistry;
 
 /// A user's credentials, prepared once per config load (deriving a SCRAM verifier from a
 /// plaintext password costs 4096 hash iterations; we do not pay that per login).
@@ -76,6 +76,41 @@ pub struct Shared {
     pub admin: crate::registry::Control,
     /// Per-pool statistics for the console and `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Faults tests inject through the library API; never set by the binary.
+    pub failpoints: Failpoints,
+}
+
+/// Faults a test can inject into a running pgsluice (through the library API only: the
+/// binary and the configuration never set them). Unarmed, a check is one relaxed load.
+#[derive(Default)]
+pub struct Failpoints {
+    armed: std::sync::atomic::AtomicBool,
+    panic_on: std::sync::Mutex<Option<Vec<u8>>>,
+}
+
+impl Failpoints {
+    /// Makes a session panic when it sends a server a Query containing `needle`.
+    pub fn panic_on_query(&self, needle: &str) {
+        *self.panic_on.lock().unwrap_or_else(|e| e.into_inner()) = Some(needle.as_bytes().to_vec());
+        self.armed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Panics if `query` contains the armed needle.
+    #[inline]
+    pub fn check_query(&self, query: &[u8]) {
+        if !self.armed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        let hit = self
+            .panic_on
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_deref()
+            .is_some_and(|n| !n.is_empty() && query.windows(n.len()).any(|w| w == n));
+        if hit {
+            panic!("failpoint: panic_on_query");
+        }
+    }
 }
 
 impl Shared {
@@ -97,6 +132,7 @@ impl Shared {
             clients: AtomicUsize::new(0),
             drain: watch::channel(Phase::Running).0,
             sessions: Default::default(),
+            failpoints: Failpoints::default(),
             config_path,
         })
     }

@@ -7,9 +7,9 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use super::command::Command;
-use crate::registry::control::ShutdownRequest;
 use crate::config::Config;
 use crate::protocol::build;
+use crate::registry::control::ShutdownRequest;
 use crate::shared::{Phase, Shared, Snapshot};
 
 type Outcome = Result<(), (String, String)>;

@@ -9,11 +9,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::command::{self, Command};
-use crate::registry::clients::{ClientInfo, ClientMeta, ClientState};
 use super::{Role, act, role, show};
-use crate::registry::cancel::CancelSlot;
 use crate::config::Config;
 use crate::protocol::{self, build, fe};
+use crate::registry::cancel::CancelSlot;
+use crate::registry::clients::{ClientInfo, ClientMeta, ClientState};
 use crate::shared::{Phase, Shared};
 
 /// Largest message the console accepts.

@@ -14,7 +14,6 @@ mod show;
 mod table;
 pub mod view;
 
-
 pub use crate::config::{ADMIN_DATABASES, is_admin_db};
 
 /// What a console user may do.

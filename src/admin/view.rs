@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::registry::clients::{ClientInfo, ClientState};
 use crate::metrics::PoolMetrics;
 use crate::pool::{Pool, PoolKey};
+use crate::registry::clients::{ClientInfo, ClientState};
 use crate::shared::Shared;
 
 /// A pool as the console and `/metrics` show it.

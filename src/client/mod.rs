@@ -2,9 +2,9 @@
 //! traffic over pooled server connections.
 
 mod buffers;
-mod hold;
 pub mod cancel;
 mod extended;
+mod hold;
 
 mod observe;
 mod outq;

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::session::Session;
-use crate::registry::clients::{ClientInfo, ClientMeta, ClientState, ServerLink, pin_mask};
 use crate::config::{self, Config};
 use crate::metrics::Tally;
 use crate::metrics::slowlog::SlowQuery;
 use crate::pool::Pool;
 use crate::protocol::{self, fe};
+use crate::registry::clients::{ClientInfo, ClientMeta, ClientState, ServerLink, pin_mask};
 use crate::server::ServerConn;
 use crate::shared::Shared;
 

@@ -137,9 +137,10 @@ impl Session {
     }
 
     fn read_server(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), String>> {
-        let Some(server) = &mut self.server else {
+        let Some(lease) = &mut self.server else {
             return Poll::Pending;
         };
+        let server = &mut **lease;
         if server.buf.capacity() - server.buf.len() < READ_CHUNK / 2 {
             server.buf.reserve(READ_CHUNK);
         }
@@ -302,7 +303,14 @@ impl Session {
             self.tally.client_frame(&self.info);
             match h.tag {
                 fe::TERMINATE => break Some(Event::Terminate),
-                fe::QUERY => self.outstanding += 1,
+                fe::QUERY => {
+                    if have >= h.frame_len {
+                        self.shared
+                            .failpoints
+                            .check_query(&self.cin[fwd..fwd + h.frame_len]);
+                    }
+                    self.outstanding += 1
+                }
                 fe::SYNC | fe::FUNCTION_CALL => {
                     self.outstanding += 1;
                     self.batch_open = false;

@@ -17,8 +17,8 @@ use super::state::SessionState;
 use crate::config::{self, Config, PoolMode};
 use crate::pool::{Pool, PoolError};
 use crate::protocol::build;
+use crate::server::CloseReason;
 use crate::server::varcache::Gucs;
-use crate::server::{CloseReason, ServerConn};
 use crate::shared::{Phase, Shared};
 
 /// Longest pgsluice waits for its own cleanup queries on a server.
@@ -65,7 +65,7 @@ pub struct Session {
     /// Bytes from the client not yet handled.
     pub(super) cin: BytesMut,
     pub(super) cout: OutQueue,
-    pub(super) server: Option<Box<ServerConn>>,
+    pub(super) server: Option<crate::pool::Lease>,
     pub(super) sout: OutQueue,
     pub(super) state: SessionState,
     /// Whether statements are inspected for session state (not in session mode).
@@ -325,14 +325,14 @@ impl Session {
                 match Box::pin(conn.simple_query(&sql)).await {
                     Ok(None) => {}
                     Ok(Some(err)) => {
-                        self.pool.discard(conn, CloseReason::ResetFailed);
+                        conn.discard(CloseReason::ResetFailed);
                         return Err((
                             err.code,
                             format!("cannot apply session settings: {}", err.message),
                         ));
                     }
                     Err(e) => {
-                        self.pool.discard(conn, CloseReason::Broken);
+                        conn.discard(CloseReason::Broken);
                         return Err(("08006".into(), e.to_string()));
                     }
                 }
@@ -345,6 +345,8 @@ impl Session {
             secret: conn.backend_secret,
         }));
         self.got_server(t0, &conn);
+        // Until it is given back explicitly, nobody can vouch for its state.
+        conn.set_clean(false);
         self.server = Some(conn);
         self.node_active(1);
         Ok(())
@@ -394,9 +396,9 @@ impl Session {
         self.released_server();
         if !conn.buf.is_empty() {
             // The server sent more after ReadyForQuery; it cannot be handed on safely.
-            self.pool.discard(conn, CloseReason::UnexpectedData);
+            conn.discard(CloseReason::UnexpectedData);
         } else {
-            self.pool.checkin(conn);
+            conn.checkin();
         }
         if self.cin.is_empty() {
             // An idle client keeps no buffer; the next active one of this worker reuses it.
@@ -410,7 +412,7 @@ impl Session {
             self.cancel.set(None);
             self.released_server();
             self.sout.clear();
-            self.pool.discard(conn, reason);
+            conn.discard(reason);
         }
     }
 
@@ -444,7 +446,7 @@ impl Session {
                 secret: conn.backend_secret,
             };
             tokio::spawn(super::cancel::send_cancel(target));
-            self.pool.discard(conn, CloseReason::ClientGoneMidQuery);
+            conn.discard(CloseReason::ClientGoneMidQuery);
             return;
         }
         let reset = self.mode == PoolMode::Session || self.state.is_pinned();
@@ -461,7 +463,7 @@ impl Session {
                 Ok(Ok(None))
             );
             if !ok || conn.status != b'I' {
-                self.pool.discard(conn, CloseReason::ResetFailed);
+                conn.discard(CloseReason::ResetFailed);
                 return;
             }
         }
@@ -469,12 +471,19 @@ impl Session {
             conn.gucs = Arc::default();
             conn.statements.clear();
         }
-        self.pool.checkin(conn);
+        conn.checkin();
     }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(
+                client = self.cancel.pid,
+                pool = ?self.pool.key,
+                "client session panicked (a bug): closing this client and its server connection"
+            );
+        }
         self.shared.cancels.remove(self.cancel.pid);
         self.shared.sessions.remove(self.cancel.pid);
         self.shared.admin.clients.remove(self.cancel.pid);

@@ -15,8 +15,8 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::registry::clients::ClientState;
 use crate::pool::PoolKey;
+use crate::registry::clients::ClientState;
 use crate::shared::Shared;
 
 /// How long a primary's reachability is remembered between probes.

@@ -6,9 +6,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
+use crate::admin::view::{self, PoolView};
 use crate::metrics::histogram::{Counts, PROMETHEUS_LE_US};
 use crate::metrics::pool::Totals;
-use crate::admin::view::{self, PoolView};
 use crate::shared::{Phase, Shared};
 
 /// The text of a scrape.
@@ -40,6 +40,19 @@ pub fn render(shared: &Shared) -> String {
         "Client connections, logged in or not (the max_client_conn count).",
     );
     sample(o, "pgsluice_connections", &[], shared.clients.load(Relaxed));
+
+    family(
+        o,
+        "pgsluice_client_panics_total",
+        "counter",
+        "Client tasks that ended in a panic (a bug: each is logged at ERROR with its client id).",
+    );
+    sample(
+        o,
+        "pgsluice_client_panics_total",
+        &[],
+        shared.metrics.panics.load(Relaxed),
+    );
 
     family(
         o,

@@ -33,6 +33,9 @@ pub struct Metrics {
     /// into timestamps.
     pub started: Instant,
     pub started_wall: SystemTime,
+    /// Client tasks that ended in a panic (each is logged with its client id; the panic
+    /// closed that client and its server connection only).
+    pub panics: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -42,6 +45,7 @@ impl Metrics {
             shards: workers.max(1),
             started: Instant::now(),
             started_wall: SystemTime::now(),
+            panics: Default::default(),
         }
     }
 

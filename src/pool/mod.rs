@@ -8,6 +8,7 @@
 //! exactly one place at a time (the idle list, a waiter's channel, or a client session).
 
 mod inspect;
+mod lease;
 mod maintain;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,6 +23,8 @@ use tokio::sync::oneshot;
 use crate::server::varcache::Gucs;
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
 pub use inspect::IdleServer;
+pub use lease::Lease;
+use lease::{Slot, Ticket};
 pub use maintain::{Pools, maintain_all, settings_for};
 
 /// Identifies a pool: one per database, user and node (0 is the primary).
@@ -54,7 +57,7 @@ pub enum PoolError {
     Removed,
 }
 
-enum Grant {
+pub(crate) enum Grant {
     Conn(Box<ServerConn>),
     /// Permission to open a new connection (the pool's count already includes it).
     Slot,
@@ -169,15 +172,15 @@ impl Pool {
 
     /// Server parameters reported by this pool's connections, connecting one if needed.
     pub async fn server_params(
-        &self,
+        self: &Arc<Self>,
         wait: Option<Duration>,
     ) -> Result<Arc<BTreeMap<String, String>>, PoolError> {
         if let Some(p) = self.lock().params.clone() {
             return Ok(p);
         }
-        let conn = self.checkout(wait).await?;
-        let params = conn.params.clone();
-        self.checkin(conn);
+        let lease = self.checkout(wait).await?;
+        let params = lease.params.clone();
+        lease.checkin();
         Ok(params)
     }
 
@@ -186,7 +189,11 @@ impl Pool {
     /// A waiter arms no timer of its own: the janitor ([`maintain_all`]) expires waiters
     /// whose deadline passed, every [`WAIT_CHECK`] (a timer per checkout cost ~600
     /// instructions per transaction when clients outnumber servers).
-    pub async fn checkout(&self, wait: Option<Duration>) -> Result<Box<ServerConn>, PoolError> {
+    ///
+    /// The connection comes as a [`Lease`]: however the caller leaves, the pool's count
+    /// stays right. A checkout cancelled midway (its future dropped while it waits or
+    /// connects) gives back whatever it had been granted.
+    pub async fn checkout(self: &Arc<Self>, wait: Option<Duration>) -> Result<Lease, PoolError> {
         let next = {
             let mut g = self.lock();
             if g.removed {
@@ -201,10 +208,13 @@ impl Pool {
         let conn = match next {
             Next::Ready(c) => c,
             Next::Connect => self.open_slot().await?,
-            Next::Wait(rx) => self.wait(rx, wait).await?,
+            Next::Wait(rx) => {
+                let ticket = Ticket { pool: self, rx };
+                self.wait(ticket, wait).await?
+            }
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        Ok(conn)
+        Ok(Lease::new(self.clone(), conn))
     }
 
     // The connections are boxed for their whole life; unboxing them here would copy them.
@@ -238,10 +248,11 @@ impl Pool {
 
     async fn wait(
         &self,
-        rx: oneshot::Receiver<Grant>,
+        mut ticket: Ticket<'_>,
         wait: Option<Duration>,
     ) -> Result<Box<ServerConn>, PoolError> {
-        let grant = rx.await.map_err(|_| PoolError::Removed)?;
+        let grant = (&mut ticket.rx).await.map_err(|_| PoolError::Removed)?;
+        drop(ticket);
         match grant {
             Grant::Conn(c) => Ok(c),
             Grant::TimedOut => {
@@ -266,16 +277,19 @@ impl Pool {
         Box::pin(async move { self.open(&target, timeout).await })
     }
 
-    /// Opens a connection for a slot already counted in `total`; gives the slot back on error.
+    /// Opens a connection for a slot already counted in `total`; gives the slot back on
+    /// error, and if the caller stops waiting before the connection exists.
     async fn open(
         &self,
         target: &ServerTarget,
         timeout: Option<Duration>,
     ) -> Result<Box<ServerConn>, PoolError> {
+        let slot = Slot::counted(self);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.stats.connects.fetch_add(1, Ordering::Relaxed);
         match server::connect(target, id, timeout).await {
             Ok(conn) => {
+                slot.fill();
                 let mut g = self.lock();
                 if g.params.is_none() {
                     g.params = Some(conn.params.clone());
@@ -284,14 +298,13 @@ impl Pool {
             }
             Err(e) => {
                 self.stats.connect_failures.fetch_add(1, Ordering::Relaxed);
-                self.release_slot();
                 Err(e.into())
             }
         }
     }
 
     /// Returns a clean, idle connection (status `I`) for reuse.
-    pub fn checkin(&self, mut conn: Box<ServerConn>) {
+    fn checkin(&self, mut conn: Box<ServerConn>) {
         let now = Instant::now();
         conn.last_used = now;
         let mut g = self.lock();
@@ -311,7 +324,7 @@ impl Pool {
     }
 
     /// Closes a connection that must not be reused, freeing its slot for a waiter.
-    pub fn discard(&self, conn: Box<ServerConn>, reason: CloseReason) {
+    fn discard(&self, conn: Box<ServerConn>, reason: CloseReason) {
         tracing::debug!(pool = ?self.key, server = conn.id, ?reason, "closing server connection");
         self.stats.closes.fetch_add(1, Ordering::Relaxed);
         conn.close();

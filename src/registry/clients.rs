@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use super::control::DbControl;
-use crate::sql::PinReason as Pin;
 use crate::pool::PoolKey;
+use crate::sql::PinReason as Pin;
 
 /// What a client is doing, as the console shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

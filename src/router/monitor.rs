@@ -5,8 +5,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use super::nodes::{DbNodes, parse_lsn};
 use super::nodes::Nodes;
+use super::nodes::{DbNodes, parse_lsn};
 use crate::config::Config;
 use crate::pool::PoolKey;
 use crate::server::{self, ServerConn};

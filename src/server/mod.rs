@@ -68,6 +68,10 @@ pub enum CloseReason {
     UnexpectedData,
     /// KILL or PAUSE in the admin console.
     Admin,
+    /// Its holder went away without saying the connection was clean.
+    Abandoned,
+    /// Its holder panicked.
+    Panic,
 }
 
 /// The columns of a DataRow body as text (`None` for NULL).

@@ -4,10 +4,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crate::registry::clients::{ClientInfo, ClientState};
 use super::super::table::{Table, V};
 use super::super::view;
 use super::{timestamp, wall, wall_us};
+use crate::registry::clients::{ClientInfo, ClientState};
 use crate::shared::Shared;
 
 /// PgBouncer's socket columns (SHOW CLIENTS and SHOW SERVERS), then ours.
