@@ -79,7 +79,7 @@ fn pool(rt: &Runtime, port: u16, size: usize) -> Arc<Pool> {
         for _ in 0..size {
             conns.push(pool.checkout(None).await.expect("connect to the stand-in"));
         }
-        conns.into_iter().for_each(|c| pool.checkin(c));
+        conns.into_iter().for_each(|c| c.checkin());
     });
     let snap = pool.snapshot();
     assert_eq!((snap.idle, snap.total), (size, size));
@@ -98,7 +98,7 @@ async fn contend(pool: Arc<Pool>, tasks: u64, ops: u64) -> Duration {
                 for _ in 0..share {
                     let conn = pool.checkout(None).await.expect("checkout");
                     tokio::task::yield_now().await;
-                    pool.checkin(conn);
+                    conn.checkin();
                 }
             })
         })
@@ -122,7 +122,7 @@ fn bench_pool(c: &mut Criterion) {
     g.bench_function("checkout_checkin/idle_of_20", |b| {
         b.to_async(&rt).iter(|| async {
             let conn = idle.checkout(None).await.expect("checkout");
-            idle.checkin(conn);
+            conn.checkin();
         })
     });
 
