@@ -280,10 +280,11 @@ def start_cluster(workdir):
     return int(m.group(1))
 
 
-def create_database(pg_port):
+def create_database(pg_port, extra):
     psql(pg_port, "postgres", 'CREATE DATABASE "regression" TEMPLATE=template0')
+    settings = dict(DB_SETTINGS, **extra)
     sets = ";".join(f"ALTER DATABASE \"regression\" SET {k} TO '{v}'"
-                    for k, v in DB_SETTINGS.items())
+                    for k, v in settings.items())
     psql(pg_port, "postgres", sets)
 
 
@@ -331,7 +332,7 @@ def split_diffs(outdir):
         return
     cur, buf = None, []
     for line in diffs.read_text(errors="replace").splitlines(keepends=True):
-        m = re.match(r"^diff \S+ \S+ (\S+)/expected/(\S+?)(?:_\d+)?\.out ", line)
+        m = re.match(r"^diff \S+ (\S+)/expected/(\S+?)(?:_\d+)?\.out ", line)
         if m:
             if cur:
                 (ddir / f"{cur}.diff").write_text("".join(buf))
@@ -353,7 +354,7 @@ def run_mode(args, mode, label, src, lib):
     pg_port = start_cluster(workdir)
     pooler = None
     try:
-        create_database(pg_port)
+        create_database(pg_port, args.db_set)
         port = pg_port
         if mode != "direct":
             pooler, port = start_pooler(mode, outdir, pg_port, args.pool_size)
@@ -424,11 +425,15 @@ def main():
     ap.add_argument("--tests", help="only test_setup and these tests (comma-separated)")
     ap.add_argument("--pool-size", type=int, default=30)
     ap.add_argument("--timeout", type=int, default=2400, help="seconds per pg_regress run")
+    ap.add_argument("--db-set", action="append", default=[], metavar="NAME=VALUE",
+                    help="another ALTER DATABASE regression SET (a control run: e.g. "
+                         "datestyle='Postgres, MDY' makes RESET land on pg_regress's value)")
     ap.add_argument("--out", type=Path, default=REPO / "target" / "fidelity")
     ap.add_argument("--all", action="store_true", help="print every test, not only failures")
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
     args = ap.parse_args()
     modes = args.modes.split(",")
+    args.db_set = dict(kv.split("=", 1) for kv in args.db_set)
     for m in modes:
         if m not in MODES:
             die(f"unknown mode {m!r} (one of {', '.join(MODES)})")
