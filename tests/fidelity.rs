@@ -666,7 +666,7 @@ fn set_inside_do_block_does_not_leak_to_another_client() {
 
 #[test]
 #[ignore = "issue 17: a SET inside a DO block or function leaks to the next client"]
-fn set_config_in_a_function_does_not_leak_to_another_client() {
+fn set_in_a_function_does_not_leak_to_another_client() {
     run_async(120, async {
         let rig = Rig::start(1).await;
         rig.admin(
