@@ -96,6 +96,14 @@ pub fn close_frame(name: &str) -> Bytes {
     b.freeze()
 }
 
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("statements", &self.len())
+            .finish()
+    }
+}
+
 /// Every distinct statement clients have prepared.
 #[derive(Default)]
 pub struct Registry {

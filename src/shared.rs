@@ -64,7 +64,7 @@ pub struct Shared {
     pub nodes: crate::router::Nodes,
     pub cancels: CancelRegistry,
     /// Every distinct named statement clients prepared (transaction/statement mode).
-    pub statements: crate::prepare::Registry,
+    pub statements: Arc<crate::prepare::Registry>,
     pub clients: AtomicUsize,
     /// Where shutdown stands. Change it with [`Shared::set_phase`], which also wakes the
     /// sessions (they do not poll this channel).
@@ -77,7 +77,7 @@ pub struct Shared {
     /// Per-pool statistics for the console and `/metrics`.
     pub metrics: crate::metrics::Metrics,
     /// Faults tests inject through the library API; never set by the binary.
-    pub failpoints: Failpoints,
+    pub failpoints: Arc<Failpoints>,
 }
 
 /// Faults a test can inject into a running pgsluice (through the library API only: the
@@ -93,6 +93,11 @@ impl Failpoints {
     pub fn panic_on_query(&self, needle: &str) {
         *self.panic_on.lock().unwrap_or_else(|e| e.into_inner()) = Some(needle.as_bytes().to_vec());
         self.armed.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether any failpoint is armed.
+    pub fn armed(&self) -> bool {
+        self.armed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Panics if `query` contains the armed needle.
@@ -132,7 +137,7 @@ impl Shared {
             clients: AtomicUsize::new(0),
             drain: watch::channel(Phase::Running).0,
             sessions: Default::default(),
-            failpoints: Failpoints::default(),
+            failpoints: Arc::default(),
             config_path,
         })
     }

@@ -394,7 +394,6 @@ async fn same_across_servers_with(rig: &Rig, query: &str, setup: &[&str], check:
 }
 
 #[test]
-#[ignore = "issue 17: the role is replayed before the session authorization, which clears it"]
 fn session_authorization_then_role_replays_both() {
     run_async(120, async {
         let rig = Rig::start(2).await;
@@ -405,7 +404,6 @@ fn session_authorization_then_role_replays_both() {
 }
 
 #[test]
-#[ignore = "issue 17: RESET SESSION AUTHORIZATION leaves the role recorded and replayed"]
 fn reset_session_authorization_also_resets_role() {
     run_async(120, async {
         let rig = Rig::start(2).await;
@@ -429,7 +427,6 @@ fn role_only_replays() {
 }
 
 #[test]
-#[ignore = "issue 17: a replay that fails wedges the client"]
 fn dropped_role_does_not_wedge_the_client() {
     run_async(120, async {
         let rig = Rig::start(2).await;
@@ -458,7 +455,6 @@ fn dropped_role_does_not_wedge_the_client() {
 }
 
 #[test]
-#[ignore = "issue 17: resets run under the previous client's session authorization"]
 fn superuser_setting_is_reset_before_session_authorization_drops_privileges() {
     run_async(120, async {
         // One server: the next client gets exactly the server the first one left.
@@ -517,7 +513,6 @@ async fn reset_to_startup(mode: &str, startup: (&str, &str), stmt: &str, show: &
 }
 
 #[test]
-#[ignore = "issue 17: RESET goes back to the server's default, not the startup value"]
 fn reset_returns_to_startup_datestyle() {
     run_async(
         120,
@@ -531,7 +526,6 @@ fn reset_returns_to_startup_datestyle() {
 }
 
 #[test]
-#[ignore = "issue 17: RESET goes back to the server's default, not the startup value"]
 fn reset_all_returns_to_startup_timezone() {
     let tz = ("TimeZone", "America/Los_Angeles");
     run_async(
@@ -541,7 +535,6 @@ fn reset_all_returns_to_startup_timezone() {
 }
 
 #[test]
-#[ignore = "issue 17: RESET goes back to the server's default, not the startup value"]
 fn discard_all_returns_to_startup_datestyle() {
     run_async(
         120,
@@ -550,7 +543,6 @@ fn discard_all_returns_to_startup_datestyle() {
 }
 
 #[test]
-#[ignore = "issue 17: RESET goes back to the server's default, not the startup value"]
 fn reset_returns_to_startup_datestyle_in_session_mode() {
     run_async(
         120,
@@ -559,7 +551,6 @@ fn reset_returns_to_startup_datestyle_in_session_mode() {
 }
 
 #[test]
-#[ignore = "issue 17: RESET goes back to the server's default, not the startup value"]
 fn reset_of_an_options_startup_value() {
     run_async(120, async {
         // options=-c is a startup value too (pg_regress sets intervalstyle this way).
@@ -575,7 +566,6 @@ fn reset_of_an_options_startup_value() {
 }
 
 #[test]
-#[ignore = "issue 17: a client's RESET of a startup value leaves the server unlike its record"]
 fn reset_does_not_change_the_next_clients_datestyle() {
     run_async(120, async {
         let rig = Rig::start(1).await;
@@ -591,7 +581,6 @@ fn reset_does_not_change_the_next_clients_datestyle() {
 // ------------------------------------------------------------------ partial settings
 
 #[test]
-#[ignore = "issue 17: only the last of several DateStyle SETs is replayed"]
 fn partial_datestyle_sets_replay_as_a_whole() {
     run_async(120, async {
         let rig = Rig::start(2).await;
@@ -601,7 +590,6 @@ fn partial_datestyle_sets_replay_as_a_whole() {
 }
 
 #[test]
-#[ignore = "issue 17: only the last of several DateStyle SETs is replayed"]
 fn partial_datestyle_sets_after_a_startup_datestyle() {
     run_async(120, async {
         // The issue's case, as in pg_regress: every client starts with DateStyle
@@ -639,7 +627,6 @@ fn datestyle_set_twice_in_full_replays_the_last() {
 }
 
 #[test]
-#[ignore = "issue 17: RESET of a custom setting is forgotten, so another server lacks the placeholder"]
 fn reset_custom_setting_still_exists_on_another_server() {
     run_async(120, async {
         let rig = Rig::start(2).await;
@@ -703,7 +690,6 @@ fn currval_is_never_another_clients_value() {
 }
 
 #[test]
-#[ignore = "issue 17: a DEALLOCATE or PREPARE that pgsluice answers releases a pinned client's server"]
 fn pinned_client_keeps_its_server_when_pgsluice_answers_deallocate() {
     run_async(120, async {
         // Two servers; a client waits at most 2 s for one.
@@ -767,7 +753,6 @@ async fn same_answers(stmts: &[&str]) {
 }
 
 #[test]
-#[ignore = "issue 17: EXPLAIN EXECUTE is not rewritten"]
 fn explain_execute() {
     run_async(
         120,
@@ -780,7 +765,6 @@ fn explain_execute() {
 }
 
 #[test]
-#[ignore = "issue 17: CREATE TABLE AS EXECUTE is not rewritten"]
 fn create_table_as_execute() {
     run_async(
         120,
@@ -794,7 +778,6 @@ fn create_table_as_execute() {
 }
 
 #[test]
-#[ignore = "issue 17: errors name the internal sluice_N statement"]
 fn execute_error_names_the_clients_statement() {
     run_async(
         120,
@@ -833,7 +816,6 @@ fn pg_prepared_statements_lists_the_clients_names() {
 }
 
 #[test]
-#[ignore = "issue 17: error positions point into the rewritten PREPARE"]
 fn prepare_error_position_is_the_clients() {
     run_async(120, async {
         let rig = Rig::start(2).await;

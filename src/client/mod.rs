@@ -1,19 +1,15 @@
-//! A client connection: startup and authentication, then the session that relays its
-//! traffic over pooled server connections.
+//! A client connection: startup and authentication, then the session: a sans-I/O core
+//! ([`core`]) that decides everything, driven by a thin async shell ([`driver`]) that owns
+//! the sockets and the server checkout.
 
 mod buffers;
 pub mod cancel;
-mod extended;
+pub mod core;
+mod driver;
 mod hold;
-
-mod observe;
-mod outq;
-mod relay;
-mod retry;
-mod route;
-mod session;
+mod io;
+pub mod outq;
 mod startup;
-pub mod state;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,12 +18,13 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config;
+use crate::config::{self, PoolMode};
 use crate::pool::PoolKey;
 use crate::protocol::{build, startup::parse_options};
+use crate::router::route::Force;
 use crate::server::varcache::Gucs;
 use crate::shared::{Shared, Snapshot};
-use session::Session;
+use driver::Driver;
 
 /// Why a client connection ends before or outside the relay.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +89,7 @@ pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool
 
 /// What a logged-in connection runs.
 enum Login {
-    Session(Box<Session>),
+    Session(Box<Driver>),
     /// The admin console (databases `pgsluice` and `pgbouncer`).
     Console(crate::admin::console::Console),
 }
@@ -185,27 +182,112 @@ async fn login(
         })?;
     let startup_gucs = pool.intern_settings(startup_settings(&params, &server_params));
     let mode = config.pool_mode(db, config.user(&user));
-    let route = shared.nodes.get(config, &database).and_then(|nodes| {
-        let force = startup_route(&params).unwrap_or(route::Force::Auto);
-        route::Route::new(config, nodes, mode, &database, &user, force)
-    });
-    let mut session = Session::new(
-        shared.clone(),
-        pool,
-        mode,
-        &snap.config,
-        startup_gucs,
-        route,
+    let force = startup_route(&params).unwrap_or(Force::Auto);
+    let route = shared
+        .nodes
+        .get(config, &database)
+        .filter(|nodes| {
+            mode != PoolMode::Session && config.routing.read_write_split && nodes.has_replicas()
+        })
+        .map(|nodes| {
+            let allow = Arc::new(crate::router::Allowlist::new(
+                &config.routing.read_only_functions,
+            ));
+            Box::new(core::Route::new(
+                nodes,
+                crate::router::Classifier::new(allow),
+                force,
+            ))
+        });
+    let driver = new_session(shared, pool, mode, config, startup_gucs, route, meta);
+    let mut driver = Box::new(driver);
+    greet(&mut driver, &server_params, &params);
+    tracing::info!(user, database, client = driver.id(), "client logged in");
+    Ok(Some(Login::Session(driver)))
+}
+
+/// Builds a logged-in client's session: its core and the driver around it.
+fn new_session(
+    shared: &Arc<Shared>,
+    pool: Arc<crate::pool::Pool>,
+    mode: PoolMode,
+    config: &config::Config,
+    startup: Arc<Gucs>,
+    route: Option<Box<core::Route>>,
+    meta: crate::registry::clients::ClientMeta,
+) -> Driver {
+    let g = &config.general;
+    let cancel = shared.cancels.register();
+    let key = pool.key.clone();
+    let info = Arc::new(crate::registry::clients::ClientInfo::new(
+        cancel.pid,
+        key.user.clone(),
+        key.database.clone(),
+        Some(key.node),
         meta,
+        Some(shared.admin.db(&key.database)),
+    ));
+    shared.admin.clients.insert(info.clone());
+    let tally = crate::metrics::Tally::new(
+        shared.metrics.pool(&key),
+        config.metrics.enabled,
+        config::secs(g.slow_query_threshold),
+        shared.metrics.started,
     );
-    session.greet(&server_params, &params);
-    tracing::info!(user, database, client = session.id(), "client logged in");
-    Ok(Some(Login::Session(Box::new(session))))
+    let limits = core::Limits {
+        mode,
+        max_message: g.max_message_size,
+        idle_txn: config::secs(g.idle_transaction_timeout),
+        reset_query: g.server_reset_query.clone(),
+        rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
+    };
+    let map = core::Mapping::new(shared.statements.clone(), g.max_prepared_statements);
+    let mut core = core::Core::new(
+        cancel.pid,
+        limits,
+        core::SessionState::new(startup),
+        map,
+        route,
+        core::Observe::new(info, tally),
+    );
+    if shared.failpoints.armed() {
+        core.set_failpoints(shared.failpoints.clone());
+    }
+    Driver::new(
+        core,
+        shared.clone(),
+        &key,
+        pool,
+        cancel,
+        config::secs(g.query_wait_timeout),
+    )
+}
+
+/// Queues the end of the startup phase: AuthenticationOk, parameters, our cancel key and
+/// ReadyForQuery. Client-supplied values override the server's.
+fn greet(
+    driver: &mut Driver,
+    server: &BTreeMap<String, String>,
+    client: &BTreeMap<String, String>,
+) {
+    let mut buf = BytesMut::with_capacity(512);
+    build::auth_ok(&mut buf);
+    for (name, value) in server {
+        let value = client
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or(value, |(_, v)| v);
+        build::parameter_status(&mut buf, name, value);
+    }
+    let (pid, secret) = driver.cancel_key();
+    build::backend_key_data(&mut buf, pid, secret);
+    build::ready_for_query(&mut buf, b'I');
+    driver.greet(buf.freeze());
 }
 
 /// `pgsluice.route` from the startup packet (`options=-c pgsluice.route=primary`, or the
 /// parameter itself).
-fn startup_route(params: &BTreeMap<String, String>) -> Option<route::Force> {
+fn startup_route(params: &BTreeMap<String, String>) -> Option<Force> {
     let from_options = params.get("options").and_then(|o| {
         parse_options(o)
             .into_iter()
@@ -213,7 +295,7 @@ fn startup_route(params: &BTreeMap<String, String>) -> Option<route::Force> {
             .map(|(_, v)| v)
     });
     let value = from_options.or_else(|| params.get("pgsluice.route").cloned())?;
-    route::Force::parse(&value)
+    Force::parse(&value)
 }
 
 /// The client's startup parameters that differ from the server's defaults, as settings.
@@ -259,9 +341,11 @@ mod tests {
         let task = super::handle(s, crate::Shared::new(config, None), false);
         let (task, session) = (
             std::mem::size_of_val(&task),
-            std::mem::size_of::<super::session::Session>(),
+            std::mem::size_of::<super::driver::Driver>(),
         );
         assert!(task <= 768, "client task future is {task} bytes");
-        assert!(session <= 768, "Session is {session} bytes");
+        // The core now holds the server's protocol state inline while attached (no
+        // allocation per checkout); idle clients get their own compact form in issue 14.
+        assert!(session <= 1280, "Driver (with its core) is {session} bytes");
     }
 }

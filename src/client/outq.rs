@@ -1,15 +1,14 @@
-//! A queue of byte chunks waiting to be written to a socket, written with vectored writes
-//! so that many small frames leave in one system call.
+//! A queue of byte chunks waiting to be written to a socket. The session core pushes;
+//! the driver writes them out with vectored writes, so that many small frames leave in
+//! one system call.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice};
-use std::task::{Context, Poll};
+use std::io::IoSlice;
 
 use bytes::{Buf, Bytes};
-use tokio::net::TcpStream;
 
-/// Most chunks handed to one `writev`.
-const MAX_IOV: usize = 32;
+/// Most chunks handed to one vectored write.
+pub const MAX_IOV: usize = 32;
 
 #[derive(Debug, Default)]
 pub struct OutQueue {
@@ -39,41 +38,18 @@ impl OutQueue {
         self.len = 0;
     }
 
-    /// Writes as much as the socket takes. `Ready(Ok)` once the queue is empty.
-    pub fn poll_flush(&mut self, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.len > 0 {
-            let mut slices = [IoSlice::new(&[]); MAX_IOV];
-            let n = self
-                .chunks
-                .iter()
-                .take(MAX_IOV)
-                .zip(slices.iter_mut())
-                .map(|(c, s)| *s = IoSlice::new(c))
-                .count();
-            match send_vectored(stream, &slices[..n]) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(written) => self.advance(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if stream.poll_write_ready(cx)?.is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-        if self.chunks.capacity() > 64 {
-            self.chunks = VecDeque::new();
-        }
-        Poll::Ready(Ok(()))
+    /// Fills `slices` with the first chunks; returns how many.
+    pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        self.chunks
+            .iter()
+            .zip(slices.iter_mut())
+            .map(|(c, s)| *s = IoSlice::new(c))
+            .count()
     }
 
-    /// Writes everything, for the rare writes outside the relay loop.
-    pub async fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
-        std::future::poll_fn(|cx| self.poll_flush(stream, cx)).await
-    }
-
-    fn advance(&mut self, mut n: usize) {
-        self.len -= n;
+    /// Drops the first `n` bytes (they were written).
+    pub fn advance(&mut self, mut n: usize) {
+        self.len = self.len.saturating_sub(n);
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 return;
@@ -87,13 +63,22 @@ impl OutQueue {
             }
         }
     }
-}
 
-/// `sendmsg` rather than tokio's `writev`: a socket write through the VFS layer pays for
-/// file-position locking and object checks that `sendmsg` skips (about 3% of pgsluice's
-/// CPU per transaction in a profile of `pgbench -S`). `MSG_NOSIGNAL` comes with socket2.
-fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    stream.try_io(tokio::io::Interest::WRITABLE, || {
-        socket2::SockRef::from(stream).send_vectored(bufs)
-    })
+    /// Gives back the memory of a queue that grew large.
+    pub fn shrink(&mut self) {
+        if self.len == 0 && self.chunks.capacity() > 64 {
+            self.chunks = VecDeque::new();
+        }
+    }
+
+    /// Every queued byte, for tests.
+    #[cfg(test)]
+    pub fn take_all(&mut self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len);
+        for c in self.chunks.drain(..) {
+            v.extend_from_slice(&c);
+        }
+        self.len = 0;
+        v
+    }
 }

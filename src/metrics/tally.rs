@@ -7,12 +7,12 @@ use std::time::{Duration, Instant};
 
 use super::pool::{C, PoolMetrics};
 use super::slowlog::SlowLog;
-use crate::registry::clients::{ClientInfo, ClientState};
+use crate::registry::clients::ClientInfo;
 
 /// A session's running counts. All methods are cheap no-ops when metrics are off.
 ///
-/// Times are kept as microseconds since pgsluice started (one clock reading and one
-/// subtraction each), so that the durations are plain integer differences.
+/// Times are kept as microseconds since pgsluice started, so that the durations are plain
+/// integer differences. The clock is read by the caller and passed in (`now`).
 pub struct Tally {
     /// Count and publish (`metrics.enabled`).
     on: bool,
@@ -69,32 +69,34 @@ impl Tally {
 
     /// Microseconds since pgsluice started (never 0, which means "none" here).
     #[inline]
-    fn now_us(&self) -> u64 {
-        (self.started.elapsed().as_micros() as u64).max(1)
+    pub fn us(&self, now: Instant) -> u64 {
+        (now.saturating_duration_since(self.started).as_micros() as u64).max(1)
+    }
+
+    /// Whether the clock is needed at all (statistics or the slow query log on).
+    #[inline]
+    pub fn timing(&self) -> bool {
+        self.timing
     }
 
     /// The client starts waiting for a server. Returns the wait's start (0 when not
     /// timing) for [`Tally::attached`].
     #[inline]
-    pub fn wait_start(&mut self, info: &ClientInfo) -> u64 {
-        info.set_state(ClientState::Waiting);
+    pub fn wait_start(&mut self, now: Instant) -> u64 {
         if !self.timing {
             return 0;
         }
-        let now = self.now_us();
-        info.set_since(now);
-        now
+        self.us(now)
     }
 
     /// The client got its server; `t0` is what [`Tally::wait_start`] returned (0 when
     /// not timing).
     #[inline]
-    pub fn attached(&mut self, t0: u64, info: &ClientInfo) {
-        info.set_state(ClientState::Active);
+    pub fn attached(&mut self, t0: u64, now: Instant, info: &ClientInfo) {
         if t0 == 0 {
             return;
         }
-        let now = self.now_us();
+        let now = self.us(now);
         let waited = now.saturating_sub(t0);
         self.wait_before = waited;
         if self.on {
@@ -109,9 +111,9 @@ impl Tally {
 
     /// A client frame goes to the server: the start of a query if none is in flight.
     #[inline]
-    pub fn client_frame(&mut self, info: &ClientInfo) {
+    pub fn client_frame(&mut self, now: Instant, info: &ClientInfo) {
         if self.timing && self.q_start == 0 {
-            let now = self.now_us();
+            let now = self.us(now);
             self.q_start = now;
             if self.x_start == 0 {
                 self.x_start = now;
@@ -123,11 +125,17 @@ impl Tally {
     /// The server sent ReadyForQuery with `status`; `outstanding` more are still owed.
     /// Returns the query's times when it reached the slow-query threshold.
     #[inline]
-    pub fn ready(&mut self, status: u8, outstanding: u32, info: &ClientInfo) -> Option<Slow> {
+    pub fn ready(
+        &mut self,
+        status: u8,
+        outstanding: u32,
+        now: Instant,
+        info: &ClientInfo,
+    ) -> Option<Slow> {
         if self.q_start == 0 {
             return None;
         }
-        let now = self.now_us();
+        let now = self.us(now);
         let us = now.saturating_sub(self.q_start);
         if self.on {
             self.pool.shard(self.worker).observe_query(us);

@@ -27,13 +27,13 @@ impl Pool {
             .idle
             .iter()
             .map(|c| IdleServer {
-                id: c.id,
+                id: c.state.id,
                 backend_pid: c.backend_pid,
                 addr: c.addr,
                 local_addr: c.stream.local_addr().ok(),
                 created: c.created,
                 last_used: c.last_used,
-                prepared: c.statements.len(),
+                prepared: c.state.statements.len(),
             })
             .collect()
     }
@@ -48,7 +48,7 @@ impl Pool {
         };
         let n = stale.len();
         for conn in stale {
-            tracing::debug!(pool = ?self.key, server = conn.id, reason = ?CloseReason::Admin, "closing server connection");
+            tracing::debug!(pool = ?self.key, server = conn.state.id, reason = ?CloseReason::Admin, "closing server connection");
             self.stats
                 .closes
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -53,7 +53,7 @@ impl Lease {
     /// Gives the connection back for reuse (closed instead if it shows pending data).
     pub fn checkin(mut self) {
         if let Some(conn) = self.conn.take() {
-            if conn.buf.is_empty() {
+            if conn.state.buf.is_empty() {
                 self.pool.checkin(conn);
             } else {
                 self.pool.discard(conn, CloseReason::UnexpectedData);
@@ -93,7 +93,7 @@ impl Drop for Lease {
         let Some(conn) = self.conn.take() else {
             return;
         };
-        if self.clean && conn.status == b'I' && conn.buf.is_empty() {
+        if self.clean && conn.state.is_quiet() {
             self.pool.checkin(conn);
         } else {
             let reason = if std::thread::panicking() {
@@ -110,7 +110,7 @@ impl std::fmt::Debug for Lease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lease")
             .field("pool", &self.pool.key)
-            .field("server", &self.conn.as_ref().map(|c| c.id))
+            .field("server", &self.conn.as_ref().map(|c| c.state.id))
             .field("clean", &self.clean)
             .finish()
     }

@@ -325,7 +325,7 @@ impl Pool {
 
     /// Closes a connection that must not be reused, freeing its slot for a waiter.
     fn discard(&self, conn: Box<ServerConn>, reason: CloseReason) {
-        tracing::debug!(pool = ?self.key, server = conn.id, ?reason, "closing server connection");
+        tracing::debug!(pool = ?self.key, server = conn.state.id, ?reason, "closing server connection");
         self.stats.closes.fetch_add(1, Ordering::Relaxed);
         conn.close();
         self.release_slot();

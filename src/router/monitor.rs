@@ -88,12 +88,25 @@ async fn watch_node<S: Source>(db: Weak<DbNodes>, i: usize, shared: Arc<S>) {
                     last_error = e.clone();
                 }
                 nodes.mark_down(i, &e);
-                backoff = (backoff * 2).clamp(interval, MAX_BACKOFF);
+                // An interval above the cap is its own backoff (clamp would panic).
+                backoff = backoff
+                    .saturating_mul(2)
+                    .clamp(interval.min(MAX_BACKOFF), MAX_BACKOFF.max(interval));
                 backoff
             }
         };
         drop(nodes);
         tokio::time::sleep(pause).await;
+    }
+}
+
+/// The replay delay a replica reported, in seconds: negative or unreadable is none, and a
+/// value too large for a `Duration` (or infinite) is the longest delay there is.
+fn replay_age(text: &str) -> Duration {
+    match text.parse::<f64>() {
+        Ok(s) if s.is_nan() || s <= 0.0 => Duration::ZERO,
+        Ok(s) => Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX),
+        Err(_) => Duration::ZERO,
     }
 }
 
@@ -141,6 +154,22 @@ async fn check<S: Source>(
         in_recovery: field(0) == "t",
         lsn: parse_lsn(&field(1)).ok_or("unreadable LSN")?,
         flushed: parse_lsn(&field(2)).ok_or("unreadable LSN")?,
-        replay_age: Duration::from_secs_f64(field(3).parse::<f64>().unwrap_or(0.0).max(0.0)),
+        replay_age: replay_age(&field(3)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replay_age;
+    use std::time::Duration;
+
+    #[test]
+    fn replay_age_never_panics() {
+        assert_eq!(replay_age("1.5"), Duration::from_millis(1500));
+        for v in ["NaN", "-3", "", "x", "-Infinity"] {
+            assert_eq!(replay_age(v), Duration::ZERO, "{v}");
+        }
+        assert_eq!(replay_age("Infinity"), Duration::MAX);
+        assert_eq!(replay_age("1e300"), Duration::MAX);
+    }
 }

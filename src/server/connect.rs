@@ -74,21 +74,19 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<Box<ServerConn>
     let now = Instant::now();
     // Boxed for its whole life: the pool and sessions move it a few times per
     // transaction, and a pointer is cheaper to move than the connection.
+    let mut state = super::ServerState::new(id);
+    state.buf = hs.buf;
     Ok(Box::new(ServerConn {
-        id,
         stream: hs.stream,
-        buf: hs.buf,
         addr: peer,
         local_port,
         backend_pid: pid,
         backend_secret: secret,
         params: Arc::new(params),
-        gucs: Arc::default(),
-        status: b'I',
         created: now,
         last_used: now,
         worker: crate::current_worker(),
-        statements: Default::default(),
+        state,
     }))
 }
 

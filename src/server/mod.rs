@@ -2,6 +2,7 @@
 //! reported, the session settings applied to it, and the queries pgsluice runs on it itself.
 
 mod connect;
+mod state;
 mod statements;
 pub mod varcache;
 
@@ -16,8 +17,12 @@ use tokio::net::TcpStream;
 
 use crate::protocol::{self, ErrorFields, be};
 pub use connect::{ServerTarget, connect};
+pub use state::ServerState;
 pub use statements::ServerStatements;
-use varcache::Gucs;
+
+/// Largest message pgsluice accepts in answer to its own queries (the monitor's row, a
+/// setting, an LSN): a server that declares more is broken, and nothing is reserved for it.
+const MAX_OWN_ANSWER: usize = 1 << 20;
 
 /// Why talking to a server failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,10 +108,7 @@ fn data_row_text(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
 /// using it, so no locking is needed to use it.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub id: u64,
     pub stream: TcpStream,
-    /// Bytes read from the server and not yet handled.
-    pub buf: BytesMut,
     pub addr: SocketAddr,
     /// pgsluice's port on the connection (the backend's `client_port`), for the admin
     /// console. Only the port: a larger field would make every move of a connection (a
@@ -117,16 +119,13 @@ pub struct ServerConn {
     pub backend_secret: u32,
     /// Parameters the server reported with ParameterStatus at startup.
     pub params: Arc<BTreeMap<String, String>>,
-    /// Settings applied to this connection beyond the server's defaults.
-    pub gucs: Arc<Gucs>,
-    /// Transaction status from the last ReadyForQuery.
-    pub status: u8,
     pub created: Instant,
     pub last_used: Instant,
     /// The worker thread whose event loop watches this socket.
     pub worker: usize,
-    /// Pooler-named statements prepared on this connection.
-    pub statements: ServerStatements,
+    /// Its protocol state: what the session core reads and changes (buffer, status,
+    /// settings, statements).
+    pub state: ServerState,
 }
 
 impl ServerConn {
@@ -147,7 +146,7 @@ impl ServerConn {
                     first_error = Some(protocol::error_fields(protocol::body(&frame)));
                 }
                 be::READY_FOR_QUERY => {
-                    self.status = frame.get(5).copied().unwrap_or(b'I');
+                    self.state.status = frame.get(5).copied().unwrap_or(b'I');
                     return Ok(first_error);
                 }
                 _ => {}
@@ -175,7 +174,7 @@ impl ServerConn {
                     error = Some(protocol::error_fields(protocol::body(&frame)));
                 }
                 be::READY_FOR_QUERY => {
-                    self.status = frame.get(5).copied().unwrap_or(b'I');
+                    self.state.status = frame.get(5).copied().unwrap_or(b'I');
                     return Ok(match (error, row) {
                         (Some(e), _) => Err(e),
                         (None, r) => Ok(r.unwrap_or_default()),
@@ -189,17 +188,18 @@ impl ServerConn {
     /// Reads one whole frame, for pgsluice's own exchanges (not the relay path).
     async fn read_frame(&mut self) -> Result<BytesMut, ServerError> {
         loop {
-            if let Some(h) = protocol::header(&self.buf, usize::MAX)
+            let buf = &mut self.state.buf;
+            if let Some(h) = protocol::header(buf, MAX_OWN_ANSWER)
                 .map_err(|e| ServerError::Protocol(e.to_string()))?
             {
-                if self.buf.len() >= h.frame_len {
-                    return Ok(self.buf.split_to(h.frame_len));
+                if buf.len() >= h.frame_len {
+                    return Ok(buf.split_to(h.frame_len));
                 }
-                self.buf.reserve(h.frame_len - self.buf.len());
+                buf.reserve((h.frame_len - buf.len()).min(64 * 1024));
             } else {
-                self.buf.reserve(4096);
+                buf.reserve(4096);
             }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
+            if self.stream.read_buf(buf).await? == 0 {
                 return Err(ServerError::Closed);
             }
         }
@@ -214,7 +214,7 @@ impl ServerConn {
     /// that happened to fill the buffer exactly). Consuming a byte is harmless: a
     /// connection with data waiting is closed anyway.
     pub fn has_unexpected_data(&self) -> bool {
-        if !self.buf.is_empty() {
+        if !self.state.buf.is_empty() {
             return true;
         }
         let waker = std::task::Waker::noop();
@@ -233,6 +233,6 @@ impl ServerConn {
     /// Sends Terminate and drops the connection.
     pub fn close(mut self: Box<Self>) {
         let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
-        self.buf.advance(self.buf.len());
+        self.state.buf.advance(self.state.buf.len());
     }
 }

@@ -39,6 +39,11 @@ impl Gucs {
         self.map.get(name)
     }
 
+    /// The names of the settings held, lowercase.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+
     /// Adds a startup parameter as a setting.
     ///
     /// It is replayed with `set_config`, which takes the value as the server took it from
@@ -55,29 +60,94 @@ impl Gucs {
         self.map.insert(name, Setting { set_sql, reset_sql });
     }
 
-    /// The statements that turn a server holding `from` into one holding `to`, joined by
-    /// `;`, or `None` when nothing differs.
-    pub fn diff_sql(from: &Gucs, to: &Gucs) -> Option<String> {
-        let mut sql = String::new();
+    /// The statements that turn a server holding `from` into one holding `to`, in the
+    /// order that reproduces `to`, each with the setting it changes (`None` for the
+    /// return to the login user), or an empty list when nothing differs.
+    ///
+    /// Session authorization and role depend on each other and on privileges: `SET
+    /// SESSION AUTHORIZATION` resets the role, and while a non-superuser's authorization
+    /// is in force a superuser-only setting cannot be reset. So a server holding either is
+    /// first taken back to the login user (`RESET ROLE; RESET SESSION AUTHORIZATION`, which
+    /// the login user may always do), the other settings are applied, and the client's
+    /// session authorization and role come last, in that order.
+    pub fn replay(from: &Gucs, to: &Gucs) -> Vec<(Option<String>, String)> {
+        const IDENTITY: [&str; 2] = ["session_authorization", "role"];
+        let plain = |n: &str| !IDENTITY.contains(&n);
+        let mut other = Vec::new();
         for (name, setting) in &from.map {
-            if !to.map.contains_key(name) {
-                push_stmt(&mut sql, &setting.reset_sql);
+            if plain(name) && !to.map.contains_key(name) {
+                other.push((Some(name.clone()), setting.reset_sql.clone()));
             }
         }
         for (name, setting) in &to.map {
-            if from.map.get(name) != Some(setting) {
-                push_stmt(&mut sql, &setting.set_sql);
+            if plain(name) && from.map.get(name) != Some(setting) {
+                other.push((Some(name.clone()), setting.set_sql.clone()));
             }
         }
-        (!sql.is_empty()).then_some(sql)
+        let identity_differs = IDENTITY.iter().any(|n| from.map.get(*n) != to.map.get(*n));
+        let from_has_identity = IDENTITY.iter().any(|n| from.map.contains_key(*n));
+        if !identity_differs && (other.is_empty() || !from_has_identity) {
+            return other;
+        }
+        let mut sql = Vec::with_capacity(other.len() + 4);
+        if from_has_identity {
+            sql.push((None, "RESET ROLE".to_string()));
+            sql.push((None, "RESET SESSION AUTHORIZATION".to_string()));
+        }
+        sql.extend(other);
+        for name in IDENTITY {
+            if let Some(s) = to.map.get(name) {
+                sql.push((Some(name.to_string()), s.set_sql.clone()));
+            }
+        }
+        sql
+    }
+
+    /// [`Gucs::replay`] as one string (`;`-separated), `None` when nothing differs.
+    pub fn diff_sql(from: &Gucs, to: &Gucs) -> Option<String> {
+        let stmts: Vec<String> = Gucs::replay(from, to).into_iter().map(|(_, s)| s).collect();
+        (!stmts.is_empty()).then(|| stmts.join("; "))
+    }
+
+    /// `self` with the settings named in `names` as `other` has them (or absent).
+    pub fn with_from(&self, other: &Gucs, names: &[String]) -> Gucs {
+        let mut g = self.clone();
+        for n in names {
+            match other.map.get(n) {
+                Some(s) => {
+                    g.map.insert(n.clone(), s.clone());
+                }
+                None => {
+                    g.map.remove(n);
+                }
+            }
+        }
+        g
     }
 }
 
-fn push_stmt(sql: &mut String, stmt: &str) {
-    if !sql.is_empty() {
-        sql.push_str("; ");
-    }
-    sql.push_str(stmt);
+/// Parameters the server reports with ParameterStatus whose whole value a SET may change
+/// only in part, or spell differently than it stores it.
+const REPORTED: &[&str] = &[
+    "datestyle",
+    "intervalstyle",
+    "timezone",
+    "client_encoding",
+    "application_name",
+    "standard_conforming_strings",
+    "default_transaction_read_only",
+];
+
+/// The statement that re-applies a reported parameter's whole value, `None` for a
+/// parameter not re-applied that way (session authorization has its own syntax).
+pub fn reported_set_sql(name: &str, value: &str) -> Option<String> {
+    REPORTED.contains(&name).then(|| {
+        format!(
+            "SELECT pg_catalog.set_config({}, {}, false)",
+            quote_literal(name),
+            quote_literal(value)
+        )
+    })
 }
 
 /// Quotes an identifier unless it is a plain lowercase (possibly dotted) name.

@@ -12,4 +12,4 @@ mod prepared;
 pub use effects::{Effect, PinReason, inspect};
 pub use normalize::{normalize, normalize_into};
 pub use prefilter::may_have_effects;
-pub use prepared::{SqlPrepare, sql_execute, sql_prepare};
+pub use prepared::{SqlExecute, SqlPrepare, sql_execute, sql_prepare};

@@ -5,21 +5,24 @@
 //! hidden requests' replies are swallowed, and an ErrorResponse skips to the next Sync as
 //! the server does, taking back what pgsluice had answered for skipped messages.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::super::session::Session;
+use super::statements::Names;
+use crate::client::outq::OutQueue;
 use crate::prepare::Statement;
 use crate::protocol::{be, fe};
+use crate::server::ServerStatements;
 
-pub(in crate::client) const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
-pub(in crate::client) const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
+pub const PARSE_COMPLETE: &[u8] = b"1\0\0\0\x04";
+pub const CLOSE_COMPLETE: &[u8] = b"3\0\0\0\x04";
 
 /// Which server message ends the answer to a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(in crate::client) enum Done {
+pub enum Done {
     Parse,
     Bind,
     Close,
@@ -30,7 +33,7 @@ pub(in crate::client) enum Done {
 }
 
 impl Done {
-    pub(in crate::client) fn for_tag(tag: u8) -> Option<Done> {
+    pub fn for_tag(tag: u8) -> Option<Done> {
         Some(match tag {
             fe::PARSE => Done::Parse,
             fe::BIND => Done::Bind,
@@ -56,9 +59,12 @@ impl Done {
 
 /// What to do with the answer to one request.
 #[derive(Debug)]
-pub(in crate::client) enum Act {
+pub enum Act {
     /// The client's own request: pass the answer on.
     Forward,
+    /// The client's request, rewritten to name a server-side statement: an error in its
+    /// answer names the client's statement and points into the client's text.
+    Translated(Box<Translation>),
     /// The client's named Parse, sent to the server: on failure the name is forgotten.
     ForwardParse { stmt: Arc<Statement>, name: String },
     /// Answered by pgsluice: send this message when its turn comes. If an earlier error
@@ -73,9 +79,22 @@ pub(in crate::client) enum Act {
     HiddenQuery { stmt: Arc<Statement> },
 }
 
+/// How an error in the answer to a rewritten request is put back in the client's terms.
+#[derive(Debug)]
+pub struct Translation {
+    /// The server-side statement name pgsluice put in the text.
+    pub server_name: String,
+    /// The client's own name for it.
+    pub client_name: String,
+    /// Characters the rewrite added before the rest of the text (negative: removed),
+    /// and where in the client's text (characters, 1-based) that difference starts.
+    pub shift: i64,
+    pub after: i64,
+}
+
 /// How to take back a synthesised answer the server would never have given.
 #[derive(Debug)]
-pub(in crate::client) enum Undo {
+pub enum Undo {
     /// A Parse mapped this name: forget it (if still mapped to this statement).
     Forget(String, u64),
     /// A Close removed this name: map it again.
@@ -83,37 +102,77 @@ pub(in crate::client) enum Undo {
 }
 
 #[derive(Debug)]
-pub(in crate::client) struct Expect {
+pub struct Expect {
     pub done: Done,
     pub act: Act,
 }
 
 /// What a server message means for the entries.
-pub(in crate::client) enum Verdict {
-    /// Not the end of anything we track: forward.
+pub enum Verdict {
+    /// Not the end of anything tracked: forward.
     Pass,
     /// Forward it.
     Forward,
+    /// Forward it rewritten (an error translated back to the client's names).
+    Rewrite(Bytes),
     /// Hide it from the client.
     Swallow,
 }
 
-impl Session {
+/// The queue of expected answers.
+#[derive(Debug, Default)]
+pub struct Replies {
+    expect: VecDeque<Expect>,
+    /// The server reported an error and ignores messages until the next Sync.
+    pub skipping: bool,
+}
+
+impl Replies {
+    pub fn is_empty(&self) -> bool {
+        self.expect.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.expect.clear();
+        self.skipping = false;
+    }
+
+    /// Records that a forwarded message will be answered (none while the server skips).
+    pub fn expect(&mut self, tag: u8, act: Act) {
+        let Some(done) = Done::for_tag(tag) else {
+            return;
+        };
+        if done == Done::Ready {
+            self.skipping = false;
+        } else if self.skipping {
+            return;
+        }
+        self.expect.push_back(Expect { done, act });
+    }
+
+    /// Records pgsluice's own Query whose whole answer is hidden.
+    pub fn expect_hidden_query(&mut self, stmt: Arc<Statement>) {
+        self.expect.push_back(Expect {
+            done: Done::Ready,
+            act: Act::HiddenQuery { stmt },
+        });
+    }
+
     /// Answers the client with `msg` once everything before it has been answered.
-    pub(in crate::client) fn synthesize(&mut self, msg: &'static [u8], undo: Undo) {
-        if self.ext.expect.is_empty() {
-            self.cout.push(Bytes::from_static(msg));
+    pub fn synthesize(&mut self, cout: &mut OutQueue, msg: &'static [u8], undo: Undo) {
+        if self.expect.is_empty() {
+            cout.push(Bytes::from_static(msg));
         } else {
-            self.ext.expect.push_back(Expect {
+            self.expect.push_back(Expect {
                 done: Done::Parse,
                 act: Act::Synth(msg, undo),
             });
         }
     }
 
-    pub(in crate::client) fn front_is_synth(&self) -> bool {
+    pub fn front_is_synth(&self) -> bool {
         matches!(
-            self.ext.expect.front(),
+            self.expect.front(),
             Some(Expect {
                 act: Act::Synth(..),
                 ..
@@ -121,29 +180,9 @@ impl Session {
         )
     }
 
-    /// Whether a server message with `tag` ends (or fails) the request at the head.
-    pub(in crate::client) fn completes_front(&self, tag: u8) -> bool {
-        self.ext.expect.front().is_some_and(|f| {
-            (tag == be::ERROR_RESPONSE && f.done != Done::Ready) || f.done.completed_by(tag)
-        })
-    }
-
-    /// Sends every synthesised answer now at the head of the queue.
-    pub(in crate::client) fn emit_synths(&mut self) {
-        while let Some(Expect {
-            act: Act::Synth(msg, _),
-            ..
-        }) = self.ext.expect.front()
-        {
-            self.cout.push(Bytes::from_static(msg));
-            self.ext.expect.pop_front();
-        }
-    }
-
-    /// Whether the head of the queue is a hidden Query, all of whose answer is hidden.
-    pub(in crate::client) fn front_is_hidden_query(&self) -> bool {
+    pub fn front_is_hidden_query(&self) -> bool {
         matches!(
-            self.ext.expect.front(),
+            self.expect.front(),
             Some(Expect {
                 act: Act::HiddenQuery { .. },
                 ..
@@ -151,61 +190,99 @@ impl Session {
         )
     }
 
+    /// Whether the head is the client's rewritten request (its errors are translated).
+    pub fn front_translates(&self) -> bool {
+        matches!(
+            self.expect.front(),
+            Some(Expect {
+                act: Act::Translated(_),
+                ..
+            })
+        )
+    }
+
+    /// Whether a server message with `tag` ends (or fails) the request at the head.
+    pub fn completes_front(&self, tag: u8) -> bool {
+        self.expect.front().is_some_and(|f| {
+            (tag == be::ERROR_RESPONSE && f.done != Done::Ready) || f.done.completed_by(tag)
+        })
+    }
+
+    /// Sends every synthesised answer now at the head of the queue.
+    pub fn emit_synths(&mut self, cout: &mut OutQueue) {
+        while let Some(Expect {
+            act: Act::Synth(msg, _),
+            ..
+        }) = self.expect.front()
+        {
+            cout.push(Bytes::from_static(msg));
+            self.expect.pop_front();
+        }
+    }
+
     /// One message of a hidden Query's answer: an error means the statement is not
     /// there; ReadyForQuery ends it.
-    pub(in crate::client) fn hidden_query_frame(&mut self, tag: u8) {
+    pub fn hidden_query_frame(&mut self, tag: u8, server: &mut ServerStatements) {
         let Some(Expect {
             act: Act::HiddenQuery { stmt },
             ..
-        }) = self.ext.expect.front()
+        }) = self.expect.front()
         else {
             return;
         };
-        let id = stmt.id;
         match tag {
-            be::ERROR_RESPONSE => self.forget_on_server(id),
+            be::ERROR_RESPONSE => server.remove(stmt.id),
             be::READY_FOR_QUERY => {
-                if let Some(Expect {
-                    act: Act::HiddenQuery { stmt },
-                    ..
-                }) = self.ext.expect.pop_front()
-                    && self
-                        .server
-                        .as_ref()
-                        .is_some_and(|s| s.statements.contains(stmt.id))
-                {
+                if server.contains(stmt.id) {
                     stmt.validated.store(true, Ordering::Relaxed);
                 }
+                self.expect.pop_front();
             }
             _ => {}
         }
     }
 
+    /// An ErrorResponse inside the answer to the client's rewritten request: the same
+    /// error in the client's terms.
+    pub fn translate_error(&self, frame: &[u8]) -> Option<Bytes> {
+        let Some(Expect {
+            act: Act::Translated(t),
+            ..
+        }) = self.expect.front()
+        else {
+            return None;
+        };
+        super::translate::error(frame, t)
+    }
+
     /// Decides what a server message with `tag` means for the entries.
-    pub(in crate::client) fn expected_server_frame(&mut self, tag: u8) -> Verdict {
-        let Some(front) = self.ext.expect.front() else {
+    pub fn on_server_frame(
+        &mut self,
+        tag: u8,
+        names: &mut Names,
+        server: &mut ServerStatements,
+    ) -> Verdict {
+        let Some(front) = self.expect.front() else {
             return Verdict::Pass;
         };
         let error = tag == be::ERROR_RESPONSE && front.done != Done::Ready;
         if !error && !front.done.completed_by(tag) {
             return Verdict::Pass;
         }
-        let Some(entry) = self.ext.expect.pop_front() else {
+        let Some(entry) = self.expect.pop_front() else {
             return Verdict::Pass;
         };
         let verdict = match entry.act {
             Act::Hidden { stmt } if error => {
-                self.forget_on_server(stmt.id);
+                server.remove(stmt.id);
                 Verdict::Forward
             }
             Act::ForwardParse { stmt, name } if error => {
-                self.forget_parse(stmt.id, &name);
+                names.forget_parse(stmt.id, &name, server);
                 Verdict::Forward
             }
             Act::Evict { id } if error => {
-                if let Some(s) = &mut self.server {
-                    s.statements.insert(id);
-                }
+                server.insert(id);
                 Verdict::Forward
             }
             Act::Hidden { stmt } => {
@@ -216,62 +293,35 @@ impl Session {
                 stmt.validated.store(true, Ordering::Relaxed);
                 Verdict::Forward
             }
-            Act::Evict { .. } => Verdict::Swallow,
-            Act::HiddenQuery { .. } => Verdict::Swallow,
-            Act::Forward | Act::Synth(..) => Verdict::Forward,
+            Act::Evict { .. } | Act::HiddenQuery { .. } => Verdict::Swallow,
+            Act::Forward | Act::Synth(..) | Act::Translated(_) => Verdict::Forward,
         };
         if error {
-            self.skip_to_sync();
+            self.skip_to_sync(names, server);
         }
         verdict
     }
 
     /// After an error the server ignores everything up to Sync: so do the entries.
-    fn skip_to_sync(&mut self) {
-        while let Some(front) = self.ext.expect.front() {
+    fn skip_to_sync(&mut self, names: &mut Names, server: &mut ServerStatements) {
+        while let Some(front) = self.expect.front() {
             if front.done == Done::Ready {
                 // The client's Sync is already on its way: the server stops skipping there.
                 return;
             }
-            let Some(entry) = self.ext.expect.pop_front() else {
+            let Some(entry) = self.expect.pop_front() else {
                 return;
             };
             match entry.act {
-                Act::Hidden { stmt } => self.forget_on_server(stmt.id),
-                Act::ForwardParse { stmt, name } => self.forget_parse(stmt.id, &name),
-                Act::Evict { id } => {
-                    if let Some(s) = &mut self.server {
-                        s.statements.insert(id);
-                    }
-                }
-                Act::Synth(_, Undo::Forget(name, id)) => {
-                    if self.ext.stmts.get(&name).is_some_and(|s| s.id == id) {
-                        self.ext.stmts.remove(&name);
-                    }
-                }
-                Act::Synth(_, Undo::Restore(name, stmt)) => {
-                    self.ext.stmts.insert(name, stmt);
-                }
-                Act::HiddenQuery { stmt } => self.forget_on_server(stmt.id),
-                Act::Forward => {}
+                Act::Hidden { stmt } | Act::HiddenQuery { stmt } => server.remove(stmt.id),
+                Act::ForwardParse { stmt, name } => names.forget_parse(stmt.id, &name, server),
+                Act::Evict { id } => server.insert(id),
+                Act::Synth(_, Undo::Forget(name, id)) => names.forget_if(&name, id),
+                Act::Synth(_, Undo::Restore(name, stmt)) => names.restore(name, stmt),
+                Act::Forward | Act::Translated(_) => {}
             }
         }
         // Messages the client sends before its Sync are ignored by the server too.
-        self.ext.skipping = true;
-    }
-
-    pub(in crate::client) fn forget_on_server(&mut self, id: u64) {
-        if let Some(s) = &mut self.server {
-            s.statements.remove(id);
-        }
-    }
-
-    /// A named Parse failed: the server has no such statement and the client's name
-    /// refers to nothing, as on PostgreSQL.
-    fn forget_parse(&mut self, id: u64, name: &str) {
-        self.forget_on_server(id);
-        if self.ext.stmts.get(name).is_some_and(|s| s.id == id) {
-            self.ext.stmts.remove(name);
-        }
+        self.skipping = true;
     }
 }

@@ -1,0 +1,338 @@
+//! pgsluice's own statements on the client's server, run between the client's units of
+//! work while the client's input waits: bringing the server's settings in line with the
+//! client's, reading the writer's WAL position after a write, and cleaning a server up
+//! when its client leaves. The server's whole answer belongs to the chore (the client
+//! sees at most the ParameterStatus messages that describe its own settings).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::statements::frame;
+use super::{CHORE_TIMEOUT, Core, Phase, Release};
+use crate::protocol::{self, ErrorFields, be, build, fe};
+use crate::router::{format_lsn, parse_lsn};
+use crate::server::CloseReason;
+use crate::server::varcache::Gucs;
+
+/// One of pgsluice's own exchanges with the server.
+#[derive(Debug)]
+pub enum Chore {
+    /// Settings replay: one Query per statement, each with the setting it changes.
+    Replay {
+        steps: Vec<Option<String>>,
+        done: usize,
+        failed: Vec<(Option<String>, ErrorFields)>,
+        from: Arc<Gucs>,
+        target: Arc<Gucs>,
+    },
+    /// The writer's WAL insert position after a transaction that wrote; with `report`,
+    /// the client's held-back ReadyForQuery follows it.
+    WriteLsn { report: bool, lsn: Option<u64> },
+    /// Cleanup after the client left: ROLLBACK and/or the reset query.
+    Cleanup {
+        left: usize,
+        failed: bool,
+        reset: bool,
+        reason: String,
+    },
+}
+
+impl Core {
+    /// Whether the held server's settings differ from the client's.
+    pub(super) fn settings_differ(&self) -> bool {
+        self.server.as_ref().is_some_and(|att| {
+            !Arc::ptr_eq(&att.state.gucs, &self.state.gucs) && *att.state.gucs != *self.state.gucs
+        })
+    }
+
+    /// If the server's settings differ from the client's, starts the replay and returns
+    /// true (client input waits for it).
+    pub(super) fn sync_settings(&mut self, now: Instant) -> bool {
+        let Some(att) = &mut self.server else {
+            return false;
+        };
+        if Arc::ptr_eq(&att.state.gucs, &self.state.gucs) {
+            return false;
+        }
+        if *att.state.gucs == *self.state.gucs {
+            att.state.gucs = self.state.gucs.clone();
+            return false;
+        }
+        let steps = Gucs::replay(&att.state.gucs, &self.state.gucs);
+        let mut names = Vec::with_capacity(steps.len());
+        for (name, sql) in steps {
+            self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
+            names.push(name);
+        }
+        self.phase = Phase::Chore(Chore::Replay {
+            steps: names,
+            done: 0,
+            failed: Vec::new(),
+            from: att.state.gucs.clone(),
+            target: self.state.gucs.clone(),
+        });
+        self.chore_deadline = Some(now + CHORE_TIMEOUT);
+        true
+    }
+
+    /// After a transaction that wrote: reads the writer's WAL insert position on the same
+    /// connection (an upper bound of the commit's LSN) before it goes back to the pool.
+    pub(super) fn start_write_lsn(&mut self, report: bool, now: Instant) {
+        let sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
+        self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
+        self.phase = Phase::Chore(Chore::WriteLsn { report, lsn: None });
+        self.chore_deadline = Some(now + CHORE_TIMEOUT);
+    }
+
+    /// The client left: runs `statements` (ROLLBACK, the reset query) before the server
+    /// goes back; `reset` says the reset query is among them.
+    pub(super) fn start_cleanup(
+        &mut self,
+        statements: Vec<String>,
+        reset: bool,
+        reason: String,
+        now: Instant,
+    ) {
+        for sql in &statements {
+            self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
+        }
+        self.phase = Phase::Chore(Chore::Cleanup {
+            left: statements.len(),
+            failed: false,
+            reset,
+            reason,
+        });
+        self.chore_deadline = Some(now + CHORE_TIMEOUT);
+    }
+
+    /// Consumes the server's answers to the running chore.
+    pub(super) fn chore_frames(&mut self, now: Instant) {
+        loop {
+            let Some(att) = &self.server else { return };
+            let h = match protocol::header(&att.state.buf, super::server::MAX_SERVER_MESSAGE) {
+                Ok(Some(h)) if att.state.buf.len() >= h.frame_len => h,
+                Ok(_) => return,
+                Err(e) => return self.server_lost(&format!("server protocol error: {e}"), now),
+            };
+            let frame = self.take_server_frame(h.frame_len);
+            let body = protocol::body(&frame);
+            if h.tag == be::PARAMETER_STATUS {
+                // The server now reports the client's own setting: the client may know it.
+                if matches!(self.phase, Phase::Chore(Chore::Replay { .. })) {
+                    self.cout.push(frame.clone());
+                }
+                continue;
+            }
+            let Phase::Chore(chore) = &mut self.phase else {
+                return;
+            };
+            let finished = match (chore, h.tag) {
+                (
+                    Chore::Replay {
+                        failed,
+                        done,
+                        steps,
+                        ..
+                    },
+                    be::ERROR_RESPONSE,
+                ) => {
+                    let name = steps.get(*done).cloned().flatten();
+                    failed.push((name, protocol::error_fields(body)));
+                    false
+                }
+                (Chore::Replay { done, steps, .. }, be::READY_FOR_QUERY) => {
+                    *done += 1;
+                    *done >= steps.len()
+                }
+                (Chore::WriteLsn { lsn, .. }, be::DATA_ROW) => {
+                    *lsn = first_column(body).and_then(|v| parse_lsn(&v));
+                    false
+                }
+                (Chore::Cleanup { failed, .. }, be::ERROR_RESPONSE) => {
+                    *failed = true;
+                    false
+                }
+                (Chore::Cleanup { left, .. }, be::READY_FOR_QUERY) => {
+                    *left = left.saturating_sub(1);
+                    *left == 0
+                }
+                (Chore::WriteLsn { .. }, be::READY_FOR_QUERY) => true,
+                _ => false,
+            };
+            if h.tag == be::READY_FOR_QUERY
+                && let Some(att) = &mut self.server
+            {
+                att.state.status = body.first().copied().unwrap_or(b'E');
+            }
+            if finished {
+                self.chore_deadline = None;
+                let Phase::Chore(chore) = std::mem::replace(&mut self.phase, Phase::Relay) else {
+                    return;
+                };
+                self.chore_done(chore, now);
+                return;
+            }
+        }
+    }
+
+    fn chore_done(&mut self, chore: Chore, now: Instant) {
+        match chore {
+            Chore::Replay {
+                failed,
+                from,
+                target,
+                ..
+            } => self.replay_done(failed, &from, target, now),
+            Chore::WriteLsn { report, lsn } => {
+                let status = self.server.as_ref().map_or(b'E', |a| a.state.status);
+                self.write_lsn_done(report, lsn.filter(|_| status == b'I'));
+                self.step(now);
+            }
+            Chore::Cleanup {
+                failed,
+                reset,
+                reason,
+                ..
+            } => {
+                let ok = !failed && self.server.as_ref().is_some_and(|a| a.state.status == b'I');
+                if ok {
+                    if reset && let Some(att) = &mut self.server {
+                        att.state.gucs = Arc::default();
+                        att.state.statements.clear();
+                    }
+                    self.release(Release::Clean);
+                } else {
+                    self.release(Release::Close(CloseReason::ResetFailed));
+                }
+                self.finish(reason);
+            }
+        }
+    }
+
+    fn replay_done(
+        &mut self,
+        failed: Vec<(Option<String>, ErrorFields)>,
+        from: &Gucs,
+        target: Arc<Gucs>,
+        now: Instant,
+    ) {
+        if failed.is_empty() {
+            if let Some(att) = &mut self.server {
+                att.state.gucs = target;
+            }
+            self.step(now);
+            return;
+        }
+        let unknown = failed.iter().any(|(n, _)| n.is_none());
+        let names: Vec<String> = failed.iter().filter_map(|(n, _)| n.clone()).collect();
+        let (name, first) = &failed[0];
+        tracing::warn!(
+            client = self.id,
+            setting = name.as_deref().unwrap_or("session authorization"),
+            "cannot restore a session setting on the server: {}",
+            first.message
+        );
+        let message = format!(
+            "cannot restore session setting {} on the server connection: {}; the setting is \
+             cleared for this session",
+            name.as_deref().unwrap_or("session_authorization"),
+            first.message
+        );
+        let code = if first.code.is_empty() {
+            "08006"
+        } else {
+            first.code.as_str()
+        }
+        .to_string();
+        if unknown {
+            self.state
+                .drop_settings(&["session_authorization".to_string(), "role".to_string()]);
+            self.release(Release::Close(CloseReason::ResetFailed));
+        } else {
+            self.state.drop_settings(&names);
+            if let Some(att) = &mut self.server {
+                att.state.gucs = Arc::new(target.with_from(from, &names));
+            }
+        }
+        if !self.refuse_unit(&code, &message) {
+            self.fatal(&code, &message);
+            self.release(Release::Close(CloseReason::ResetFailed));
+            return self.finish(message);
+        }
+        let idle = self.quiet() && self.status == b'I' && !self.state.is_pinned();
+        if idle && self.limits.mode != crate::config::PoolMode::Session {
+            self.release(Release::Clean);
+        }
+        self.step(now);
+    }
+
+    fn write_lsn_done(&mut self, report: bool, lsn: Option<u64>) {
+        if let Some(r) = &mut self.route {
+            r.wrote_up_to(lsn);
+        }
+        if report {
+            let mut buf = BytesMut::new();
+            if let Some(lsn) = lsn {
+                build::parameter_status(&mut buf, "pgsluice.write_lsn", &format_lsn(lsn));
+            }
+            build::ready_for_query(&mut buf, b'I');
+            self.cout.push(buf.freeze());
+        }
+        if lsn.is_some() {
+            self.release(Release::Clean);
+        } else {
+            tracing::warn!(
+                client = self.id,
+                "could not read the write LSN; reads stay on the primary"
+            );
+            self.release(Release::Close(CloseReason::Broken));
+        }
+    }
+
+    /// pgsluice's own statements got no answer in time: the server is closed.
+    pub(super) fn chore_timed_out(&mut self, now: Instant) {
+        let Phase::Chore(chore) = std::mem::replace(&mut self.phase, Phase::Relay) else {
+            return;
+        };
+        tracing::warn!(
+            client = self.id,
+            "server did not answer pgsluice's own statements in time"
+        );
+        self.release(Release::Close(CloseReason::Broken));
+        match chore {
+            Chore::Cleanup { reason, .. } => self.finish(reason),
+            Chore::WriteLsn { report, .. } => {
+                if let Some(r) = &mut self.route {
+                    r.wrote_up_to(None);
+                }
+                if report {
+                    let mut buf = BytesMut::with_capacity(6);
+                    build::ready_for_query(&mut buf, b'I');
+                    self.cout.push(buf.freeze());
+                }
+                self.step(now);
+            }
+            Chore::Replay { .. } => {
+                let msg = "the server did not answer while session settings were restored";
+                if !self.refuse_unit("08006", msg) {
+                    self.fatal("08006", msg);
+                    self.finish(msg.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// The first column of a DataRow body as text (`None` for NULL or a malformed row).
+fn first_column(body: &[u8]) -> Option<String> {
+    let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
+    if n == 0 {
+        return None;
+    }
+    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
+    let len = usize::try_from(len).ok()?;
+    let v = body.get(6..6 + len)?;
+    Some(String::from_utf8_lossy(v).into_owned())
+}

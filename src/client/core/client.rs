@@ -1,0 +1,479 @@
+//! Client frames: framed once, each handed to the policies in the core's order, and
+//! forwarded untouched in batches wherever no policy changes them.
+//!
+//! Only the frames policy needs are examined whole (Query, Parse, and with statement
+//! mapping Bind, Describe and Close); anything else — CopyData, large Binds without
+//! mapping — streams through, so a big message never has to fit in memory at once.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::ours::{Ours, ours};
+use super::replies::Act;
+use super::route::NamesView;
+use super::sql_prepare::{SqlStep, may_be_sql_prepared};
+use super::statements::{Out, names_statement};
+use super::{Action, Core, Phase, Release};
+use crate::config::PoolMode;
+use crate::protocol::{self, build, fe};
+use crate::router::route::Unit;
+
+/// Why the scan of client frames stopped before the buffer's end.
+#[derive(PartialEq, Eq)]
+enum Stop {
+    /// Everything there was handled, or the head frame is not whole yet.
+    Drained,
+    /// The head must wait for more client bytes.
+    ForClient,
+    /// The head must wait until the server answered what is in flight.
+    ForServer,
+    /// Something else now runs (a chore, a checkout, the end of the session).
+    Yield,
+}
+
+impl Core {
+    /// Forwards whole or streamable client frames to the server. Without a server, asks
+    /// for one as soon as a first unit is complete.
+    pub(super) fn scan_client(&mut self, now: Instant) {
+        if !matches!(self.phase, Phase::Relay) {
+            return;
+        }
+        let mut fwd = 0;
+        self.flow.c_need = 0;
+        let stop = loop {
+            let Some(rest) = self.cin.get(fwd..) else {
+                break Stop::Drained;
+            };
+            if rest.is_empty() {
+                break Stop::Drained;
+            }
+            if self.flow.c_pass > 0 {
+                let n = self.flow.c_pass.min(rest.len());
+                fwd += n;
+                self.flow.c_pass -= n;
+                continue;
+            }
+            let h = match protocol::header(rest, self.limits.max_message) {
+                Ok(Some(h)) => h,
+                Ok(None) => break Stop::Drained,
+                Err(e) => {
+                    self.flush_client_bytes(&mut fwd);
+                    self.protocol_violation(&e.to_string(), now);
+                    break Stop::Yield;
+                }
+            };
+            let have = rest.len();
+            let may_rewrite = self.limits.rewrite
+                && matches!(h.tag, fe::PARSE | fe::BIND | fe::DESCRIBE | fe::CLOSE);
+            let whole = may_rewrite || matches!(h.tag, fe::QUERY | fe::PARSE);
+            if whole && have < h.frame_len {
+                self.flow.c_need = fwd + h.frame_len;
+                break Stop::Drained;
+            }
+            // 1. pgsluice's own settings.
+            if h.tag == fe::QUERY
+                && let Some(o) = ours(
+                    rest.get(protocol::HEADER_LEN..h.frame_len)
+                        .unwrap_or_default(),
+                )
+            {
+                if self.flow.outstanding > 0 || self.flow.batch_open {
+                    // Answer it in order, once what is in flight has been answered.
+                    break Stop::ForServer;
+                }
+                self.flush_client_bytes(&mut fwd);
+                let _ = self.cin.split_to(h.frame_len);
+                self.answer_ours(o);
+                continue;
+            }
+            // 2. Without a server: answer a Parse here, or ask for a server.
+            if self.server.is_none() {
+                if self.limits.rewrite && h.tag == fe::PARSE && fwd == 0 {
+                    let status = self.status;
+                    if let Some(used) =
+                        self.map
+                            .local_parse(&mut self.cout, status, &self.cin, h.frame_len)
+                    {
+                        let _ = self.cin.split_to(used);
+                        continue;
+                    }
+                }
+                if h.tag == fe::TERMINATE {
+                    self.flush_client_bytes(&mut fwd);
+                    self.finish("client terminated".into());
+                    break Stop::Yield;
+                }
+                break match self.ask_for_server(fwd, now) {
+                    true => Stop::Yield,
+                    false => Stop::ForClient,
+                };
+            }
+            // 2. At the start of a unit on a server: the route watches it.
+            let unit_start = !self.flow.batch_open
+                && !matches!(
+                    h.tag,
+                    fe::SYNC
+                        | fe::FLUSH
+                        | fe::TERMINATE
+                        | fe::COPY_DATA
+                        | fe::COPY_DONE
+                        | fe::COPY_FAIL
+                );
+            if unit_start && let Some(stop) = self.watch_unit(fwd) {
+                break stop;
+            }
+            // 3. The server's settings must be the client's before a unit starts.
+            if unit_start && self.settings_differ() {
+                if self.flow.outstanding > 0 {
+                    break Stop::ForServer;
+                }
+                self.flush_client_bytes(&mut fwd);
+                if self.sync_settings(now) {
+                    break Stop::Yield;
+                }
+            }
+            // 4. SQL-level prepared statements.
+            if self.limits.rewrite
+                && h.tag == fe::QUERY
+                && may_be_sql_prepared(
+                    self.cin
+                        .get(fwd + protocol::HEADER_LEN..fwd + h.frame_len)
+                        .unwrap_or_default(),
+                )
+            {
+                self.flush_client_bytes(&mut fwd);
+                match self.sql_prepared(h.frame_len, now) {
+                    Some(Stop::Drained) => continue,
+                    Some(stop) => break stop,
+                    None => {}
+                }
+            }
+            self.idle_txn_deadline = None;
+            // 5. A read on a replica is kept for a retry.
+            if self.route.as_ref().is_some_and(|r| r.reading) || self.retry.is_some() {
+                self.arm_retry(h.tag);
+            }
+            self.observe.client_frame(now);
+            match h.tag {
+                fe::TERMINATE => {
+                    self.flush_client_bytes(&mut fwd);
+                    let _ = self.cin.split_to(h.frame_len);
+                    self.client_left = true;
+                    self.end_session("client terminated".into(), now);
+                    break Stop::Yield;
+                }
+                fe::QUERY => self.flow.outstanding += 1,
+                fe::SYNC | fe::FUNCTION_CALL => {
+                    self.flow.outstanding += 1;
+                    self.flow.batch_open = false;
+                }
+                fe::FLUSH | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {}
+                _ => self.flow.batch_open = true,
+            }
+            if whole {
+                self.whole_frame(&mut fwd, h.tag, h.frame_len, may_rewrite);
+            } else {
+                if self.limits.rewrite {
+                    self.map.replies.expect(h.tag, Act::Forward);
+                }
+                let n = h.frame_len.min(have);
+                fwd += n;
+                self.flow.c_pass = h.frame_len - n;
+            }
+        };
+        self.flush_client_bytes(&mut fwd);
+        if matches!(stop, Stop::ForClient | Stop::ForServer) {
+            // Not examined again until more arrives (or, when held, the server answers).
+            self.flow.c_need = self.cin.len() + 1;
+            self.flow.held = stop == Stop::ForServer;
+        }
+    }
+
+    /// A whole Query, Parse, Bind, Describe or Close at `*fwd` goes to the server: session
+    /// state, the statement mapping and the retry see it.
+    fn whole_frame(&mut self, fwd: &mut usize, tag: u8, len: usize, may_rewrite: bool) {
+        let at = *fwd;
+        let Some(frame) = self.cin.get(at..at + len) else {
+            return;
+        };
+        if tag == fe::QUERY
+            && let Some(f) = &self.failpoints
+        {
+            f.check_query(frame);
+        }
+        self.observe.text(tag, frame, self.limits.rewrite);
+        // 6. Session-state effects.
+        let pin_named = self.limits.mode == PoolMode::Transaction && !self.limits.rewrite;
+        if matches!(tag, fe::QUERY | fe::PARSE)
+            && inspect_text(&mut self.state, pin_named, tag, frame)
+        {
+            let server = self.server.as_mut().map(|s| &mut s.state.statements);
+            self.map.forget_all(server);
+        }
+        let rewrite_this = may_rewrite
+            && self
+                .cin
+                .get(at..at + len)
+                .is_some_and(|f| names_statement(tag, f));
+        if rewrite_this {
+            // Earlier frames go first, then this one as rewritten.
+            self.flush_client_bytes(fwd);
+            let msg = self.cin.split_to(len).freeze();
+            if let Some(att) = &mut self.server {
+                let out = Out {
+                    sout: &mut self.sout,
+                    cout: &mut self.cout,
+                };
+                self.map
+                    .client_message(tag, msg, out, &mut att.state.statements);
+            }
+            return;
+        }
+        if self.limits.rewrite && tag == fe::QUERY && self.may_deallocate(at, len) {
+            self.flush_client_bytes(fwd);
+            let msg = self.cin.split_to(len).freeze();
+            let query = match &mut self.server {
+                Some(att) => self
+                    .map
+                    .deallocate(&msg, &mut self.sout, &mut att.state.statements),
+                None => None,
+            };
+            let query = query.unwrap_or(msg);
+            self.map.forward(query, fe::QUERY, &mut self.sout);
+            return;
+        }
+        if self.limits.rewrite {
+            self.map.replies.expect(tag, Act::Forward);
+        }
+        if tag == fe::QUERY && self.retry.as_ref().is_some_and(|r| r.query.is_empty()) {
+            // Kept for a retry: the same bytes, shared, not copied.
+            self.flush_client_bytes(fwd);
+            let query = self.cin.split_to(len).freeze();
+            self.sout.push(query.clone());
+            if let Some(retry) = &mut self.retry {
+                retry.query = query;
+            }
+            return;
+        }
+        *fwd += len;
+    }
+
+    /// Moves the first `fwd` bytes of the client buffer to the server's queue.
+    fn flush_client_bytes(&mut self, fwd: &mut usize) {
+        if *fwd > 0 {
+            self.sout.push(self.cin.split_to(*fwd).freeze());
+        }
+        *fwd = 0;
+    }
+
+    /// Chooses the node for the unit at the head and asks for a server there. False while
+    /// the unit's end has not arrived.
+    fn ask_for_server(&mut self, fwd: usize, now: Instant) -> bool {
+        debug_assert_eq!(fwd, 0);
+        let node = match &mut self.route {
+            None => 0,
+            Some(r) => {
+                let unit = r.classify(
+                    &self.cin,
+                    self.limits.max_message,
+                    &NamesView(&self.map.names),
+                    &self.state.gucs,
+                );
+                if unit == Unit::Incomplete {
+                    return false;
+                }
+                match r.choose(unit, None) {
+                    Ok(n) => n,
+                    Err((code, msg)) => {
+                        if !self.refuse_unit(&code, &msg) {
+                            self.fatal(&code, &msg);
+                            self.finish(msg);
+                        }
+                        return true;
+                    }
+                }
+            }
+        };
+        self.observe.waiting(node, now);
+        self.actions.push_back(Action::NeedServer { node });
+        self.phase = Phase::Checkout;
+        true
+    }
+
+    /// At the start of a unit on a held server: a write arriving while the client reads
+    /// from a replica waits for the replica's answers (the replica then goes back and the
+    /// write starts on the primary); a write on the primary is noted for read-your-writes.
+    fn watch_unit(&mut self, fwd: usize) -> Option<Stop> {
+        let r = self.route.as_mut()?;
+        let head = r.head.take();
+        if !r.watching() {
+            return None;
+        }
+        let unit = match head {
+            Some(u) => u,
+            None => {
+                let buf = self.cin.get(fwd..).unwrap_or_default();
+                r.classify(
+                    buf,
+                    self.limits.max_message,
+                    &NamesView(&self.map.names),
+                    &self.state.gucs,
+                )
+            }
+        };
+        match unit {
+            Unit::Incomplete => Some(Stop::ForClient),
+            Unit::Read => None,
+            // A write behind reads on a replica: wait for them, then move.
+            Unit::Write if r.reading && self.flow.outstanding > 0 => Some(Stop::ForServer),
+            // Inside a transaction on the replica it stays there, as it must (a read-only
+            // transaction refuses writes).
+            Unit::Write if r.reading => None,
+            Unit::Write => {
+                r.wrote = true;
+                None
+            }
+        }
+    }
+
+    /// A Query that may be an SQL-level `PREPARE`/`EXECUTE`/`DEALLOCATE` at the head of the
+    /// buffer. `None`: not one of ours, go on as with any Query.
+    fn sql_prepared(&mut self, len: usize, now: Instant) -> Option<Stop> {
+        let text = self
+            .cin
+            .get(protocol::HEADER_LEN..len)
+            .and_then(|b| protocol::cstr(b))
+            .map(|(q, _)| q.to_string())?;
+        let in_flight = self.flow.outstanding > 0 || self.flow.batch_open;
+        let server = self.server.as_mut().map(|s| &mut s.state.statements);
+        match self.map.sql_query(
+            &text,
+            server,
+            &mut self.sout,
+            in_flight,
+            self.flow.outstanding,
+        ) {
+            SqlStep::NotOurs | SqlStep::NeedServer => None,
+            SqlStep::Hold => Some(Stop::ForServer),
+            SqlStep::Forward(query, act) => {
+                let frame = self.cin.split_to(len);
+                self.idle_txn_deadline = None;
+                self.observe.client_frame(now);
+                // A mapped statement is no session state of the server's: no pin.
+                self.observe.text(fe::QUERY, &frame, true);
+                self.flow.outstanding += 1;
+                self.sout.push(query);
+                self.map.replies.expect(fe::QUERY, act);
+                Some(Stop::Drained)
+            }
+            SqlStep::Answer(result) => {
+                let _ = self.cin.split_to(len);
+                let mut buf = BytesMut::new();
+                match result {
+                    Ok(tag) => build::command_complete(&mut buf, tag),
+                    Err((code, msg)) => build::error(&mut buf, "ERROR", code, &msg),
+                }
+                build::ready_for_query(&mut buf, self.status);
+                self.cout.push(buf.freeze());
+                let idle = self.server.is_some()
+                    && self.flow.outstanding == 0
+                    && !self.flow.batch_open
+                    && self.status == b'I'
+                    && !self.state.is_pinned()
+                    && self.limits.mode != PoolMode::Session;
+                if idle {
+                    self.release(Release::Clean);
+                    return Some(Stop::Yield);
+                }
+                Some(Stop::Drained)
+            }
+        }
+    }
+
+    /// Answers `SET pgsluice.*` / `RESET pgsluice.*` itself.
+    fn answer_ours(&mut self, o: Ours) {
+        let mut buf = BytesMut::new();
+        let result = match &mut self.route {
+            Some(r) => r.set_ours(&o.name, o.value.as_deref()),
+            // Without replicas there is nothing to route; accept the settings quietly.
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                build::command_complete(&mut buf, if o.value.is_some() { "SET" } else { "RESET" })
+            }
+            Err(msg) => build::error(&mut buf, "ERROR", "22023", &msg),
+        }
+        build::ready_for_query(&mut buf, self.status);
+        self.cout.push(buf.freeze());
+    }
+
+    /// Whether a simple Query may be a `DEALLOCATE` of a mapped statement (a cheap prefix
+    /// test, so ordinary queries are never copied).
+    fn may_deallocate(&self, at: usize, len: usize) -> bool {
+        let text = self
+            .cin
+            .get(at + protocol::HEADER_LEN..at + len)
+            .unwrap_or_default();
+        let start = text
+            .iter()
+            .position(|b| !b.is_ascii_whitespace())
+            .unwrap_or(0);
+        text.get(start..start + 10)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
+    }
+
+    /// Keeps a copy of a Query about to go to a replica as a transaction of its own, so
+    /// that it can be retried on the primary. Any other message sent meanwhile ends the
+    /// chance (the held answers go to the client).
+    fn arm_retry(&mut self, tag: u8) {
+        if let Some(retry) = self.retry.take() {
+            for m in retry.held {
+                self.cout.push(m);
+            }
+            return;
+        }
+        let armed = self
+            .route
+            .as_ref()
+            .is_some_and(|r| r.reading && r.db.policy.load().retry_read_only_errors);
+        if armed && tag == fe::QUERY && self.flow.outstanding == 0 && self.status == b'I' {
+            self.retry = Some(super::retry::Retry::default());
+        }
+    }
+
+    /// The client broke the protocol: it is told and the session ends.
+    fn protocol_violation(&mut self, why: &str, now: Instant) {
+        self.fatal("08P01", why);
+        if self.quiet() {
+            self.end_session(why.to_string(), now);
+        } else {
+            self.release(Release::CloseAndCancel(
+                crate::server::CloseReason::ClientGoneMidQuery,
+            ));
+            self.finish(why.to_string());
+        }
+    }
+}
+
+/// Looks at the SQL of a Query or Parse for session-state effects. True when the text
+/// drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
+fn inspect_text(state: &mut super::SessionState, pin_named: bool, tag: u8, frame: &[u8]) -> bool {
+    let body = protocol::body(frame);
+    let sql = if tag == fe::PARSE {
+        protocol::cstr_bytes(body).and_then(|(name, rest)| {
+            if !name.is_empty() && pin_named {
+                state.pin(super::Pin::ProtocolPrepare);
+            }
+            protocol::cstr_bytes(rest).map(|(q, _)| q)
+        })
+    } else {
+        protocol::cstr_bytes(body).map(|(q, _)| q)
+    };
+    // Most statements have no session effect: the byte prefilter settles them before any
+    // UTF-8 check.
+    sql.filter(|sql| crate::sql::may_have_effects(sql))
+        .and_then(|sql| std::str::from_utf8(sql).ok())
+        .is_some_and(|sql| state.on_statement(sql))
+}

@@ -1,0 +1,577 @@
+//! The session core: one client's protocol state machine, sans I/O.
+//!
+//! Client bytes, server bytes, "server attached", "server lost", "client gone" and the
+//! time go in; bytes to send (two output queues) and [`Action`]s come out: need a server
+//! on node N, release it (clean or not), the session is over. There are no sockets, no
+//! runtime and no clock reads in here: every input carries `now`, and the driver
+//! ([`super::driver`]) owns the sockets and the pool checkout and does what the actions say.
+//! Every protocol edge can therefore be tested with recorded message sequences.
+//!
+//! # Policies, and the order they see a frame in
+//! Each policy is a type in its own file that owns its state; only this core calls them,
+//! in this order, and each frame is framed once ([`client`], [`server`]).
+//!
+//! Client frame:
+//! 1. [`ours`]: `SET pgsluice.*` is answered here, never forwarded.
+//! 2. [`route`]: at the start of a unit, the node (a server is asked for, or a write
+//!    waits for the replica's answers before moving to the primary).
+//! 3. [`state`] sync: before a unit starts on a server whose settings differ from the
+//!    client's, pgsluice's own [`chores`] bring them in line.
+//! 4. [`sql_prepare`] and [`statements`]: SQL- and protocol-level statement mapping,
+//!    which records what the server will owe in [`replies`].
+//! 5. [`retry`]: a read on a replica is kept until its answer shows it ran there.
+//! 6. [`state`]: the statement's session-state effects (settings, pins).
+//! 7. [`observe`]: statistics and the client list.
+//!
+//! Server frame: [`retry`] (held back or dropped), [`replies`] (hidden, synthesised,
+//! translated), [`state`] (errors, ROLLBACK, ParameterStatus, ReadyForQuery), [`route`]
+//! (release, the write LSN), [`observe`].
+
+mod chores;
+mod client;
+mod observe;
+mod ours;
+mod replies;
+mod retry;
+mod route;
+mod server;
+mod sql_prepare;
+mod state;
+mod statements;
+mod translate;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+pub use observe::Observe;
+pub use route::Route;
+pub use state::{Pin, SessionState};
+pub use statements::Mapping;
+
+use crate::client::outq::OutQueue;
+use crate::config::PoolMode;
+use crate::protocol::build;
+use crate::registry::clients::ServerLink;
+use crate::server::{CloseReason, ServerState};
+
+/// Longest pgsluice waits for its own statements on a server.
+pub const CHORE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Stop reading a side while this much is queued for the other.
+pub const HIGH_WATER: usize = 256 * 1024;
+
+/// What the driver must do next, besides writing the output queues.
+#[derive(Debug)]
+pub enum Action {
+    /// Check out a server on `node` of the session's database, then call
+    /// [`Core::attached`] (or [`Core::attach_failed`]).
+    NeedServer { node: usize },
+    /// Give the server back: its state returns to the connection, which goes back to the
+    /// pool or is closed.
+    Release(ServerState, Release),
+    /// The session is over: write what is queued to the client (at most a few seconds),
+    /// then close.
+    Close { reason: String },
+}
+
+/// How a server goes back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Idle and in a known state: back to the pool.
+    Clean,
+    /// Closed; its slot is freed.
+    Close(CloseReason),
+    /// Closed, and a cancel sent for the query it is still running.
+    CloseAndCancel(CloseReason),
+}
+
+/// Why a checkout failed, as the core needs to know it.
+#[derive(Debug)]
+pub enum AttachError {
+    /// The node could not give a connection (connect or login failed): another may serve
+    /// a read. SQLSTATE and message.
+    Unreachable(String, String),
+    /// Any other failure, as the client's error: SQLSTATE and message.
+    Other(String, String),
+}
+
+/// Settings fixed for the session's life.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub mode: PoolMode,
+    pub max_message: usize,
+    pub idle_txn: Option<Duration>,
+    pub reset_query: String,
+    /// Named statements are mapped (transaction/statement mode with a limit).
+    pub rewrite: bool,
+}
+
+/// The server the session holds.
+struct Attached {
+    state: ServerState,
+}
+
+/// Where the session stands.
+#[derive(Debug)]
+enum Phase {
+    /// Relaying between the client and its server (if it has one).
+    Relay,
+    /// A server was asked for ([`Action::NeedServer`]); client input waits.
+    Checkout,
+    /// pgsluice's own statements run on the server; client input waits.
+    Chore(chores::Chore),
+    /// The session is over; nothing more is read.
+    Done,
+}
+
+/// Position in the two byte streams.
+#[derive(Debug, Default)]
+struct Flow {
+    /// Bytes of a client frame still to stream through unexamined.
+    c_pass: usize,
+    /// Bytes of a server frame still to stream through unexamined.
+    s_pass: usize,
+    /// Bytes the client buffer must hold before the frame at its head can be examined.
+    c_need: usize,
+    /// ReadyForQuery messages the server still owes (one per Query, Sync, FunctionCall).
+    outstanding: u32,
+    /// Extended-protocol messages were sent since the last Sync.
+    batch_open: bool,
+    /// Client input is held until the server answers what is in flight.
+    held: bool,
+}
+
+/// One client's session.
+pub struct Core {
+    /// The client's id (its cancel key's pid).
+    pub id: u32,
+    limits: Limits,
+    /// Bytes from the client not yet handled.
+    cin: BytesMut,
+    /// Bytes for the client.
+    pub cout: OutQueue,
+    /// Bytes for the server.
+    pub sout: OutQueue,
+    flow: Flow,
+    /// The client-visible transaction status.
+    status: u8,
+    server: Option<Attached>,
+    phase: Phase,
+    actions: std::collections::VecDeque<Action>,
+    route: Option<Box<Route>>,
+    retry: Option<retry::Retry>,
+    map: Mapping,
+    state: SessionState,
+    observe: Observe,
+    /// When the client, idle inside a transaction, is closed.
+    idle_txn_deadline: Option<Instant>,
+    /// When pgsluice's own statements on the server are given up on.
+    chore_deadline: Option<Instant>,
+    /// pgsluice is draining: leave at the next transaction boundary.
+    draining: bool,
+    /// Faults a test armed (never set by the binary).
+    failpoints: Option<Arc<crate::shared::Failpoints>>,
+    /// The client left (or sent Terminate): nothing more is read from or sent to it,
+    /// while its server may still be cleaned up.
+    client_left: bool,
+}
+
+impl Core {
+    pub fn new(
+        id: u32,
+        limits: Limits,
+        state: SessionState,
+        map: Mapping,
+        route: Option<Box<Route>>,
+        observe: Observe,
+    ) -> Core {
+        Core {
+            id,
+            limits,
+            cin: BytesMut::new(),
+            cout: OutQueue::default(),
+            sout: OutQueue::default(),
+            flow: Flow::default(),
+            status: b'I',
+            server: None,
+            phase: Phase::Relay,
+            actions: Default::default(),
+            route,
+            retry: None,
+            map,
+            state,
+            observe,
+            idle_txn_deadline: None,
+            chore_deadline: None,
+            draining: false,
+            failpoints: None,
+            client_left: false,
+        }
+    }
+
+    /// Arms the failpoints a test set (see [`crate::shared::Failpoints`]).
+    pub fn set_failpoints(&mut self, f: Arc<crate::shared::Failpoints>) {
+        self.failpoints = Some(f);
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    /// The buffer the driver reads client bytes into.
+    pub fn client_buf(&mut self) -> &mut BytesMut {
+        &mut self.cin
+    }
+
+    /// Client bytes arrived in [`Core::client_buf`]: handle what can be handled now.
+    pub fn client_data(&mut self, now: Instant) {
+        self.idle_txn_deadline = None;
+        self.step(now);
+    }
+
+    /// The buffer the driver reads server bytes into (`None` without a server).
+    pub fn server_buf(&mut self) -> Option<&mut BytesMut> {
+        self.server.as_mut().map(|s| &mut s.state.buf)
+    }
+
+    /// Server bytes arrived in [`Core::server_buf`].
+    pub fn server_data(&mut self, now: Instant) {
+        self.step(now);
+    }
+
+    /// Handles whatever input is pending on both sides.
+    pub fn step(&mut self, now: Instant) {
+        if self.server.is_some() {
+            self.scan_server(now);
+        }
+        if !self.cin.is_empty() && self.flow.c_need <= self.cin.len() {
+            self.scan_client(now);
+        }
+    }
+
+    /// The checkout the core asked for succeeded.
+    pub fn attached(
+        &mut self,
+        mut state: ServerState,
+        node: usize,
+        link: ServerLink,
+        now: Instant,
+    ) {
+        if let Some(r) = &self.route {
+            r.node_active(1);
+        }
+        state.last_client = self.id;
+        self.observe.attached(link, now);
+        self.server = Some(Attached { state });
+        self.phase = Phase::Relay;
+        let _ = node;
+        if !self.sync_settings(now) {
+            self.step(now);
+        }
+    }
+
+    /// The checkout the core asked for failed.
+    pub fn attach_failed(&mut self, node: usize, err: AttachError, now: Instant) {
+        let (code, msg) = match err {
+            AttachError::Unreachable(code, why) => {
+                if let Some(r) = &mut self.route
+                    && r.reading
+                {
+                    // A replica that cannot be reached: leave it out and choose again.
+                    r.db.report_unreachable(node, &why);
+                    tracing::warn!(
+                        client = self.id,
+                        "replica unreachable, choosing another node: {why}"
+                    );
+                    let unit = r.head.take().unwrap_or(crate::router::route::Unit::Read);
+                    match r.choose(unit, Some(node)) {
+                        Ok(next) => {
+                            self.observe.waiting(next, now);
+                            self.actions.push_back(Action::NeedServer { node: next });
+                            return;
+                        }
+                        Err((code, msg)) => (code, msg),
+                    }
+                } else {
+                    (code, why)
+                }
+            }
+            AttachError::Other(code, msg) => (code, msg),
+        };
+        self.observe.released();
+        self.phase = Phase::Relay;
+        if self.refuse_unit(&code, &msg) {
+            tracing::warn!(client = self.id, code, "statement refused: {msg}");
+            self.step(now);
+            return;
+        }
+        self.fatal(&code, &msg);
+        self.finish(msg);
+    }
+
+    /// The server's socket closed or failed.
+    pub fn server_lost(&mut self, why: &str, now: Instant) {
+        if self.retry.as_ref().is_some_and(retry::Retry::possible) {
+            self.release(Release::Close(CloseReason::Broken));
+            self.requeue_retry(Some(why), now);
+            return;
+        }
+        self.release(Release::Close(CloseReason::Broken));
+        let msg = format!("server connection lost: {why}");
+        self.fatal("08006", &msg);
+        self.finish(msg);
+    }
+
+    /// The client's socket closed or failed: clean up and end.
+    pub fn client_gone(&mut self, now: Instant) {
+        self.cout.clear();
+        if std::mem::replace(&mut self.client_left, true) {
+            return;
+        }
+        self.end_session("client disconnected".into(), now);
+    }
+
+    /// Whether the client has left: its output is dropped, its input no longer read.
+    pub fn client_left(&self) -> bool {
+        self.client_left
+    }
+
+    /// Time passed: idle-in-transaction and chore deadlines.
+    pub fn tick(&mut self, now: Instant) {
+        if self.chore_deadline.is_some_and(|d| d <= now) {
+            self.chore_deadline = None;
+            self.chore_timed_out(now);
+        }
+        if self.idle_txn_deadline.is_some_and(|d| d <= now) {
+            self.idle_txn_deadline = None;
+            self.release(Release::Close(CloseReason::IdleInTransaction));
+            let msg = "terminating connection due to idle-in-transaction timeout";
+            self.fatal("25P03", msg);
+            self.finish(msg.to_string());
+        }
+    }
+
+    /// The earliest time [`Core::tick`] must be called.
+    pub fn deadline(&self) -> Option<Instant> {
+        match (self.idle_txn_deadline, self.chore_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// pgsluice is draining: the client leaves at its next transaction boundary.
+    pub fn drain(&mut self) {
+        self.draining = true;
+    }
+
+    /// Close now, mid-transaction or not (shutdown timeout, KILL): `code` and `message`
+    /// are the client's FATAL error.
+    pub fn force_close(&mut self, code: &str, message: &str, reason: CloseReason) {
+        self.release(Release::Close(reason));
+        self.fatal(code, message);
+        self.finish(message.to_string());
+    }
+
+    // ------------------------------------------------------------ outputs
+
+    /// The next action for the driver.
+    pub fn next_action(&mut self, now: Instant) -> Option<Action> {
+        if let Some(a) = self.actions.pop_front() {
+            return Some(a);
+        }
+        if self.draining && matches!(self.phase, Phase::Relay) && self.at_boundary() {
+            self.fatal("57P01", "pgsluice is shutting down");
+            self.end_session("shutdown".into(), now);
+            return self.actions.pop_front();
+        }
+        None
+    }
+
+    /// Whether the driver should read more from the client now.
+    pub fn wants_client_bytes(&self) -> bool {
+        let backed_up = self.cin.len() >= HIGH_WATER
+            && (self.flow.held || matches!(self.phase, Phase::Chore(_)));
+        let over = matches!(self.phase, Phase::Done) || self.client_left;
+        !over && self.sout.len() < HIGH_WATER && !backed_up
+    }
+
+    /// Whether the driver should read more from the server now.
+    pub fn wants_server_bytes(&self) -> bool {
+        self.server.is_some() && self.cout.len() < HIGH_WATER
+    }
+
+    /// How many client bytes the head frame needs before it can be looked at.
+    pub fn client_bytes_needed(&self) -> usize {
+        self.flow.c_need.saturating_sub(self.cin.len())
+    }
+
+    /// The client holds a server and is between frames with nothing in flight: the server
+    /// could be handed to another client as it is (for the checkout guard).
+    pub fn server_is_clean(&self) -> bool {
+        self.server.as_ref().is_some_and(|s| s.state.is_quiet()) && self.quiet()
+    }
+
+    /// Whether the session holds a server.
+    pub fn has_server(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// Whether the session is over.
+    pub fn is_done(&self) -> bool {
+        matches!(self.phase, Phase::Done)
+    }
+
+    /// The client's entry in the client list and its statistics.
+    pub fn observe(&mut self) -> &mut Observe {
+        &mut self.observe
+    }
+
+    /// The node of the session's database the next server must come from (0 without
+    /// routing).
+    pub fn node(&self) -> usize {
+        self.route.as_ref().map_or(0, |r| r.node)
+    }
+
+    /// The session's pins, for the console.
+    pub fn pins(&self) -> &[Pin] {
+        self.state.pins()
+    }
+
+    /// An idle client keeps no read buffer: hands an empty one back for reuse.
+    pub fn take_idle_buffer(&mut self) -> Option<BytesMut> {
+        (self.cin.is_empty() && self.cin.capacity() > 0 && self.server.is_none())
+            .then(|| std::mem::take(&mut self.cin))
+    }
+
+    // ------------------------------------------------------------ shared steps
+
+    /// Nothing in flight on the server's side.
+    fn quiet(&self) -> bool {
+        self.flow.outstanding == 0
+            && !self.flow.batch_open
+            && self.flow.c_pass == 0
+            && self.sout.is_empty()
+            && self.map.replies.is_empty()
+    }
+
+    /// Between transactions, with nothing in flight.
+    fn at_boundary(&self) -> bool {
+        match &self.server {
+            None => self.cin.is_empty(),
+            Some(_) => {
+                self.quiet() && self.status == b'I' && self.cin.is_empty() && self.cout.is_empty()
+            }
+        }
+    }
+
+    /// Gives the server back (if held).
+    fn release(&mut self, how: Release) {
+        let Some(att) = self.server.take() else {
+            return;
+        };
+        if let Some(r) = &self.route {
+            r.node_active(-1);
+        }
+        self.observe.released();
+        if how != Release::Clean {
+            self.sout.clear();
+        }
+        self.actions.push_back(Action::Release(att.state, how));
+    }
+
+    /// Queues a FATAL error for the client.
+    fn fatal(&mut self, code: &str, message: &str) {
+        let mut buf = BytesMut::new();
+        build::error(&mut buf, "FATAL", code, message);
+        self.cout.push(buf.freeze());
+    }
+
+    /// The session is over.
+    fn finish(&mut self, reason: String) {
+        if matches!(self.phase, Phase::Done) {
+            return;
+        }
+        self.phase = Phase::Done;
+        self.idle_txn_deadline = None;
+        self.chore_deadline = None;
+        self.observe.end();
+        self.actions.push_back(Action::Close { reason });
+    }
+
+    /// The client leaves (or is sent away) with its server possibly still held: the
+    /// server is cleaned up for the next client, or closed if it cannot be.
+    fn end_session(&mut self, reason: String, now: Instant) {
+        if matches!(self.phase, Phase::Done) {
+            return;
+        }
+        let Some(att) = &self.server else {
+            return self.finish(reason);
+        };
+        let busy = !self.quiet() || matches!(self.phase, Phase::Chore(_));
+        if busy {
+            // PostgreSQL notices a closed socket only when it next writes; a cancel stops
+            // the abandoned query now instead of letting it run to the end.
+            self.release(Release::CloseAndCancel(CloseReason::ClientGoneMidQuery));
+            return self.finish(reason);
+        }
+        let reset = self.limits.mode == PoolMode::Session || self.state.is_pinned();
+        let mut cleanup = Vec::new();
+        if att.state.status != b'I' {
+            cleanup.push("ROLLBACK".to_string());
+        }
+        if reset && !self.limits.reset_query.is_empty() {
+            cleanup.push(self.limits.reset_query.clone());
+        }
+        if cleanup.is_empty() {
+            self.release(Release::Clean);
+            return self.finish(reason);
+        }
+        self.start_cleanup(cleanup, reset, reason, now);
+    }
+
+    /// When no server can be had for the client's next unit of work (one Query, or
+    /// messages up to Sync), answers it with an error instead, as PostgreSQL would a
+    /// failed statement, and keeps the session. False when the unit is not whole yet or
+    /// is anything else (the caller then ends the session).
+    fn refuse_unit(&mut self, code: &str, message: &str) -> bool {
+        use crate::protocol::{self, fe};
+        if self.status != b'I' {
+            return false;
+        }
+        let mut pos = 0;
+        let end = loop {
+            let rest = self.cin.get(pos..).unwrap_or_default();
+            let Ok(Some(h)) = protocol::header(rest, self.limits.max_message) else {
+                return false;
+            };
+            if rest.len() < h.frame_len {
+                return false;
+            }
+            pos += h.frame_len;
+            match h.tag {
+                fe::QUERY if pos == h.frame_len => break pos,
+                fe::SYNC => break pos,
+                fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE => {}
+                _ => return false,
+            }
+        };
+        let _ = self.cin.split_to(end);
+        self.flow.c_need = 0;
+        let mut buf = BytesMut::new();
+        build::error(&mut buf, "ERROR", code, message);
+        build::ready_for_query(&mut buf, self.status);
+        self.cout.push(buf.freeze());
+        true
+    }
+}
+
+/// Shared-access helpers for tests and the driver.
+impl Core {
+    /// The client's current settings (for tests and the console).
+    pub fn settings(&self) -> &Arc<crate::server::varcache::Gucs> {
+        &self.state.gucs
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

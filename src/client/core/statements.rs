@@ -1,0 +1,399 @@
+//! Named prepared statements in transaction and statement mode: the client's half of the
+//! mapping (the pooler-wide half is [`crate::prepare`]).
+//!
+//! The client's statement names are mapped to pooler-wide server-side names. Parse,
+//! Bind, Describe and Close naming a statement are rewritten; a Parse the current server
+//! has already seen is answered by pgsluice itself; a statement the server lacks is
+//! prepared there first, its ParseComplete hidden. [`Replies`] keeps the order of what the
+//! server owes, so synthesised answers go out in the right place.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::replies::{Act, CLOSE_COMPLETE, PARSE_COMPLETE, Replies, Undo};
+use crate::client::outq::OutQueue;
+use crate::prepare::{self, Registry, SERVER_PREFIX, Statement};
+use crate::protocol::{self, fe};
+use crate::server::ServerStatements;
+
+/// The client's statement names.
+#[derive(Debug, Default)]
+pub struct Names {
+    /// Client statement name → statement (protocol level).
+    pub stmts: HashMap<String, Arc<Statement>>,
+    /// Client SQL-level (`PREPARE`) statement name → statement.
+    pub sql: HashMap<String, Arc<Statement>>,
+    /// SQL `PREPARE`s sent to the server and not yet answered: the statement, the client's
+    /// name, and how many ReadyForQuery messages come before its own.
+    pub sql_pending: Vec<(Arc<Statement>, String, u32)>,
+}
+
+impl Names {
+    /// A named Parse failed: the server has no such statement and the client's name refers
+    /// to nothing, as on PostgreSQL.
+    pub fn forget_parse(&mut self, id: u64, name: &str, server: &mut ServerStatements) {
+        server.remove(id);
+        self.forget_if(name, id);
+    }
+
+    /// Forgets `name` if it still maps to statement `id`.
+    pub fn forget_if(&mut self, name: &str, id: u64) {
+        if self.stmts.get(name).is_some_and(|s| s.id == id) {
+            self.stmts.remove(name);
+        }
+    }
+
+    pub fn restore(&mut self, name: String, stmt: Arc<Statement>) {
+        self.stmts.insert(name, stmt);
+    }
+}
+
+/// Where the mapping writes: to the server, to the client.
+pub struct Out<'a> {
+    pub sout: &'a mut OutQueue,
+    pub cout: &'a mut OutQueue,
+}
+
+/// The statement mapping of one session.
+#[derive(Debug)]
+pub struct Mapping {
+    pub names: Names,
+    pub replies: Replies,
+    registry: Arc<Registry>,
+    max_prepared: usize,
+}
+
+/// Builds a frame from its tag and body parts.
+pub fn frame(tag: u8, parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut b = BytesMut::with_capacity(5 + len);
+    b.put_u8(tag);
+    b.put_i32((4 + len) as i32);
+    for p in parts {
+        b.put_slice(p);
+    }
+    b.freeze()
+}
+
+/// Whether a whole Parse, Bind, Describe or Close frame names a prepared statement (not
+/// the unnamed one), so that the name must be mapped. True for a malformed frame too: the
+/// mapping deals with it.
+pub fn names_statement(tag: u8, frame: &[u8]) -> bool {
+    let body = protocol::body(frame);
+    match tag {
+        fe::PARSE => body.first() != Some(&0),
+        fe::BIND => {
+            protocol::cstr_bytes(body).is_none_or(|(_portal, rest)| rest.first() != Some(&0))
+        }
+        // 'S' and a name; a portal ('P') is never renamed.
+        _ => body.first() == Some(&b'S') && body.get(1) != Some(&0),
+    }
+}
+
+impl Mapping {
+    pub fn new(registry: Arc<Registry>, max_prepared: usize) -> Mapping {
+        Mapping {
+            names: Names::default(),
+            replies: Replies::default(),
+            registry,
+            max_prepared,
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Handles a whole client Parse, Bind, Describe or Close while a server is attached,
+    /// queuing what goes to the server and what the client will be answered.
+    pub fn client_message(
+        &mut self,
+        tag: u8,
+        msg: Bytes,
+        out: Out<'_>,
+        server: &mut ServerStatements,
+    ) {
+        let body = protocol::body(&msg);
+        let named = match tag {
+            fe::PARSE | fe::BIND => None,
+            _ => body.first().copied(),
+        };
+        match (tag, named) {
+            (fe::PARSE, _) => self.parse(msg, out, server),
+            (fe::BIND, _) => self.bind(msg, out, server),
+            (fe::DESCRIBE, Some(b'S')) => self.describe(msg, out, server),
+            (fe::CLOSE, Some(b'S')) => self.close(msg, out),
+            _ => self.forward(msg, tag, out.sout),
+        }
+    }
+
+    /// Passes a message on unchanged, expecting its answer.
+    pub fn forward(&mut self, msg: Bytes, tag: u8, sout: &mut OutQueue) {
+        sout.push(msg);
+        self.replies.expect(tag, Act::Forward);
+    }
+
+    fn parse(&mut self, msg: Bytes, out: Out<'_>, server: &mut ServerStatements) {
+        let Some((name, key)) = protocol::cstr(protocol::body(&msg)) else {
+            return self.forward(msg, fe::PARSE, out.sout);
+        };
+        if name.is_empty() || self.replies.skipping {
+            return self.forward(msg, fe::PARSE, out.sout);
+        }
+        if self.names.stmts.contains_key(name) {
+            // PostgreSQL refuses to redefine a name (42P05). Let the server say so: a
+            // Parse under the existing statement's server-side name fails the same way
+            // and puts the server into skip-to-Sync, as the client expects.
+            let server_name = self.server_name_for(name, out.sout, server);
+            let refused = frame(fe::PARSE, &[server_name.as_bytes(), b"\0", key]);
+            return self.forward(refused, fe::PARSE, out.sout);
+        }
+        let stmt = self.registry.intern(key);
+        stmt.client_prepares.fetch_add(1, Ordering::Relaxed);
+        let name = name.to_string();
+        self.names.stmts.insert(name.clone(), stmt.clone());
+        if server.touch(stmt.id) {
+            self.registry.local_parses.fetch_add(1, Ordering::Relaxed);
+            stmt.local_answers.fetch_add(1, Ordering::Relaxed);
+            self.replies
+                .synthesize(out.cout, PARSE_COMPLETE, Undo::Forget(name, stmt.id));
+        } else {
+            let act = Act::ForwardParse {
+                stmt: stmt.clone(),
+                name,
+            };
+            self.prepare_on_server(&stmt, act, out.sout, server);
+        }
+    }
+
+    /// Sends a Parse of `stmt` under its server-side name, making room for it first.
+    /// (An SQL-level statement is prepared with a hidden `PREPARE` Query instead.)
+    pub fn prepare_on_server(
+        &mut self,
+        stmt: &Arc<Statement>,
+        act: Act,
+        sout: &mut OutQueue,
+        server: &mut ServerStatements,
+    ) {
+        self.registry.server_parses.fetch_add(1, Ordering::Relaxed);
+        stmt.server_prepares.fetch_add(1, Ordering::Relaxed);
+        self.make_room(stmt.id, sout, server);
+        if let Some(sql) = stmt.prepare_sql() {
+            sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
+            if let Act::Hidden { stmt } = act {
+                self.replies.expect_hidden_query(stmt);
+            }
+            return;
+        }
+        sout.push(stmt.parse_frame());
+        self.replies.expect(fe::PARSE, act);
+    }
+
+    fn bind(&mut self, msg: Bytes, out: Out<'_>, server: &mut ServerStatements) {
+        let body = protocol::body(&msg);
+        let Some((portal, rest)) = protocol::cstr(body) else {
+            return self.forward(msg, fe::BIND, out.sout);
+        };
+        let Some((name, params)) = protocol::cstr(rest) else {
+            return self.forward(msg, fe::BIND, out.sout);
+        };
+        if name.is_empty() {
+            return self.forward(msg, fe::BIND, out.sout);
+        }
+        let server_name = self.server_name_for(name, out.sout, server);
+        let rewritten = frame(
+            fe::BIND,
+            &[
+                portal.as_bytes(),
+                b"\0",
+                server_name.as_bytes(),
+                b"\0",
+                params,
+            ],
+        );
+        self.forward(rewritten, fe::BIND, out.sout);
+    }
+
+    fn describe(&mut self, msg: Bytes, out: Out<'_>, server: &mut ServerStatements) {
+        let Some((name, _)) = protocol::body(&msg).get(1..).and_then(protocol::cstr) else {
+            return self.forward(msg, fe::DESCRIBE, out.sout);
+        };
+        if name.is_empty() {
+            return self.forward(msg, fe::DESCRIBE, out.sout);
+        }
+        let server_name = self.server_name_for(name, out.sout, server);
+        let rewritten = frame(fe::DESCRIBE, &[b"S", server_name.as_bytes(), b"\0"]);
+        self.forward(rewritten, fe::DESCRIBE, out.sout);
+    }
+
+    fn close(&mut self, msg: Bytes, out: Out<'_>) {
+        let Some((name, _)) = protocol::body(&msg).get(1..).and_then(protocol::cstr) else {
+            return self.forward(msg, fe::CLOSE, out.sout);
+        };
+        if name.is_empty() || self.replies.skipping {
+            return self.forward(msg, fe::CLOSE, out.sout);
+        }
+        // Other clients may share the server-side statement: only the name goes.
+        let undo = match self.names.stmts.remove(name) {
+            Some(stmt) => Undo::Restore(name.to_string(), stmt),
+            None => Undo::Forget(String::new(), 0),
+        };
+        self.replies.synthesize(out.cout, CLOSE_COMPLETE, undo);
+    }
+
+    /// `DEALLOCATE name` in a simple Query naming a protocol-level statement: PostgreSQL
+    /// shares one namespace, so it must work. The name is rewritten to the server-side one
+    /// (prepared there first if needed) and forgotten by client and server. Returns the
+    /// rewritten Query, or `None` when the text is anything else.
+    pub fn deallocate(
+        &mut self,
+        msg: &[u8],
+        sout: &mut OutQueue,
+        server: &mut ServerStatements,
+    ) -> Option<Bytes> {
+        let sql = protocol::cstr(protocol::body(msg))?.0;
+        let name = deallocate_target(sql)?;
+        let Some(stmt) = self.names.stmts.get(&name).cloned() else {
+            // A client must not drop statements pgsluice prepared for everyone.
+            return name.starts_with(SERVER_PREFIX).then(|| {
+                let sql = format!("DEALLOCATE \"unknown_{name}\"");
+                frame(fe::QUERY, &[sql.as_bytes(), b"\0"])
+            });
+        };
+        let server_name = self.server_name_for(&name, sout, server);
+        self.names.stmts.remove(&name);
+        server.remove(stmt.id);
+        let sql = format!("DEALLOCATE {server_name}");
+        Some(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]))
+    }
+
+    /// The server-side name for a client's statement name, preparing it on this server
+    /// first if needed. An unknown name is passed through (the server reports 26000),
+    /// altered if it could be mistaken for one of ours.
+    pub fn server_name_for(
+        &mut self,
+        name: &str,
+        sout: &mut OutQueue,
+        server: &mut ServerStatements,
+    ) -> String {
+        let Some(stmt) = self.names.stmts.get(name).cloned() else {
+            return if name.starts_with(SERVER_PREFIX) {
+                format!("unknown_{name}")
+            } else {
+                name.to_string()
+            };
+        };
+        if !self.replies.skipping && !server.touch(stmt.id) {
+            self.prepare_on_server(&stmt, Act::Hidden { stmt: stmt.clone() }, sout, server);
+        }
+        stmt.name.clone()
+    }
+
+    /// Marks `id` prepared on the server, closing the least recently used statement there
+    /// first if the server is at its limit.
+    pub fn make_room(&mut self, id: u64, sout: &mut OutQueue, server: &mut ServerStatements) {
+        if server.len() >= self.max_prepared
+            && let Some(victim) = server.victim(id)
+        {
+            server.remove(victim);
+            sout.push(prepare::close_frame(&format!("{SERVER_PREFIX}{victim}")));
+            self.replies.expect(fe::CLOSE, Act::Evict { id: victim });
+        }
+        server.insert(id);
+    }
+
+    /// DISCARD ALL or DEALLOCATE ALL ran on the server: it has no statements left, and the
+    /// client none of its names.
+    pub fn forget_all(&mut self, server: Option<&mut ServerStatements>) {
+        self.names.stmts.clear();
+        self.names.sql.clear();
+        if let Some(s) = server {
+            s.clear();
+        }
+    }
+
+    /// Without a server: a named Parse of a statement some server already accepted,
+    /// followed by Sync or Flush, is answered here. This is the cache hit that costs no
+    /// round trip, and it keeps a client that prepares synchronously between transactions
+    /// (pgbench -M prepared, many drivers) from waiting for a server just to be told
+    /// "ParseComplete". Returns the bytes consumed from `buf`, or `None` to go the normal
+    /// way.
+    pub fn local_parse(
+        &mut self,
+        cout: &mut OutQueue,
+        status: u8,
+        buf: &[u8],
+        parse_len: usize,
+    ) -> Option<usize> {
+        let (name, key) = protocol::cstr(protocol::body(buf.get(..parse_len)?))?;
+        let next = buf.get(parse_len..parse_len + protocol::HEADER_LEN)?;
+        if name.is_empty()
+            || self.names.stmts.contains_key(name)
+            || next != [fe::SYNC, 0, 0, 0, 4] && next != [fe::FLUSH, 0, 0, 0, 4]
+        {
+            return None;
+        }
+        let stmt = self.registry.intern(key);
+        if !stmt.validated.load(Ordering::Relaxed) {
+            return None;
+        }
+        stmt.client_prepares.fetch_add(1, Ordering::Relaxed);
+        stmt.local_answers.fetch_add(1, Ordering::Relaxed);
+        self.names.stmts.insert(name.to_string(), stmt);
+        self.registry.local_parses.fetch_add(1, Ordering::Relaxed);
+        cout.push(Bytes::from_static(PARSE_COMPLETE));
+        if next[0] == fe::SYNC {
+            let mut z = BytesMut::with_capacity(6);
+            crate::protocol::build::ready_for_query(&mut z, status);
+            cout.push(z.freeze());
+        }
+        Some(parse_len + protocol::HEADER_LEN)
+    }
+}
+
+/// The statement name of a lone `DEALLOCATE [PREPARE] name` (not `ALL`), as PostgreSQL
+/// folds it: unquoted names lowercased, quoted ones exact.
+pub fn deallocate_target(sql: &str) -> Option<String> {
+    let mut words = sql
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    if words.next().is_some() || name.eq_ignore_ascii_case("all") {
+        return None;
+    }
+    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) if !quoted.contains('"') => Some(quoted.to_string()),
+        Some(_) => None,
+        None if name.contains('"') || name.contains(';') => None,
+        None => Some(name.to_ascii_lowercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deallocate_target;
+
+    #[test]
+    fn deallocate_names() {
+        assert_eq!(deallocate_target("DEALLOCATE s1"), Some("s1".into()));
+        assert_eq!(
+            deallocate_target(" deallocate prepare S1 ;"),
+            Some("s1".into())
+        );
+        assert_eq!(deallocate_target("DEALLOCATE \"S1\""), Some("S1".into()));
+        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(deallocate_target("SELECT 1"), None);
+    }
+}

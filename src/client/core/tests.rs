@@ -1,0 +1,498 @@
+//! The session core over recorded message sequences: no sockets, no PostgreSQL. Each test
+//! plays the client's and the server's messages into the core and checks what it sends
+//! each way and what it asks the driver to do.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+
+use super::*;
+use crate::metrics::pool::PoolMetrics;
+use crate::pool::PoolKey;
+use crate::prepare::Registry;
+use crate::registry::clients::{ClientInfo, ClientMeta};
+use crate::server::varcache::Gucs;
+
+pub(super) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut f = vec![tag];
+    f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    f.extend_from_slice(body);
+    f
+}
+
+pub(super) fn query(sql: &str) -> Vec<u8> {
+    msg(b'Q', format!("{sql}\0").as_bytes())
+}
+
+pub(super) fn ready(status: u8) -> Vec<u8> {
+    msg(b'Z', &[status])
+}
+
+pub(super) fn complete(tag: &str) -> Vec<u8> {
+    msg(b'C', format!("{tag}\0").as_bytes())
+}
+
+pub(super) fn error(code: &str, message: &str) -> Vec<u8> {
+    msg(b'E', format!("SERROR\0C{code}\0M{message}\0\0").as_bytes())
+}
+
+pub(super) fn row(value: &str) -> Vec<u8> {
+    let mut b = BytesMut::new();
+    b.put_u16(1);
+    b.put_i32(value.len() as i32);
+    b.put_slice(value.as_bytes());
+    msg(b'D', &b)
+}
+
+pub(super) fn parse(name: &str, sql: &str) -> Vec<u8> {
+    msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+}
+
+pub(super) fn bind(name: &str) -> Vec<u8> {
+    msg(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes())
+}
+
+pub(super) fn execute() -> Vec<u8> {
+    msg(b'E', b"\0\0\0\0\0")
+}
+
+pub(super) fn sync() -> Vec<u8> {
+    msg(b'S', b"")
+}
+
+/// A core and what came out of it.
+pub(super) struct Rig {
+    pub core: Core,
+    pub now: Instant,
+}
+
+pub(super) fn rig(mode: PoolMode, startup: &[(&str, &str)]) -> Rig {
+    rig_with(mode, startup, Arc::new(Registry::default()))
+}
+
+pub(super) fn rig_with(mode: PoolMode, startup: &[(&str, &str)], registry: Arc<Registry>) -> Rig {
+    let now = Instant::now();
+    let key = PoolKey {
+        database: "app".into(),
+        user: "app".into(),
+        node: 0,
+    };
+    let info = Arc::new(ClientInfo::new(
+        7,
+        "app".into(),
+        "app".into(),
+        Some(0),
+        ClientMeta::default(),
+        None,
+    ));
+    let tally =
+        crate::metrics::Tally::new(Arc::new(PoolMetrics::new(key, 1, now)), true, None, now);
+    let mut g = Gucs::default();
+    for (n, v) in startup {
+        g.set_value(n, v);
+    }
+    let limits = Limits {
+        mode,
+        max_message: 1 << 20,
+        idle_txn: Some(Duration::from_secs(10)),
+        reset_query: "DISCARD ALL".into(),
+        rewrite: mode != PoolMode::Session,
+    };
+    let core = Core::new(
+        7,
+        limits,
+        SessionState::new(Arc::new(g)),
+        Mapping::new(registry, 200),
+        None,
+        Observe::new(info, tally),
+    );
+    Rig { core, now }
+}
+
+fn link() -> ServerLink {
+    ServerLink {
+        id: 1,
+        backend_pid: 100,
+        addr: "127.0.0.1:5432".parse().unwrap(),
+        local_port: 1,
+        created: Instant::now(),
+    }
+}
+
+impl Rig {
+    pub fn client(&mut self, bytes: &[u8]) {
+        self.core.client_buf().extend_from_slice(bytes);
+        self.core.client_data(self.now);
+    }
+
+    pub fn server(&mut self, bytes: &[u8]) {
+        self.core
+            .server_buf()
+            .expect("a server is attached")
+            .extend_from_slice(bytes);
+        self.core.server_data(self.now);
+    }
+
+    pub fn action(&mut self) -> Option<Action> {
+        self.core.next_action(self.now)
+    }
+
+    pub fn attach(&mut self, state: ServerState) {
+        self.core.attached(state, 0, link(), self.now);
+    }
+
+    /// Expects a request for a server and attaches a fresh one.
+    pub fn expect_checkout(&mut self) {
+        match self.action() {
+            Some(Action::NeedServer { node: 0 }) => {}
+            other => panic!("expected NeedServer, got {other:?}"),
+        }
+        self.attach(ServerState::new(1));
+    }
+
+    pub fn expect_release(&mut self) -> (ServerState, Release) {
+        match self.action() {
+            Some(Action::Release(s, how)) => (s, how),
+            other => panic!("expected Release, got {other:?}"),
+        }
+    }
+
+    pub fn sent_to_server(&mut self) -> Vec<u8> {
+        self.core.sout.take_all()
+    }
+
+    pub fn sent_to_client(&mut self) -> Vec<u8> {
+        self.core.cout.take_all()
+    }
+}
+
+/// The tags of the messages in `bytes`.
+pub(super) fn tags(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut pos = 0;
+    while let Ok(Some(h)) = crate::protocol::header(&bytes[pos..], usize::MAX) {
+        out.push(h.tag as char);
+        pos += h.frame_len;
+        if pos >= bytes.len() {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn a_query_takes_a_server_and_gives_it_back_at_ready_for_query() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SELECT 1"));
+    r.expect_checkout();
+    assert_eq!(r.sent_to_server(), query("SELECT 1"));
+    let mut answer = msg(b'T', b"\0\0");
+    answer.extend(row("1"));
+    answer.extend(complete("SELECT 1"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(r.sent_to_client(), answer);
+    let (state, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert_eq!(state.status, b'I');
+    assert!(r.action().is_none());
+}
+
+#[test]
+fn a_transaction_keeps_its_server_and_idle_in_transaction_ends_it() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("BEGIN"));
+    r.expect_checkout();
+    r.sent_to_server();
+    let mut answer = complete("BEGIN");
+    answer.extend(ready(b'T'));
+    r.server(&answer);
+    assert!(
+        r.action().is_none(),
+        "the server stays inside the transaction"
+    );
+    let deadline = r.core.deadline().expect("idle-in-transaction deadline");
+    r.core.tick(deadline);
+    let (_, how) = r.expect_release();
+    assert_eq!(how, Release::Close(CloseReason::IdleInTransaction));
+    assert!(matches!(r.action(), Some(Action::Close { .. })));
+    let out = r.sent_to_client();
+    assert!(String::from_utf8_lossy(&out).contains("25P03"));
+}
+
+#[test]
+fn our_settings_are_answered_here_even_with_multibyte_text() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SET pgsluice.route €x"));
+    r.expect_checkout();
+    // Not ours (it does not parse): it goes to the server as any statement would.
+    assert_eq!(r.sent_to_server(), query("SET pgsluice.route €x"));
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SET pgsluice.route = primary"));
+    assert!(r.action().is_none(), "no server needed");
+    assert_eq!(tags(&r.sent_to_client()), "CZ");
+}
+
+#[test]
+fn a_client_setting_is_replayed_on_the_next_server_first() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SET work_mem = '8MB'"));
+    r.expect_checkout();
+    r.sent_to_server();
+    let mut answer = complete("SET");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.sent_to_client();
+    let (state, _) = r.expect_release();
+    assert!(
+        state.gucs.get("work_mem").is_some(),
+        "the server's record has the setting"
+    );
+    // The next transaction gets another server: the setting goes first, hidden.
+    r.client(&query("SELECT 2"));
+    r.expect_checkout();
+    assert_eq!(r.sent_to_server(), query("SET work_mem = '8MB'"));
+    let mut answer = complete("SET");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(
+        r.sent_to_client(),
+        Vec::<u8>::new(),
+        "the replay's answer is hidden"
+    );
+    assert_eq!(r.sent_to_server(), query("SELECT 2"));
+}
+
+#[test]
+fn a_failed_replay_is_an_error_for_the_statement_and_clears_the_setting() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SET ROLE gone"));
+    r.expect_checkout();
+    r.sent_to_server();
+    let mut answer = complete("SET");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.sent_to_client();
+    r.expect_release();
+    r.client(&query("SELECT current_user"));
+    r.expect_checkout();
+    assert_eq!(r.sent_to_server(), query("SET ROLE gone"));
+    let mut answer = error("22023", "role \"gone\" does not exist");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    let out = r.sent_to_client();
+    assert_eq!(tags(&out), "EZ");
+    assert!(String::from_utf8_lossy(&out).contains("role \"gone\" does not exist"));
+    let (state, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert!(state.gucs.get("role").is_none());
+    assert!(
+        r.core.settings().get("role").is_none(),
+        "the client can go on"
+    );
+    // The next statement runs without the role.
+    r.client(&query("SELECT current_user"));
+    r.expect_checkout();
+    assert_eq!(r.sent_to_server(), query("SELECT current_user"));
+}
+
+#[test]
+fn reset_of_a_startup_value_is_replayed_before_the_next_unit() {
+    let mut r = rig(PoolMode::Session, &[("datestyle", "Postgres, MDY")]);
+    r.client(&query("SHOW datestyle"));
+    r.expect_checkout();
+    // A fresh server gets the startup value first.
+    assert_eq!(
+        r.sent_to_server(),
+        query("SELECT pg_catalog.set_config('datestyle', 'Postgres, MDY', false)")
+    );
+    let mut answer = msg(b'S', b"DateStyle\0Postgres, MDY\0");
+    answer.extend(row("Postgres, MDY"));
+    answer.extend(complete("SELECT 1"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(r.sent_to_server(), query("SHOW datestyle"));
+    let mut answer = row("Postgres, MDY");
+    answer.extend(complete("SHOW"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.sent_to_client();
+    r.client(&query("RESET datestyle"));
+    assert_eq!(r.sent_to_server(), query("RESET datestyle"));
+    let mut answer = msg(b'S', b"DateStyle\0ISO, MDY\0");
+    answer.extend(complete("RESET"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.sent_to_client();
+    // The server is at its own default now; the client is back at its startup value.
+    r.client(&query("SHOW datestyle"));
+    assert_eq!(
+        r.sent_to_server(),
+        query("SELECT pg_catalog.set_config('datestyle', 'Postgres, MDY', false)")
+    );
+}
+
+#[test]
+fn a_named_parse_the_server_has_is_answered_here() {
+    let registry = Arc::new(Registry::default());
+    let mut r = rig_with(PoolMode::Transaction, &[], registry.clone());
+    let mut unit = parse("s1", "SELECT 1");
+    unit.extend(bind("s1"));
+    unit.extend(execute());
+    unit.extend(sync());
+    r.client(&unit);
+    r.expect_checkout();
+    let sent = r.sent_to_server();
+    assert!(
+        String::from_utf8_lossy(&sent).contains("sluice_1"),
+        "renamed"
+    );
+    let mut answer = msg(b'1', b"");
+    answer.extend(msg(b'2', b""));
+    answer.extend(complete("SELECT 1"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(tags(&r.sent_to_client()), "12CZ");
+    let (state, _) = r.expect_release();
+    // A second client prepares the same statement on that server: no Parse goes out.
+    let mut r2 = rig_with(PoolMode::Transaction, &[], registry);
+    r2.client(&unit);
+    assert!(matches!(r2.action(), Some(Action::NeedServer { .. })));
+    r2.attach(state);
+    assert_eq!(tags(&r2.sent_to_server()), "BES");
+    let mut answer = msg(b'2', b"");
+    answer.extend(complete("SELECT 1"));
+    answer.extend(ready(b'I'));
+    r2.server(&answer);
+    assert_eq!(
+        tags(&r2.sent_to_client()),
+        "12CZ",
+        "ParseComplete made here, in order"
+    );
+}
+
+#[test]
+fn a_client_gone_mid_query_closes_and_cancels_its_server() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SELECT pg_sleep(10)"));
+    r.expect_checkout();
+    r.sent_to_server();
+    r.core.client_gone(r.now);
+    let (_, how) = r.expect_release();
+    assert_eq!(
+        how,
+        Release::CloseAndCancel(CloseReason::ClientGoneMidQuery)
+    );
+    assert!(matches!(r.action(), Some(Action::Close { .. })));
+}
+
+#[test]
+fn a_client_gone_inside_a_transaction_rolls_it_back_first() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("BEGIN"));
+    r.expect_checkout();
+    r.sent_to_server();
+    let mut answer = complete("BEGIN");
+    answer.extend(ready(b'T'));
+    r.server(&answer);
+    r.core.client_gone(r.now);
+    assert_eq!(r.sent_to_server(), query("ROLLBACK"));
+    let mut answer = complete("ROLLBACK");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    let (_, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert!(matches!(r.action(), Some(Action::Close { .. })));
+}
+
+#[test]
+fn a_malformed_frame_is_a_protocol_violation() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(b"Q\x00\x00\x00\x02");
+    assert!(matches!(r.action(), Some(Action::Close { .. })));
+    assert!(String::from_utf8_lossy(&r.sent_to_client()).contains("08P01"));
+}
+
+#[test]
+fn terminate_ends_the_session() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&msg(b'X', b""));
+    assert!(matches!(r.action(), Some(Action::Close { .. })));
+}
+
+#[test]
+fn errors_about_a_mapped_sql_statement_name_the_clients_statement() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("PREPARE p(int) AS SELECT $1 + 1"));
+    r.expect_checkout();
+    assert_eq!(
+        r.sent_to_server(),
+        query("PREPARE sluice_1(int) AS SELECT $1 + 1")
+    );
+    let mut answer = complete("PREPARE");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.sent_to_client();
+    let (state, _) = r.expect_release();
+    r.client(&query("EXECUTE p(1, 2)"));
+    assert!(matches!(r.action(), Some(Action::NeedServer { .. })));
+    r.attach(state);
+    assert_eq!(r.sent_to_server(), query("EXECUTE sluice_1(1, 2)"));
+    let mut answer = msg(
+        b'E',
+        b"SERROR\0C42601\0Mwrong number of parameters for prepared statement \"sluice_1\"\0P16\0\0",
+    );
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
+    assert!(out.contains("prepared statement \"p\""), "{out}");
+    assert!(out.contains("P9\0"), "position in the client's text: {out}");
+}
+
+fn routed_rig() -> Rig {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    let db = crate::router::route::tests::db_with_ready_replica(1000);
+    let allow = Arc::new(crate::router::Allowlist::new(&[]));
+    let route = Route::new(
+        db,
+        crate::router::Classifier::new(allow),
+        crate::router::route::Force::Auto,
+    );
+    r.core.route = Some(Box::new(route));
+    r
+}
+
+#[test]
+fn a_write_pipelined_behind_a_read_moves_to_the_primary() {
+    let mut r = routed_rig();
+    let mut pipeline = query("SELECT 1");
+    pipeline.extend(query("INSERT INTO t VALUES (1)"));
+    pipeline.extend(query("SELECT count(*) FROM t"));
+    r.client(&pipeline);
+    match r.action() {
+        Some(Action::NeedServer { node: 1 }) => {}
+        other => panic!("read goes to the replica: {other:?}"),
+    }
+    r.core.attached(ServerState::new(1), 1, link(), r.now);
+    assert_eq!(
+        r.sent_to_server(),
+        query("SELECT 1"),
+        "the write waits for the read"
+    );
+    let mut answer = msg(b'T', b"\0\0");
+    answer.extend(row("1"));
+    answer.extend(complete("SELECT 1"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(r.sent_to_client(), answer);
+    r.expect_release();
+    match r.action() {
+        Some(Action::NeedServer { node: 0 }) => {}
+        other => panic!("the write goes to the primary: {other:?}"),
+    }
+    r.core.attached(ServerState::new(2), 0, link(), r.now);
+    let mut rest = query("INSERT INTO t VALUES (1)");
+    rest.extend(query("SELECT count(*) FROM t"));
+    assert_eq!(r.sent_to_server(), rest);
+}

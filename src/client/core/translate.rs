@@ -1,0 +1,150 @@
+//! Putting the server's answer to a rewritten request back in the client's terms: the
+//! client named its statement `p`, pgsluice sent `sluice_7`; an error must say `p`, and an
+//! error position must point into the text the client sent.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::replies::Translation;
+use crate::protocol::be;
+
+/// The text the client sent with one name token (at bytes `span`) replaced by
+/// `server_name`, and how to translate errors about it back.
+pub fn splice(
+    text: &str,
+    span: (usize, usize),
+    client_name: &str,
+    server_name: &str,
+) -> Option<(String, Translation)> {
+    let before = text.get(..span.0)?;
+    let token = text.get(span.0..span.1)?;
+    let after = text.get(span.1..)?;
+    let mut out = String::with_capacity(text.len() + server_name.len());
+    out.push_str(before);
+    out.push_str(server_name);
+    out.push_str(after);
+    let token_chars = token.chars().count() as i64;
+    let t = Translation {
+        server_name: server_name.to_string(),
+        client_name: client_name.to_string(),
+        shift: server_name.chars().count() as i64 - token_chars,
+        after: (before.chars().count() as i64) + token_chars,
+    };
+    Some((out, t))
+}
+
+/// An ErrorResponse frame rewritten for the client: the server-side name replaced by the
+/// client's in the message and detail, the position moved back into the client's text.
+/// `None` when nothing needed changing (or the frame is not a well-formed error).
+pub fn error(frame: &[u8], t: &Translation) -> Option<Bytes> {
+    if frame.first() != Some(&be::ERROR_RESPONSE) {
+        return None;
+    }
+    let mut fields = frame.get(5..)?;
+    let quoted_server = format!("\"{}\"", t.server_name);
+    let quoted_client = format!("\"{}\"", t.client_name);
+    let mut body = BytesMut::with_capacity(frame.len() + 16);
+    let mut changed = false;
+    while let Some((&kind, rest)) = fields.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = rest.iter().position(|&b| b == 0)?;
+        let value = std::str::from_utf8(rest.get(..end)?).ok()?;
+        fields = rest.get(end + 1..)?;
+        let new = match kind {
+            b'M' | b'D' if value.contains(&quoted_server) => {
+                Some(value.replace(&quoted_server, &quoted_client))
+            }
+            b'P' => value
+                .parse::<i64>()
+                .ok()
+                .map(|p| position(p, t).to_string()),
+            _ => None,
+        };
+        body.put_u8(kind);
+        match new {
+            Some(v) => {
+                changed |= v != value;
+                body.put_slice(v.as_bytes());
+            }
+            None => body.put_slice(value.as_bytes()),
+        }
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    if !changed {
+        return None;
+    }
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(be::ERROR_RESPONSE);
+    out.put_i32(i32::try_from(body.len() + 4).ok()?);
+    out.put_slice(&body);
+    Some(out.freeze())
+}
+
+/// A 1-based character position in the sent text, as a position in the client's.
+fn position(p: i64, t: &Translation) -> i64 {
+    let name_start = t.after - (t.server_name.chars().count() as i64 - t.shift);
+    if p > t.after + t.shift {
+        p - t.shift
+    } else if p > name_start {
+        name_start + 1
+    } else {
+        p
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(fields: &[(u8, &str)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (k, v) in fields {
+            body.push(*k);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.push(0);
+        let mut f = vec![b'E'];
+        f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        f.extend_from_slice(&body);
+        f
+    }
+
+    #[test]
+    fn names_and_positions_are_the_clients() {
+        let text = "EXECUTE p(1, 2)";
+        let (sent, t) = splice(text, (8, 9), "p", "sluice_12").unwrap();
+        assert_eq!(sent, "EXECUTE sluice_12(1, 2)");
+        let frame = err(&[
+            (b'S', "ERROR"),
+            (
+                b'M',
+                "wrong number of parameters for prepared statement \"sluice_12\"",
+            ),
+            (b'P', "19"),
+        ]);
+        let out = error(&frame, &t).unwrap();
+        let want = err(&[
+            (b'S', "ERROR"),
+            (
+                b'M',
+                "wrong number of parameters for prepared statement \"p\"",
+            ),
+            (b'P', "11"),
+        ]);
+        assert_eq!(&out[..], &want[..]);
+        // A position before the name does not move; one inside it points at its start.
+        assert_eq!(position(3, &t), 3);
+        assert_eq!(position(12, &t), 9);
+    }
+
+    #[test]
+    fn untouched_errors_are_left_alone() {
+        let (_, t) = splice("EXECUTE p", (8, 9), "p", "sluice_1").unwrap();
+        let frame = err(&[(b'S', "ERROR"), (b'M', "division by zero")]);
+        assert!(error(&frame, &t).is_none());
+        assert!(error(b"E\0\0\0\x05", &t).is_none());
+    }
+}

@@ -1,0 +1,365 @@
+//! The async shell around a client's session core: it owns the client socket and the
+//! checked-out server (a [`Lease`], so no path can leak it), moves bytes between the
+//! sockets and the core's buffers, and does what the core's [`Action`]s say. Everything
+//! that decides anything is in [`super::core`].
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use super::cancel::{CancelSlot, CancelTarget};
+use super::core::{Action, AttachError, Core, Release};
+use super::io;
+use crate::pool::{Lease, Pool, PoolError, PoolKey};
+use crate::registry::clients::ServerLink;
+use crate::server::{CloseReason, ServerState};
+use crate::shared::{Phase, Shared};
+
+/// Longest pgsluice tries to deliver a client's last words (a FATAL error) before closing.
+const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One client's session: its core and the I/O around it.
+pub struct Driver {
+    core: Core,
+    shared: Arc<Shared>,
+    database: String,
+    user: String,
+    /// Each node's pool, fetched on first use.
+    pools: Vec<Option<Arc<Pool>>>,
+    lease: Option<Lease>,
+    cancel: Arc<CancelSlot>,
+    wait_timeout: Option<Duration>,
+    /// Sleeps until the core's next deadline (`timer_at`).
+    timer: Option<std::pin::Pin<Box<Sleep>>>,
+    timer_at: Option<Instant>,
+}
+
+impl Driver {
+    pub fn new(
+        core: Core,
+        shared: Arc<Shared>,
+        key: &PoolKey,
+        pool: Arc<Pool>,
+        cancel: Arc<CancelSlot>,
+        wait_timeout: Option<Duration>,
+    ) -> Driver {
+        let mut pools = vec![None; key.node + 1];
+        if let Some(slot) = pools.get_mut(key.node) {
+            *slot = Some(pool);
+        }
+        Driver {
+            core,
+            shared,
+            database: key.database.clone(),
+            user: key.user.clone(),
+            pools,
+            lease: None,
+            cancel,
+            wait_timeout,
+            timer: None,
+            timer_at: None,
+        }
+    }
+
+    pub fn id(&self) -> u32 {
+        self.core.id
+    }
+
+    /// The client's cancel key (pgsluice's own BackendKeyData).
+    pub fn cancel_key(&self) -> (u32, u32) {
+        (self.cancel.pid, self.cancel.secret)
+    }
+
+    /// Queues the end of the startup phase for the client.
+    pub fn greet(&mut self, bytes: bytes::Bytes) {
+        self.core.cout.push(bytes);
+    }
+
+    /// Runs the session until the client leaves; the server it holds is cleaned up or
+    /// closed on the way out.
+    pub async fn run(mut self: Box<Self>, mut client: TcpStream) {
+        let shared = self.shared.clone();
+        let id = self.id();
+        let mut seen = shared.sessions.generation();
+        let mut registered = false;
+        if shared.phase() != Phase::Running {
+            self.core.drain();
+        }
+        let reason = loop {
+            // The phase first: an atomic load, and a busy client must still see it.
+            let action = tokio::select! {
+                biased;
+                () = std::future::poll_fn(|cx| {
+                    shared.sessions.poll_changed(id, &mut seen, &mut registered, cx)
+                }) => {
+                    self.control();
+                    continue;
+                }
+                a = std::future::poll_fn(|cx| self.poll_io(&mut client, cx)) => a,
+            };
+            match action {
+                Action::NeedServer { node } => self.checkout(node).await,
+                Action::Release(state, how) => self.release(state, how),
+                Action::Close { reason } => break reason,
+            }
+        };
+        let farewell = io::flush(&mut self.core.cout, &client);
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, farewell).await;
+        tracing::info!(client = id, pool = ?self.core.observe().pool_key(), "client disconnected: {reason}");
+    }
+
+    /// A wake-up from the shared state: drain, shutdown timeout, KILL.
+    fn control(&mut self) {
+        if self.core.observe().info.killed() {
+            let (code, msg) = crate::registry::control::killed(&self.database);
+            self.core.force_close(&code, &msg, CloseReason::Admin);
+            return;
+        }
+        match self.shared.phase() {
+            Phase::Running => {}
+            Phase::Draining => self.core.drain(),
+            Phase::Closing | Phase::Exit => self.core.force_close(
+                "57P01",
+                "pgsluice is shutting down (shutdown_timeout reached)",
+                CloseReason::Shutdown,
+            ),
+        }
+    }
+
+    /// Moves bytes until the core has an action for the driver.
+    fn poll_io(&mut self, client: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Action> {
+        loop {
+            let now = Instant::now();
+            if let Some(a) = self.core.next_action(now) {
+                return Poll::Ready(a);
+            }
+            if self.core.client_left() {
+                self.core.cout.clear();
+            } else if let Poll::Ready(Err(_)) = io::poll_flush(&mut self.core.cout, client, cx) {
+                self.core.client_gone(now);
+                continue;
+            }
+            if let Some(lease) = &self.lease
+                && let Poll::Ready(Err(e)) = io::poll_flush(&mut self.core.sout, &lease.stream, cx)
+            {
+                self.core.server_lost(&e.to_string(), now);
+                continue;
+            }
+            if self.poll_timer(now, cx) {
+                self.core.tick(now);
+                continue;
+            }
+            if self.core.wants_server_bytes()
+                && let Some(lease) = &mut self.lease
+                && let Some(buf) = self.core.server_buf()
+            {
+                match io::poll_read_server(&mut lease.stream, buf, cx) {
+                    Poll::Ready(Ok(0)) => {
+                        self.core.server_lost("server closed the connection", now);
+                        continue;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.core.observe().tally.bytes_out += n as u64;
+                        self.core.server_data(now);
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.core.server_lost(&e.to_string(), now);
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if self.core.wants_client_bytes() {
+                let want = self.core.client_bytes_needed();
+                match io::poll_read_client(client, self.core.client_buf(), want, cx) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        self.core.client_gone(now);
+                        continue;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.core.observe().tally.bytes_in += n as u64;
+                        self.core.client_data(now);
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// Keeps a timer armed for the core's next deadline; true when it has passed.
+    fn poll_timer(&mut self, now: Instant, cx: &mut Context<'_>) -> bool {
+        let Some(at) = self.core.deadline() else {
+            self.timer_at = None;
+            return false;
+        };
+        if at <= now {
+            self.timer_at = None;
+            return true;
+        }
+        if self.timer_at != Some(at) {
+            let deadline = tokio::time::Instant::from_std(at);
+            match &mut self.timer {
+                Some(t) => t.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+            self.timer_at = Some(at);
+        }
+        let fired = match &mut self.timer {
+            Some(t) => t.as_mut().poll(cx).is_ready(),
+            None => false,
+        };
+        if fired {
+            self.timer_at = None;
+        }
+        fired
+    }
+
+    /// Takes a server on `node` for the core (waiting out a PAUSE first).
+    async fn checkout(&mut self, node: usize) {
+        let info = self.core.observe().info.clone();
+        if info.held() {
+            // Boxed: the hold's state would otherwise enlarge every checkout's future.
+            let held = Box::pin(super::hold::hold(&self.shared, &info, self.wait_timeout)).await;
+            if let Err((code, msg)) = held {
+                self.core
+                    .attach_failed(node, AttachError::Other(code, msg), Instant::now());
+                return;
+            }
+        }
+        let Some(pool) = self.pool(node) else {
+            let msg = format!(
+                "node {node} of database \"{}\" is no longer configured",
+                self.database
+            );
+            self.core.attach_failed(
+                node,
+                AttachError::Other("3D000".into(), msg),
+                Instant::now(),
+            );
+            return;
+        };
+        let shared = self.shared.clone();
+        self.core
+            .observe()
+            .switch_node(node, || shared.metrics.pool(&pool.key));
+        let checkout = pool.checkout(self.wait_timeout).await;
+        let now = Instant::now();
+        let mut lease = match checkout {
+            Ok(lease) => lease,
+            Err(e) => {
+                let err = match e {
+                    PoolError::Timeout(d) => AttachError::Other(
+                        "57014".into(),
+                        format!(
+                            "no server connection available within query_wait_timeout ({}s)",
+                            d.as_secs_f64()
+                        ),
+                    ),
+                    PoolError::Server(e) => {
+                        AttachError::Unreachable(e.sqlstate().to_string(), e.to_string())
+                    }
+                    PoolError::Removed => AttachError::Other(
+                        "3D000".into(),
+                        format!(
+                            "database \"{}\" was removed from the configuration",
+                            self.database
+                        ),
+                    ),
+                };
+                self.core.attach_failed(node, err, now);
+                return;
+            }
+        };
+        // Until it is given back explicitly, nobody can vouch for its state.
+        lease.set_clean(false);
+        let id = lease.state.id;
+        let state = std::mem::replace(&mut lease.state, ServerState::lent(id));
+        let link = ServerLink {
+            id: state.id,
+            backend_pid: lease.backend_pid,
+            addr: lease.addr,
+            local_port: lease.local_port,
+            created: lease.created,
+        };
+        self.cancel.set(Some(CancelTarget {
+            addr: lease.addr,
+            pid: lease.backend_pid,
+            secret: lease.backend_secret,
+        }));
+        self.lease = Some(lease);
+        self.core.attached(state, node, link, now);
+    }
+
+    /// Gives the server back as the core says.
+    fn release(&mut self, state: ServerState, how: Release) {
+        let Some(mut lease) = self.lease.take() else {
+            return;
+        };
+        self.cancel.set(None);
+        lease.state = state;
+        match how {
+            Release::Clean => {
+                lease.set_clean(true);
+                lease.checkin();
+            }
+            Release::Close(reason) => lease.discard(reason),
+            Release::CloseAndCancel(reason) => {
+                tokio::spawn(super::cancel::send_cancel(CancelTarget {
+                    addr: lease.addr,
+                    pid: lease.backend_pid,
+                    secret: lease.backend_secret,
+                }));
+                lease.discard(reason);
+            }
+        }
+        if let Some(buf) = self.core.take_idle_buffer() {
+            // An idle client keeps no buffer; the next active one of this worker reuses it.
+            super::buffers::give_back(buf);
+        }
+    }
+
+    /// The pool of `node`, made on first use.
+    fn pool(&mut self, node: usize) -> Option<Arc<Pool>> {
+        if let Some(p) = self.pools.get(node).and_then(Option::as_ref) {
+            return Some(p.clone());
+        }
+        let key = PoolKey {
+            database: self.database.clone(),
+            user: self.user.clone(),
+            node,
+        };
+        let pool = self
+            .shared
+            .pools
+            .get(&self.shared.snapshot.load().config, key)?;
+        if self.pools.len() <= node {
+            self.pools.resize(node + 1, None);
+        }
+        if let Some(slot) = self.pools.get_mut(node) {
+            *slot = Some(pool.clone());
+        }
+        Some(pool)
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let id = self.core.id;
+        if std::thread::panicking() {
+            tracing::error!(
+                client = id,
+                pool = ?self.core.observe().pool_key(),
+                "client session panicked (a bug): closing this client and its server connection"
+            );
+        }
+        self.shared.cancels.remove(id);
+        self.shared.sessions.remove(id);
+        self.shared.admin.clients.remove(id);
+    }
+}

@@ -1,0 +1,56 @@
+//! What a client session sees and changes of a server connection, apart from its socket:
+//! the bytes read and not yet handled, the transaction status, the settings and the
+//! statements applied to it. The session core owns it while the client holds the
+//! connection; no I/O here, so the core can be tested with a plain value.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::ServerStatements;
+use super::varcache::Gucs;
+
+/// The protocol-level state of one server connection.
+#[derive(Debug)]
+pub struct ServerState {
+    /// The connection's id (admin console, logs).
+    pub id: u64,
+    /// Bytes read from the server and not yet handled.
+    pub buf: BytesMut,
+    /// Transaction status from the last ReadyForQuery (`I`, `T` or `E`).
+    pub status: u8,
+    /// Settings applied to this connection beyond the server's defaults.
+    pub gucs: Arc<Gucs>,
+    /// Pooler-named statements prepared on this connection.
+    pub statements: ServerStatements,
+    /// The client that used it last (0: none), for the sequence functions whose state is
+    /// per backend (`currval`, `lastval`).
+    pub last_client: u32,
+}
+
+impl ServerState {
+    pub fn new(id: u64) -> ServerState {
+        ServerState {
+            id,
+            buf: BytesMut::new(),
+            status: b'I',
+            gucs: Arc::default(),
+            statements: ServerStatements::default(),
+            last_client: 0,
+        }
+    }
+
+    /// What a connection keeps while its state is lent to a session core: never quiet, so
+    /// a lease dropped meanwhile (a panic, a cancelled task) closes the connection.
+    pub fn lent(id: u64) -> ServerState {
+        ServerState {
+            status: 0,
+            ..ServerState::new(id)
+        }
+    }
+
+    /// Idle, with nothing unread: another client could use it as it is.
+    pub fn is_quiet(&self) -> bool {
+        self.status == b'I' && self.buf.is_empty()
+    }
+}
