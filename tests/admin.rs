@@ -16,8 +16,10 @@ use common::{Cluster, Pooler, free_port, psql, psql_ok, wait_until};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
-/// Bound on every single step (connect, query, connection end).
+/// Bound on every single step (connect, query, connection end, a state to settle).
 const STEP: Duration = Duration::from_secs(20);
+/// Pause between two looks at a state that is waited for.
+const POLL: Duration = Duration::from_millis(50);
 
 // ------------------------------------------------------------------ helpers
 
@@ -142,6 +144,21 @@ impl Pg {
         rows_of(self.q(sql).await)
     }
 
+    /// Runs console command `sql` until its result satisfies `settled` or [`STEP`] passes;
+    /// the last result either way (the caller asserts on it). Client and server states
+    /// are a snapshot: a client that has its answer may still be giving its server back
+    /// for a moment, so a test waits for a state instead of reading it once.
+    async fn show_until(&self, sql: &str, settled: impl Fn(&Rows) -> bool) -> Rows {
+        let deadline = tokio::time::Instant::now() + STEP;
+        loop {
+            let rows = self.show(sql).await;
+            if settled(&rows) || tokio::time::Instant::now() >= deadline {
+                return rows;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// The SQLSTATE a statement fails with.
     async fn fails(&self, sql: &str) -> String {
         match self.try_q(sql).await {
@@ -264,6 +281,34 @@ for fam in text_string_to_metric_families(sys.stdin.read()):
         .collect()
 }
 
+/// Scrapes `/metrics` on `port` until `settled` holds for a scrape or [`STEP`] passes; the
+/// last scrape either way (the caller asserts on it). Counters are final once a client
+/// has its answer; state gauges may lag it by a moment (see [`Pg::show_until`]).
+fn scrape_until(port: u16, settled: impl Fn(&[Sample]) -> bool) -> Vec<Sample> {
+    let deadline = std::time::Instant::now() + STEP;
+    loop {
+        let (status, body) = http_get(port, "/metrics");
+        assert_eq!(status, 200, "{body}");
+        let samples = parse_prometheus(&body);
+        if settled(&samples) || std::time::Instant::now() >= deadline {
+            return samples;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Like [`metric`], but `None` unless exactly one sample matches.
+fn metric_opt(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let mut found = samples.iter().filter(|s| s.name == name).filter(|s| {
+        want.iter()
+            .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+    });
+    match (found.next(), found.next()) {
+        (Some(s), None) => Some(s.value),
+        _ => None,
+    }
+}
+
 /// The value of `name` whose labels include all of `want`.
 fn metric(samples: &[Sample], name: &str, want: &[(&str, &str)]) -> f64 {
     let found: Vec<&Sample> = samples
@@ -383,7 +428,19 @@ fn show_commands_report_live_pools_clients_servers_and_stats() {
             assert_eq!(idle.one("SELECT 2").await, "2");
         }
 
-        let pools = admin.show("SHOW POOLS;").await;
+        // `idle` has its last answer; it gives its server back a moment later.
+        let pools = admin
+            .show_until("SHOW POOLS;", |p| {
+                let Some(row) = p.with("database", "app").first().copied() else {
+                    return false;
+                };
+                let n = |c: &str| row.get(c).cloned().flatten().and_then(|v| v.parse().ok());
+                n("cl_active") == Some(2)
+                    && n("cl_waiting") == Some(0)
+                    && n("sv_active") == Some(1)
+                    && n("sv_idle").is_some_and(|i: i64| i >= 1)
+            })
+            .await;
         assert_starts_with(&pools, POOLS_COLUMNS, "SHOW POOLS");
         let row = &pools.with("database", "app")[0];
         let n = |c: &str| row[c].as_deref().unwrap_or("").parse::<i64>().unwrap();
@@ -837,10 +894,20 @@ fn metrics_parse_and_count_what_ran() {
         app.q("COMMIT").await;
         let idle = connect(&p.url("app", "app_pw", "app")).await;
 
-        let (status, body) = http_get(port, "/metrics");
-        assert_eq!(status, 200, "{body}");
-        let s = parse_prometheus(&body);
         let pool = [("database", "app"), ("user", "app"), ("node", "0")];
+        let state = |s: &[Sample], family: &str, labels: &[(&str, &str)], st: &str| {
+            metric_opt(s, family, &[labels, &[("state", st)]].concat())
+        };
+        let app_user = [("database", "app"), ("user", "app")];
+        // `app` has its last answer; it gives its server back a moment later.
+        let s = scrape_until(port, |s| {
+            let c = |st| state(s, "pgsluice_client_connections", &app_user, st);
+            c("idle") == Some(2.0)
+                && c("active") == Some(0.0)
+                && c("waiting") == Some(0.0)
+                && state(s, "pgsluice_server_connections", &pool, "idle")
+                    .is_some_and(|n| (1.0..=2.0).contains(&n))
+        });
         // N selects, two failures, BEGIN + SELECT + COMMIT in one transaction
         let queries = N as f64 + 2.0 + 3.0;
         let xacts = N as f64 + 2.0 + 1.0;
@@ -922,17 +989,14 @@ fn metrics_off_counts_nothing_but_connections() {
         for _ in 0..5 {
             app.q("SELECT 1").await;
         }
-        let s = parse_prometheus(&http_get(port, "/metrics").1);
         let pool = [("database", "app"), ("user", "app"), ("node", "0")];
+        let idle = [("database", "app"), ("user", "app"), ("state", "idle")];
+        // The client has its last answer; it gives its server back a moment later.
+        let s = scrape_until(port, |s| {
+            metric_opt(s, "pgsluice_client_connections", &idle) == Some(1.0)
+        });
         assert_eq!(metric(&s, "pgsluice_queries_total", &pool), 0.0);
-        assert_eq!(
-            metric(
-                &s,
-                "pgsluice_client_connections",
-                &[("database", "app"), ("user", "app"), ("state", "idle")]
-            ),
-            1.0
-        );
+        assert_eq!(metric(&s, "pgsluice_client_connections", &idle), 1.0);
     });
 }
 
