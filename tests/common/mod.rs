@@ -59,16 +59,35 @@ pub fn unique_path(what: &str) -> PathBuf {
     ))
 }
 
-/// A free TCP port on 127.0.0.1. Asks the kernel, and reserves the port for
-/// two minutes (shared with cluster.sh) so concurrent tests don't get it too.
+/// Where [`free_port`] starts looking when there is room below the ephemeral range.
+const LOW_PORTS: u16 = 10_000;
+
+/// A free TCP port on 127.0.0.1, reserved for two minutes (shared with cluster.sh) so
+/// concurrent tests don't get it too.
+///
+/// Picked at random below the kernel's ephemeral range when there is room there, else
+/// asked of the kernel. A port of the ephemeral range can become the source port of any
+/// outgoing connection on the machine (psql, a driver, a server connection) between this
+/// call and pgsluice binding it, and pgsluice then exits with "Address already in use";
+/// no connection takes a port below that range unless it asks for it.
 pub fn free_port() -> u16 {
     let resdir = Path::new(PORT_RESERVATIONS);
     if fs::create_dir(resdir).is_ok() {
         let _ = fs::set_permissions(resdir, fs::Permissions::from_mode(0o1777));
     }
+    let below = ephemeral_start().filter(|&start| start >= LOW_PORTS + 1000);
     let mut held = Vec::new(); // keep them bound: never the same port twice
     for _ in 0..500 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = match below {
+            Some(end) => {
+                let port = rand::Rng::gen_range(&mut rand::thread_rng(), LOW_PORTS..end);
+                match TcpListener::bind(("127.0.0.1", port)) {
+                    Ok(l) => l,
+                    Err(_) => continue, // in use
+                }
+            }
+            None => TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"),
+        };
         let port = listener.local_addr().expect("local_addr").port();
         held.push(listener);
         let mark = resdir.join(port.to_string());
@@ -88,6 +107,16 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port found");
+}
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_start() -> Option<u16> {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Polls `cond` every 50 ms until it is true (→ true) or `timeout` passes (→ false).
