@@ -9,123 +9,15 @@
 
 mod common;
 
-use std::future::Future;
-use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Pooler, psql, psql_ok, server_activity, server_conns, wait_until};
-use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-
-/// Bound on every single step (connect, query, connection end).
-const STEP: Duration = Duration::from_secs(15);
+use common::pg::{Pg, code, first, rt, within};
+use common::wire::{End, Raw, assert_refused, err_code, query_msg, startup_packet, status};
+use common::{
+    Cluster, Pooler, psql, psql_ok, server_activity, server_conns, wait_until, with_general,
+};
 
 // ------------------------------------------------------------------ helpers
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// `cfg` with `extra` lines added to its `[general]` section.
-fn with_general(cfg: &str, extra: &str) -> String {
-    cfg.replacen("[general]\n", &format!("[general]\n{extra}\n"), 1)
-}
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    within_for(STEP, what, fut).await
-}
-
-async fn within_for<T>(limit: Duration, what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(limit, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: nothing within {limit:?}"),
-    }
-}
-
-fn code(e: &tokio_postgres::Error) -> Option<String> {
-    e.code().map(|c| c.code().to_string())
-}
-
-/// A tokio-postgres client and its connection task.
-struct Pg {
-    client: Client,
-    conn: JoinHandle<Result<(), tokio_postgres::Error>>,
-}
-
-async fn try_connect(url: &str) -> Result<Pg, tokio_postgres::Error> {
-    let (client, conn) = within(
-        &format!("connect {url}"),
-        tokio_postgres::connect(url, NoTls),
-    )
-    .await?;
-    Ok(Pg {
-        client,
-        conn: tokio::spawn(conn),
-    })
-}
-
-async fn connect(url: &str) -> Pg {
-    try_connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e:?}"))
-}
-
-impl Pg {
-    async fn try_q(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, tokio_postgres::Error> {
-        within(sql, self.client.simple_query(sql)).await
-    }
-
-    async fn q(&self, sql: &str) -> Vec<SimpleQueryMessage> {
-        self.try_q(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-    }
-
-    /// First column of the first row.
-    async fn one(&self, sql: &str) -> String {
-        first(&self.q(sql).await)
-    }
-
-    /// Waits (≤ `limit`) for the connection to end by itself; the SQLSTATE it ended
-    /// with, if any.
-    async fn wait_closed(self, limit: Duration, what: &str) -> Option<String> {
-        let Pg { client, conn } = self;
-        let r = within_for(limit, what, conn)
-            .await
-            .expect("connection task");
-        drop(client);
-        r.err().and_then(|e| code(&e))
-    }
-
-    /// Closes politely (Terminate) and waits for the connection task.
-    async fn close(self) {
-        let Pg { client, conn } = self;
-        drop(client);
-        let _ = within("closing a client", conn).await;
-    }
-
-    /// Drops the socket without a Terminate message, like a crashed client.
-    async fn kill(self) {
-        let Pg { client, conn } = self;
-        conn.abort();
-        let _ = conn.await;
-        drop(client);
-    }
-}
-
-fn first(rows: &[SimpleQueryMessage]) -> String {
-    rows.iter()
-        .find_map(|m| match m {
-            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
-            _ => None,
-        })
-        .expect("a row")
-}
 
 /// After a fault: on the primary, `user` has at most `pool_size` backends, none idle in
 /// transaction; a new client through pgsluice works.
@@ -174,166 +66,11 @@ fn pid_gone(c: &Cluster, pid: &str) -> bool {
     ) == "0"
 }
 
-// ------------------------------------------------------------------ raw wire
-
-fn raw(p: &Pooler) -> TcpStream {
-    let s = TcpStream::connect(p.addr()).expect("connect to pgsluice");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
-}
-
-fn startup_packet(params: &[(&str, &str)]) -> Vec<u8> {
-    let mut body = 196_608u32.to_be_bytes().to_vec();
-    for (k, v) in params {
-        body.extend_from_slice(k.as_bytes());
-        body.push(0);
-        body.extend_from_slice(v.as_bytes());
-        body.push(0);
-    }
-    body.push(0);
-    let mut p = ((body.len() + 4) as u32).to_be_bytes().to_vec();
-    p.extend(body);
-    p
-}
-
-fn query_msg(sql: &str) -> Vec<u8> {
-    let mut m = vec![b'Q'];
-    m.extend(((sql.len() + 5) as u32).to_be_bytes());
-    m.extend_from_slice(sql.as_bytes());
-    m.push(0);
-    m
-}
-
-/// The SQLSTATE (`C` field) of an ErrorResponse body.
-fn sqlstate(body: &[u8]) -> String {
-    let mut rest = body;
-    while let Some((&kind, tail)) = rest.split_first() {
-        if kind == 0 {
-            break;
-        }
-        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        if kind == b'C' {
-            return String::from_utf8_lossy(&tail[..end]).into_owned();
-        }
-        rest = &tail[(end + 1).min(tail.len())..];
-    }
-    String::new()
-}
-
-/// How a connection ended.
-#[derive(Debug, PartialEq)]
-enum End {
-    Eof,
-    Reset,
-    /// Still open after the read timeout.
-    Open,
-    Other(String),
-}
-
-/// Everything the server sent until it closed: whole messages, leftover bytes, the end.
-#[derive(Debug)]
-struct Reply {
-    msgs: Vec<(u8, Vec<u8>)>,
-    leftover: Vec<u8>,
-    end: End,
-}
-
-fn read_to_close(s: &mut TcpStream) -> Reply {
-    let mut data = Vec::new();
-    let mut buf = [0u8; 8192];
-    let end = loop {
-        match s.read(&mut buf) {
-            Ok(0) => break End::Eof,
-            Ok(n) => data.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == ErrorKind::ConnectionReset => break End::Reset,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                break End::Open;
-            }
-            Err(e) => break End::Other(e.to_string()),
-        }
-    };
-    let mut msgs = Vec::new();
-    let mut rest = &data[..];
-    while rest.len() >= 5 {
-        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        if len < 4 || rest.len() < len + 1 {
-            break;
-        }
-        msgs.push((rest[0], rest[5..len + 1].to_vec()));
-        rest = &rest[len + 1..];
-    }
-    Reply {
-        msgs,
-        leftover: rest.to_vec(),
-        end,
-    }
-}
-
-/// The connection was refused properly: nothing but one ErrorResponse with one of
-/// `codes` (or nothing at all), then a close (a reset only after the error, or when
-/// `reset_ok`: pgsluice closes with our unread bytes in its buffer).
-fn assert_refused(what: &str, r: &Reply, codes: &[&str], reset_ok: bool) {
-    assert!(r.leftover.is_empty(), "{what}: partial message: {r:?}");
-    assert!(r.end != End::Open, "{what}: connection left open: {r:?}");
-    match r.msgs.as_slice() {
-        [] => assert!(
-            r.end == End::Eof || (reset_ok && r.end == End::Reset),
-            "{what}: closed without an error, uncleanly: {r:?}"
-        ),
-        [(b'E', body)] => {
-            let c = sqlstate(body);
-            assert!(
-                codes.contains(&c.as_str()),
-                "{what}: SQLSTATE {c}, want one of {codes:?}: {r:?}"
-            );
-            assert!(
-                matches!(r.end, End::Eof | End::Reset),
-                "{what}: not closed after the error: {r:?}"
-            );
-        }
-        _ => panic!("{what}: unexpected reply {r:?}"),
-    }
-}
-
-/// Reads one message (blocking, bounded by the read timeout).
-fn read_msg(s: &mut TcpStream) -> (u8, Vec<u8>) {
-    let mut head = [0u8; 5];
-    s.read_exact(&mut head).expect("read message header");
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    assert!(
-        (4..1 << 20).contains(&len),
-        "bad length from pgsluice: {head:?}"
-    );
-    let mut body = vec![0u8; len - 4];
-    s.read_exact(&mut body).expect("read message body");
-    (head[0], body)
-}
-
-/// Reads up to and including ReadyForQuery; its status byte. Panics on an ErrorResponse.
-fn read_until_ready(s: &mut TcpStream) -> u8 {
-    loop {
-        let (tag, body) = read_msg(s);
-        match tag {
-            b'Z' => return body[0],
-            b'E' => panic!("error from pgsluice: {}", String::from_utf8_lossy(&body)),
-            _ => {}
-        }
-    }
-}
-
-/// Logs in as app/app over a raw socket (the pooler must use trust auth).
-fn raw_login(p: &Pooler) -> TcpStream {
-    let mut s = raw(p);
-    s.write_all(&startup_packet(&[("user", "app"), ("database", "app")]))
-        .unwrap();
-    let (tag, body) = read_msg(&mut s);
-    assert_eq!(
-        (tag, &body[..]),
-        (b'R', &[0u8, 0, 0, 0][..]),
-        "expected AuthenticationOk"
-    );
-    assert_eq!(read_until_ready(&mut s), b'I');
+/// Logs in as app/app over a raw socket (the pooler must use trust auth); the session is
+/// idle.
+async fn raw_login(p: &Pooler) -> Raw {
+    let (s, startup) = Raw::connect(p.port, "app", "", "app").await;
+    assert_eq!(status(&startup), 'I', "{startup:?}");
     s
 }
 
@@ -344,9 +81,9 @@ fn unknown_database_gets_3d000() {
     let c = Cluster::start(0);
     let p = Pooler::start(&c.pooler_config("transaction", "scram-sha-256", 2));
     rt().block_on(async {
-        let bystander = connect(&p.url("app", "app_pw", "app")).await;
+        let bystander = Pg::connect(&p.url("app", "app_pw", "app")).await;
         assert_eq!(bystander.one("SELECT 1").await, "1");
-        let e = try_connect(&p.url("app", "app_pw", "nope"))
+        let e = Pg::try_connect(&p.url("app", "app_pw", "nope"))
             .await
             .err()
             .expect("connected to a database that is not configured");
@@ -363,7 +100,7 @@ fn bad_credentials_get_28p01() {
     let md5 = Pooler::start(&c.pooler_config("transaction", "md5", 2));
     rt().block_on(async {
         for (auth, p) in [("scram-sha-256", &scram), ("md5", &md5)] {
-            let bystander = connect(&p.url("app", "app_pw", "app")).await;
+            let bystander = Pg::connect(&p.url("app", "app_pw", "app")).await;
             assert_eq!(bystander.one("SELECT current_user").await, "app");
             for (user, pw) in [
                 ("app", "wrong"),
@@ -371,7 +108,7 @@ fn bad_credentials_get_28p01() {
                 ("plainuser", "wrong"),
                 ("nobody", "whatever"),
             ] {
-                let e = try_connect(&p.url(user, pw, "app"))
+                let e = Pg::try_connect(&p.url(user, pw, "app"))
                     .await
                     .err()
                     .unwrap_or_else(|| panic!("{auth}: {user}/{pw} logged in"));
@@ -383,7 +120,7 @@ fn bad_credentials_get_28p01() {
             }
             // the right passwords still work
             for (user, pw) in [("md5user", "md5_pw"), ("plainuser", "plain_pw")] {
-                let ok = connect(&p.url(user, pw, "app")).await;
+                let ok = Pg::connect(&p.url(user, pw, "app")).await;
                 assert_eq!(ok.one("SELECT current_user").await, user, "{auth}");
                 ok.close().await;
             }
@@ -400,7 +137,7 @@ fn bad_credentials_get_28p01() {
 async fn connect_when_admitted(url: &str) -> Pg {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match try_connect(url).await {
+        match Pg::try_connect(url).await {
             Ok(pg) => return pg,
             Err(e) if code(&e).as_deref() == Some("53300") && Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(50)).await
@@ -426,7 +163,7 @@ fn too_many_clients_get_53300() {
         for (i, pg) in held.iter().enumerate() {
             assert_eq!(pg.one(&format!("SELECT {i}")).await, i.to_string());
         }
-        let e = try_connect(&url)
+        let e = Pg::try_connect(&url)
             .await
             .err()
             .expect("a 4th client got in with max_client_conn = 3");
@@ -462,11 +199,11 @@ fn pool_wait_timeout_gives_57014() {
     direct(&c, "CREATE TABLE w (i int)");
     let url = p.url("app", "app_pw", "app");
     rt().block_on(async {
-        let a = connect(&url).await;
+        let a = Pg::connect(&url).await;
         a.q("BEGIN").await;
         a.q("SELECT 1").await;
         a.q("INSERT INTO w VALUES (1)").await;
-        let b = connect(&url).await;
+        let b = Pg::connect(&url).await;
         let e = b
             .try_q("SELECT 1")
             .await
@@ -554,14 +291,14 @@ fn malformed_startup_packets_are_refused() {
         ("protocol 2.0", v2, false, &["0A000"], false),
     ];
     rt().block_on(async {
-        let bystander = connect(&p.url("app", "app_pw", "app")).await;
+        let bystander = Pg::connect(&p.url("app", "app_pw", "app")).await;
         for (what, bytes, close, codes, reset_ok) in cases {
-            let mut s = raw(&p);
-            s.write_all(&bytes).unwrap();
+            let mut s = Raw::open(p.port).await;
+            s.send(&bytes).await;
             if close {
-                s.shutdown(Shutdown::Write).unwrap();
+                s.shutdown_write().await;
             }
-            let reply = read_to_close(&mut s);
+            let reply = s.read_to_close().await;
             assert_refused(what, &reply, codes, reset_ok);
             assert_eq!(bystander.one("SELECT 1").await, "1", "after {what}");
             assert_eq!(
@@ -583,7 +320,7 @@ fn bad_message_lengths_after_login() {
     ));
     direct(&c, "CREATE TABLE m (i int)");
     rt().block_on(async {
-        let bystander = connect(&p.url("app", "app_pw", "app")).await;
+        let bystander = Pg::connect(&p.url("app", "app_pw", "app")).await;
         assert_eq!(bystander.one("SELECT 1").await, "1");
         let negative = |len: i32| {
             let mut m = vec![b'Q'];
@@ -606,15 +343,15 @@ fn bad_message_lengths_after_login() {
                     "{what}{}",
                     if in_txn { " inside a transaction" } else { "" }
                 );
-                let mut s = raw_login(&p);
+                let mut s = raw_login(&p).await;
                 if in_txn {
-                    s.write_all(&query_msg("BEGIN")).unwrap();
-                    assert_eq!(read_until_ready(&mut s), b'T');
-                    s.write_all(&query_msg("INSERT INTO m VALUES (1)")).unwrap();
-                    assert_eq!(read_until_ready(&mut s), b'T');
+                    for sql in ["BEGIN", "INSERT INTO m VALUES (1)"] {
+                        let r = s.batch(&[query_msg(sql)]).await;
+                        assert_eq!((err_code(&r), status(&r)), (None, 'T'), "{sql}: {r:?}");
+                    }
                 }
-                let _ = s.write_all(&bytes); // pgsluice may close before reading it all
-                let reply = read_to_close(&mut s);
+                let _ = s.try_send(&bytes).await; // pgsluice may close before reading it all
+                let reply = s.read_to_close().await;
                 assert!(
                     !reply.msgs.is_empty(),
                     "{what}: no ErrorResponse: {reply:?}"
@@ -641,28 +378,28 @@ fn silent_clients_are_cut_by_client_login_timeout() {
     ));
     rt().block_on(async {
         // logged in before: an idle logged-in client is not subject to the login timeout
-        let bystander = connect(&p.url("app", "app_pw", "app")).await;
+        let bystander = Pg::connect(&p.url("app", "app_pw", "app")).await;
         assert_eq!(bystander.one("SELECT 1").await, "1");
 
-        let mut silent = raw(&p);
-        let mut half_startup = raw(&p);
-        half_startup.write_all(&40u32.to_be_bytes()).unwrap();
-        let mut mid_auth = raw(&p);
+        let mut silent = Raw::open(p.port).await;
+        let mut half_startup = Raw::open(p.port).await;
+        half_startup.send(&40u32.to_be_bytes()).await;
+        let mut mid_auth = Raw::open(p.port).await;
         mid_auth
-            .write_all(&startup_packet(&[("user", "app"), ("database", "app")]))
-            .unwrap();
-        let (tag, body) = read_msg(&mut mid_auth);
+            .send(&startup_packet(&[("user", "app"), ("database", "app")]))
+            .await;
+        let m = mid_auth.recv().await;
         assert_eq!(
-            (tag, &body[..4]),
+            (m.tag, &m.body[..4]),
             (b'R', &10u32.to_be_bytes()[..]),
             "expected a SASL request"
         );
 
-        let waits = std::thread::spawn(move || {
+        let waits = tokio::spawn(async move {
             [
-                ("silent", read_to_close(&mut silent)),
-                ("half a startup packet", read_to_close(&mut half_startup)),
-                ("stopped mid-authentication", read_to_close(&mut mid_auth)),
+                ("silent", silent.read_to_close().await),
+                ("half a startup packet", half_startup.read_to_close().await),
+                ("stopped mid-authentication", mid_auth.read_to_close().await),
             ]
         });
         // meanwhile, others work
@@ -672,14 +409,14 @@ fn silent_clients_are_cut_by_client_login_timeout() {
                 i.to_string()
             );
         }
-        for (what, reply) in waits.join().unwrap() {
+        for (what, reply) in waits.await.unwrap() {
             assert!(
                 reply.end != End::Open,
                 "{what}: still connected after 10 s: {reply:?}"
             );
             assert!(reply.leftover.is_empty(), "{what}: {reply:?}");
             assert!(
-                reply.msgs.iter().all(|(t, _)| *t == b'E'),
+                reply.msgs.iter().all(|m| m.tag == b'E'),
                 "{what}: unexpected messages: {reply:?}"
             );
         }
@@ -701,7 +438,7 @@ fn client_gone_mid_transaction_is_rolled_back() {
             } else {
                 "closed (Terminate)"
             };
-            let a = connect(&url).await;
+            let a = Pg::connect(&url).await;
             a.q("BEGIN").await;
             a.q("INSERT INTO g VALUES (1)").await;
             assert_eq!(a.one("SELECT count(*) FROM g").await, "1");
@@ -711,7 +448,7 @@ fn client_gone_mid_transaction_is_rolled_back() {
                 a.close().await;
             }
             // the next client gets the (only) server, clean
-            let b = connect(&url).await;
+            let b = Pg::connect(&url).await;
             assert_eq!(
                 b.one("SELECT count(*) FROM g").await,
                 "0",
@@ -741,7 +478,7 @@ fn client_killed_during_a_query_closes_its_server() {
     let p = Pooler::start(&c.pooler_config("transaction", "scram-sha-256", 1));
     let url = p.url("app", "app_pw", "app");
     rt().block_on(async {
-        let a = connect(&url).await;
+        let a = Pg::connect(&url).await;
         let Pg { client, conn } = a;
         let sleeping =
             tokio::spawn(
@@ -754,7 +491,7 @@ fn client_killed_during_a_query_closes_its_server() {
         assert!(r.is_err(), "query finished on a killed connection");
 
         // the next client must not get the busy server back
-        let b = connect(&url).await;
+        let b = Pg::connect(&url).await;
         let pid_b = b.one("SELECT pg_backend_pid()").await;
         assert_ne!(
             pid_b, pid,
@@ -778,7 +515,7 @@ fn server_backend_killed_mid_query() {
     let url = p.url("app", "app_pw", "app");
     let admin = c.primary_url("postgres");
     rt().block_on(async {
-        let a = connect(&url).await;
+        let a = Pg::connect(&url).await;
         let Pg { client, conn } = a;
         let sleeping =
             tokio::spawn(
@@ -801,7 +538,7 @@ fn server_backend_killed_mid_query() {
         let _ = within("the broken client's connection to end", conn).await;
 
         // the pool replaced the connection
-        let b = connect(&url).await;
+        let b = Pg::connect(&url).await;
         let pid_b = b.one("SELECT pg_backend_pid()").await;
         assert_ne!(pid_b, pid);
 
@@ -841,19 +578,18 @@ fn idle_in_transaction_timeout_gives_25p03() {
             ("session", &ses, "md5user", "md5_pw"),
         ] {
             let url = p.url(user, pw, "app");
-            let t = connect(&url).await;
+            let t = Pg::connect(&url).await;
             t.q("BEGIN").await;
             t.q(&format!("INSERT INTO it VALUES ('{mode}')")).await;
             idlers.push((mode, t));
-            let b = connect(&url).await;
+            let b = Pg::connect(&url).await;
             assert_eq!(b.one("SELECT 1").await, "1");
             bystanders.push(b);
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
         for (mode, t) in idlers {
             let what =
                 format!("{mode} mode: client idle in transaction > idle_transaction_timeout cut");
-            let fatal = t.wait_closed(Duration::from_secs(5), &what).await;
+            let fatal = t.wait_closed(&what).await;
             assert_eq!(fatal.as_deref(), Some("25P03"), "{mode}");
         }
         // clients idle outside a transaction are not affected

@@ -3,113 +3,24 @@
 
 mod common;
 
-use std::future::Future;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Cluster, Pooler, psql_ok, server_activity, unique_path, wait_until};
-use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-
-/// Bound on every single step (connect, query, connection end).
-const STEP: Duration = Duration::from_secs(15);
+use common::pg::{Pg, code, rt};
+use common::{Cluster, Pooler, psql_ok, server_activity, unique_path, wait_until, with_general};
 
 // ------------------------------------------------------------------ helpers
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// `cfg` with `extra` lines added to its `[general]` section.
-fn with_general(cfg: &str, extra: &str) -> String {
-    cfg.replacen("[general]\n", &format!("[general]\n{extra}\n"), 1)
-}
-
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(STEP, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: nothing within {STEP:?}"),
-    }
-}
-
-fn code(e: &tokio_postgres::Error) -> Option<String> {
-    e.code().map(|c| c.code().to_string())
-}
-
-struct Pg {
-    client: Client,
-    conn: JoinHandle<Result<(), tokio_postgres::Error>>,
-}
-
-async fn try_connect(url: &str) -> Result<Pg, tokio_postgres::Error> {
-    let (client, conn) = within(
-        &format!("connect {url}"),
-        tokio_postgres::connect(url, NoTls),
-    )
-    .await?;
-    Ok(Pg {
-        client,
-        conn: tokio::spawn(conn),
-    })
-}
-
-async fn connect(url: &str) -> Pg {
-    try_connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e:?}"))
-}
-
-impl Pg {
-    async fn try_q(&self, sql: &str) -> Result<Vec<SimpleQueryMessage>, tokio_postgres::Error> {
-        within(sql, self.client.simple_query(sql)).await
-    }
-
-    async fn q(&self, sql: &str) -> Vec<SimpleQueryMessage> {
-        self.try_q(sql)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
-    }
-
-    async fn one(&self, sql: &str) -> String {
-        self.q(sql)
-            .await
-            .iter()
-            .find_map(|m| match m {
-                SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_string()),
-                _ => None,
-            })
-            .expect("a row")
-    }
-
-    /// Waits for the connection to end by itself; the SQLSTATE it ended with, if any.
-    async fn wait_closed(self, what: &str) -> Option<String> {
-        let Pg { client, conn } = self;
-        let r = within(what, conn).await.expect("connection task");
-        drop(client);
-        r.err().and_then(|e| code(&e))
-    }
-
-    async fn close(self) {
-        let Pg { client, conn } = self;
-        drop(client);
-        let _ = within("closing a client", conn).await;
-    }
-}
 
 /// Runs `n` clients of `url` at once, each `SELECT pg_sleep(secs)`, while sampling
 /// pg_stat_activity on the primary with `count_sql`; returns the largest count seen.
 async fn max_during_sleepers(c: &Cluster, url: &str, n: usize, secs: f64, count_sql: &str) -> i64 {
-    let monitor = connect(&c.primary_url("postgres")).await;
+    let monitor = Pg::connect(&c.primary_url("postgres")).await;
     let mut sleepers = Vec::new();
     for i in 0..n {
         let url = url.to_string();
         sleepers.push(tokio::spawn(async move {
-            let pg = connect(&url).await;
+            let pg = Pg::connect(&url).await;
             pg.q(&format!("SELECT pg_sleep({secs})")).await;
             assert_eq!(pg.one(&format!("SELECT {i}")).await, i.to_string());
             pg.close().await;
@@ -302,9 +213,9 @@ fn sighup_reloads_without_dropping_clients() {
     let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' \
                     AND state = 'active' AND query LIKE 'SELECT pg_sleep%'";
     rt().block_on(async {
-        let before = connect(&app).await;
+        let before = Pg::connect(&app).await;
         assert_eq!(before.one("SELECT 1").await, "1");
-        let e = try_connect(&app2)
+        let e = Pg::try_connect(&app2)
             .await
             .err()
             .expect("app2 before it is configured");
@@ -318,7 +229,7 @@ fn sighup_reloads_without_dropping_clients() {
             "2",
             "client connected across the reload"
         );
-        let new2 = connect(&app2).await;
+        let new2 = Pg::connect(&app2).await;
         assert_eq!(new2.one("SELECT current_database()").await, "app");
         new2.close().await;
         let max = max_during_sleepers(&c, &app, 4, 1.5, sleeping).await;
@@ -328,7 +239,7 @@ fn sighup_reloads_without_dropping_clients() {
         p.rewrite_config("[general]\npool_sise = 3\n");
         reload(&p, "reload failed");
         assert_eq!(before.one("SELECT 3").await, "3");
-        let again2 = connect(&app2).await;
+        let again2 = Pg::connect(&app2).await;
         assert_eq!(
             again2.one("SELECT 1").await,
             "1",
@@ -338,12 +249,12 @@ fn sighup_reloads_without_dropping_clients() {
         assert_eq!(psql_ok(&app, "SELECT 1"), "1");
 
         // app2 removed: new clients are refused, one inside a transaction finishes it
-        let d = connect(&app2).await;
+        let d = Pg::connect(&app2).await;
         d.q("BEGIN").await;
         d.q("INSERT INTO r VALUES (1)").await;
         p.rewrite_config(&c.pooler_config("transaction", "scram-sha-256", 4));
         reload(&p, "configuration reloaded");
-        let e = try_connect(&app2)
+        let e = Pg::try_connect(&app2)
             .await
             .err()
             .expect("app2 after it was removed");
@@ -366,7 +277,7 @@ fn sighup_reloads_without_dropping_clients() {
 async fn assert_new_connections_refused(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match try_connect(url).await {
+        match Pg::try_connect(url).await {
             Ok(pg) => {
                 assert!(
                     Instant::now() < deadline,
@@ -402,10 +313,10 @@ fn sigterm_drains_transactions_then_exits() {
     );
     let url = p.url("app", "app_pw", "app");
     rt().block_on(async {
-        let a = connect(&url).await;
+        let a = Pg::connect(&url).await;
         a.q("BEGIN").await;
         a.q("INSERT INTO d VALUES (1)").await;
-        let b = connect(&url).await;
+        let b = Pg::connect(&url).await;
         assert_eq!(b.one("SELECT 1").await, "1");
 
         p.signal("TERM");
@@ -457,7 +368,7 @@ fn sigterm_cuts_a_stuck_transaction_after_shutdown_timeout() {
     let url = p.url("app", "app_pw", "app");
     let admin = c.primary_url("postgres");
     rt().block_on(async {
-        let a = connect(&url).await;
+        let a = Pg::connect(&url).await;
         a.q("BEGIN").await;
         a.q("INSERT INTO s VALUES (1)").await;
         p.signal("TERM");

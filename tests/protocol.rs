@@ -9,250 +9,12 @@ mod common;
 
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use common::{Cluster, Pooler, pg_connect, psql_args_stdin, rss_kib, run_async, sq, sq1};
+use bytes::Bytes;
+use common::pg::{sqlstate, superuser};
+use common::wire::{Raw, extended_batch, query_msg, tags};
+use common::{Cluster, Pooler, pg_connect, psql_args_stdin, rss_kib, run_async, setup, sq, sq1};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_postgres::Client;
-
-fn setup(mode: &str, auth: &str, pool_size: u32) -> (Cluster, Pooler) {
-    let cluster = Cluster::start(0);
-    let pooler = Pooler::start(&cluster.pooler_config(mode, auth, pool_size));
-    (cluster, pooler)
-}
-
-async fn admin(c: &Cluster) -> Client {
-    pg_connect(&c.node_url("primary", "postgres", "", "app"))
-        .await
-        .0
-}
-
-fn sqlstate(e: &tokio_postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
-}
-
-// ------------------------------------------------------------------ raw client
-
-/// A frontend speaking the protocol by hand (startup with trust, cleartext or
-/// md5; then whatever messages a test builds).
-struct Raw {
-    sock: TcpStream,
-    buf: BytesMut,
-}
-
-/// One backend message: tag and body (without the length).
-struct Msg {
-    tag: u8,
-    body: Bytes,
-}
-
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        let shown = &self.body[..self.body.len().min(80)];
-        write!(f, "{}:{}", self.tag as char, String::from_utf8_lossy(shown))
-    }
-}
-
-impl Msg {
-    /// Null-terminated strings of the body (ParameterStatus, CommandComplete).
-    fn cstrs(&self) -> Vec<String> {
-        self.body
-            .split(|&b| b == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
-    }
-
-    /// Fields of an ErrorResponse / NoticeResponse by code letter.
-    fn field(&self, code: u8) -> Option<String> {
-        self.body
-            .split(|&b| b == 0)
-            .find(|f| f.first() == Some(&code))
-            .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
-    }
-
-    /// Columns of a DataRow (None for NULL).
-    fn columns(&self) -> Vec<Option<Bytes>> {
-        let mut b = self.body.clone();
-        let n = b.get_i16();
-        (0..n)
-            .map(|_| {
-                let len = b.get_i32();
-                (len >= 0).then(|| b.split_to(len as usize))
-            })
-            .collect()
-    }
-}
-
-fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(body.len() + 5);
-    v.push(tag);
-    v.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
-    v.extend_from_slice(body);
-    v
-}
-
-fn cstr(v: &mut Vec<u8>, s: &str) {
-    v.extend_from_slice(s.as_bytes());
-    v.push(0);
-}
-
-fn query_msg(sql: &str) -> Vec<u8> {
-    let mut b = Vec::new();
-    cstr(&mut b, sql);
-    frame(b'Q', &b)
-}
-
-/// Parse (unnamed, no declared types) + Bind (text parameters) + Execute + Sync.
-fn extended_batch(sql: &str, params: &[&str]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut p = Vec::new();
-    cstr(&mut p, "");
-    cstr(&mut p, sql);
-    p.extend_from_slice(&0i16.to_be_bytes());
-    out.extend(frame(b'P', &p));
-    let mut b = Vec::new();
-    cstr(&mut b, "");
-    cstr(&mut b, "");
-    b.extend_from_slice(&0i16.to_be_bytes()); // all parameters text
-    b.extend_from_slice(&(params.len() as i16).to_be_bytes());
-    for v in params {
-        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
-        b.extend_from_slice(v.as_bytes());
-    }
-    b.extend_from_slice(&0i16.to_be_bytes()); // all results text
-    out.extend(frame(b'B', &b));
-    let mut e = Vec::new();
-    cstr(&mut e, "");
-    e.extend_from_slice(&0i32.to_be_bytes());
-    out.extend(frame(b'E', &e));
-    out.extend(frame(b'S', &[]));
-    out
-}
-
-impl Raw {
-    /// Connects and logs in; returns the client and the messages from the end of
-    /// authentication up to and including the first ReadyForQuery.
-    async fn connect(port: u16, user: &str, password: &str, db: &str) -> (Raw, Vec<Msg>) {
-        let sock = tokio::time::timeout(
-            Duration::from_secs(10),
-            TcpStream::connect(("127.0.0.1", port)),
-        )
-        .await
-        .expect("connect timed out")
-        .expect("connect");
-        let mut raw = Raw {
-            sock,
-            buf: BytesMut::with_capacity(64 * 1024),
-        };
-        let mut body = Vec::new();
-        body.extend_from_slice(&196608i32.to_be_bytes());
-        for (k, v) in [("user", user), ("database", db)] {
-            cstr(&mut body, k);
-            cstr(&mut body, v);
-        }
-        body.push(0);
-        let mut startup = ((body.len() + 4) as i32).to_be_bytes().to_vec();
-        startup.extend(body);
-        raw.send(&startup).await;
-        loop {
-            let m = raw.recv().await;
-            match m.tag {
-                b'R' => {
-                    let code = i32::from_be_bytes(m.body[..4].try_into().unwrap());
-                    match code {
-                        0 => break,
-                        3 => {
-                            let mut b = Vec::new();
-                            cstr(&mut b, password);
-                            raw.send(&frame(b'p', &b)).await;
-                        }
-                        5 => {
-                            let salt: [u8; 4] = m.body[4..8].try_into().unwrap();
-                            let hash = postgres_protocol::authentication::md5_hash(
-                                user.as_bytes(),
-                                password.as_bytes(),
-                                salt,
-                            );
-                            let mut b = Vec::new();
-                            cstr(&mut b, &hash);
-                            raw.send(&frame(b'p', &b)).await;
-                        }
-                        other => panic!("raw client: unsupported auth request {other}"),
-                    }
-                }
-                b'E' => panic!("login failed: {m:?}"),
-                _ => panic!("unexpected message during auth: {m:?}"),
-            }
-        }
-        let mut after = Vec::new();
-        loop {
-            let m = raw.recv().await;
-            let done = m.tag == b'Z';
-            assert_ne!(m.tag, b'E', "login failed: {m:?}");
-            after.push(m);
-            if done {
-                return (raw, after);
-            }
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        tokio::time::timeout(Duration::from_secs(10), self.sock.write_all(bytes))
-            .await
-            .expect("write timed out")
-            .expect("write");
-    }
-
-    /// The next backend message (fails the test after 20 s of silence).
-    async fn recv(&mut self) -> Msg {
-        loop {
-            if self.buf.len() >= 5 {
-                let len = i32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
-                assert!(len >= 4, "bad message length {len}");
-                if self.buf.len() > len {
-                    let mut m = self.buf.split_to(len + 1);
-                    let tag = m[0];
-                    m.advance(5);
-                    return Msg {
-                        tag,
-                        body: m.freeze(),
-                    };
-                }
-                self.buf.reserve(len + 1 - self.buf.len());
-            }
-            if self.buf.capacity() - self.buf.len() < 8192 {
-                self.buf.reserve(64 * 1024);
-            }
-            let n =
-                tokio::time::timeout(Duration::from_secs(20), self.sock.read_buf(&mut self.buf))
-                    .await
-                    .expect("no message from pgsluice within 20 s")
-                    .expect("read");
-            assert!(n > 0, "pgsluice closed the connection");
-        }
-    }
-
-    /// Messages up to and including the next ReadyForQuery.
-    async fn until_ready(&mut self) -> Vec<Msg> {
-        let mut out = Vec::new();
-        loop {
-            let m = self.recv().await;
-            let done = m.tag == b'Z';
-            out.push(m);
-            if done {
-                return out;
-            }
-        }
-    }
-}
-
-fn tags(msgs: &[Msg]) -> String {
-    msgs.iter().map(|m| m.tag as char).collect()
-}
 
 // ------------------------------------------------------------------ COPY
 
@@ -269,7 +31,7 @@ fn copy_data() -> Vec<u8> {
 fn copy_in_and_out_with_tokio_postgres_session_mode() {
     let (cluster, pooler) = setup("session", "scram-sha-256", 2);
     run_async(60, async {
-        let adm = admin(&cluster).await;
+        let adm = superuser(&cluster).await;
         adm.batch_execute("CREATE TABLE copy_t (id int, v text); ALTER TABLE copy_t OWNER TO app")
             .await
             .unwrap();
@@ -401,7 +163,7 @@ fn large_result_read_slowly_is_not_buffered() {
     let (cluster, pooler) = setup("transaction", "md5", 2);
     const ROWS: usize = 200_000;
     run_async(90, async {
-        let adm = admin(&cluster).await;
+        let adm = superuser(&cluster).await;
         let (mut raw, _) = Raw::connect(pooler.port, "app", "app_pw", "app").await;
         // Warm up: one query so the server connection exists.
         raw.send(&query_msg("SELECT 1")).await;
@@ -509,7 +271,7 @@ fn cancel_reaches_only_the_cancelled_clients_server() {
     for mode in ["transaction", "session"] {
         let pooler = Pooler::start(&cluster.pooler_config(mode, "scram-sha-256", 2));
         run_async(60, async {
-            let adm = admin(&cluster).await;
+            let adm = superuser(&cluster).await;
             let url = pooler.url("app", "app_pw", "app");
             let (a, _) = pg_connect(&url).await;
             let (b, _) = pg_connect(&url).await;
@@ -556,7 +318,7 @@ fn cancel_from_idle_client_cancels_nothing() {
     // Transaction mode, one server: A used it and went idle; B uses it now.
     let (cluster, pooler) = setup("transaction", "scram-sha-256", 1);
     run_async(60, async {
-        let adm = admin(&cluster).await;
+        let adm = superuser(&cluster).await;
         let url = pooler.url("app", "app_pw", "app");
         let (a, _) = pg_connect(&url).await;
         let (b, _) = pg_connect(&url).await;

@@ -7,10 +7,24 @@
 //! * [`Pooler`]: a running `pgsluice` on a free port with a given config;
 //!   killed on drop.
 //! * [`psql`], [`psql_ok`]: run `/usr/bin/psql` against a URL.
+//! * [`pg`]: tokio-postgres clients with every step bounded ([`run_async`],
+//!   [`pg_connect`], [`sq`], [`pg::Pg`], ...).
+//! * [`wire`]: the raw-protocol client, for bytes no driver sends.
+//! * [`console`]: the admin console's result sets, HTTP GET, `/metrics` parsing.
+//! * [`pgbench`]: `pgbench -i` and a checked `pgbench` run.
 //!
 //! Tests run in parallel, in one process (cargo test) or many (nextest):
 //! nothing here uses fixed ports or shared directories.
 #![allow(dead_code)]
+
+pub mod console;
+pub mod pg;
+pub mod pgbench;
+pub mod wire;
+
+// The tokio-postgres helpers most tests use, at the top as before (unused by some files).
+#[allow(unused_imports)]
+pub use pg::{pg_connect, pg_connect_config, run_async, sq, sq1};
 
 use std::fs::{self, File};
 use std::io::ErrorKind;
@@ -45,16 +59,35 @@ pub fn unique_path(what: &str) -> PathBuf {
     ))
 }
 
-/// A free TCP port on 127.0.0.1. Asks the kernel, and reserves the port for
-/// two minutes (shared with cluster.sh) so concurrent tests don't get it too.
+/// Where [`free_port`] starts looking when there is room below the ephemeral range.
+const LOW_PORTS: u16 = 10_000;
+
+/// A free TCP port on 127.0.0.1, reserved for two minutes (shared with cluster.sh) so
+/// concurrent tests don't get it too.
+///
+/// Picked at random below the kernel's ephemeral range when there is room there, else
+/// asked of the kernel. A port of the ephemeral range can become the source port of any
+/// outgoing connection on the machine (psql, a driver, a server connection) between this
+/// call and pgsluice binding it, and pgsluice then exits with "Address already in use";
+/// no connection takes a port below that range unless it asks for it.
 pub fn free_port() -> u16 {
     let resdir = Path::new(PORT_RESERVATIONS);
     if fs::create_dir(resdir).is_ok() {
         let _ = fs::set_permissions(resdir, fs::Permissions::from_mode(0o1777));
     }
+    let below = ephemeral_start().filter(|&start| start >= LOW_PORTS + 1000);
     let mut held = Vec::new(); // keep them bound: never the same port twice
     for _ in 0..500 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let listener = match below {
+            Some(end) => {
+                let port = rand::Rng::gen_range(&mut rand::thread_rng(), LOW_PORTS..end);
+                match TcpListener::bind(("127.0.0.1", port)) {
+                    Ok(l) => l,
+                    Err(_) => continue, // in use
+                }
+            }
+            None => TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"),
+        };
         let port = listener.local_addr().expect("local_addr").port();
         held.push(listener);
         let mark = resdir.join(port.to_string());
@@ -74,6 +107,16 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free port found");
+}
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`).
+fn ephemeral_start() -> Option<u16> {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Polls `cond` every 50 ms until it is true (→ true) or `timeout` passes (→ false).
@@ -561,81 +604,33 @@ fn proc_starttime(pid: u32) -> Option<String> {
     fields.get(19).map(|s| s.to_string())
 }
 
-// ------------------------------------------------------------------ async clients
+// ------------------------------------------------------------------ setups
 
-/// Runs `fut` on a fresh multi-thread tokio runtime; panics if it takes
-/// longer than `secs` (so a hang fails the test instead of blocking it).
-pub fn run_async<F: std::future::Future>(secs: u64, fut: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(secs), fut)
-            .await
-            .unwrap_or_else(|_| panic!("test body timed out after {secs} s"))
-    })
+/// `cfg` with `extra` lines added to its `[general]` section.
+pub fn with_general(cfg: &str, extra: &str) -> String {
+    cfg.replacen("[general]\n", &format!("[general]\n{extra}\n"), 1)
 }
 
-/// tokio-postgres connection (NoTls, 10 s connect timeout) to `url` (a URL
-/// or key=value string). The connection is driven by a spawned task that
-/// forwards its async messages (notices, notifications) to the receiver.
-pub async fn pg_connect(
-    url: &str,
-) -> (
-    tokio_postgres::Client,
-    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
-) {
-    let config: tokio_postgres::Config = url.parse().expect("connection string");
-    pg_connect_config(&config).await
+/// A fresh cluster (no replicas) and a pgsluice in front of it
+/// ([`Cluster::pooler_config`]).
+pub fn setup(mode: &str, auth: &str, pool_size: u32) -> (Cluster, Pooler) {
+    setup_with(mode, auth, pool_size, "")
 }
 
-/// [`pg_connect`] with a built [`tokio_postgres::Config`].
-pub async fn pg_connect_config(
-    config: &tokio_postgres::Config,
-) -> (
-    tokio_postgres::Client,
-    tokio::sync::mpsc::UnboundedReceiver<tokio_postgres::AsyncMessage>,
-) {
-    let (client, mut conn) = tokio::time::timeout(
-        Duration::from_secs(10),
-        config.connect(tokio_postgres::NoTls),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("connect {config:?}: timed out"))
-    .unwrap_or_else(|e| panic!("connect {config:?}: {e}"));
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(Ok(msg)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-            let _ = tx.send(msg);
-        }
-    });
-    (client, rx)
+/// [`setup`] with `general` lines added to the config's `[general]` section.
+pub fn setup_with(mode: &str, auth: &str, pool_size: u32, general: &str) -> (Cluster, Pooler) {
+    let cluster = Cluster::start(0);
+    let cfg = with_general(&cluster.pooler_config(mode, auth, pool_size), general);
+    let pooler = Pooler::start(&cfg);
+    (cluster, pooler)
 }
 
-/// First column of every row of a simple query, as text (NULL → "").
-pub async fn sq(client: &tokio_postgres::Client, sql: &str) -> Vec<String> {
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => {
-                Some(r.get(0).unwrap_or_default().to_string())
-            }
-            _ => None,
-        })
-        .collect()
+/// URL of database app on `p` as app/app_pw.
+pub fn app_url(p: &Pooler) -> String {
+    p.url("app", "app_pw", "app")
 }
 
-/// The single value a simple query returns.
-pub async fn sq1(client: &tokio_postgres::Client, sql: &str) -> String {
-    let rows = sq(client, sql).await;
-    assert_eq!(rows.len(), 1, "{sql}: rows {rows:?}");
-    rows.into_iter().next().unwrap()
-}
+// ------------------------------------------------------------------ other tools
 
 /// psql like [`psql`] but with `-c` replaced by arbitrary arguments and
 /// `stdin` fed to it (60 s timeout).
