@@ -15,6 +15,7 @@
 //! - [`router`]: read/write classification, node health and the lag monitor.
 //! - [`shared`]: state shared by all tasks; reload.
 //! - [`admin`]: the admin console: commands, client list, PAUSE/KILL state.
+//! - [`import`]: `pgsluice import-pgbouncer`: a pooler.toml from a pgbouncer.ini.
 //! - [`metrics`]: per-pool statistics, the slow query log, `/metrics` and health
 //!   endpoints.
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod import;
 pub mod listener;
 pub mod metrics;
 pub mod pool;
