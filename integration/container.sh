@@ -9,8 +9,9 @@
 # Base images: the Dockerfile's defaults (docker.io/library/rust, distroless) when a
 # registry answers; otherwise local ones made here (RUST_IMAGE / RUNTIME_IMAGE to choose):
 #   localhost/pgsluice-base:bookworm     a Debian 12 minbase rootfs made with debootstrap
-#   localhost/pgsluice-rust:local        that, plus gcc and this machine's Rust toolchain
+#   localhost/pgsluice-rust:local        that, plus gcc, this machine's Rust toolchain
 #                                        (rustup's, copied in: no Rust image can be pulled)
+#                                        and its CA bundle (for crates.io through a proxy)
 # Environment: PODMAN_RUNTIME (default: runc when installed: crun refuses this machine's
 # hybrid cgroups), IMAGE (default localhost/pgsluice:dev).
 set -euo pipefail
@@ -71,11 +72,15 @@ base_images() {
         ctx=$WORK/rust-ctx
         mkdir -p "$ctx/rust"
         cp -a "$sysroot/bin" "$sysroot/lib" "$ctx/rust/"
+        # This machine's CA bundle: where TLS to crates.io passes through a proxy whose CA
+        # only the host trusts, cargo in the builder needs it too.
+        cp /etc/ssl/certs/ca-certificates.crt "$ctx/"
         cat >"$ctx/Containerfile" <<EOT
 FROM $RUNTIME_IMAGE
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends gcc libc6-dev ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 COPY rust /usr/local/rust
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 ENV PATH=/usr/local/rust/bin:/usr/local/cargo/bin:\$PATH CARGO_HOME=/usr/local/cargo
 RUN rustc --version && cargo --version
 EOT

@@ -13,6 +13,7 @@ impl Config {
     pub fn to_masked_toml(&self) -> Result<String, ConfigError> {
         let mut value = toml::Value::try_from(self)
             .map_err(|e| ConfigError::Parse(format!("cannot print the configuration: {e}")))?;
+        drop_read_from_files(&mut value);
         mask(&mut value);
         toml::to_string(&value)
             .map_err(|e| ConfigError::Parse(format!("cannot print the configuration: {e}")))
@@ -23,6 +24,27 @@ impl Config {
 pub fn is_secret_key(key: &str) -> bool {
     !key.ends_with("_file")
         && (key == "password" || key.ends_with("_password") || key.contains("secret"))
+}
+
+/// A value read from its `*_file` key is printed as that key only, so the output reads
+/// back (a key and its file together are refused).
+fn drop_read_from_files(value: &mut toml::Value) {
+    match value {
+        toml::Value::Table(t) => {
+            let read: Vec<String> = t
+                .keys()
+                .filter_map(|k| k.strip_suffix("_file"))
+                .filter(|k| is_secret_key(k))
+                .map(str::to_string)
+                .collect();
+            for k in read {
+                t.remove(&k);
+            }
+            t.iter_mut().for_each(|(_, v)| drop_read_from_files(v));
+        }
+        toml::Value::Array(items) => items.iter_mut().for_each(drop_read_from_files),
+        _ => {}
+    }
 }
 
 fn mask(value: &mut toml::Value) {

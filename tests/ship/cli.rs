@@ -45,7 +45,7 @@ fn completions_and_man_page_come_from_the_cli() {
         let out = pgsluice(&["completions", shell], &[]);
         assert!(out.status.success(), "{shell}: {}", stderr(&out));
         let text = stdout(&out);
-        for word in ["--check-config", "--print-config", "import-pgbouncer"] {
+        for word in ["check-config", "print-config", "import-pgbouncer"] {
             assert!(text.contains(word), "{shell} completions lack {word}");
         }
     }
