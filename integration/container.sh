@@ -153,16 +153,14 @@ CTR=$(podman "${RUNTIME_OPT[@]}" run -d --network host "${ULIMITS[@]}" \
     -v "$WORK/secret:/run/secrets:ro" "$IMAGE")
 check "environment" "$PORT" "$HTTP"
 
-# 2. A mounted pooler.toml.
+# 2. A mounted pooler.toml. The image sets PGSLUICE_GENERAL__LISTEN_ADDR and
+#    PGSLUICE_ADMIN__HTTP_LISTEN_ADDR (0.0.0.0:6432 and :9930), which win over the file;
+#    with the host's network (no port mapping here) they are moved to free loopback ports.
 PORT=$(free_port)
 HTTP=$(free_port)
 cat >"$WORK/pooler.toml" <<EOT
 [general]
-listen_addr = "127.0.0.1:$PORT"
 pool_mode = "transaction"
-
-[admin]
-http_listen_addr = "127.0.0.1:$HTTP"
 
 [[users]]
 name = "app"
@@ -174,6 +172,8 @@ EOT
 chmod 0644 "$WORK/pooler.toml"
 chmod 0755 "$WORK"
 CTR=$(podman "${RUNTIME_OPT[@]}" run -d --network host "${ULIMITS[@]}" \
+    -e "PGSLUICE_GENERAL__LISTEN_ADDR=127.0.0.1:$PORT" \
+    -e "PGSLUICE_ADMIN__HTTP_LISTEN_ADDR=127.0.0.1:$HTTP" \
     -v "$WORK/pooler.toml:/etc/pgsluice/pooler.toml:ro" "$IMAGE" --config /etc/pgsluice/pooler.toml)
 check "mounted pooler.toml" "$PORT" "$HTTP"
 
