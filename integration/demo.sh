@@ -10,6 +10,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
 
+# Install what is missing (PostgreSQL, psql, Python packages) when run as root.
+"$ROOT/integration/deps.sh" || true
 missing=()
 command -v cargo >/dev/null || missing+=("cargo (Rust toolchain: https://rustup.rs)")
 for b in initdb pg_ctl pg_basebackup postgres; do
@@ -121,7 +123,10 @@ pgsluice is running (PostgreSQL primary on port $PRIMARY_PORT, replica on $REPLI
   try:   psql "$URL" -c 'SELECT inet_server_port(), pg_is_in_recovery()'
              (a read: served by the replica)
          psql "$URL" -c 'CREATE TABLE IF NOT EXISTS demo (x int)' -c 'INSERT INTO demo VALUES (1)' -c 'SELECT inet_server_port(), count(*) FROM demo'
-             (writes go to the primary; the read after them sees them)
+             (writes go to the primary; the SELECT sees the INSERT because it runs in the
+              same session: read-your-writes is per session. Another connection sees it
+              once a replica has replayed it, or at once with the causal token: see
+              "Causal token across connections" in README.md)
          psql "postgres://app:app_pw@127.0.0.1:$PORT/pgsluice" -c 'SHOW NODES'
              (the admin console: also SHOW POOLS, SHOW STATS, SHOW LATENCY, SHOW HELP)
 

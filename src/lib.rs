@@ -20,6 +20,7 @@
 //! - [`shared`]: state shared by all tasks; reload.
 //! - [`admin`]: the admin console.
 //! - [`client`]: a client's startup, authentication and session.
+//! - [`import`]: `pgsluice import-pgbouncer`: a pooler.toml from a pgbouncer.ini.
 //! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
 //! - [`listener`]: the accept loop, client limits, drain.
 #![forbid(unsafe_code)]
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod import;
 pub mod listener;
 pub mod metrics;
 pub mod pool;

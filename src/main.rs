@@ -1,18 +1,27 @@
 //! The `pgsluice` binary: arguments, logging, runtime and signals.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, Parser, Subcommand};
 use pgsluice::registry::control::ShutdownRequest;
 use pgsluice::{Config, Shared};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// The version, with the git commit the binary was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PGSLUICE_GIT_COMMIT"),
+    ")"
+);
+
 /// PostgreSQL connection pooler and read/write query router.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(name = "pgsluice", version = VERSION, about)]
 struct Args {
     /// Configuration file (TOML). Every key can also be set as PGSLUICE_SECTION__KEY.
     #[arg(short, long, env = "PGSLUICE_CONFIG")]
@@ -20,10 +29,41 @@ struct Args {
     /// Check the configuration, print the problem if any, and exit.
     #[arg(long)]
     check_config: bool,
+    /// Print the effective configuration (defaults, file and environment), secrets
+    /// masked, and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Start even when no database is configured (as general.allow_empty = true).
+    #[arg(long)]
+    allow_empty: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a pooler.toml translated from a PgBouncer configuration, with a comment
+    /// for each setting that cannot be carried over.
+    ImportPgbouncer {
+        /// PgBouncer's configuration file.
+        ini: PathBuf,
+        /// Its auth_file ("user" "password" lines); default: the auth_file the ini names.
+        userlist: Option<PathBuf>,
+    },
+    /// Print a completion script for a shell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `pgsluice man > pgsluice.1`.
+    Man,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(command) = &args.command {
+        return run_command(command);
+    }
     let config = match Config::load(args.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
@@ -31,11 +71,33 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.print_config {
+        return match config.to_masked_toml() {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pgsluice: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Err(e) = config.check_servable(args.config.as_deref(), args.allow_empty) {
+        eprintln!("pgsluice: {e}");
+        return ExitCode::from(2);
+    }
     if args.check_config {
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
     init_logging(&config.general.log_format);
+    for var in &config.ignored_env {
+        tracing::debug!("ignoring {var}: not a PGSLUICE_<SECTION>__<KEY> setting");
+    }
+    for warning in config.startup_warnings() {
+        tracing::warn!("{warning}");
+    }
     match serve(config, args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -45,13 +107,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// The subcommands: each prints to stdout and exits.
+fn run_command(command: &Command) -> ExitCode {
+    let mut out = std::io::stdout();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Args::command(), "pgsluice", &mut out);
+        }
+        Command::Man => {
+            if let Err(e) = clap_mangen::Man::new(Args::command()).render(&mut out) {
+                eprintln!("pgsluice: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        Command::ImportPgbouncer { ini, userlist } => {
+            match pgsluice::import::pgbouncer::import_files(ini, userlist.as_deref()) {
+                Ok(toml) => print!("{toml}"),
+                Err(e) => {
+                    eprintln!("pgsluice: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `log_format`: "json", "text", or "auto" (JSON unless stderr is a terminal).
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PGSLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    if format == "json" {
+    let json = match format {
+        "json" => true,
+        "text" => false,
+        _ => !std::io::stderr().is_terminal(),
+    };
+    if json {
         builder.json().init();
     } else {
         builder.init();
@@ -80,11 +174,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         n => n,
     };
     let shared = Shared::new(config, path);
-    tracing::info!(
-        workers,
-        "pgsluice {} listening on {addr}",
-        env!("CARGO_PKG_VERSION")
-    );
+    tracing::info!(workers, "pgsluice {VERSION} listening on {addr}");
     let mut threads = Vec::with_capacity(workers);
     for id in 0..workers {
         let listener = listener.try_clone()?;
@@ -127,7 +217,8 @@ async fn control_loop(
         let l = tokio::net::TcpListener::from_std(l)?;
         tokio::spawn(pgsluice::http::serve(l, shared.clone()));
     }
-    tokio::spawn(pgsluice::shared::stats_ticker(shared.clone()));
+tokio::spawn(pgsluice::shared::stats_ticker(shared.clone()));
+    tokio::spawn(pgsluice::http::log_primaries_at_start(shared.clone()));
     let mut now = false;
     loop {
         tokio::select! {

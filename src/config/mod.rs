@@ -3,16 +3,22 @@
 
 mod env;
 mod observe;
+mod print;
+mod secret;
+mod startup;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Secret;
+pub use env::SECTIONS;
 pub use observe::{Admin, Metrics};
+pub use print::MASK;
+pub use secret::read_secret_file;
 
 /// Why a configuration could not be used. Each variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +67,7 @@ pub enum AuthType {
 }
 
 /// The whole configuration file.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -80,10 +86,14 @@ pub struct Config {
     /// `[metrics]`: statistics (see `observe.rs`).
     #[serde(default)]
     pub metrics: Metrics,
+    /// `PGSLUICE_*` variables that were not configuration (see `env.rs`), for a debug line
+    /// once logging is up.
+    #[serde(skip)]
+    pub ignored_env: Vec<String>,
 }
 
 /// Which node serves a read when several may.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalance {
     /// In turn, each node as often as its weight says.
@@ -95,7 +105,7 @@ pub enum LoadBalance {
 }
 
 /// Whether the primary serves reads too.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum PrimaryReads {
     /// Reads go to replicas only; with none usable, a read fails.
@@ -107,7 +117,7 @@ pub enum PrimaryReads {
 }
 
 /// Read-your-writes guarantee for sessions that wrote.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum ReadYourWrites {
     /// No guarantee: a read may go to any replica in the read set.
@@ -117,7 +127,7 @@ pub enum ReadYourWrites {
 }
 
 /// `[routing]`: read/write split, load balancing, lag limits and read-your-writes.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Routing {
     /// Send provably read-only statements to replicas (transaction and statement mode).
@@ -164,7 +174,7 @@ impl Default for Routing {
 }
 
 /// A replica: `"host:port"`, or `{ addr = "host:port", weight = 2 }`.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(untagged)]
 pub enum NodeSpec {
     Addr(String),
@@ -218,11 +228,13 @@ pub struct General {
     /// Named prepared statements kept per server connection in transaction and statement
     /// mode (least recently used are closed); 0 = don't map them, pin the client instead.
     pub max_prepared_statements: usize,
-    /// `text` or `json`.
+    /// `text`, `json`, or `auto` (JSON when stderr is not a terminal, as in a container).
     pub log_format: String,
     /// Queries slower than this (waiting for a server plus running on it) are logged,
     /// normalised; 0 = off.
     pub slow_query_threshold: f64,
+    /// Start even with no database configured (otherwise refused: every login would fail).
+    pub allow_empty: bool,
 }
 
 impl Default for General {
@@ -244,8 +256,9 @@ impl Default for General {
             max_message_size: 256 * 1024 * 1024,
             server_reset_query: "DISCARD ALL".into(),
             max_prepared_statements: 200,
-            log_format: "text".into(),
+            log_format: "auto".into(),
             slow_query_threshold: 0.1,
+            allow_empty: false,
         }
     }
 }
@@ -271,16 +284,22 @@ impl Default for Auth {
 }
 
 /// `[[users]]`: one user clients may log in as.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     pub name: String,
     /// Plaintext, `md5...` or `SCRAM-SHA-256$...`.
     #[serde(default)]
     pub password: Option<String>,
+    /// A file holding `password` (e.g. a mounted Kubernetes Secret); read at load.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Password for the server, when `password` is a verifier (or differs).
     #[serde(default)]
     pub server_password: Option<String>,
+    /// A file holding `server_password`; read at load.
+    #[serde(default)]
+    pub server_password_file: Option<PathBuf>,
     #[serde(default)]
     pub pool_size: Option<usize>,
     #[serde(default)]
@@ -288,7 +307,7 @@ pub struct User {
 }
 
 /// `[databases.NAME]`: a database clients may name, and the nodes that serve it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Database {
     /// The database name on the server; defaults to the key.
@@ -335,12 +354,18 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let mut value: toml::Table =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
+        let mut ignored = Vec::new();
         for (var, val) in vars {
-            env::apply(&mut value, &var, &val)?;
+            if env::apply(&mut value, &var, &val)? == env::Applied::Ignored {
+                tracing::debug!("ignoring {var}: not a PGSLUICE_<SECTION>__<KEY> setting");
+                ignored.push(var);
+            }
         }
-        let config: Config = toml::Value::Table(value)
+        let mut config: Config = toml::Value::Table(value)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.ignored_env = ignored;
+        secret::resolve_user_files(&mut config.users)?;
         config.validate()?;
         Ok(config)
     }
@@ -360,10 +385,10 @@ impl Config {
         if g.max_message_size < 1024 {
             return Err(invalid("general.max_message_size", "must be at least 1024"));
         }
-        if g.log_format != "text" && g.log_format != "json" {
+        if !["text", "json", "auto"].contains(&g.log_format.as_str()) {
             return Err(invalid(
                 "general.log_format",
-                "must be \"text\" or \"json\"",
+                "must be \"text\", \"json\" or \"auto\"",
             ));
         }
         for (key, v) in [
@@ -576,6 +601,54 @@ mod tests {
             c.databases["app"].replicas,
             vec![NodeSpec::Addr("127.0.0.1:5433".into())]
         );
+    }
+
+    #[test]
+    fn sections_list_matches_the_struct() {
+        // serde names every field it expects when it meets an unknown one.
+        let err = load("[no_such_section]\n", &[]).unwrap_err().to_string();
+        for s in SECTIONS {
+            assert!(
+                err.contains(&format!("`{s}`")),
+                "{s} is not a section: {err}"
+            );
+        }
+        let expected = err.matches('`').count() / 2 - 1;
+        assert_eq!(
+            SECTIONS.len(),
+            expected,
+            "a section is missing from SECTIONS: {err}"
+        );
+    }
+
+    #[test]
+    fn passwords_from_files() {
+        let dir = std::env::temp_dir().join(format!("pgsluice-pwfile-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pw"), "from_file\n").unwrap();
+        std::fs::write(dir.join("srv"), "server_pw").unwrap();
+        let pw = dir.join("pw").display().to_string();
+        let srv = dir.join("srv").display().to_string();
+        let c = load(
+            "[[users]]\nname = \"app\"\n",
+            &[
+                ("PGSLUICE_USERS__APP__PASSWORD_FILE", &pw),
+                ("PGSLUICE_USERS__APP__SERVER_PASSWORD_FILE", &srv),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.users[0].password.as_deref(), Some("from_file"));
+        assert_eq!(c.users[0].server_password.as_deref(), Some("server_pw"));
+        let err = load(
+            &format!("[[users]]\nname = \"app\"\npassword = \"x\"\npassword_file = {pw:?}\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with("users[0].password_file"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -98,6 +98,28 @@ async fn handle(shared: &Shared, probes: &Probes, req: Request<Incoming>) -> Res
     }
 }
 
+/// Says once, at start, whether each database's primary answers: WARN with the reason
+/// when it does not (clients of that database will get errors, and `/readyz` answers 503
+/// until it does). Databases with replicas are left to the node monitor, which logs the
+/// same at WARN on its first check.
+pub async fn log_primaries_at_start(shared: Arc<Shared>) {
+    let probes = Probes::default();
+    let snap = shared.snapshot.load_full();
+    for (name, db) in &snap.config.databases {
+        if !db.replicas.is_empty() {
+            continue;
+        }
+        match primary_reachable(&shared, &probes, name).await {
+            Ok(()) => tracing::info!(database = name, primary = db.primary, "primary reachable"),
+            Err(e) => tracing::warn!(
+                database = name,
+                primary = db.primary,
+                "primary unreachable at start: {e}"
+            ),
+        }
+    }
+}
+
 /// A probe's time and outcome.
 type Probe = (Instant, Result<(), String>);
 
@@ -142,11 +164,14 @@ async fn primary_reachable(shared: &Shared, probes: &Probes, db: &str) -> Result
     {
         let status = nodes.status();
         let writer = &status[nodes.writer()];
-        return if writer.up {
-            Ok(())
-        } else {
-            Err(format!("{} ({})", writer.addr, writer.why_not))
-        };
+        // Before the monitor's first check of it, "up" is only an assumption: probe.
+        if writer.checked {
+            return if writer.up {
+                Ok(())
+            } else {
+                Err(format!("{} ({})", writer.addr, writer.why_not))
+            };
+        }
     }
     let pools: Vec<_> = shared
         .pools

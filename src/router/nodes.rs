@@ -82,6 +82,8 @@ pub struct NodeStatus {
     pub index: usize,
     pub addr: String,
     pub role: &'static str,
+    /// The monitor has checked it at least once (until then `up` is an assumption).
+    pub checked: bool,
     pub up: bool,
     pub in_read_set: bool,
     pub why_not: String,
@@ -270,6 +272,7 @@ impl DbNodes {
                     index: n.index,
                     addr: n.addr.clone(),
                     role,
+                    checked: n.checked.load(Relaxed),
                     up: n.up.load(Relaxed),
                     in_read_set: if n.index == writer {
                         self.policy.load().primary_reads == PrimaryReads::Always
@@ -298,6 +301,19 @@ impl DbNodes {
                     database = self.database,
                     node = self.nodes[i].addr,
                     "node left the read set: {why}"
+                );
+            } else if i == self.writer() {
+                // As SHOW NODES: the primary is in the read set only with
+                // primary_reads = "always".
+                let reads = if self.policy.load().primary_reads == PrimaryReads::Always {
+                    "and in the read set (primary_reads = \"always\")"
+                } else {
+                    "not in the read set (it serves reads only when no replica can)"
+                };
+                tracing::info!(
+                    database = self.database,
+                    node = self.nodes[i].addr,
+                    "node is the primary, {reads}"
                 );
             } else {
                 tracing::info!(

@@ -462,6 +462,8 @@ impl Pooler {
             .arg(&config_path)
             .args(extra_args)
             .env("NO_COLOR", "1") // plain log lines
+            // Text logs (tests match their lines); "auto" would pick JSON for a file.
+            .env("PGSLUICE_GENERAL__LOG_FORMAT", "text")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))

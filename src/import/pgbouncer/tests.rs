@@ -1,0 +1,135 @@
+//! Translations of small pgbouncer.ini files, read back by pgsluice's own loader.
+
+use super::*;
+use crate::Config;
+
+fn import(ini: &str, users: &str) -> String {
+    translate(
+        &Ini::parse(ini),
+        "test.ini",
+        Some(UserFile {
+            source: "userlist.txt".into(),
+            text: Ok(users.into()),
+        }),
+    )
+}
+
+fn load(text: &str) -> Config {
+    Config::from_toml_with_env(text, std::iter::empty()).unwrap_or_else(|e| panic!("{e}\n{text}"))
+}
+
+const SEVERAL: &str = "\
+[databases]
+app = host=10.0.0.5 port=5433 dbname=app_prod pool_size=30 pool_mode=transaction
+reports = host=db.internal dbname=reports min_pool_size=2 max_db_connections=50 client_encoding=UTF8
+local = dbname=app
+* = host=10.0.0.9
+
+[users]
+app = pool_mode=session pool_size=7 max_user_connections=40
+
+[pgbouncer]
+listen_addr = *
+listen_port = 6543
+auth_type = scram-sha-256
+auth_file = /etc/pgbouncer/userlist.txt
+admin_users = admin, ops
+stats_users = stats
+pool_mode = transaction
+max_client_conn = 500
+default_pool_size = 15
+server_idle_timeout = 300
+server_lifetime = 1800.5
+query_wait_timeout = 30
+query_timeout = 60
+client_idle_timeout = 600
+ignore_startup_parameters = extra_float_digits, search_path
+max_prepared_statements = 100
+logfile = /var/log/pgbouncer.log
+reserve_pool_size = 5
+made_up_key = 1
+";
+
+#[test]
+fn several_databases_users_and_timeouts() {
+    let users = "\"app\" \"app_pw\"\n\"admin\" \"md5f00dbeeff00dbeeff00dbeeff00dbeef\"\n\"stats\" \"stats_pw\"\n";
+    let text = import(SEVERAL, users);
+    let c = load(&text);
+    assert_eq!(c.general.listen_addr, "0.0.0.0:6543");
+    assert_eq!(c.general.pool_mode, crate::config::PoolMode::Transaction);
+    assert_eq!(c.general.max_client_conn, 500);
+    assert_eq!(c.general.default_pool_size, 15);
+    assert_eq!(c.general.server_idle_timeout, 300.0);
+    assert_eq!(c.general.server_lifetime, 1800.5);
+    assert_eq!(c.general.query_wait_timeout, 30.0);
+    assert_eq!(c.general.max_prepared_statements, 100);
+    assert_eq!(c.auth.auth_type, crate::config::AuthType::ScramSha256);
+    assert_eq!(c.auth.admin_users, vec!["admin", "ops"]);
+    assert_eq!(c.auth.stats_users, vec!["stats"]);
+    assert_eq!(c.databases.len(), 3);
+    let app = &c.databases["app"];
+    assert_eq!(app.primary, "10.0.0.5:5433");
+    assert_eq!(app.dbname.as_deref(), Some("app_prod"));
+    assert_eq!(app.pool_size, Some(30));
+    assert_eq!(c.databases["reports"].primary, "db.internal:5432");
+    assert_eq!(c.databases["reports"].min_pool_size, Some(2));
+    assert_eq!(c.databases["local"].primary, "127.0.0.1:5432");
+    let app_user = c.user("app").unwrap();
+    assert_eq!(app_user.pool_size, Some(7));
+    assert_eq!(app_user.pool_mode, Some(crate::config::PoolMode::Session));
+    assert_eq!(app_user.password.as_deref(), Some("app_pw"));
+    for why in [
+        "query_timeout = 60",
+        "client_idle_timeout = 600",
+        "ignore_startup_parameters = extra_float_digits, search_path (line 25): not needed",
+        "logfile = /var/log/pgbouncer.log",
+        "reserve_pool_size = 5",
+        "made_up_key = 1",
+        "max_db_connections = 50",
+        "client_encoding = UTF8",
+        "max_user_connections = 40",
+        "[databases] * = host=10.0.0.9",
+        "no host: PgBouncer used its Unix socket",
+        "the password is stored as a hash",
+        "ops has no [[users]] entry",
+    ] {
+        assert!(text.contains(why), "no {why:?} in:\n{text}");
+    }
+}
+
+#[test]
+fn pgbouncer_defaults_that_differ_are_written_out() {
+    let text = import("[pgbouncer]\nlisten_addr = localhost\n", "");
+    let c = load(&text);
+    assert_eq!(c.general.pool_mode, crate::config::PoolMode::Session);
+    assert_eq!(c.general.max_client_conn, 100);
+    assert_eq!(c.auth.auth_type, crate::config::AuthType::Md5);
+    assert_eq!(c.general.listen_addr, "127.0.0.1:6432");
+    assert!(text.contains("No database was carried over"), "{text}");
+    assert!(text.contains("lists no users"), "{text}");
+}
+
+#[test]
+fn odd_lines_and_auth_types_become_comments() {
+    let text = import(
+        "[pgbouncer]\nauth_type = hba\nlisten_addr = 10.1.1.1, 10.1.1.2\n%include extra.ini\n\
+         garbage line\n[databases]\nbad = host='unterminated\nsock = host=/var/run/postgresql port=5433 user=forced password=secret\n",
+        "\"app\" \"\"\n",
+    );
+    let c = load(&text);
+    assert_eq!(c.general.listen_addr, "10.1.1.1:6432");
+    assert_eq!(c.databases["sock"].primary, "127.0.0.1:5433");
+    assert!(!text.contains("secret"), "a password leaked:\n{text}");
+    for why in [
+        "auth_type = hba",
+        "10.1.1.2",
+        "%include extra.ini",
+        "garbage line",
+        "[databases] bad",
+        "Unix socket directory",
+        "user = forced",
+        "no password in userlist.txt",
+    ] {
+        assert!(text.contains(why), "no {why:?} in:\n{text}");
+    }
+}
