@@ -5,8 +5,12 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, environment overrides, validation.
+//! - [`net`]: client and server connections, plain TCP or TLS, behind one narrow API.
+//! - [`tls`]: rustls on both sides: certificates from PEM files, server modes, SNI.
+//! - [`access`]: access rules (`pg_hba.conf` in small).
 //! - [`protocol`]: wire framing and the few messages we decode or build.
-//! - [`auth`]: md5 and SCRAM-SHA-256, client-facing.
+//! - [`auth`]: md5 and SCRAM-SHA-256 (with channel binding) on both sides, `auth_query`,
+//!   SCRAM and md5 pass-through.
 //! - [`listener`]: the accept loop, client limits, drain.
 //! - [`client`]: a client's startup, authentication and session relay.
 //! - [`server`]: a server connection: connect, authenticate, settings.
@@ -19,18 +23,21 @@
 //!   endpoints.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod client;
 pub mod config;
 pub mod listener;
 pub mod metrics;
+pub mod net;
 pub mod pool;
 pub mod prepare;
 pub mod protocol;
 pub mod router;
 pub mod server;
 pub mod shared;
+pub mod tls;
 pub mod wake;
 
 use std::future::Future;

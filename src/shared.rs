@@ -76,6 +76,8 @@ pub struct Shared {
     pub admin: crate::admin::Control,
     /// Per-pool statistics for the console and `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Secrets looked up with `auth_query`.
+    pub auth_cache: crate::auth::query::AuthCache,
 }
 
 impl Shared {
@@ -98,6 +100,7 @@ impl Shared {
             drain: watch::channel(Phase::Running).0,
             sessions: Default::default(),
             config_path,
+            auth_cache: Default::default(),
         })
     }
 

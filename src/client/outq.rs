@@ -1,12 +1,14 @@
 //! A queue of byte chunks waiting to be written to a socket, written with vectored writes
-//! so that many small frames leave in one system call.
+//! so that many small frames leave in one system call (`sendmsg` for plain TCP, see
+//! `net::stream`).
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
-use tokio::net::TcpStream;
+
+use crate::net::stream::{Stream, TlsIo};
 
 /// Most chunks handed to one `writev`.
 const MAX_IOV: usize = 32;
@@ -39,8 +41,13 @@ impl OutQueue {
         self.len = 0;
     }
 
-    /// Writes as much as the socket takes. `Ready(Ok)` once the queue is empty.
-    pub fn poll_flush(&mut self, stream: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Writes as much as the socket takes. `Ready(Ok)` once the queue is empty (and, for
+    /// TLS, flushed out of the TLS layer).
+    pub fn poll_flush<T: TlsIo>(
+        &mut self,
+        stream: &mut Stream<T>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         while self.len > 0 {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let n = self
@@ -50,25 +57,21 @@ impl OutQueue {
                 .zip(slices.iter_mut())
                 .map(|(c, s)| *s = IoSlice::new(c))
                 .count();
-            match send_vectored(stream, &slices[..n]) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(written) => self.advance(written),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if stream.poll_write_ready(cx)?.is_pending() {
-                        return Poll::Pending;
-                    }
-                }
-                Err(e) => return Poll::Ready(Err(e)),
+            match stream.poll_write_vectored(cx, &slices[..n]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(written)) => self.advance(written),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
             }
         }
         if self.chunks.capacity() > 64 {
             self.chunks = VecDeque::new();
         }
-        Poll::Ready(Ok(()))
+        stream.poll_flush(cx)
     }
 
     /// Writes everything, for the rare writes outside the relay loop.
-    pub async fn flush(&mut self, stream: &TcpStream) -> io::Result<()> {
+    pub async fn flush<T: TlsIo>(&mut self, stream: &mut Stream<T>) -> io::Result<()> {
         std::future::poll_fn(|cx| self.poll_flush(stream, cx)).await
     }
 
@@ -87,13 +90,4 @@ impl OutQueue {
             }
         }
     }
-}
-
-/// `sendmsg` rather than tokio's `writev`: a socket write through the VFS layer pays for
-/// file-position locking and object checks that `sendmsg` skips (about 3% of pgsluice's
-/// CPU per transaction in a profile of `pgbench -S`). `MSG_NOSIGNAL` comes with socket2.
-fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    stream.try_io(tokio::io::Interest::WRITABLE, || {
-        socket2::SockRef::from(stream).send_vectored(bufs)
-    })
 }

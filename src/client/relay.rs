@@ -8,12 +8,9 @@
 //! memory at once. Both directions progress in the same poll, so neither side can stall the
 //! other, and each stops reading when the opposite socket is backed up (backpressure).
 
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio_util::io::poll_read_buf;
-
-use tokio::net::TcpStream;
+use crate::net::ClientStream;
 
 use super::extended::{SqlStep, Verdict, may_be_sql_prepared};
 use super::retry::RetryStep;
@@ -32,15 +29,15 @@ impl Session {
     /// Advances the relay until something needs the session loop's attention.
     pub(super) fn poll_relay(
         &mut self,
-        client: &mut TcpStream,
+        client: &mut ClientStream,
         cx: &mut Context<'_>,
     ) -> Poll<Event> {
         loop {
             if let Poll::Ready(Err(_)) = self.cout.poll_flush(client, cx) {
                 return Poll::Ready(Event::ClientGone);
             }
-            if let Some(server) = &self.server
-                && let Poll::Ready(Err(e)) = self.sout.poll_flush(&server.stream, cx)
+            if let Some(server) = &mut self.server
+                && let Poll::Ready(Err(e)) = self.sout.poll_flush(&mut server.stream, cx)
             {
                 return Poll::Ready(Event::ServerGone(e.to_string()));
             }
@@ -116,7 +113,7 @@ impl Session {
     /// The buffer is allocated only once data is waiting, so an idle client holds none.
     /// Reads go through `poll_read`, which clears the socket's readiness after a short
     /// read, saving the extra `recv` that would only return `EWOULDBLOCK`.
-    fn read_client(&mut self, client: &mut TcpStream, cx: &mut Context<'_>) -> Poll<bool> {
+    fn read_client(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<bool> {
         if client.poll_read_ready(cx).is_pending() {
             return Poll::Pending;
         }
@@ -126,7 +123,7 @@ impl Session {
         } else if self.cin.capacity() - self.cin.len() < READ_CHUNK / 2 {
             self.cin.reserve(want);
         }
-        match poll_read_buf(Pin::new(client), cx, &mut self.cin) {
+        match client.poll_read_buf(cx, &mut self.cin) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => Poll::Ready(false),
             Poll::Ready(Ok(n)) => {
                 self.tally.bytes_in += n as u64;
@@ -143,7 +140,7 @@ impl Session {
         if server.buf.capacity() - server.buf.len() < READ_CHUNK / 2 {
             server.buf.reserve(READ_CHUNK);
         }
-        match poll_read_buf(Pin::new(&mut server.stream), cx, &mut server.buf) {
+        match server.stream.poll_read_buf(cx, &mut server.buf) {
             Poll::Ready(Ok(0)) => Poll::Ready(Err("server closed the connection".into())),
             Poll::Ready(Ok(n)) => {
                 self.tally.bytes_out += n as u64;

@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::cancel::CancelTarget;
 use super::outq::OutQueue;
 use super::state::SessionState;
 use crate::config::{self, Config, PoolMode};
+use crate::net::ClientStream;
 use crate::pool::{Pool, PoolError};
 use crate::protocol::build;
 use crate::server::varcache::Gucs;
@@ -177,7 +177,7 @@ impl Session {
     /// Takes the session boxed: moved by value into this future, the session was laid out
     /// several times over in the client task's state machine (measured: the task future
     /// shrank from 4.6 KiB to 2.0 KiB, about 1.6 KiB less memory per connected client).
-    pub async fn run(mut self: Box<Self>, mut client: TcpStream) {
+    pub async fn run(mut self: Box<Self>, mut client: ClientStream) {
         let shared = self.shared.clone();
         let id = self.id();
         let mut seen = shared.sessions.generation();
@@ -214,7 +214,7 @@ impl Session {
                             );
                             continue;
                         }
-                        self.fatal(&client, &fatal.0, &fatal.1).await;
+                        self.fatal(&mut client, &fatal.0, &fatal.1).await;
                         break fatal.1;
                     }
                 }
@@ -241,39 +241,39 @@ impl Session {
                 Event::ServerGone(why) => {
                     self.drop_server(CloseReason::Broken);
                     let msg = format!("server connection lost: {why}");
-                    self.fatal(&client, "08006", &msg).await;
+                    self.fatal(&mut client, "08006", &msg).await;
                     break msg;
                 }
                 Event::ClientProtocol(why) => {
-                    self.fatal(&client, "08P01", &why).await;
+                    self.fatal(&mut client, "08P01", &why).await;
                     break why;
                 }
                 Event::StatementModeTransaction => {
                     let msg = "transaction blocks are not allowed in statement pooling mode";
-                    self.fatal(&client, "0A000", msg).await;
+                    self.fatal(&mut client, "0A000", msg).await;
                     break msg.to_string();
                 }
                 Event::IdleInTransaction => {
                     self.drop_server(CloseReason::IdleInTransaction);
                     let msg = "terminating connection due to idle-in-transaction timeout";
-                    self.fatal(&client, "25P03", msg).await;
+                    self.fatal(&mut client, "25P03", msg).await;
                     break msg.to_string();
                 }
                 Event::ForceClose => {
                     self.drop_server(CloseReason::Shutdown);
                     let msg = "pgsluice is shutting down (shutdown_timeout reached)";
-                    self.fatal(&client, "57P01", msg).await;
+                    self.fatal(&mut client, "57P01", msg).await;
                     break "shutdown timeout".to_string();
                 }
                 Event::Drain => {
-                    self.fatal(&client, "57P01", "pgsluice is shutting down")
+                    self.fatal(&mut client, "57P01", "pgsluice is shutting down")
                         .await;
                     break "shutdown".to_string();
                 }
                 Event::Killed => {
                     self.drop_server(CloseReason::Admin);
                     let (code, msg) = crate::admin::control::killed(&self.pool.key.database);
-                    self.fatal(&client, &code, &msg).await;
+                    self.fatal(&mut client, &code, &msg).await;
                     break msg;
                 }
             }
@@ -415,7 +415,7 @@ impl Session {
     }
 
     /// Sends a FATAL error (after whatever is already queued) and ends the session.
-    async fn fatal(&mut self, client: &TcpStream, code: &str, message: &str) {
+    async fn fatal(&mut self, client: &mut ClientStream, code: &str, message: &str) {
         let mut buf = BytesMut::new();
         build::error(&mut buf, "FATAL", code, message);
         self.cout.push(buf.freeze());

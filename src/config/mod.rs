@@ -2,7 +2,9 @@
 //! and validation that names the offending key.
 
 mod env;
+mod files;
 mod observe;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Secret;
 pub use observe::{Admin, Metrics};
+pub use tls::{ClientCert, ClientTlsMode, NodeTls, ServerTlsMode, ServerTlsSettings, Tls};
 
 /// Why a configuration could not be used. Each variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,18 @@ pub struct Config {
     /// `[metrics]`: statistics (see `observe.rs`).
     #[serde(default)]
     pub metrics: Metrics,
+    /// `[tls]`: client-facing TLS (see `tls.rs`).
+    #[serde(default)]
+    pub tls: Tls,
+    /// `[[access]]`: access rules, first match wins (see `crate::access`).
+    #[serde(default)]
+    pub access: Vec<crate::access::Rule>,
+    /// Certificates and keys read from the files the config names.
+    #[serde(skip)]
+    pub built: crate::tls::Built,
+    /// Problems worth a WARN that do not stop the config from loading.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// Which node serves a read when several may.
@@ -258,7 +273,18 @@ pub struct Auth {
     pub auth_type: AuthType,
     pub admin_users: Vec<String>,
     pub stats_users: Vec<String>,
+    /// Users not in `[[users]]` are looked up on the server as this user (which must be in
+    /// `[[users]]`) with `auth_query`; unset = no lookup.
+    pub auth_user: Option<String>,
+    /// Returns (name, secret) for `$1`; the secret is a SCRAM verifier or an md5 hash.
+    pub auth_query: String,
+    /// Seconds a looked-up secret (or its absence) is reused before asking again.
+    pub auth_cache_ttl: f64,
 }
+
+/// PgBouncer's default `auth_query`.
+pub const DEFAULT_AUTH_QUERY: &str =
+    "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename=$1";
 
 impl Default for Auth {
     fn default() -> Self {
@@ -266,6 +292,9 @@ impl Default for Auth {
             auth_type: AuthType::ScramSha256,
             admin_users: Vec::new(),
             stats_users: Vec::new(),
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_cache_ttl: 60.0,
         }
     }
 }
@@ -278,9 +307,16 @@ pub struct User {
     /// Plaintext, `md5...` or `SCRAM-SHA-256$...`.
     #[serde(default)]
     pub password: Option<String>,
-    /// Password for the server, when `password` is a verifier (or differs).
+    /// A file holding `password` (instead of `password`).
+    #[serde(default)]
+    pub password_file: Option<String>,
+    /// Password for the server, when `password` is a verifier (or differs). Without one, a
+    /// verifier or md5 hash in `password` is used for pass-through.
     #[serde(default)]
     pub server_password: Option<String>,
+    /// A file holding `server_password`.
+    #[serde(default)]
+    pub server_password_file: Option<String>,
     #[serde(default)]
     pub pool_size: Option<usize>,
     #[serde(default)]
@@ -307,6 +343,26 @@ pub struct Database {
     pub min_pool_size: Option<usize>,
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// TLS to this database's servers (see `tls.rs`); default "prefer".
+    #[serde(default)]
+    pub server_tls: Option<ServerTlsMode>,
+    #[serde(default)]
+    pub server_ca_file: Option<String>,
+    /// Client certificate and key pgsluice presents to servers that ask for one.
+    #[serde(default)]
+    pub server_cert_file: Option<String>,
+    #[serde(default)]
+    pub server_key_file: Option<String>,
+    /// Per-node overrides of the four keys above, by node address (`"host:port"`).
+    #[serde(default)]
+    pub node_tls: BTreeMap<String, NodeTls>,
+}
+
+impl Database {
+    /// The server TLS settings of the node at `addr`.
+    pub fn server_tls_for(&self, addr: &str) -> ServerTlsSettings {
+        tls::resolve(self, addr)
+    }
 }
 
 /// Seconds from the config as a `Duration`; `None` when disabled (0).
@@ -325,7 +381,11 @@ impl Config {
             None => String::new(),
         };
         let vars = std::env::vars().filter(|(k, _)| k.starts_with(env::PREFIX));
-        Config::from_toml_with_env(&text, vars)
+        let mut config = Config::from_toml_with_env(&text, vars)?;
+        config
+            .warnings
+            .extend(path.and_then(files::permission_warning));
+        Ok(config)
     }
 
     /// Parses TOML text, applies the given `PGSLUICE_*` variables, and validates.
@@ -338,10 +398,13 @@ impl Config {
         for (var, val) in vars {
             env::apply(&mut value, &var, &val)?;
         }
-        let config: Config = toml::Value::Table(value)
+        let mut config: Config = toml::Value::Table(value)
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        files::read_secret_files(&mut config)?;
         config.validate()?;
+        config.built =
+            crate::tls::Built::load(&config).map_err(|e| invalid(e.key(), e.to_string()))?;
         Ok(config)
     }
 
@@ -386,6 +449,8 @@ impl Config {
         self.validate_users()?;
         self.validate_databases()?;
         self.validate_routing()?;
+        self.validate_auth()?;
+        self.tls.validate()?;
         self.admin.validate()?;
         self.metrics.validate()
     }
@@ -411,6 +476,38 @@ impl Config {
                 "routing.monitor_user",
                 format!("no [[users]] entry named {u:?}"),
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let a = &self.auth;
+        if let Some(u) = &a.auth_user
+            && self.user(u).is_none()
+        {
+            return Err(invalid(
+                "auth.auth_user",
+                format!("no [[users]] entry named {u:?}"),
+            ));
+        }
+        if a.auth_query.trim().is_empty() {
+            return Err(invalid("auth.auth_query", "must not be empty"));
+        }
+        if !(0.0..=1e9).contains(&a.auth_cache_ttl) {
+            return Err(invalid(
+                "auth.auth_cache_ttl",
+                "must be between 0 and 1e9 seconds",
+            ));
+        }
+        for (i, r) in self.access.iter().enumerate() {
+            crate::access::parse_cidr(&r.address)
+                .map_err(|e| invalid(format!("access[{i}].address"), e))?;
+            if r.method == crate::access::Method::Cert && self.tls.ca_file.is_empty() {
+                return Err(invalid(
+                    format!("access[{i}].method"),
+                    "\"cert\" needs tls.ca_file to verify client certificates",
+                ));
+            }
         }
         Ok(())
     }
@@ -466,6 +563,7 @@ impl Config {
             if db.pool_size == Some(0) {
                 return Err(invalid(format!("{key}.pool_size"), "must be at least 1"));
             }
+            tls::validate_db(name, db)?;
         }
         Ok(())
     }

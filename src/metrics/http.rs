@@ -199,7 +199,7 @@ async fn probe(shared: &Shared, db: &str, user: Option<String>) -> Result<(), St
                 user,
                 node: 0,
             };
-            crate::pool::settings_for(config, &key)
+            crate::pool::settings_for(config, &key, &shared.pools.credentials)
         });
     match settings {
         Some(s) => match crate::server::connect(&s.target, 0, Some(PROBE_TIMEOUT)).await {

@@ -113,7 +113,8 @@ async fn check(
             user: user.to_string(),
             node: i,
         };
-        let settings = crate::pool::settings_for(config, &key).ok_or("node is not configured")?;
+        let settings = crate::pool::settings_for(config, &key, &shared.pools.credentials)
+            .ok_or("node is not configured")?;
         let c = server::connect(&settings.target, 0, Some(timeout))
             .await
             .map_err(|e| e.to_string())?;

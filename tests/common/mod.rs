@@ -712,3 +712,4 @@ pub fn server_activity(superuser_url: &str, user: &str) -> String {
         ),
     )
 }
+pub mod tls;
