@@ -32,10 +32,16 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
+        for w in &config.warnings {
+            println!("warning: {w}");
+        }
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
     init_logging(&config.general.log_format);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
     match serve(config, args.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -108,6 +108,9 @@ impl Shared {
     /// A bad file is logged and the running config kept.
     pub fn reload(&self) -> Result<(), crate::config::ConfigError> {
         let config = Config::load(self.config_path.as_deref())?;
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
         self.pools.reconfigure(&config);
         self.nodes.sync(&config);
         self.snapshot.store(Arc::new(Snapshot::new(config)));
