@@ -12,8 +12,8 @@ use std::sync::Mutex;
 
 use super::scram::ScramVerifier;
 
-/// One user's pass-through credential.
-#[derive(Clone, Debug)]
+/// One user's pass-through credential. Its `Debug` hides the secret.
+#[derive(Clone)]
 pub enum PassThrough {
     Md5(String),
     Scram {
@@ -22,13 +22,29 @@ pub enum PassThrough {
     },
 }
 
-/// The pass-through credentials learnt so far, by user name.
+impl std::fmt::Debug for PassThrough {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PassThrough::Md5(_) => "PassThrough::Md5(..)",
+            PassThrough::Scram { .. } => "PassThrough::Scram(..)",
+        })
+    }
+}
+
+/// The pass-through credentials learnt so far, by user name. Its `Debug` shows no secret.
 ///
 /// # Concurrency note
 /// A std `Mutex`: held only to clone or replace one entry, never across an `.await`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Credentials {
     map: Mutex<HashMap<String, PassThrough>>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        write!(f, "Credentials({} users)", map.len())
+    }
 }
 
 /// Compared by identity: two pools' targets are the same when they share the store.
