@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::tls::{Issued, Pki, add_hba, client_config, enable_server_ssl, presented_cn};
-use common::{Cluster, Pooler, psql, psql_ok, wait_until};
+use common::{Cluster, Pooler, psql, psql_ok};
 use tokio::io::AsyncWriteExt;
 
 fn rt() -> tokio::runtime::Runtime {
@@ -483,5 +483,4 @@ fn server_tls_modes_against_hostssl_only() {
         "require does not verify: {}\n{log}",
         stderr(&out)
     );
-    let _ = wait_until;
 }

@@ -473,6 +473,48 @@ mod tests {
     }
 
     #[test]
+    fn channel_binding_over_tls() {
+        let v = ScramVerifier::from_password("pw", b"salt", 4096);
+        let hash: std::sync::Arc<[u8]> = std::sync::Arc::from(vec![9u8; 32]);
+        let server = || ScramServer::new(v.clone()).with_channel_binding(Some(hash.clone()));
+        assert_eq!(
+            server().mechanisms(),
+            &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+        );
+        // PLUS with the right certificate hash, as libpq's channel_binding=require does.
+        let mut s = server();
+        let mut client =
+            ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(vec![9u8; 32]));
+        let first = s.client_first(MECHANISM_PLUS, client.message()).unwrap();
+        client.update(&first).unwrap();
+        let last = s.client_final(client.message()).unwrap();
+        client.finish(&last).unwrap();
+        assert!(s.client_key().is_some());
+        // A client bound to another certificate (a man in the middle) is refused.
+        let mut s = server();
+        let mut client =
+            ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(vec![1u8; 32]));
+        let first = s.client_first(MECHANISM_PLUS, client.message()).unwrap();
+        client.update(&first).unwrap();
+        assert!(matches!(
+            s.client_final(client.message()),
+            Err(AuthError::ChannelBinding(_))
+        ));
+        // "y" while we offer binding: a downgrade, refused. "n" is fine.
+        let y = ScramSha256::new(b"pw", ChannelBinding::unrequested());
+        assert!(server().client_first(MECHANISM, y.message()).is_err());
+        let n = ScramSha256::new(b"pw", ChannelBinding::unsupported());
+        assert!(server().client_first(MECHANISM, n.message()).is_ok());
+        // PLUS without TLS is not offered, and refused.
+        let mut plain = ScramServer::new(v.clone());
+        assert!(
+            plain
+                .client_first(MECHANISM_PLUS, b"p=tls-server-end-point,,n=,r=a")
+                .is_err()
+        );
+    }
+
+    #[test]
     fn wrong_password_rejected() {
         let v = ScramVerifier::from_password("right", b"salt", 4096);
         let mut server = ScramServer::new(v);

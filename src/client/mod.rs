@@ -64,28 +64,11 @@ impl ClientError {
 /// already at `max_client_conn` when it was accepted.
 pub async fn handle(tcp: TcpStream, shared: Arc<Shared>, over_limit: bool) {
     let _ = tcp.set_nodelay(true);
-    let peer = tcp.peer_addr().ok();
     let snap = shared.snapshot.load_full();
     let deadline = config::secs(snap.config.general.client_login_timeout)
         .map(|t| tokio::time::Instant::now() + t);
-    // Boxed: the TLS handshake's state is large and rare.
-    let acceptor = snap.config.built.acceptor.as_deref();
-    let negotiated = within(deadline, Box::pin(negotiate::negotiate(tcp, acceptor))).await;
-    let (mut stream, first) = match negotiated {
-        Ok(Ok(s)) => s,
-        Ok(Err(refused)) => {
-            if let Some(mut stream) = refused.stream {
-                report(&mut stream, peer, refused.error).await;
-            } else {
-                tracing::info!(
-                    ?peer,
-                    "connection refused during startup: {}",
-                    refused.error
-                );
-            }
-            return;
-        }
-        Err(_) => return,
+    let Some((mut stream, first)) = start(tcp, &snap, deadline).await else {
+        return;
     };
     // Boxed: login's state (authentication, the first server connection) would otherwise
     // be part of the task's memory for the whole session, idle or not.
@@ -95,12 +78,40 @@ pub async fn handle(tcp: TcpStream, shared: Arc<Shared>, over_limit: bool) {
             "timed out waiting for startup and authentication",
         ))
     });
+    drop(snap);
     match result {
         Ok(Some(Login::Session(session))) => session.run(stream).await,
         // Boxed: the console is rare, and its state would size every client task.
         Ok(Some(Login::Console(console))) => Box::pin(console.run(stream)).await,
         Ok(None) => {}
-        Err(e) => report(&mut stream, peer, e).await,
+        Err(e) => Box::pin(report(&mut stream, e)).await,
+    }
+}
+
+/// The first packets and TLS (see `negotiate.rs`); `None` when the connection ended there.
+async fn start(
+    tcp: TcpStream,
+    snap: &Snapshot,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<(ClientStream, negotiate::First)> {
+    let peer = tcp.peer_addr().ok();
+    let acceptor = snap.config.built.acceptor.as_deref();
+    // Boxed: the TLS handshake's state is large and rare.
+    let negotiated = within(deadline, Box::pin(negotiate::negotiate(tcp, acceptor))).await;
+    match negotiated {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(refused)) => {
+            match refused.stream {
+                Some(mut stream) => report(&mut stream, refused.error).await,
+                None => tracing::info!(
+                    ?peer,
+                    "connection refused during startup: {}",
+                    refused.error
+                ),
+            }
+            None
+        }
+        Err(_) => None,
     }
 }
 
@@ -116,7 +127,8 @@ async fn within<F: std::future::Future>(
 }
 
 /// Logs why a login failed and tells the client, when it is a FATAL it should see.
-async fn report(stream: &mut ClientStream, peer: Option<std::net::SocketAddr>, e: ClientError) {
+async fn report(stream: &mut ClientStream, e: ClientError) {
+    let peer = stream.peer_addr().ok();
     if let ClientError::Fatal { code, message } = &e {
         tracing::info!(?peer, code, "login refused: {message}");
         let mut buf = BytesMut::new();

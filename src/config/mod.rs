@@ -669,6 +669,71 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_access_keys_are_validated_by_name() {
+        let db = "[databases.app]\nprimary = \"h:1\"\n";
+        let cases = [
+            ("[tls]\nclient_mode = \"require\"\n", "tls.cert_file"),
+            (
+                "[tls]\nclient_mode = \"allow\"\ncert_file = \"/nonexistent.crt\"\nkey_file = \"k\"\n",
+                "tls.cert_file",
+            ),
+            ("[tls]\nclient_cert = \"verify-ca\"\n", "tls.ca_file"),
+            ("[tls]\nclient_mode = \"sometimes\"\n", "client_mode"),
+            (
+                "[[access]]\naddress = \"10.0.0.0/99\"\nmethod = \"trust\"\n",
+                "access[0].address",
+            ),
+            ("[[access]]\nmethod = \"cert\"\n", "access[0].method"),
+            ("[auth]\nauth_user = \"ghost\"\n", "auth.auth_user"),
+            ("[auth]\nauth_cache_ttl = -1\n", "auth.auth_cache_ttl"),
+            (
+                "[[users]]\nname = \"u\"\npassword = \"x\"\npassword_file = \"/etc/hostname\"\n",
+                "users[0].password_file",
+            ),
+            (
+                "[[users]]\nname = \"u\"\npassword_file = \"/nonexistent\"\n",
+                "users[0].password_file",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load(&format!("{text}{db}"), &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = load(&format!("{db}server_tls = \"verify-full\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("databases.app.server_ca_file"), "{err}");
+        let err = load(
+            &format!("{db}[databases.app.node_tls.\"x:1\"]\nserver_tls = \"require\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("node_tls"), "{err}");
+    }
+
+    #[test]
+    fn server_tls_defaults_and_node_overrides() {
+        let c = load(
+            "[databases.app]\nprimary = \"p:1\"\nreplicas = [\"r:2\"]\nserver_tls = \"require\"\n\
+             [databases.app.node_tls.\"r:2\"]\nserver_tls = \"disable\"\n\
+             [databases.other]\nprimary = \"p:1\"\n",
+            &[],
+        )
+        .unwrap();
+        let app = &c.databases["app"];
+        assert_eq!(app.server_tls_for("p:1").mode, ServerTlsMode::Require);
+        assert_eq!(app.server_tls_for("r:2").mode, ServerTlsMode::Disable);
+        assert_eq!(
+            c.databases["other"].server_tls_for("p:1").mode,
+            ServerTlsMode::Prefer
+        );
+        assert_eq!(c.built.connectors.len(), 3);
+        assert!(c.built.acceptor.is_none());
+        assert_eq!(c.auth.auth_query, DEFAULT_AUTH_QUERY);
+    }
+
+    #[test]
     fn bad_env_names_variable() {
         let err = load("", &[("PGSLUICE_GENERAL__DEFAULT_POOL_SIZE", "many")]).unwrap_err();
         assert!(err.to_string().contains("default_pool_size"), "{err}");

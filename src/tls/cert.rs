@@ -49,6 +49,35 @@ mod tests {
     }
 
     #[test]
+    fn hash_and_cn_of_real_certificates() {
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+        ] {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "alice");
+            let cert = params.self_signed(&key).unwrap();
+            let der = cert.der().as_ref();
+            let want = if alg == &rcgen::PKCS_ECDSA_P384_SHA384 {
+                Sha384::digest(der).to_vec()
+            } else {
+                Sha256::digest(der).to_vec()
+            };
+            assert_eq!(end_point_hash(der), Some(want));
+            assert_eq!(common_name(der).as_deref(), Some("alice"));
+        }
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["x".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        assert_eq!(end_point_hash(cert.der().as_ref()), None);
+    }
+
+    #[test]
     fn random_input_never_panics() {
         use rand::Rng;
         let mut rng = rand::thread_rng();
