@@ -426,7 +426,7 @@ fn server_tls_modes_against_hostssl_only() {
             &p.url("app", "app_pw", "app"),
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
         );
-        let other_db = psql_ok(&p.url("postgres", "", "postgres"), "SELECT 1");
+        let other_db = psql_ok(&p.url("md5user", "md5_pw", "postgres"), "SELECT 1");
         assert_eq!(other_db, "1", "other databases keep working");
         (out, p.log())
     };
