@@ -14,6 +14,9 @@ use crate::pool::PoolKey;
 use crate::server::CloseReason;
 use crate::shared::{Shared, UserAuth};
 
+/// A cache key: (database, user).
+type Key = (String, String);
+
 /// Cached look-ups by (database, user).
 ///
 /// # Concurrency note
@@ -21,7 +24,7 @@ use crate::shared::{Shared, UserAuth};
 /// clients of a new user may both ask; the later answer wins).
 #[derive(Default)]
 pub struct AuthCache {
-    map: Mutex<HashMap<(String, String), (Arc<UserAuth>, Instant)>>,
+    map: Mutex<HashMap<Key, (Arc<UserAuth>, Instant)>>,
 }
 
 /// Why a look-up failed (the server could not be asked; not "no such user").
@@ -33,14 +36,14 @@ pub struct LookupError {
 }
 
 impl AuthCache {
-    fn cached(&self, key: &(String, String), ttl: Duration) -> Option<Arc<UserAuth>> {
+    fn cached(&self, key: &Key, ttl: Duration) -> Option<Arc<UserAuth>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key)
             .filter(|(_, at)| at.elapsed() < ttl)
             .map(|(a, _)| a.clone())
     }
 
-    fn store(&self, key: (String, String), auth: Option<Arc<UserAuth>>) {
+    fn store(&self, key: Key, auth: Option<Arc<UserAuth>>) {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         match auth {
             Some(a) => map.insert(key, (a, Instant::now())),
