@@ -484,3 +484,54 @@ fn server_tls_modes_against_hostssl_only() {
         stderr(&out)
     );
 }
+
+/// The node monitor connects with the database's server TLS settings: against a primary
+/// that accepts only hostssl for the monitor's user, `server_tls = "disable"` shows the
+/// primary down in SHOW NODES, and after a reload to "require" it is up.
+#[test]
+fn node_monitor_uses_server_tls() {
+    let c = Cluster::start(1);
+    let pki = Pki::new("server-ca");
+    let server = pki.issue("pg", "pg-server", &["localhost"], false);
+    enable_server_ssl(
+        &c,
+        &server,
+        &[
+            "hostssl all app 127.0.0.1/32 scram-sha-256",
+            "host all app 127.0.0.1/32 reject",
+        ],
+    );
+    let config = |mode: &str| {
+        c.pooler_config("transaction", "scram-sha-256", 2)
+            .replacen(
+                "type = \"scram-sha-256\"\n",
+                "type = \"scram-sha-256\"\nadmin_users = [\"app\"]\n",
+                1,
+            )
+            .replacen(
+                "\n\n[databases.postgres]",
+                &format!("\nserver_tls = \"{mode}\"\n\n[databases.postgres]"),
+                1,
+            )
+    };
+    let p = Pooler::start(&config("disable"));
+    let console = p.url("app", "app_pw", "pgsluice");
+    let primary_up = || {
+        psql_ok(&console, "SHOW NODES")
+            .lines()
+            .find(|l| l.starts_with("app|0|"))
+            .map(|l| l.split('|').nth(4) == Some("t"))
+            .unwrap_or(false)
+    };
+    let down = common::wait_until(Duration::from_secs(20), || {
+        p.log().contains("node check failed") && !primary_up()
+    });
+    assert!(down, "plain monitor connections are refused by hostssl:\n{}", p.log());
+    p.rewrite_config(&config("require"));
+    p.signal("HUP");
+    assert!(
+        common::wait_until(Duration::from_secs(20), primary_up),
+        "the monitor reconnects over TLS:\n{}",
+        p.log()
+    );
+}
