@@ -526,7 +526,11 @@ fn node_monitor_uses_server_tls() {
     let down = common::wait_until(Duration::from_secs(20), || {
         p.log().contains("node check failed") && !primary_up()
     });
-    assert!(down, "plain monitor connections are refused by hostssl:\n{}", p.log());
+    assert!(
+        down,
+        "plain monitor connections are refused by hostssl:\n{}",
+        p.log()
+    );
     p.rewrite_config(&config("require"));
     p.signal("HUP");
     assert!(

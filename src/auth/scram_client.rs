@@ -225,4 +225,22 @@ mod tests {
             assert!(c.server_first(bad).is_err());
         }
     }
+
+    #[test]
+    fn random_server_messages_never_panic() {
+        use rand::Rng;
+        let mut rng = rand::thread_rng();
+        let verifier = ScramVerifier::from_password("pw", b"salt", 1);
+        let alphabet = b"rsiev=,+/=AZaz09\xff\x00";
+        for _ in 0..2000 {
+            let len = rng.gen_range(0..60);
+            let data: Vec<u8> = (0..len)
+                .map(|_| alphabet[rng.gen_range(0..alphabet.len())])
+                .collect();
+            let mut c = ScramKeyClient::new([0; 32], verifier.clone(), None);
+            let _ = c.server_final(&data);
+            let _ = c.server_first(&data);
+            let _ = c.server_final(&data);
+        }
+    }
 }

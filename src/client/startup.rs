@@ -36,6 +36,8 @@ async fn read_message(
 
 async fn send(stream: &mut ClientStream, buf: &mut BytesMut) -> Result<(), ClientError> {
     stream.write_all(buf).await?;
+    // Through the TLS layer too: rustls may hold what the socket did not take yet.
+    stream.flush().await?;
     buf.clear();
     Ok(())
 }

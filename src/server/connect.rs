@@ -162,6 +162,7 @@ fn db_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> Se
 impl Handshake {
     async fn flush(&mut self) -> Result<(), ServerError> {
         self.stream.write_all(&self.out).await?;
+        self.stream.flush().await?;
         self.out.clear();
         Ok(())
     }

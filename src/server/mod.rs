@@ -140,6 +140,7 @@ impl ServerConn {
         postgres_protocol::message::frontend::query(sql, &mut out)
             .map_err(|e| ServerError::Protocol(e.to_string()))?;
         self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
         let mut first_error = None;
         loop {
             let frame = self.read_frame().await?;
@@ -207,6 +208,7 @@ impl ServerConn {
         out: &[u8],
     ) -> Result<Result<Vec<Option<String>>, ErrorFields>, ServerError> {
         self.stream.write_all(out).await?;
+        self.stream.flush().await?;
         let mut row = None;
         let mut error = None;
         loop {
