@@ -1,6 +1,7 @@
 //! The TOML configuration: types with their defaults, loading with environment overrides,
 //! and validation that names the offending key.
 
+mod auth;
 mod env;
 mod files;
 mod observe;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Secret;
+pub use auth::{Auth, AuthType, DEFAULT_AUTH_QUERY};
 pub use observe::{Admin, Metrics};
 pub use tls::{ClientCert, ClientTlsMode, NodeTls, ServerTlsMode, ServerTlsSettings, Tls};
 
@@ -50,17 +52,6 @@ pub enum PoolMode {
     Transaction,
     /// For one statement; multi-statement transactions are refused.
     Statement,
-}
-
-/// How clients prove who they are.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-pub enum AuthType {
-    #[serde(rename = "trust")]
-    Trust,
-    #[serde(rename = "md5")]
-    Md5,
-    #[serde(rename = "scram-sha-256")]
-    ScramSha256,
 }
 
 /// The whole configuration file.
@@ -265,40 +256,6 @@ impl Default for General {
     }
 }
 
-/// `[auth]`: how clients authenticate.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Auth {
-    #[serde(rename = "type")]
-    pub auth_type: AuthType,
-    pub admin_users: Vec<String>,
-    pub stats_users: Vec<String>,
-    /// Users not in `[[users]]` are looked up on the server as this user (which must be in
-    /// `[[users]]`) with `auth_query`; unset = no lookup.
-    pub auth_user: Option<String>,
-    /// Returns (name, secret) for `$1`; the secret is a SCRAM verifier or an md5 hash.
-    pub auth_query: String,
-    /// Seconds a looked-up secret (or its absence) is reused before asking again.
-    pub auth_cache_ttl: f64,
-}
-
-/// PgBouncer's default `auth_query`.
-pub const DEFAULT_AUTH_QUERY: &str =
-    "SELECT usename, passwd FROM pg_catalog.pg_shadow WHERE usename=$1";
-
-impl Default for Auth {
-    fn default() -> Self {
-        Auth {
-            auth_type: AuthType::ScramSha256,
-            admin_users: Vec::new(),
-            stats_users: Vec::new(),
-            auth_user: None,
-            auth_query: DEFAULT_AUTH_QUERY.into(),
-            auth_cache_ttl: 60.0,
-        }
-    }
-}
-
 /// `[[users]]`: one user clients may log in as.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -476,38 +433,6 @@ impl Config {
                 "routing.monitor_user",
                 format!("no [[users]] entry named {u:?}"),
             ));
-        }
-        Ok(())
-    }
-
-    fn validate_auth(&self) -> Result<(), ConfigError> {
-        let a = &self.auth;
-        if let Some(u) = &a.auth_user
-            && self.user(u).is_none()
-        {
-            return Err(invalid(
-                "auth.auth_user",
-                format!("no [[users]] entry named {u:?}"),
-            ));
-        }
-        if a.auth_query.trim().is_empty() {
-            return Err(invalid("auth.auth_query", "must not be empty"));
-        }
-        if !(0.0..=1e9).contains(&a.auth_cache_ttl) {
-            return Err(invalid(
-                "auth.auth_cache_ttl",
-                "must be between 0 and 1e9 seconds",
-            ));
-        }
-        for (i, r) in self.access.iter().enumerate() {
-            crate::access::parse_cidr(&r.address)
-                .map_err(|e| invalid(format!("access[{i}].address"), e))?;
-            if r.method == crate::access::Method::Cert && self.tls.ca_file.is_empty() {
-                return Err(invalid(
-                    format!("access[{i}].method"),
-                    "\"cert\" needs tls.ca_file to verify client certificates",
-                ));
-            }
         }
         Ok(())
     }
