@@ -61,6 +61,8 @@ fn pool(rt: &Runtime, port: u16, size: usize) -> Arc<Pool> {
             database: "bench".into(),
             user: "bench".into(),
             password: None,
+            tls: Arc::new(pgsluice::tls::Connector::disabled()),
+            passthrough: Default::default(),
         },
         size,
         min_size: 0,

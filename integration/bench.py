@@ -41,6 +41,12 @@ pgbench's per-transaction log, deleted once summarised), failed transactions, an
 pooler's CPU time (utime+stime of /proc/PID/stat, all threads) over the run divided by
 the transactions pgbench processed.
 
+With --tls, every hop is TLS: the script makes a CA and a server certificate with the
+openssl command line, turns on `ssl` in PostgreSQL with it, and runs PgBouncer
+(client_tls_sslmode = require, server_tls_sslmode = require) and pgsluice ([tls]
+client_mode = "require", server_tls = "require") with the same certificate; pgbench and
+psql connect with sslmode=require (direct too). TLS 1.3 with the servers' default cipher.
+
 Prints a Markdown table (medians over rounds) and writes it, with every run's raw pgbench
 output, to integration/results/<UTC timestamp>/.
 """
@@ -223,6 +229,8 @@ class Bench:
         self.dead = {}  # target -> reason it is no longer benchmarked
         self.pgbouncer_version = tool_version([PGBOUNCER, "--version"])
         self.max_client_conn = 10000  # of both poolers
+        self.tls_dir = None
+        self.tls_ready = False  # PostgreSQL has ssl = on (--tls)
 
     # -- cluster
 
@@ -240,6 +248,9 @@ class Bench:
             raise Failure(f"cluster.sh printed no PRIMARY_PORT:\n{p.stdout}")
         self.primary_port = int(m.group(1))
         self.ports["direct"] = self.primary_port
+        if self.args.tls:
+            self.make_certificates()
+            self.enable_server_ssl()
         log(f"primary on port {self.primary_port}; pgbench -i -s {self.args.scale}")
         p = run(["pgbench", "-i", "-s", str(self.args.scale), "-h", "127.0.0.1",
                  "-p", str(self.primary_port), "-U", USER, DATABASE], check=False,
@@ -257,7 +268,62 @@ class Bench:
                if not k.startswith("PG") and not k.startswith("PGSLUICE_")}
         env["PGPASSWORD"] = PASSWORD
         env["PGCONNECT_TIMEOUT"] = "10"
+        if self.args.tls and self.tls_ready:
+            env["PGSSLMODE"] = "require"
         return env
+
+    # -- TLS (--tls)
+
+    def make_certificates(self):
+        """A CA and a certificate for 127.0.0.1/localhost, with the openssl command line."""
+        d = os.path.join(self.work, "tls")
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o755)
+        def ossl(*a):
+            p = run(["openssl", *a], check=False)
+            if p.returncode != 0:
+                raise Failure(f"openssl {' '.join(a)} failed:\n{p.stderr}")
+        ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-days", "2", "-subj", "/CN=bench-ca", "-keyout", f"{d}/ca.key",
+             "-out", f"{d}/ca.crt")
+        ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-subj", "/CN=localhost", "-keyout", f"{d}/server.key", "-out", f"{d}/server.csr")
+        with open(f"{d}/ext.cnf", "w") as f:
+            f.write("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
+        ossl("x509", "-req", "-in", f"{d}/server.csr", "-CA", f"{d}/ca.crt", "-CAkey",
+             f"{d}/ca.key", "-CAcreateserial", "-days", "2", "-extfile", f"{d}/ext.cnf",
+             "-out", f"{d}/server.crt")
+        for name in os.listdir(d):
+            os.chmod(os.path.join(d, name), 0o600 if name.endswith(".key") else 0o644)
+            if os.geteuid() == 0:
+                shutil.chown(os.path.join(d, name), "postgres", "postgres")
+        self.tls_dir = d
+
+    def enable_server_ssl(self):
+        """ssl = on in the primary with the bench certificate; reloads it."""
+        data = os.path.realpath(os.path.join(self.cluster_dir, "primary"))
+        for name in ("server.crt", "server.key"):
+            dst = os.path.join(data, name)
+            shutil.copy(os.path.join(self.tls_dir, name), dst)
+            os.chmod(dst, 0o600)
+            if os.geteuid() == 0:
+                shutil.chown(dst, "postgres", "postgres")
+        with open(os.path.join(data, "postgresql.conf"), "a") as f:
+            f.write("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n")
+        p = run(["psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(self.primary_port),
+                 "-U", USER, "-d", DATABASE, "-c", "SELECT pg_reload_conf()"],
+                check=False, env=self.pg_env())
+        if p.returncode != 0:
+            raise Failure(f"reloading PostgreSQL with ssl = on failed: {p.stderr}")
+        for _ in range(100):
+            p = run(["psql", "-X", "-A", "-t", "-h", "127.0.0.1", "-p", str(self.primary_port),
+                     "-U", USER, "-d", DATABASE, "-c", "SHOW ssl"],
+                    check=False, env=self.pg_env())
+            if p.stdout.strip() == "on":
+                self.tls_ready = True
+                return
+            time.sleep(0.1)
+        raise Failure("PostgreSQL did not turn ssl on")
 
     # -- poolers
 
@@ -285,7 +351,7 @@ max_client_conn = {self.max_client_conn}
 default_pool_size = {self.args.pool_size}
 ignore_startup_parameters = extra_float_digits,options
 logfile = {d}/pgbouncer.log
-""")
+{self.pgbouncer_tls()}""")
         shutil.chown(d, "postgres", "postgres")
         for name in os.listdir(d):
             shutil.chown(os.path.join(d, name), "postgres", "postgres")
@@ -306,6 +372,13 @@ logfile = {d}/pgbouncer.log
         except Failure as e:
             raise Failure(f"{e}\n{tail(out.name)}{tail(os.path.join(d, 'pgbouncer.log'))}")
         log(f"pgbouncer (pid {pid}) on port {port}")
+
+    def pgbouncer_tls(self):
+        if not self.args.tls:
+            return ""
+        d = self.tls_dir
+        return (f"client_tls_sslmode = require\nclient_tls_cert_file = {d}/server.crt\n"
+                f"client_tls_key_file = {d}/server.key\nserver_tls_sslmode = require\n")
 
     def stop_pgbouncer(self, timeout=10):
         """SIGTERM (PgBouncer's immediate shutdown) and wait for the exit."""
@@ -332,10 +405,15 @@ logfile = {d}/pgbouncer.log
         else:
             pool_mode, pool_size = "transaction", self.args.pool_size
         # pgsluice-nometrics: statistics and the slow query log off, to measure their cost.
-        general_extra, sections_extra = "", ""
+        general_extra, sections_extra, db_extra = "", "", ""
+        if self.args.tls:
+            key = os.path.join(self.tls_dir, "server.key")
+            sections_extra += (f'\n[tls]\nclient_mode = "require"\n'
+                               f'cert_file = "{self.tls_dir}/server.crt"\nkey_file = "{key}"\n')
+            db_extra = 'server_tls = "require"\n'
         if target == "pgsluice-nometrics":
             general_extra = "slow_query_threshold = 0\n"
-            sections_extra = "\n[metrics]\nenabled = false\n"
+            sections_extra += "\n[metrics]\nenabled = false\n"
         d = os.path.join(self.work, target)
         conf = os.path.join(d, "pgsluice.toml")
         if target not in self.ports:
@@ -359,7 +437,7 @@ password = "{PASSWORD}"
 [databases.{DATABASE}]
 dbname = "{DATABASE}"
 primary = "127.0.0.1:{self.primary_port}"
-{sections_extra}""")
+{db_extra}{sections_extra}""")
             self.ports[target] = port
         port = self.ports[target]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PGSLUICE_")}
@@ -794,6 +872,8 @@ def parse_args():
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
     ap.add_argument("--binary", default=None, help="pgsluice binary (default target/release)")
     ap.add_argument("--quick", action="store_true", help="--duration 3 --rounds 1")
+    ap.add_argument("--tls", action="store_true",
+                    help="TLS on every hop: clients to poolers, poolers (and direct) to PostgreSQL")
     ap.add_argument("--baseline-binary", default=None,
                     help="another pgsluice build, run as target pgsluice-baseline in every mode")
     args = ap.parse_args()
@@ -967,7 +1047,10 @@ def main():
               f"pgbench -n -S -M MODE -c {args.clients} -j {args.jobs} -T {args.duration}, "
               f"{args.rounds} round(s), pool size {args.pool_size} (pgsluice session mode: "
               f"{args.clients}), pgbench scale {args.scale}, "
-              f"pgsluice workers {args.workers or 'one per core'}")
+              f"pgsluice workers {args.workers or 'one per core'}"
+              + (", **TLS on both sides** (sslmode=require; PgBouncer client_tls_sslmode and "
+                 "server_tls_sslmode = require; pgsluice client_mode and server_tls = require)"
+                 if args.tls else ""))
     report = build_report(bench, results, header, args.mode_targets, args.modes)
     with open(os.path.join(results_dir, "summary.md"), "w") as f:
         f.write(report)

@@ -8,8 +8,12 @@
 //! cycles between top-level modules: `python3 ../shared/tools/modcycles.py src`).
 //! - [`protocol`]: wire framing and the few messages we decode or build.
 //! - [`sql`]: SQL text tooling: lexer, normaliser, prefilters, session-state effects.
-//! - [`auth`]: md5 and SCRAM-SHA-256.
+//! - [`auth`]: md5 and SCRAM-SHA-256 (with channel binding) on both sides, `auth_query`,
+//!   SCRAM and md5 pass-through.
 //! - [`config`]: the TOML configuration, environment overrides, validation.
+//! - [`tls`]: rustls on both sides: certificates from PEM files, server modes, SNI.
+//! - [`net`]: client and server connections, plain TCP or TLS, behind one narrow API.
+//! - [`access`]: access rules (`pg_hba.conf` in small).
 //! - [`server`]: a server connection: connect, authenticate, settings, its statements.
 //! - [`pool`]: checkout/checkin, waiting, maintenance.
 //! - [`router`]: read/write classification, node health and the lag monitor.
@@ -25,6 +29,7 @@
 //! - [`listener`]: the accept loop, client limits, drain.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod client;
@@ -33,6 +38,7 @@ pub mod http;
 pub mod import;
 pub mod listener;
 pub mod metrics;
+pub mod net;
 pub mod pool;
 pub mod prepare;
 pub mod protocol;
@@ -41,6 +47,7 @@ pub mod router;
 pub mod server;
 pub mod shared;
 pub mod sql;
+pub mod tls;
 pub mod wake;
 
 use std::future::Future;

@@ -87,7 +87,15 @@ fn main() -> ExitCode {
         eprintln!("pgsluice: {e}");
         return ExitCode::from(2);
     }
+    // Certificates and keys are read now, so a bad file is reported like any bad key.
+    if let Err(e) = pgsluice::shared::load_tls(&config) {
+        eprintln!("pgsluice: invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
     if args.check_config {
+        for w in &config.warnings {
+            println!("warning: {w}");
+        }
         println!("configuration ok");
         return ExitCode::SUCCESS;
     }
@@ -97,6 +105,9 @@ fn main() -> ExitCode {
     }
     for warning in config.startup_warnings() {
         tracing::warn!("{warning}");
+    }
+    for w in &config.warnings {
+        tracing::warn!("{w}");
     }
     match serve(config, args.config) {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,7 +184,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let shared = Shared::new(config, path);
+    let shared = Shared::try_new(config, path)?;
     tracing::info!(workers, "pgsluice {VERSION} listening on {addr}");
     let mut threads = Vec::with_capacity(workers);
     for id in 0..workers {
@@ -217,7 +228,7 @@ async fn control_loop(
         let l = tokio::net::TcpListener::from_std(l)?;
         tokio::spawn(pgsluice::http::serve(l, shared.clone()));
     }
-tokio::spawn(pgsluice::shared::stats_ticker(shared.clone()));
+    tokio::spawn(pgsluice::shared::stats_ticker(shared.clone()));
     tokio::spawn(pgsluice::http::log_primaries_at_start(shared.clone()));
     let mut now = false;
     loop {

@@ -10,27 +10,32 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
 use crate::auth::Secret;
-use crate::auth::scram::ScramVerifier;
 use crate::config::Config;
 use crate::pool::Pools;
 use crate::registry::cancel::CancelRegistry;
 
-/// A user's credentials, prepared once per config load (deriving a SCRAM verifier from a
-/// plaintext password costs 4096 hash iterations; we do not pay that per login).
-#[derive(Debug)]
-pub struct UserAuth {
-    pub secret: Option<Secret>,
-    pub scram: Option<ScramVerifier>,
-}
+pub use crate::auth::UserAuth;
 
 /// One loaded configuration and what is derived from it.
 pub struct Snapshot {
     pub config: Config,
     pub users: HashMap<String, UserAuth>,
+    /// The certificates and keys the configuration names, read and built.
+    pub tls: Arc<crate::tls::Built>,
+}
+
+/// Reads the TLS material `config` names; an error names the config key.
+pub fn load_tls(config: &Config) -> Result<Arc<crate::tls::Built>, crate::config::ConfigError> {
+    crate::tls::Built::load(config)
+        .map(Arc::new)
+        .map_err(|e| crate::config::ConfigError::Invalid {
+            key: e.key().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 impl Snapshot {
-    pub fn new(config: Config) -> Snapshot {
+    pub fn new(config: Config, tls: Arc<crate::tls::Built>) -> Snapshot {
         let users = config
             .users
             .iter()
@@ -40,7 +45,7 @@ impl Snapshot {
                 (u.name.clone(), UserAuth { secret, scram })
             })
             .collect();
-        Snapshot { config, users }
+        Snapshot { config, users, tls }
     }
 }
 
@@ -78,6 +83,8 @@ pub struct Shared {
     pub metrics: crate::metrics::Metrics,
     /// Faults tests inject through the library API; never set by the binary.
     pub failpoints: Arc<Failpoints>,
+    /// Secrets looked up with `auth_query`.
+    pub auth_cache: crate::auth::cache::AuthCache,
 }
 
 /// Faults a test can inject into a running pgsluice (through the library API only: the
@@ -119,7 +126,30 @@ impl Failpoints {
 }
 
 impl Shared {
+    /// The shared state for `config`, its TLS material read (an error names the key).
+    pub fn try_new(
+        config: Config,
+        config_path: Option<PathBuf>,
+    ) -> Result<Arc<Shared>, crate::config::ConfigError> {
+        let tls = load_tls(&config)?;
+        Ok(Shared::with_tls(config, tls, config_path))
+    }
+
+    /// [`Shared::try_new`] for tests and embedders: TLS material that cannot be read is
+    /// logged and left out (no client TLS, servers without TLS).
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Shared> {
+        let tls = load_tls(&config).unwrap_or_else(|e| {
+            tracing::error!("TLS disabled: {e}");
+            Arc::default()
+        });
+        Shared::with_tls(config, tls, config_path)
+    }
+
+    fn with_tls(
+        config: Config,
+        tls: Arc<crate::tls::Built>,
+        config_path: Option<PathBuf>,
+    ) -> Arc<Shared> {
         let nodes = crate::router::Nodes::default();
         nodes.sync(&config);
         let workers = match config.general.workers {
@@ -129,8 +159,8 @@ impl Shared {
         Arc::new(Shared {
             admin: Default::default(),
             metrics: crate::metrics::Metrics::new(workers),
-            snapshot: ArcSwap::from_pointee(Snapshot::new(config)),
-            pools: Arc::new(Pools::default()),
+            pools: Arc::new(Pools::new(tls.clone())),
+            snapshot: ArcSwap::from_pointee(Snapshot::new(config, tls)),
             nodes,
             cancels: CancelRegistry::default(),
             statements: Default::default(),
@@ -139,6 +169,7 @@ impl Shared {
             sessions: Default::default(),
             failpoints: Arc::default(),
             config_path,
+            auth_cache: Default::default(),
         })
     }
 
@@ -146,9 +177,13 @@ impl Shared {
     /// A bad file is logged and the running config kept.
     pub fn reload(&self) -> Result<(), crate::config::ConfigError> {
         let config = Config::load(self.config_path.as_deref())?;
-        self.pools.reconfigure(&config);
+        let tls = load_tls(&config)?;
+        for w in &config.warnings {
+            tracing::warn!("{w}");
+        }
+        self.pools.reconfigure(&config, tls.clone());
         self.nodes.sync(&config);
-        self.snapshot.store(Arc::new(Snapshot::new(config)));
+        self.snapshot.store(Arc::new(Snapshot::new(config, tls)));
         tracing::info!("configuration reloaded");
         Ok(())
     }
@@ -185,5 +220,13 @@ impl crate::router::Source for Shared {
 
     fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R {
         f(&self.snapshot.load().config)
+    }
+
+    fn pool_settings(
+        &self,
+        config: &Config,
+        key: &crate::pool::PoolKey,
+    ) -> Option<crate::pool::PoolSettings> {
+        self.pools.settings(config, key)
     }
 }

@@ -183,8 +183,9 @@ fn set(shared: &Shared, key: &str, value: &str) -> Outcome {
     config
         .validate()
         .map_err(|e| err("22023", format!("invalid value for \"{key}\": {e}")))?;
-    shared.pools.reconfigure(&config);
-    shared.snapshot.store(Arc::new(Snapshot::new(config)));
+    let tls = shared.snapshot.load().tls.clone();
+    shared.pools.reconfigure(&config, tls.clone());
+    shared.snapshot.store(Arc::new(Snapshot::new(config, tls)));
     tracing::info!("SET {key} = {value}");
     Ok(())
 }

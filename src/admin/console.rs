@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::net::ClientStream;
 
 use super::command::{self, Command};
 use super::{Role, act, role, show};
@@ -15,6 +16,12 @@ use crate::protocol::{self, build, fe};
 use crate::registry::cancel::CancelSlot;
 use crate::registry::clients::{ClientInfo, ClientMeta, ClientState};
 use crate::shared::{Phase, Shared};
+
+/// Writes `out` and flushes it (through the TLS layer, for a TLS client).
+async fn send(stream: &mut ClientStream, out: &[u8]) -> std::io::Result<()> {
+    stream.write_all(out).await?;
+    stream.flush().await
+}
 
 /// Largest message the console accepts.
 const MAX_MESSAGE: usize = 1 << 20;
@@ -96,19 +103,19 @@ impl Console {
     }
 
     /// Serves the client until it leaves, breaks the protocol, or pgsluice shuts down.
-    pub async fn run(mut self, mut stream: TcpStream) {
+    pub async fn run(mut self, mut stream: ClientStream) {
         let mut phase = self.shared.drain.subscribe();
         let mut buf = BytesMut::with_capacity(1024);
         let reason = loop {
             if !self.out.is_empty() {
-                if stream.write_all(&self.out).await.is_err() {
+                if send(&mut stream, &self.out).await.is_err() {
                     break "client disconnected".to_string();
                 }
                 self.out.clear();
             }
             if *phase.borrow_and_update() != Phase::Running {
                 self.error("FATAL", "57P01", "pgsluice is shutting down");
-                let _ = stream.write_all(&self.out).await;
+                let _ = send(&mut stream, &self.out).await;
                 break "shutdown".to_string();
             }
             match self.next_frames(&mut buf).await {
@@ -116,7 +123,7 @@ impl Console {
                 Ok(false) => {}
                 Err(why) => {
                     self.error("FATAL", "08P01", &why);
-                    let _ = stream.write_all(&self.out).await;
+                    let _ = send(&mut stream, &self.out).await;
                     break why;
                 }
             }

@@ -1,7 +1,11 @@
-//! Client-facing authentication: stored user secrets and the MD5 / SCRAM-SHA-256 server sides.
+//! Authentication: stored user secrets, the MD5 / SCRAM-SHA-256 server sides (with channel
+//! binding), the SCRAM client for pass-through, and `auth_query` look-ups.
 
+pub mod cache;
 pub mod md5;
+pub mod passthrough;
 pub mod scram;
+pub mod scram_client;
 
 /// Why an authentication step or a stored secret was rejected.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +31,15 @@ pub enum AuthError {
     /// A SCRAM step was called in the wrong order, or after the exchange ended.
     #[error("SCRAM message out of order")]
     OutOfOrder,
+    /// SCRAM pass-through: the server's verifier is not the one pgsluice holds.
+    #[error("SCRAM pass-through: the verifiers differ: {0}")]
+    VerifierMismatch(String),
+    /// The server's SCRAM signature is wrong (it does not hold our verifier's ServerKey).
+    #[error("the server's SCRAM signature is wrong")]
+    BadServerSignature,
+    /// The server ended the SCRAM exchange with an error (`e=`).
+    #[error("the server refused the SCRAM exchange: {0}")]
+    ServerRejected(String),
 }
 
 /// A user's stored credential from the config file.
@@ -138,4 +151,12 @@ mod tests {
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
     }
+}
+
+/// A user's credentials, prepared once per config load (deriving a SCRAM verifier from a
+/// plaintext password costs 4096 hash iterations; we do not pay that per login).
+#[derive(Debug)]
+pub struct UserAuth {
+    pub secret: Option<Secret>,
+    pub scram: Option<scram::ScramVerifier>,
 }

@@ -12,8 +12,12 @@ use super::{AuthError, ct_eq};
 
 /// The prefix of a SCRAM-SHA-256 verifier string as PostgreSQL stores it.
 pub(crate) const VERIFIER_PREFIX: &str = "SCRAM-SHA-256$";
-/// The only SASL mechanism we offer.
+/// The SASL mechanism without channel binding.
 const MECHANISM: &str = "SCRAM-SHA-256";
+/// The SASL mechanism with channel binding (`tls-server-end-point`), offered over TLS.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The only channel-binding type PostgreSQL defines.
+pub const CBIND_TYPE: &str = "tls-server-end-point";
 /// Salt length and iteration count used when deriving a verifier from a plaintext password.
 const DEFAULT_SALT_LEN: usize = 16;
 const DEFAULT_ITERATIONS: u32 = 4096;
@@ -117,7 +121,7 @@ fn decode_key(b64: &str) -> Option<[u8; 32]> {
 }
 
 /// HMAC-SHA-256 of `msg` under `key`.
-fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
+pub(crate) fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(msg);
@@ -125,7 +129,7 @@ fn hmac(key: &[u8], msg: &[u8]) -> [u8; 32] {
 }
 
 /// Hi() from RFC 5802: PBKDF2-HMAC-SHA-256 with a single 32-byte output block.
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+pub(crate) fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut first = Vec::with_capacity(salt.len() + 4);
     first.extend_from_slice(salt);
     first.extend_from_slice(&[0, 0, 0, 1]);
@@ -150,8 +154,9 @@ enum State {
 
 /// What the client-final step needs to remember from the first step.
 struct Exchange {
-    /// The GS2 header the client sent ("n,," or "y,,"); must be echoed in `c=`.
-    gs2_header: String,
+    /// What the client must echo (base64) in `c=`: its GS2 header, and for
+    /// SCRAM-SHA-256-PLUS the certificate hash after it.
+    cbind_input: Vec<u8>,
     /// Combined client + server nonce.
     nonce: String,
     /// client-first-message-bare.
@@ -160,24 +165,55 @@ struct Exchange {
     server_first: String,
 }
 
-/// One server-side SCRAM-SHA-256 exchange (RFC 5802/7677), as PostgreSQL does it: no channel
-/// binding ("p=" is rejected, "n" and "y" accepted), the username in the client-first-message
-/// is ignored, nonce = client nonce + 18 random bytes base64.
+/// One server-side SCRAM-SHA-256 exchange (RFC 5802/7677), as PostgreSQL does it: the
+/// username in the client-first-message is ignored, nonce = client nonce + 18 random
+/// bytes base64. With a certificate hash (a TLS client), SCRAM-SHA-256-PLUS is offered
+/// too (channel binding `tls-server-end-point`), and a client that says "y" (it could
+/// bind but thinks we cannot) is refused as a downgrade, as PostgreSQL does.
 pub struct ScramServer {
     verifier: ScramVerifier,
     state: State,
+    /// `tls-server-end-point` data of the connection, when it is TLS.
+    cert_hash: Option<std::sync::Arc<[u8]>>,
+    /// The client's ClientKey, known once its proof checked out.
+    client_key: Option<[u8; 32]>,
 }
 
 impl ScramServer {
-    /// The mechanism names to offer in AuthenticationSASL.
+    /// The mechanism names offered without TLS.
     pub const MECHANISMS: &'static [&'static str] = &[MECHANISM];
+    const MECHANISMS_PLUS: &'static [&'static str] = &[MECHANISM_PLUS, MECHANISM];
 
     /// Starts an exchange that will check the client against `verifier`.
     pub fn new(verifier: ScramVerifier) -> Self {
         ScramServer {
             verifier,
             state: State::Initial,
+            cert_hash: None,
+            client_key: None,
         }
+    }
+
+    /// Offers channel binding with the connection's certificate hash (`None`: no TLS).
+    pub fn with_channel_binding(mut self, cert_hash: Option<std::sync::Arc<[u8]>>) -> Self {
+        self.cert_hash = cert_hash;
+        self
+    }
+
+    /// The mechanism names to offer in AuthenticationSASL.
+    pub fn mechanisms(&self) -> &'static [&'static str] {
+        if self.cert_hash.is_some() {
+            Self::MECHANISMS_PLUS
+        } else {
+            Self::MECHANISMS
+        }
+    }
+
+    /// The ClientKey recovered from the client's proof (ClientProof XOR ClientSignature),
+    /// once [`ScramServer::client_final`] succeeded: what SCRAM pass-through logs in to
+    /// servers with.
+    pub fn client_key(&self) -> Option<[u8; 32]> {
+        self.client_key
     }
 
     /// Given the mechanism and the data of SASLInitialResponse, returns the
@@ -189,11 +225,41 @@ impl ScramServer {
         ) {
             return Err(AuthError::OutOfOrder);
         }
-        if mechanism != MECHANISM {
-            return Err(AuthError::UnsupportedMechanism(mechanism.to_owned()));
-        }
+        let plus = match mechanism {
+            MECHANISM => false,
+            MECHANISM_PLUS if self.cert_hash.is_some() => true,
+            _ => return Err(AuthError::UnsupportedMechanism(mechanism.to_owned())),
+        };
         let msg = std::str::from_utf8(data).map_err(|_| AuthError::Malformed("not UTF-8"))?;
         let (gs2_header, bare) = split_gs2_header(msg)?;
+        let mut cbind_input = gs2_header.clone().into_bytes();
+        match (plus, gs2_header.as_bytes()[0]) {
+            (true, b'p') => {
+                if gs2_header != format!("p={CBIND_TYPE},,") {
+                    return Err(AuthError::ChannelBinding(
+                        "unsupported channel-binding type (only tls-server-end-point)",
+                    ));
+                }
+                cbind_input.extend_from_slice(self.cert_hash.as_deref().unwrap_or_default());
+            }
+            (true, _) => {
+                return Err(AuthError::ChannelBinding(
+                    "SCRAM-SHA-256-PLUS chosen without channel-binding data",
+                ));
+            }
+            (false, b'p') => {
+                return Err(AuthError::ChannelBinding(
+                    "channel binding requested with mechanism SCRAM-SHA-256",
+                ));
+            }
+            (false, b'y') if self.cert_hash.is_some() => {
+                return Err(AuthError::ChannelBinding(
+                    "client supports channel binding but thinks the server does not \
+                     (possible downgrade attack)",
+                ));
+            }
+            _ => {}
+        }
         let client_nonce = parse_client_first_bare(bare)?;
         let nonce = format!("{client_nonce}{}", server_nonce());
         let server_first = format!(
@@ -203,7 +269,7 @@ impl ScramServer {
         );
         let reply = server_first.clone().into_bytes();
         self.state = State::FirstSent(Exchange {
-            gs2_header,
+            cbind_input,
             nonce,
             client_first_bare: bare.to_owned(),
             server_first,
@@ -231,7 +297,7 @@ impl ScramServer {
     }
 
     /// ClientKey = proof XOR HMAC(StoredKey, AuthMessage); accept iff H(ClientKey) == StoredKey.
-    fn check_proof(&self, auth_message: &str, proof: &[u8; 32]) -> Result<(), AuthError> {
+    fn check_proof(&mut self, auth_message: &str, proof: &[u8; 32]) -> Result<(), AuthError> {
         let signature = hmac(&self.verifier.stored_key, auth_message.as_bytes());
         let mut client_key = *proof;
         client_key
@@ -240,6 +306,7 @@ impl ScramServer {
             .for_each(|(k, s)| *k ^= s);
         let computed: [u8; 32] = Sha256::digest(client_key).into();
         if ct_eq(&computed, &self.verifier.stored_key) {
+            self.client_key = Some(client_key);
             Ok(())
         } else {
             Err(AuthError::BadProof)
@@ -262,11 +329,7 @@ fn split_gs2_header(msg: &str) -> Result<(String, &str), AuthError> {
     };
     match flag {
         "n" | "y" => {}
-        f if f.starts_with("p=") => {
-            return Err(AuthError::ChannelBinding(
-                "client requires channel binding, not supported",
-            ));
-        }
+        f if f.starts_with("p=") => {}
         _ => return Err(AuthError::Malformed("invalid GS2 channel-binding flag")),
     }
     if !authzid.is_empty() {
@@ -310,7 +373,7 @@ fn parse_client_final<'a>(msg: &'a str, ex: &Exchange) -> Result<(&'a str, [u8; 
     let cbind = STANDARD
         .decode(cbind)
         .map_err(|_| AuthError::Malformed("channel binding is not base64"))?;
-    if cbind != ex.gs2_header.as_bytes() {
+    if cbind != ex.cbind_input {
         return Err(AuthError::ChannelBinding(
             "channel-binding data does not match GS2 header",
         ));
@@ -407,6 +470,48 @@ mod tests {
         assert_eq!(v.to_string(), PG15_VERIFIER);
         exchange(v.clone(), "pw", ChannelBinding::unsupported()).expect("exchange");
         assert!(exchange(v, "pW", ChannelBinding::unsupported()).is_err());
+    }
+
+    #[test]
+    fn channel_binding_over_tls() {
+        let v = ScramVerifier::from_password("pw", b"salt", 4096);
+        let hash: std::sync::Arc<[u8]> = std::sync::Arc::from(vec![9u8; 32]);
+        let server = || ScramServer::new(v.clone()).with_channel_binding(Some(hash.clone()));
+        assert_eq!(
+            server().mechanisms(),
+            &["SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"]
+        );
+        // PLUS with the right certificate hash, as libpq's channel_binding=require does.
+        let mut s = server();
+        let mut client =
+            ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(vec![9u8; 32]));
+        let first = s.client_first(MECHANISM_PLUS, client.message()).unwrap();
+        client.update(&first).unwrap();
+        let last = s.client_final(client.message()).unwrap();
+        client.finish(&last).unwrap();
+        assert!(s.client_key().is_some());
+        // A client bound to another certificate (a man in the middle) is refused.
+        let mut s = server();
+        let mut client =
+            ScramSha256::new(b"pw", ChannelBinding::tls_server_end_point(vec![1u8; 32]));
+        let first = s.client_first(MECHANISM_PLUS, client.message()).unwrap();
+        client.update(&first).unwrap();
+        assert!(matches!(
+            s.client_final(client.message()),
+            Err(AuthError::ChannelBinding(_))
+        ));
+        // "y" while we offer binding: a downgrade, refused. "n" is fine.
+        let y = ScramSha256::new(b"pw", ChannelBinding::unrequested());
+        assert!(server().client_first(MECHANISM, y.message()).is_err());
+        let n = ScramSha256::new(b"pw", ChannelBinding::unsupported());
+        assert!(server().client_first(MECHANISM, n.message()).is_ok());
+        // PLUS without TLS is not offered, and refused.
+        let mut plain = ScramServer::new(v.clone());
+        assert!(
+            plain
+                .client_first(MECHANISM_PLUS, b"p=tls-server-end-point,,n=,r=a")
+                .is_err()
+        );
     }
 
     #[test]

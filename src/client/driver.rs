@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
 use super::cancel::{CancelSlot, CancelTarget};
 use super::core::{Action, AttachError, Core, Release};
 use super::io;
+use crate::net::ClientStream;
 use crate::pool::{Lease, Pool, PoolError, PoolKey};
 use crate::registry::clients::ServerLink;
 use crate::server::{CloseReason, ServerState};
@@ -80,7 +80,7 @@ impl Driver {
 
     /// Runs the session until the client leaves; the server it holds is cleaned up or
     /// closed on the way out.
-    pub async fn run(mut self: Box<Self>, mut client: TcpStream) {
+    pub async fn run(mut self: Box<Self>, mut client: ClientStream) {
         let shared = self.shared.clone();
         let id = self.id();
         let mut seen = shared.sessions.generation();
@@ -106,7 +106,7 @@ impl Driver {
                 Action::Close { reason } => break reason,
             }
         };
-        let farewell = io::flush(&mut self.core.cout, &client);
+        let farewell = io::flush(&mut self.core.cout, &mut client);
         let _ = tokio::time::timeout(FAREWELL_TIMEOUT, farewell).await;
         tracing::info!(client = id, pool = ?self.core.observe().pool_key(), "client disconnected: {reason}");
     }
@@ -130,7 +130,7 @@ impl Driver {
     }
 
     /// Moves bytes until the core has an action for the driver.
-    fn poll_io(&mut self, client: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Action> {
+    fn poll_io(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Action> {
         loop {
             let now = Instant::now();
             if let Some(a) = self.core.next_action(now) {
@@ -142,8 +142,9 @@ impl Driver {
                 self.core.client_gone(now);
                 continue;
             }
-            if let Some(lease) = &self.lease
-                && let Poll::Ready(Err(e)) = io::poll_flush(&mut self.core.sout, &lease.stream, cx)
+            if let Some(lease) = &mut self.lease
+                && let Poll::Ready(Err(e)) =
+                    io::poll_flush(&mut self.core.sout, &mut lease.stream, cx)
             {
                 self.core.server_lost(&e.to_string(), now);
                 continue;

@@ -1,64 +1,48 @@
-//! The driver's socket I/O: writing an output queue with vectored writes, and reading
-//! into a buffer only once data is waiting (an idle client holds no buffer).
+//! The driver's socket I/O over plain TCP or TLS ([`crate::net::Stream`]): writing an
+//! output queue with vectored writes, and reading into a buffer only once data is waiting
+//! (an idle client holds no buffer).
 
 use std::io::{self, IoSlice};
-use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::net::TcpStream;
-use tokio_util::io::poll_read_buf;
 
 use super::outq::{MAX_IOV, OutQueue};
+use crate::net::stream::{Stream, TlsIo};
 
 /// Room to make before each read.
 pub const READ_CHUNK: usize = 16 * 1024;
 
-/// Writes as much of `q` as the socket takes. `Ready(Ok)` once the queue is empty.
-pub fn poll_flush(
+/// Writes as much of `q` as the socket takes. `Ready(Ok)` once the queue is empty (and,
+/// for TLS, flushed out of the TLS layer).
+pub fn poll_flush<T: TlsIo>(
     q: &mut OutQueue,
-    stream: &TcpStream,
+    stream: &mut Stream<T>,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
     while !q.is_empty() {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let n = q.slices(&mut slices);
-        match send_vectored(stream, slices.get(..n).unwrap_or_default()) {
-            Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-            Ok(written) => q.advance(written),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                if stream.poll_write_ready(cx)?.is_pending() {
-                    return Poll::Pending;
-                }
-            }
-            Err(e) => return Poll::Ready(Err(e)),
+        match stream.poll_write_vectored(cx, slices.get(..n).unwrap_or_default()) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(written)) => q.advance(written),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
         }
     }
     q.shrink();
-    Poll::Ready(Ok(()))
+    stream.poll_flush(cx)
 }
 
 /// Writes everything, for the rare writes outside the relay loop.
-pub async fn flush(q: &mut OutQueue, stream: &TcpStream) -> io::Result<()> {
+pub async fn flush<T: TlsIo>(q: &mut OutQueue, stream: &mut Stream<T>) -> io::Result<()> {
     std::future::poll_fn(|cx| poll_flush(q, stream, cx)).await
-}
-
-/// `sendmsg` rather than tokio's `writev`: a socket write through the VFS layer pays for
-/// file-position locking and object checks that `sendmsg` skips (about 3% of pgsluice's
-/// CPU per transaction in a profile of `pgbench -S`). `MSG_NOSIGNAL` comes with socket2.
-fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-    stream.try_io(tokio::io::Interest::WRITABLE, || {
-        socket2::SockRef::from(stream).send_vectored(bufs)
-    })
 }
 
 /// Reads what the client sent into `buf`, allocating it only once data is waiting.
 /// `Ready(Ok(0))` on EOF. `want` is how many bytes the head frame still needs.
-///
-/// Reads go through `poll_read`, which clears the socket's readiness after a short read,
-/// saving the extra `recv` that would only return `EWOULDBLOCK`.
-pub fn poll_read_client(
-    stream: &mut TcpStream,
+pub fn poll_read_client<T: TlsIo>(
+    stream: &mut Stream<T>,
     buf: &mut BytesMut,
     want: usize,
     cx: &mut Context<'_>,
@@ -72,17 +56,17 @@ pub fn poll_read_client(
     } else if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(want);
     }
-    poll_read_buf(Pin::new(stream), cx, buf)
+    stream.poll_read_buf(cx, buf)
 }
 
 /// Reads what the server sent into `buf`. `Ready(Ok(0))` on EOF.
-pub fn poll_read_server(
-    stream: &mut TcpStream,
+pub fn poll_read_server<T: TlsIo>(
+    stream: &mut Stream<T>,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK);
     }
-    poll_read_buf(Pin::new(stream), cx, buf)
+    stream.poll_read_buf(cx, buf)
 }

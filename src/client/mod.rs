@@ -2,12 +2,14 @@
 //! ([`core`]) that decides everything, driven by a thin async shell ([`driver`]) that owns
 //! the sockets and the server checkout.
 
+mod auth_query;
 mod buffers;
 pub mod cancel;
 pub mod core;
 mod driver;
 mod hold;
 mod io;
+mod negotiate;
 pub mod outq;
 mod startup;
 
@@ -18,7 +20,11 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::config::{self, PoolMode};
+use crate::access;
+use crate::auth::Secret;
+use crate::auth::passthrough::PassThrough;
+use crate::config::{self, AuthType, ClientCert, ClientTlsMode, PoolMode};
+use crate::net::ClientStream;
 use crate::pool::PoolKey;
 use crate::protocol::{build, startup::parse_options};
 use crate::router::route::Force;
@@ -33,6 +39,8 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("client closed the connection")]
     Eof,
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     #[error("{message}")]
     Fatal { code: String, message: String },
 }
@@ -53,37 +61,81 @@ impl ClientError {
 
 /// Serves one accepted connection to its end. `over_limit` says the client count was
 /// already at `max_client_conn` when it was accepted.
-pub async fn handle(mut stream: TcpStream, shared: Arc<Shared>, over_limit: bool) {
-    let _ = stream.set_nodelay(true);
-    let peer = stream.peer_addr().ok();
+pub async fn handle(tcp: TcpStream, shared: Arc<Shared>, over_limit: bool) {
+    let _ = tcp.set_nodelay(true);
     let snap = shared.snapshot.load_full();
-    let login_timeout = config::secs(snap.config.general.client_login_timeout);
+    let deadline = config::secs(snap.config.general.client_login_timeout)
+        .map(|t| tokio::time::Instant::now() + t);
+    let Some((mut stream, first)) = start(tcp, &snap, deadline).await else {
+        return;
+    };
     // Boxed: login's state (authentication, the first server connection) would otherwise
     // be part of the task's memory for the whole session, idle or not.
-    let login = Box::pin(login(&mut stream, &shared, &snap, over_limit));
-    let result = match login_timeout {
-        Some(t) => tokio::time::timeout(t, login).await.unwrap_or_else(|_| {
-            Err(ClientError::protocol(
-                "timed out waiting for startup and authentication",
-            ))
-        }),
-        None => login.await,
-    };
+    let login = Box::pin(login(&mut stream, first, &shared, &snap, over_limit));
+    let result = within(deadline, login).await.unwrap_or_else(|_| {
+        Err(ClientError::protocol(
+            "timed out waiting for startup and authentication",
+        ))
+    });
+    drop(snap);
     match result {
         Ok(Some(Login::Session(session))) => session.run(stream).await,
         // Boxed: the console is rare, and its state would size every client task.
         Ok(Some(Login::Console(console))) => Box::pin(console.run(stream)).await,
         Ok(None) => {}
-        Err(e) => {
-            if let ClientError::Fatal { code, message } = &e {
-                tracing::info!(?peer, code, "login refused: {message}");
-                let mut buf = BytesMut::new();
-                build::error(&mut buf, "FATAL", code, message);
-                let _ = stream.write_all(&buf).await;
-            } else {
-                tracing::debug!(?peer, "connection ended during login: {e}");
+        Err(e) => Box::pin(report(&mut stream, e)).await,
+    }
+}
+
+/// The first packets and TLS (see `negotiate.rs`); `None` when the connection ended there.
+async fn start(
+    tcp: TcpStream,
+    snap: &Snapshot,
+    deadline: Option<tokio::time::Instant>,
+) -> Option<(ClientStream, negotiate::First)> {
+    let peer = tcp.peer_addr().ok();
+    let acceptor = snap.tls.acceptor.as_deref();
+    // Boxed: the TLS handshake's state is large and rare.
+    let negotiated = within(deadline, Box::pin(negotiate::negotiate(tcp, acceptor))).await;
+    match negotiated {
+        Ok(Ok(s)) => Some(s),
+        Ok(Err(refused)) => {
+            match refused.stream {
+                Some(mut stream) => report(&mut stream, refused.error).await,
+                None => tracing::info!(
+                    ?peer,
+                    "connection refused during startup: {}",
+                    refused.error
+                ),
             }
+            None
         }
+        Err(_) => None,
+    }
+}
+
+/// `fut`, cut at `deadline` when there is one.
+async fn within<F: std::future::Future>(
+    deadline: Option<tokio::time::Instant>,
+    fut: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await,
+        None => Ok(fut.await),
+    }
+}
+
+/// Logs why a login failed and tells the client, when it is a FATAL it should see.
+async fn report(stream: &mut ClientStream, e: ClientError) {
+    let peer = stream.peer_addr().ok();
+    if let ClientError::Fatal { code, message } = &e {
+        tracing::info!(?peer, code, "login refused: {message}");
+        let mut buf = BytesMut::new();
+        build::error(&mut buf, "FATAL", code, message);
+        let _ = stream.write_all(&buf).await;
+        let _ = stream.flush().await;
+    } else {
+        tracing::debug!(?peer, "connection ended during login: {e}");
     }
 }
 
@@ -96,19 +148,20 @@ enum Login {
 
 /// Startup, authentication and the greeting. `None` when the connection was a cancel.
 async fn login(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
+    first: negotiate::First,
     shared: &Arc<Shared>,
     snap: &Snapshot,
     over_limit: bool,
 ) -> Result<Option<Login>, ClientError> {
-    let params = match startup::read_first(stream).await? {
-        startup::First::Cancel { pid, secret } => {
+    let params = match first {
+        negotiate::First::Cancel { pid, secret } => {
             if let Some(target) = shared.cancels.lookup(pid, secret) {
                 cancel::send_cancel(target).await;
             }
             return Ok(None);
         }
-        startup::First::Startup(p) => p,
+        negotiate::First::Startup(p) => p,
     };
     if over_limit {
         return Err(ClientError::fatal(
@@ -141,7 +194,36 @@ async fn login(
         ));
     }
     let config = &snap.config;
-    startup::authenticate(stream, config.auth.auth_type, &user, snap.users.get(&user)).await?;
+    let method = admit(stream, config, &user, &database)?;
+    let looked_up = match snap.users.get(&user) {
+        None if method != access::Method::Trust
+            && config.databases.contains_key(&database)
+            && !crate::admin::is_admin_db(&database) =>
+        {
+            auth_query::lookup(shared, &database, &user)
+                .await
+                .map_err(|e| {
+                    tracing::warn!("{e}");
+                    ClientError::fatal("08006", e.to_string())
+                })?
+        }
+        _ => None,
+    };
+    let auth = snap.users.get(&user).or(looked_up.as_deref());
+    let auth_type = match method {
+        access::Method::Cert => {
+            startup::check_certificate(stream, &config.tls, &user)?;
+            None
+        }
+        access::Method::Trust => Some(AuthType::Trust),
+        access::Method::Md5 => Some(AuthType::Md5),
+        access::Method::ScramSha256 => Some(AuthType::ScramSha256),
+        access::Method::Reject => None,
+    };
+    if let Some(t) = auth_type {
+        let client_key = startup::authenticate(stream, t, &user, auth).await?;
+        remember_passthrough(shared, config, &user, auth, client_key);
+    }
     let meta = crate::registry::clients::ClientMeta {
         addr: stream.peer_addr().ok(),
         local_addr: stream.local_addr().ok(),
@@ -283,6 +365,89 @@ fn greet(
     build::backend_key_data(&mut buf, pid, secret);
     build::ready_for_query(&mut buf, b'I');
     driver.greet(buf.freeze());
+}
+
+/// Applies `tls.client_mode`, `tls.client_cert` and the access rules; returns how the
+/// client must authenticate.
+fn admit(
+    stream: &ClientStream,
+    config: &config::Config,
+    user: &str,
+    database: &str,
+) -> Result<access::Method, ClientError> {
+    let tls = stream.is_tls();
+    if config.tls.client_mode == ClientTlsMode::Require && !tls {
+        return Err(ClientError::fatal(
+            "28000",
+            "pgsluice requires TLS (tls.client_mode = \"require\"): connect with sslmode=require",
+        ));
+    }
+    let has_cert = stream.peer_certificate().is_some();
+    if tls && config.tls.client_cert == ClientCert::VerifyCa && !has_cert {
+        return Err(ClientError::fatal(
+            "28000",
+            "a client certificate is required (tls.client_cert = \"verify-ca\")",
+        ));
+    }
+    let ip = stream.peer_addr().ok().map(|a| a.ip());
+    let client = access::Client {
+        database,
+        user,
+        addr: ip,
+        tls,
+    };
+    let describe = || {
+        let host = ip.map_or("unknown".to_string(), |i| i.to_string());
+        let tls = if tls { "TLS" } else { "no TLS" };
+        format!("host {host}, user \"{user}\", database \"{database}\", {tls}")
+    };
+    match access::check(&config.access, &client) {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) if config.tls.cert_login && has_cert => Ok(access::Method::Cert),
+        Ok(None) => Ok(match config.auth.auth_type {
+            AuthType::Trust => access::Method::Trust,
+            AuthType::Md5 => access::Method::Md5,
+            AuthType::ScramSha256 => access::Method::ScramSha256,
+        }),
+        Err(access::Refusal::Rejected { index, rule }) => Err(ClientError::fatal(
+            "28000",
+            format!(
+                "access rule access[{index}] ({rule}) rejects {}",
+                describe()
+            ),
+        )),
+        Err(access::Refusal::NoMatch) => Err(ClientError::fatal(
+            "28000",
+            format!("no access rule matches {}", describe()),
+        )),
+    }
+}
+
+/// After a successful login, records what pgsluice can log in to servers with for
+/// `user` when it has no plaintext password: the md5 hash, or the SCRAM verifier and the
+/// ClientKey the client's proof revealed.
+fn remember_passthrough(
+    shared: &Shared,
+    config: &config::Config,
+    user: &str,
+    auth: Option<&crate::shared::UserAuth>,
+    client_key: Option<[u8; 32]>,
+) {
+    if config
+        .user(user)
+        .is_some_and(|u| u.server_password.is_some())
+    {
+        return;
+    }
+    let cred = match (auth.and_then(|a| a.secret.as_ref()), client_key) {
+        (Some(Secret::Scram(v)), Some(k)) => PassThrough::Scram {
+            verifier: v.clone(),
+            client_key: k,
+        },
+        (Some(Secret::Md5(h)), _) => PassThrough::Md5(h.clone()),
+        _ => return,
+    };
+    shared.pools.credentials.set(user, cred);
 }
 
 /// `pgsluice.route` from the startup packet (`options=-c pgsluice.route=primary`, or the

@@ -1,53 +1,25 @@
-//! The start of a client connection: the first packet (answering SSL and GSS encryption
-//! requests with `N`), and authentication against the configured users.
-
-use std::collections::BTreeMap;
+//! Client authentication against the configured (or looked-up) users: md5, SCRAM-SHA-256
+//! and, over TLS, SCRAM-SHA-256-PLUS; and certificate login. (The first packets and TLS
+//! are in `negotiate.rs`.)
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::ClientError;
 use crate::auth::{Secret, md5, scram::ScramServer};
-use crate::config::AuthType;
-use crate::protocol::startup::{self, StartupPacket};
+use crate::config::{AuthType, Tls};
+use crate::net::ClientStream;
 use crate::protocol::{self, build, fe};
 use crate::shared::UserAuth;
 
 /// Largest message accepted during authentication.
 const MAX_AUTH_MESSAGE: usize = 10_000;
 
-/// What the first packet asked for.
-pub enum First {
-    Startup(BTreeMap<String, String>),
-    Cancel { pid: u32, secret: u32 },
-}
-
-/// Reads first packets until a StartupMessage or CancelRequest; refuses encryption.
-pub async fn read_first(stream: &mut TcpStream) -> Result<First, ClientError> {
-    loop {
-        let mut head = [0u8; 4];
-        stream.read_exact(&mut head).await?;
-        let len = startup::packet_len(head).map_err(|e| ClientError::protocol(e.to_string()))?;
-        let mut packet = vec![0u8; len];
-        packet[..4].copy_from_slice(&head);
-        stream.read_exact(&mut packet[4..]).await?;
-        match startup::parse(&packet) {
-            Ok(StartupPacket::SslRequest) | Ok(StartupPacket::GssEncRequest) => {
-                stream.write_all(b"N").await?;
-            }
-            Ok(StartupPacket::Startup(params)) => return Ok(First::Startup(params)),
-            Ok(StartupPacket::Cancel { pid, secret }) => return Ok(First::Cancel { pid, secret }),
-            Err(e @ startup::StartupError::Unsupported(..)) => {
-                return Err(ClientError::fatal("0A000", e.to_string()));
-            }
-            Err(e) => return Err(ClientError::protocol(e.to_string())),
-        }
-    }
-}
-
 /// Reads one whole tagged message during authentication.
-async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<BytesMut, ClientError> {
+async fn read_message(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, ClientError> {
     loop {
         if let Some(h) = protocol::header(buf, MAX_AUTH_MESSAGE)
             .map_err(|e| ClientError::protocol(e.to_string()))?
@@ -62,8 +34,10 @@ async fn read_message(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<Byte
     }
 }
 
-async fn send(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), ClientError> {
+async fn send(stream: &mut ClientStream, buf: &mut BytesMut) -> Result<(), ClientError> {
     stream.write_all(buf).await?;
+    // Through the TLS layer too: rustls may hold what the socket did not take yet.
+    stream.flush().await?;
     buf.clear();
     Ok(())
 }
@@ -75,18 +49,19 @@ fn auth_failed(user: &str) -> ClientError {
     )
 }
 
-/// Runs the configured authentication exchange; `Ok` means the client may proceed.
+/// Runs the authentication exchange of `method`; `Ok` means the client may proceed, with
+/// the ClientKey its SCRAM proof revealed (for SCRAM pass-through), if any.
 pub async fn authenticate(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     method: AuthType,
     user: &str,
     auth: Option<&UserAuth>,
-) -> Result<(), ClientError> {
+) -> Result<Option<[u8; 32]>, ClientError> {
     let mut out = BytesMut::new();
     let mut inbuf = BytesMut::new();
     let secret = auth.and_then(|a| a.secret.as_ref());
     match method {
-        AuthType::Trust => return Ok(()),
+        AuthType::Trust => return Ok(None),
         // Like PostgreSQL: an md5 method with a SCRAM-only secret uses SCRAM.
         AuthType::Md5 if !matches!(secret, Some(Secret::Scram(_)) | None) => {
             let salt: [u8; 4] = rand::random();
@@ -101,21 +76,19 @@ pub async fn authenticate(
         }
         _ => {
             let verifier = auth.and_then(|a| a.scram.clone());
-            scram_exchange(stream, &mut out, &mut inbuf, user, verifier).await?;
+            return scram_exchange(stream, &mut out, &mut inbuf, user, verifier).await;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn scram_exchange(
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     out: &mut BytesMut,
     inbuf: &mut BytesMut,
     user: &str,
     verifier: Option<crate::auth::scram::ScramVerifier>,
-) -> Result<(), ClientError> {
-    build::auth_sasl(out, ScramServer::MECHANISMS);
-    send(stream, out).await?;
+) -> Result<Option<[u8; 32]>, ClientError> {
     // An unknown user still goes through the exchange, so a client cannot tell users apart.
     let verifier = verifier.unwrap_or_else(|| {
         crate::auth::scram::ScramVerifier::from_password(
@@ -124,7 +97,9 @@ async fn scram_exchange(
             4096,
         )
     });
-    let mut server = ScramServer::new(verifier);
+    let mut server = ScramServer::new(verifier).with_channel_binding(stream.cert_hash());
+    build::auth_sasl(out, server.mechanisms());
+    send(stream, out).await?;
     let msg = read_message(stream, inbuf).await?;
     let (mechanism, data) = sasl_initial(&msg)?;
     let first = server
@@ -138,7 +113,31 @@ async fn scram_exchange(
         .client_final(protocol::body(&msg))
         .map_err(|_| auth_failed(user))?;
     build::auth_sasl_final(out, &final_msg);
-    send(stream, out).await
+    send(stream, out).await?;
+    Ok(server.client_key())
+}
+
+/// Certificate login: the client's verified certificate must name `user` in its CN, or
+/// `tls.cert_map` must map its CN to `user`.
+pub fn check_certificate(stream: &ClientStream, tls: &Tls, user: &str) -> Result<(), ClientError> {
+    let refuse = |why: String| {
+        ClientError::fatal(
+            "28000",
+            format!("certificate authentication failed for user \"{user}\": {why}"),
+        )
+    };
+    let der = stream
+        .peer_certificate()
+        .ok_or_else(|| refuse("the client presented no certificate".into()))?;
+    let cn = crate::tls::cert::common_name(der)
+        .ok_or_else(|| refuse("the certificate has no common name (CN)".into()))?;
+    if cn == user || tls.cert_map.get(&cn).is_some_and(|u| u == user) {
+        Ok(())
+    } else {
+        Err(refuse(format!(
+            "its CN is \"{cn}\", and tls.cert_map does not map it to this user"
+        )))
+    }
 }
 
 fn expect_password_tag(msg: &[u8]) -> Result<(), ClientError> {

@@ -1,11 +1,14 @@
 //! The TOML configuration: types with their defaults, loading with environment overrides,
 //! and validation that names the offending key.
 
+mod auth;
 mod env;
+mod files;
 mod observe;
 mod print;
 mod secret;
 mod startup;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,10 +18,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Secret;
+pub use auth::{Auth, AuthType, DEFAULT_AUTH_QUERY};
 pub use env::SECTIONS;
 pub use observe::{Admin, Metrics};
 pub use print::MASK;
 pub use secret::read_secret_file;
+pub use tls::{ClientCert, ClientTlsMode, NodeTls, ServerTlsMode, ServerTlsSettings, Tls};
 
 /// Why a configuration could not be used. Each variant names where the problem is.
 #[derive(Debug, thiserror::Error)]
@@ -55,17 +60,6 @@ pub enum PoolMode {
     Statement,
 }
 
-/// How clients prove who they are.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
-pub enum AuthType {
-    #[serde(rename = "trust")]
-    Trust,
-    #[serde(rename = "md5")]
-    Md5,
-    #[serde(rename = "scram-sha-256")]
-    ScramSha256,
-}
-
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +84,15 @@ pub struct Config {
     /// once logging is up.
     #[serde(skip)]
     pub ignored_env: Vec<String>,
+    /// `[tls]`: client-facing TLS (see `tls.rs`).
+    #[serde(default)]
+    pub tls: Tls,
+    /// `[[access]]`: access rules, first match wins (see `crate::access`).
+    #[serde(default)]
+    pub access: Vec<crate::access::Rule>,
+    /// Problems worth a WARN that do not stop the config from loading.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// Which node serves a read when several may.
@@ -263,26 +266,6 @@ impl Default for General {
     }
 }
 
-/// `[auth]`: how clients authenticate.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Auth {
-    #[serde(rename = "type")]
-    pub auth_type: AuthType,
-    pub admin_users: Vec<String>,
-    pub stats_users: Vec<String>,
-}
-
-impl Default for Auth {
-    fn default() -> Self {
-        Auth {
-            auth_type: AuthType::ScramSha256,
-            admin_users: Vec::new(),
-            stats_users: Vec::new(),
-        }
-    }
-}
-
 /// `[[users]]`: one user clients may log in as.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -326,6 +309,26 @@ pub struct Database {
     pub min_pool_size: Option<usize>,
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// TLS to this database's servers (see `tls.rs`); default "prefer".
+    #[serde(default)]
+    pub server_tls: Option<ServerTlsMode>,
+    #[serde(default)]
+    pub server_ca_file: Option<String>,
+    /// Client certificate and key pgsluice presents to servers that ask for one.
+    #[serde(default)]
+    pub server_cert_file: Option<String>,
+    #[serde(default)]
+    pub server_key_file: Option<String>,
+    /// Per-node overrides of the four keys above, by node address (`"host:port"`).
+    #[serde(default)]
+    pub node_tls: BTreeMap<String, NodeTls>,
+}
+
+impl Database {
+    /// The server TLS settings of the node at `addr`.
+    pub fn server_tls_for(&self, addr: &str) -> ServerTlsSettings {
+        tls::resolve(self, addr)
+    }
 }
 
 /// Seconds from the config as a `Duration`; `None` when disabled (0).
@@ -344,7 +347,11 @@ impl Config {
             None => String::new(),
         };
         let vars = std::env::vars().filter(|(k, _)| k.starts_with(env::PREFIX));
-        Config::from_toml_with_env(&text, vars)
+        let mut config = Config::from_toml_with_env(&text, vars)?;
+        config
+            .warnings
+            .extend(path.and_then(files::permission_warning));
+        Ok(config)
     }
 
     /// Parses TOML text, applies the given `PGSLUICE_*` variables, and validates.
@@ -411,6 +418,8 @@ impl Config {
         self.validate_users()?;
         self.validate_databases()?;
         self.validate_routing()?;
+        self.validate_auth()?;
+        self.tls.validate()?;
         self.admin.validate()?;
         self.metrics.validate()
     }
@@ -491,6 +500,7 @@ impl Config {
             if db.pool_size == Some(0) {
                 return Err(invalid(format!("{key}.pool_size"), "must be at least 1"));
             }
+            tls::validate_db(name, db)?;
         }
         Ok(())
     }
@@ -649,6 +659,72 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn tls_and_access_keys_are_validated_by_name() {
+        let db = "[databases.app]\nprimary = \"h:1\"\n";
+        let cases = [
+            ("[tls]\nclient_mode = \"require\"\n", "tls.cert_file"),
+            (
+                "[tls]\nclient_mode = \"allow\"\ncert_file = \"/nonexistent.crt\"\nkey_file = \"k\"\n",
+                "tls.cert_file",
+            ),
+            ("[tls]\nclient_cert = \"verify-ca\"\n", "tls.ca_file"),
+            ("[tls]\nclient_mode = \"sometimes\"\n", "client_mode"),
+            (
+                "[[access]]\naddress = \"10.0.0.0/99\"\nmethod = \"trust\"\n",
+                "access[0].address",
+            ),
+            ("[[access]]\nmethod = \"cert\"\n", "access[0].method"),
+            ("[auth]\nauth_user = \"ghost\"\n", "auth.auth_user"),
+            ("[auth]\nauth_cache_ttl = -1\n", "auth.auth_cache_ttl"),
+            (
+                "[[users]]\nname = \"u\"\npassword = \"x\"\npassword_file = \"/etc/hostname\"\n",
+                "users[0].password_file",
+            ),
+            (
+                "[[users]]\nname = \"u\"\npassword_file = \"/nonexistent\"\n",
+                "users[0].password_file",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = load(&format!("{text}{db}"), &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = load(&format!("{db}server_tls = \"verify-full\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("databases.app.server_ca_file"), "{err}");
+        let err = load(
+            &format!("{db}[databases.app.node_tls.\"x:1\"]\nserver_tls = \"require\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("node_tls"), "{err}");
+    }
+
+    #[test]
+    fn server_tls_defaults_and_node_overrides() {
+        let c = load(
+            "[databases.app]\nprimary = \"p:1\"\nreplicas = [\"r:2\"]\nserver_tls = \"require\"\n\
+             [databases.app.node_tls.\"r:2\"]\nserver_tls = \"disable\"\n\
+             [databases.other]\nprimary = \"p:1\"\n",
+            &[],
+        )
+        .unwrap();
+        let app = &c.databases["app"];
+        assert_eq!(app.server_tls_for("p:1").mode, ServerTlsMode::Require);
+        assert_eq!(app.server_tls_for("r:2").mode, ServerTlsMode::Disable);
+        assert_eq!(
+            c.databases["other"].server_tls_for("p:1").mode,
+            ServerTlsMode::Prefer
+        );
+        let built = crate::tls::Built::load(&c).unwrap();
+        assert_eq!(built.connectors.len(), 3);
+        assert!(built.acceptor.is_none());
+        assert_eq!(c.auth.auth_query, DEFAULT_AUTH_QUERY);
     }
 
     #[test]

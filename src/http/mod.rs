@@ -226,7 +226,7 @@ async fn probe(shared: &Shared, db: &str, user: Option<String>) -> Result<(), St
                 user,
                 node: 0,
             };
-            crate::pool::settings_for(config, &key)
+            shared.pools.settings(config, &key)
         });
     match settings {
         Some(s) => match crate::server::connect(&s.target, 0, Some(PROBE_TIMEOUT)).await {

@@ -7,22 +7,35 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{Pool, PoolKey, PoolSettings, expired};
+use crate::auth::passthrough::Credentials;
 use crate::config::{self, AuthType, Config};
 use crate::server::{ServerConn, ServerTarget};
+use crate::tls::{Built, Connector};
 
 /// Every pool, by key.
 #[derive(Default)]
 pub struct Pools {
     map: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     next_id: Arc<AtomicU64>,
+    /// Pass-through credentials learnt from clients' logins, for every pool's connects.
+    pub credentials: Arc<Credentials>,
+    /// The server-facing TLS connectors of the configuration in force.
+    tls: arc_swap::ArcSwap<Built>,
 }
 
 /// Settings for the pool `key` under `config`, or `None` when the config no longer has its
-/// database, node or user.
-pub fn settings_for(config: &Config, key: &PoolKey) -> Option<PoolSettings> {
+/// database, node or user. A user not in `[[users]]` has a pool when clients need no
+/// password (trust) or are looked up with `auth_query`.
+pub fn settings_for(
+    config: &Config,
+    key: &PoolKey,
+    credentials: &Arc<Credentials>,
+    tls: &Built,
+) -> Option<PoolSettings> {
     let db = config.databases.get(&key.database)?;
     let user = config.user(&key.user);
-    if user.is_none() && config.auth.auth_type != AuthType::Trust {
+    if user.is_none() && config.auth.auth_type != AuthType::Trust && config.auth.auth_user.is_none()
+    {
         return None;
     }
     let addr = match key.node {
@@ -30,6 +43,11 @@ pub fn settings_for(config: &Config, key: &PoolKey) -> Option<PoolSettings> {
         n => db.replicas.get(n - 1)?.addr(),
     };
     let (host, port) = config::parse_host_port(addr).ok()?;
+    let tls = tls
+        .connectors
+        .get(&(key.database.clone(), addr.to_string()))
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Connector::disabled()));
     let password = user.and_then(|u| {
         u.server_password.clone().or_else(|| {
             let p = u.password.as_deref()?;
@@ -47,6 +65,8 @@ pub fn settings_for(config: &Config, key: &PoolKey) -> Option<PoolSettings> {
             database: db.dbname.clone().unwrap_or_else(|| key.database.clone()),
             user: key.user.clone(),
             password,
+            tls,
+            passthrough: credentials.clone(),
         },
         size: config.pool_size(db, user),
         min_size: db.min_pool_size.unwrap_or(g.min_pool_size),
@@ -57,13 +77,26 @@ pub fn settings_for(config: &Config, key: &PoolKey) -> Option<PoolSettings> {
 }
 
 impl Pools {
+    /// Pools whose server connections use the TLS connectors in `tls`.
+    pub fn new(tls: Arc<Built>) -> Pools {
+        Pools {
+            tls: arc_swap::ArcSwap::new(tls),
+            ..Pools::default()
+        }
+    }
+
+    /// [`settings_for`] with this set's credentials and TLS connectors.
+    pub fn settings(&self, config: &Config, key: &PoolKey) -> Option<PoolSettings> {
+        settings_for(config, key, &self.credentials, &self.tls.load())
+    }
+
     /// The pool for `key`, created on first use. `None` if the config has no such pool.
     pub fn get(&self, config: &Config, key: PoolKey) -> Option<Arc<Pool>> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = map.get(&key) {
             return Some(p.clone());
         }
-        let settings = settings_for(config, &key)?;
+        let settings = self.settings(config, &key)?;
         let pool = Arc::new(Pool::new(key.clone(), settings, self.next_id.clone()));
         map.insert(key, pool.clone());
         Some(pool)
@@ -79,9 +112,10 @@ impl Pools {
 
     /// Applies a reloaded config: new sizes and timeouts; pools whose database or user is
     /// gone are removed (their clients keep their current server until they leave).
-    pub fn reconfigure(&self, config: &Config) {
+    pub fn reconfigure(&self, config: &Config, tls: Arc<Built>) {
+        self.tls.store(tls);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|key, pool| match settings_for(config, key) {
+        map.retain(|key, pool| match self.settings(config, key) {
             Some(s) => {
                 pool.update(s);
                 true
@@ -135,7 +169,7 @@ impl Pool {
         let mut g = self.lock();
         let mut stale = Vec::new();
         let mut keep = std::collections::VecDeque::with_capacity(g.idle.len());
-        while let Some(c) = g.idle.pop_front() {
+        while let Some(mut c) = g.idle.pop_front() {
             if expired(&g.settings, &c, now).is_some() || c.has_unexpected_data() {
                 stale.push(c);
             } else {

@@ -227,7 +227,7 @@ impl Pool {
     ) -> Next {
         let now = Instant::now();
         prefer_local(&mut g.idle, crate::current_worker());
-        while let Some(conn) = g.idle.pop_back() {
+        while let Some(mut conn) = g.idle.pop_back() {
             if expired(&g.settings, &conn, now).is_some() || conn.has_unexpected_data() {
                 g.total -= 1;
                 self.stats.closes.fetch_add(1, Ordering::Relaxed);

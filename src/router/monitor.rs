@@ -16,6 +16,8 @@ use crate::server::{self, ServerConn};
 pub trait Source: Send + Sync + 'static {
     fn nodes(&self) -> &Nodes;
     fn with_config<R>(&self, f: impl FnOnce(&Config) -> R) -> R;
+    /// How to connect to the node of `key` (its pool's settings).
+    fn pool_settings(&self, config: &Config, key: &PoolKey) -> Option<crate::pool::PoolSettings>;
 }
 
 /// What one check of a node found.
@@ -134,7 +136,9 @@ async fn check<S: Source>(
                 user: user.to_string(),
                 node: i,
             };
-            crate::pool::settings_for(config, &key).ok_or("node is not configured")
+            shared
+                .pool_settings(config, &key)
+                .ok_or("node is not configured")
         })?;
         let c = server::connect(&settings.target, 0, Some(timeout))
             .await

@@ -1,5 +1,6 @@
-//! Opening a server connection: TCP connect, StartupMessage, authentication (trust,
-//! cleartext, md5, SCRAM-SHA-256) and the parameters the server reports.
+//! Opening a server connection: TCP connect, TLS (SSLRequest, then the node's connector),
+//! StartupMessage, authentication (trust, cleartext, md5, SCRAM-SHA-256 with channel binding
+//! over TLS, and md5/SCRAM pass-through) and the parameters the server reports.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{ServerConn, ServerError};
+use crate::auth::passthrough::{Credentials, PassThrough};
+use crate::auth::scram_client::ScramKeyClient;
+use crate::config::ServerTlsMode;
+use crate::net::ServerStream;
 use crate::protocol::ErrorFields;
+use crate::tls::Connector;
 
 /// Where and as whom to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,7 +28,12 @@ pub struct ServerTarget {
     pub port: u16,
     pub database: String,
     pub user: String,
+    /// The plaintext password, when the config has one for the server.
     pub password: Option<String>,
+    /// TLS to this node.
+    pub tls: Arc<Connector>,
+    /// Where pass-through credentials are found when there is no password.
+    pub passthrough: Arc<Credentials>,
 }
 
 impl ServerTarget {
@@ -48,15 +59,16 @@ pub async fn connect(
 
 async fn connect_inner(target: &ServerTarget, id: u64) -> Result<Box<ServerConn>, ServerError> {
     let addr = target.addr();
-    let stream = TcpStream::connect((target.host.as_str(), target.port))
+    let tcp = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|source| ServerError::Connect {
             addr: addr.clone(),
             source,
         })?;
-    stream.set_nodelay(true)?;
-    let peer = stream.peer_addr()?;
-    let local_port = stream.local_addr().map_or(0, |a| a.port());
+    tcp.set_nodelay(true)?;
+    let peer = tcp.peer_addr()?;
+    let local_port = tcp.local_addr().map_or(0, |a| a.port());
+    let stream = negotiate_tls(tcp, target).await?;
     let mut hs = Handshake {
         stream,
         buf: BytesMut::with_capacity(4096),
@@ -90,8 +102,41 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<Box<ServerConn>
     }))
 }
 
+/// Asks the server for TLS (SSLRequest) unless the mode is `disable`, and runs the
+/// handshake when it agrees. A server that answers `N` is used in plain text only under
+/// `prefer`.
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    target: &ServerTarget,
+) -> Result<ServerStream, ServerError> {
+    let mode = target.tls.mode();
+    if mode == ServerTlsMode::Disable {
+        return Ok(ServerStream::Plain(tcp));
+    }
+    let mut req = BytesMut::new();
+    frontend::ssl_request(&mut req);
+    tcp.write_all(&req).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    match answer[0] {
+        b'S' => target
+            .tls
+            .handshake(tcp, &target.host)
+            .await
+            .map_err(|e| ServerError::Tls(format!("TLS handshake with {}: {e}", target.addr()))),
+        b'N' if mode == ServerTlsMode::Prefer => Ok(ServerStream::Plain(tcp)),
+        b'N' => Err(ServerError::Tls(format!(
+            "server {} does not accept TLS, and server_tls = {mode:?} requires it",
+            target.addr()
+        ))),
+        other => Err(ServerError::Protocol(format!(
+            "unexpected answer {other:#04x} to SSLRequest"
+        ))),
+    }
+}
+
 struct Handshake {
-    stream: TcpStream,
+    stream: ServerStream,
     buf: BytesMut,
     out: BytesMut,
 }
@@ -115,6 +160,7 @@ fn db_error(body: &postgres_protocol::message::backend::ErrorResponseBody) -> Se
 impl Handshake {
     async fn flush(&mut self) -> Result<(), ServerError> {
         self.stream.write_all(&self.out).await?;
+        self.stream.flush().await?;
         self.out.clear();
         Ok(())
     }
@@ -136,7 +182,8 @@ impl Handshake {
     fn password<'a>(&self, target: &'a ServerTarget) -> Result<&'a str, ServerError> {
         target.password.as_deref().ok_or_else(|| {
             ServerError::Auth(format!(
-                "server asks a password for user {:?} and none is configured",
+                "server asks a password for user {:?} and none is configured (pass-through \
+                 needs an md5 hash, or a SCRAM verifier and a client that logged in with SCRAM)",
                 target.user
             ))
         })
@@ -152,8 +199,15 @@ impl Handshake {
                     self.flush().await?;
                 }
                 Message::AuthenticationMd5Password(body) => {
-                    let pw = self.password(target)?;
-                    let hash = md5_hash(target.user.as_bytes(), pw.as_bytes(), body.salt());
+                    let hash = match (&target.password, target.passthrough.get(&target.user)) {
+                        (None, Some(PassThrough::Md5(stored))) => {
+                            crate::auth::md5::client_response(&stored, body.salt())
+                        }
+                        _ => {
+                            let pw = self.password(target)?;
+                            md5_hash(target.user.as_bytes(), pw.as_bytes(), body.salt())
+                        }
+                    };
                     frontend::password_message(hash.as_bytes(), &mut self.out)?;
                     self.flush().await?;
                 }
@@ -175,18 +229,37 @@ impl Handshake {
     ) -> Result<(), ServerError> {
         use fallible_iterator::FallibleIterator;
         let mut mechs = body.mechanisms();
-        let mut found = false;
+        let (mut found, mut plus) = (false, false);
         while let Ok(Some(m)) = mechs.next() {
             found |= m == sasl::SCRAM_SHA_256;
+            plus |= m == sasl::SCRAM_SHA_256_PLUS;
         }
         if !found {
             return Err(ServerError::Auth(
                 "server offers no SASL mechanism we support".into(),
             ));
         }
+        // Bind to the TLS channel when the server offers it and we can hash its certificate.
+        let cert_hash = if plus {
+            self.stream.server_cert_hash()
+        } else {
+            None
+        };
+        if target.password.is_none()
+            && let Some(pass) = target.passthrough.get(&target.user)
+        {
+            return self.scram_passthrough(target, pass, cert_hash).await;
+        }
         let pw = self.password(target)?;
-        let mut scram = sasl::ScramSha256::new(pw.as_bytes(), sasl::ChannelBinding::unsupported());
-        frontend::sasl_initial_response(sasl::SCRAM_SHA_256, scram.message(), &mut self.out)?;
+        let (mechanism, cbind) = match cert_hash {
+            Some(h) => (
+                sasl::SCRAM_SHA_256_PLUS,
+                sasl::ChannelBinding::tls_server_end_point(h),
+            ),
+            None => (sasl::SCRAM_SHA_256, sasl::ChannelBinding::unsupported()),
+        };
+        let mut scram = sasl::ScramSha256::new(pw.as_bytes(), cbind);
+        frontend::sasl_initial_response(mechanism, scram.message(), &mut self.out)?;
         self.flush().await?;
         match self.next().await? {
             Message::AuthenticationSaslContinue(b) => scram.update(b.data())?,
@@ -200,6 +273,59 @@ impl Handshake {
                 .finish(b.data())
                 .map_err(|e| ServerError::Auth(format!("server signature: {e}"))),
             Message::ErrorResponse(b) => Err(db_error(&b)),
+            _ => Err(ServerError::Protocol("expected SASLFinal".into())),
+        }
+    }
+
+    /// SCRAM with the ClientKey a client revealed (see `auth::scram_client`).
+    async fn scram_passthrough(
+        &mut self,
+        target: &ServerTarget,
+        pass: PassThrough,
+        cert_hash: Option<Vec<u8>>,
+    ) -> Result<(), ServerError> {
+        let PassThrough::Scram {
+            verifier,
+            client_key,
+        } = pass
+        else {
+            return Err(ServerError::Auth(format!(
+                "server asks SCRAM for user {:?} and pgsluice has only its md5 hash",
+                target.user
+            )));
+        };
+        let mut scram = ScramKeyClient::new(client_key, verifier, cert_hash);
+        frontend::sasl_initial_response(scram.mechanism(), &scram.client_first(), &mut self.out)?;
+        self.flush().await?;
+        let mismatch = |e: crate::auth::AuthError| {
+            tracing::warn!(
+                user = target.user,
+                server = target.addr(),
+                "SCRAM pass-through failed: {e}; the server's verifier for this role must be \
+                 the one pgsluice has"
+            );
+            ServerError::PassThrough(e.to_string())
+        };
+        let final_msg = match self.next().await? {
+            Message::AuthenticationSaslContinue(b) => {
+                scram.server_first(b.data()).map_err(mismatch)?
+            }
+            Message::ErrorResponse(b) => return Err(db_error(&b)),
+            _ => return Err(ServerError::Protocol("expected SASLContinue".into())),
+        };
+        frontend::sasl_response(&final_msg, &mut self.out)?;
+        self.flush().await?;
+        match self.next().await? {
+            Message::AuthenticationSaslFinal(b) => scram.server_final(b.data()).map_err(mismatch),
+            Message::ErrorResponse(b) => {
+                let e = db_error(&b);
+                if e.sqlstate() == "28P01" {
+                    return Err(mismatch(crate::auth::AuthError::VerifierMismatch(
+                        "the server refused the proof made from pgsluice's verifier".into(),
+                    )));
+                }
+                Err(e)
+            }
             _ => Err(ServerError::Protocol("expected SASLFinal".into())),
         }
     }

@@ -13,7 +13,8 @@ use std::time::Instant;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::net::ServerStream;
 
 use crate::protocol::{self, ErrorFields, be};
 pub use connect::{ServerTarget, connect};
@@ -42,6 +43,11 @@ pub enum ServerError {
     Protocol(String),
     #[error("server authentication: {0}")]
     Auth(String),
+    /// SCRAM pass-through could not log in: the server's verifier is not pgsluice's.
+    #[error("server authentication: {0}")]
+    PassThrough(String),
+    #[error("server TLS: {0}")]
+    Tls(String),
     #[error("{}", .0.message)]
     Db(ErrorFields),
 }
@@ -52,6 +58,7 @@ impl ServerError {
         match self {
             ServerError::Db(f) if !f.code.is_empty() => &f.code,
             ServerError::Auth(_) => "28000",
+            ServerError::PassThrough(_) => "28P01",
             ServerError::Protocol(_) => "08P01",
             ServerError::Connect { .. } | ServerError::ConnectTimeout(_) => "08006",
             _ => "08006",
@@ -108,7 +115,7 @@ fn data_row_text(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
 /// using it, so no locking is needed to use it.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     pub addr: SocketAddr,
     /// pgsluice's port on the connection (the backend's `client_port`), for the admin
     /// console. Only the port: a larger field would make every move of a connection (a
@@ -138,6 +145,7 @@ impl ServerConn {
         postgres_protocol::message::frontend::query(sql, &mut out)
             .map_err(|e| ServerError::Protocol(e.to_string()))?;
         self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
         let mut first_error = None;
         loop {
             let frame = self.read_frame().await?;
@@ -163,7 +171,49 @@ impl ServerConn {
         let mut out = BytesMut::new();
         postgres_protocol::message::frontend::query(sql, &mut out)
             .map_err(|e| ServerError::Protocol(e.to_string()))?;
-        self.stream.write_all(&out).await?;
+        self.first_row(&out).await
+    }
+
+    /// [`ServerConn::query_row`] with text parameters `$1..`, over the extended protocol
+    /// (for `auth_query`: the user name is never spliced into SQL text).
+    pub async fn query_row_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<Result<Vec<Option<String>>, ErrorFields>, ServerError> {
+        use postgres_protocol::IsNull;
+        use postgres_protocol::message::frontend;
+        let mut out = BytesMut::new();
+        let proto = |e: std::io::Error| ServerError::Protocol(e.to_string());
+        frontend::parse("", sql, std::iter::empty(), &mut out).map_err(proto)?;
+        frontend::bind(
+            "",
+            "",
+            std::iter::empty::<i16>(),
+            params.iter(),
+            |p, buf| {
+                buf.extend_from_slice(p.as_bytes());
+                Ok::<_, Box<dyn std::error::Error + Sync + Send>>(IsNull::No)
+            },
+            std::iter::empty::<i16>(),
+            &mut out,
+        )
+        .map_err(|e| match e {
+            frontend::BindError::Conversion(e) => ServerError::Protocol(e.to_string()),
+            frontend::BindError::Serialization(e) => proto(e),
+        })?;
+        frontend::execute("", 1, &mut out).map_err(proto)?;
+        frontend::sync(&mut out);
+        self.first_row(&out).await
+    }
+
+    /// Sends `out` and returns the first DataRow (or the first error) up to ReadyForQuery.
+    async fn first_row(
+        &mut self,
+        out: &[u8],
+    ) -> Result<Result<Vec<Option<String>>, ErrorFields>, ServerError> {
+        self.stream.write_all(out).await?;
+        self.stream.flush().await?;
         let mut row = None;
         let mut error = None;
         loop {
@@ -213,26 +263,13 @@ impl ServerConn {
     /// marked readable is confirmed with one `recv` (readiness can be stale after a read
     /// that happened to fill the buffer exactly). Consuming a byte is harmless: a
     /// connection with data waiting is closed anyway.
-    pub fn has_unexpected_data(&self) -> bool {
-        if !self.state.buf.is_empty() {
-            return true;
-        }
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        if self.stream.poll_read_ready(&mut cx).is_pending() {
-            return false;
-        }
-        let mut probe = [0u8; 1];
-        let quiet = matches!(
-            self.stream.try_read(&mut probe),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        );
-        !quiet
+    pub fn has_unexpected_data(&mut self) -> bool {
+        !self.state.buf.is_empty() || self.stream.has_unexpected_data()
     }
 
     /// Sends Terminate and drops the connection.
     pub fn close(mut self: Box<Self>) {
-        let _ = self.stream.try_write(&[b'X', 0, 0, 0, 4]);
+        self.stream.write_now_and_close(&[b'X', 0, 0, 0, 4]);
         self.state.buf.advance(self.state.buf.len());
     }
 }

@@ -709,3 +709,4 @@ pub fn server_activity(superuser_url: &str, user: &str) -> String {
         ),
     )
 }
+pub mod tls;

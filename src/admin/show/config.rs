@@ -97,7 +97,8 @@ fn flatten(prefix: &str, value: toml::Value, out: &mut Vec<(String, String)>) {
 }
 
 /// Every setting of `[general]` (bare names, as PgBouncer's), `[auth]` (without the user
-/// lists' secrets: there are none in it) and of our `[admin]` and `[metrics]`.
+/// lists' secrets: there are none in it) and of our `[admin]`, `[metrics]` and `[tls]`
+/// (file names, not their contents).
 pub(crate) fn settings(c: &Config) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut add = |prefix: &str, v: Result<toml::Value, toml::ser::Error>| {
@@ -109,6 +110,7 @@ pub(crate) fn settings(c: &Config) -> Vec<(String, String)> {
     add("auth.", toml::Value::try_from(&c.auth));
     add("admin.", toml::Value::try_from(&c.admin));
     add("metrics.", toml::Value::try_from(&c.metrics));
+    add("tls.", toml::Value::try_from(&c.tls));
     out
 }
 

@@ -1,0 +1,138 @@
+//! The first packets of a client connection, and TLS: SSLRequest is answered `S` (then the
+//! TLS handshake) when client TLS is on, `N` otherwise; a connection whose first byte is a
+//! TLS handshake record is direct TLS (libpq 17's `sslnegotiation=direct`), which must
+//! negotiate ALPN `postgresql`; GSSENCRequest is answered `N`.
+
+use std::collections::BTreeMap;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::ClientError;
+use crate::net::ClientStream;
+use crate::protocol::startup::{self, StartupPacket};
+use crate::tls::Acceptor;
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// What the first packet asked for.
+pub enum First {
+    Startup(BTreeMap<String, String>),
+    Cancel { pid: u32, secret: u32 },
+}
+
+/// A connection refused before login; `stream` is where to send the error, when a
+/// message can still reach the client.
+pub struct Refused {
+    pub stream: Option<ClientStream>,
+    pub error: ClientError,
+}
+
+fn refuse(stream: ClientStream, error: ClientError) -> Refused {
+    Refused {
+        stream: Some(stream),
+        error,
+    }
+}
+
+fn lost(e: std::io::Error) -> Refused {
+    Refused {
+        stream: None,
+        error: ClientError::Io(e),
+    }
+}
+
+/// Reads first packets (and does TLS) until a StartupMessage or CancelRequest.
+pub async fn negotiate(
+    tcp: TcpStream,
+    acceptor: Option<&Acceptor>,
+) -> Result<(ClientStream, First), Refused> {
+    let mut stream = ClientStream::Plain(tcp);
+    let mut ssl_asked = false;
+    if let Some(acceptor) = acceptor
+        && next_byte(&stream).await.map_err(lost)? == Some(TLS_HANDSHAKE)
+    {
+        stream = handshake(stream, acceptor).await?;
+        if !crate::tls::accept::negotiated_postgresql(&stream) {
+            let msg = "direct TLS connection without ALPN \"postgresql\" (use sslnegotiation=direct \
+                       with libpq 17 or later, or sslmode without direct negotiation)";
+            return Err(refuse(stream, ClientError::protocol(msg)));
+        }
+        ssl_asked = true;
+    }
+    loop {
+        let packet = match read_packet(&mut stream).await {
+            Ok(p) => p,
+            Err(e) => return Err(refuse(stream, e)),
+        };
+        match startup::parse(&packet) {
+            Ok(StartupPacket::SslRequest) if ssl_asked || stream.is_tls() => {
+                let msg = "SSLRequest received twice (or over TLS)";
+                return Err(refuse(stream, ClientError::protocol(msg)));
+            }
+            Ok(StartupPacket::SslRequest) => {
+                ssl_asked = true;
+                let Some(acceptor) = acceptor else {
+                    stream.write_all(b"N").await.map_err(lost)?;
+                    continue;
+                };
+                stream.write_all(b"S").await.map_err(lost)?;
+                match next_byte(&stream).await.map_err(lost)? {
+                    Some(TLS_HANDSHAKE) => stream = handshake(stream, acceptor).await?,
+                    None => return Err(lost(std::io::ErrorKind::UnexpectedEof.into())),
+                    Some(_) => {
+                        let msg = "expected a TLS handshake after SSLRequest was answered 'S'";
+                        return Err(refuse(stream, ClientError::protocol(msg)));
+                    }
+                }
+            }
+            Ok(StartupPacket::GssEncRequest) if stream.is_tls() => {
+                let msg = "GSSENCRequest received over TLS";
+                return Err(refuse(stream, ClientError::protocol(msg)));
+            }
+            Ok(StartupPacket::GssEncRequest) => stream.write_all(b"N").await.map_err(lost)?,
+            Ok(StartupPacket::Startup(params)) => return Ok((stream, First::Startup(params))),
+            Ok(StartupPacket::Cancel { pid, secret }) => {
+                return Ok((stream, First::Cancel { pid, secret }));
+            }
+            Err(e @ startup::StartupError::Unsupported(..)) => {
+                return Err(refuse(stream, ClientError::fatal("0A000", e.to_string())));
+            }
+            Err(e) => return Err(refuse(stream, ClientError::protocol(e.to_string()))),
+        }
+    }
+}
+
+/// The next byte the plain client will send, without consuming it; `None` at EOF.
+async fn next_byte(stream: &ClientStream) -> std::io::Result<Option<u8>> {
+    let ClientStream::Plain(tcp) = stream else {
+        return Ok(None);
+    };
+    let mut b = [0u8; 1];
+    let n = tcp.peek(&mut b).await?;
+    Ok((n == 1).then_some(b[0]))
+}
+
+/// Runs the TLS handshake on a plain stream. A failed handshake leaves nothing to send an
+/// error on (rustls has sent the client a TLS alert).
+async fn handshake(stream: ClientStream, acceptor: &Acceptor) -> Result<ClientStream, Refused> {
+    let ClientStream::Plain(tcp) = stream else {
+        return Ok(stream);
+    };
+    acceptor.accept(tcp).await.map_err(|e| Refused {
+        stream: None,
+        error: ClientError::Tls(e.to_string()),
+    })
+}
+
+/// Reads one whole first packet (length word included).
+async fn read_packet(stream: &mut ClientStream) -> Result<Vec<u8>, ClientError> {
+    let mut head = [0u8; 4];
+    stream.read_exact(&mut head).await?;
+    let len = startup::packet_len(head).map_err(|e| ClientError::protocol(e.to_string()))?;
+    let mut packet = vec![0u8; len];
+    packet[..4].copy_from_slice(&head);
+    stream.read_exact(&mut packet[4..]).await?;
+    Ok(packet)
+}

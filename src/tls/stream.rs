@@ -1,0 +1,347 @@
+//! One connection type per side, plain TCP or TLS, with the narrow API the session driver
+//! uses: read into a buffer, wait for readability, vectored write, flush, shutdown.
+//!
+//! [`ClientStream`] is what a client connected with; [`ServerStream`] is pgsluice's
+//! connection to a PostgreSQL server. Both are a [`Stream`]: `Plain` keeps the exact
+//! system calls of a bare socket (`sendmsg` for vectored writes); `Tls` goes through
+//! rustls. They also implement tokio's `AsyncRead`/`AsyncWrite` for the rare paths
+//! (startup, authentication, the console) that read and write whole messages.
+
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A connection, plain or TLS. `T` is the TLS stream of the side (see the aliases).
+#[derive(Debug)]
+pub enum Stream<T> {
+    Plain(TcpStream),
+    /// Boxed: TLS state is a few KiB and most deployments on a private network use none.
+    Tls(Box<T>),
+}
+
+/// A client's connection to pgsluice.
+pub type ClientStream = Stream<ClientTls>;
+
+/// pgsluice's connection to a PostgreSQL server.
+pub type ServerStream = Stream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// A client's TLS connection, with what channel binding needs of it.
+#[derive(Debug)]
+pub struct ClientTls {
+    pub io: tokio_rustls::server::TlsStream<TcpStream>,
+    /// The `tls-server-end-point` hash of the certificate pgsluice presented, `None` when
+    /// its signature algorithm has no defined hash (then SCRAM-SHA-256-PLUS is not offered).
+    pub cert_hash: Option<Arc<[u8]>>,
+}
+
+/// What [`Stream`] needs of a TLS stream beyond reading and writing.
+pub trait TlsIo: AsyncRead + AsyncWrite + Unpin {
+    /// The TCP socket under the TLS layer.
+    fn tcp(&self) -> &TcpStream;
+    /// True when decrypted bytes (or a TLS error, or the peer's close) wait to be read.
+    fn has_plaintext(&mut self) -> bool;
+    /// Sends a TLS close_notify on the next flush.
+    fn close_notify(&mut self);
+}
+
+impl TlsIo for ClientTls {
+    fn tcp(&self) -> &TcpStream {
+        self.io.get_ref().0
+    }
+
+    fn has_plaintext(&mut self) -> bool {
+        match self.io.get_mut().1.process_new_packets() {
+            Ok(s) => s.plaintext_bytes_to_read() > 0 || s.peer_has_closed(),
+            Err(_) => true,
+        }
+    }
+
+    fn close_notify(&mut self) {
+        self.io.get_mut().1.send_close_notify();
+    }
+}
+
+impl TlsIo for tokio_rustls::client::TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    fn has_plaintext(&mut self) -> bool {
+        match self.get_mut().1.process_new_packets() {
+            Ok(s) => s.plaintext_bytes_to_read() > 0 || s.peer_has_closed(),
+            Err(_) => true,
+        }
+    }
+
+    fn close_notify(&mut self) {
+        self.get_mut().1.send_close_notify();
+    }
+}
+
+impl<T: TlsIo> Stream<T> {
+    /// Reads what is available into `buf` (which must have spare capacity).
+    /// `Ready(Ok(0))` is end of stream.
+    pub fn poll_read_buf(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+    }
+
+    /// Ready when a read would make progress: the socket is readable or, for TLS,
+    /// decrypted bytes are already buffered. Lets a caller allocate its read buffer only
+    /// once data is there.
+    pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(s) => s.poll_read_ready(cx),
+            Stream::Tls(t) => {
+                if t.has_plaintext() {
+                    return Poll::Ready(Ok(()));
+                }
+                t.tcp().poll_read_ready(cx)
+            }
+        }
+    }
+
+    /// Writes some of `bufs`; how much is the `usize`. For TLS the bytes may sit in the
+    /// TLS layer until [`Stream::poll_flush`].
+    pub fn poll_write_vectored(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            Stream::Plain(s) => loop {
+                match send_vectored(s, bufs) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        if s.poll_write_ready(cx)?.is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                    r => return Poll::Ready(r),
+                }
+            },
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    /// Pushes out what the TLS layer holds; always ready for plain TCP.
+    pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    /// Closes the writing half (TLS: close_notify first).
+    pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().peer_addr()
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().local_addr()
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => t.tcp(),
+        }
+    }
+
+    /// True when the peer sent something (or closed) while nobody was waiting for it.
+    /// Tokio records readiness from the event loop whether or not anyone polls, so a quiet
+    /// socket is recognised without a system call; a socket marked readable is confirmed
+    /// with one read (readiness can be stale). A byte read here is lost: the caller closes
+    /// a connection that had data waiting anyway.
+    pub fn has_unexpected_data(&mut self) -> bool {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        match self {
+            Stream::Plain(s) => {
+                if s.poll_read_ready(&mut cx).is_pending() {
+                    return false;
+                }
+                let mut probe = [0u8; 1];
+                !matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Stream::Tls(t) => {
+                if !t.has_plaintext() && t.tcp().poll_read_ready(&mut cx).is_pending() {
+                    return false;
+                }
+                let mut probe = [0u8; 1];
+                let mut rb = ReadBuf::new(&mut probe);
+                // A TLS record with no application data (a session ticket) reads as
+                // Pending: quiet.
+                Pin::new(t.as_mut()).poll_read(&mut cx, &mut rb).is_ready()
+            }
+        }
+    }
+
+    /// Writes `bytes` if the socket takes them now, without waiting (TLS: and a
+    /// close_notify). For a goodbye such as Terminate before dropping the connection.
+    pub fn write_now_and_close(&mut self, bytes: &[u8]) {
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        match self {
+            Stream::Plain(s) => {
+                let _ = s.try_write(bytes);
+            }
+            Stream::Tls(t) => {
+                let _ = Pin::new(t.as_mut()).poll_write(&mut cx, bytes);
+                t.close_notify();
+                let _ = Pin::new(t.as_mut()).poll_flush(&mut cx);
+            }
+        }
+    }
+}
+
+impl ClientStream {
+    /// The `tls-server-end-point` channel-binding data, for SCRAM-SHA-256-PLUS.
+    pub fn cert_hash(&self) -> Option<Arc<[u8]>> {
+        match self {
+            Stream::Tls(t) => t.cert_hash.clone(),
+            Stream::Plain(_) => None,
+        }
+    }
+
+    /// The client's certificate (DER), when it presented one (verified by the handshake).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Tls(t) => {
+                t.io.get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.as_ref())
+            }
+            Stream::Plain(_) => None,
+        }
+    }
+}
+
+impl ServerStream {
+    /// The server certificate's `tls-server-end-point` hash, for SCRAM-SHA-256-PLUS.
+    pub fn server_cert_hash(&self) -> Option<Vec<u8>> {
+        match self {
+            Stream::Tls(t) => {
+                let cert = t.get_ref().1.peer_certificates()?.first()?;
+                super::cert::end_point_hash(cert.as_ref())
+            }
+            Stream::Plain(_) => None,
+        }
+    }
+}
+
+/// `sendmsg` rather than tokio's `writev`: a socket write through the VFS layer pays for
+/// file-position locking and object checks that `sendmsg` skips (about 3% of pgsluice's
+/// CPU per transaction in a profile of `pgbench -S`). `MSG_NOSIGNAL` comes with socket2.
+fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    stream.try_io(tokio::io::Interest::WRITABLE, || {
+        socket2::SockRef::from(stream).send_vectored(bufs)
+    })
+}
+
+impl<T: TlsIo> AsyncRead for Stream<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncRead for ClientTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ClientTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl<T: TlsIo> AsyncWrite for Stream<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Stream::poll_write_vectored(self.get_mut(), cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Stream::poll_flush(self.get_mut(), cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Stream::poll_shutdown(self.get_mut(), cx)
+    }
+}
