@@ -26,10 +26,12 @@ pub const SECTIONS: &[&str] = &[
     "routing",
     "admin",
     "metrics",
+    "tls",
+    "access",
 ];
 
 /// Sections that are arrays of tables, whose entries are picked by position or name.
-const ARRAYS: &[&str] = &["users"];
+const ARRAYS: &[&str] = &["users", "access"];
 
 /// `PGSLUICE_*` variables of the command line and the log filter, not config keys.
 const OWN: &[&str] = &["PGSLUICE_CONFIG", "PGSLUICE_LOG"];
