@@ -1,5 +1,7 @@
 //! The `pgsluice` binary: arguments, logging, runtime and signals.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -638,7 +638,6 @@ fn reset_custom_setting_still_exists_on_another_server() {
 // ------------------------------------------------------------------ state pgsluice cannot see
 
 #[test]
-#[ignore = "issue 17: a SET inside a DO block or function leaks to the next client"]
 fn set_inside_do_block_does_not_leak_to_another_client() {
     run_async(120, async {
         let rig = Rig::start(1).await;
@@ -652,7 +651,6 @@ fn set_inside_do_block_does_not_leak_to_another_client() {
 }
 
 #[test]
-#[ignore = "issue 17: a SET inside a DO block or function leaks to the next client"]
 fn set_in_a_function_does_not_leak_to_another_client() {
     run_async(120, async {
         let rig = Rig::start(1).await;
@@ -830,7 +828,6 @@ fn prepare_error_position_is_the_clients() {
 }
 
 #[test]
-#[ignore = "issue 17: Describe of EXECUTE gets no row description"]
 fn describe_of_execute_has_the_statements_columns() {
     run_async(120, async {
         let rig = Rig::start(2).await;
@@ -850,7 +847,6 @@ fn describe_of_execute_has_the_statements_columns() {
 }
 
 #[test]
-#[ignore = "issue 17: the unnamed statement is lost when the next Sync gets another server"]
 fn unnamed_statement_is_described_after_a_sync_on_another_server() {
     run_async(120, async {
         // psql's \gdesc: Parse "" + Sync, then Describe "" + Sync.

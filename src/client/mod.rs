@@ -332,6 +332,12 @@ fn new_session(
         route,
         core::Observe::new(info, tally),
     );
+    if mode != PoolMode::Session {
+        let allow = Arc::new(crate::router::Allowlist::new(
+            &config.routing.read_only_functions,
+        ));
+        core.set_opaque_check(crate::router::Classifier::new(allow));
+    }
     if shared.failpoints.armed() {
         core.set_failpoints(shared.failpoints.clone());
     }

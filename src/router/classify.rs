@@ -37,6 +37,10 @@ pub struct Class {
     pub plain_begin: bool,
     /// A `/* pgsluice: primary|replica */` comment.
     pub hint: Option<Hint>,
+    /// It may change session state where pgsluice cannot see it: it calls a function
+    /// outside the allowlist (PL code may `SET`), or `CALL`s a procedure, or cannot be
+    /// parsed at all (see [`super::opaque`]).
+    pub opaque: bool,
 }
 
 impl Class {
@@ -44,6 +48,7 @@ impl Class {
         read_only: false,
         plain_begin: false,
         hint: None,
+        opaque: true,
     };
 
     /// Whether this text may run on a replica, given whether the session's transactions
@@ -311,7 +316,15 @@ impl Allowlist {
         }
     }
 
-    fn allows(&self, name: &ObjectName) -> bool {
+    /// Whether the unqualified function `name` (as written) is allowed.
+    pub fn allows_word(&self, name: &str) -> bool {
+        let lower = name.to_ascii_lowercase();
+        READ_ONLY_FUNCTIONS.contains(&lower.as_str())
+            || allowed_prefix(&lower)
+            || self.extra.contains(&lower)
+    }
+
+    pub(super) fn allows(&self, name: &ObjectName) -> bool {
         let parts: Vec<String> = name
             .0
             .iter()
@@ -359,6 +372,9 @@ pub fn classify_uncached(sql: &str, allow: &Allowlist) -> Class {
         read_only: true,
         plain_begin: false,
         hint,
+        opaque: statements
+            .iter()
+            .any(|s| super::opaque::calls_unlisted(s, allow)),
     };
     for stmt in &statements {
         match statement_class(stmt, allow) {
@@ -549,6 +565,11 @@ impl Classifier {
     }
 
     /// The class of `sql`, parsing it only the first time this thread sees its shape.
+    /// Whether the unqualified function `name` is on the allowlist.
+    pub fn allows_word(&self, name: &str) -> bool {
+        self.allow.allows_word(name)
+    }
+
     pub fn classify(&self, sql: &str) -> Class {
         // Comments are dropped from the key; a hinted text is rare and looked at whole.
         let hinted = (sql.contains("/*") || sql.contains("--"))

@@ -11,6 +11,7 @@
 pub mod classify;
 mod monitor;
 pub mod nodes;
+mod opaque;
 pub mod route;
 
 pub use classify::{Allowlist, Class, Classifier, Hint};

@@ -26,6 +26,8 @@ pub enum Effect {
     Pin(PinReason),
     /// The client cleared such state.
     Unpin(PinReason),
+    /// A `DO` block or `CALL`: PL code that may change settings out of sight.
+    Opaque,
 }
 
 /// Why a client must stay on its server.
@@ -121,11 +123,13 @@ pub(super) enum Verb {
     Close,
     Prepare,
     Deallocate,
+    Do,
+    Call,
     Select,
     Other,
 }
 
-const VERBS: [(&str, Verb); 11] = [
+const VERBS: [(&str, Verb); 13] = [
     ("set", Verb::Set),
     ("reset", Verb::Reset),
     ("discard", Verb::Discard),
@@ -136,6 +140,8 @@ const VERBS: [(&str, Verb); 11] = [
     ("close", Verb::Close),
     ("prepare", Verb::Prepare),
     ("deallocate", Verb::Deallocate),
+    ("do", Verb::Do),
+    ("call", Verb::Call),
     ("select", Verb::Select),
 ];
 
@@ -211,6 +217,7 @@ fn statement(verb: Verb, sql: &str, start: usize, end: usize, out: &mut Vec<Effe
             c.eat_kw("prepare");
             all_then(&mut c, Effect::Unpin(PinReason::SqlPrepare))
         }
+        Verb::Do | Verb::Call => Some(Effect::Opaque),
         Verb::Select | Verb::Other => None,
     };
     out.extend(effect);

@@ -11,5 +11,5 @@ mod prepared;
 
 pub use effects::{Effect, PinReason, inspect};
 pub use normalize::{normalize, normalize_into};
-pub use prefilter::may_have_effects;
+pub use prefilter::{call_candidates, may_have_effects};
 pub use prepared::{SqlExecute, SqlPrepare, sql_execute, sql_prepare};

@@ -100,3 +100,27 @@ pub(super) fn eq_kw(s: &[u8], kw: &[u8]) -> bool {
 pub(super) fn starts_with_kw(hay: &[u8], kw: &[u8]) -> bool {
     hay.get(..kw.len()).is_some_and(|h| eq_kw(h, kw))
 }
+
+/// The words written right before a `(` (`now(`, `my_func(`, `t(` of `INSERT INTO t(a)`):
+/// the functions a text may call, for a cheap check against an allowlist before anything
+/// is parsed. Conservative where it matters: a word followed by a space before its `(` is
+/// not seen (that spelling of a call is rare), and words inside literals are seen too.
+pub fn call_candidates(b: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut from = 0;
+    std::iter::from_fn(move || {
+        loop {
+            let rest = b.get(from..)?;
+            let at = from + rest.iter().position(|&c| c == b'(')?;
+            from = at + 1;
+            let before = b.get(..at)?;
+            let len = before
+                .iter()
+                .rev()
+                .take_while(|&&c| IDENT_CONT[c as usize])
+                .count();
+            if len > 0 {
+                return before.get(at - len..);
+            }
+        }
+    })
+}

@@ -30,6 +30,8 @@ pub enum Chore {
     /// The writer's WAL insert position after a transaction that wrote; with `report`,
     /// the client's held-back ReadyForQuery follows it.
     WriteLsn { report: bool, lsn: Option<u64> },
+    /// The session-level settings, read back after PL code may have changed them.
+    ReadSettings { rows: Vec<(String, String)> },
     /// Cleanup after the client left: ROLLBACK and/or the reset query.
     Cleanup {
         left: usize,
@@ -86,6 +88,17 @@ impl Core {
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
+    /// After a transaction that ran PL code (a `DO` block, a procedure, a function outside
+    /// the allowlist): reads the session-level settings back before the server goes to
+    /// anyone else. The client keeps what its PL code set, and the next client gets a
+    /// server whose record is true. Costs one round trip, only after such transactions.
+    pub(super) fn start_read_settings(&mut self, now: Instant) {
+        let sql = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
+        self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
+        self.phase = Phase::Chore(Chore::ReadSettings { rows: Vec::new() });
+        self.chore_deadline = Some(now + CHORE_TIMEOUT);
+    }
+
     /// The client left: runs `statements` (ROLLBACK, the reset query) before the server
     /// goes back; `reset` says the reset query is among them.
     pub(super) fn start_cleanup(
@@ -111,7 +124,7 @@ impl Core {
     pub(super) fn chore_frames(&mut self, now: Instant) {
         loop {
             let Some(att) = &self.server else { return };
-            let h = match protocol::header(&att.state.buf, super::server::MAX_SERVER_MESSAGE) {
+            let h = match protocol::header(&att.state.buf, self.limits.max_message) {
                 Ok(Some(h)) if att.state.buf.len() >= h.frame_len => h,
                 Ok(_) => return,
                 Err(e) => return self.server_lost(&format!("server protocol error: {e}"), now),
@@ -159,6 +172,13 @@ impl Core {
                     *left == 0
                 }
                 (Chore::WriteLsn { .. }, be::READY_FOR_QUERY) => true,
+                (Chore::ReadSettings { rows }, be::DATA_ROW) => {
+                    if let Some(row) = two_columns(body) {
+                        rows.push(row);
+                    }
+                    false
+                }
+                (Chore::ReadSettings { .. }, be::READY_FOR_QUERY) => true,
                 _ => false,
             };
             if h.tag == be::READY_FOR_QUERY
@@ -188,6 +208,19 @@ impl Core {
             Chore::WriteLsn { report, lsn } => {
                 let status = self.server.as_ref().map_or(b'E', |a| a.state.status);
                 self.write_lsn_done(report, lsn.filter(|_| status == b'I'));
+                self.step(now);
+            }
+            Chore::ReadSettings { rows } => {
+                let ok = self.server.as_ref().is_some_and(|a| a.state.status == b'I');
+                if ok {
+                    let gucs = self.state.adopt_server_settings(&rows);
+                    if let Some(att) = &mut self.server {
+                        att.state.gucs = gucs;
+                    }
+                    self.release(Release::Clean);
+                } else {
+                    self.release(Release::Close(CloseReason::ResetFailed));
+                }
                 self.step(now);
             }
             Chore::Cleanup {
@@ -314,6 +347,7 @@ impl Core {
                 }
                 self.step(now);
             }
+            Chore::ReadSettings { .. } => self.step(now),
             Chore::Replay { .. } => {
                 let msg = "the server did not answer while session settings were restored";
                 if !self.refuse_unit("08006", msg) {
@@ -323,6 +357,21 @@ impl Core {
             }
         }
     }
+}
+
+/// The first two columns of a DataRow body as text (`None` for a NULL or malformed row).
+fn two_columns(body: &[u8]) -> Option<(String, String)> {
+    let mut at = 2;
+    let mut cols = Vec::with_capacity(2);
+    for _ in 0..2 {
+        let len = i32::from_be_bytes(body.get(at..at + 4)?.try_into().ok()?);
+        let len = usize::try_from(len).ok()?;
+        at += 4;
+        cols.push(String::from_utf8_lossy(body.get(at..at + len)?).into_owned());
+        at += len;
+    }
+    let value = cols.pop()?;
+    Some((cols.pop()?, value))
 }
 
 /// The first column of a DataRow body as text (`None` for NULL or a malformed row).

@@ -155,6 +155,7 @@ impl Core {
                 self.arm_retry(h.tag);
             }
             self.observe.client_frame(now);
+            let starts_unit = !self.flow.batch_open;
             match h.tag {
                 fe::TERMINATE => {
                     self.flush_client_bytes(&mut fwd);
@@ -172,7 +173,7 @@ impl Core {
                 _ => self.flow.batch_open = true,
             }
             if whole {
-                self.whole_frame(&mut fwd, h.tag, h.frame_len, may_rewrite);
+                self.whole_frame(&mut fwd, h.tag, h.frame_len, may_rewrite, starts_unit);
             } else {
                 if self.limits.rewrite {
                     self.map.replies.expect(h.tag, Act::Forward);
@@ -192,7 +193,14 @@ impl Core {
 
     /// A whole Query, Parse, Bind, Describe or Close at `*fwd` goes to the server: session
     /// state, the statement mapping and the retry see it.
-    fn whole_frame(&mut self, fwd: &mut usize, tag: u8, len: usize, may_rewrite: bool) {
+    fn whole_frame(
+        &mut self,
+        fwd: &mut usize,
+        tag: u8,
+        len: usize,
+        may_rewrite: bool,
+        starts_unit: bool,
+    ) {
         let at = *fwd;
         let Some(frame) = self.cin.get(at..at + len) else {
             return;
@@ -211,11 +219,21 @@ impl Core {
             let server = self.server.as_mut().map(|s| &mut s.state.statements);
             self.map.forget_all(server);
         }
+        if let Some(check) = &self.opaque_check
+            && matches!(tag, fe::QUERY | fe::PARSE)
+            && let Some(frame) = self.cin.get(at..at + len)
+            && calls_unlisted(check, tag, frame)
+        {
+            self.state.mark_opaque();
+        }
         let rewrite_this = may_rewrite
             && self
                 .cin
                 .get(at..at + len)
                 .is_some_and(|f| names_statement(tag, f));
+        if self.limits.rewrite && !rewrite_this && self.unnamed_policy(fwd, tag, len, starts_unit) {
+            return;
+        }
         if rewrite_this {
             // Earlier frames go first, then this one as rewritten.
             self.flush_client_bytes(fwd);
@@ -257,6 +275,67 @@ impl Core {
             return;
         }
         *fwd += len;
+    }
+
+    /// The unnamed statement in transaction mode, where the next unit may get another
+    /// server: a Parse meant for a later unit is kept (and re-sent, hidden, where a later
+    /// Bind or Describe of it would not find it); a Parse running a mapped SQL statement is
+    /// rewritten. True when the frame at `*fwd` was consumed here.
+    fn unnamed_policy(&mut self, fwd: &mut usize, tag: u8, len: usize, starts_unit: bool) -> bool {
+        let at = *fwd;
+        let Some(att) = &mut self.server else {
+            return false;
+        };
+        match tag {
+            fe::QUERY => {
+                // A simple Query drops the unnamed statement on PostgreSQL too.
+                self.unnamed = None;
+                false
+            }
+            fe::PARSE => {
+                let Some(frame) = self.cin.get(at..at + len) else {
+                    return false;
+                };
+                let rewritten =
+                    self.map
+                        .parse_of_execute(frame, &mut self.sout, &mut att.state.statements);
+                let next = self.cin.get(at + len).copied();
+                // Bound in the same unit: it need not outlive it.
+                let kept = next != Some(fe::BIND);
+                if rewritten.is_none() && !kept {
+                    self.unnamed = None;
+                    return false;
+                }
+                let before = std::mem::take(fwd);
+                if before > 0 {
+                    self.sout.push(self.cin.split_to(before).freeze());
+                }
+                let original = self.cin.split_to(len).freeze();
+                let (msg, act) = match rewritten {
+                    Some((msg, act)) => (msg, act),
+                    None => (original, Act::Forward),
+                };
+                self.unnamed = kept.then(|| (msg.clone(), Some(att.state.id)));
+                self.sout.push(msg);
+                self.map.replies.expect(fe::PARSE, act);
+                true
+            }
+            fe::BIND | fe::DESCRIBE if starts_unit => {
+                if let Some((parse, on)) = &mut self.unnamed
+                    && *on != Some(att.state.id)
+                {
+                    let before = std::mem::take(fwd);
+                    if before > 0 {
+                        self.sout.push(self.cin.split_to(before).freeze());
+                    }
+                    self.sout.push(parse.clone());
+                    self.map.replies.expect_hidden_unnamed();
+                    *on = Some(att.state.id);
+                }
+                false
+            }
+            _ => false,
+        }
     }
 
     /// Moves the first `fwd` bytes of the client buffer to the server's queue.
@@ -455,6 +534,26 @@ impl Core {
             self.finish(why.to_string());
         }
     }
+}
+
+/// Whether the text of a Query or Parse calls a function outside the allowlist. A byte
+/// scan settles almost every text; only a text calling an unlisted word is classified
+/// (parsed once per shape, cached).
+fn calls_unlisted(check: &crate::router::Classifier, tag: u8, frame: &[u8]) -> bool {
+    let body = protocol::body(frame);
+    let text = if tag == fe::PARSE {
+        protocol::cstr_bytes(body)
+            .and_then(|(_, rest)| protocol::cstr_bytes(rest))
+            .map(|(q, _)| q)
+    } else {
+        protocol::cstr_bytes(body).map(|(q, _)| q)
+    };
+    let Some(text) = text else {
+        return false;
+    };
+    let unlisted = crate::sql::call_candidates(text)
+        .any(|w| std::str::from_utf8(w).map_or(true, |w| !check.allows_word(w)));
+    unlisted && std::str::from_utf8(text).is_ok_and(|sql| check.classify(sql).opaque)
 }
 
 /// Looks at the SQL of a Query or Parse for session-state effects. True when the text

@@ -175,6 +175,12 @@ pub struct Core {
     /// The client left (or sent Terminate): nothing more is read from or sent to it,
     /// while its server may still be cleaned up.
     client_left: bool,
+    /// Finds calls of functions outside the read-only allowlist (transaction and statement
+    /// mode only): their PL code may change settings out of pgsluice's sight.
+    opaque_check: Option<crate::router::Classifier>,
+    /// The client's last unnamed Parse meant for a later unit (psql's `\gdesc` parses in
+    /// one unit and describes in the next), and the server known to hold it.
+    unnamed: Option<(bytes::Bytes, Option<u64>)>,
 }
 
 impl Core {
@@ -207,7 +213,14 @@ impl Core {
             draining: false,
             failpoints: None,
             client_left: false,
+            unnamed: None,
+            opaque_check: None,
         }
+    }
+
+    /// Watches for function calls outside `classifier`'s allowlist (see `opaque_check`).
+    pub fn set_opaque_check(&mut self, classifier: crate::router::Classifier) {
+        self.opaque_check = Some(classifier);
     }
 
     /// Arms the failpoints a test set (see [`crate::shared::Failpoints`]).
@@ -258,6 +271,15 @@ impl Core {
     ) {
         if let Some(r) = &self.route {
             r.node_active(1);
+        }
+        if state.last_client != self.id
+            && let Some((_, on)) = &mut self.unnamed
+        {
+            // Another client used this server since: whatever unnamed statement it holds
+            // is not this client's.
+            if *on == Some(state.id) {
+                *on = None;
+            }
         }
         state.last_client = self.id;
         self.observe.attached(link, now);

@@ -72,6 +72,9 @@ pub enum Act {
     Synth(&'static [u8], Undo),
     /// pgsluice's own Parse before a Bind or Describe: hide the ParseComplete.
     Hidden { stmt: Arc<Statement> },
+    /// pgsluice's own Parse of the client's unnamed statement, re-sent on a server that
+    /// lacks it: hide the ParseComplete (an error goes to the client, as the Parse's would).
+    HiddenUnnamed,
     /// pgsluice's own Close of an evicted statement: hide the CloseComplete.
     Evict { id: u64 },
     /// pgsluice's own `PREPARE` Query of an SQL-level statement before the client's
@@ -148,6 +151,16 @@ impl Replies {
             return;
         }
         self.expect.push_back(Expect { done, act });
+    }
+
+    /// Records pgsluice's own re-sent Parse of the client's unnamed statement.
+    pub fn expect_hidden_unnamed(&mut self) {
+        if !self.skipping {
+            self.expect.push_back(Expect {
+                done: Done::Parse,
+                act: Act::HiddenUnnamed,
+            });
+        }
     }
 
     /// Records pgsluice's own Query whose whole answer is hidden.
@@ -289,6 +302,8 @@ impl Replies {
                 stmt.validated.store(true, Ordering::Relaxed);
                 Verdict::Swallow
             }
+            Act::HiddenUnnamed if error => Verdict::Forward,
+            Act::HiddenUnnamed => Verdict::Swallow,
             Act::ForwardParse { stmt, .. } => {
                 stmt.validated.store(true, Ordering::Relaxed);
                 Verdict::Forward
@@ -318,7 +333,7 @@ impl Replies {
                 Act::Evict { id } => server.insert(id),
                 Act::Synth(_, Undo::Forget(name, id)) => names.forget_if(&name, id),
                 Act::Synth(_, Undo::Restore(name, stmt)) => names.restore(name, stmt),
-                Act::Forward | Act::Translated(_) => {}
+                Act::Forward | Act::Translated(_) | Act::HiddenUnnamed => {}
             }
         }
         // Messages the client sends before its Sync are ignored by the server too.

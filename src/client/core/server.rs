@@ -53,6 +53,19 @@ impl Core {
                 }
             };
             let have = rest.len();
+            // A message policy must see whole is held in memory until it is: one larger
+            // than max_message_size is refused, not buffered.
+            let waits_whole = have < h.frame_len;
+            if waits_whole && h.frame_len > self.limits.max_message && self.holds_whole(h.tag) {
+                self.forward_server_bytes(&mut fwd);
+                let why = format!(
+                    "server message '{}' of {} bytes exceeds max_message_size",
+                    h.tag.escape_ascii(),
+                    h.frame_len
+                );
+                self.server_lost(&why, now);
+                return;
+            }
             let body_first = rest.get(protocol::HEADER_LEN).copied().unwrap_or(0);
             let retry_step = match &mut self.retry {
                 Some(retry) if !retry.query.is_empty() => Some(if !retry.wants_whole(h.tag) {
@@ -112,6 +125,9 @@ impl Core {
                 continue;
             }
             let mut tracked = false;
+            // An error about a rewritten request, in the client's terms (taken before the
+            // request's entry is settled).
+            let mut translated = None;
             if !self.map.replies.is_empty() {
                 if self.map.replies.front_is_synth() {
                     self.forward_server_bytes(&mut fwd);
@@ -122,6 +138,13 @@ impl Core {
                         break;
                     }
                     tracked = true;
+                    if h.tag == be::ERROR_RESPONSE {
+                        translated = self.map.replies.translate_error(server_frame(
+                            &self.server,
+                            fwd,
+                            h.frame_len,
+                        ));
+                    }
                     let verdict = match &mut self.server {
                         Some(att) => self.map.replies.on_server_frame(
                             h.tag,
@@ -155,7 +178,9 @@ impl Core {
                         self.state.error_seen = true;
                         let frame = server_frame(&self.server, fwd, h.frame_len);
                         self.observe.error(protocol::body(frame));
-                        if let Some(translated) = self.map.replies.translate_error(frame) {
+                        let translated =
+                            translated.or_else(|| self.map.replies.translate_error(frame));
+                        if let Some(translated) = translated {
                             self.forward_server_bytes(&mut fwd);
                             let _ = self.take_server_frame(h.frame_len);
                             self.cout.push(translated);
@@ -193,6 +218,20 @@ impl Core {
             }
         }
         self.forward_server_bytes(&mut fwd);
+    }
+
+    /// Whether a server message with `tag` may have to be held whole (rather than streamed).
+    fn holds_whole(&self, tag: u8) -> bool {
+        let retry = self
+            .retry
+            .as_ref()
+            .is_some_and(|r| !r.query.is_empty() && r.wants_whole(tag));
+        retry
+            || matches!(tag, be::READY_FOR_QUERY | be::ERROR_RESPONSE)
+            || self.map.replies.completes_front(tag)
+            || self.map.replies.front_is_hidden_query()
+            || (self.state.wants_tags()
+                && matches!(tag, be::COMMAND_COMPLETE | be::PARAMETER_STATUS))
     }
 
     /// Moves the first `fwd` bytes of the server buffer to the client queue.
@@ -278,6 +317,10 @@ impl Core {
                 }
                 // The answer goes out before the server is given back.
                 self.forward_server_bytes(fwd);
+                if self.state.take_opaque() {
+                    self.start_read_settings(now);
+                    return true;
+                }
                 self.release(Release::Clean);
                 true
             }

@@ -175,6 +175,40 @@ impl Mapping {
         SqlStep::Forward(query, Act::Translated(Box::new(t)))
     }
 
+    /// An unnamed Parse whose text runs a mapped SQL statement (`EXECUTE p`, as psql's
+    /// `\gdesc` sends it): the same Parse naming the server-side statement, prepared there
+    /// first if needed, with how its errors are translated back. `None` for anything else.
+    pub fn parse_of_execute(
+        &mut self,
+        msg: &[u8],
+        sout: &mut OutQueue,
+        server: &mut ServerStatements,
+    ) -> Option<(Bytes, Act)> {
+        let (name, rest) = crate::protocol::cstr(crate::protocol::body(msg))?;
+        if !name.is_empty() || self.names.sql.is_empty() {
+            return None;
+        }
+        let (text, types) = crate::protocol::cstr(rest)?;
+        if !may_be_sql_prepared(text.as_bytes()) {
+            return None;
+        }
+        let e = sql::sql_execute(text)?;
+        let stmt = self.names.sql.get(&e.name)?.clone();
+        if !self.replies.skipping && !server.touch(stmt.id) {
+            self.prepare_on_server(
+                &stmt,
+                Act::Hidden {
+                    stmt: Arc::clone(&stmt),
+                },
+                sout,
+                server,
+            );
+        }
+        let (sent, t) = translate::splice(text, e.span, &e.name, &stmt.name)?;
+        let parse = frame(fe::PARSE, &[b"\0", sent.as_bytes(), b"\0", types]);
+        Some((parse, Act::Translated(Box::new(t))))
+    }
+
     /// At each ReadyForQuery: settles the SQL `PREPARE`s whose answer it ends. A failed
     /// one leaves no name behind, as on PostgreSQL.
     pub fn settle_sql_prepares(&mut self, failed: bool, server: Option<&mut ServerStatements>) {

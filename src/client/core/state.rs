@@ -35,6 +35,10 @@ pub struct SessionState {
     pub error_seen: bool,
     /// A ROLLBACK completed since the last ReadyForQuery.
     pub rolled_back: bool,
+    /// The transaction ran something that may change settings out of sight (a `DO` block,
+    /// a `CALL`, a function outside the allowlist): its settings are read back from the
+    /// server when it ends.
+    opaque: bool,
 }
 
 /// What a ReadyForQuery changed.
@@ -88,10 +92,21 @@ impl SessionState {
                 matches!(effect, Effect::DiscardAll | Effect::Unpin(Pin::SqlPrepare));
             match effect {
                 Effect::Pin(r) => self.pin(r),
+                Effect::Opaque => self.opaque = true,
                 e => self.pending.push(e),
             }
         }
         forgets_prepared
+    }
+
+    /// The transaction ran PL code that may have changed settings out of sight.
+    pub fn mark_opaque(&mut self) {
+        self.opaque = true;
+    }
+
+    /// Whether the settings must be read back from the server (and forgets it).
+    pub fn take_opaque(&mut self) -> bool {
+        std::mem::take(&mut self.opaque)
     }
 
     /// A ParameterStatus arrived: the server's whole value of `name` now.
@@ -157,6 +172,7 @@ impl SessionState {
                     self.pins.retain(|p| *p != r);
                 }
                 Effect::Pin(r) => self.pin(r),
+                Effect::Opaque => self.opaque = true,
             }
         }
         lacks.sort();

@@ -496,3 +496,92 @@ fn a_write_pipelined_behind_a_read_moves_to_the_primary() {
     rest.extend(query("SELECT count(*) FROM t"));
     assert_eq!(r.sent_to_server(), rest);
 }
+
+#[test]
+fn a_server_message_larger_than_max_message_size_is_refused_not_buffered() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SELECT 1"));
+    r.expect_checkout();
+    r.sent_to_server();
+    // An ErrorResponse declaring 512 MiB: it would have to be held whole.
+    let mut huge = vec![b'E'];
+    huge.extend_from_slice(&(512 * 1024 * 1024i32).to_be_bytes());
+    huge.extend_from_slice(b"SERROR\0");
+    r.server(&huge);
+    let (_, how) = r.expect_release();
+    assert_eq!(how, Release::Close(CloseReason::Broken));
+    assert!(matches!(r.action(), Some(Action::Close { .. })));
+    assert!(String::from_utf8_lossy(&r.sent_to_client()).contains("exceeds max_message_size"));
+    // A DataRow that large streams through instead.
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SELECT big"));
+    r.expect_checkout();
+    r.sent_to_server();
+    let mut row = vec![b'D'];
+    row.extend_from_slice(&(512 * 1024 * 1024i32).to_be_bytes());
+    row.extend_from_slice(&[0u8; 100]);
+    r.server(&row);
+    assert!(r.action().is_none());
+    assert_eq!(r.sent_to_client().len(), row.len(), "streamed as it came");
+}
+
+fn describe_statement(name: &str) -> Vec<u8> {
+    msg(b'D', format!("S{name}\0").as_bytes())
+}
+
+#[test]
+fn the_unnamed_statement_follows_the_client_to_another_server() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    let mut unit = parse("", "SELECT 1 AS a");
+    unit.extend(sync());
+    r.client(&unit);
+    r.expect_checkout();
+    assert_eq!(r.sent_to_server(), unit);
+    let mut answer = msg(b'1', b"");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(r.sent_to_client(), answer);
+    r.expect_release();
+    // The next unit describes it, on a server that never saw the Parse.
+    let mut unit = describe_statement("");
+    unit.extend(sync());
+    r.client(&unit);
+    assert!(matches!(r.action(), Some(Action::NeedServer { .. })));
+    r.attach(ServerState::new(2));
+    let mut want = parse("", "SELECT 1 AS a");
+    want.extend(unit.clone());
+    assert_eq!(r.sent_to_server(), want, "the Parse goes again first");
+    let mut answer = msg(b'1', b"");
+    answer.extend(msg(b't', b"\0\0"));
+    answer.extend(msg(b'T', b"\0\0"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(
+        tags(&r.sent_to_client()),
+        "tTZ",
+        "its ParseComplete is hidden"
+    );
+}
+
+#[test]
+fn a_parse_of_execute_runs_the_mapped_statement() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("PREPARE test AS SELECT 1 AS first"));
+    r.expect_checkout();
+    r.sent_to_server();
+    let mut answer = complete("PREPARE");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.sent_to_client();
+    let (state, _) = r.expect_release();
+    let mut unit = parse("", "EXECUTE test");
+    unit.extend(describe_statement(""));
+    unit.extend(sync());
+    r.client(&unit);
+    assert!(matches!(r.action(), Some(Action::NeedServer { .. })));
+    r.attach(state);
+    let mut want = parse("", "EXECUTE sluice_1");
+    want.extend(describe_statement(""));
+    want.extend(sync());
+    assert_eq!(r.sent_to_server(), want);
+}
