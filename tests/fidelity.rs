@@ -159,7 +159,10 @@ async fn rows_pid(client: &Client, sql: &str) -> Result<(Vec<String>, i32), Stri
 
 fn err_text(e: tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        Some(db) => match db.hint() {
+            Some(hint) => format!("{}: {} (hint: {hint})", db.code().code(), db.message()),
+            None => format!("{}: {}", db.code().code(), db.message()),
+        },
         None => e.to_string(),
     }
 }
@@ -667,23 +670,51 @@ fn set_in_a_function_does_not_leak_to_another_client() {
 }
 
 #[test]
-#[ignore = "issue 17: currval/lastval answer with another client's value"]
 fn currval_is_never_another_clients_value() {
     run_async(120, async {
         let rig = Rig::start(1).await;
         rig.admin("CREATE SEQUENCE fid_seq").await;
+        rig.admin("CREATE TABLE fid_serial (id serial, v int)")
+            .await;
         let x = rig.pooled().await;
         assert_eq!(sq1(&x, "SELECT nextval('fid_seq')").await, "1");
         let y = rig.pooled().await;
         assert_eq!(sq1(&y, "SELECT nextval('fid_seq')").await, "2");
         for sql in ["SELECT currval('fid_seq')", "SELECT lastval()"] {
             let got = rows(&x, sql).await;
-            // The client's own value, or an error: never the other client's 2.
-            assert!(
-                got == Ok(vec!["1".to_string()]) || got.is_err(),
-                "{sql} for the client whose nextval gave 1: {got:?}"
-            );
+            // The client's own value, or an error naming pooling: never the other's 2.
+            match got {
+                Ok(v) => assert_eq!(v, vec!["1".to_string()], "{sql}"),
+                Err(e) => assert!(
+                    e.contains("55000") && e.contains("per transaction"),
+                    "{sql}: {e}"
+                ),
+            }
         }
+        // In one transaction, after its own nextval or INSERT, the client's value, even on
+        // a server that carried another client's.
+        assert_eq!(sq1(&y, "SELECT nextval('fid_seq')").await, "3");
+        x.batch_execute("BEGIN").await.expect("BEGIN");
+        x.batch_execute("INSERT INTO fid_serial (v) VALUES (1)")
+            .await
+            .expect("INSERT");
+        assert_eq!(
+            sq1(
+                &x,
+                "SELECT currval(pg_get_serial_sequence('fid_serial', 'id'))"
+            )
+            .await,
+            "1"
+        );
+        assert_eq!(sq1(&x, "SELECT lastval()").await, "1");
+        x.batch_execute("COMMIT").await.expect("COMMIT");
+        // Several statements in one query string: the same.
+        assert_eq!(
+            rows(&y, "SELECT nextval('fid_seq'); SELECT currval('fid_seq')")
+                .await
+                .expect("nextval; currval"),
+            vec!["4".to_string(), "4".to_string()]
+        );
     });
 }
 

@@ -23,9 +23,12 @@ pub struct ServerState {
     pub gucs: Arc<Gucs>,
     /// Pooler-named statements prepared on this connection.
     pub statements: ServerStatements,
-    /// The client that used it last (0: none), for the sequence functions whose state is
-    /// per backend (`currval`, `lastval`).
+    /// The client that used it last (0: none): an unnamed statement it holds is that
+    /// client's.
     pub last_client: u32,
+    /// Whose sequence values (`currval`, `lastval`) the backend may hold: 0 none, a
+    /// client's id, or `u32::MAX` for several clients'.
+    pub seq_owner: u32,
 }
 
 impl ServerState {
@@ -37,6 +40,7 @@ impl ServerState {
             gucs: Arc::default(),
             statements: ServerStatements::default(),
             last_client: 0,
+            seq_owner: 0,
         }
     }
 

@@ -124,3 +124,90 @@ pub fn call_candidates(b: &[u8]) -> impl Iterator<Item = &[u8]> {
         }
     })
 }
+
+/// Whether a text may read a session's sequence values (`currval`, `lastval`): a
+/// case-insensitive search, so a name inside a literal or comment counts too.
+pub fn reads_sequence_values(b: &[u8]) -> bool {
+    contains_kw(b, b"currval") || contains_kw(b, b"lastval")
+}
+
+/// Whether running a text may set a session's sequence values: anything but one plain
+/// `SELECT`/`VALUES`/`TABLE`/`SHOW` whose every call is of an allowed function (a write may
+/// fire a default or a trigger that calls `nextval`). `allowed` says whether a function
+/// named by a word is allowed; `nextval` and `setval` never are.
+pub fn may_set_sequence_values(b: &[u8], allowed: impl Fn(&[u8]) -> bool) -> bool {
+    let lead = b
+        .iter()
+        .position(|&c| !SPACE[c as usize])
+        .unwrap_or(b.len());
+    let rest = &b[lead..];
+    let len = rest
+        .iter()
+        .position(|&c| !IDENT_CONT[c as usize])
+        .unwrap_or(rest.len());
+    let word = &rest[..len];
+    let plain_read = [&b"select"[..], b"values", b"table", b"show"]
+        .iter()
+        .any(|kw| eq_kw(word, kw));
+    // A text with a second statement is not looked into.
+    let one_statement = !b.contains(&b';');
+    if !plain_read || !one_statement || contains_kw(b, b"nextval") || contains_kw(b, b"setval") {
+        return true;
+    }
+    call_candidates(b).any(|w| !allowed(w))
+}
+
+fn contains_kw(hay: &[u8], kw: &[u8]) -> bool {
+    hay.len() >= kw.len() && hay.windows(kw.len()).any(|w| eq_kw(w, kw))
+}
+
+#[cfg(test)]
+mod sequence_tests {
+    use super::*;
+
+    fn sets(sql: &str) -> bool {
+        may_set_sequence_values(sql.as_bytes(), |w| {
+            [&b"count"[..], b"currval", b"lastval", b"now"]
+                .iter()
+                .any(|k| eq_kw(w, k))
+        })
+    }
+
+    #[test]
+    fn only_plain_reads_of_allowed_functions_cannot_set_sequence_values() {
+        for sql in [
+            "SELECT 1",
+            "  select count(*) from t",
+            "SELECT currval('s')",
+            "VALUES (1)",
+            "SHOW search_path",
+            "table t",
+        ] {
+            assert!(!sets(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "UPDATE t SET a = 1",
+            "SELECT nextval('s')",
+            "SELECT NEXTVAL('s')",
+            "SELECT setval('s', 5)",
+            "SELECT my_func()",
+            "SELECT 1; INSERT INTO t DEFAULT VALUES",
+            "WITH x AS (INSERT INTO t DEFAULT VALUES RETURNING *) SELECT * FROM x",
+            "COPY t FROM STDIN",
+            "DO $$ BEGIN PERFORM nextval('s'); END $$",
+            "CALL p()",
+            "",
+        ] {
+            assert!(sets(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn reads_of_sequence_values_are_found_in_any_case() {
+        assert!(reads_sequence_values(b"SELECT currval('s')"));
+        assert!(reads_sequence_values(b"select LASTVAL()"));
+        assert!(!reads_sequence_values(b"SELECT nextval('s')"));
+        assert!(!reads_sequence_values(b"curr"));
+    }
+}

@@ -32,6 +32,8 @@ pub enum Chore {
     WriteLsn { report: bool, lsn: Option<u64> },
     /// The session-level settings, read back after PL code may have changed them.
     ReadSettings { rows: Vec<(String, String)> },
+    /// `DISCARD SEQUENCES` before a read of sequence values another client may have set.
+    DiscardSequences,
     /// Cleanup after the client left: ROLLBACK and/or the reset query.
     Cleanup {
         left: usize,
@@ -179,6 +181,7 @@ impl Core {
                     false
                 }
                 (Chore::ReadSettings { .. }, be::READY_FOR_QUERY) => true,
+                (Chore::DiscardSequences, be::READY_FOR_QUERY) => true,
                 _ => false,
             };
             if h.tag == be::READY_FOR_QUERY
@@ -208,6 +211,10 @@ impl Core {
             Chore::WriteLsn { report, lsn } => {
                 let status = self.server.as_ref().map_or(b'E', |a| a.state.status);
                 self.write_lsn_done(report, lsn.filter(|_| status == b'I'));
+                self.step(now);
+            }
+            Chore::DiscardSequences => {
+                self.seq_discarded();
                 self.step(now);
             }
             Chore::ReadSettings { rows } => {
@@ -347,7 +354,7 @@ impl Core {
                 }
                 self.step(now);
             }
-            Chore::ReadSettings { .. } => self.step(now),
+            Chore::ReadSettings { .. } | Chore::DiscardSequences => self.step(now),
             Chore::Replay { .. } => {
                 let msg = "the server did not answer while session settings were restored";
                 if !self.refuse_unit("08006", msg) {

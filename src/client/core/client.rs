@@ -133,6 +133,15 @@ impl Core {
                     break Stop::Yield;
                 }
             }
+            // 3b. Sequence values another client may have set are not this client's.
+            if unit_start && self.seq_needs_guard(h.tag, fwd, h.frame_len) {
+                if self.flow.outstanding > 0 {
+                    break Stop::ForServer;
+                }
+                self.flush_client_bytes(&mut fwd);
+                self.seq_guard(now);
+                break Stop::Yield;
+            }
             // 4. SQL-level prepared statements.
             if self.limits.rewrite
                 && h.tag == fe::QUERY
@@ -155,6 +164,9 @@ impl Core {
                 self.arm_retry(h.tag);
             }
             self.observe.client_frame(now);
+            if matches!(h.tag, fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL) {
+                self.seq_note(h.tag, fwd, h.frame_len.min(have));
+            }
             let starts_unit = !self.flow.batch_open;
             match h.tag {
                 fe::TERMINATE => {

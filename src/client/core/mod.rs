@@ -34,6 +34,7 @@ mod ours;
 mod replies;
 mod retry;
 mod route;
+mod sequences;
 mod server;
 mod sql_prepare;
 mod state;
@@ -181,6 +182,8 @@ pub struct Core {
     /// The client's last unnamed Parse meant for a later unit (psql's `\gdesc` parses in
     /// one unit and describes in the next), and the server known to hold it.
     unnamed: Option<(bytes::Bytes, Option<u64>)>,
+    /// Whose sequence values the held server may carry (see [`sequences`]).
+    seq: sequences::Sequences,
 }
 
 impl Core {
@@ -215,6 +218,7 @@ impl Core {
             client_left: false,
             unnamed: None,
             opaque_check: None,
+            seq: Default::default(),
         }
     }
 
@@ -282,6 +286,7 @@ impl Core {
             }
         }
         state.last_client = self.id;
+        self.seq_attached();
         self.observe.attached(link, now);
         self.server = Some(Attached { state });
         self.phase = Phase::Relay;

@@ -178,8 +178,17 @@ impl Core {
                         self.state.error_seen = true;
                         let frame = server_frame(&self.server, fwd, h.frame_len);
                         self.observe.error(protocol::body(frame));
-                        let translated =
-                            translated.or_else(|| self.map.replies.translate_error(frame));
+                        let translated = translated
+                            .or_else(|| self.map.replies.translate_error(frame))
+                            .or_else(|| {
+                                self.seq.hint.then(|| {
+                                    super::translate::with_hint(
+                                        frame,
+                                        "55000",
+                                        super::sequences::HINT,
+                                    )
+                                })?
+                            });
                         if let Some(translated) = translated {
                             self.forward_server_bytes(&mut fwd);
                             let _ = self.take_server_frame(h.frame_len);

@@ -82,6 +82,45 @@ pub fn error(frame: &[u8], t: &Translation) -> Option<Bytes> {
     Some(out.freeze())
 }
 
+/// An ErrorResponse frame with SQLSTATE `code` and no hint, with `hint` added (`None` for
+/// any other frame).
+pub fn with_hint(frame: &[u8], code: &str, hint: &str) -> Option<Bytes> {
+    if frame.first() != Some(&be::ERROR_RESPONSE) {
+        return None;
+    }
+    let fields = frame.get(5..)?;
+    let mut rest = fields;
+    let mut matches = false;
+    while let Some((&kind, more)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = more.iter().position(|&b| b == 0)?;
+        let value = more.get(..end)?;
+        match kind {
+            b'H' => return None,
+            b'C' => matches = value == code.as_bytes(),
+            _ => {}
+        }
+        rest = more.get(end + 1..)?;
+    }
+    if !matches {
+        return None;
+    }
+    // The fields without their terminating zero, then the hint and a new terminator.
+    let kept = fields.get(..fields.len().checked_sub(1)?)?;
+    let len = 4 + kept.len() + 1 + hint.len() + 1 + 1;
+    let mut out = BytesMut::with_capacity(len + 1);
+    out.put_u8(be::ERROR_RESPONSE);
+    out.put_i32(i32::try_from(len).ok()?);
+    out.put_slice(kept);
+    out.put_u8(b'H');
+    out.put_slice(hint.as_bytes());
+    out.put_u8(0);
+    out.put_u8(0);
+    Some(out.freeze())
+}
+
 /// A 1-based character position in the sent text, as a position in the client's.
 fn position(p: i64, t: &Translation) -> i64 {
     let name_start = t.after - (t.server_name.chars().count() as i64 - t.shift);
@@ -138,6 +177,23 @@ mod tests {
         // A position before the name does not move; one inside it points at its start.
         assert_eq!(position(3, &t), 3);
         assert_eq!(position(12, &t), 9);
+    }
+
+    #[test]
+    fn a_hint_is_added_to_an_error_with_the_code_and_no_hint() {
+        let frame = err(&[(b'S', "ERROR"), (b'C', "55000"), (b'M', "not yet")]);
+        let out = with_hint(&frame, "55000", "pooled").unwrap();
+        let want = err(&[
+            (b'S', "ERROR"),
+            (b'C', "55000"),
+            (b'M', "not yet"),
+            (b'H', "pooled"),
+        ]);
+        assert_eq!(&out[..], &want[..]);
+        assert!(with_hint(&frame, "42601", "pooled").is_none());
+        assert!(with_hint(&want, "55000", "again").is_none());
+        assert!(with_hint(b"E\0\0\0\x05", "55000", "x").is_none());
+        assert!(with_hint(b"E\0\0\0\x06C", "55000", "x").is_none());
     }
 
     #[test]
