@@ -28,6 +28,11 @@
 //! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
 //! - [`listener`]: the accept loop, client limits, drain.
 #![forbid(unsafe_code)]
+// No panic from input: no string slicing by byte index, no unwrap/expect outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::string_slice, clippy::unwrap_used, clippy::expect_used)
+)]
 
 pub mod access;
 pub mod admin;

@@ -1,6 +1,7 @@
 //! The `pgsluice` binary: arguments, logging, runtime and signals.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::string_slice, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

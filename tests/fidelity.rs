@@ -708,12 +708,23 @@ fn currval_is_never_another_clients_value() {
         );
         assert_eq!(sq1(&x, "SELECT lastval()").await, "1");
         x.batch_execute("COMMIT").await.expect("COMMIT");
+        // A column default reading currval is a read too.
+        rig.admin("CREATE TABLE fid_dflt (x int, z int DEFAULT -1 * currval('fid_seq'))")
+            .await;
+        assert_eq!(sq1(&y, "SELECT nextval('fid_seq')").await, "4");
+        match x.batch_execute("INSERT INTO fid_dflt (x) VALUES (1)").await {
+            Ok(()) => panic!("the default read another client's currval"),
+            Err(e) => assert!(
+                err_text(e).starts_with("55000"),
+                "INSERT with a currval default"
+            ),
+        }
         // Several statements in one query string: the same.
         assert_eq!(
             rows(&y, "SELECT nextval('fid_seq'); SELECT currval('fid_seq')")
                 .await
                 .expect("nextval; currval"),
-            vec!["4".to_string(), "4".to_string()]
+            vec!["5".to_string(), "5".to_string()]
         );
     });
 }

@@ -114,13 +114,13 @@ pub fn split(text: &str) -> Vec<&str> {
             (None, '\'' | '"') => quote = Some(c),
             (Some(q), c) if c == q => quote = None,
             (None, ';') => {
-                out.push(&text[start..i]);
+                out.push(text.get(start..i).unwrap_or_default());
                 start = i + 1;
             }
             _ => {}
         }
     }
-    out.push(&text[start..]);
+    out.push(text.get(start..).unwrap_or_default());
     out.into_iter()
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -139,7 +139,9 @@ fn db_arg(word: &str) -> String {
 pub fn parse(stmt: &str) -> Result<Command, ParseError> {
     let stmt = stmt.trim();
     let (verb, rest) = match stmt.find(char::is_whitespace) {
-        Some(i) => (&stmt[..i], stmt[i..].trim()),
+        Some(i) => stmt
+            .split_at_checked(i)
+            .map_or((stmt, ""), |(v, r)| (v, r.trim())),
         None => (stmt, ""),
     };
     let words: Vec<&str> = rest.split_whitespace().collect();
@@ -206,12 +208,15 @@ fn parse_set(rest: &str) -> Result<Command, ParseError> {
     let key_end = rest
         .find(|c: char| c.is_whitespace() || c == '=')
         .ok_or_else(bad)?;
-    let key = rest[..key_end].to_ascii_lowercase();
-    let after = rest[key_end..].trim_start();
+    let (key, after) = rest.split_at_checked(key_end).ok_or_else(bad)?;
+    let key = key.to_ascii_lowercase();
+    let after = after.trim_start();
     let value = if let Some(v) = after.strip_prefix('=') {
         v
-    } else if after.len() >= 2 && after[..2].eq_ignore_ascii_case("to") {
-        &after[2..]
+    } else if let Some((to, v)) = after.split_at_checked(2)
+        && to.eq_ignore_ascii_case("to")
+    {
+        v
     } else {
         return Err(bad());
     }

@@ -38,13 +38,12 @@ fn md5_hex(parts: &[&[u8]]) -> String {
     let mut out = String::with_capacity(35);
     out.push_str("md5");
     for byte in hasher.finalize() {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        for nibble in [byte >> 4, byte & 0x0f] {
+            out.extend(char::from_digit(u32::from(nibble), 16));
+        }
     }
     out
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 mod tests {

@@ -1,5 +1,6 @@
 //! Authentication: stored user secrets, the MD5 / SCRAM-SHA-256 server sides (with channel
 //! binding), the SCRAM client for pass-through, and `auth_query` look-ups.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod cache;
 pub mod md5;

@@ -233,7 +233,10 @@ impl ScramServer {
         let msg = std::str::from_utf8(data).map_err(|_| AuthError::Malformed("not UTF-8"))?;
         let (gs2_header, bare) = split_gs2_header(msg)?;
         let mut cbind_input = gs2_header.clone().into_bytes();
-        match (plus, gs2_header.as_bytes()[0]) {
+        match (
+            plus,
+            gs2_header.as_bytes().first().copied().unwrap_or_default(),
+        ) {
             (true, b'p') => {
                 if gs2_header != format!("p={CBIND_TYPE},,") {
                     return Err(AuthError::ChannelBinding(

@@ -2,6 +2,7 @@
 //! TLS handshake) when client TLS is on, `N` otherwise; a connection whose first byte is a
 //! TLS handshake record is direct TLS (libpq 17's `sslnegotiation=direct`), which must
 //! negotiate ALPN `postgresql`; GSSENCRequest is answered `N`.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use std::collections::BTreeMap;
 
@@ -131,8 +132,10 @@ async fn read_packet(stream: &mut ClientStream) -> Result<Vec<u8>, ClientError> 
     let mut head = [0u8; 4];
     stream.read_exact(&mut head).await?;
     let len = startup::packet_len(head).map_err(|e| ClientError::protocol(e.to_string()))?;
-    let mut packet = vec![0u8; len];
-    packet[..4].copy_from_slice(&head);
-    stream.read_exact(&mut packet[4..]).await?;
+    let mut packet = head.to_vec();
+    packet.resize(len.max(head.len()), 0);
+    if let Some(body) = packet.get_mut(head.len()..) {
+        stream.read_exact(body).await?;
+    }
     Ok(packet)
 }

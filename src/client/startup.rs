@@ -1,6 +1,7 @@
 //! Client authentication against the configured (or looked-up) users: md5, SCRAM-SHA-256
 //! and, over TLS, SCRAM-SHA-256-PLUS; and certificate login. (The first packets and TLS
 //! are in `negotiate.rs`.)
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -141,13 +142,13 @@ pub fn check_certificate(stream: &ClientStream, tls: &Tls, user: &str) -> Result
 }
 
 fn expect_password_tag(msg: &[u8]) -> Result<(), ClientError> {
-    if msg[0] != fe::PASSWORD {
-        return Err(ClientError::protocol(format!(
+    match msg.first() {
+        Some(&fe::PASSWORD) => Ok(()),
+        tag => Err(ClientError::protocol(format!(
             "expected a password message, got message type {:?}",
-            msg[0] as char
-        )));
+            tag.map_or('?', |&t| t as char)
+        ))),
     }
-    Ok(())
 }
 
 fn password_text(msg: &[u8]) -> Result<&str, ClientError> {
@@ -161,12 +162,11 @@ fn sasl_initial(msg: &[u8]) -> Result<(&str, &[u8]), ClientError> {
     expect_password_tag(msg)?;
     let (mechanism, rest) = protocol::cstr(protocol::body(msg))
         .ok_or_else(|| ClientError::protocol("malformed SASLInitialResponse"))?;
-    if rest.len() < 4 {
+    let (Some(len), Some(data)) = (protocol::be_u32(rest, 0), rest.get(4..)) else {
         return Err(ClientError::protocol("malformed SASLInitialResponse"));
-    }
-    let len = i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-    let data = &rest[4..];
-    if len < 0 || len as usize != data.len() {
+    };
+    // -1 (no data) is never what a SCRAM client sends.
+    if usize::try_from(len).ok() != Some(data.len()) {
         return Err(ClientError::protocol(
             "malformed SASLInitialResponse length",
         ));

@@ -32,7 +32,7 @@ fn quoted(rest: &mut &str) -> Option<String> {
                 out.push('"');
                 continue;
             }
-            *rest = &s[i + 1..];
+            *rest = s.get(i + 1..).unwrap_or_default();
             return Some(out);
         }
         out.push(c);

@@ -136,7 +136,7 @@ pub fn normalise(sql: &str) -> String {
             }
             b'"' => {
                 let end = skip_quoted(b, i + 1, false);
-                out.push_str(&sql[i..end]);
+                out.push_str(sql.get(i..end).unwrap_or_default());
                 i = end;
             }
             b'$' if !prev_ident => match dollar_end(b, i) {
@@ -146,7 +146,7 @@ pub fn normalise(sql: &str) -> String {
                 }
                 None => {
                     let end = i + 1 + b[i + 1..].iter().take_while(|x| x.is_ascii_digit()).count();
-                    out.push_str(&sql[i..end]);
+                    out.push_str(sql.get(i..end).unwrap_or_default());
                     i = end;
                 }
             },
@@ -166,8 +166,11 @@ pub fn normalise(sql: &str) -> String {
             }
             _ => {
                 // Copy one whole character.
-                let len = sql[i..].chars().next().map_or(1, char::len_utf8);
-                out.push_str(&sql[i..i + len]);
+                let len = sql
+                    .get(i..)
+                    .and_then(|r| r.chars().next())
+                    .map_or(1, char::len_utf8);
+                out.push_str(sql.get(i..i + len).unwrap_or_default());
                 i += len;
             }
         }

@@ -1,5 +1,6 @@
 //! PostgreSQL wire framing and the few messages pgsluice decodes or builds.
 //! Knows nothing of pools, clients or configuration.
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod build;
 pub mod startup;
@@ -64,10 +65,10 @@ pub enum FrameError {
 /// A declared length below 4 (it counts itself) or over `max` is an error.
 #[inline]
 pub fn header(buf: &[u8], max: usize) -> Result<Option<Header>, FrameError> {
-    if buf.len() < HEADER_LEN {
+    let Some(&[tag, a, b, c, d]) = buf.first_chunk::<HEADER_LEN>() else {
         return Ok(None);
-    }
-    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    };
+    let len = i32::from_be_bytes([a, b, c, d]);
     if len < 4 {
         return Err(FrameError::BadLength(len));
     }
@@ -75,16 +76,19 @@ pub fn header(buf: &[u8], max: usize) -> Result<Option<Header>, FrameError> {
     if frame_len > max {
         return Err(FrameError::TooLarge(frame_len, max));
     }
-    Ok(Some(Header {
-        tag: buf[0],
-        frame_len,
-    }))
+    Ok(Some(Header { tag, frame_len }))
 }
 
 /// The body of a complete frame (after its header).
 #[inline]
 pub fn body(frame: &[u8]) -> &[u8] {
-    &frame[HEADER_LEN..]
+    frame.get(HEADER_LEN..).unwrap_or_default()
+}
+
+/// The big-endian u32 at `buf[at..at + 4]`, if there.
+pub fn be_u32(buf: &[u8], at: usize) -> Option<u32> {
+    let b = buf.get(at..)?.first_chunk::<4>()?;
+    Some(u32::from_be_bytes(*b))
 }
 
 /// Reads a NUL-terminated string at the start of `buf`: (the string, the rest after the NUL).
@@ -96,7 +100,7 @@ pub fn cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
 /// [`cstr`] without the UTF-8 check: the bytes before the first NUL, and what follows it.
 pub fn cstr_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
     let end = buf.iter().position(|&b| b == 0)?;
-    Some((&buf[..end], &buf[end + 1..]))
+    Some((buf.get(..end)?, buf.get(end + 1..)?))
 }
 
 /// The fields of an ErrorResponse or NoticeResponse body that pgsluice cares about.

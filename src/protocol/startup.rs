@@ -42,22 +42,16 @@ pub fn packet_len(head: [u8; 4]) -> Result<usize, StartupError> {
 
 /// Decodes a whole first packet (length word included).
 pub fn parse(packet: &[u8]) -> Result<StartupPacket, StartupError> {
-    if packet.len() < 8 {
+    let (Some(code), Some(rest)) = (super::be_u32(packet, 4), packet.get(8..)) else {
         return Err(StartupError::BadLength);
-    }
-    let code = u32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
-    let rest = &packet[8..];
+    };
     match code {
         SSL_REQUEST => Ok(StartupPacket::SslRequest),
         GSSENC_REQUEST => Ok(StartupPacket::GssEncRequest),
-        CANCEL_REQUEST => {
-            if rest.len() != 8 {
-                return Err(StartupError::Layout("cancel request must be 16 bytes"));
-            }
-            let pid = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            let secret = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
-            Ok(StartupPacket::Cancel { pid, secret })
-        }
+        CANCEL_REQUEST => match (rest.len(), super::be_u32(rest, 0), super::be_u32(rest, 4)) {
+            (8, Some(pid), Some(secret)) => Ok(StartupPacket::Cancel { pid, secret }),
+            _ => Err(StartupError::Layout("cancel request must be 16 bytes")),
+        },
         PROTOCOL_3_0 => parse_params(rest).map(StartupPacket::Startup),
         other => Err(StartupError::Unsupported(
             (other >> 16) as u16,

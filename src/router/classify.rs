@@ -356,9 +356,10 @@ pub fn classify_uncached(sql: &str, allow: &Allowlist) -> Class {
         // sqlparser lacks the `TABLE name` statement; it means `SELECT * FROM name`.
         let t = skip_comments(sql);
         match t.get(..6) {
-            Some(w) if w.eq_ignore_ascii_case("table ") => {
-                Parser::parse_sql(&PostgreSqlDialect {}, &format!("SELECT * FROM {}", &t[6..]))
-            }
+            Some(w) if w.eq_ignore_ascii_case("table ") => Parser::parse_sql(
+                &PostgreSqlDialect {},
+                &format!("SELECT * FROM {}", t.get(6..).unwrap_or_default()),
+            ),
             _ => Err(e),
         }
     });
@@ -527,7 +528,7 @@ fn skip_comments(mut sql: &str) -> &str {
 fn hint(sql: &str) -> Option<Hint> {
     let b = sql.as_bytes();
     let at = find_ci(b, b"pgsluice:")?;
-    let rest = sql[at + 9..].trim_start();
+    let rest = sql.get(at + 9..)?.trim_start();
     let word: String = rest
         .chars()
         .take_while(|c| c.is_ascii_alphabetic())

@@ -32,8 +32,6 @@ pub enum Chore {
     WriteLsn { report: bool, lsn: Option<u64> },
     /// The session-level settings, read back after PL code may have changed them.
     ReadSettings { rows: Vec<(String, String)> },
-    /// `DISCARD SEQUENCES` before a read of sequence values another client may have set.
-    DiscardSequences,
     /// Cleanup after the client left: ROLLBACK and/or the reset query.
     Cleanup {
         left: usize,
@@ -181,7 +179,6 @@ impl Core {
                     false
                 }
                 (Chore::ReadSettings { .. }, be::READY_FOR_QUERY) => true,
-                (Chore::DiscardSequences, be::READY_FOR_QUERY) => true,
                 _ => false,
             };
             if h.tag == be::READY_FOR_QUERY
@@ -211,10 +208,6 @@ impl Core {
             Chore::WriteLsn { report, lsn } => {
                 let status = self.server.as_ref().map_or(b'E', |a| a.state.status);
                 self.write_lsn_done(report, lsn.filter(|_| status == b'I'));
-                self.step(now);
-            }
-            Chore::DiscardSequences => {
-                self.seq_discarded();
                 self.step(now);
             }
             Chore::ReadSettings { rows } => {
@@ -253,21 +246,26 @@ impl Core {
 
     fn replay_done(
         &mut self,
-        failed: Vec<(Option<String>, ErrorFields)>,
+        mut failed: Vec<(Option<String>, ErrorFields)>,
         from: &Gucs,
         target: Arc<Gucs>,
         now: Instant,
     ) {
-        if failed.is_empty() {
+        // Resetting a setting the server no longer knows (a placeholder dropped when its
+        // extension loaded) leaves the server as wanted: not this client's error.
+        failed.retain(|(name, e)| {
+            let reset = name.as_deref().is_some_and(|n| target.get(n).is_none());
+            !(reset && matches!(e.code.as_str(), "42704" | "42602"))
+        });
+        let Some((name, first)) = failed.first() else {
             if let Some(att) = &mut self.server {
                 att.state.gucs = target;
             }
             self.step(now);
             return;
-        }
+        };
         let unknown = failed.iter().any(|(n, _)| n.is_none());
         let names: Vec<String> = failed.iter().filter_map(|(n, _)| n.clone()).collect();
-        let (name, first) = &failed[0];
         tracing::warn!(
             client = self.id,
             setting = name.as_deref().unwrap_or("session authorization"),
@@ -354,7 +352,7 @@ impl Core {
                 }
                 self.step(now);
             }
-            Chore::ReadSettings { .. } | Chore::DiscardSequences => self.step(now),
+            Chore::ReadSettings { .. } => self.step(now),
             Chore::Replay { .. } => {
                 let msg = "the server did not answer while session settings were restored";
                 if !self.refuse_unit("08006", msg) {

@@ -133,15 +133,6 @@ impl Core {
                     break Stop::Yield;
                 }
             }
-            // 3b. Sequence values another client may have set are not this client's.
-            if unit_start && self.seq_needs_guard(h.tag, fwd, h.frame_len) {
-                if self.flow.outstanding > 0 {
-                    break Stop::ForServer;
-                }
-                self.flush_client_bytes(&mut fwd);
-                self.seq_guard(now);
-                break Stop::Yield;
-            }
             // 4. SQL-level prepared statements.
             if self.limits.rewrite
                 && h.tag == fe::QUERY
@@ -164,8 +155,9 @@ impl Core {
                 self.arm_retry(h.tag);
             }
             self.observe.client_frame(now);
-            if matches!(h.tag, fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL) {
-                self.seq_note(h.tag, fwd, h.frame_len.min(have));
+            // 5b. Sequence values another client set are not this client's.
+            if self.opaque_check.is_some() {
+                self.seq_before(&mut fwd, h.tag, h.frame_len.min(have), unit_start);
             }
             let starts_unit = !self.flow.batch_open;
             match h.tag {
@@ -351,7 +343,7 @@ impl Core {
     }
 
     /// Moves the first `fwd` bytes of the client buffer to the server's queue.
-    fn flush_client_bytes(&mut self, fwd: &mut usize) {
+    pub(super) fn flush_client_bytes(&mut self, fwd: &mut usize) {
         if *fwd > 0 {
             self.sout.push(self.cin.split_to(*fwd).freeze());
         }

@@ -26,6 +26,7 @@
 //! Server frame: [`retry`] (held back or dropped), [`replies`] (hidden, synthesised,
 //! translated), [`state`] (errors, ROLLBACK, ParameterStatus, ReadyForQuery), [`route`]
 //! (release, the write LSN), [`observe`].
+#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod chores;
 mod client;

@@ -79,7 +79,7 @@ pub enum Act {
     Evict { id: u64 },
     /// pgsluice's own `PREPARE` Query of an SQL-level statement before the client's
     /// `EXECUTE`: hide everything up to its ReadyForQuery.
-    HiddenQuery { stmt: Arc<Statement> },
+    HiddenQuery { stmt: Option<Arc<Statement>> },
 }
 
 /// How an error in the answer to a rewritten request is put back in the client's terms.
@@ -164,7 +164,7 @@ impl Replies {
     }
 
     /// Records pgsluice's own Query whose whole answer is hidden.
-    pub fn expect_hidden_query(&mut self, stmt: Arc<Statement>) {
+    pub fn expect_hidden_query(&mut self, stmt: Option<Arc<Statement>>) {
         self.expect.push_back(Expect {
             done: Done::Ready,
             act: Act::HiddenQuery { stmt },
@@ -243,10 +243,12 @@ impl Replies {
         else {
             return;
         };
-        match tag {
-            be::ERROR_RESPONSE => server.remove(stmt.id),
-            be::READY_FOR_QUERY => {
-                if server.contains(stmt.id) {
+        match (tag, stmt) {
+            (be::ERROR_RESPONSE, Some(stmt)) => server.remove(stmt.id),
+            (be::READY_FOR_QUERY, stmt) => {
+                if let Some(stmt) = stmt
+                    && server.contains(stmt.id)
+                {
                     stmt.validated.store(true, Ordering::Relaxed);
                 }
                 self.expect.pop_front();
@@ -328,12 +330,17 @@ impl Replies {
                 return;
             };
             match entry.act {
-                Act::Hidden { stmt } | Act::HiddenQuery { stmt } => server.remove(stmt.id),
+                Act::Hidden { stmt } | Act::HiddenQuery { stmt: Some(stmt) } => {
+                    server.remove(stmt.id)
+                }
                 Act::ForwardParse { stmt, name } => names.forget_parse(stmt.id, &name, server),
                 Act::Evict { id } => server.insert(id),
                 Act::Synth(_, Undo::Forget(name, id)) => names.forget_if(&name, id),
                 Act::Synth(_, Undo::Restore(name, stmt)) => names.restore(name, stmt),
-                Act::Forward | Act::Translated(_) | Act::HiddenUnnamed => {}
+                Act::Forward
+                | Act::Translated(_)
+                | Act::HiddenUnnamed
+                | Act::HiddenQuery { stmt: None } => {}
             }
         }
         // Messages the client sends before its Sync are ignored by the server too.

@@ -1,25 +1,21 @@
 //! Sequence values are per backend: `currval` and `lastval` answer with what the session
 //! itself set with `nextval` or `setval`. In transaction pooling the server a client holds
-//! now may carry values other clients set, so a client must never read them.
+//! now may carry values other clients set, so a client must never read them, neither by
+//! name nor through a column default or a function.
 //!
-//! Each server records whose values it may hold (none, one client's, several clients').
-//! A text that reads sequence values, on a server holding another client's values, at a
-//! point where this client has not set any of its own there yet, is preceded by a hidden
-//! `DISCARD SEQUENCES`: the server then answers as a fresh session would (SQLSTATE 55000,
-//! "not yet defined in this session"), and pgsluice adds a hint naming transaction pooling.
-//! Within one transaction, after the client's own `INSERT` or `nextval`, `currval` works as
-//! on a direct connection. Costs one round trip, only before such reads.
+//! Each server records whose values it holds (nobody's, or one client's). A unit that may
+//! read or set sequence values (anything but a plain read of allowed functions, or a text
+//! naming `currval`/`lastval`), starting on a server that holds another client's values, is
+//! preceded by a hidden `DISCARD SEQUENCES`, pipelined with it (no extra round trip): the
+//! server then answers as a fresh session would (SQLSTATE 55000, "not yet defined in this
+//! session", which pgsluice gives a hint naming transaction pooling), and within one
+//! transaction, after its own `INSERT` or `nextval`, the client gets its own values as on a
+//! direct connection. Plain reads never pay for it.
 
-use std::time::Instant;
-
-use super::chores::Chore;
-use super::{CHORE_TIMEOUT, Core, Phase};
+use super::Core;
 use crate::protocol::{self, fe};
 
-/// Several clients' values: nobody's alone.
-const MIXED: u32 = u32::MAX;
-
-/// The hint added to a 55000 error after pgsluice discarded another client's values.
+/// The hint added to a 55000 error once pgsluice discarded another client's values.
 pub const HINT: &str = "pgsluice pools server connections per transaction: currval and lastval \
                         see only values this client set on the server connection it holds \
                         now, as earlier in the same transaction";
@@ -35,84 +31,76 @@ pub(super) struct Sequences {
 }
 
 impl Core {
-    /// A server was attached: nothing is known of what this client set on it.
+    /// A server was attached: this client has set nothing on it yet.
     pub(super) fn seq_attached(&mut self) {
         self.seq.set_here = false;
     }
 
-    /// Whether the Query or Parse at `cin[at..at + len]`, at the head of a unit, reads
-    /// sequence values the server may hold for another client (it must wait for
-    /// [`Core::seq_guard`]).
-    pub(super) fn seq_needs_guard(&self, tag: u8, at: usize, len: usize) -> bool {
-        if self.opaque_check.is_none() || self.seq.set_here {
-            return false;
+    /// The client frame at `cin[*fwd..*fwd + len]` (a Bind maybe in part) goes to the
+    /// server; `unit_start` when it begins a unit. When it may touch sequence values on a
+    /// server holding another client's, a hidden `DISCARD SEQUENCES` goes first (the
+    /// frames before it are flushed). Then the server holds this client's values.
+    pub(super) fn seq_before(&mut self, fwd: &mut usize, tag: u8, len: usize, unit_start: bool) {
+        let at = *fwd;
+        if self.seq.set_here || !matches!(tag, fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL)
+        {
+            return;
         }
-        let Some(att) = &self.server else {
-            return false;
-        };
-        let owner = att.state.seq_owner;
-        owner != 0
-            && owner != self.id
-            && self
-                .cin
-                .get(at..at + len)
-                .and_then(|f| text_of(tag, f))
-                .is_some_and(crate::sql::reads_sequence_values)
-    }
-
-    /// Starts the hidden `DISCARD SEQUENCES`; client input waits for it.
-    pub(super) fn seq_guard(&mut self, now: Instant) {
-        let sql = "DISCARD SEQUENCES";
-        self.sout.push(super::statements::frame(
-            fe::QUERY,
-            &[sql.as_bytes(), b"\0"],
-        ));
-        self.phase = Phase::Chore(Chore::DiscardSequences);
-        self.chore_deadline = Some(now + CHORE_TIMEOUT);
-    }
-
-    /// The hidden `DISCARD SEQUENCES` finished: the server holds nobody's values.
-    pub(super) fn seq_discarded(&mut self) {
-        if let Some(att) = &mut self.server {
-            att.state.seq_owner = 0;
-            self.seq.hint = true;
-        }
-    }
-
-    /// The client frame at `cin[at..at + len]` (a Bind maybe in part) goes to the server:
-    /// if running it may set sequence values, the server holds (also) this client's.
-    pub(super) fn seq_note(&mut self, tag: u8, at: usize, len: usize) {
         let Some(check) = &self.opaque_check else {
+            return;
+        };
+        let Some(att) = &self.server else {
             return;
         };
         let Some(frame) = self.cin.get(at..at + len) else {
             return;
         };
-        let sets = match tag {
+        let touches = match tag {
             fe::QUERY | fe::PARSE => text_of(tag, frame).is_some_and(|t| {
-                crate::sql::may_set_sequence_values(t, |w| {
-                    std::str::from_utf8(w).is_ok_and(|w| check.allows_word(w))
-                })
+                crate::sql::reads_sequence_values(t)
+                    || crate::sql::may_set_sequence_values(t, |w| {
+                        std::str::from_utf8(w).is_ok_and(|w| check.allows_word(w))
+                    })
             }),
-            // A named statement's text was seen at its Parse, maybe in another unit:
-            // assume the worst. An unnamed one was just looked at.
-            fe::BIND => protocol::cstr_bytes(protocol::body(frame))
-                .and_then(|(_, rest)| protocol::cstr_bytes(rest))
-                .is_none_or(|(statement, _)| !statement.is_empty()),
-            fe::FUNCTION_CALL => true,
-            _ => false,
+            // An unnamed statement was looked at in its Parse; a named one is known by
+            // its class (unknown: assume the worst).
+            fe::BIND => match bound_statement(frame) {
+                Some(b"") => false,
+                Some(name) => std::str::from_utf8(name)
+                    .ok()
+                    .and_then(|n| self.map.names.stmts.get(n))
+                    .is_none_or(|s| {
+                        !s.class(check).read_only
+                            || crate::sql::reads_sequence_values(s.query().as_bytes())
+                    }),
+                None => true,
+            },
+            _ => true,
         };
-        if !sets {
+        if !touches {
             return;
         }
         self.seq.set_here = true;
+        let owner = att.state.seq_owner;
+        let foreign = owner != 0 && owner != self.id;
+        if foreign && unit_start {
+            self.flush_client_bytes(fwd);
+            let sql = "DISCARD SEQUENCES";
+            self.sout.push(super::statements::frame(
+                fe::QUERY,
+                &[sql.as_bytes(), b"\0"],
+            ));
+            self.map.replies.expect_hidden_query(None);
+            self.seq.hint = true;
+        }
+        // Mid-unit (after a Parse in the same batch) nothing can go first: the values
+        // are several clients' now, and the next client to read any is given a discard.
         if let Some(att) = &mut self.server {
-            let owner = &mut att.state.seq_owner;
-            if *owner == 0 {
-                *owner = self.id;
-            } else if *owner != self.id {
-                *owner = MIXED;
-            }
+            att.state.seq_owner = if !foreign || unit_start {
+                self.id
+            } else {
+                u32::MAX
+            };
         }
     }
 }
@@ -126,4 +114,10 @@ fn text_of(tag: u8, frame: &[u8]) -> Option<&[u8]> {
     } else {
         protocol::cstr_bytes(body).map(|(q, _)| q)
     }
+}
+
+/// The statement name of a Bind frame (`None` when not all there).
+fn bound_statement(frame: &[u8]) -> Option<&[u8]> {
+    let (_, rest) = protocol::cstr_bytes(protocol::body(frame))?;
+    protocol::cstr_bytes(rest).map(|(name, _)| name)
 }

@@ -184,7 +184,7 @@ impl Mapping {
         if let Some(sql) = stmt.prepare_sql() {
             sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
             if let Act::Hidden { stmt } = act {
-                self.replies.expect_hidden_query(stmt);
+                self.replies.expect_hidden_query(Some(stmt));
             }
             return;
         }
@@ -345,7 +345,7 @@ impl Mapping {
         self.names.stmts.insert(name.to_string(), stmt);
         self.registry.local_parses.fetch_add(1, Ordering::Relaxed);
         cout.push(Bytes::from_static(PARSE_COMPLETE));
-        if next[0] == fe::SYNC {
+        if next.first() == Some(&fe::SYNC) {
             let mut z = BytesMut::with_capacity(6);
             crate::protocol::build::ready_for_query(&mut z, status);
             cout.push(z.freeze());

@@ -585,3 +585,81 @@ fn a_parse_of_execute_runs_the_mapped_statement() {
     want.extend(sync());
     assert_eq!(r.sent_to_server(), want);
 }
+
+#[test]
+fn resetting_a_setting_the_server_dropped_is_not_the_next_clients_error() {
+    // Another client set a placeholder; its extension loaded since, and the server
+    // dropped the name. Resetting it fails as unknown: the server is as wanted anyway.
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("SELECT 1"));
+    match r.action() {
+        Some(Action::NeedServer { node: 0 }) => {}
+        other => panic!("expected NeedServer, got {other:?}"),
+    }
+    let mut state = ServerState::new(1);
+    let mut gucs = Gucs::default();
+    gucs.set_value("plpgsql.extra_foo_warnings", "true");
+    state.gucs = Arc::new(gucs);
+    r.attach(state);
+    let replay = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert!(replay.contains("plpgsql.extra_foo_warnings"), "{replay}");
+    let mut answer = error("42602", "invalid configuration parameter name");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(r.sent_to_server(), query("SELECT 1"));
+    let mut answer = row("1");
+    answer.extend(complete("SELECT 1"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(tags(&r.sent_to_client()), "DCZ");
+    let (state, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert!(state.gucs.is_empty());
+}
+
+#[test]
+fn a_write_after_another_clients_is_preceded_by_a_pipelined_sequence_discard() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    let allow = Arc::new(crate::router::Allowlist::new(&[]));
+    r.core
+        .set_opaque_check(crate::router::Classifier::new(allow));
+    let on_server = |r: &mut Rig, sql: &str, owner: u32| {
+        r.client(&query(sql));
+        match r.action() {
+            Some(Action::NeedServer { node: 0 }) => {}
+            other => panic!("expected NeedServer, got {other:?}"),
+        }
+        let mut state = ServerState::new(1);
+        state.seq_owner = owner;
+        r.attach(state);
+        r.sent_to_server()
+    };
+    let finish = |r: &mut Rig, hidden: bool| {
+        let mut answer = Vec::new();
+        if hidden {
+            answer.extend(complete("DISCARD SEQUENCES"));
+            answer.extend(ready(b'I'));
+        }
+        answer.extend(complete("INSERT 0 1"));
+        answer.extend(ready(b'I'));
+        r.server(&answer);
+        assert_eq!(
+            tags(&r.sent_to_client()),
+            "CZ",
+            "the discard's answer is hidden"
+        );
+        r.expect_release().0
+    };
+    // A plain read on a server holding another client's values: nothing added.
+    assert_eq!(on_server(&mut r, "SELECT 1", 99), query("SELECT 1"));
+    assert_eq!(finish(&mut r, false).seq_owner, 99);
+    // A write there: the discard goes first, in the same write.
+    let mut want = query("DISCARD SEQUENCES");
+    want.extend(query("INSERT INTO t VALUES (1)"));
+    assert_eq!(on_server(&mut r, "INSERT INTO t VALUES (1)", 99), want);
+    assert_eq!(finish(&mut r, true).seq_owner, 7);
+    // On a server holding only this client's values: nothing added.
+    let sql = "INSERT INTO t VALUES (2)";
+    assert_eq!(on_server(&mut r, sql, 7), query(sql));
+    assert_eq!(finish(&mut r, false).seq_owner, 7);
+}
