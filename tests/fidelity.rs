@@ -926,3 +926,26 @@ fn plain_set_replays_on_another_server() {
         assert_eq!(sq(&c, "SHOW work_mem").await, vec!["4MB".to_string()]);
     });
 }
+
+#[test]
+fn create_temp_table_as_execute_keeps_the_server() {
+    run_async(120, async {
+        let rig = Rig::start(2).await;
+        let x = rig.pooled().await;
+        x.batch_execute("PREPARE fid_q5(int) AS SELECT $1 AS v")
+            .await
+            .expect("PREPARE");
+        x.batch_execute("CREATE TEMP TABLE fid_nodata AS EXECUTE fid_q5(1) WITH NO DATA")
+            .await
+            .expect("CREATE TEMP TABLE AS EXECUTE");
+        // Another client takes whatever server is idle and keeps it.
+        let y = rig.pooled().await;
+        y.batch_execute("BEGIN").await.expect("BEGIN");
+        y.batch_execute("SELECT 1").await.expect("SELECT");
+        assert_eq!(
+            rows(&x, "SELECT count(*) FROM fid_nodata").await,
+            Ok(vec!["0".to_string()])
+        );
+        y.batch_execute("COMMIT").await.expect("COMMIT");
+    });
+}

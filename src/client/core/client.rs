@@ -440,10 +440,21 @@ impl Core {
             SqlStep::NotOurs | SqlStep::NeedServer => None,
             SqlStep::Hold => Some(Stop::ForServer),
             SqlStep::Forward(query, act) => {
+                if self.opaque_check.is_some() {
+                    self.seq_before(&mut 0, fe::QUERY, len, !self.flow.batch_open);
+                }
                 let frame = self.cin.split_to(len);
                 self.idle_txn_deadline = None;
                 self.observe.client_frame(now);
-                // A mapped statement is no session state of the server's: no pin.
+                // A mapped statement is no session state of the server's, but what a
+                // `CREATE TEMP TABLE ... AS EXECUTE p` creates is.
+                let creates = text
+                    .trim_start()
+                    .get(..6)
+                    .is_some_and(|w| w.eq_ignore_ascii_case("create"));
+                if creates {
+                    inspect_text(&mut self.state, false, fe::QUERY, &frame);
+                }
                 self.observe.text(fe::QUERY, &frame, true);
                 self.flow.outstanding += 1;
                 self.sout.push(query);

@@ -185,6 +185,7 @@ impl Core {
                                     super::translate::with_hint(
                                         frame,
                                         "55000",
+                                        "not yet defined in this session",
                                         super::sequences::HINT,
                                     )
                                 })?

@@ -82,15 +82,15 @@ pub fn error(frame: &[u8], t: &Translation) -> Option<Bytes> {
     Some(out.freeze())
 }
 
-/// An ErrorResponse frame with SQLSTATE `code` and no hint, with `hint` added (`None` for
-/// any other frame).
-pub fn with_hint(frame: &[u8], code: &str, hint: &str) -> Option<Bytes> {
+/// An ErrorResponse frame with SQLSTATE `code`, a message containing `about` and no hint,
+/// with `hint` added (`None` for any other frame).
+pub fn with_hint(frame: &[u8], code: &str, about: &str, hint: &str) -> Option<Bytes> {
     if frame.first() != Some(&be::ERROR_RESPONSE) {
         return None;
     }
     let fields = frame.get(5..)?;
     let mut rest = fields;
-    let mut matches = false;
+    let (mut code_is, mut about_is) = (false, false);
     while let Some((&kind, more)) = rest.split_first() {
         if kind == 0 {
             break;
@@ -99,12 +99,17 @@ pub fn with_hint(frame: &[u8], code: &str, hint: &str) -> Option<Bytes> {
         let value = more.get(..end)?;
         match kind {
             b'H' => return None,
-            b'C' => matches = value == code.as_bytes(),
+            b'C' => code_is = value == code.as_bytes(),
+            b'M' => {
+                about_is = value
+                    .windows(about.len().max(1))
+                    .any(|w| w == about.as_bytes())
+            }
             _ => {}
         }
         rest = more.get(end + 1..)?;
     }
-    if !matches {
+    if !(code_is && about_is) {
         return None;
     }
     // The fields without their terminating zero, then the hint and a new terminator.
@@ -182,7 +187,7 @@ mod tests {
     #[test]
     fn a_hint_is_added_to_an_error_with_the_code_and_no_hint() {
         let frame = err(&[(b'S', "ERROR"), (b'C', "55000"), (b'M', "not yet")]);
-        let out = with_hint(&frame, "55000", "pooled").unwrap();
+        let out = with_hint(&frame, "55000", "not yet", "pooled").unwrap();
         let want = err(&[
             (b'S', "ERROR"),
             (b'C', "55000"),
@@ -190,10 +195,11 @@ mod tests {
             (b'H', "pooled"),
         ]);
         assert_eq!(&out[..], &want[..]);
-        assert!(with_hint(&frame, "42601", "pooled").is_none());
-        assert!(with_hint(&want, "55000", "again").is_none());
-        assert!(with_hint(b"E\0\0\0\x05", "55000", "x").is_none());
-        assert!(with_hint(b"E\0\0\0\x06C", "55000", "x").is_none());
+        assert!(with_hint(&frame, "42601", "not yet", "pooled").is_none());
+        assert!(with_hint(&frame, "55000", "cannot detach", "pooled").is_none());
+        assert!(with_hint(&want, "55000", "not yet", "again").is_none());
+        assert!(with_hint(b"E\0\0\0\x05", "55000", "", "x").is_none());
+        assert!(with_hint(b"E\0\0\0\x06C", "55000", "", "x").is_none());
     }
 
     #[test]
