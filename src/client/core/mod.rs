@@ -34,6 +34,7 @@ mod ours;
 mod replies;
 mod retry;
 mod route;
+mod ryw;
 mod server;
 mod sql_prepare;
 mod state;
@@ -46,7 +47,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 pub use observe::Observe;
-pub use route::Route;
+pub use route::{Endpoint, Route};
 pub use state::{Pin, SessionState};
 pub use statements::Mapping;
 
@@ -121,6 +122,9 @@ enum Phase {
     Checkout,
     /// pgsluice's own statements run on the server; client input waits.
     Chore(chores::Chore),
+    /// A replica is asked whether it has replayed the session's writes (`ryw.rs`);
+    /// client input waits.
+    Probe(ryw::Probe),
     /// The session is over; nothing more is read.
     Done,
 }
@@ -264,6 +268,9 @@ impl Core {
         self.server = Some(Attached { state });
         self.phase = Phase::Relay;
         let _ = node;
+        if self.start_probe(now) {
+            return;
+        }
         if !self.sync_settings(now) {
             self.step(now);
         }
@@ -310,6 +317,9 @@ impl Core {
 
     /// The server's socket closed or failed.
     pub fn server_lost(&mut self, why: &str, now: Instant) {
+        if self.probe_lost(why, now) {
+            return;
+        }
         if self.retry.as_ref().is_some_and(retry::Retry::possible) {
             self.release(Release::Close(CloseReason::Broken));
             self.requeue_retry(Some(why), now);
@@ -339,7 +349,11 @@ impl Core {
     pub fn tick(&mut self, now: Instant) {
         if self.chore_deadline.is_some_and(|d| d <= now) {
             self.chore_deadline = None;
-            self.chore_timed_out(now);
+            if matches!(self.phase, Phase::Probe(_)) {
+                self.probe_timed_out(now);
+            } else {
+                self.chore_timed_out(now);
+            }
         }
         if self.idle_txn_deadline.is_some_and(|d| d <= now) {
             self.idle_txn_deadline = None;
@@ -389,7 +403,7 @@ impl Core {
     /// Whether the driver should read more from the client now.
     pub fn wants_client_bytes(&self) -> bool {
         let backed_up = self.cin.len() >= HIGH_WATER
-            && (self.flow.held || matches!(self.phase, Phase::Chore(_)));
+            && (self.flow.held || matches!(self.phase, Phase::Chore(_) | Phase::Probe(_)));
         let over = matches!(self.phase, Phase::Done) || self.client_left;
         !over && self.sout.len() < HIGH_WATER && !backed_up
     }
@@ -506,7 +520,7 @@ impl Core {
         let Some(att) = &self.server else {
             return self.finish(reason);
         };
-        let busy = !self.quiet() || matches!(self.phase, Phase::Chore(_));
+        let busy = !self.quiet() || matches!(self.phase, Phase::Chore(_) | Phase::Probe(_));
         if busy {
             // PostgreSQL notices a closed socket only when it next writes; a cancel stops
             // the abandoned query now instead of letting it run to the end.
