@@ -94,6 +94,16 @@ CREATE FUNCTION my_func() RETURNS int LANGUAGE sql AS 'INSERT INTO t3 VALUES (1)
 CREATE FUNCTION my_pure() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
 CREATE FUNCTION my_reader(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT x';
 CREATE FUNCTION my_srf() RETURNS SETOF int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION my_stable(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT x + 1';
+CREATE FUNCTION my_over(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT x';
+CREATE FUNCTION my_over(x text) RETURNS text LANGUAGE sql AS 'SELECT x';
+CREATE SCHEMA s2;
+GRANT USAGE ON SCHEMA s2 TO app;
+CREATE FUNCTION s2.f2() RETURNS int LANGUAGE sql STABLE AS 'SELECT 2';
+CREATE FUNCTION public.dual() RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION s2.dual() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 2';
+CREATE FUNCTION my_nextval_reader() RETURNS bigint LANGUAGE plpgsql STABLE
+  AS 'BEGIN RETURN nextval(''s''); END';
 GRANT ALL ON ALL TABLES IN SCHEMA public TO app;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app;
 ";
@@ -168,6 +178,13 @@ fn cases() -> Vec<(Want, Vec<&'static str>)> {
         one(Replica, "TAG SELECT 1; SELECT 2"),
         one(Replica, "TAG BEGIN READ ONLY; SELECT 1; COMMIT"),
         one(Replica, "/* pgsluice: replica */ TAG SELECT my_pure()"),
+        // Functions the catalog vouches for (IMMUTABLE, STABLE), not configured.
+        one(Replica, "TAG SELECT my_pure()"),
+        one(Replica, "TAG SELECT public.my_pure()"),
+        one(Replica, "TAG SELECT my_stable(1)"),
+        one(Replica, "TAG SELECT * FROM t WHERE v = my_stable(id)"),
+        one(Replica, "TAG SELECT s2.f2()"),
+        (Replica, vec!["SET search_path = s2", "TAG SELECT dual()"]),
         // Read-only transactions, in separate statements.
         (Replica, vec!["BEGIN READ ONLY", "TAG SELECT 1", "COMMIT"]),
         (
@@ -238,9 +255,15 @@ fn cases() -> Vec<(Want, Vec<&'static str>)> {
         ),
         one(Primary, "TAG SELECT id INTO TEMP tmp_into FROM t"),
         one(Primary, "TAG SELECT my_func()"),
-        one(Primary, "TAG SELECT my_pure()"),
-        one(Primary, "TAG SELECT public.my_pure()"),
         one(Primary, "TAG SELECT * FROM my_srf()"),
+        // Overloaded with a VOLATILE member; a name that is VOLATILE on the default path.
+        one(Primary, "TAG SELECT my_over(1)"),
+        one(Primary, "TAG SELECT dual()"),
+        (
+            Primary,
+            vec!["SET search_path = public, s2", "TAG SELECT dual()"],
+        ),
+        one(Primary, "TAG SELECT s2.nope()"),
         one(Primary, "TAG SELECT 1; UPDATE t SET v = v WHERE id = 1"),
         one(Primary, "TAG SELECT pg_advisory_xact_lock(1)"),
         one(Primary, "TAG SELECT set_config('x.y', '1', true)"),
