@@ -42,6 +42,8 @@ pub enum NotRead {
     /// It reads, but calls a function nobody vouches for: volatile or unknown in the
     /// catalog, a built-in off the allowlist.
     Function,
+    /// A `pgsluice: primary` hint sends it there.
+    Hint,
 }
 
 /// Functions a query calls beyond this many are not looked up: the query goes to the
@@ -96,7 +98,7 @@ impl Class {
         resolve: &mut dyn FnMut(&[FuncRef]) -> Resolved,
     ) -> Verdict {
         match self.hint {
-            Some(Hint::Primary) => return Verdict::Primary(NotRead::Write),
+            Some(Hint::Primary) => return Verdict::Primary(NotRead::Hint),
             Some(Hint::Replica) => return Verdict::Replica,
             None => {}
         }

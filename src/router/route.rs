@@ -96,6 +96,7 @@ impl From<NotRead> for ToPrimary {
         match n {
             NotRead::Write => ToPrimary::Write,
             NotRead::Function => ToPrimary::Function,
+            NotRead::Hint => ToPrimary::Forced,
         }
     }
 }

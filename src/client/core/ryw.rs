@@ -11,11 +11,13 @@
 //! WITH RECURSIVE w(n, lsn) AS (
 //!   SELECT 0, pg_last_wal_replay_lsn()
 //!   UNION ALL
-//!   SELECT n + 1, (SELECT pg_last_wal_replay_lsn() FROM pg_sleep(0.001) WHERE w.n >= 0)
-//!   FROM w WHERE lsn < '<write LSN>' AND n < <ryw_max_wait in ms>)
+//!   SELECT w.n + 1, pg_last_wal_replay_lsn() FROM w, LATERAL pg_sleep(0.0005 + 0 * w.n) s
+//!   WHERE w.lsn < '<write LSN>' AND clock_timestamp() < statement_timestamp() + <ryw_max_wait>)
 //! SELECT max(lsn) FROM w
 //! ```
 //!
+//! (The sleep's argument names `w` so that it runs again for every step: a sleep that
+//! does not depend on the row runs once and is rescanned.)
 //! It answers at once when the replica has replayed the write, else after at most
 //! `ryw_max_wait`, waiting on the replica (one round trip, no work in pgsluice while it
 //! waits). At or past the write LSN, the unit runs there; otherwise the replica goes
@@ -43,17 +45,19 @@ pub struct Probe {
     pub lsn: Option<u64>,
 }
 
-/// The probe's SQL: waits on the replica, in 1 ms steps, up to `wait`.
+/// The probe's SQL: waits on the replica, in steps of half a millisecond, up to `wait`.
 pub fn probe_sql(min_lsn: u64, wait: Duration) -> String {
-    let steps = wait.as_millis().min(10_000);
-    if steps == 0 {
+    let micros = wait.as_micros().min(10_000_000);
+    if micros == 0 {
         return "SELECT pg_catalog.pg_last_wal_replay_lsn()::text".to_string();
     }
     format!(
         "WITH RECURSIVE w(n, lsn) AS (SELECT 0, pg_catalog.pg_last_wal_replay_lsn() \
-         UNION ALL SELECT w.n + 1, (SELECT pg_catalog.pg_last_wal_replay_lsn() \
-         FROM pg_catalog.pg_sleep(0.001) WHERE w.n >= 0) FROM w \
-         WHERE w.lsn < '{}'::pg_lsn AND w.n < {steps}) SELECT max(w.lsn)::text FROM w",
+         UNION ALL SELECT w.n + 1, pg_catalog.pg_last_wal_replay_lsn() \
+         FROM w, LATERAL pg_catalog.pg_sleep(0.0005 + 0 * w.n) s \
+         WHERE w.lsn < '{}'::pg_lsn AND pg_catalog.clock_timestamp() < \
+         pg_catalog.statement_timestamp() + interval '{micros} microseconds') \
+         SELECT max(w.lsn)::text FROM w",
         format_lsn(min_lsn)
     )
 }
@@ -197,6 +201,7 @@ mod tests {
             "SELECT pg_catalog.pg_last_wal_replay_lsn()::text"
         );
         let sql = probe_sql(0x16B3748, Duration::from_millis(5));
-        assert!(sql.contains("'0/16B3748'::pg_lsn AND w.n < 5"), "{sql}");
+        assert!(sql.contains("w.lsn < '0/16B3748'::pg_lsn"), "{sql}");
+        assert!(sql.contains("interval '5000 microseconds'"), "{sql}");
     }
 }
