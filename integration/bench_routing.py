@@ -5,7 +5,7 @@ two streaming replicas.
     python3 integration/bench_routing.py [--duration S] [--rounds N] [--clients N]
                                          [--pool-size N] [--no-build]
                                          [--workloads W,W] [--synchronous-commit on|off]
-                                         [--baseline-ref REF]
+                                         [--baseline-ref REF] [--rate TPS]
 
 Starts a throwaway cluster (integration/cluster.sh, two replicas), `pgbench -i -s 10` on
 the primary, then these targets, all with the same pool size and md5 client auth:
@@ -48,6 +48,11 @@ clusters run with it off, so the primary ships WAL only when its WAL writer flus
 (every 200 ms) and no replica is ever a few milliseconds behind a fresh commit; with it on
 (fsync stays off) a replica replays a commit within about a millisecond, the case
 read-your-writes probes are for.
+
+--rate TPS runs pgbench at that fixed rate (-R) instead of flat out: every target then
+does the same work per second, so CPU per transaction compares the code paths and not
+how busy each target happened to be (a pooler that handles fewer transactions a second
+pays its per-wakeup costs over fewer of them).
 
 Rounds interleave targets (order rotated); medians are reported. Results go to
 integration/results/routing-<UTC timestamp>/.
@@ -206,7 +211,8 @@ http_listen_addr = "127.0.0.1:{http}"
             target = "route-on"
         flags, reads_per_txn = WORKLOADS[workload]
         flags = [os.path.join(self.work, "mixed.sql") if f == "MIXED" else f for f in flags]
-        cmd = ["pgbench", "-n", *flags, "-c", str(self.args.clients), "-j", "2",
+        rate = ["-R", str(self.args.rate)] if self.args.rate else []
+        cmd = ["pgbench", "-n", *flags, *rate, "-c", str(self.args.clients), "-j", "2",
                "-T", str(duration), "-h", "127.0.0.1", "-p", str(self.ports[target]),
                "-U", B.USER, "-l", f"--log-prefix={self.work}/txlog/tx", B.DATABASE]
         os.makedirs(os.path.join(self.work, "txlog"), exist_ok=True)
@@ -297,6 +303,7 @@ def main():
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--synchronous-commit", choices=["on", "off"])
     ap.add_argument("--baseline-ref", default=BASELINE_REF)
+    ap.add_argument("--rate", type=int)
     args = ap.parse_args()
     args.replicas, args.scale, args.jobs, args.workers = 2, 10, 2, 1
     args.tls, args.baseline_binary = False, None
@@ -336,6 +343,7 @@ def main():
             f"--pool-size {args.pool_size} --workloads {args.workloads}"
             + (f" --synchronous-commit {args.synchronous_commit}" if args.synchronous_commit
                else "")
+            + (f" --rate {args.rate}" if args.rate else "")
             + f" --baseline-ref '{args.baseline_ref}'`; "
             f"primary + 2 streaming replicas on this machine "
             f"(2 cores, shared). Medians of {args.rounds} rounds.",
