@@ -4,6 +4,8 @@ two streaming replicas.
 
     python3 integration/bench_routing.py [--duration S] [--rounds N] [--clients N]
                                          [--pool-size N] [--no-build]
+                                         [--workloads W,W] [--synchronous-commit on|off]
+                                         [--baseline-ref REF] [--rate TPS]
 
 Starts a throwaway cluster (integration/cluster.sh, two replicas), `pgbench -i -s 10` on
 the primary, then these targets, all with the same pool size and md5 client auth:
@@ -13,6 +15,13 @@ the primary, then these targets, all with the same pool size and md5 client auth
   route-off         pgsluice, transaction mode, replicas configured, read_write_split = false
   route-on          pgsluice, read_write_split = true, read_your_writes = "lsn" (defaults)
   route-on-ryw-off  pgsluice, read_write_split = true, read_your_writes = "off"
+  route-on-base     pgsluice built from --baseline-ref (default: the commit before the
+                    second routing round, whose read-your-writes waited for the monitor's
+                    100 ms poll), route-on config: "today's" pooler, in the same run
+  route-on-noprobe  route-on with ryw_probe = false (this build, no probe)
+  route-on-nowait   route-on with ryw_max_wait = 0 (a probe asks once, does not wait)
+  route-on-fastwatch  ryw_probe = false, lag_check_interval = 0.005: the monitor asks each
+                    node for its position every 5 ms instead of probing at checkout
   route-on-primary  the route-on pgsluice, with every client connecting with
                     options=-c pgsluice.route=primary: each statement is still classified
                     and routed, but all go to the primary, as with route-off. Against
@@ -29,10 +38,21 @@ Workloads (each run `pgbench -n -c CLIENTS -j 2 -T DURATION`):
                     of the same row, each its own transaction (autocommit)
 
 Per run: TPS, latency p50/p99, the pooler's CPU time per transaction (utime+stime from
-/proc), and the share of reads served by replicas: the replicas' xact_commit delta
-(pg_stat_database, database app) over the reads the workload made (1 per transaction for
-select-*, 3 for mixed). The node monitor's own checks (10 a second per node) are in that
-count too; over a 10 s run they are a fraction of a percent.
+/proc), and the share of reads served by replicas over the reads the workload made (1 per
+transaction for select-*, 3 for mixed): for pgsluice, the reads it routed to replicas
+(pgsluice_node_reads_total in /metrics); for direct and PgBouncer, the replicas'
+xact_commit delta (pg_stat_database, database app).
+
+--synchronous-commit on sets it for the benchmark database on the primary: the test
+clusters run with it off, so the primary ships WAL only when its WAL writer flushes
+(every 200 ms) and no replica is ever a few milliseconds behind a fresh commit; with it on
+(fsync stays off) a replica replays a commit within about a millisecond, the case
+read-your-writes probes are for.
+
+--rate TPS runs pgbench at that fixed rate (-R) instead of flat out: every target then
+does the same work per second, so CPU per transaction compares the code paths and not
+how busy each target happened to be (a pooler that handles fewer transactions a second
+pays its per-wakeup costs over fewer of them).
 
 Rounds interleave targets (order rotated); medians are reported. Results go to
 integration/results/routing-<UTC timestamp>/.
@@ -67,13 +87,21 @@ WORKLOADS = {
 TARGETS = {
     "select-simple": ["direct", "pgbouncer", "route-off", "route-on", "route-on-primary"],
     "select-extended": ["direct", "pgbouncer", "route-off", "route-on", "route-on-primary"],
-    "mixed": ["direct", "pgbouncer", "route-off", "route-on", "route-on-ryw-off"],
+    "mixed": ["direct", "pgbouncer", "route-off", "route-on", "route-on-ryw-off",
+              "route-on-base", "route-on-noprobe", "route-on-nowait", "route-on-fastwatch"],
 }
 ROUTING = {
     "route-off": "read_write_split = false",
     "route-on": "read_write_split = true\nread_your_writes = \"lsn\"",
     "route-on-ryw-off": "read_write_split = true\nread_your_writes = \"off\"",
+    "route-on-base": "read_write_split = true\nread_your_writes = \"lsn\"",
+    "route-on-noprobe": "read_write_split = true\nread_your_writes = \"lsn\"\nryw_probe = false",
+    "route-on-nowait": "read_write_split = true\nread_your_writes = \"lsn\"\nryw_max_wait = 0",
+    "route-on-fastwatch": "read_write_split = true\nread_your_writes = \"lsn\"\n"
+                          "ryw_probe = false\nlag_check_interval = 0.005",
 }
+# The commit before the second routing round (2bcefb2): today's pooler.
+BASELINE_REF = "2bcefb2^"
 
 
 def log(msg):
@@ -81,6 +109,24 @@ def log(msg):
 
 
 class RoutingBench(B.Bench):
+    http_ports = {}
+
+    def replica_reads(self, target):
+        """Reads the pooler routed to replicas (pgsluice_node_reads_total, nodes other
+        than the primary, node 0): unlike the replicas' commit counts, without the
+        monitor's checks and read-your-writes probes."""
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_ports[target]}/metrics",
+                                    timeout=10) as r:
+            text = r.read().decode()
+        total = 0
+        for line in text.splitlines():
+            m = re.match(r'pgsluice_node_reads_total\{database="%s",node="(\d+)"[^}]*\} (\S+)'
+                         % B.DATABASE, line)
+            if m and m.group(1) != "0":
+                total += float(m.group(2))
+        return total
+
     def start_cluster(self):
         super().start_cluster()
         with open(os.path.join(self.cluster_dir, "env")) as f:
@@ -90,6 +136,9 @@ class RoutingBench(B.Bench):
         if len(self.replica_ports) != 2:
             raise B.Failure(f"expected two replicas, cluster env: {env}")
         self.wait_replicas()
+        if self.args.synchronous_commit:
+            self.psql(self.primary_port, f"ALTER DATABASE {B.DATABASE} SET synchronous_commit "
+                                         f"= {self.args.synchronous_commit}")
 
     def psql(self, port, sql):
         p = B.run(["psql", "-X", "-At", "-h", "127.0.0.1", "-p", str(port), "-U", B.USER,
@@ -114,6 +163,8 @@ class RoutingBench(B.Bench):
         d = os.path.join(self.work, target)
         os.mkdir(d)
         port = B.pick_port()
+        http = B.pick_port()
+        self.http_ports[target] = http
         conf = os.path.join(d, "pgsluice.toml")
         replicas = ", ".join(f'"127.0.0.1:{p}"' for p in self.replica_ports)
         with open(conf, "w") as f:
@@ -134,13 +185,17 @@ password = "{B.PASSWORD}"
 primary = "127.0.0.1:{self.primary_port}"
 replicas = [{replicas}]
 
+[admin]
+http_listen_addr = "127.0.0.1:{http}"
+
 [routing]
 {ROUTING[target]}
 """)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PGSLUICE_")}
         env["NO_COLOR"] = "1"
         logf = open(os.path.join(d, "pgsluice.log"), "w")
-        proc = subprocess.Popen([self.args.binary, "--config", conf], cwd=d, env=env,
+        binary = self.args.base_binary if target == "route-on-base" else self.args.binary
+        proc = subprocess.Popen([binary, "--config", conf], cwd=d, env=env,
                                 stdin=subprocess.DEVNULL, stdout=logf,
                                 stderr=subprocess.STDOUT, start_new_session=True)
         logf.close()
@@ -156,7 +211,8 @@ replicas = [{replicas}]
             target = "route-on"
         flags, reads_per_txn = WORKLOADS[workload]
         flags = [os.path.join(self.work, "mixed.sql") if f == "MIXED" else f for f in flags]
-        cmd = ["pgbench", "-n", *flags, "-c", str(self.args.clients), "-j", "2",
+        rate = ["-R", str(self.args.rate)] if self.args.rate else []
+        cmd = ["pgbench", "-n", *flags, *rate, "-c", str(self.args.clients), "-j", "2",
                "-T", str(duration), "-h", "127.0.0.1", "-p", str(self.ports[target]),
                "-U", B.USER, "-l", f"--log-prefix={self.work}/txlog/tx", B.DATABASE]
         os.makedirs(os.path.join(self.work, "txlog"), exist_ok=True)
@@ -165,12 +221,14 @@ replicas = [{replicas}]
         pid = self.procs[target][1] if target != "direct" else None
         time.sleep(1.5)
         before = [self.commits(p) for p in self.replica_ports]
+        routed0 = self.replica_reads(target) if target in self.http_ports else None
         cpu0 = B.cpu_seconds(pid) if pid else None
         p = B.run(cmd, check=False, env=env, timeout=duration + 120)
         cpu1 = B.cpu_seconds(pid) if pid else None
         # Backends publish their counters at most once a second (PostgreSQL 15).
         time.sleep(1.5)
         after = [self.commits(p) for p in self.replica_ports]
+        routed1 = self.replica_reads(target) if target in self.http_ports else None
         m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", p.stdout)
         t = re.search(r"number of transactions actually processed: (\d+)", p.stdout)
         f = re.search(r"number of failed transactions: (\d+)", p.stdout)
@@ -184,6 +242,8 @@ replicas = [{replicas}]
                         lats.append(int(parts[2]))
         lats.sort()
         replica_reads = sum(a - b for a, b in zip(after, before))
+        if routed0 is not None:
+            replica_reads = routed1 - routed0
         r = {
             "tps": float(m.group(1)) if m else None,
             "failed": int(f.group(1)) if f else (None if p.returncode == 0 else "exit"),
@@ -196,6 +256,28 @@ replicas = [{replicas}]
             fh.write("$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr[-4000:])
             fh.write(f"\n# replica commits {replica_reads}, result {r}\n")
         return r
+
+
+def build_baseline(ref, no_build):
+    """pgsluice as of `ref`, built from `git archive` in target/baseline (its own target
+    directory, seeded with a copy of target/release so that only pgsluice itself is
+    compiled: sharing target/ would let the two trees overwrite each other's pgsluice).
+    Returns the binary's path."""
+    base = os.path.join(B.ROOT, "target", "baseline")
+    out = os.path.join(base, "release", "pgsluice")
+    if no_build and os.path.exists(out):
+        return out
+    src = os.path.join(base, "src")
+    B.run(["rm", "-rf", src])
+    os.makedirs(src)
+    B.run(["bash", "-c", f"git archive {ref} | tar -x -C {src}"], cwd=B.ROOT)
+    if not os.path.exists(os.path.join(base, "release")):
+        B.run(["cp", "-a", os.path.join(B.ROOT, "target", "release"), base])
+    env = dict(os.environ, CARGO_TARGET_DIR=base)
+    B.run(["cargo", "build", "--release", "--quiet", "--locked"], cwd=src, env=env)
+    rev = B.run(["git", "rev-parse", "--short", ref], cwd=B.ROOT).stdout.strip()
+    log(f"baseline {ref} ({rev}) built: {out}")
+    return out
 
 
 def fmt(v, nd=2):
@@ -218,9 +300,18 @@ def main():
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--pool-size", type=int, default=10)
     ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--synchronous-commit", choices=["on", "off"])
+    ap.add_argument("--baseline-ref", default=BASELINE_REF)
+    ap.add_argument("--rate", type=int)
     args = ap.parse_args()
     args.replicas, args.scale, args.jobs, args.workers = 2, 10, 2, 1
+    args.tls, args.baseline_binary = False, None
     args.binary = os.path.join(B.ROOT, "target", "release", "pgsluice")
+    for w in list(TARGETS):
+        if w not in args.workloads.split(","):
+            del TARGETS[w]
+    args.base_binary = build_baseline(args.baseline_ref, args.no_build)
     if not args.no_build:
         B.run(["cargo", "build", "--release", "--quiet"], cwd=B.ROOT)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -249,16 +340,22 @@ def main():
         lines = [
             f"Routing benchmark, {stamp}: `python3 integration/bench_routing.py "
             f"--duration {args.duration} --rounds {args.rounds} --clients {args.clients} "
-            f"--pool-size {args.pool_size}`; primary + 2 streaming replicas on this machine "
+            f"--pool-size {args.pool_size} --workloads {args.workloads}"
+            + (f" --synchronous-commit {args.synchronous_commit}" if args.synchronous_commit
+               else "")
+            + (f" --rate {args.rate}" if args.rate else "")
+            + f" --baseline-ref '{args.baseline_ref}'`; "
+            f"primary + 2 streaming replicas on this machine "
             f"(2 cores, shared). Medians of {args.rounds} rounds.",
             "",
             "| workload | target | TPS | × route-off TPS | p50 ms | p99 ms | pooler CPU µs/txn "
-            "| × route-off CPU | reads on replicas | failed |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| × route-off CPU | × route-on-base CPU | reads on replicas | failed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for workload, targets in TARGETS.items():
             base = {k: med([r[k] for r in results[(workload, "route-off")]])
                     for k in ("tps", "cpu_us")}
+            today = med([r["cpu_us"] for r in results.get((workload, "route-on-base"), [])])
             for target in targets:
                 rs = results[(workload, target)]
                 row = {k: med([r[k] for r in rs])
@@ -267,11 +364,12 @@ def main():
                 tps_ratio = row["tps"] / base["tps"] if row["tps"] and base["tps"] else None
                 cpu_ratio = (row["cpu_us"] / base["cpu_us"]
                              if row["cpu_us"] and base["cpu_us"] else None)
+                base_ratio = row["cpu_us"] / today if row["cpu_us"] and today else None
                 share = f"{row['replica_share'] * 100:.0f}%" if row["replica_share"] is not None else "–"
                 lines.append(
                     f"| {workload} | {target} | {fmt(row['tps'], 0)} | {fmt(tps_ratio)} "
                     f"| {fmt(row['p50'], 3)} | {fmt(row['p99'], 3)} | {fmt(row['cpu_us'], 1)} "
-                    f"| {fmt(cpu_ratio)} | {share} | {failed} |")
+                    f"| {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} | {share} | {failed} |")
         table = "\n".join(lines)
         print(table)
         with open(os.path.join(results_dir, "table.md"), "w") as f:

@@ -63,7 +63,9 @@ impl Statement {
 
     /// The statement's read/write class, classified once for its lifetime.
     pub fn class(&self, classifier: &crate::router::Classifier) -> crate::router::Class {
-        *self.class.get_or_init(|| classifier.classify(self.query()))
+        self.class
+            .get_or_init(|| classifier.classify(self.query()))
+            .clone()
     }
 
     /// Parameter types the client declared (admin console).

@@ -4,79 +4,14 @@
 //! unique comment tag.
 
 mod common;
+mod routing_util;
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Pooler, psql_ok, run_async, wait_until};
-
-const NODES: [&str; 3] = ["primary", "replica1", "replica2"];
-
-/// Turns on statement logging on every node (ALTER SYSTEM works on a standby too).
-fn log_statements(c: &Cluster) {
-    for n in &NODES[..=c.replica_ports.len()] {
-        let url = c.node_url(n, "postgres", "", "postgres");
-        psql_ok(&url, "ALTER SYSTEM SET log_statement = 'all'");
-        psql_ok(&url, "SELECT pg_reload_conf()");
-    }
-}
-
-/// The nodes whose log mentions `tag`.
-fn nodes_that_ran(c: &Cluster, tag: &str) -> Vec<&'static str> {
-    NODES[..=c.replica_ports.len()]
-        .iter()
-        .filter(|n| {
-            std::fs::read_to_string(c.dir.join(format!("{n}.log")))
-                .unwrap_or_default()
-                .contains(tag)
-        })
-        .copied()
-        .collect()
-}
-
-/// Runs each command as its own Query in one psql session (errors don't stop it).
-fn psql_session(url: &str, commands: &[String], env: &[(&str, &str)]) -> String {
-    let mut cmd = Command::new("timeout");
-    cmd.args(["-k", "5", "60", "/usr/bin/psql", "-X", "-A", "-t"]);
-    for c in commands {
-        cmd.args(["-c", c]);
-    }
-    cmd.arg(url)
-        .env_remove("PGPASSWORD")
-        .env_remove("PGOPTIONS")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run psql");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-fn routing_config(c: &Cluster, extra: &str) -> String {
-    format!(
-        "{}\n[routing]\nread_only_functions = [\"my_reader\"]\n{extra}\n",
-        c.pooler_config("transaction", "scram-sha-256", 4)
-    )
-}
-
-/// Waits until the pooler's monitor put both replicas in the read set: fresh sessions'
-/// reads reach both.
-fn wait_read_set(c: &Cluster, url: &str) {
-    let mut seen = HashSet::new();
-    let ok = wait_until(Duration::from_secs(20), || {
-        let port = psql_ok(url, "SELECT inet_server_port()");
-        seen.insert(port);
-        c.replica_ports
-            .iter()
-            .all(|p| seen.contains(&p.to_string()))
-    });
-    assert!(ok, "reads never reached every replica: {seen:?}");
-}
+use routing_util::{log_statements, nodes_that_ran, psql_session, routing_config, wait_read_set};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Want {
@@ -94,6 +29,16 @@ CREATE FUNCTION my_func() RETURNS int LANGUAGE sql AS 'INSERT INTO t3 VALUES (1)
 CREATE FUNCTION my_pure() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 1';
 CREATE FUNCTION my_reader(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT x';
 CREATE FUNCTION my_srf() RETURNS SETOF int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION my_stable(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT x + 1';
+CREATE FUNCTION my_over(x int) RETURNS int LANGUAGE sql STABLE AS 'SELECT x';
+CREATE FUNCTION my_over(x text) RETURNS text LANGUAGE sql AS 'SELECT x';
+CREATE SCHEMA s2;
+GRANT USAGE ON SCHEMA s2 TO app;
+CREATE FUNCTION s2.f2() RETURNS int LANGUAGE sql STABLE AS 'SELECT 2';
+CREATE FUNCTION public.dual() RETURNS int LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION s2.dual() RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT 2';
+CREATE FUNCTION my_nextval_reader() RETURNS bigint LANGUAGE plpgsql STABLE
+  AS 'BEGIN RETURN nextval(''s''); END';
 GRANT ALL ON ALL TABLES IN SCHEMA public TO app;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app;
 ";
@@ -168,6 +113,13 @@ fn cases() -> Vec<(Want, Vec<&'static str>)> {
         one(Replica, "TAG SELECT 1; SELECT 2"),
         one(Replica, "TAG BEGIN READ ONLY; SELECT 1; COMMIT"),
         one(Replica, "/* pgsluice: replica */ TAG SELECT my_pure()"),
+        // Functions the catalog vouches for (IMMUTABLE, STABLE), not configured.
+        one(Replica, "TAG SELECT my_pure()"),
+        one(Replica, "TAG SELECT public.my_pure()"),
+        one(Replica, "TAG SELECT my_stable(1)"),
+        one(Replica, "TAG SELECT * FROM t WHERE v = my_stable(id)"),
+        one(Replica, "TAG SELECT s2.f2()"),
+        (Replica, vec!["SET search_path = s2", "TAG SELECT dual()"]),
         // Read-only transactions, in separate statements.
         (Replica, vec!["BEGIN READ ONLY", "TAG SELECT 1", "COMMIT"]),
         (
@@ -238,9 +190,15 @@ fn cases() -> Vec<(Want, Vec<&'static str>)> {
         ),
         one(Primary, "TAG SELECT id INTO TEMP tmp_into FROM t"),
         one(Primary, "TAG SELECT my_func()"),
-        one(Primary, "TAG SELECT my_pure()"),
-        one(Primary, "TAG SELECT public.my_pure()"),
         one(Primary, "TAG SELECT * FROM my_srf()"),
+        // Overloaded with a VOLATILE member; a name that is VOLATILE on the default path.
+        one(Primary, "TAG SELECT my_over(1)"),
+        one(Primary, "TAG SELECT dual()"),
+        (
+            Primary,
+            vec!["SET search_path = public, s2", "TAG SELECT dual()"],
+        ),
+        one(Primary, "TAG SELECT s2.nope()"),
         one(Primary, "TAG SELECT 1; UPDATE t SET v = v WHERE id = 1"),
         one(Primary, "TAG SELECT pg_advisory_xact_lock(1)"),
         one(Primary, "TAG SELECT set_config('x.y', '1', true)"),
@@ -358,16 +316,24 @@ fn pgsluice_settings_are_answered_not_forwarded() {
     );
 }
 
-/// A replica that applies WAL two seconds late. A session that writes and reads its row
-/// back at once sees it every time; a session that never wrote is served by the lagging
-/// replica, and the writing session is again once the replica caught up.
+/// The write-then-read target: one replica replays within milliseconds, one applies WAL two seconds
+/// late (and stays in the read set, `max_replica_lag = 30`). A session inserts a row and
+/// reads it back at once, 1,000 times: it sees its row every time (0 stale reads), and at
+/// least half of those reads are served by a replica (the one that keeps up, found by a
+/// read-your-writes probe). A session that never writes reads from replicas only, the
+/// lagging one included; the writer reads there again once it has caught up.
 #[test]
 fn read_your_writes_under_real_lag() {
     let c = Cluster::start_with_delay(2, 2);
+    // The test clusters run with synchronous_commit = off, which ships WAL only when the
+    // WAL writer flushes it (every 200 ms): no replica would be under 10 ms behind. With
+    // it on, replica1 replays a commit within a millisecond or so.
     psql_ok(
         &c.primary_url("app"),
-        "CREATE TABLE ryw (id int PRIMARY KEY, who text); GRANT ALL ON ryw TO app",
+        "ALTER DATABASE app SET synchronous_commit = on; \
+         CREATE TABLE ryw (id int PRIMARY KEY, who text); GRANT ALL ON ryw TO app",
     );
+    let fast = c.replica_ports[0].to_string();
     let lagging = c.replica_ports[1].to_string();
     let pooler = Pooler::start(&routing_config(&c, "max_replica_lag = 30"));
     let url = pooler.url("app", "app_pw", "app");
@@ -376,7 +342,7 @@ fn read_your_writes_under_real_lag() {
     });
     wait_read_set(&c, &url);
     let primary = c.primary_port.to_string();
-    run_async(120, async move {
+    run_async(180, async move {
         let (reader, _r) = common::pg_connect(&url).await;
         let (writer, _w) = common::pg_connect(&url).await;
         // Before any write: reads reach the lagging replica.
@@ -389,8 +355,12 @@ fn read_your_writes_under_real_lag() {
             "the reader never reached the lagging replica: {ports:?}"
         );
 
+        let rounds = 1000;
         let mut served = std::collections::HashMap::<String, u32>::new();
-        for i in 0..1000 {
+        let mut reader_served = std::collections::HashMap::<String, u32>::new();
+        let mut stale = Vec::new();
+        let t0 = Instant::now();
+        for i in 0..rounds {
             writer
                 .execute("INSERT INTO ryw VALUES ($1, 'w')", &[&i])
                 .await
@@ -403,17 +373,40 @@ fn read_your_writes_under_real_lag() {
                 .await
                 .expect("select");
             let n: i64 = row.get(0);
-            assert_eq!(n, 1, "write {i} not visible to its own session");
-            *served.entry(row.get::<_, String>(1)).or_default() += 1;
+            let port: String = row.get(1);
+            if n != 1 {
+                stale.push((i, port.clone()));
+            }
+            *served.entry(port).or_default() += 1;
+            // The never-writing session, interleaved.
+            let port = common::sq1(&reader, "SELECT inet_server_port()").await;
+            *reader_served.entry(port).or_default() += 1;
         }
+        let on_replica =
+            served.get(&fast).copied().unwrap_or(0) + served.get(&lagging).copied().unwrap_or(0);
+        eprintln!(
+            "write-then-read: {rounds} rounds in {:?}; stale reads {}; writer's reads on a \
+             replica {on_replica} (fast {fast}, lagging {lagging}, primary {primary}: \
+             {served:?}); never-writing reader: {reader_served:?}",
+            t0.elapsed(),
+            stale.len(),
+        );
+        assert!(
+            stale.is_empty(),
+            "stale reads of the session's own writes: {stale:?}"
+        );
         assert!(
             !served.contains_key(&lagging),
             "a read went to the replica that had not replayed the write: {served:?}"
         );
-
-        // The never-writing session still reads from replicas meanwhile.
-        let port = common::sq1(&reader, "SELECT inet_server_port()").await;
-        assert_ne!(port, primary, "the reader was sent to the primary");
+        assert!(
+            on_replica * 2 >= rounds as u32,
+            "only {on_replica} of {rounds} of the writer's reads on a replica: {served:?}"
+        );
+        assert!(
+            !reader_served.contains_key(&primary),
+            "the never-writing session was sent to the primary: {reader_served:?}"
+        );
 
         // Once the lagging replica replays the last write, the writer reads there again.
         let start = Instant::now();

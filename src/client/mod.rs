@@ -262,30 +262,51 @@ async fn login(
             },
             other => ClientError::fatal("08006", other.to_string()),
         })?;
-    let startup_gucs = pool.intern_settings(startup_settings(&params, &server_params));
+    let mut settings = startup_settings(&params, &server_params);
+    if db.replicas_of.is_some() && settings.get("default_transaction_read_only").is_none() {
+        // A read-only endpoint's sessions are read-only wherever they run (the primary,
+        // with primary_fallback, included).
+        settings.set_value("default_transaction_read_only", "on");
+    }
+    let startup_gucs = pool.intern_settings(settings);
     let mode = config.pool_mode(db, config.user(&user));
     let force = startup_route(&params).unwrap_or(Force::Auto);
-    let route = shared
-        .nodes
-        .get(config, &database)
-        .filter(|nodes| {
-            mode != PoolMode::Session && config.routing.read_write_split && nodes.has_replicas()
-        })
-        .map(|nodes| {
-            let allow = Arc::new(crate::router::Allowlist::new(
-                &config.routing.read_only_functions,
-            ));
-            Box::new(core::Route::new(
-                nodes,
-                crate::router::Classifier::new(allow),
-                force,
-            ))
-        });
+    let route = route_for(shared, config, &database, &user, mode, force);
     let driver = new_session(shared, pool, mode, config, startup_gucs, route, meta);
     let mut driver = Box::new(driver);
     greet(&mut driver, &server_params, &params);
     tracing::info!(user, database, client = driver.id(), "client logged in");
     Ok(Some(Login::Session(driver)))
+}
+
+/// The session's routing: for a database with replicas in transaction or statement mode
+/// (with `read_write_split`), and for a read-only endpoint in every mode.
+fn route_for(
+    shared: &Shared,
+    config: &config::Config,
+    database: &str,
+    user: &str,
+    mode: PoolMode,
+    force: Force,
+) -> Option<Box<core::Route>> {
+    let db = config.databases.get(database)?;
+    let nodes = shared.nodes.get(config, database)?;
+    let endpoint = db.replicas_of.is_some();
+    let split = mode != PoolMode::Session && config.routing.read_write_split;
+    if !nodes.has_replicas() || !(endpoint || split) {
+        return None;
+    }
+    let allow = Arc::new(crate::router::Allowlist::new(
+        &config.routing.read_only_functions,
+    ));
+    let mut route = core::Route::new(nodes, crate::router::Classifier::new(allow), force);
+    route.user = user.to_string();
+    if endpoint {
+        route = route.endpoint(core::Endpoint {
+            primary_fallback: db.primary_fallback,
+        });
+    }
+    Some(Box::new(route))
 }
 
 /// Builds a logged-in client's session: its core and the driver around it.

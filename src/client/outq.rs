@@ -1,6 +1,11 @@
 //! A queue of byte chunks waiting to be written to a socket. The session core pushes;
 //! the driver writes them out with vectored writes, so that many small frames leave in
 //! one system call.
+//!
+//! The queue can *hold* what is pushed: held chunks are not written until released, and
+//! can be dropped instead. The session core holds the client's output while a read on a
+//! replica may still be replayed elsewhere (see `core/retry.rs`), whatever policy
+//! produced it (forwarded answers, answers pgsluice made itself).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -14,14 +19,59 @@ pub const MAX_IOV: usize = 32;
 pub struct OutQueue {
     chunks: VecDeque<Bytes>,
     len: usize,
+    /// Chunks pushed while holding (boxed: rarely there, and every client has a queue).
+    held: Option<Box<Held>>,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    chunks: Vec<Bytes>,
+    len: usize,
 }
 
 impl OutQueue {
     pub fn push(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
-            self.len += chunk.len();
-            self.chunks.push_back(chunk);
+        if chunk.is_empty() {
+            return;
         }
+        if let Some(h) = &mut self.held {
+            h.len += chunk.len();
+            h.chunks.push(chunk);
+            return;
+        }
+        self.len += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    /// From now on, what is pushed is held back (until [`OutQueue::release_held`] or
+    /// [`OutQueue::drop_held`]).
+    pub fn hold(&mut self) {
+        if self.held.is_none() {
+            self.held = Some(Box::default());
+        }
+    }
+
+    /// Whether pushes are being held.
+    pub fn holding(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Bytes held back.
+    pub fn held_len(&self) -> usize {
+        self.held.as_ref().map_or(0, |h| h.len)
+    }
+
+    /// Queues what was held, in order, and stops holding.
+    pub fn release_held(&mut self) {
+        if let Some(h) = self.held.take() {
+            self.len += h.len;
+            self.chunks.extend(h.chunks);
+        }
+    }
+
+    /// Drops what was held and stops holding.
+    pub fn drop_held(&mut self) {
+        self.held = None;
     }
 
     /// Bytes queued.
@@ -36,6 +86,7 @@ impl OutQueue {
     pub fn clear(&mut self) {
         self.chunks.clear();
         self.len = 0;
+        self.held = None;
     }
 
     /// Fills `slices` with the first chunks; returns how many.
@@ -71,7 +122,7 @@ impl OutQueue {
         }
     }
 
-    /// Every queued byte, for tests.
+    /// Every queued byte (not what is held), for tests.
     #[cfg(test)]
     pub fn take_all(&mut self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
@@ -80,5 +131,27 @@ impl OutQueue {
         }
         self.len = 0;
         v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_chunks_wait_and_can_be_dropped() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"a"));
+        q.hold();
+        q.push(Bytes::from_static(b"bc"));
+        assert_eq!((q.len(), q.held_len()), (1, 2));
+        assert_eq!(q.take_all(), b"a");
+        q.release_held();
+        q.push(Bytes::from_static(b"d"));
+        assert_eq!(q.take_all(), b"bcd");
+        q.hold();
+        q.push(Bytes::from_static(b"x"));
+        q.drop_held();
+        assert!(q.is_empty() && !q.holding());
     }
 }

@@ -2,6 +2,7 @@
 //! and validation that names the offending key.
 
 mod auth;
+mod endpoints;
 mod env;
 mod files;
 mod observe;
@@ -155,6 +156,19 @@ pub struct Routing {
     pub retry_read_only_errors: bool,
     /// Who the node monitor connects as; defaults to the first `[[users]]` entry.
     pub monitor_user: Option<String>,
+    /// After a write, ask a replica that keeps up for its replay LSN on the connection
+    /// being checked out, instead of sending the session's reads to the primary until
+    /// the monitor's next check shows the write replayed.
+    pub ryw_probe: bool,
+    /// Seconds such a probe may wait, on the replica, for the write to be replayed before
+    /// the read goes to the primary; 0 = ask once.
+    pub ryw_max_wait: f64,
+    /// Look up the volatility of functions not on the allowlist in the catalog:
+    /// IMMUTABLE and STABLE ones may run on a replica.
+    pub function_volatility: bool,
+    /// Seconds between reads of the function catalog (also read on RELOAD, and soon after
+    /// a query names a function it does not have).
+    pub function_refresh_interval: f64,
 }
 
 impl Default for Routing {
@@ -172,6 +186,10 @@ impl Default for Routing {
             read_only_functions: Vec::new(),
             retry_read_only_errors: true,
             monitor_user: None,
+            ryw_probe: true,
+            ryw_max_wait: 0.005,
+            function_volatility: true,
+            function_refresh_interval: 60.0,
         }
     }
 }
@@ -296,8 +314,17 @@ pub struct Database {
     /// The database name on the server; defaults to the key.
     #[serde(default)]
     pub dbname: Option<String>,
-    /// `host:port` of the primary.
+    /// `host:port` of the primary (for a read-only endpoint, copied from its database).
+    #[serde(default)]
     pub primary: String,
+    /// A read-only endpoint: the replicas of the named database serve every session (see
+    /// `endpoints.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_of: Option<String>,
+    /// For a read-only endpoint: the primary serves its sessions (read-only) when no
+    /// replica can.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub primary_fallback: bool,
     #[serde(default)]
     pub replicas: Vec<NodeSpec>,
     /// The primary's share of reads when `routing.primary_reads = "always"`.
@@ -373,6 +400,7 @@ impl Config {
             .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         config.ignored_env = ignored;
         secret::resolve_user_files(&mut config.users)?;
+        endpoints::resolve(&mut config.databases)?;
         config.validate()?;
         Ok(config)
     }
@@ -436,6 +464,18 @@ impl Config {
             return Err(invalid(
                 "routing.max_replica_lag",
                 "must be between 0 and 1e9 seconds",
+            ));
+        }
+        if !(0.0..=10.0).contains(&r.ryw_max_wait) {
+            return Err(invalid(
+                "routing.ryw_max_wait",
+                "must be between 0 and 10 seconds",
+            ));
+        }
+        if !(1.0..=86400.0).contains(&r.function_refresh_interval) {
+            return Err(invalid(
+                "routing.function_refresh_interval",
+                "must be between 1 and 86400 seconds",
             ));
         }
         if let Some(u) = &r.monitor_user

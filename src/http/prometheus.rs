@@ -316,11 +316,21 @@ fn nodes(o: &mut String, shared: &Shared) {
             sample_f(o, name, &l(d, n), get(n));
         }
     }
-    let counters: [(&str, &str, Get); 3] = [
+    let counters: [(&str, &str, Get); 5] = [
         (
             "pgsluice_node_reads_total",
             "Transactions routed to the node as reads.",
             |n| n.reads as f64,
+        ),
+        (
+            "pgsluice_node_ryw_probes_total",
+            "Read-your-writes probes of the replica (asked for its replay LSN at checkout).",
+            |n| n.probes as f64,
+        ),
+        (
+            "pgsluice_node_ryw_probe_misses_total",
+            "Probes that found the replica behind the session's write within ryw_max_wait.",
+            |n| n.probe_misses as f64,
         ),
         (
             "pgsluice_node_writes_total",
@@ -337,6 +347,26 @@ fn nodes(o: &mut String, shared: &Shared) {
         family(o, name, "counter", help);
         for (d, n) in &rows {
             sample_f(o, name, &l(d, n), get(n));
+        }
+    }
+    family(
+        o,
+        "pgsluice_node_primary_units_total",
+        "counter",
+        "Units of work the node served as the primary, by why they went there: write, \
+         function (volatile or unknown), lag, ryw_timeout (probe), no_replica, forced \
+         (hint, pgsluice.route, retry).",
+    );
+    for (d, n) in &rows {
+        for why in crate::router::ToPrimary::ALL {
+            let mut labels = l(d, n);
+            labels.push(("reason", why.name().to_string()));
+            sample(
+                o,
+                "pgsluice_node_primary_units_total",
+                &labels,
+                n.to_primary[why as usize],
+            );
         }
     }
     family(

@@ -2,9 +2,13 @@
 //! dialect) and cached per worker thread by the text with its literals replaced.
 //!
 //! The rule is one-sided on purpose: a statement goes to a replica only when it is
-//! provably read-only. Anything the parser cannot read, any function outside the
-//! allowlist, any locking clause, data-modifying CTE or `SELECT ... INTO`, and every
-//! utility statement go to the primary.
+//! provably read-only. Anything the parser cannot read, any locking clause,
+//! data-modifying CTE or `SELECT ... INTO`, every utility statement, and any function
+//! that is neither on the allowlist ([`super::allowlist`]) nor IMMUTABLE or STABLE in the
+//! catalog ([`super::functions`]) go to the primary. The text is classified once; the
+//! functions it calls that only the catalog can vouch for are kept in its [`Class`] and
+//! resolved when a session routes it (the answer depends on the session's search_path
+//! and on the catalog of the moment).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -12,12 +16,15 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use sqlparser::ast::{
-    Expr, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor,
-    TransactionAccessMode, TransactionMode, Visit, Visitor,
+    Expr, ObjectName, Query, SetExpr, Statement, TableFactor, TransactionAccessMode,
+    TransactionMode, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+pub use super::allowlist::Allowlist;
+use super::allowlist::Judged;
+use super::functions::{FuncRef, Resolved};
 use crate::sql as inspect;
 
 /// A route forced by the application.
@@ -27,11 +34,30 @@ pub enum Hint {
     Replica,
 }
 
-/// What the router needs to know about one query text.
+/// Why a text is not provably read-only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotRead {
+    /// It writes, locks, starts a read-write transaction, or cannot be parsed.
+    Write,
+    /// It reads, but calls a function nobody vouches for: volatile or unknown in the
+    /// catalog, a built-in off the allowlist.
+    Function,
+    /// A `pgsluice: primary` hint sends it there.
+    Hint,
+}
+
+/// Functions a query calls beyond this many are not looked up: the query goes to the
+/// primary.
+const MAX_CHECKED_FUNCTIONS: usize = 16;
+
+/// What the router needs to know about one query text.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Class {
-    /// Every statement in the text is provably read-only.
+    /// Every statement in the text is provably read-only, provided that the functions in
+    /// `functions` are IMMUTABLE or STABLE.
     pub read_only: bool,
+    /// Why it is not read-only (meaningful when `read_only` is false).
+    pub why: NotRead,
     /// The text starts a transaction with a plain `BEGIN`/`START TRANSACTION` (read-only
     /// only when the session's default is read-only).
     pub plain_begin: bool,
@@ -41,311 +67,56 @@ pub struct Class {
     /// outside the allowlist (PL code may `SET`), or `CALL`s a procedure, or cannot be
     /// parsed at all (see [`super::opaque`]).
     pub opaque: bool,
+    /// Functions only the catalog can vouch for (none: `None`, the common case).
+    pub functions: Option<Arc<[FuncRef]>>,
+}
+
+/// Where a text may run, for one session at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Replica,
+    Primary(NotRead),
 }
 
 impl Class {
     const WRITE: Class = Class {
         read_only: false,
+        why: NotRead::Write,
         plain_begin: false,
         hint: None,
         opaque: true,
+        functions: None,
     };
 
     /// Whether this text may run on a replica, given whether the session's transactions
-    /// default to read-only.
-    pub fn replica_ok(self, session_read_only: bool) -> bool {
+    /// default to read-only, with no catalog (its catalog-checked functions count as
+    /// unknown).
+    pub fn replica_ok(&self, session_read_only: bool) -> bool {
+        self.verdict(session_read_only, &mut |_| Resolved::Unknown) == Verdict::Replica
+    }
+
+    /// Where this text may run: `session_read_only` says whether the session's
+    /// transactions default to read-only, `resolve` looks its functions up in the catalog.
+    pub fn verdict(
+        &self,
+        session_read_only: bool,
+        resolve: &mut dyn FnMut(&[FuncRef]) -> Resolved,
+    ) -> Verdict {
         match self.hint {
-            Some(Hint::Primary) => false,
-            Some(Hint::Replica) => true,
-            None => self.read_only && (!self.plain_begin || session_read_only),
+            Some(Hint::Primary) => return Verdict::Primary(NotRead::Hint),
+            Some(Hint::Replica) => return Verdict::Replica,
+            None => {}
         }
-    }
-}
-
-/// Functions that never write, beyond those matched by prefix in [`allowed_prefix`].
-/// Anything else (`nextval`, `setval`, `pg_advisory_*`, `set_config`, `txid_current`,
-/// `pg_notify`, `lo_*`, user functions) may write and sends the statement to the primary.
-const READ_ONLY_FUNCTIONS: &[&str] = &[
-    // aggregates and window functions
-    "count",
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "bool_and",
-    "bool_or",
-    "every",
-    "bit_and",
-    "bit_or",
-    "string_agg",
-    "array_agg",
-    "stddev",
-    "stddev_pop",
-    "stddev_samp",
-    "variance",
-    "var_pop",
-    "var_samp",
-    "corr",
-    "covar_pop",
-    "covar_samp",
-    "mode",
-    "percentile_cont",
-    "percentile_disc",
-    "row_number",
-    "rank",
-    "dense_rank",
-    "percent_rank",
-    "cume_dist",
-    "ntile",
-    "lag",
-    "lead",
-    "first_value",
-    "last_value",
-    "nth_value",
-    // conditionals and comparison
-    "coalesce",
-    "nullif",
-    "greatest",
-    "least",
-    "num_nulls",
-    "num_nonnulls",
-    // strings
-    "lower",
-    "upper",
-    "initcap",
-    "length",
-    "char_length",
-    "character_length",
-    "octet_length",
-    "bit_length",
-    "substr",
-    "substring",
-    "position",
-    "strpos",
-    "trim",
-    "btrim",
-    "ltrim",
-    "rtrim",
-    "replace",
-    "translate",
-    "concat",
-    "concat_ws",
-    "format",
-    "left",
-    "right",
-    "lpad",
-    "rpad",
-    "repeat",
-    "reverse",
-    "split_part",
-    "starts_with",
-    "ascii",
-    "chr",
-    "md5",
-    "sha224",
-    "sha256",
-    "sha384",
-    "sha512",
-    "encode",
-    "decode",
-    "quote_ident",
-    "quote_literal",
-    "quote_nullable",
-    "overlay",
-    "unistr",
-    "normalize",
-    "like",
-    "ilike",
-    // numbers
-    "abs",
-    "round",
-    "floor",
-    "ceil",
-    "ceiling",
-    "trunc",
-    "mod",
-    "power",
-    "pow",
-    "sqrt",
-    "cbrt",
-    "exp",
-    "ln",
-    "log",
-    "log10",
-    "sign",
-    "pi",
-    "degrees",
-    "radians",
-    "div",
-    "gcd",
-    "lcm",
-    "width_bucket",
-    "random",
-    "sin",
-    "cos",
-    "tan",
-    "asin",
-    "acos",
-    "atan",
-    "atan2",
-    "factorial",
-    // dates and times
-    "now",
-    "current_timestamp",
-    "current_date",
-    "current_time",
-    "localtime",
-    "localtimestamp",
-    "clock_timestamp",
-    "statement_timestamp",
-    "transaction_timestamp",
-    "timeofday",
-    "age",
-    "date_trunc",
-    "date_part",
-    "date_bin",
-    "extract",
-    "make_date",
-    "make_time",
-    "make_timestamp",
-    "make_timestamptz",
-    "make_interval",
-    "justify_days",
-    "justify_hours",
-    "justify_interval",
-    "isfinite",
-    "timezone",
-    // sets, arrays, ranges
-    "generate_series",
-    "generate_subscripts",
-    "unnest",
-    "cardinality",
-    "lower_inc",
-    "upper_inc",
-    "lower_inf",
-    "upper_inf",
-    "isempty",
-    "range_merge",
-    "int4range",
-    "int8range",
-    "numrange",
-    "tsrange",
-    "tstzrange",
-    "daterange",
-    // json (beyond the json_/jsonb_ prefixes)
-    "row_to_json",
-    "to_json",
-    "to_jsonb",
-    // session and server information
-    "version",
-    "current_database",
-    "current_catalog",
-    "current_schema",
-    "current_schemas",
-    "current_user",
-    "current_role",
-    "session_user",
-    "user",
-    "current_setting",
-    "pg_backend_pid",
-    "inet_server_port",
-    "inet_server_addr",
-    "inet_client_port",
-    "inet_client_addr",
-    "pg_is_in_recovery",
-    "pg_last_wal_replay_lsn",
-    "pg_last_wal_receive_lsn",
-    "pg_last_xact_replay_timestamp",
-    "pg_postmaster_start_time",
-    "pg_conf_load_time",
-    "pg_typeof",
-    "format_type",
-    "pg_size_pretty",
-    "pg_relation_size",
-    "pg_total_relation_size",
-    "pg_table_size",
-    "pg_indexes_size",
-    "pg_database_size",
-    "pg_column_size",
-    "obj_description",
-    "col_description",
-    "pg_get_viewdef",
-    "pg_get_indexdef",
-    "pg_get_constraintdef",
-    "pg_get_expr",
-    "pg_get_userbyid",
-    "pg_table_is_visible",
-    "pg_sleep",
-    "gen_random_uuid",
-    "uuid_generate_v4",
-    "exists",
-    "any",
-    "all",
-    "array",
-    "row",
-    "cast",
-];
-
-/// Families of read-only functions matched by name prefix.
-fn allowed_prefix(name: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "json_",
-        "jsonb_",
-        "array_",
-        "regexp_",
-        "string_to_",
-        "to_",
-        "has_",
-        "ts_",
-        "st_",
-    ];
-    // `jsonb_set`, `array_append` and the like compute values; none of them writes.
-    PREFIXES.iter().any(|p| name.starts_with(p))
-}
-
-/// The read-only function allowlist: the built-in list plus the configured extras.
-#[derive(Debug, Default)]
-pub struct Allowlist {
-    extra: Vec<String>,
-}
-
-impl Allowlist {
-    pub fn new(extra: &[String]) -> Allowlist {
-        Allowlist {
-            extra: extra.iter().map(|s| s.to_ascii_lowercase()).collect(),
+        if !self.read_only {
+            return Verdict::Primary(self.why);
         }
-    }
-
-    /// Whether the unqualified function `name` (as written) is allowed.
-    pub fn allows_word(&self, name: &str) -> bool {
-        let lower = name.to_ascii_lowercase();
-        READ_ONLY_FUNCTIONS.contains(&lower.as_str())
-            || allowed_prefix(&lower)
-            || self.extra.contains(&lower)
-    }
-
-    pub(super) fn allows(&self, name: &ObjectName) -> bool {
-        let parts: Vec<String> = name
-            .0
-            .iter()
-            .map(|p| match p {
-                ObjectNamePart::Identifier(i) if i.quote_style.is_some() => i.value.clone(),
-                ObjectNamePart::Identifier(i) => i.value.to_ascii_lowercase(),
-                ObjectNamePart::Function(_) => String::from("\0"),
-            })
-            .collect();
-        let full = parts.join(".");
-        if self.extra.contains(&full) {
-            return true;
+        if self.plain_begin && !session_read_only {
+            return Verdict::Primary(NotRead::Write);
         }
-        let func = match parts.as_slice() {
-            [f] => f.as_str(),
-            [schema, f] if schema == "pg_catalog" => f.as_str(),
-            _ => return false,
-        };
-        READ_ONLY_FUNCTIONS.contains(&func)
-            || allowed_prefix(func)
-            || self.extra.iter().any(|e| e == func)
+        match &self.functions {
+            Some(fs) if resolve(fs) != Resolved::ReadOnly => Verdict::Primary(NotRead::Function),
+            _ => Verdict::Replica,
+        }
     }
 }
 
@@ -371,42 +142,60 @@ pub fn classify_uncached(sql: &str, allow: &Allowlist) -> Class {
     };
     let mut class = Class {
         read_only: true,
+        why: NotRead::Write,
         plain_begin: false,
         hint,
         opaque: statements
             .iter()
             .any(|s| super::opaque::calls_unlisted(s, allow)),
+        functions: None,
     };
+    let mut check = ReadOnlyCheck {
+        allow,
+        functions: Vec::new(),
+        why: NotRead::Write,
+    };
+    let mut function_only = true;
     for stmt in &statements {
-        match statement_class(stmt, allow) {
+        match statement_class(stmt, &mut check) {
             Stmt::Read => {}
-            Stmt::Write => class.read_only = false,
+            Stmt::Write(why) => {
+                class.read_only = false;
+                function_only &= why == NotRead::Function;
+            }
             Stmt::PlainBegin => class.plain_begin = true,
         }
+    }
+    if !class.read_only {
+        class.why = if function_only {
+            NotRead::Function
+        } else {
+            NotRead::Write
+        };
+    } else if !check.functions.is_empty() {
+        class.functions = Some(check.functions.into());
     }
     class
 }
 
 enum Stmt {
     Read,
-    Write,
+    Write(NotRead),
     PlainBegin,
 }
 
-fn statement_class(stmt: &Statement, allow: &Allowlist) -> Stmt {
+fn statement_class(stmt: &Statement, check: &mut ReadOnlyCheck) -> Stmt {
     match stmt {
         Statement::Query(q) => {
-            if query_reads_only(q, allow) {
+            check.why = NotRead::Write;
+            if q.visit(check).is_continue() {
                 Stmt::Read
             } else {
-                Stmt::Write
+                Stmt::Write(check.why)
             }
         }
-        Statement::Explain {
-            statement, analyze, ..
-        } => match statement_class(statement, allow) {
-            Stmt::Write if *analyze => Stmt::Write,
-            Stmt::Write => Stmt::Write,
+        Statement::Explain { statement, .. } => match statement_class(statement, check) {
+            Stmt::Write(why) => Stmt::Write(why),
             _ => Stmt::Read,
         },
         Statement::StartTransaction { modes, .. } => {
@@ -425,7 +214,7 @@ fn statement_class(stmt: &Statement, allow: &Allowlist) -> Stmt {
             if read_only {
                 Stmt::Read
             } else if read_write {
-                Stmt::Write
+                Stmt::Write(NotRead::Write)
             } else {
                 Stmt::PlainBegin
             }
@@ -440,18 +229,35 @@ fn statement_class(stmt: &Statement, allow: &Allowlist) -> Stmt {
         | Statement::Discard { .. }
         | Statement::Fetch { .. }
         | Statement::Close { .. } => Stmt::Read,
-        _ => Stmt::Write,
+        _ => Stmt::Write(NotRead::Write),
     }
 }
 
-/// Whether a query, with every nested query, reads only.
-fn query_reads_only(q: &Query, allow: &Allowlist) -> bool {
-    let mut v = ReadOnlyCheck { allow };
-    q.visit(&mut v).is_continue()
-}
-
+/// Walks a query: stops at anything that writes or locks; collects the functions the
+/// catalog must vouch for.
 struct ReadOnlyCheck<'a> {
     allow: &'a Allowlist,
+    functions: Vec<FuncRef>,
+    /// Why the walk stopped.
+    why: NotRead,
+}
+
+impl ReadOnlyCheck<'_> {
+    fn function(&mut self, name: &ObjectName) -> ControlFlow<()> {
+        let why = match self.allow.judge(name) {
+            Judged::Allowed => return ControlFlow::Continue(()),
+            Judged::Check(f) if self.functions.len() < MAX_CHECKED_FUNCTIONS => {
+                if !self.functions.contains(&f) {
+                    self.functions.push(f);
+                }
+                return ControlFlow::Continue(());
+            }
+            Judged::Check(_) | Judged::Refused => NotRead::Function,
+            Judged::Writes => NotRead::Write,
+        };
+        self.why = why;
+        ControlFlow::Break(())
+    }
 }
 
 impl Visitor for ReadOnlyCheck<'_> {
@@ -459,8 +265,10 @@ impl Visitor for ReadOnlyCheck<'_> {
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
         if !q.locks.is_empty() || q.for_clause.is_some() {
+            self.why = NotRead::Write;
             return ControlFlow::Break(());
         }
+        self.why = NotRead::Write;
         set_expr_reads_only(&q.body)
     }
 
@@ -468,29 +276,28 @@ impl Visitor for ReadOnlyCheck<'_> {
         // Statements nested in a query: data-modifying CTEs and the like.
         match s {
             Statement::Query(_) => ControlFlow::Continue(()),
-            _ => ControlFlow::Break(()),
+            _ => {
+                self.why = NotRead::Write;
+                ControlFlow::Break(())
+            }
         }
     }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
         match e {
-            Expr::Function(f) if !self.allow.allows(&f.name) => ControlFlow::Break(()),
+            Expr::Function(f) => self.function(&f.name),
             _ => ControlFlow::Continue(()),
         }
     }
 
     fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
-        let called = match t {
+        match t {
             TableFactor::Table {
                 name,
                 args: Some(_),
                 ..
-            } => Some(name),
-            TableFactor::Function { name, .. } => Some(name),
-            _ => None,
-        };
-        match called {
-            Some(name) if !self.allow.allows(name) => ControlFlow::Break(()),
+            } => self.function(name),
+            TableFactor::Function { name, .. } => self.function(name),
             _ => ControlFlow::Continue(()),
         }
     }
@@ -585,13 +392,13 @@ impl Classifier {
                 return classify_uncached(sql, &self.allow);
             }
             if let Some(class) = map.get(key.as_str()) {
-                return *class;
+                return class.clone();
             }
             let class = classify_uncached(sql, &self.allow);
             if map.len() >= CACHE_ENTRIES {
                 map.clear();
             }
-            map.insert(key.as_str().into(), class);
+            map.insert(key.as_str().into(), class.clone());
             class
         })
     }
@@ -668,6 +475,59 @@ mod tests {
         ] {
             assert!(!ro(sql), "{sql}");
         }
+    }
+
+    #[test]
+    fn functions_left_to_the_catalog() {
+        let a = Allowlist::default();
+        let f = |schema: Option<&str>, name: &str| FuncRef {
+            schema: schema.map(str::to_string),
+            name: name.to_string(),
+        };
+        let c = classify_uncached(
+            "SELECT my_func(1), Sales.\"Top\"(2), my_func(3) FROM my_srf() WHERE now() > x",
+            &a,
+        );
+        assert!(c.read_only);
+        assert_eq!(
+            c.functions.as_deref(),
+            Some(
+                &[
+                    f(None, "my_func"),
+                    f(Some("sales"), "Top"),
+                    f(None, "my_srf")
+                ][..]
+            )
+        );
+        let read_only = &mut |_: &[FuncRef]| Resolved::ReadOnly;
+        let volatile = &mut |_: &[FuncRef]| Resolved::Volatile;
+        assert_eq!(c.verdict(false, read_only), Verdict::Replica);
+        assert_eq!(
+            c.verdict(false, volatile),
+            Verdict::Primary(NotRead::Function)
+        );
+        assert_eq!(
+            c.verdict(false, &mut |_| Resolved::Unknown),
+            Verdict::Primary(NotRead::Function)
+        );
+        // No catalog can make a write a read.
+        let c = classify_uncached("SELECT my_func(); DELETE FROM t", &a);
+        assert_eq!(
+            c.verdict(false, read_only),
+            Verdict::Primary(NotRead::Write)
+        );
+        let c = classify_uncached("SELECT nextval('s'), my_func()", &a);
+        assert_eq!(
+            c.verdict(false, read_only),
+            Verdict::Primary(NotRead::Write)
+        );
+        // A built-in off the list is refused without asking.
+        let c = classify_uncached("SELECT pg_catalog.pg_stat_get_live_tuples(1)", &a);
+        assert_eq!(
+            c.verdict(false, read_only),
+            Verdict::Primary(NotRead::Function)
+        );
+        assert!(classify_uncached("SELECT 1", &a).functions.is_none());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use super::functions::{CATALOG_SQL, Catalog};
 use super::nodes::Nodes;
 use super::nodes::{DbNodes, parse_lsn};
 use crate::config::Config;
@@ -58,6 +59,7 @@ async fn watch_node<S: Source>(db: Weak<DbNodes>, i: usize, shared: Arc<S>) {
     let mut conn: Option<Box<ServerConn>> = None;
     let mut backoff = Duration::ZERO;
     let mut last_error = String::new();
+    let mut catalog_tried = None;
     loop {
         let Some(nodes) = db.upgrade() else {
             return;
@@ -77,6 +79,16 @@ async fn watch_node<S: Source>(db: Weak<DbNodes>, i: usize, shared: Arc<S>) {
                 }
                 nodes.record(i, sample);
                 backoff = Duration::ZERO;
+                if i == nodes.writer()
+                    && let Some(c) = conn.as_mut()
+                    && let Err(e) = refresh_functions(&nodes, c, &mut catalog_tried, timeout).await
+                {
+                    tracing::warn!(
+                        database = nodes.database,
+                        node = nodes.nodes[i].addr,
+                        "cannot read the function catalog: {e}"
+                    );
+                }
                 interval
             }
             Err(e) => {
@@ -100,6 +112,49 @@ async fn watch_node<S: Source>(db: Weak<DbNodes>, i: usize, shared: Arc<S>) {
         drop(nodes);
         tokio::time::sleep(pause).await;
     }
+}
+
+/// Shortest time between two reads of the function catalog asked for by sessions that
+/// met a name it did not have.
+const FUNCTIONS_MIN_GAP: Duration = Duration::from_secs(1);
+
+/// Reads the function catalog on the writer's monitor connection when it is due: never
+/// tried, tried longer ago than `function_refresh_interval`, or wanted (RELOAD, an
+/// unknown name) and tried at least [`FUNCTIONS_MIN_GAP`] ago. `tried` is when this
+/// monitor last tried (a failure is not retried at every check).
+async fn refresh_functions(
+    nodes: &DbNodes,
+    conn: &mut ServerConn,
+    tried: &mut Option<std::time::Instant>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let policy = nodes.policy.load();
+    if !policy.function_volatility {
+        return Ok(());
+    }
+    let wanted = nodes.functions_wanted.load(Relaxed);
+    let due = match tried.map(|t| t.elapsed()) {
+        None => true,
+        Some(age) => age >= policy.function_refresh || (wanted && age >= FUNCTIONS_MIN_GAP),
+    };
+    if !due {
+        return Ok(());
+    }
+    *tried = Some(std::time::Instant::now());
+    nodes.functions_wanted.store(false, Relaxed);
+    let rows = tokio::time::timeout(timeout, conn.query_rows(CATALOG_SQL))
+        .await
+        .map_err(|_| format!("no answer within {timeout:?}"))?
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.message)?;
+    let catalog = Catalog::from_rows(&rows, std::time::Instant::now());
+    tracing::debug!(
+        database = nodes.database,
+        functions = catalog.len(),
+        "function catalog read"
+    );
+    nodes.functions.store(Arc::new(catalog));
+    Ok(())
 }
 
 /// The replay delay a replica reported, in seconds: negative or unreadable is none, and a

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use super::functions::Catalog;
 pub(super) use super::monitor::Sample;
+use super::route::ToPrimary;
 use crate::config::{self, Config, LoadBalance, PrimaryReads, ReadYourWrites};
 
 /// The routing settings sessions consult, replaced on reload.
@@ -25,6 +27,15 @@ pub struct Policy {
     pub max_lag_bytes: u64,
     pub rejoin_after: u32,
     pub retry_read_only_errors: bool,
+    /// Ask a replica for its replay LSN on the connection being checked out when the
+    /// monitor's last sample is older than the session's write.
+    pub ryw_probe: bool,
+    /// How long such a probe may wait (on the replica) for the write to be replayed.
+    pub ryw_max_wait: Duration,
+    /// Look functions up in the catalog (`routing.function_volatility`).
+    pub function_volatility: bool,
+    /// How often the function catalog is read again.
+    pub function_refresh: Duration,
 }
 
 impl Policy {
@@ -40,6 +51,10 @@ impl Policy {
             max_lag_bytes: r.max_replica_lag_bytes,
             rejoin_after: r.rejoin_after_checks.max(1),
             retry_read_only_errors: r.retry_read_only_errors,
+            ryw_probe: r.ryw_probe,
+            ryw_max_wait: Duration::from_secs_f64(r.ryw_max_wait),
+            function_volatility: r.function_volatility,
+            function_refresh: Duration::from_secs_f64(r.function_refresh_interval),
         }
     }
 }
@@ -52,18 +67,21 @@ pub struct NodeHealth {
     pub addr: String,
     pub weight: u32,
     checked: AtomicBool,
-    up: AtomicBool,
+    pub(super) up: AtomicBool,
     in_recovery: AtomicBool,
     /// In the read set now.
-    readable: AtomicBool,
-    /// Replay LSN of a replica, insert LSN of a primary.
-    lsn: AtomicU64,
+    pub(super) readable: AtomicBool,
+    /// Replay LSN of a replica, insert LSN of a primary (a replica's is raised between
+    /// checks by the probes of sessions).
+    pub(super) lsn: AtomicU64,
     /// Replay LSN of a replica, flush LSN of a primary (lag is measured against it: the
     /// insert position can sit past a page header no replica will replay until more WAL
     /// comes).
     flushed: AtomicU64,
     lag_bytes: AtomicU64,
-    lag_ms: AtomicU64,
+    pub(super) lag_ms: AtomicU64,
+    /// Out of the read set because of lag (not because it is down).
+    pub(super) lagging: AtomicBool,
     streak: AtomicU32,
     why: Mutex<String>,
     /// Clients using a connection to this node now.
@@ -74,6 +92,11 @@ pub struct NodeHealth {
     pub writes: AtomicU64,
     /// Statements this node refused as read-only (25006) that were retried on the primary.
     pub retries: AtomicU64,
+    /// Read-your-writes probes of this replica, and those that found it behind.
+    pub probes: AtomicU64,
+    pub probe_misses: AtomicU64,
+    /// Units this node served as the primary, by why they went there ([`ToPrimary`]).
+    pub to_primary: [AtomicU64; ToPrimary::COUNT],
 }
 
 /// A point-in-time view of one node, for the admin console and metrics.
@@ -94,6 +117,9 @@ pub struct NodeStatus {
     pub reads: u64,
     pub writes: u64,
     pub retries: u64,
+    pub probes: u64,
+    pub probe_misses: u64,
+    pub to_primary: [u64; ToPrimary::COUNT],
 }
 
 /// The nodes of one database.
@@ -109,15 +135,15 @@ pub struct DbNodes {
     /// Reads sent to the primary because no replica was usable at all.
     pub read_fallbacks: AtomicU64,
     pub(super) spawned: AtomicBool,
+    /// Every function's volatility, as the primary's catalog last said.
+    pub functions: ArcSwap<Catalog>,
+    /// The catalog is to be read again soon (RELOAD, or a session met an unknown name).
+    pub(super) functions_wanted: AtomicBool,
 }
 
 /// Why no node may serve a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoReader;
-
-thread_local! {
-    static TURN: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
 
 impl DbNodes {
     fn new(database: &str, db: &config::Database, policy: Policy) -> DbNodes {
@@ -142,12 +168,16 @@ impl DbNodes {
                 flushed: AtomicU64::new(0),
                 lag_bytes: AtomicU64::new(0),
                 lag_ms: AtomicU64::new(0),
+                lagging: AtomicBool::new(false),
                 streak: AtomicU32::new(0),
                 why: Mutex::new("not checked yet".into()),
                 active: AtomicUsize::new(0),
                 reads: AtomicU64::new(0),
                 writes: AtomicU64::new(0),
                 retries: AtomicU64::new(0),
+                probes: AtomicU64::new(0),
+                probe_misses: AtomicU64::new(0),
+                to_primary: Default::default(),
             })
             .collect();
         DbNodes {
@@ -158,6 +188,8 @@ impl DbNodes {
             ryw_fallbacks: AtomicU64::new(0),
             read_fallbacks: AtomicU64::new(0),
             spawned: AtomicBool::new(false),
+            functions: ArcSwap::default(),
+            functions_wanted: AtomicBool::new(false),
         }
     }
 
@@ -179,79 +211,6 @@ impl DbNodes {
     /// The node that takes writes.
     pub fn writer(&self) -> usize {
         self.writer.load(Relaxed)
-    }
-
-    /// A node to serve a read that must see WAL up to `min_lsn` (0: anything).
-    ///
-    /// Replicas in the read set that have replayed `min_lsn` qualify, and the primary too
-    /// when `primary_reads = "always"`. When none does, the primary serves the read unless
-    /// `primary_reads = "never"` and the session has no write of its own to see.
-    pub fn reader(&self, min_lsn: u64) -> Result<usize, NoReader> {
-        self.reader_avoiding(min_lsn, None)
-    }
-
-    /// [`DbNodes::reader`], not choosing replica `avoid` (it just failed).
-    pub fn reader_avoiding(&self, min_lsn: u64, avoid: Option<usize>) -> Result<usize, NoReader> {
-        let policy = self.policy.load();
-        let writer = self.writer();
-        let eligible = |n: &NodeHealth| {
-            if Some(n.index) == avoid && n.index != writer {
-                false
-            } else if n.index == writer {
-                policy.primary_reads == PrimaryReads::Always
-            } else {
-                n.readable.load(Relaxed) && n.lsn.load(Relaxed) >= min_lsn
-            }
-        };
-        let total: u64 = self
-            .nodes
-            .iter()
-            .filter(|n| eligible(n))
-            .map(|n| u64::from(n.weight))
-            .sum();
-        if total == 0 {
-            if min_lsn > 0 {
-                self.ryw_fallbacks.fetch_add(1, Relaxed);
-                return Ok(writer);
-            }
-            if policy.primary_reads == PrimaryReads::Never {
-                return Err(NoReader);
-            }
-            self.read_fallbacks.fetch_add(1, Relaxed);
-            return Ok(writer);
-        }
-        let chosen = match policy.load_balance {
-            LoadBalance::LeastOutstanding => self
-                .nodes
-                .iter()
-                .filter(|n| eligible(n))
-                .min_by_key(|n| {
-                    // active / weight, compared without division.
-                    (n.active.load(Relaxed) as u64 * 1000) / u64::from(n.weight)
-                })
-                .map(|n| n.index),
-            lb => {
-                let mut ticket = if lb == LoadBalance::Random {
-                    rand::random::<u64>() % total
-                } else {
-                    TURN.with(|t| {
-                        let v = t.get();
-                        t.set(v.wrapping_add(1));
-                        v % total
-                    })
-                };
-                self.nodes.iter().filter(|n| eligible(n)).find_map(|n| {
-                    let w = u64::from(n.weight);
-                    if ticket < w {
-                        Some(n.index)
-                    } else {
-                        ticket -= w;
-                        None
-                    }
-                })
-            }
-        };
-        Ok(chosen.unwrap_or(writer))
     }
 
     /// Every node's state, for the admin console and metrics.
@@ -287,6 +246,9 @@ impl DbNodes {
                     reads: n.reads.load(Relaxed),
                     writes: n.writes.load(Relaxed),
                     retries: n.retries.load(Relaxed),
+                    probes: n.probes.load(Relaxed),
+                    probe_misses: n.probe_misses.load(Relaxed),
+                    to_primary: std::array::from_fn(|k| n.to_primary[k].load(Relaxed)),
                 }
             })
             .collect()
@@ -340,6 +302,7 @@ impl DbNodes {
         n.checked.store(true, Relaxed);
         n.up.store(false, Relaxed);
         n.readable.store(false, Relaxed);
+        n.lagging.store(false, Relaxed);
         n.streak.store(0, Relaxed);
         self.set_why(i, &format!("down: {why}"));
         self.elect_writer();
@@ -385,6 +348,7 @@ impl DbNodes {
         } else {
             String::new()
         };
+        n.lagging.store(!why.is_empty(), Relaxed);
         if !why.is_empty() {
             n.streak.store(0, Relaxed);
             n.readable.store(false, Relaxed);
@@ -401,6 +365,29 @@ impl DbNodes {
                 &format!("rejoining: {streak} of {} good checks", policy.rejoin_after),
             );
         }
+    }
+
+    /// A session saw replica `i` at replay position `lsn` (a read-your-writes probe): a
+    /// fresher sample than the monitor's, good for every session until the next check.
+    /// Replay positions only grow, so the larger value is kept.
+    pub fn saw_replay(&self, i: usize, lsn: u64) {
+        if let Some(n) = self.nodes.get(i)
+            && i != self.writer()
+        {
+            n.lsn.fetch_max(lsn, Relaxed);
+        }
+    }
+
+    /// Counts a unit node `node` served as the primary, and why it went there.
+    pub fn count_to_primary(&self, node: usize, why: ToPrimary) {
+        if let Some(n) = self.nodes.get(node) {
+            n.to_primary[why as usize].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Asks the monitor to read the function catalog again soon.
+    pub fn want_functions(&self) {
+        self.functions_wanted.store(true, Relaxed);
     }
 
     /// Keeps the writer while it is up and not in recovery; otherwise takes the first node
@@ -433,15 +420,20 @@ pub struct Nodes {
 }
 
 impl Nodes {
-    /// The nodes of `database`, created if the config has it.
+    /// The nodes of `database`, created if the config has it. A read-only endpoint
+    /// (`replicas_of`) shares the nodes of its database.
     pub fn get(&self, config: &Config, database: &str) -> Option<Arc<DbNodes>> {
+        let db = config.databases.get(database)?;
+        let (name, db) = match &db.replicas_of {
+            Some(target) => (target.as_str(), config.databases.get(target)?),
+            None => (database, db),
+        };
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(d) = map.get(database) {
+        if let Some(d) = map.get(name) {
             return Some(d.clone());
         }
-        let db = config.databases.get(database)?;
-        let d = Arc::new(DbNodes::new(database, db, Policy::from_config(config)));
-        map.insert(database.to_string(), d.clone());
+        let d = Arc::new(DbNodes::new(name, db, Policy::from_config(config)));
+        map.insert(name.to_string(), d.clone());
         Some(d)
     }
 
@@ -453,20 +445,28 @@ impl Nodes {
         v
     }
 
-    /// Applies a (re)loaded config: new policy everywhere; databases whose nodes changed
-    /// start over; removed databases are dropped (their monitors stop).
+    /// Applies a (re)loaded config: new policy everywhere (and the function catalog read
+    /// again); databases whose nodes changed start over; removed databases are dropped
+    /// (their monitors stop).
     pub fn sync(&self, config: &Config) {
         let policy = Policy::from_config(config);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.retain(|name, d| {
+        let own = |name: &String| {
             config
                 .databases
                 .get(name)
-                .is_some_and(|db| d.same_nodes(db))
-        });
+                .filter(|db| db.replicas_of.is_none())
+        };
+        map.retain(|name, d| own(name).is_some_and(|db| d.same_nodes(db)));
         for (name, db) in &config.databases {
+            if db.replicas_of.is_some() {
+                continue;
+            }
             match map.get(name) {
-                Some(d) => d.policy.store(Arc::new(policy.clone())),
+                Some(d) => {
+                    d.policy.store(Arc::new(policy.clone()));
+                    d.want_functions();
+                }
                 None => {
                     map.insert(
                         name.clone(),

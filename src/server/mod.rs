@@ -207,6 +207,38 @@ impl ServerConn {
         self.first_row(&out).await
     }
 
+    /// Runs `sql` and returns the text values of every row (`Ok(Err(..))` when the server
+    /// reported an error). For pgsluice's own catalog reads (the router's functions).
+    pub async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Vec<Vec<Option<String>>>, ErrorFields>, ServerError> {
+        let mut out = BytesMut::new();
+        postgres_protocol::message::frontend::query(sql, &mut out)
+            .map_err(|e| ServerError::Protocol(e.to_string()))?;
+        self.stream.write_all(&out).await?;
+        self.stream.flush().await?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = self.read_frame().await?;
+            match frame[0] {
+                be::DATA_ROW => rows.push(data_row_text(protocol::body(&frame))?),
+                be::ERROR_RESPONSE if error.is_none() => {
+                    error = Some(protocol::error_fields(protocol::body(&frame)));
+                }
+                be::READY_FOR_QUERY => {
+                    self.state.status = frame.get(5).copied().unwrap_or(b'I');
+                    return Ok(match error {
+                        Some(e) => Err(e),
+                        None => Ok(rows),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Sends `out` and returns the first DataRow (or the first error) up to ReadyForQuery.
     async fn first_row(
         &mut self,

@@ -11,7 +11,12 @@ use crate::shared::Shared;
 /// writes, and reads it refused as writes (25006) or lost that went to the primary
 /// instead. `ryw_fallbacks` and `read_fallbacks` are per database: reads sent to the
 /// primary because no replica had replayed the session's own write, or because no replica
-/// was usable at all. Databases without replicas have no monitor and are not listed.
+/// was usable at all. Then, per node: read-your-writes probes of a replica and those that
+/// found it behind (`ryw_probes`, `ryw_probe_misses`), and the units a node served as the
+/// primary by why they went there (`primary_write`, `primary_function`: a volatile or
+/// unknown function, `primary_lag`, `primary_ryw_timeout`: a probe missed,
+/// `primary_no_replica`, `primary_forced`: a hint, `pgsluice.route` or a retry).
+/// Databases without replicas have no monitor and are not listed.
 pub(super) fn nodes(shared: &Shared) -> Table {
     let mut t = Table::new(&[
         "database",
@@ -30,6 +35,14 @@ pub(super) fn nodes(shared: &Shared) -> Table {
         "#retries",
         "#ryw_fallbacks",
         "#read_fallbacks",
+        "#ryw_probes",
+        "#ryw_probe_misses",
+        "#primary_write",
+        "#primary_function",
+        "#primary_lag",
+        "#primary_ryw_timeout",
+        "#primary_no_replica",
+        "#primary_forced",
     ]);
     for db in shared.nodes.all() {
         if !db.has_replicas() {
@@ -38,7 +51,7 @@ pub(super) fn nodes(shared: &Shared) -> Table {
         let ryw = db.ryw_fallbacks.load(std::sync::atomic::Ordering::Relaxed);
         let fallback = db.read_fallbacks.load(std::sync::atomic::Ordering::Relaxed);
         for n in db.status() {
-            t.row(vec![
+            let mut row = vec![
                 V::from(db.database.as_str()),
                 V::from(n.index),
                 V::from(n.addr.as_str()),
@@ -55,7 +68,11 @@ pub(super) fn nodes(shared: &Shared) -> Table {
                 V::from(n.retries),
                 V::from(ryw),
                 V::from(fallback),
-            ]);
+                V::from(n.probes),
+                V::from(n.probe_misses),
+            ];
+            row.extend(n.to_primary.iter().map(|v| V::from(*v)));
+            t.row(row);
         }
     }
     t

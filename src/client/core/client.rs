@@ -152,7 +152,7 @@ impl Core {
             self.idle_txn_deadline = None;
             // 5. A read on a replica is kept for a retry.
             if self.route.as_ref().is_some_and(|r| r.reading) || self.retry.is_some() {
-                self.arm_retry(h.tag);
+                self.arm_retry(fwd, h.frame_len);
             }
             self.observe.client_frame(now);
             // 5b. Sequence values another client set are not this client's.
@@ -268,16 +268,6 @@ impl Core {
         if self.limits.rewrite {
             self.map.replies.expect(tag, Act::Forward);
         }
-        if tag == fe::QUERY && self.retry.as_ref().is_some_and(|r| r.query.is_empty()) {
-            // Kept for a retry: the same bytes, shared, not copied.
-            self.flush_client_bytes(fwd);
-            let query = self.cin.split_to(len).freeze();
-            self.sout.push(query.clone());
-            if let Some(retry) = &mut self.retry {
-                retry.query = query;
-            }
-            return;
-        }
         *fwd += len;
     }
 
@@ -319,13 +309,14 @@ impl Core {
                     Some((msg, act)) => (msg, act),
                     None => (original, Act::Forward),
                 };
-                self.unnamed = kept.then(|| (msg.clone(), Some(att.state.id)));
+                self.unnamed = kept.then(|| Box::new((msg.clone(), Some(att.state.id))));
                 self.sout.push(msg);
                 self.map.replies.expect(fe::PARSE, act);
                 true
             }
             fe::BIND | fe::DESCRIBE if starts_unit => {
-                if let Some((parse, on)) = &mut self.unnamed
+                if let Some(kept) = &mut self.unnamed
+                    && let (parse, on) = &mut **kept
                     && *on != Some(att.state.id)
                 {
                     let before = std::mem::take(fwd);
@@ -516,25 +507,6 @@ impl Core {
             .unwrap_or(0);
         text.get(start..start + 10)
             .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
-    }
-
-    /// Keeps a copy of a Query about to go to a replica as a transaction of its own, so
-    /// that it can be retried on the primary. Any other message sent meanwhile ends the
-    /// chance (the held answers go to the client).
-    fn arm_retry(&mut self, tag: u8) {
-        if let Some(retry) = self.retry.take() {
-            for m in retry.held {
-                self.cout.push(m);
-            }
-            return;
-        }
-        let armed = self
-            .route
-            .as_ref()
-            .is_some_and(|r| r.reading && r.db.policy.load().retry_read_only_errors);
-        if armed && tag == fe::QUERY && self.flow.outstanding == 0 && self.status == b'I' {
-            self.retry = Some(super::retry::Retry::default());
-        }
     }
 
     /// The client broke the protocol: it is told and the session ends.

@@ -35,6 +35,7 @@ mod ours;
 mod replies;
 mod retry;
 mod route;
+mod ryw;
 mod sequences;
 mod server;
 mod sql_prepare;
@@ -48,7 +49,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 pub use observe::Observe;
-pub use route::Route;
+pub use route::{Endpoint, Route};
 pub use state::{Pin, SessionState};
 pub use statements::Mapping;
 
@@ -123,6 +124,9 @@ enum Phase {
     Checkout,
     /// pgsluice's own statements run on the server; client input waits.
     Chore(chores::Chore),
+    /// A replica is asked whether it has replayed the session's writes (`ryw.rs`);
+    /// client input waits.
+    Probe(ryw::Probe),
     /// The session is over; nothing more is read.
     Done,
 }
@@ -182,7 +186,7 @@ pub struct Core {
     opaque_check: Option<crate::router::Classifier>,
     /// The client's last unnamed Parse meant for a later unit (psql's `\gdesc` parses in
     /// one unit and describes in the next), and the server known to hold it.
-    unnamed: Option<(bytes::Bytes, Option<u64>)>,
+    unnamed: Option<Box<(bytes::Bytes, Option<u64>)>>,
     /// Whose sequence values the held server may carry (see [`sequences`]).
     seq: sequences::Sequences,
 }
@@ -278,7 +282,8 @@ impl Core {
             r.node_active(1);
         }
         if state.last_client != self.id
-            && let Some((_, on)) = &mut self.unnamed
+            && let Some(kept) = &mut self.unnamed
+            && let (_, on) = &mut **kept
         {
             // Another client used this server since: whatever unnamed statement it holds
             // is not this client's.
@@ -292,6 +297,9 @@ impl Core {
         self.server = Some(Attached { state });
         self.phase = Phase::Relay;
         let _ = node;
+        if self.start_probe(now) {
+            return;
+        }
         if !self.sync_settings(now) {
             self.step(now);
         }
@@ -338,6 +346,9 @@ impl Core {
 
     /// The server's socket closed or failed.
     pub fn server_lost(&mut self, why: &str, now: Instant) {
+        if self.probe_lost(why, now) {
+            return;
+        }
         if self.retry.as_ref().is_some_and(retry::Retry::possible) {
             self.release(Release::Close(CloseReason::Broken));
             self.requeue_retry(Some(why), now);
@@ -367,7 +378,11 @@ impl Core {
     pub fn tick(&mut self, now: Instant) {
         if self.chore_deadline.is_some_and(|d| d <= now) {
             self.chore_deadline = None;
-            self.chore_timed_out(now);
+            if matches!(self.phase, Phase::Probe(_)) {
+                self.probe_timed_out(now);
+            } else {
+                self.chore_timed_out(now);
+            }
         }
         if self.idle_txn_deadline.is_some_and(|d| d <= now) {
             self.idle_txn_deadline = None;
@@ -417,7 +432,7 @@ impl Core {
     /// Whether the driver should read more from the client now.
     pub fn wants_client_bytes(&self) -> bool {
         let backed_up = self.cin.len() >= HIGH_WATER
-            && (self.flow.held || matches!(self.phase, Phase::Chore(_)));
+            && (self.flow.held || matches!(self.phase, Phase::Chore(_) | Phase::Probe(_)));
         let over = matches!(self.phase, Phase::Done) || self.client_left;
         !over && self.sout.len() < HIGH_WATER && !backed_up
     }
@@ -534,7 +549,7 @@ impl Core {
         let Some(att) = &self.server else {
             return self.finish(reason);
         };
-        let busy = !self.quiet() || matches!(self.phase, Phase::Chore(_));
+        let busy = !self.quiet() || matches!(self.phase, Phase::Chore(_) | Phase::Probe(_));
         if busy {
             // PostgreSQL notices a closed socket only when it next writes; a cancel stops
             // the abandoned query now instead of letting it run to the end.

@@ -1,78 +1,278 @@
-//! Self-healing reads: a simple Query sent to a replica as a transaction of its own is
-//! kept (by reference) until the replica's answer shows it ran there. If the replica
-//! refuses it as a write (SQLSTATE 25006) or dies before any row reached the client, its
-//! answer is dropped and the Query goes again, to the primary.
+//! Self-healing reads: a unit of work sent to a replica as a transaction of its own — one
+//! simple Query, or extended-protocol messages (Parse, Bind, Describe, Execute) up to
+//! Sync — is kept until the replica's answer shows it ran there. Until then everything
+//! the session would send the client is held back ([`OutQueue::hold`]), whichever
+//! policy produced it (the replica's ParseComplete, BindComplete and RowDescription, the
+//! ParseComplete pgsluice answers itself for a statement the server already has). If the
+//! replica refuses the unit as a write (SQLSTATE 25006) or is lost before a row or a
+//! completion reached the client, the held output is dropped and the unit goes again:
+//! after a refusal to the primary, after a loss to another node. The client sees one
+//! answer, as if the first attempt had never been.
+//!
+//! Prepared statements replay with the unit: with statement mapping (transaction and
+//! statement mode) the next server gets each statement the unit binds prepared first, as
+//! any server would; names the unit's own Parses defined are forgotten first so that the
+//! Parses go again. A unit that binds a statement the session prepared on the lost server
+//! itself (no mapping) is not armed: another server would not know the name.
+//!
+//! [`OutQueue::hold`]: crate::client::outq::OutQueue::hold
 
-use bytes::Bytes;
+use std::time::Instant;
 
-use crate::protocol::{self, be};
+use bytes::{Bytes, BytesMut};
+
+use super::{Core, Release};
+use crate::config::PoolMode;
+use crate::protocol::{self, be, fe};
+use crate::router::route::unit_len;
+use crate::server::CloseReason;
+
+/// A unit larger than this is not kept for a replay.
+const MAX_UNIT: usize = 64 * 1024;
 
 /// A read that can still be sent elsewhere.
 #[derive(Debug, Default)]
 pub struct Retry {
-    /// The client's Query message (empty until it is sent).
-    pub query: Bytes,
-    /// Answer messages held back until the first row or completion (RowDescription,
-    /// notices), so that a retry leaves no trace.
-    pub held: Vec<Bytes>,
+    /// The client's unit, as the client sent it.
+    pub unit: Bytes,
+    /// Bytes of the unit that have not yet gone past the policies (its own later frames
+    /// do not end the chance; anything after them does).
+    pub left: usize,
+    /// Names the unit's Parses defined: forgotten before a replay.
+    pub parsed: Vec<String>,
+    /// A 25006 refusal is retried on the primary (not on a read-only endpoint, where the
+    /// refusal is the answer).
+    pub on_refusal: bool,
+    /// The unit uses the extended protocol.
+    pub extended: bool,
     /// The replica refused; its messages up to ReadyForQuery are dropped.
     pub discarding: bool,
 }
 
-/// What [`Retry::server_frame`] did with a server message.
+/// What [`Retry::step`] makes of a server message.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     /// The read can no longer be retried: release what was held, then handle this
     /// message as usual.
     Disarm,
-    /// Held back or dropped.
-    Taken,
+    /// Handle it as usual; the client's output stays held.
+    Keep,
+    /// Drop it (the answer of a refused unit).
+    Drop,
     /// The replica refused the read, and its answer is over: retry on the primary.
     Retry,
+    /// The whole message is needed to decide.
+    NeedWhole,
 }
 
 impl Retry {
-    /// Whether the read may still go elsewhere: it was sent and nothing of its answer
-    /// reached the client.
+    /// Whether the read may still go elsewhere: nothing of its answer reached the client.
     pub fn possible(&self) -> bool {
-        !self.discarding && !self.query.is_empty()
+        !self.discarding && !self.unit.is_empty()
     }
 
-    /// Whether a server message with `tag` must be seen whole by [`Retry::server_frame`].
-    pub fn wants_whole(&self, tag: u8) -> bool {
-        self.discarding
-            || matches!(
-                tag,
-                be::ROW_DESCRIPTION
-                    | be::NOTICE_RESPONSE
-                    | be::ERROR_RESPONSE
-                    | be::READY_FOR_QUERY
-            )
-    }
-
-    /// Looks at one whole server message of the read's answer. `Taken` means the caller
-    /// holds it back (pushes it to `held`, unless `discarding`) or drops it.
-    pub fn server_frame(&mut self, tag: u8, frame: &[u8]) -> Step {
-        if !self.discarding {
-            match tag {
-                be::ROW_DESCRIPTION | be::NOTICE_RESPONSE => return Step::Taken,
-                be::ERROR_RESPONSE => {
-                    let code = protocol::error_fields(protocol::body(frame)).code;
-                    if code != "25006" {
-                        return Step::Disarm;
-                    }
-                    self.discarding = true;
-                    self.held.clear();
-                    return Step::Taken;
+    /// Looks at one server message of the read's answer; `frame` is the whole message, or
+    /// `None` when only its tag has arrived.
+    pub fn step(&mut self, tag: u8, frame: Option<&[u8]>) -> Step {
+        if self.discarding {
+            return if tag == be::READY_FOR_QUERY {
+                Step::Retry
+            } else {
+                Step::Drop
+            };
+        }
+        match tag {
+            // What comes before a statement runs (or before its first row).
+            be::ROW_DESCRIPTION
+            | be::NOTICE_RESPONSE
+            | be::PARSE_COMPLETE
+            | be::BIND_COMPLETE
+            | be::PARAMETER_DESCRIPTION
+            | be::NO_DATA
+            | be::PARAMETER_STATUS => Step::Keep,
+            be::ERROR_RESPONSE if self.on_refusal => {
+                let Some(frame) = frame else {
+                    return Step::NeedWhole;
+                };
+                if protocol::error_fields(protocol::body(frame)).code != "25006" {
+                    return Step::Disarm;
                 }
-                _ => return Step::Disarm,
+                self.discarding = true;
+                Step::Drop
+            }
+            _ => Step::Disarm,
+        }
+    }
+}
+
+/// Whether every named statement the unit binds was prepared in the unit itself.
+fn binds_own_statements(unit: &[u8]) -> bool {
+    let mut parsed: Vec<&[u8]> = Vec::new();
+    let mut pos = 0;
+    while let Ok(Some(h)) = protocol::header(unit.get(pos..).unwrap_or_default(), usize::MAX) {
+        let body = unit
+            .get(pos + protocol::HEADER_LEN..pos + h.frame_len)
+            .unwrap_or_default();
+        match h.tag {
+            fe::PARSE => {
+                if let Some((name, _)) = protocol::cstr_bytes(body) {
+                    parsed.push(name);
+                }
+            }
+            fe::BIND => {
+                let stmt = protocol::cstr_bytes(body)
+                    .and_then(|(_, rest)| protocol::cstr_bytes(rest))
+                    .map(|(n, _)| n);
+                match stmt {
+                    Some(n) if n.is_empty() || parsed.contains(&n) => {}
+                    _ => return false,
+                }
+            }
+            _ => {}
+        }
+        pos += h.frame_len;
+    }
+    true
+}
+
+/// The names of the unit's named Parses.
+fn parse_names(unit: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut pos = 0;
+    while let Ok(Some(h)) = protocol::header(unit.get(pos..).unwrap_or_default(), usize::MAX) {
+        if h.tag == fe::PARSE
+            && let Some((name, _)) = unit
+                .get(pos + protocol::HEADER_LEN..pos + h.frame_len)
+                .and_then(protocol::cstr)
+            && !name.is_empty()
+        {
+            names.push(name.to_string());
+        }
+        pos += h.frame_len;
+    }
+    names
+}
+
+impl Core {
+    /// A client frame of `len` bytes at `at` in the client buffer is about to go to the
+    /// server. At the start of a read unit on a replica, keeps the unit for a replay and
+    /// holds the client's output; a frame past the kept unit ends the chance.
+    pub(super) fn arm_retry(&mut self, at: usize, len: usize) {
+        if let Some(retry) = &mut self.retry {
+            if retry.left >= len {
+                retry.left -= len;
+                return;
+            }
+            self.disarm_retry();
+            return;
+        }
+        let Some(route) = self.route.as_ref().filter(|r| r.reading) else {
+            return;
+        };
+        let between = self.flow.outstanding == 0 && !self.flow.batch_open && self.status == b'I';
+        if !between || self.limits.mode == PoolMode::Session || self.flow.c_pass > 0 {
+            return;
+        }
+        let rest = self.cin.get(at..).unwrap_or_default();
+        let Some(n) = unit_len(rest, self.limits.max_message).filter(|n| *n <= MAX_UNIT) else {
+            return;
+        };
+        let Some(unit) = rest.get(..n) else {
+            return;
+        };
+        let extended = unit.first() != Some(&fe::QUERY);
+        if extended && !self.limits.rewrite && !binds_own_statements(unit) {
+            return;
+        }
+        let parsed = if extended {
+            let mut names = parse_names(unit);
+            names.retain(|n| !self.map.names.stmts.contains_key(n));
+            names
+        } else {
+            Vec::new()
+        };
+        self.retry = Some(Retry {
+            unit: Bytes::copy_from_slice(unit),
+            left: n - len,
+            parsed,
+            on_refusal: route.retries_refusals(),
+            extended,
+            discarding: false,
+        });
+        self.cout.hold();
+    }
+
+    /// Stops watching for a retry; the held output goes to the client.
+    pub(super) fn disarm_retry(&mut self) {
+        if self.retry.take().is_some() {
+            self.cout.release_held();
+        }
+    }
+
+    /// The replica refused the unit (25006) and its answer is over: the replica goes back
+    /// and the unit goes to the primary.
+    pub(super) fn retry_refused(&mut self, now: Instant) {
+        let extended = self.retry.as_ref().is_some_and(|r| r.extended);
+        if let Some(att) = &mut self.server {
+            // The refused unit is over; the replica is idle.
+            att.state.status = b'I';
+        }
+        // After an extended unit, the server's record of its prepared statements may
+        // count a Parse the error made it skip: it is closed rather than trusted.
+        self.release(if extended {
+            Release::Close(CloseReason::Broken)
+        } else {
+            Release::Clean
+        });
+        self.requeue_retry(None, now);
+    }
+
+    /// Puts the unit that failed on a replica back at the head of the client's input, to
+    /// be sent again (after `dead`, the replica is also left out of reads).
+    pub(super) fn requeue_retry(&mut self, dead: Option<&str>, now: Instant) {
+        let Some(retry) = self.retry.take() else {
+            return;
+        };
+        self.cout.drop_held();
+        if retry.unit.is_empty() {
+            return;
+        }
+        if let Some(r) = &mut self.route {
+            let node = r.node;
+            if let Some(n) = r.db.nodes.get(node) {
+                n.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            match dead {
+                Some(why) => {
+                    r.db.report_unreachable(node, why);
+                    tracing::warn!(client = self.id, "replica lost mid-read; retrying: {why}");
+                }
+                None => {
+                    r.primary_once = true;
+                    tracing::info!(
+                        client = self.id,
+                        "replica refused a statement as a write (25006); retrying on the primary"
+                    );
+                }
             }
         }
-        if tag == be::READY_FOR_QUERY {
-            Step::Retry
-        } else {
-            Step::Taken
+        for name in &retry.parsed {
+            self.map.names.stmts.remove(name);
         }
+        // The unit's frames not yet past the policies are still at the head of the input.
+        let sent = retry.unit.len().saturating_sub(retry.left);
+        let mut cin = BytesMut::with_capacity(sent + self.cin.len());
+        cin.extend_from_slice(retry.unit.get(..sent).unwrap_or_default());
+        cin.extend_from_slice(&self.cin);
+        self.cin = cin;
+        self.flow.c_need = 0;
+        self.flow.outstanding = 0;
+        self.flow.batch_open = false;
+        self.flow.s_pass = 0;
+        self.flow.held = false;
+        self.map.replies.clear();
+        self.status = b'I';
+        self.step(now);
     }
 }
 
@@ -80,40 +280,62 @@ impl Retry {
 mod tests {
     use super::*;
 
-    fn msg(tag: u8, body: &[u8]) -> Bytes {
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
         let mut f = vec![tag];
         f.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
         f.extend_from_slice(body);
-        Bytes::from(f)
+        f
+    }
+
+    fn armed() -> Retry {
+        Retry {
+            unit: Bytes::from_static(b"Q"),
+            on_refusal: true,
+            ..Retry::default()
+        }
     }
 
     #[test]
     fn a_read_only_refusal_is_retried_and_leaves_no_trace() {
-        let mut r = Retry {
-            query: Bytes::from_static(b"Q"),
-            ..Retry::default()
-        };
+        let mut r = armed();
         assert!(r.possible());
-        assert_eq!(
-            r.server_frame(b'N', &msg(b'N', b"SNOTICE\0\0")),
-            Step::Taken
-        );
+        assert_eq!(r.step(b'N', None), Step::Keep);
+        assert_eq!(r.step(b'1', None), Step::Keep);
+        assert_eq!(r.step(b'E', None), Step::NeedWhole);
         let err = msg(b'E', b"SERROR\0C25006\0Mread-only\0\0");
-        assert_eq!(r.server_frame(b'E', &err), Step::Taken);
-        assert!(r.held.is_empty() && !r.possible());
-        assert_eq!(r.server_frame(b'Z', &msg(b'Z', b"I")), Step::Retry);
+        assert_eq!(r.step(b'E', Some(&err)), Step::Drop);
+        assert!(!r.possible());
+        assert_eq!(r.step(b'C', None), Step::Drop);
+        assert_eq!(r.step(b'Z', None), Step::Retry);
     }
 
     #[test]
     fn a_row_or_another_error_ends_the_chance() {
-        let mut r = Retry {
-            query: Bytes::from_static(b"Q"),
-            ..Retry::default()
-        };
-        assert_eq!(r.server_frame(b'T', &msg(b'T', b"\0\0")), Step::Taken);
-        assert_eq!(r.server_frame(b'D', &msg(b'D', b"\0\0")), Step::Disarm);
-        let mut r = Retry::default();
+        let mut r = armed();
+        assert_eq!(r.step(b'T', None), Step::Keep);
+        assert_eq!(r.step(b'D', None), Step::Disarm);
+        let mut r = armed();
         let err = msg(b'E', b"SERROR\0C42P01\0Mno table\0\0");
-        assert_eq!(r.server_frame(b'E', &err), Step::Disarm);
+        assert_eq!(r.step(b'E', Some(&err)), Step::Disarm);
+        // On a read-only endpoint the refusal is the answer.
+        let mut r = Retry {
+            on_refusal: false,
+            ..armed()
+        };
+        assert_eq!(r.step(b'E', None), Step::Disarm);
+    }
+
+    #[test]
+    fn units_that_bind_foreign_statements_are_not_replayable_without_mapping() {
+        let parse = |name: &str| msg(b'P', format!("{name}\0SELECT 1\0\0\0").as_bytes());
+        let bind = |name: &str| msg(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+        let mut u = parse("a");
+        u.extend(bind("a"));
+        u.extend(bind(""));
+        assert!(binds_own_statements(&u));
+        assert_eq!(parse_names(&u), ["a"]);
+        let mut u = bind("elsewhere");
+        u.extend(msg(b'S', b""));
+        assert!(!binds_own_statements(&u));
     }
 }

@@ -7,19 +7,36 @@
 //! LSN*) and any LSN it was handed (`SET pgsluice.min_lsn`), else to the primary. The
 //! decision itself is [`crate::router::route`]'s; this is the session's memory of it.
 
+use std::cell::Cell;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use crate::config::ReadYourWrites;
-use crate::router::route::{self, Choice, Force, Prepared, Request, Unit};
-use crate::router::{Class, Classifier, DbNodes, parse_lsn};
+use crate::router::functions::search_path_of;
+use crate::router::route::{self, Choice, Force, Prepared, Request, SessionView, Unit};
+use crate::router::{
+    Class, Classifier, DbNodes, FuncRef, NotRead, Resolved, SearchPath, ToPrimary, parse_lsn,
+};
 use crate::server::varcache::Gucs;
 
+/// A read-only endpoint's session (`replicas_of`): every unit goes to a replica.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint {
+    /// The primary serves the session when no replica can (it runs read-only there).
+    pub primary_fallback: bool,
+}
+
 /// Routing state of one session; absent when the database has no replicas, routing is
-/// off, or the session holds its server for its whole life (session mode).
+/// off, or the session holds its server for its whole life (session mode, except on a
+/// read-only endpoint).
 pub struct Route {
     pub db: Arc<DbNodes>,
     pub classifier: Classifier,
     pub force: Force,
+    /// The login user (`$user` in a search_path).
+    pub user: String,
+    /// Set for a read-only endpoint's session.
+    pub endpoint: Option<Endpoint>,
     /// Upper bound of the session's last committed write (0: none; `u64::MAX`: unknown,
     /// so only the primary will do).
     pub own_lsn: u64,
@@ -36,6 +53,11 @@ pub struct Route {
     pub head: Option<Unit>,
     /// The next transaction goes to the primary whatever it is (a retry).
     pub primary_once: bool,
+    /// The server being checked out must first be asked whether it has replayed this LSN
+    /// (a read-your-writes probe, `ryw.rs`).
+    pub probe: Option<u64>,
+    /// Why the last unit classified is not a read.
+    why: Cell<NotRead>,
 }
 
 impl Route {
@@ -44,6 +66,8 @@ impl Route {
             db,
             classifier,
             force,
+            user: String::new(),
+            endpoint: None,
             own_lsn: 0,
             token_lsn: 0,
             node: 0,
@@ -51,16 +75,28 @@ impl Route {
             wrote: false,
             head: None,
             primary_once: false,
+            probe: None,
+            why: Cell::new(NotRead::Write),
         }
     }
 
+    /// The session of a read-only endpoint.
+    pub fn endpoint(mut self, endpoint: Endpoint) -> Route {
+        self.endpoint = Some(endpoint);
+        self.force = Force::Replica;
+        self
+    }
+
     fn ryw(&self) -> bool {
-        self.db.policy.load().read_your_writes == ReadYourWrites::Lsn
+        self.endpoint.is_none() && self.db.policy.load().read_your_writes == ReadYourWrites::Lsn
     }
 
     /// Whether the session must learn its write LSN when this transaction ends.
     pub fn needs_write_lsn(&self) -> bool {
-        !self.reading && self.wrote && (self.ryw() || self.db.policy.load().report_write_lsn)
+        !self.reading
+            && self.wrote
+            && self.endpoint.is_none()
+            && (self.ryw() || self.db.policy.load().report_write_lsn)
     }
 
     /// Whether the client is told the write LSN (`routing.report_write_lsn`).
@@ -70,7 +106,7 @@ impl Route {
 
     /// Whether the units of the transaction in progress must still be classified.
     pub fn watching(&self) -> bool {
-        self.reading || (!self.wrote && self.ryw())
+        self.endpoint.is_none() && (self.reading || (!self.wrote && self.ryw()))
     }
 
     /// Classifies the unit at the start of `buf`.
@@ -81,8 +117,15 @@ impl Route {
         prepared: &dyn Prepared,
         gucs: &Gucs,
     ) -> Unit {
-        let mut ro = || session_read_only(gucs);
-        route::classify_unit(buf, max_message, &self.classifier, prepared, &mut ro)
+        let mut view = View { gucs, route: self };
+        let (unit, why) =
+            route::classify_unit(buf, max_message, &self.classifier, prepared, &mut view);
+        self.why.set(why);
+        match unit {
+            // A read-only endpoint sends every unit to a replica: only its end matters.
+            Unit::Write if self.endpoint.is_some() => Unit::Read,
+            unit => unit,
+        }
     }
 
     /// Chooses the node for the transaction about to start with a unit of class `unit`;
@@ -94,30 +137,102 @@ impl Route {
         } else {
             self.token_lsn
         };
+        let policy = self.db.policy.load();
         let req = Request {
             read,
+            why: self.why.get(),
             force: self.force,
             primary_once: std::mem::take(&mut self.primary_once),
             min_lsn,
             avoid,
+            // A probe needs the session's write LSN (`u64::MAX` is "unknown").
+            probe: policy.ryw_probe && min_lsn != u64::MAX,
         };
-        let Choice { node, reading } = route::choose(&self.db, &req).map_err(|_| {
+        let no_reader = || {
             (
                 "08006".to_string(),
                 "no replica is available for reads and routing.primary_reads = \"never\""
                     .to_string(),
             )
-        })?;
+        };
+        let choice = route::choose(&self.db, &req).map_err(|_| no_reader())?;
+        let Choice {
+            node,
+            reading,
+            probe,
+            why,
+        } = choice;
+        if let Some(e) = self.endpoint
+            && !reading
+            && !e.primary_fallback
+        {
+            return Err((
+                "08006".to_string(),
+                format!(
+                    "no replica of database \"{}\" is available for this read-only endpoint \
+                     (and it has no primary_fallback)",
+                    self.db.database
+                ),
+            ));
+        }
         self.reading = reading;
         self.wrote = !read && !reading;
         self.node = node;
         self.head = Some(unit);
-        let n = self.db.nodes.get(node);
-        if let Some(n) = n {
-            let counter = if reading { &n.reads } else { &n.writes };
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.probe = probe;
+        if let Some(n) = self.db.nodes.get(node) {
+            if probe.is_some() {
+                n.probes.fetch_add(1, Relaxed);
+            } else if reading {
+                n.reads.fetch_add(1, Relaxed);
+            } else {
+                n.writes.fetch_add(1, Relaxed);
+            }
+        }
+        if let Some(why) = why {
+            self.db.count_to_primary(node, why);
         }
         Ok(node)
+    }
+
+    /// The probe of the replica just checked out answered: `lsn` is its replay position
+    /// (`None`: no answer). True when it has what the session must see; otherwise the
+    /// caller gives the replica back and calls [`Route::probe_missed`].
+    pub fn probe_answered(&mut self, min_lsn: u64, lsn: Option<u64>) -> bool {
+        if let Some(lsn) = lsn {
+            self.db.saw_replay(self.node, lsn);
+        }
+        let ok = lsn.is_some_and(|l| l >= min_lsn);
+        if let Some(n) = self.db.nodes.get(self.node) {
+            if ok {
+                n.reads.fetch_add(1, Relaxed);
+            } else {
+                n.probe_misses.fetch_add(1, Relaxed);
+            }
+        }
+        ok
+    }
+
+    /// The probed replica had not replayed the session's write in time: the unit goes to
+    /// the primary. Returns the node to check out.
+    pub fn probe_missed(&mut self) -> usize {
+        let writer = self.db.writer();
+        self.db.ryw_fallbacks.fetch_add(1, Relaxed);
+        self.db.count_to_primary(writer, ToPrimary::RywTimeout);
+        if let Some(n) = self.db.nodes.get(writer) {
+            n.writes.fetch_add(1, Relaxed);
+        }
+        let unit = self.head.unwrap_or(Unit::Read);
+        self.reading = false;
+        self.wrote = unit != Unit::Read;
+        self.node = writer;
+        self.probe = None;
+        writer
+    }
+
+    /// Whether a unit a replica refused as a write (25006) may be retried on the primary.
+    pub fn retries_refusals(&self) -> bool {
+        self.endpoint.is_none() && self.db.policy.load().retry_read_only_errors
     }
 
     /// Marks the current node busy or free for least-outstanding balancing.
@@ -135,6 +250,12 @@ impl Route {
     /// client's answer when the value is bad.
     pub fn set_ours(&mut self, name: &str, value: Option<&str>) -> Result<(), String> {
         match (name, value) {
+            ("pgsluice.route", _) if self.endpoint.is_some() => {
+                return Err(
+                    "pgsluice.route cannot be changed on a read-only endpoint (replicas_of)"
+                        .to_string(),
+                );
+            }
             ("pgsluice.route", None) => self.force = Force::Auto,
             ("pgsluice.route", Some(v)) => {
                 self.force = Force::parse(v).ok_or_else(|| {
@@ -156,6 +277,37 @@ impl Route {
     pub fn wrote_up_to(&mut self, lsn: Option<u64>) {
         self.own_lsn = lsn.unwrap_or(u64::MAX);
         self.wrote = false;
+    }
+}
+
+/// The session as the classifier sees it: its transaction default and its search path.
+struct View<'a> {
+    gucs: &'a Gucs,
+    route: &'a Route,
+}
+
+impl SessionView for View<'_> {
+    fn read_only(&mut self) -> bool {
+        session_read_only(self.gucs)
+    }
+
+    fn functions(&mut self, fs: &[FuncRef]) -> Resolved {
+        if !self.route.db.policy.load().function_volatility {
+            return Resolved::Unknown;
+        }
+        let path = match self.gucs.get("search_path") {
+            // `$user` is the current user: with a role or session authorization set,
+            // pgsluice does not know it, and looks everywhere.
+            Some(_) if self.gucs.get("role").is_some() => SearchPath::Default,
+            Some(_) if self.gucs.get("session_authorization").is_some() => SearchPath::Default,
+            Some(s) => search_path_of(&s.set_sql, &self.route.user),
+            None => SearchPath::Default,
+        };
+        let resolved = self.route.db.functions.load().resolve_all(fs, &path);
+        if resolved == Resolved::Unknown {
+            self.route.db.want_functions();
+        }
+        resolved
     }
 }
 
@@ -209,6 +361,10 @@ impl Prepared for NamesView<'_> {
         self.0.sql.get(&e.name).map(|s| s.class(classifier))
     }
 }
+
+#[cfg(test)]
+#[path = "route_tests.rs"]
+mod route_tests;
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::replies::Verdict;
 use super::retry::Step;
@@ -30,6 +30,10 @@ impl Core {
     pub(super) fn scan_server(&mut self, now: Instant) {
         if matches!(self.phase, Phase::Chore(_)) {
             self.chore_frames(now);
+            return;
+        }
+        if matches!(self.phase, Phase::Probe(_)) {
+            self.probe_frames(now);
             return;
         }
         let mut fwd = 0;
@@ -67,42 +71,30 @@ impl Core {
                 return;
             }
             let body_first = rest.get(protocol::HEADER_LEN).copied().unwrap_or(0);
-            let retry_step = match &mut self.retry {
-                Some(retry) if !retry.query.is_empty() => Some(if !retry.wants_whole(h.tag) {
-                    Step::Disarm
-                } else if have < h.frame_len {
-                    break;
-                } else {
-                    retry.server_frame(h.tag, rest.get(..h.frame_len).unwrap_or_default())
-                }),
-                _ => None,
-            };
-            // Retry: the answer of a read that may still go elsewhere is held back.
-            if let Some(step) = retry_step {
-                {
-                    match step {
-                        Step::Disarm => self.disarm_retry(),
-                        Step::Taken => {
-                            self.forward_server_bytes(&mut fwd);
-                            let frame = self.take_server_frame(h.frame_len);
-                            if let Some(r) = &mut self.retry
-                                && !r.discarding
-                            {
-                                r.held.push(frame);
-                            }
-                            continue;
+            // Retry: while a read may still go elsewhere, its answer is watched (and the
+            // client's output held, see retry.rs).
+            if let Some(retry) = &mut self.retry {
+                let mut step = retry.step(h.tag, None);
+                if step == Step::NeedWhole {
+                    if have < h.frame_len {
+                        break;
+                    }
+                    step = retry.step(h.tag, rest.get(..h.frame_len));
+                }
+                match step {
+                    Step::Keep | Step::NeedWhole => {}
+                    Step::Disarm => self.disarm_retry(),
+                    Step::Drop | Step::Retry => {
+                        if have < h.frame_len {
+                            break;
                         }
-                        Step::Retry => {
-                            self.forward_server_bytes(&mut fwd);
-                            let _ = self.take_server_frame(h.frame_len);
-                            if let Some(att) = &mut self.server {
-                                // The refused Query is over; the replica is idle and clean.
-                                att.state.status = b'I';
-                            }
-                            self.release(Release::Clean);
-                            self.requeue_retry(None, now);
+                        self.forward_server_bytes(&mut fwd);
+                        let _ = self.take_server_frame(h.frame_len);
+                        if step == Step::Retry {
+                            self.retry_refused(now);
                             return;
                         }
+                        continue;
                     }
                 }
             }
@@ -232,12 +224,8 @@ impl Core {
 
     /// Whether a server message with `tag` may have to be held whole (rather than streamed).
     fn holds_whole(&self, tag: u8) -> bool {
-        let retry = self
-            .retry
-            .as_ref()
-            .is_some_and(|r| !r.query.is_empty() && r.wants_whole(tag));
-        retry
-            || matches!(tag, be::READY_FOR_QUERY | be::ERROR_RESPONSE)
+        // (A retry needs only an ErrorResponse whole, as every error is.)
+        matches!(tag, be::READY_FOR_QUERY | be::ERROR_RESPONSE)
             || self.map.replies.completes_front(tag)
             || self.map.replies.front_is_hidden_query()
             || (self.state.wants_tags()
@@ -341,56 +329,5 @@ impl Core {
                 false
             }
         }
-    }
-
-    /// Stops watching for a retry; held answers go to the client.
-    pub(super) fn disarm_retry(&mut self) {
-        if let Some(retry) = self.retry.take() {
-            for m in retry.held {
-                self.cout.push(m);
-            }
-        }
-    }
-
-    /// Puts the Query that failed on a replica back at the head of the client's input, to
-    /// be sent to the primary (after `dead`, the replica is also left out of reads).
-    pub(super) fn requeue_retry(&mut self, dead: Option<&str>, now: Instant) {
-        let Some(retry) = self.retry.take() else {
-            return;
-        };
-        if retry.query.is_empty() {
-            return;
-        }
-        if let Some(r) = &mut self.route {
-            let node = r.node;
-            if let Some(n) = r.db.nodes.get(node) {
-                n.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            match dead {
-                Some(why) => {
-                    r.db.report_unreachable(node, why);
-                    tracing::warn!(client = self.id, "replica lost mid-read; retrying: {why}");
-                }
-                None => {
-                    r.primary_once = true;
-                    tracing::info!(
-                        client = self.id,
-                        "replica refused a statement as a write (25006); retrying on the primary"
-                    );
-                }
-            }
-        }
-        let mut cin = BytesMut::with_capacity(retry.query.len() + self.cin.len());
-        cin.extend_from_slice(&retry.query);
-        cin.extend_from_slice(&self.cin);
-        self.cin = cin;
-        self.flow.c_need = 0;
-        self.flow.outstanding = 0;
-        self.flow.batch_open = false;
-        self.flow.s_pass = 0;
-        self.flow.held = false;
-        self.map.replies.clear();
-        self.status = b'I';
-        self.step(now);
     }
 }
