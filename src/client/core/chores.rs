@@ -329,14 +329,15 @@ impl Core {
         }
     }
 
-    /// pgsluice's own statements got no answer in time: the server is closed.
-    pub(super) fn chore_timed_out(&mut self, now: Instant) {
+    /// pgsluice's own statements got no answer (`why`: in time, or the server was lost):
+    /// the server is closed; the client, which has its own answers, goes on where it can.
+    pub(super) fn chore_failed(&mut self, why: &str, now: Instant) {
         let Phase::Chore(chore) = std::mem::replace(&mut self.phase, Phase::Relay) else {
             return;
         };
         tracing::warn!(
             client = self.id,
-            "server did not answer pgsluice's own statements in time"
+            "server failed during pgsluice's own statements: {why}"
         );
         self.release(Release::Close(CloseReason::Broken));
         match chore {

@@ -354,6 +354,11 @@ impl Core {
             self.requeue_retry(Some(why), now);
             return;
         }
+        if matches!(self.phase, Phase::Chore(_)) {
+            // The client's own statements were answered: only pgsluice's are lost.
+            self.chore_failed(why, now);
+            return;
+        }
         self.release(Release::Close(CloseReason::Broken));
         let msg = format!("server connection lost: {why}");
         self.fatal("08006", &msg);
@@ -381,7 +386,7 @@ impl Core {
             if matches!(self.phase, Phase::Probe(_)) {
                 self.probe_timed_out(now);
             } else {
-                self.chore_timed_out(now);
+                self.chore_failed("no answer in time", now);
             }
         }
         if self.idle_txn_deadline.is_some_and(|d| d <= now) {
