@@ -6,7 +6,7 @@ margin: on the shared 2-core machine runs move by ±15 %, so a verdict near its 
 not conclusive on its own.
 """
 
-from bench import TARGET_NAMES, fmt, md_cell
+from bench import TARGET_NAMES, fmt, md_cell, version_tuple
 from suite_common import clean, diff, med, ms_to_us, paired, ratio, refs, select, x
 
 CPU_LIMIT = 0.8  # pgsluice CPU per transaction, at most this times PgBouncer's
@@ -43,6 +43,16 @@ def cpu_value(runs, target, mode):
                if clean(r))
 
 
+def no_prepared(data, target, mode):
+    """A PgBouncer before 1.21 in prepared mode: its clients abort (no prepared statements in
+    transaction mode), so a round that happened to finish is no reference."""
+    version = data.get("pgbouncer_versions", {}).get(target)
+    return mode == "prepared" and (version_tuple(version) or (99, 0)) < (1, 21)
+
+
+UNSUPPORTED = ("unsupported: its clients abort", None)
+
+
 def rows(data):
     """(measure, goal, pgsluice's value, [(value vs PgBouncer p, met) for each p])."""
     sweep, pgbs, out = data["sweep"], refs(data), []
@@ -52,6 +62,9 @@ def rows(data):
             own = cpu_value(sweep, "pgsluice", mode)
             cells = []
             for p in pgbs:
+                if no_prepared(data, p, mode):
+                    cells.append(UNSUPPORTED)
+                    continue
                 c = med(paired(sweep, "pgsluice", p, "cpu_us", ratio, mode=mode, clients=50))
                 theirs = cpu_value(sweep, p, mode)
                 cells.append((f"{fmt(theirs, 1)} µs: {x(c)}" if theirs is not None
@@ -66,6 +79,9 @@ def rows(data):
                       if clean(r))
             cells = []
             for p in pgbs:
+                if no_prepared(data, p, mode):
+                    cells.append(UNSUPPORTED)
+                    continue
                 t = med(paired(sweep, "pgsluice", p, "tps", ratio, mode=mode, clients=c))
                 theirs = med(r["tps"] for r in select(sweep, target=p, mode=mode, clients=c)
                              if clean(r))
