@@ -6,6 +6,7 @@
                                  [--targets direct,pgbouncer,pgsluice,pgsluice-nometrics,
                                             pgsluice-session]
                                  [--no-build] [--baseline-binary PATH]
+                                 [--pgbouncer-new PATH]
 
 Builds pgsluice (cargo build --release, unless --no-build), starts a throwaway
 PostgreSQL cluster (integration/cluster.sh), initialises it with `pgbench -i -s 10`
@@ -14,6 +15,12 @@ in transaction mode with the same pool size and the same client auth (md5, user
 postgres; the server trusts postgres). Every round runs every workload
 (`pgbench -n -S -M MODE -c CLIENTS -j 2 -T DURATION`) on every target, interleaved, with
 the target order rotated from round to round.
+
+With --pgbouncer-new PATH, target `pgbouncer-new` runs that PgBouncer binary (a newer
+release built from source) with the same configuration as PgBouncer 1.18, in every mode,
+plus `max_prepared_statements = 200` (its default from 1.24 on; 1.18 refuses the key, so
+it is only written for a PgBouncer of 1.21 or later, which supports prepared statements in
+transaction mode).
 
 With --baseline-binary PATH, target `pgsluice-baseline` runs that binary (another commit's
 build) with the plain transaction-mode config, in every mode, to compare commits in one run.
@@ -75,11 +82,12 @@ PORT_RESERVATIONS = "/tmp/pgsluice-ports"  # shared with cluster.sh
 USER = "postgres"
 PASSWORD = "bench_pw"  # client-side password for both poolers; the server trusts postgres
 DATABASE = "app"
-TARGET_NAMES = {"direct": "direct", "pgbouncer": "PgBouncer", "pgsluice": "pgsluice",
+TARGET_NAMES = {"direct": "direct", "pgbouncer": "PgBouncer", "pgbouncer-new": "PgBouncer (new)",
+                "pgsluice": "pgsluice",
                 "pgsluice-nometrics": "pgsluice (metrics off)",
                 "pgsluice-baseline": "pgsluice (baseline binary)",
                 "pgsluice-session": "pgsluice (session mode)"}
-ALL_TARGETS = ["direct", "pgbouncer", "pgsluice", "pgsluice-nometrics", "pgsluice-baseline",
+ALL_TARGETS = ["direct", "pgbouncer", "pgbouncer-new", "pgsluice", "pgsluice-nometrics", "pgsluice-baseline",
                "pgsluice-session"]
 ALL_MODES = ["simple", "extended", "prepared"]
 # Targets per mode when --targets is not given.
@@ -90,6 +98,8 @@ DEFAULT_TARGETS = {"simple": ["direct", "pgbouncer", "pgsluice", "pgsluice-nomet
 # which PgBouncer 1.18 does not support in transaction mode: against direct's run there.
 RATIO_REF = {"simple": "pgbouncer", "extended": "pgbouncer", "prepared": "direct"}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PGBOUNCERS = ("pgbouncer", "pgbouncer-new")  # targets that run a PgBouncer binary
+PREPARED_STATEMENTS = 200  # max_prepared_statements of a PgBouncer that knows the key
 
 
 def log(msg):
@@ -202,6 +212,25 @@ def percentile(sorted_vals, p):
     return sorted_vals[k - 1]
 
 
+def version_tuple(version):
+    """(major, minor) of a "PgBouncer 1.18.0" line, or None."""
+    m = re.search(r"(\d+)\.(\d+)", version or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def short_version(version):
+    """"1.18" of "PgBouncer 1.18.0", or the whole line."""
+    v = version_tuple(version)
+    return f"{v[0]}.{v[1]}" if v else (version or "?")
+
+
+def name_pgbouncers(versions):
+    """Display names of the PgBouncer targets from their --version lines, e.g.
+    "PgBouncer 1.18"; TARGET_NAMES is shared with the report modules."""
+    for t, v in (versions or {}).items():
+        TARGET_NAMES[t] = f"PgBouncer {short_version(v)}"
+
+
 def tool_version(cmd):
     try:
         return run(cmd, check=False).stdout.splitlines()[0].strip()
@@ -227,7 +256,13 @@ class Bench:
         self.ports = {}
         self.notes = []  # problems worth printing under the table
         self.dead = {}  # target -> reason it is no longer benchmarked
-        self.pgbouncer_version = tool_version([PGBOUNCER, "--version"])
+        self.pgbouncer_bins = {"pgbouncer": PGBOUNCER}
+        if getattr(args, "pgbouncer_new", None):
+            self.pgbouncer_bins["pgbouncer-new"] = args.pgbouncer_new
+        self.pgbouncer_versions = {t: tool_version([b, "--version"])
+                                   for t, b in self.pgbouncer_bins.items()}
+        self.pgbouncer_version = self.pgbouncer_versions["pgbouncer"]
+        name_pgbouncers(self.pgbouncer_versions)
         self.max_client_conn = 10000  # of both poolers
         self.tls_dir = None
         self.tls_ready = False  # PostgreSQL has ssl = on (--tls)
@@ -327,9 +362,17 @@ class Bench:
 
     # -- poolers
 
-    def start_pgbouncer(self):
-        """Starts PgBouncer; again after stop_pgbouncer with the same files but a new port."""
-        d = os.path.join(self.work, "pgbouncer")
+    def start_pgbouncer(self, target="pgbouncer"):
+        """Starts PgBouncer ("pgbouncer": 1.18, "pgbouncer-new": --pgbouncer-new); again
+        after stop_pgbouncer with the same files but a new port. A PgBouncer of 1.21 or
+        later gets max_prepared_statements (1.18 refuses to start with the key)."""
+        binary = self.pgbouncer_bins.get(target)
+        if not binary or not os.access(binary, os.X_OK):
+            raise Failure(f"{target}: no PgBouncer binary ({binary})")
+        prepared = ""
+        if (version_tuple(self.pgbouncer_versions[target]) or (0, 0)) >= (1, 21):
+            prepared = f"max_prepared_statements = {PREPARED_STATEMENTS}\n"
+        d = os.path.join(self.work, target)
         os.makedirs(d, exist_ok=True)
         port = pick_port()
         md5 = "md5" + hashlib.md5((PASSWORD + USER).encode()).hexdigest()
@@ -351,7 +394,7 @@ max_client_conn = {self.max_client_conn}
 default_pool_size = {self.args.pool_size}
 ignore_startup_parameters = extra_float_digits,options
 logfile = {d}/pgbouncer.log
-{self.pgbouncer_tls()}""")
+{prepared}{self.pgbouncer_tls()}""")
         shutil.chown(d, "postgres", "postgres")
         for name in os.listdir(d):
             shutil.chown(os.path.join(d, name), "postgres", "postgres")
@@ -361,17 +404,17 @@ logfile = {d}/pgbouncer.log
         if os.geteuid() == 0:
             as_postgres = {"user": "postgres", "group": "postgres", "extra_groups": []}
         out = open(os.path.join(d, "stderr.log"), "w")
-        proc = subprocess.Popen([PGBOUNCER, conf], cwd=d, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen([binary, conf], cwd=d, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
                                 **as_postgres)
         pid = proc.pid
-        self.procs["pgbouncer"] = (proc, pid)
-        self.ports["pgbouncer"] = port
+        self.procs[target] = (proc, pid)
+        self.ports[target] = port
         try:
-            wait_listening(port, proc, "pgbouncer")
+            wait_listening(port, proc, target)
         except Failure as e:
             raise Failure(f"{e}\n{tail(out.name)}{tail(os.path.join(d, 'pgbouncer.log'))}")
-        log(f"pgbouncer (pid {pid}) on port {port}")
+        log(f"{target} (pid {pid}, {binary}) on port {port}")
 
     def pgbouncer_tls(self):
         if not self.args.tls:
@@ -380,9 +423,9 @@ logfile = {d}/pgbouncer.log
         return (f"client_tls_sslmode = require\nclient_tls_cert_file = {d}/server.crt\n"
                 f"client_tls_key_file = {d}/server.key\nserver_tls_sslmode = require\n")
 
-    def stop_pgbouncer(self, timeout=10):
+    def stop_pgbouncer(self, target="pgbouncer", timeout=10):
         """SIGTERM (PgBouncer's immediate shutdown) and wait for the exit."""
-        proc, pid = self.procs.pop("pgbouncer")
+        proc, pid = self.procs.pop(target)
         if proc.poll() is None:
             os.kill(pid, signal.SIGTERM)
             try:
@@ -484,7 +527,7 @@ primary = "127.0.0.1:{self.primary_port}"
                           f"{(p.stdout + p.stderr).strip()}")
 
     def pooler_log(self, target):
-        if target == "pgbouncer":
+        if target in PGBOUNCERS:
             return os.path.join(self.work, target, "pgbouncer.log")
         return self.logs[target]
 
@@ -648,11 +691,11 @@ def top_errors(runs, n=2):
 
 def pgbouncer_prepared_support(version):
     """PgBouncer supports protocol-level prepared statements in transaction mode from
-    1.21 on (max_prepared_statements, off by default)."""
-    m = re.search(r"(\d+)\.(\d+)", version or "")
-    if m and (int(m.group(1)), int(m.group(2))) < (1, 21):
-        return f"unsupported ({m.group(1)}.{m.group(2)})"
-    return "max_prepared_statements not set"
+    1.21 on (max_prepared_statements; the bench sets it there)."""
+    v = version_tuple(version)
+    if v and v < (1, 21):
+        return f"unsupported ({v[0]}.{v[1]})"
+    return f"max_prepared_statements = {PREPARED_STATEMENTS}"
 
 
 def build_report(bench, results, header, mode_targets, modes):
@@ -687,8 +730,8 @@ def build_report(bench, results, header, mode_targets, modes):
             if bad:
                 ftxt += f" ({bad}/{len(runs)} runs exited non-zero)"
             notes = []
-            if t == "pgbouncer" and mode == "prepared":
-                notes.append(pgbouncer_prepared_support(bench.pgbouncer_version))
+            if t in PGBOUNCERS and mode == "prepared":
+                notes.append(pgbouncer_prepared_support(bench.pgbouncer_versions[t]))
             if t == "pgsluice-session":
                 notes.append(f"session mode, pool size {args.clients} = clients, no client "
                              f"waits")
@@ -876,6 +919,9 @@ def parse_args():
                     help="TLS on every hop: clients to poolers, poolers (and direct) to PostgreSQL")
     ap.add_argument("--baseline-binary", default=None,
                     help="another pgsluice build, run as target pgsluice-baseline in every mode")
+    ap.add_argument("--pgbouncer-new", default=None, metavar="PATH",
+                    help="a newer PgBouncer binary, run as target pgbouncer-new in every mode "
+                         "(with max_prepared_statements)")
     args = ap.parse_args()
     if args.quick:
         args.duration, args.rounds = 3, 1
@@ -888,6 +934,9 @@ def parse_args():
         if args.baseline_binary:
             for m in args.modes:
                 args.mode_targets[m].append("pgsluice-baseline")
+        if args.pgbouncer_new:
+            for m in args.modes:
+                args.mode_targets[m].insert(2, "pgbouncer-new")
     else:
         chosen = [t.strip() for t in args.targets.split(",") if t.strip()]
         for t in chosen:
@@ -898,6 +947,8 @@ def parse_args():
                     if any(t in ts for ts in args.mode_targets.values())]
     if "pgsluice-baseline" in args.targets and not args.baseline_binary:
         ap.error("target pgsluice-baseline needs --baseline-binary")
+    if "pgbouncer-new" in args.targets and not args.pgbouncer_new:
+        ap.error("target pgbouncer-new needs --pgbouncer-new")
     if args.binary is None:
         tdir = os.environ.get("CARGO_TARGET_DIR", "target")
         if not os.path.isabs(tdir):
@@ -1001,12 +1052,14 @@ def main():
             for t in sluices:
                 bench.dead[t] = build_note
         bench.start_cluster()
-        if "pgbouncer" in targets:
+        for t in PGBOUNCERS:
+            if t not in targets:
+                continue
             try:
-                bench.start_pgbouncer()
-                bench.smoke("pgbouncer")
+                bench.start_pgbouncer(t)
+                bench.smoke(t)
             except Failure as e:
-                bench.dead["pgbouncer"] = f"did not start: {e}"
+                bench.dead[t] = f"did not start: {e}"
         for t in sluices:
             if t in bench.dead:
                 continue
@@ -1031,7 +1084,7 @@ def main():
             bench.notes.append(f"**Interrupted** after {len(results)} runs: partial results.")
             log("interrupted: writing the partial results")
         for t in ("pgsluice", "pgsluice-nometrics", "pgsluice-baseline", "pgsluice-session",
-                  "pgbouncer"):
+                  "pgbouncer", "pgbouncer-new"):
             if t in bench.procs or t in bench.logs:
                 with open(os.path.join(results_dir, f"{t}.log.tail"), "w") as f:
                     f.write(tail(bench.pooler_log(t), 40))
@@ -1043,7 +1096,8 @@ def main():
 
     header = (f"`{command}` — {stamp.strftime('%Y-%m-%d %H:%M UTC')}, {machine()}, "
               f"{tool_version(['pgbench', '--version'])}, "
-              f"{tool_version([PGBOUNCER, '--version'])}, pgsluice commit {git_commit()}; "
+              + "".join(f"{v}, " for v in bench.pgbouncer_versions.values())
+              + f"pgsluice commit {git_commit()}; "
               f"pgbench -n -S -M MODE -c {args.clients} -j {args.jobs} -T {args.duration}, "
               f"{args.rounds} round(s), pool size {args.pool_size} (pgsluice session mode: "
               f"{args.clients}), pgbench scale {args.scale}, "

@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
-"""pgsluice benchmark suite (issue 6): pgsluice, PgBouncer and direct, one cluster, one run.
+"""pgsluice benchmark suite (issues 6, 14): pgsluice, PgBouncer and direct, one cluster, one run.
 
     python3 integration/bench_suite.py [--quick] [--clients-list 1,50,500,2000]
-        [--modes simple,extended,prepared] [--targets direct,pgbouncer,pgsluice]
-        [--sections sweep,churn,idle] [--rounds N] [--duration S] [--duration-edge S]
+        [--modes simple,extended,prepared]
+        [--targets direct,pgbouncer,pgbouncer-new,pgsluice] [--pgbouncer-new PATH]
+        [--sections sweep,churn,idle,age] [--rounds N] [--duration S] [--duration-edge S]
         [--direct-max-clients N] [--churn-clients N] [--churn-duration S]
-        [--idle-clients N] [--idle-concurrency N] [--pool-size N] [--no-build]
+        [--idle-clients N] [--idle-concurrency N] [--age-clients N] [--age-wait S]
+        [--pool-size N] [--no-build]
     python3 integration/bench_suite.py --report integration/results/<stamp>
 
 Uses bench.py's machinery: a throwaway cluster (integration/cluster.sh, `pgbench -i -s
 10`), PgBouncer 1.18 and pgsluice in transaction mode with the same pool size (20) and md5
-client auth, pooler CPU time from /proc/PID/stat, p50/p99 from pgbench's -l log. Sections:
+client auth, pooler CPU time from /proc/PID/stat, p50/p99 from pgbench's -l log. With
+--pgbouncer-new PATH, target `pgbouncer-new` is a second PgBouncer (a newer release built
+from source) with the same configuration plus max_prepared_statements = 200 (PgBouncer 1.18
+refuses that key, so it only gets it from 1.21 on); every ratio is given against each
+PgBouncer. Sections:
 
   sweep   `pgbench -n -S -M MODE -c C -j 2` for every C of --clients-list (1, 50, 500,
           2000), every mode (simple, extended, prepared) and every target (direct,
@@ -27,17 +33,22 @@ client auth, pooler CPU time from /proc/PID/stat, p50/p99 from pgbench's -l log.
           so TPS is connections per second; pooler CPU per connection.
   idle    for each pooler, a fresh process: its memory (VmRSS of /proc/PID/status, Pss of
           smaps_rollup) with no client, then with --idle-clients (10,000) connections that
-          logged in (idle_clients.py: md5 auth up to ReadyForQuery, then silent) once VmRSS
-          is stable, then after they left. KiB per client = (with - empty) / connected.
+          logged in and ran one query (idle_clients.py: md5 auth up to ReadyForQuery,
+          `SELECT 1`, then silent) once VmRSS is stable, then after they left. KiB per
+          client = (with - empty) / connected.
+  age     for each pooler, a fresh process with --age-clients (10,000) such clients, all
+          poolers' held at once: memory right after they went idle, then after --age-wait
+          (600) seconds of silence, and the pooler's CPU time meanwhile (see suite_idle.py).
 
-Both poolers get max_client_conn = max(largest client count, idle clients) + 1000, and this
+The poolers get max_client_conn = max(largest client count, idle clients) + 1000, and this
 process raises its RLIMIT_NOFILE above that for pgbench and the poolers to inherit.
 
-A full run (3 rounds, the defaults) takes about 20 minutes on this 2-core machine (more
+A full run (3 rounds, the defaults, without age and --pgbouncer-new) takes about 20 minutes on this 2-core machine (more
 when it is busy), a quarter of it direct's 2,000 backends connecting (--direct-max-clients
 500 saves ~5 minutes); --quick (1 round, 3 s runs, 2 s churn runs, 500 idle clients)
-about 5. Writes summary.md (a Markdown table per section, and a targets table checking
-issue 6's goals against the data), scale.png (TPS and p99 against clients, one column per
+about 5; a second PgBouncer adds a third, the age section --age-wait and a minute. Writes
+summary.md (a Markdown table per section, and a targets table checking
+issue 14's goals against the data, against each PgBouncer), scale.png (TPS and p99 against clients, one column per
 mode), runs.json and every pgbench run's raw output to integration/results/<UTC
 timestamp>/, and prints the Markdown.
 --report DIR renders summary.md and scale.png again from DIR/runs.json.
@@ -47,76 +58,24 @@ import argparse
 import datetime
 import json
 import os
-import select
 import shlex
 import signal
-import subprocess
 import sys
+import threading
 import time
 
 import bench
+import suite_idle
 import suite_report
 from bench import Bench, Failure, log
 
-IDLE_CLIENTS = os.path.join(bench.ROOT, "integration", "idle_clients.py")
-TARGETS = ["direct", "pgbouncer", "pgsluice"]
-POOLERS = ["pgbouncer", "pgsluice"]
-SECTIONS = ["sweep", "churn", "idle"]
+TARGETS = ["direct", "pgbouncer", "pgbouncer-new", "pgsluice"]
+POOLERS = ["pgbouncer", "pgbouncer-new", "pgsluice"]
+SECTIONS = ["sweep", "churn", "idle", "age"]
 FULL = {"rounds": 3, "duration": 6, "duration_edge": 5, "churn_duration": 6,
-        "idle_clients": 10000, "warmup": 2}
+        "idle_clients": 10000, "age_clients": 10000, "age_wait": 600, "warmup": 2}
 QUICK = {"rounds": 1, "duration": 3, "duration_edge": 3, "churn_duration": 2,
-         "idle_clients": 500, "warmup": 1}
-
-
-# ------------------------------------------------------------------ memory
-
-
-def memory(pid):
-    """VmRSS (status) and Pss (smaps_rollup, None if unreadable) in KiB."""
-    with open(f"/proc/{pid}/status") as f:
-        rss = int(next(l for l in f if l.startswith("VmRSS:")).split()[1])
-    pss = None
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            pss = int(next(l for l in f if l.startswith("Pss:")).split()[1])
-    except (OSError, StopIteration):
-        pass
-    return {"rss_kib": rss, "pss_kib": pss}
-
-
-def stable_memory(pid, settle=2.0, timeout=30.0):
-    """Samples VmRSS every 0.25 s until it moved by at most 64 KiB over `settle` seconds
-    (or `timeout` passed); returns the last reading and the seconds waited."""
-    t0 = time.monotonic()
-    window = []
-    while True:
-        m = memory(pid)
-        now = time.monotonic()
-        window = [(t, v) for t, v in window if now - t <= settle] + [(now, m["rss_kib"])]
-        vals = [v for _, v in window]
-        if now - t0 >= settle and max(vals) - min(vals) <= 64:
-            break
-        if now - t0 >= timeout:
-            m["unstable"] = True
-            break
-        time.sleep(0.25)
-    m["waited_s"] = round(time.monotonic() - t0, 1)
-    return m
-
-
-def read_json_line(proc, timeout):
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
-    if not ready:
-        raise Failure(f"idle_clients.py said nothing within {timeout:.0f}s")
-    line = proc.stdout.readline()
-    if not line:
-        raise Failure(f"idle_clients.py exited (status {proc.wait()})")
-    return json.loads(line)
-
-
-def fd_limit(pid):
-    with open(f"/proc/{pid}/limits") as f:
-        return next(l.split()[3] for l in f if l.startswith("Max open files"))
+         "idle_clients": 500, "age_clients": 500, "age_wait": 20, "warmup": 1}
 
 
 # ------------------------------------------------------------------ sections
@@ -172,8 +131,8 @@ class Suite:
             if t not in args.targets or t in b.dead:
                 continue
             try:
-                if t == "pgbouncer":
-                    b.start_pgbouncer()
+                if t in bench.PGBOUNCERS:
+                    b.start_pgbouncer(t)
                 else:
                     b.start_pgsluice(t)
                 b.smoke(t)
@@ -226,7 +185,8 @@ class Suite:
         r = self.b.pgbench(target, mode, t, tag, self.results_dir, clients=clients,
                            connect=connect)
         self.clock.learn(r)
-        r.update(round=rnd, section=section, file=os.path.basename(r["file"]), T=t)
+        r.update(round=rnd, section=section, file=os.path.basename(r["file"]), T=t,
+                 load1=os.getloadavg()[0])
         if r.get("conn_init_ms") is not None:
             r["window_s"] = round(t - r["conn_init_ms"] / 1e3, 1)
         log(f"  tps={bench.fmt(r['tps'], 0)} p99={bench.fmt(r['p99'], 3)}ms "
@@ -255,66 +215,27 @@ class Suite:
                     self.run("churn", rnd, t, "simple", args.churn_duration,
                              args.churn_clients, connect=True)
 
-    # -- idle memory
+    # -- memory
+
+    def poolers(self):
+        return [t for t in POOLERS if t in self.args.targets]
 
     def fresh_pooler(self, target):
         """Stops target's process and starts a new one, so no earlier load shows in its
         memory; returns its pid."""
-        if target == "pgbouncer":
-            self.b.stop_pgbouncer()
-            self.b.start_pgbouncer()
+        if target in bench.PGBOUNCERS:
+            self.b.stop_pgbouncer(target)
+            self.b.start_pgbouncer(target)
         else:
             self.b.stop_pgsluice(target)
             self.b.start_pgsluice(target)
         return self.b.procs[target][1]
 
-    def idle_memory(self, target):
-        args = self.args
-        pid = self.fresh_pooler(target)
-        r = {"target": target, "requested": args.idle_clients, "pid": pid,
-             "fd_limit": fd_limit(pid), "empty": stable_memory(pid)}
-        log(f"idle: {target} (pid {pid}) empty: {r['empty']}; opening {args.idle_clients} "
-            f"clients")
-        cmd = [sys.executable, IDLE_CLIENTS, "--port", str(self.b.ports[target]),
-               "--count", str(args.idle_clients), "--user", bench.USER,
-               "--password", bench.PASSWORD, "--database", bench.DATABASE,
-               "--concurrency", str(args.idle_concurrency)]
-        raw = os.path.join(self.results_dir, f"idle-{target}.txt")
-        with open(raw + ".stderr", "w") as err:
-            child = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=err, text=True)
-        try:
-            r.update(read_json_line(child, 60 + args.idle_clients / 20))
-            r["with_clients"] = stable_memory(pid)
-            child.stdin.write("status\n")
-            child.stdin.flush()
-            r["at_reading"] = read_json_line(child, 30)
-        finally:
-            child.stdin.close()
-            try:
-                child.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        time.sleep(1)
-        r["after"] = stable_memory(pid)
-        with open(raw, "w") as f:
-            f.write("$ " + shlex.join(cmd) + "\n" + json.dumps(r, indent=2) + "\n")
-        if os.path.getsize(raw + ".stderr") == 0:
-            os.remove(raw + ".stderr")
-        log(f"idle: {target}: {r['connected']} connected ({r['failed']} failed) in "
-            f"{r['seconds']}s; with clients {r['with_clients']}; after {r['after']}")
-        self.data["idle"].append(r)
-
     def idle(self):
-        for t in POOLERS:
-            if t in self.live():
-                try:
-                    self.idle_memory(t)
-                except (Failure, OSError, ValueError) as e:
-                    self.b.notes.append(f"Idle memory of {bench.TARGET_NAMES[t]} not "
-                                        f"measured: {bench.oneline(str(e))}")
-                    log(self.b.notes[-1])
+        suite_idle.idle(self)
+
+    def age(self):
+        suite_idle.age(self)
 
     # -- all of it
 
@@ -332,7 +253,7 @@ class Suite:
             log(f"error: {e}")
         finally:
             for t in POOLERS:
-                if t in self.b.procs:
+                if t in self.b.procs or (t in bench.PGBOUNCERS and t in self.b.ports):
                     with open(os.path.join(self.results_dir, f"{t}.log.tail"), "w") as f:
                         f.write(bench.tail(self.b.pooler_log(t), 40))
             self.b.cleanup()
@@ -360,8 +281,12 @@ def parse_args():
                                  epilog=__doc__.split("\n\n", 1)[1])
     ap.add_argument("--clients-list", default="1,50,500,2000", help="sweep client counts")
     ap.add_argument("--modes", default="simple,extended,prepared")
-    ap.add_argument("--targets", default="direct,pgbouncer,pgsluice")
-    ap.add_argument("--sections", default="sweep,churn,idle")
+    ap.add_argument("--targets", default=None,
+                    help="direct,pgbouncer,pgbouncer-new,pgsluice (default: all but "
+                         "pgbouncer-new, and it too with --pgbouncer-new)")
+    ap.add_argument("--pgbouncer-new", default=None, metavar="PATH",
+                    help="a newer PgBouncer binary, run as a fourth target, pgbouncer-new")
+    ap.add_argument("--sections", default="sweep,churn,idle,age")
     # Options in FULL and QUICK default to None here: --quick changes only those not given.
     ap.add_argument("--rounds", type=int, help="rounds (default 3)")
     ap.add_argument("--duration", type=int, help="seconds per sweep run (6)")
@@ -374,6 +299,9 @@ def parse_args():
     ap.add_argument("--idle-clients", type=int, help="idle connections (10000)")
     ap.add_argument("--idle-concurrency", type=int, default=100,
                     help="idle connections opening at a time (100)")
+    ap.add_argument("--age-clients", type=int, help="idle connections per pooler, age (10000)")
+    ap.add_argument("--age-wait", type=int,
+                    help="seconds the age section's clients stay idle between readings (600)")
     ap.add_argument("--pool-size", type=int, default=20, help="pool size of both poolers (20)")
     ap.add_argument("--jobs", type=int, default=2, help="pgbench -j (default 2)")
     ap.add_argument("--workers", type=int, default=1, help="pgsluice general.workers (1)")
@@ -398,25 +326,39 @@ def parse_args():
     args.duration_at = {c: args.duration_edge if c in edges else args.duration
                         for c in args.clients_list}
     args.modes = name_list(args.modes, bench.ALL_MODES, "mode", ap)
+    if args.targets is None:
+        args.targets = "direct,pgbouncer,pgsluice" + (",pgbouncer-new" if args.pgbouncer_new
+                                                      else "")
     args.targets = name_list(args.targets, TARGETS, "target", ap)
+    if "pgbouncer-new" in args.targets and not args.pgbouncer_new:
+        ap.error("target pgbouncer-new needs --pgbouncer-new")
     args.sections = name_list(args.sections, SECTIONS, "section", ap)
     args.clients = 50  # pgbench's default -c in bench.Bench; the suite always passes -c
-    args.replicas, args.baseline_binary = 0, None
+    args.replicas, args.baseline_binary, args.tls = 0, None, False
     if args.binary is None:
         tdir = os.environ.get("CARGO_TARGET_DIR", "target")
         args.binary = os.path.join(bench.ROOT, tdir, "release", "pgsluice")
     return args
 
 
-def header(args, stamp):
+def header(args, stamp, versions):
     command = "python3 " + shlex.join([os.path.relpath(sys.argv[0], bench.ROOT)]
                                       + sys.argv[1:])
+    pgbouncers = "".join(f"{v}, " for t, v in versions.items() if t in args.targets)
     return (f"`{command}` — {stamp.strftime('%Y-%m-%d %H:%M UTC')}, {bench.machine()}, "
-            f"{bench.tool_version(['pgbench', '--version'])}, "
-            f"{bench.tool_version([bench.PGBOUNCER, '--version'])}, pgsluice commit "
+            f"{bench.tool_version(['pgbench', '--version'])}, {pgbouncers}pgsluice commit "
             f"{bench.git_commit()}; {args.rounds} round(s), pool size {args.pool_size} "
-            f"(transaction mode, both poolers), pgbench -j {args.jobs}, scale {args.scale}, "
+            f"(transaction mode, every pooler), pgbench -j {args.jobs}, scale {args.scale}, "
             f"pgsluice workers {args.workers}")
+
+
+def sample_load(samples, t0, stop, every=15.0):
+    """Appends [seconds since start, 1-, 5-, 15-minute load average] every `every` s: the
+    machine is shared, and the report says how busy it was."""
+    while True:
+        samples.append([round(time.monotonic() - t0)] + [round(v, 2) for v in os.getloadavg()])
+        if stop.wait(every):
+            return
 
 
 def write_report(results_dir, data):
@@ -449,28 +391,35 @@ def main():
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGHUP, on_term)
     t0 = time.monotonic()
-    max_client_conn = max(args.clients_list + [args.idle_clients]) + 1000
+    max_client_conn = max(args.clients_list + [args.idle_clients, args.age_clients]) + 1000
     bench.raise_fd_limit(max_client_conn + 1000)
-    data = {"header": header(args, stamp), "clients_list": args.clients_list,
+    versions = {t: bench.tool_version([p, "--version"]) for t, p in
+                (("pgbouncer", bench.PGBOUNCER), ("pgbouncer-new", args.pgbouncer_new)) if p}
+    data = {"header": header(args, stamp, versions), "clients_list": args.clients_list,
             "modes": args.modes, "targets": args.targets, "sections": args.sections,
             "rounds": args.rounds, "pool_size": args.pool_size,
             "duration_at": {str(c): d for c, d in args.duration_at.items()},
             "direct_max_clients": args.direct_max_clients,
             "churn_clients": args.churn_clients, "churn_duration": args.churn_duration,
             "idle_clients": args.idle_clients, "max_client_conn": max_client_conn,
-            "pgbouncer_version": bench.tool_version([bench.PGBOUNCER, "--version"]),
-            "sweep": [], "churn": [], "idle": []}
+            "age_clients": args.age_clients, "age_wait": args.age_wait,
+            "pgbouncer_version": versions.get("pgbouncer"), "pgbouncer_versions": versions,
+            "load": [], "sweep": [], "churn": [], "idle": [], "age": []}
     suite = Suite(args, results_dir, data)
+    stop_sampling = threading.Event()
+    threading.Thread(target=sample_load, args=(data["load"], t0, stop_sampling),
+                     daemon=True).start()
     if build_note:
         suite.b.dead["pgsluice"] = build_note
     try:
         suite.measure()
     finally:
+        stop_sampling.set()
         data["minutes"] = round((time.monotonic() - t0) / 60, 1)
         with open(os.path.join(results_dir, "runs.json"), "w") as f:
             json.dump(data, f, indent=1)
     write_report(results_dir, data)
-    return 0 if data["sweep"] or data["churn"] or data["idle"] else 1
+    return 0 if any(data[s] for s in SECTIONS) else 1
 
 
 if __name__ == "__main__":

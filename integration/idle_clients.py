@@ -3,9 +3,12 @@
 
     python3 integration/idle_clients.py --port P --count N [--user postgres]
         [--password PW] [--database app] [--concurrency 100] [--timeout 120]
+        [--query "SELECT 1"]
 
 Speaks the protocol itself, with nothing but asyncio: StartupMessage, then the password
-(md5 or cleartext; SCRAM is not supported) and every message up to ReadyForQuery. After
+(md5 or cleartext; SCRAM is not supported) and every message up to ReadyForQuery, then
+one simple Query (--query, "SELECT 1" by default; "" for none) and its answer up to
+ReadyForQuery, so that a pooler in transaction mode has served each client once. After
 that a connection sends nothing; a task per connection waits on its socket only to notice
 the other side closing it. At most --concurrency connections are opening at a time, so
 the server's listen backlog is never overrun. Raises its own RLIMIT_NOFILE to fit N.
@@ -69,8 +72,28 @@ async def read_message(reader):
     return kind, await reader.readexactly(length - 4)
 
 
-async def login(port, user, password, database):
-    """Opens one connection and reads up to ReadyForQuery; returns (reader, writer)."""
+def query_message(sql):
+    body = sql.encode() + b"\0"
+    return b"Q" + struct.pack("!i", len(body) + 4) + body
+
+
+async def run_query(reader, writer, sql):
+    """Sends one simple Query and reads its answer up to ReadyForQuery."""
+    writer.write(query_message(sql))
+    error = None
+    while True:
+        kind, body = await read_message(reader)
+        if kind == b"E":
+            error = error_text(body)
+        elif kind == b"Z":
+            if error:
+                raise LoginError(f"query: {error}")
+            return
+
+
+async def login(port, user, password, database, query=""):
+    """Opens one connection, reads up to ReadyForQuery and runs `query` (if any) once;
+    returns (reader, writer)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         writer.write(startup_message(user, database))
@@ -87,6 +110,8 @@ async def login(port, user, password, database):
             elif kind == b"E":
                 raise LoginError(error_text(body))
             elif kind == b"Z":
+                if query:
+                    await run_query(reader, writer, query)
                 return reader, writer
             # S (ParameterStatus), K (BackendKeyData), N (notice): nothing to do.
     except BaseException:
@@ -107,7 +132,7 @@ class Clients:
         async with gate:
             try:
                 reader, writer = await asyncio.wait_for(
-                    login(a.port, a.user, a.password, a.database), a.timeout)
+                    login(a.port, a.user, a.password, a.database, a.query), a.timeout)
             except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError,
                     LoginError) as e:
                 self.failed += 1
@@ -188,7 +213,9 @@ def parse_args():
     ap.add_argument("--concurrency", type=int, default=100,
                     help="connections opening at a time (default 100)")
     ap.add_argument("--timeout", type=float, default=120.0,
-                    help="seconds one login may take (default 120)")
+                    help="seconds one login (and its query) may take (default 120)")
+    ap.add_argument("--query", default="SELECT 1",
+                    help='simple query each client runs once after login ("" for none)')
     return ap.parse_args()
 
 

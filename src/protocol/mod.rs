@@ -99,7 +99,7 @@ pub fn cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
 
 /// [`cstr`] without the UTF-8 check: the bytes before the first NUL, and what follows it.
 pub fn cstr_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = buf.iter().position(|&b| b == 0)?;
+    let end = memchr::memchr(0, buf)?;
     Some((buf.get(..end)?, buf.get(end + 1..)?))
 }
 

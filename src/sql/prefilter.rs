@@ -110,7 +110,7 @@ pub fn call_candidates(b: &[u8]) -> impl Iterator<Item = &[u8]> {
     std::iter::from_fn(move || {
         loop {
             let rest = b.get(from..)?;
-            let at = from + rest.iter().position(|&c| c == b'(')?;
+            let at = from + memchr::memchr(b'(', rest)?;
             from = at + 1;
             let before = b.get(..at)?;
             let len = before
@@ -128,7 +128,12 @@ pub fn call_candidates(b: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Whether a text may read a session's sequence values (`currval`, `lastval`): a
 /// case-insensitive search, so a name inside a literal or comment counts too.
 pub fn reads_sequence_values(b: &[u8]) -> bool {
-    contains_kw(b, b"currval") || contains_kw(b, b"lastval")
+    // Both names end in "val": find each `v`, then look around it.
+    memchr::memchr2_iter(b'v', b'V', b).any(|v| {
+        v >= 4
+            && starts_with_kw(&b[v..], b"val")
+            && (eq_kw(&b[v - 4..v], b"curr") || eq_kw(&b[v - 4..v], b"last"))
+    })
 }
 
 /// Whether running a text may set a session's sequence values: anything but one plain
@@ -150,15 +155,21 @@ pub fn may_set_sequence_values(b: &[u8], allowed: impl Fn(&[u8]) -> bool) -> boo
         .iter()
         .any(|kw| eq_kw(word, kw));
     // A text with a second statement is not looked into.
-    let one_statement = !b.contains(&b';');
+    let one_statement = memchr::memchr(b';', b).is_none();
     if !plain_read || !one_statement || contains_kw(b, b"nextval") || contains_kw(b, b"setval") {
         return true;
     }
     call_candidates(b).any(|w| !allowed(w))
 }
 
+/// Whether `kw` (lowercase ASCII, starting with a letter) is anywhere in `hay`, in any
+/// case: a search for its first letter in either case, then a comparison there.
 fn contains_kw(hay: &[u8], kw: &[u8]) -> bool {
-    hay.len() >= kw.len() && hay.windows(kw.len()).any(|w| eq_kw(w, kw))
+    let Some(&first) = kw.first() else {
+        return true;
+    };
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay)
+        .any(|i| starts_with_kw(&hay[i..], kw))
 }
 
 #[cfg(test)]
@@ -207,7 +218,22 @@ mod sequence_tests {
     fn reads_of_sequence_values_are_found_in_any_case() {
         assert!(reads_sequence_values(b"SELECT currval('s')"));
         assert!(reads_sequence_values(b"select LASTVAL()"));
+        assert!(reads_sequence_values(b"select CurrVal('s')"));
+        assert!(reads_sequence_values(b"currval"));
+        assert!(reads_sequence_values(b"x lastvalue"));
         assert!(!reads_sequence_values(b"SELECT nextval('s')"));
         assert!(!reads_sequence_values(b"curr"));
+        assert!(!reads_sequence_values(b"val"));
+        assert!(!reads_sequence_values(b"cur val vvv"));
+    }
+
+    #[test]
+    fn keywords_are_found_in_any_case_anywhere() {
+        assert!(contains_kw(b"SELECT NEXTVAL(1)", b"nextval"));
+        assert!(contains_kw(b"nextval", b"nextval"));
+        assert!(contains_kw(b"x SetVal", b"setval"));
+        assert!(!contains_kw(b"nextva", b"nextval"));
+        assert!(!contains_kw(b"", b"setval"));
+        assert!(!contains_kw(b"next val", b"nextval"));
     }
 }
