@@ -740,3 +740,6 @@ mod tests {
         assert!(err.to_string().contains("default_pool_size"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -81,10 +81,11 @@ pub fn header(buf: &[u8], max: usize) -> Result<Option<Header>, FrameError> {
     }))
 }
 
-/// The body of a complete frame (after its header).
+/// The body of a complete frame (after its header); empty for anything shorter than a
+/// header.
 #[inline]
 pub fn body(frame: &[u8]) -> &[u8] {
-    &frame[HEADER_LEN..]
+    frame.get(HEADER_LEN..).unwrap_or_default()
 }
 
 /// Reads a NUL-terminated string at the start of `buf`: (the string, the rest after the NUL).
@@ -127,6 +128,9 @@ pub fn error_fields(mut body: &[u8]) -> ErrorFields {
     }
     out
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

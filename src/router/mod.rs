@@ -16,3 +16,6 @@ pub mod route;
 pub use classify::{Allowlist, Class, Classifier, Hint};
 pub use monitor::{Source, supervise};
 pub use nodes::{DbNodes, NodeStatus, Nodes, format_lsn, parse_lsn};
+
+#[cfg(test)]
+mod fuzz_tests;

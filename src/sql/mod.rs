@@ -13,3 +13,6 @@ pub use effects::{Effect, PinReason, inspect};
 pub use normalize::{normalize, normalize_into};
 pub use prefilter::may_have_effects;
 pub use prepared::{SqlExecute, SqlPrepare, sql_execute, sql_prepare};
+
+#[cfg(test)]
+mod fuzz_tests;
