@@ -52,6 +52,8 @@ for t in "${targets[@]}"; do
         took=$(echo "$line" | awk '{print $6}')
         rate=$(awk -v n="$inputs" -v s="$took" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
         printf '%-52s %12s %8s %10s\n' "$t" "$inputs" "$took" "$rate"
+        known=$(grep -a -o 'known faults so far in this process: .*' "$log" | tail -1 || true)
+        [ -z "$known" ] || printf '    %s\n' "$known"
         total=$((total + inputs))
     else
         printf '%-52s %12s\n' "$t" FAILED

@@ -57,7 +57,7 @@ pub fn run<S: Strategy>(
     }
     // The line integration/fuzz.sh counts.
     println!(
-        "fuzz {name}: {inputs} inputs in {:.1} s",
+        "\nfuzz {name}: {inputs} inputs in {:.1} s",
         start.elapsed().as_secs_f64()
     );
 }

@@ -1,9 +1,12 @@
 //! Failures the session core's fuzz target found, as recorded message sequences (each
 //! test names the minimal input and what went wrong). Those not yet fixed are ignored
-//! with the reason; the fuzz harness works around them so that long runs look further.
+//! with the reason; the fuzz harness counts them (stalls, statement-record
+//! disagreements) or leaves their input out (Terminate with a body) so that long runs
+//! look further.
 
+use super::fuzz_harness::{Routing, route};
 use super::tests::{bind, complete, error, msg, parse, query, ready, rig, sync, tags};
-use super::{Action, Release};
+use super::{Action, AttachError, Release};
 use crate::config::PoolMode;
 use crate::server::{CloseReason, ServerState};
 
@@ -158,5 +161,38 @@ fn a_parse_pipelined_behind_a_failed_batch_stays_recorded() {
     assert!(
         state.statements.contains(1),
         "the server holds sluice_1 from the second batch"
+    );
+}
+
+/// Found by `fuzz_session_routed` (minimal input: routing with `primary_reads = never`,
+/// the replica unreachable, the client pipelining `COMMIT`, `COMMIT`, `SELECT 1`). When
+/// no node can serve a unit, `ask_for_server` answers it with an error (`refuse_unit`)
+/// and returns true, so `scan_client` stops (`Stop::Yield`) with the next unit unread:
+/// only new client bytes would make the core look at it again.
+#[test]
+#[ignore = "known stall in client/core/client.rs (ask_for_server): no scan after refuse_unit"]
+fn units_pipelined_behind_a_refused_unit_are_answered() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    let policy = Routing {
+        ryw: false,
+        report_lsn: false,
+        retry: false,
+        never_primary: true,
+    };
+    r.core.route = Some(Box::new(route(&policy)));
+    let mut three = query("SELECT 1");
+    three.extend(query("SELECT 2"));
+    three.extend(query("SELECT 3"));
+    r.client(&three);
+    match r.action() {
+        Some(Action::NeedServer { node: 1 }) => {}
+        other => panic!("expected a replica asked for, got {other:?}"),
+    }
+    let down = AttachError::Unreachable("08006".into(), "replica down".into());
+    r.core.attach_failed(1, down, r.now);
+    assert_eq!(
+        tags(&r.sent_to_client()),
+        "EZEZEZ",
+        "each of the three reads is refused (no replica, primary_reads = never)"
     );
 }
