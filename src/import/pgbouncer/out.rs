@@ -234,6 +234,20 @@ fn key_text(key: &str) -> String {
     {
         key.to_string()
     } else {
-        toml::Value::String(key.to_string()).to_string()
+        // A basic string, always: the toml crate may write a value as a multi-line literal
+        // ('''...'''), which is no key (found by the import's fuzz target: a database
+        // named `\'`).
+        let mut s = String::with_capacity(key.len() + 2);
+        s.push('"');
+        for c in key.chars() {
+            match c {
+                '"' => s.push_str("\\\""),
+                '\\' => s.push_str("\\\\"),
+                c if c.is_control() => s.push_str(&format!("\\u{:04X}", u32::from(c))),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+        s
     }
 }

@@ -162,3 +162,22 @@ fn a_database_defined_twice_is_the_last_definition() {
     assert_eq!(c.databases["app"].dbname.as_deref(), Some("real"));
     assert!(text.contains("defined more than once"), "{text}");
 }
+
+/// Found by the import's fuzz target (minimal input `[databases]\n\'=`): a database name
+/// the toml crate writes as a multi-line literal string made an invalid table header.
+#[test]
+fn odd_database_names_are_quoted_keys() {
+    for name in ["\\'", "a'b", "x\"y", "'''", "tab\there"] {
+        let text = import(&format!("[databases]\n{name} = host=db\n"), "");
+        let parsed = toml::from_str::<toml::Table>(&text);
+        let dbs = parsed
+            .as_ref()
+            .ok()
+            .and_then(|t| t.get("databases"))
+            .and_then(|d| d.as_table());
+        assert!(
+            dbs.is_some_and(|d| d.contains_key(name.trim())),
+            "{name:?}: {parsed:?}\n{text}"
+        );
+    }
+}
