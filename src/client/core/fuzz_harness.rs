@@ -482,8 +482,12 @@ impl Session {
             return;
         }
         // A known hang (fuzz_tests::a_failed_reprepare_before_a_query_does_not_hang):
-        // the server skips to a Sync that never comes after pgsluice's own Parse failed.
-        let skipping = self.live.as_ref().is_some_and(|m| m.skipping);
+        // pgsluice's own Parse before a Query failed, and the server, skipping to a Sync,
+        // discarded the Query (or still waits for that Sync).
+        let skipping = self
+            .live
+            .as_ref()
+            .is_some_and(|m| m.skipping || m.swallowed);
         if ready < asked && skipping && !self.fail_on_stall {
             HANGS.fetch_add(1, Ordering::Relaxed);
             return;

@@ -25,6 +25,8 @@ pub struct Model {
     pub status: u8,
     /// An extended-protocol message failed: everything up to Sync is ignored.
     pub skipping: bool,
+    /// A Query arrived while skipping to Sync, and was discarded unanswered.
+    pub swallowed: bool,
     /// Inside `COPY ... FROM STDIN`.
     pub copy_in: bool,
     /// Prepared statements (protocol and SQL level share names) and portals: their text.
@@ -50,6 +52,7 @@ impl Model {
             status: b'I',
             skipping: false,
             copy_in: false,
+            swallowed: false,
             statements: HashMap::new(),
             portals: HashMap::new(),
             input: Vec::new(),
@@ -116,6 +119,7 @@ impl Model {
         }
         // After an extended-protocol error PostgreSQL reads past everything but Sync.
         if self.skipping && tag != b'S' {
+            self.swallowed |= tag == b'Q';
             return;
         }
         match tag {

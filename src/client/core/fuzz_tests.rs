@@ -558,7 +558,9 @@ fn a_query_pipelined_behind_an_answered_prepare_is_run() {
 /// then re-prepares s1 with its own `Parse sluice_1` ahead of the Query, and no Sync:
 /// the server answers 42P05 (it still holds sluice_1) and, in extended-protocol error
 /// state, discards everything up to a Sync, the Query included. No ReadyForQuery ever
-/// comes; the client has an ErrorResponse naming `sluice_1` and waits for ever.
+/// comes; the client has an ErrorResponse naming `sluice_1` and waits for ever. (When a
+/// Sync of the client's follows, the skip ends there, but the Query stays unanswered:
+/// one ReadyForQuery short, `fuzz_session_routed`'s variant.)
 #[test]
 #[ignore = "known hang in client/core (statement mapping): a re-prepare before a Query has no Sync, and the record missed a skipped Close"]
 fn a_failed_reprepare_before_a_query_does_not_hang() {
