@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every fuzz target (the `fuzz_*` tests beside each parser and the session core)
 # for longer than `cargo test` does: MINUTES in all, shared among the targets by weight
-# (the session core and the classifier get more, being slower per input), one target at
-# a time, at the lowest CPU priority. Prints how many inputs each target ran.
+# (the session core, and the cheapest parsers that give most of the volume, get four
+# shares each; the others one), one target at a time, at the lowest CPU priority.
+# Prints how many inputs each target ran, and the session targets' known-fault counts.
 #
 #   integration/fuzz.sh MINUTES [FILTER]      e.g. integration/fuzz.sh 30 session
 #
@@ -31,8 +32,11 @@ mapfile -t targets < <("$bin" --list 2>/dev/null | sed -n 's/^\(.*::fuzz_tests::
 
 weight() {
     case "$1" in
-    *session*) echo 8 ;;
-    *classify* | *import_pgbouncer* | *config_env* | *scram_exchange*) echo 3 ;;
+    # The session core: slow per input, and the most to find.
+    *session_core | *session_routed | *session_garbage) echo 4 ;;
+    # Cheap parsers: many inputs per second, so most of the volume.
+    *fuzz_framing | *fuzz_startup_packet | *fuzz_set_pgsluice | *fuzz_admin_command | \
+        *fuzz_cstr_and_error_fields | *fuzz_lsn_text | *fuzz_secrets) echo 4 ;;
     *) echo 1 ;;
     esac
 }
