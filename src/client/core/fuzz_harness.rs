@@ -25,7 +25,7 @@ use crate::server::{CloseReason, ServerState};
 const FAIL_ON_STALL: bool = false;
 
 /// Sessions left hanging with the server skipping to a Sync pgsluice never sends (a
-/// known fault: `fuzz_tests::a_failed_reprepare_before_a_query_does_not_hang`), counted
+/// known fault: `fuzz_regressions::a_failed_reprepare_before_a_query_does_not_hang`), counted
 /// unless stalls fail.
 pub static HANGS: AtomicU64 = AtomicU64::new(0);
 
@@ -481,7 +481,7 @@ impl Session {
             }
             return;
         }
-        // A known hang (fuzz_tests::a_failed_reprepare_before_a_query_does_not_hang):
+        // A known hang (fuzz_regressions::a_failed_reprepare_before_a_query_does_not_hang):
         // pgsluice's own Parse before a Query failed, and the server, skipping to a Sync,
         // discarded the Query (or still waits for that Sync).
         let skipping = self
