@@ -55,6 +55,9 @@ pub mod sql;
 pub mod tls;
 pub mod wake;
 
+#[cfg(test)]
+mod fuzz;
+
 use std::future::Future;
 use std::sync::Arc;
 

@@ -211,11 +211,16 @@ fn parse_set(rest: &str) -> Result<Command, ParseError> {
     let (key, after) = rest.split_at_checked(key_end).ok_or_else(bad)?;
     let key = key.to_ascii_lowercase();
     let after = after.trim_start();
+    // `TO` is a word of its own: `SET x today` is no `SET x TO day`. Looked at by
+    // `get`, so a multibyte character where `TO` may stand is no panic.
+    let to_value = after
+        .get(..2)
+        .filter(|w| w.eq_ignore_ascii_case("to"))
+        .and_then(|_| after.get(2..))
+        .filter(|v| v.starts_with(char::is_whitespace) || v.starts_with('\''));
     let value = if let Some(v) = after.strip_prefix('=') {
         v
-    } else if let Some((to, v)) = after.split_at_checked(2)
-        && to.eq_ignore_ascii_case("to")
-    {
+    } else if let Some(v) = to_value {
         v
     } else {
         return Err(bad());
@@ -275,6 +280,29 @@ mod tests {
         assert!(parse("SET x").is_err());
         assert!(parse("SET x = a b").is_err());
         assert!(parse("").is_err());
+        assert!(parse("SET x today").is_err());
+    }
+
+    /// Found by the console's fuzz target (issue 11 named `SET x €...`): a multibyte
+    /// character where `TO` is looked for sliced a `str` mid-character.
+    #[test]
+    fn multibyte_text_where_to_may_stand_is_an_error_not_a_panic() {
+        for text in [
+            "SET x €",
+            "SET x €x",
+            "set k t€",
+            "SET x\u{301}y €€",
+            "SET x to€",
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+        assert_eq!(
+            parse("SET x to '€'"),
+            Ok(Command::Set {
+                key: "x".into(),
+                value: "€".into()
+            })
+        );
     }
 
     #[test]

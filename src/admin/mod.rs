@@ -35,3 +35,6 @@ pub fn role(auth: &crate::config::Auth, user: &str) -> Option<Role> {
         None
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;

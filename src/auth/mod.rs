@@ -161,3 +161,6 @@ pub struct UserAuth {
     pub secret: Option<Secret>,
     pub scram: Option<scram::ScramVerifier>,
 }
+
+#[cfg(test)]
+mod fuzz_tests;

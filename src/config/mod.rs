@@ -780,3 +780,6 @@ mod tests {
         assert!(err.to_string().contains("default_pool_size"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -5,3 +5,6 @@
 pub mod ini;
 pub mod pgbouncer;
 pub mod userlist;
+
+#[cfg(test)]
+mod fuzz_tests;

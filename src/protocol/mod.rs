@@ -79,7 +79,8 @@ pub fn header(buf: &[u8], max: usize) -> Result<Option<Header>, FrameError> {
     Ok(Some(Header { tag, frame_len }))
 }
 
-/// The body of a complete frame (after its header).
+/// The body of a complete frame (after its header); empty for anything shorter than a
+/// header.
 #[inline]
 pub fn body(frame: &[u8]) -> &[u8] {
     frame.get(HEADER_LEN..).unwrap_or_default()
@@ -131,6 +132,9 @@ pub fn error_fields(mut body: &[u8]) -> ErrorFields {
     }
     out
 }
+
+#[cfg(test)]
+mod fuzz_tests;
 
 #[cfg(test)]
 mod tests {

@@ -560,8 +560,13 @@ mod tests {
             Some("SELECT * FROM t WHERE a = ?")
         );
         assert_eq!(
-            inspect::normalize("SELECT * FROM t WHERE a = 1"),
+            inspect::normalize("SELECT * FROM t WHERE a = 'x'"),
             inspect::normalize("SELECT * FROM t WHERE a = 'it''s'")
+        );
+        // Literals of different kinds may parse differently: separate entries.
+        assert_ne!(
+            inspect::normalize("SELECT 1::numeric(10, 2)"),
+            inspect::normalize("SELECT 1::numeric('x', 2)")
         );
     }
 }

@@ -28,3 +28,6 @@ pub use functions::{Catalog, FuncRef, Resolved, SearchPath};
 pub use monitor::{Source, supervise};
 pub use nodes::{DbNodes, NodeStatus, Nodes, format_lsn, parse_lsn};
 pub use route::ToPrimary;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -77,8 +77,8 @@ pub fn inspect(sql: &str) -> Vec<Effect> {
     scan(sql)
 }
 
-/// The full tokenizing pass.
-fn scan(sql: &str) -> Vec<Effect> {
+/// The full tokenizing pass (the prefilter's fuzz target checks it against [`may_have_effects`]).
+pub(super) fn scan(sql: &str) -> Vec<Effect> {
     let mut out = Vec::new();
     let mut lx = Lexer::new(sql);
     // The current statement's verb and start; None between statements.

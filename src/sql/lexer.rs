@@ -29,6 +29,8 @@ pub(super) struct Tok {
 pub(super) struct Lexer<'a> {
     b: &'a [u8],
     pos: usize,
+    /// A `/*` comment ran to the end of the text (the lexer stopped there).
+    open_comment: bool,
 }
 
 pub(super) const fn ident_table(digits_and_dollar: bool) -> [bool; 256] {
@@ -63,7 +65,13 @@ impl<'a> Lexer<'a> {
         Lexer {
             b: sql.as_bytes(),
             pos: 0,
+            open_comment: false,
         }
+    }
+
+    /// Whether the text ended inside a `/*` comment.
+    pub(super) fn open_comment(&self) -> bool {
+        self.open_comment
     }
 
     pub(super) fn at(&self, i: usize) -> u8 {
@@ -93,6 +101,7 @@ impl<'a> Lexer<'a> {
                 }
                 (b'/', b'*') => {
                     if !self.block_comment() {
+                        self.open_comment = true;
                         return false;
                     }
                 }

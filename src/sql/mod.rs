@@ -15,3 +15,6 @@ pub use prefilter::{
     call_candidates, may_have_effects, may_set_sequence_values, reads_sequence_values,
 };
 pub use prepared::{SqlExecute, SqlPrepare, sql_execute, sql_prepare};
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -623,3 +623,12 @@ impl Core {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod fuzz_harness;
+#[cfg(test)]
+mod fuzz_model;
+#[cfg(test)]
+mod fuzz_regressions;
+#[cfg(test)]
+mod fuzz_tests;

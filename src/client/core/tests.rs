@@ -72,6 +72,24 @@ pub(super) fn rig(mode: PoolMode, startup: &[(&str, &str)]) -> Rig {
 }
 
 pub(super) fn rig_with(mode: PoolMode, startup: &[(&str, &str)], registry: Arc<Registry>) -> Rig {
+    let limits = Limits {
+        mode,
+        max_message: 1 << 20,
+        idle_txn: Some(Duration::from_secs(10)),
+        reset_query: "DISCARD ALL".into(),
+        rewrite: mode != PoolMode::Session,
+    };
+    rig_limits(limits, startup, registry, 200)
+}
+
+/// A core with these limits, startup settings, statement registry and limit of
+/// statements per server.
+pub(super) fn rig_limits(
+    limits: Limits,
+    startup: &[(&str, &str)],
+    registry: Arc<Registry>,
+    max_prepared: usize,
+) -> Rig {
     let now = Instant::now();
     let key = PoolKey {
         database: "app".into(),
@@ -92,25 +110,18 @@ pub(super) fn rig_with(mode: PoolMode, startup: &[(&str, &str)], registry: Arc<R
     for (n, v) in startup {
         g.set_value(n, v);
     }
-    let limits = Limits {
-        mode,
-        max_message: 1 << 20,
-        idle_txn: Some(Duration::from_secs(10)),
-        reset_query: "DISCARD ALL".into(),
-        rewrite: mode != PoolMode::Session,
-    };
     let core = Core::new(
         7,
         limits,
         SessionState::new(Arc::new(g)),
-        Mapping::new(registry, 200),
+        Mapping::new(registry, max_prepared),
         None,
         Observe::new(info, tally),
     );
     Rig { core, now }
 }
 
-fn link() -> ServerLink {
+pub(super) fn link() -> ServerLink {
     ServerLink {
         id: 1,
         backend_pid: 100,

@@ -100,8 +100,18 @@ impl Out {
         Section::User(i)
     }
 
-    /// Adds a `[databases.NAME]` table.
+    /// The `[databases.NAME]` table, empty. A database defined again starts over: the
+    /// last definition wins, as in PgBouncer. (Found by the import's fuzz target: two
+    /// tables of one name made the output unreadable TOML.)
     pub fn database(&mut self, name: &str) -> Section {
+        if let Some(i) = self.databases.iter().position(|(n, _)| n == name) {
+            let again = "defined more than once in [databases]: the last definition is the \
+                         one carried over, as PgBouncer does";
+            if let Some((_, lines)) = self.databases.get_mut(i) {
+                *lines = vec![Line::Note(again.to_string())];
+            }
+            return Section::Database(i);
+        }
         self.databases.push((name.to_string(), Vec::new()));
         Section::Database(self.databases.len() - 1)
     }
@@ -135,7 +145,7 @@ impl Out {
              # a comment saying why. Check the result with:\n\
              #   pgsluice --check-config --config pooler.toml\n\
              # pooler.toml.example documents every key and its default.",
-            self.source,
+            comment_text(&self.source),
             env!("CARGO_PKG_VERSION")
         );
         section(&mut s, "[general]", &self.general);
@@ -187,15 +197,32 @@ fn section(s: &mut String, header: &str, lines: &[Line]) {
             Line::Set { key, value, from } => {
                 let _ = write!(s, "{} = {value}", key_text(key));
                 if let Some(f) = from {
-                    let _ = write!(s, "  # from {}", f.replace('\n', " "));
+                    let _ = write!(s, "  # from {}", comment_text(f));
                 }
                 s.push('\n');
             }
             Line::Note(t) => {
-                let _ = writeln!(s, "# {}", t.replace('\n', " "));
+                let _ = writeln!(s, "# {}", comment_text(t));
             }
         }
     }
+}
+
+/// Text for a one-line TOML comment, which may hold no control character but tab: a
+/// line break becomes a space, any other control character its escape (`\u{0}`).
+/// (Found by the import's fuzz target: a NUL in a pgbouncer.ini value made the output
+/// unreadable.)
+fn comment_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\r' => out.push(' '),
+            '\t' => out.push(c),
+            c if c.is_control() => out.extend(c.escape_debug()),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// A TOML key: bare when it can be, quoted otherwise.
@@ -207,6 +234,20 @@ fn key_text(key: &str) -> String {
     {
         key.to_string()
     } else {
-        toml::Value::String(key.to_string()).to_string()
+        // A basic string, always: the toml crate may write a value as a multi-line literal
+        // ('''...'''), which is no key (found by the import's fuzz target: a database
+        // named `\'`).
+        let mut s = String::with_capacity(key.len() + 2);
+        s.push('"');
+        for c in key.chars() {
+            match c {
+                '"' => s.push_str("\\\""),
+                '\\' => s.push_str("\\\\"),
+                c if c.is_control() => s.push_str(&format!("\\u{:04X}", u32::from(c))),
+                c => s.push(c),
+            }
+        }
+        s.push('"');
+        s
     }
 }

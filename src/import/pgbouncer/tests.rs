@@ -133,3 +133,51 @@ fn odd_lines_and_auth_types_become_comments() {
         assert!(text.contains(why), "no {why:?} in:\n{text}");
     }
 }
+
+/// Found by the import's fuzz target (minimal input `listen_addr=\0`, outside any
+/// section): control characters copied into a comment made the output unreadable TOML.
+#[test]
+fn control_characters_in_the_ini_stay_readable_comments() {
+    for ini in [
+        "listen_addr=\0",
+        "[weird]\nkey = a\u{1}b\u{7f}\r c",
+        "[databases]\napp = host=db\u{0} port=x\u{1b}",
+    ] {
+        let text = import(ini, "\"u\u{0}\" \"p\u{8}\"\n");
+        let parsed = toml::from_str::<toml::Table>(&text);
+        assert!(parsed.is_ok(), "{parsed:?}\n{text}");
+    }
+}
+
+/// Found by the import's fuzz target: a database defined twice became two tables of one
+/// name. The last definition wins, as in PgBouncer.
+#[test]
+fn a_database_defined_twice_is_the_last_definition() {
+    let text = import(
+        "[databases]\napp = host=old port=5433\napp = host=new dbname=real\n",
+        "",
+    );
+    let c = load(&text);
+    assert_eq!(c.databases["app"].primary, "new:5432");
+    assert_eq!(c.databases["app"].dbname.as_deref(), Some("real"));
+    assert!(text.contains("defined more than once"), "{text}");
+}
+
+/// Found by the import's fuzz target (minimal input `[databases]\n\'=`): a database name
+/// the toml crate writes as a multi-line literal string made an invalid table header.
+#[test]
+fn odd_database_names_are_quoted_keys() {
+    for name in ["\\'", "a'b", "x\"y", "'''", "tab\there"] {
+        let text = import(&format!("[databases]\n{name} = host=db\n"), "");
+        let parsed = toml::from_str::<toml::Table>(&text);
+        let dbs = parsed
+            .as_ref()
+            .ok()
+            .and_then(|t| t.get("databases"))
+            .and_then(|d| d.as_table());
+        assert!(
+            dbs.is_some_and(|d| d.contains_key(name.trim())),
+            "{name:?}: {parsed:?}\n{text}"
+        );
+    }
+}
