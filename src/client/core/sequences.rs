@@ -52,6 +52,10 @@ impl Core {
         let Some(att) = &self.server else {
             return;
         };
+        if att.state.seq_owner == self.id {
+            // Only this client's values there: nothing to discard, nothing to mark.
+            return;
+        }
         let Some(frame) = self.cin.get(at..at + len) else {
             return;
         };
