@@ -68,6 +68,9 @@ fn pool(rt: &Runtime, port: u16, size: usize) -> Arc<Pool> {
         min_size: 0,
         connect_timeout: Some(Duration::from_secs(15)),
         idle_timeout: Some(Duration::from_secs(600)),
+        reserve: 0,
+        reserve_timeout: None,
+        check: None,
         lifetime: Some(Duration::from_secs(3600)),
     };
     let key = PoolKey {

@@ -44,8 +44,8 @@ pub(super) fn pools(shared: &Shared) -> Table {
         "#node",
     ]);
     for p in view::pools(shared) {
-        let mode = config.databases.get(&p.key.database).map(|db| {
-            let m = config.pool_mode(db, config.user(&p.key.user));
+        let mode = config.database(&p.key.database).map(|db| {
+            let m = config.pool_mode(&db, config.user(&p.key.user));
             format!("{m:?}").to_ascii_lowercase()
         });
         t.row(vec![
