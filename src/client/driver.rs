@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
 
-use super::cancel::{CancelSlot, CancelTarget};
+use super::cancel::CancelSlot;
 use super::core::{Action, AttachError, Core, Release};
 use super::io;
 use crate::net::ClientStream;
@@ -35,6 +35,8 @@ pub struct Driver {
     /// Sleeps until the core's next deadline (`timer_at`).
     timer: Option<std::pin::Pin<Box<Sleep>>>,
     timer_at: Option<Instant>,
+    /// The client's place under the client limits; given back when the session ends.
+    ticket: Option<Box<crate::pool::limits::ClientTicket>>,
 }
 
 impl Driver {
@@ -61,6 +63,7 @@ impl Driver {
             wait_timeout,
             timer: None,
             timer_at: None,
+            ticket: None,
         }
     }
 
@@ -103,6 +106,7 @@ impl Driver {
             match action {
                 Action::NeedServer { node } => self.checkout(node).await,
                 Action::Release(state, how) => self.release(state, how),
+                Action::Cancel => self.cancel_query(),
                 Action::Close { reason } => break reason,
             }
         };
@@ -288,13 +292,22 @@ impl Driver {
             local_port: lease.local_port,
             created: lease.created,
         };
-        self.cancel.set(Some(CancelTarget {
-            addr: lease.addr,
-            pid: lease.backend_pid,
-            secret: lease.backend_secret,
-        }));
+        self.cancel.set(Some(lease.cancel_target()));
         self.lease = Some(lease);
         self.core.attached(state, node, link, now);
+    }
+
+    /// Sends a cancel request for the query running on the held server.
+    fn cancel_query(&mut self) {
+        if let Some(lease) = &self.lease {
+            tokio::spawn(super::cancel::send_cancel(lease.cancel_target()));
+        }
+    }
+
+    /// Keeps the client's place under `max_db_client_connections` /
+    /// `max_user_client_connections` for the session's life.
+    pub fn hold_ticket(&mut self, ticket: crate::pool::limits::ClientTicket) {
+        self.ticket = Some(Box::new(ticket));
     }
 
     /// Gives the server back as the core says.
@@ -311,11 +324,7 @@ impl Driver {
             }
             Release::Close(reason) => lease.discard(reason),
             Release::CloseAndCancel(reason) => {
-                tokio::spawn(super::cancel::send_cancel(CancelTarget {
-                    addr: lease.addr,
-                    pid: lease.backend_pid,
-                    secret: lease.backend_secret,
-                }));
+                tokio::spawn(super::cancel::send_cancel(lease.cancel_target()));
                 lease.discard(reason);
             }
         }

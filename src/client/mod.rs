@@ -64,6 +64,11 @@ impl ClientError {
 pub async fn handle(tcp: TcpStream, shared: Arc<Shared>, over_limit: bool) {
     let _ = tcp.set_nodelay(true);
     let snap = shared.snapshot.load_full();
+    if let Some(k) = snap.config.keepalive()
+        && let Err(e) = k.apply(socket2::SockRef::from(&tcp))
+    {
+        tracing::debug!("cannot set TCP keepalive on a client socket: {e}");
+    }
     let deadline = config::secs(snap.config.general.client_login_timeout)
         .map(|t| tokio::time::Instant::now() + t);
     let Some((mut stream, first)) = start(tcp, &snap, deadline).await else {
@@ -197,7 +202,7 @@ async fn login(
     let method = admit(stream, config, &user, &database)?;
     let looked_up = match snap.users.get(&user) {
         None if method != access::Method::Trust
-            && config.databases.contains_key(&database)
+            && config.database(&database).is_some()
             && !crate::admin::is_admin_db(&database) =>
         {
             auth_query::lookup(shared, &database, &user)
@@ -234,15 +239,26 @@ async fn login(
             .map_err(|(code, message)| ClientError::Fatal { code, message })?;
         return Ok(Some(Login::Console(console)));
     }
-    let db = config.databases.get(&database).ok_or_else(|| {
+    let db = config.database(&database).ok_or_else(|| {
         ClientError::fatal("3D000", format!("database \"{database}\" does not exist"))
     })?;
+    let db = db.as_ref();
     if shared.admin.is_disabled(&database) {
         return Err(ClientError::fatal(
             "55000",
             format!("database \"{database}\" is disabled (DISABLE in the admin console)"),
         ));
     }
+    let ticket = shared
+        .pools
+        .clients
+        .admit(
+            &database,
+            config.max_db_client_connections(&database),
+            &user,
+            config.max_user_client_connections(&user),
+        )
+        .map_err(|e| ClientError::fatal("53300", e.to_string()))?;
     let key = PoolKey {
         database: database.clone(),
         user: user.clone(),
@@ -283,6 +299,7 @@ async fn login(
         });
     let driver = new_session(shared, pool, mode, config, startup_gucs, route, meta);
     let mut driver = Box::new(driver);
+    driver.hold_ticket(ticket);
     greet(&mut driver, &server_params, &params);
     tracing::info!(user, database, client = driver.id(), "client logged in");
     Ok(Some(Login::Session(driver)))
@@ -316,10 +333,16 @@ fn new_session(
         config::secs(g.slow_query_threshold),
         shared.metrics.started,
     );
+    let timeouts = config
+        .database(&key.database)
+        .map(|db| config.session_timeouts(&db, config.user(&key.user)))
+        .unwrap_or_default();
     let limits = core::Limits {
         mode,
         max_message: g.max_message_size,
-        idle_txn: config::secs(g.idle_transaction_timeout),
+        idle_txn: timeouts.idle_transaction,
+        timeouts,
+        listen_here: mode != PoolMode::Session && g.listen_without_pinning,
         reset_query: g.server_reset_query.clone(),
         rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
     };

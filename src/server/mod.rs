@@ -84,6 +84,11 @@ pub enum CloseReason {
     Abandoned,
     /// Its holder panicked.
     Panic,
+    /// `query_timeout` cancelled a query on it (a late cancel must not reach another
+    /// client's query).
+    QueryTimeout,
+    /// `transaction_timeout` ended its client's transaction.
+    TransactionTimeout,
 }
 
 /// The columns of a DataRow body as text (`None` for NULL).
@@ -136,6 +141,15 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
+    /// Where a cancel request for this connection's running query goes.
+    pub fn cancel_target(&self) -> crate::registry::cancel::CancelTarget {
+        crate::registry::cancel::CancelTarget {
+            addr: self.addr,
+            pid: self.backend_pid,
+            secret: self.backend_secret,
+        }
+    }
+
     /// Runs `sql` with the simple query protocol and reads every response up to
     /// ReadyForQuery. Returns the first error the server reported, if any.
     ///

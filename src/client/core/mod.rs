@@ -38,6 +38,7 @@ mod server;
 mod sql_prepare;
 mod state;
 mod statements;
+mod timeouts;
 mod translate;
 
 use std::sync::Arc;
@@ -73,6 +74,8 @@ pub enum Action {
     /// The session is over: write what is queued to the client (at most a few seconds),
     /// then close.
     Close { reason: String },
+    /// Send a cancel request for the query running on the held server (`query_timeout`).
+    Cancel,
 }
 
 /// How a server goes back.
@@ -105,6 +108,11 @@ pub struct Limits {
     pub reset_query: String,
     /// Named statements are mapped (transaction/statement mode with a limit).
     pub rewrite: bool,
+    /// `query_timeout`, `transaction_timeout`, `client_idle_timeout` (see `timeouts.rs`).
+    pub timeouts: crate::config::SessionTimeouts,
+    /// LISTEN/UNLISTEN are served by pgsluice's listener instead of pinning (see
+    /// `listen.rs`).
+    pub listen_here: bool,
 }
 
 /// The server the session holds.
@@ -175,6 +183,8 @@ pub struct Core {
     /// The client left (or sent Terminate): nothing more is read from or sent to it,
     /// while its server may still be cleaned up.
     client_left: bool,
+    /// When the current query, transaction and idle spell began (see `timeouts.rs`).
+    timers: timeouts::Timers,
 }
 
 impl Core {
@@ -207,6 +217,7 @@ impl Core {
             draining: false,
             failpoints: None,
             client_left: false,
+            timers: Default::default(),
         }
     }
 
@@ -225,6 +236,7 @@ impl Core {
     /// Client bytes arrived in [`Core::client_buf`]: handle what can be handled now.
     pub fn client_data(&mut self, now: Instant) {
         self.idle_txn_deadline = None;
+        self.timers.client_active();
         self.step(now);
     }
 
@@ -246,6 +258,7 @@ impl Core {
         if !self.cin.is_empty() && self.flow.c_need <= self.cin.len() {
             self.scan_client(now);
         }
+        self.note_times(now);
     }
 
     /// The checkout the core asked for succeeded.
@@ -348,14 +361,19 @@ impl Core {
             self.fatal("25P03", msg);
             self.finish(msg.to_string());
         }
+        self.tick_timeouts(now);
     }
 
     /// The earliest time [`Core::tick`] must be called.
     pub fn deadline(&self) -> Option<Instant> {
-        match (self.idle_txn_deadline, self.chore_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.idle_txn_deadline,
+            self.chore_deadline,
+            self.timeouts_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// pgsluice is draining: the client leaves at its next transaction boundary.
@@ -472,6 +490,11 @@ impl Core {
             r.node_active(-1);
         }
         self.observe.released();
+        let cancelled = std::mem::take(&mut self.timers.cancel_sent);
+        let how = match how {
+            Release::Clean if cancelled => Release::Close(CloseReason::QueryTimeout),
+            other => other,
+        };
         if how != Release::Clean {
             self.sout.clear();
         }
