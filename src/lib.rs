@@ -15,7 +15,9 @@
 //! - [`net`]: client and server connections, plain TCP or TLS, behind one narrow API.
 //! - [`access`]: access rules (`pg_hba.conf` in small).
 //! - [`server`]: a server connection: connect, authenticate, settings, its statements.
-//! - [`pool`]: checkout/checkin, waiting, maintenance.
+//! - [`listen`]: LISTEN without pinning: one listening server connection per (database,
+//!   user), notifications fanned out to the clients listening.
+//! - [`pool`]: checkout/checkin, waiting, maintenance, limits across pools.
 //! - [`router`]: read/write classification, node health and the lag monitor.
 //! - [`prepare`]: the pooler-wide registry of named prepared statements.
 //! - [`registry`]: the client list, cancel keys, PAUSE/DISABLE/KILL state.
@@ -36,6 +38,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod import;
+pub mod listen;
 pub mod listener;
 pub mod metrics;
 pub mod net;

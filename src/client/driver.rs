@@ -37,6 +37,15 @@ pub struct Driver {
     timer_at: Option<Instant>,
     /// The client's place under the client limits; given back when the session ends.
     ticket: Option<Box<crate::pool::limits::ClientTicket>>,
+    /// The client's link to its listener, from its first LISTEN on.
+    listen: Option<Box<Listening>>,
+}
+
+/// A client's subscription to its (database, user)'s listener.
+struct Listening {
+    hub: Arc<crate::listen::Hub>,
+    sink: crate::listen::Sink,
+    rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
 }
 
 impl Driver {
@@ -64,6 +73,7 @@ impl Driver {
             timer: None,
             timer_at: None,
             ticket: None,
+            listen: None,
         }
     }
 
@@ -107,6 +117,7 @@ impl Driver {
                 Action::NeedServer { node } => self.checkout(node).await,
                 Action::Release(state, how) => self.release(state, how),
                 Action::Cancel => self.cancel_query(),
+                Action::Listen(request) => self.listen(request).await,
                 Action::Close { reason } => break reason,
             }
         };
@@ -155,6 +166,12 @@ impl Driver {
             }
             if self.poll_timer(now, cx) {
                 self.core.tick(now);
+                continue;
+            }
+            if let Some(l) = &mut self.listen
+                && let Poll::Ready(Some(frame)) = l.rx.poll_recv(cx)
+            {
+                self.core.notification(frame);
                 continue;
             }
             if self.core.wants_server_bytes()
@@ -297,6 +314,37 @@ impl Driver {
         self.core.attached(state, node, link, now);
     }
 
+    /// Applies a LISTEN/UNLISTEN with the listener of the session's (database, user).
+    async fn listen(&mut self, request: crate::listen::Request) {
+        let l = match &mut self.listen {
+            Some(l) => l,
+            None => {
+                let shared = self.shared.clone();
+                let key = PoolKey {
+                    database: self.database.clone(),
+                    user: self.user.clone(),
+                    node: 0,
+                };
+                let target_of = Arc::new(move || {
+                    let snap = shared.snapshot.load();
+                    shared
+                        .pools
+                        .settings(&snap.config, &key)
+                        .map(|s| s.target)
+                });
+                let hub = self
+                    .shared
+                    .listeners
+                    .hub(&self.database, &self.user, target_of);
+                let (sink, rx) = tokio::sync::mpsc::unbounded_channel();
+                self.listen.insert(Box::new(Listening { hub, sink, rx }))
+            }
+        };
+        // Boxed: a rare path whose state would otherwise size every client's future.
+        let result = Box::pin(l.hub.apply(self.core.id, request, l.sink.clone())).await;
+        self.core.listen_done(result, Instant::now());
+    }
+
     /// Sends a cancel request for the query running on the held server.
     fn cancel_query(&mut self) {
         if let Some(lease) = &self.lease {
@@ -367,6 +415,9 @@ impl Drop for Driver {
                 pool = ?self.core.observe().pool_key(),
                 "client session panicked (a bug): closing this client and its server connection"
             );
+        }
+        if let Some(l) = &self.listen {
+            l.hub.leave(id);
         }
         self.shared.cancels.remove(id);
         self.shared.sessions.remove(id);

@@ -250,7 +250,7 @@ impl ServerConn {
     }
 
     /// Reads one whole frame, for pgsluice's own exchanges (not the relay path).
-    async fn read_frame(&mut self) -> Result<BytesMut, ServerError> {
+    pub(crate) async fn read_frame(&mut self) -> Result<BytesMut, ServerError> {
         loop {
             let buf = &mut self.state.buf;
             if let Some(h) = protocol::header(buf, MAX_OWN_ANSWER)

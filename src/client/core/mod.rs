@@ -29,6 +29,7 @@
 
 mod chores;
 mod client;
+mod listen;
 mod observe;
 mod ours;
 mod replies;
@@ -76,6 +77,8 @@ pub enum Action {
     Close { reason: String },
     /// Send a cancel request for the query running on the held server (`query_timeout`).
     Cancel,
+    /// Apply a LISTEN/UNLISTEN with pgsluice's listener, then call [`Core::listen_done`].
+    Listen(crate::listen::Request),
 }
 
 /// How a server goes back.
@@ -129,6 +132,8 @@ enum Phase {
     Checkout,
     /// pgsluice's own statements run on the server; client input waits.
     Chore(chores::Chore),
+    /// A LISTEN/UNLISTEN is with pgsluice's listener ([`Action::Listen`]); input waits.
+    Listening,
     /// The session is over; nothing more is read.
     Done,
 }
@@ -185,6 +190,8 @@ pub struct Core {
     client_left: bool,
     /// When the current query, transaction and idle spell began (see `timeouts.rs`).
     timers: timeouts::Timers,
+    /// Notifications waiting for the client to be between transactions (`listen.rs`).
+    notes: Option<Box<listen::Pending>>,
 }
 
 impl Core {
@@ -218,6 +225,7 @@ impl Core {
             failpoints: None,
             client_left: false,
             timers: Default::default(),
+            notes: None,
         }
     }
 
@@ -259,6 +267,7 @@ impl Core {
             self.scan_client(now);
         }
         self.note_times(now);
+        self.deliver_notifications();
     }
 
     /// The checkout the core asked for succeeded.
