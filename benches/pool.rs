@@ -63,6 +63,7 @@ fn pool(rt: &Runtime, port: u16, size: usize) -> Arc<Pool> {
             password: None,
             tls: Arc::new(pgsluice::tls::Connector::disabled()),
             passthrough: Default::default(),
+            keepalive: None,
         },
         size,
         min_size: 0,

@@ -91,10 +91,14 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
 pub async fn worker(
     id: usize,
     listener: std::net::TcpListener,
+    unix: Option<std::os::unix::net::UnixListener>,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
     WORKER.with(|w| w.set(id));
     let listener = TcpListener::from_std(listener)?;
+    if let Some(u) = unix {
+        tokio::spawn(listener::accept_unix_until_drain(u, shared.clone()));
+    }
     let janitor = (id == 0).then(|| tokio::spawn(pool::maintain_all(shared.pools.clone())));
     let monitor = (id == 0).then(|| tokio::spawn(router::supervise(shared.clone())));
     listener::accept_until_drain(listener, shared.clone()).await;

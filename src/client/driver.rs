@@ -117,7 +117,8 @@ impl Driver {
                 Action::NeedServer { node } => self.checkout(node).await,
                 Action::Release(state, how) => self.release(state, how),
                 Action::Cancel => self.cancel_query(),
-                Action::Listen(request) => self.listen(request).await,
+                // Boxed: rare, and its state would otherwise size every client's task.
+                Action::Listen(request) => Box::pin(self.listen(request)).await,
                 Action::Close { reason } => break reason,
             }
         };
@@ -340,8 +341,7 @@ impl Driver {
                 self.listen.insert(Box::new(Listening { hub, sink, rx }))
             }
         };
-        // Boxed: a rare path whose state would otherwise size every client's future.
-        let result = Box::pin(l.hub.apply(self.core.id, request, l.sink.clone())).await;
+        let result = l.hub.apply(self.core.id, request, l.sink.clone()).await;
         self.core.listen_done(result, Instant::now());
     }
 

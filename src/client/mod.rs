@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::access;
 use crate::auth::Secret;
@@ -61,17 +60,19 @@ impl ClientError {
 
 /// Serves one accepted connection to its end. `over_limit` says the client count was
 /// already at `max_client_conn` when it was accepted.
-pub async fn handle(tcp: TcpStream, shared: Arc<Shared>, over_limit: bool) {
-    let _ = tcp.set_nodelay(true);
+pub async fn handle(stream: ClientStream, shared: Arc<Shared>, over_limit: bool) {
     let snap = shared.snapshot.load_full();
-    if let Some(k) = snap.config.keepalive()
-        && let Err(e) = k.apply(socket2::SockRef::from(&tcp))
-    {
-        tracing::debug!("cannot set TCP keepalive on a client socket: {e}");
+    if let Some(tcp) = stream.tcp_socket() {
+        let _ = tcp.set_nodelay(true);
+        if let Some(k) = snap.config.keepalive()
+            && let Err(e) = k.apply(socket2::SockRef::from(tcp))
+        {
+            tracing::debug!("cannot set TCP keepalive on a client socket: {e}");
+        }
     }
     let deadline = config::secs(snap.config.general.client_login_timeout)
         .map(|t| tokio::time::Instant::now() + t);
-    let Some((mut stream, first)) = start(tcp, &snap, deadline).await else {
+    let Some((mut stream, first)) = start(stream, &snap, deadline).await else {
         return;
     };
     // Boxed: login's state (authentication, the first server connection) would otherwise
@@ -94,14 +95,14 @@ pub async fn handle(tcp: TcpStream, shared: Arc<Shared>, over_limit: bool) {
 
 /// The first packets and TLS (see `negotiate.rs`); `None` when the connection ended there.
 async fn start(
-    tcp: TcpStream,
+    stream: ClientStream,
     snap: &Snapshot,
     deadline: Option<tokio::time::Instant>,
 ) -> Option<(ClientStream, negotiate::First)> {
-    let peer = tcp.peer_addr().ok();
+    let peer = stream.peer_addr().ok();
     let acceptor = snap.tls.acceptor.as_deref();
     // Boxed: the TLS handshake's state is large and rare.
-    let negotiated = within(deadline, Box::pin(negotiate::negotiate(tcp, acceptor))).await;
+    let negotiated = within(deadline, Box::pin(negotiate::negotiate(stream, acceptor))).await;
     match negotiated {
         Ok(Ok(s)) => Some(s),
         Ok(Err(refused)) => {
@@ -526,7 +527,11 @@ mod tests {
         let (s, _) = l.accept().await.unwrap();
         let toml = "[databases.app]\nprimary = \"127.0.0.1:1\"\n";
         let config = crate::Config::from_toml_with_env(toml, std::iter::empty()).unwrap();
-        let task = super::handle(s, crate::Shared::new(config, None), false);
+        let task = super::handle(
+            crate::net::ClientStream::Plain(s),
+            crate::Shared::new(config, None),
+            false,
+        );
         let (task, session) = (
             std::mem::size_of_val(&task),
             std::mem::size_of::<super::driver::Driver>(),

@@ -159,12 +159,12 @@ fn identifier(s: &str) -> Option<String> {
         }
         return Some(inner.replace("\"\"", "\""));
     }
-    let ok = !s.is_empty()
-        && s.chars()
-            .next()
-            .is_some_and(|c| c.is_alphabetic() || c == '_')
-        && s.chars().all(|c| c.is_alphanumeric() || c == '_' || c == '$');
-    ok.then(|| s.to_lowercase())
+    // As PostgreSQL's scanner: letters, `_` and any non-ASCII character start a name;
+    // digits and `$` may follow.
+    let start = |c: char| c.is_ascii_alphabetic() || c == '_' || !c.is_ascii();
+    let ok = s.chars().next().is_some_and(start)
+        && s.chars().all(|c| start(c) || c.is_ascii_digit() || c == '$');
+    ok.then(|| s.to_ascii_lowercase())
 }
 
 /// `name` as a quoted identifier, for the hub's own statements.

@@ -74,6 +74,7 @@ pub fn settings_for(
             password,
             tls,
             passthrough: credentials.clone(),
+            keepalive: config.keepalive(),
         },
         size: config.pool_size(db, user),
         min_size: db.min_pool_size.unwrap_or(g.min_pool_size),

@@ -121,7 +121,10 @@ fn data_row_text(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
 #[derive(Debug)]
 pub struct ServerConn {
     pub stream: ServerStream,
+    /// The server's address (for a Unix socket: 0.0.0.0 and the port; see `unix`).
     pub addr: SocketAddr,
+    /// The socket path, when the server is reached over a Unix-domain socket.
+    pub unix: Option<Arc<str>>,
     /// pgsluice's port on the connection (the backend's `client_port`), for the admin
     /// console. Only the port: a larger field would make every move of a connection (a
     /// few per transaction) copy more.
@@ -147,6 +150,7 @@ impl ServerConn {
             addr: self.addr,
             pid: self.backend_pid,
             secret: self.backend_secret,
+            unix: self.unix.clone(),
         }
     }
 
