@@ -50,8 +50,14 @@ pub async fn accept_until_drain(listener: TcpListener, shared: Arc<Shared>) {
 
 /// [`accept_until_drain`] on the Unix-domain socket; the socket file is removed when the
 /// loop ends.
-pub async fn accept_unix_until_drain(listener: std::os::unix::net::UnixListener, shared: Arc<Shared>) {
-    let path = listener.local_addr().ok().and_then(|a| a.as_pathname().map(|p| p.to_path_buf()));
+pub async fn accept_unix_until_drain(
+    listener: std::os::unix::net::UnixListener,
+    shared: Arc<Shared>,
+) {
+    let path = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(|p| p.to_path_buf()));
     let listener = match UnixListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {

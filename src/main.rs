@@ -184,8 +184,12 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let mut unix = pgsluice::listener::bind_unix(&config)
-        .with_context(|| format!("listening in {} (general.unix_socket_dir)", config.general.unix_socket_dir))?;
+    let mut unix = pgsluice::listener::bind_unix(&config).with_context(|| {
+        format!(
+            "listening in {} (general.unix_socket_dir)",
+            config.general.unix_socket_dir
+        )
+    })?;
     let shared = Shared::try_new(config, path)?;
     tracing::info!(workers, "pgsluice {VERSION} listening on {addr}");
     let mut threads = Vec::with_capacity(workers);

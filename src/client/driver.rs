@@ -328,10 +328,7 @@ impl Driver {
                 };
                 let target_of = Arc::new(move || {
                     let snap = shared.snapshot.load();
-                    shared
-                        .pools
-                        .settings(&snap.config, &key)
-                        .map(|s| s.target)
+                    shared.pools.settings(&snap.config, &key).map(|s| s.target)
                 });
                 let hub = self
                     .shared

@@ -237,7 +237,10 @@ mod tests {
     fn wildcard_serves_any_name() {
         let c = load("[databases.\"*\"]\nprimary = \"h:1\"\n[databases.app]\nprimary = \"p:2\"\n")
             .unwrap();
-        assert_eq!(c.database("other").unwrap().dbname.as_deref(), Some("other"));
+        assert_eq!(
+            c.database("other").unwrap().dbname.as_deref(),
+            Some("other")
+        );
         assert_eq!(c.database("app").unwrap().primary, "p:2");
         assert!(c.database("pgbouncer").is_none());
         let err = load("[databases.\"*\"]\nprimary = \"h:1\"\nreplicas = [\"r:1\"]\n")

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Secret;
 pub use auth::{Auth, AuthType, DEFAULT_AUTH_QUERY};
-pub use limits::{Keepalive, SessionTimeouts, WILDCARD_DB};
 pub use env::SECTIONS;
+pub use limits::{Keepalive, SessionTimeouts, WILDCARD_DB};
 pub use observe::{Admin, Metrics};
 pub use print::MASK;
 pub use secret::read_secret_file;

@@ -124,7 +124,12 @@ pub fn render(shared: &Shared) -> String {
         "Extra server connections a pool may open for clients waiting longer than reserve_pool_timeout.",
     );
     for (p, _) in &pools {
-        sample(o, "pgsluice_reserve_pool_size", &labels(p, true, &[]), p.reserve);
+        sample(
+            o,
+            "pgsluice_reserve_pool_size",
+            &labels(p, true, &[]),
+            p.reserve,
+        );
     }
     family(
         o,

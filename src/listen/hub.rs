@@ -175,7 +175,11 @@ impl Link {
         let conn = crate::server::connect(&target, 0, Some(CONNECT_TIMEOUT))
             .await
             .map_err(|e| format!("cannot open the listening connection: {e}"))?;
-        tracing::info!(database = self.key.0, user = self.key.1, "listening connection opened");
+        tracing::info!(
+            database = self.key.0,
+            user = self.key.1,
+            "listening connection opened"
+        );
         self.conn = Some(conn);
         Ok(())
     }

@@ -163,7 +163,8 @@ fn identifier(s: &str) -> Option<String> {
     // digits and `$` may follow.
     let start = |c: char| c.is_ascii_alphabetic() || c == '_' || !c.is_ascii();
     let ok = s.chars().next().is_some_and(start)
-        && s.chars().all(|c| start(c) || c.is_ascii_digit() || c == '$');
+        && s.chars()
+            .all(|c| start(c) || c.is_ascii_digit() || c == '$');
     ok.then(|| s.to_ascii_lowercase())
 }
 
@@ -179,7 +180,10 @@ mod tests {
     #[test]
     fn statements() {
         assert_eq!(parse("LISTEN jobs"), Some(Request::Listen("jobs".into())));
-        assert_eq!(parse(" listen Jobs ; "), Some(Request::Listen("jobs".into())));
+        assert_eq!(
+            parse(" listen Jobs ; "),
+            Some(Request::Listen("jobs".into()))
+        );
         assert_eq!(
             parse("LISTEN \"Mixed \"\"Case\"\"\""),
             Some(Request::Listen("Mixed \"Case\"".into()))

@@ -150,9 +150,7 @@ pub struct ClientTicket {
 /// Which client limit refused a login.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ClientLimit {
-    #[error(
-        "too many clients for database \"{0}\": max_db_client_connections ({1}) reached"
-    )]
+    #[error("too many clients for database \"{0}\": max_db_client_connections ({1}) reached")]
     Database(String, usize),
     #[error("too many clients for user \"{0}\": max_user_client_connections ({1}) reached")]
     User(String, usize),
@@ -248,6 +246,10 @@ mod tests {
             c.admit("app", 2, "v", 1).unwrap_err(),
             ClientLimit::User("v".into(), 1)
         );
-        assert_eq!(c.on_db("app"), 1, "a refused user gives its database place back");
+        assert_eq!(
+            c.on_db("app"),
+            1,
+            "a refused user gives its database place back"
+        );
     }
 }

@@ -73,6 +73,9 @@ impl CancelRegistry {
         if slot.secret != secret {
             return None;
         }
-        slot.target.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        slot.target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

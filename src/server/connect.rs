@@ -72,12 +72,12 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<Box<ServerConn>
     let (stream, peer, local_port, unix) = match target.unix_path() {
         Some(path) => {
             // As libpq: no TLS over a Unix-domain socket.
-            let s = tokio::net::UnixStream::connect(&path).await.map_err(|source| {
-                ServerError::Connect {
+            let s = tokio::net::UnixStream::connect(&path)
+                .await
+                .map_err(|source| ServerError::Connect {
                     addr: path.clone(),
                     source,
-                }
-            })?;
+                })?;
             let peer = std::net::SocketAddr::from(([0, 0, 0, 0], target.port));
             (ServerStream::Unix(s), peer, 0, Some(Arc::from(path)))
         }

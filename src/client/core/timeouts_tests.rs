@@ -57,7 +57,10 @@ fn transaction_timeout_ends_the_transaction_and_says_why() {
     r.now += Duration::from_secs(1);
     r.client(&query("SELECT pg_sleep(100)"));
     let deadline = r.core.deadline().expect("transaction deadline");
-    assert_eq!(deadline, r.now - Duration::from_secs(1) + Duration::from_secs(3));
+    assert_eq!(
+        deadline,
+        r.now - Duration::from_secs(1) + Duration::from_secs(3)
+    );
     r.core.tick(deadline);
     let (_, how) = r.expect_release();
     assert_eq!(
@@ -67,7 +70,10 @@ fn transaction_timeout_ends_the_transaction_and_says_why() {
     );
     assert!(matches!(r.action(), Some(Action::Close { .. })));
     let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
-    assert!(out.contains("25P04") && out.contains("transaction_timeout"), "{out}");
+    assert!(
+        out.contains("25P04") && out.contains("transaction_timeout"),
+        "{out}"
+    );
 }
 
 #[test]
