@@ -42,7 +42,9 @@ impl Core {
             t.query_since = None;
             t.query_cancelled = false;
         }
-        if self.status != b'I' {
+        // A statement in flight outside a transaction block is a transaction of its own
+        // (as PostgreSQL's transaction_timeout counts it).
+        if self.status != b'I' || self.flow.outstanding > 0 {
             t.txn_since.get_or_insert(now);
         } else {
             t.txn_since = None;

@@ -77,6 +77,32 @@ fn transaction_timeout_ends_the_transaction_and_says_why() {
 }
 
 #[test]
+fn transaction_timeout_counts_a_single_statement_outside_a_block() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    with(&mut r, |t| t.transaction = Some(Duration::from_secs(3)));
+    r.client(&query("SELECT pg_sleep(100)"));
+    r.expect_checkout();
+    let deadline = r.core.deadline().expect("transaction deadline");
+    assert_eq!(deadline, r.now + Duration::from_secs(3));
+    r.core.tick(deadline);
+    let (_, how) = r.expect_release();
+    assert_eq!(
+        how,
+        Release::CloseAndCancel(CloseReason::TransactionTimeout)
+    );
+    // A short statement resets the timer.
+    let mut r = rig(PoolMode::Transaction, &[]);
+    with(&mut r, |t| t.transaction = Some(Duration::from_secs(3)));
+    r.client(&query("SELECT 1"));
+    r.expect_checkout();
+    let mut answer = complete("SELECT 1");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.expect_release();
+    assert_eq!(r.core.deadline(), None);
+}
+
+#[test]
 fn client_idle_timeout_closes_an_idle_client_only() {
     let mut r = rig(PoolMode::Transaction, &[]);
     with(&mut r, |t| t.client_idle = Some(Duration::from_secs(5)));
