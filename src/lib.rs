@@ -96,12 +96,15 @@ pub async fn worker(
 ) -> std::io::Result<()> {
     WORKER.with(|w| w.set(id));
     let listener = TcpListener::from_std(listener)?;
-    if let Some(u) = unix {
-        tokio::spawn(listener::accept_unix_until_drain(u, shared.clone()));
-    }
+    let unix = unix.map(|u| tokio::spawn(listener::accept_unix_until_drain(u, shared.clone())));
     let janitor = (id == 0).then(|| tokio::spawn(pool::maintain_all(shared.pools.clone())));
     let monitor = (id == 0).then(|| tokio::spawn(router::supervise(shared.clone())));
     listener::accept_until_drain(listener, shared.clone()).await;
+    // Its loop ends at the drain too and removes the socket file: awaited, so a runtime
+    // that ends first does not drop it midway.
+    if let Some(u) = unix {
+        let _ = u.await;
+    }
     let mut phase = shared.drain.subscribe();
     while *phase.borrow_and_update() != shared::Phase::Exit {
         if phase.changed().await.is_err() {

@@ -296,7 +296,6 @@ pub async fn maintain_all(pools: Arc<Pools>) {
             continue;
         }
         last_sweep = now;
-        pools.drop_unused_wildcard_pools();
         for pool in all {
             let missing = pool.sweep();
             if missing > 0 {
@@ -308,5 +307,7 @@ pub async fn maintain_all(pools: Arc<Pools>) {
                 });
             }
         }
+        // After `all` is gone: a pool only the map holds is unused.
+        pools.drop_unused_wildcard_pools();
     }
 }
