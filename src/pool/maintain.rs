@@ -82,7 +82,8 @@ pub fn settings_for(
         idle_timeout: config::secs(g.server_idle_timeout),
         lifetime: config::secs(g.server_lifetime),
         reserve: config.reserve_pool_size(db, user),
-        reserve_timeout: Some(Duration::from_secs_f64(g.reserve_pool_timeout.max(0.0))),
+        // 0 turns the reserve pool off, as in PgBouncer.
+        reserve_timeout: config::secs(g.reserve_pool_timeout),
         check: config.server_check(),
     })
 }

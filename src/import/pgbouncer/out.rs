@@ -9,6 +9,8 @@ pub enum Section {
     General,
     Auth,
     Metrics,
+    /// `[tls]`: client-facing TLS.
+    Tls,
     /// The `[[users]]` entry at this position.
     User(usize),
     /// The `[databases.NAME]` table at this position.
@@ -31,8 +33,12 @@ pub struct Out {
     general: Vec<Line>,
     auth: Vec<Line>,
     metrics: Vec<Line>,
+    tls: Vec<Line>,
     users: Vec<(String, Vec<Line>)>,
     databases: Vec<(String, Vec<Line>)>,
+    /// PgBouncer's global `server_tls_*`, which pgsluice sets per database: written into
+    /// each `[databases.NAME]` table as it is added.
+    pub server_tls: Vec<(String, toml::Value, String)>,
 }
 
 impl Out {
@@ -48,6 +54,7 @@ impl Out {
             Section::General => &mut self.general,
             Section::Auth => &mut self.auth,
             Section::Metrics => &mut self.metrics,
+            Section::Tls => &mut self.tls,
             Section::User(i) => &mut self.users[i].1,
             Section::Database(i) => &mut self.databases[i].1,
         }
@@ -100,10 +107,29 @@ impl Out {
         Section::User(i)
     }
 
-    /// Adds a `[databases.NAME]` table.
+    /// Adds a `[databases.NAME]` table, with the server TLS settings of `[pgbouncer]`.
     pub fn database(&mut self, name: &str) -> Section {
         self.databases.push((name.to_string(), Vec::new()));
-        Section::Database(self.databases.len() - 1)
+        let sec = Section::Database(self.databases.len() - 1);
+        for (key, value, from) in self.server_tls.clone() {
+            self.set(sec, &key, value, Some(from));
+        }
+        sec
+    }
+
+    /// Sets `key` in every `[databases.NAME]` table added so far.
+    pub fn apply_to_databases(&mut self, key: &str, value: toml::Value, from: String) {
+        for i in 0..self.databases.len() {
+            self.set(Section::Database(i), key, value.clone(), Some(from.clone()));
+        }
+    }
+
+    /// `key` of `[general]`, `[auth]`, `[metrics]` or `[tls]` as a string, if set.
+    pub fn text(&mut self, section: Section, key: &str) -> Option<String> {
+        self.lines(section).iter().find_map(|l| match l {
+            Line::Set { key: k, value, .. } if k == key => value.as_str().map(str::to_string),
+            _ => None,
+        })
     }
 
     /// The names in `[auth] key` (a list of strings), if set.
@@ -142,6 +168,9 @@ impl Out {
         section(&mut s, "[auth]", &self.auth);
         if !self.metrics.is_empty() {
             section(&mut s, "[metrics]", &self.metrics);
+        }
+        if !self.tls.is_empty() {
+            section(&mut s, "[tls]", &self.tls);
         }
         for (name, lines) in &self.users {
             let mut all = vec![Line::Set {
