@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pg::{backend_pid, superuser};
-use common::{app_url, pg_connect, pg_connect_config, psql_ok, run_async, setup, setup_with, sq, sq1};
+use common::{
+    app_url, pg_connect, pg_connect_config, psql_ok, run_async, setup, setup_with, sq, sq1,
+};
 use tokio_postgres::{AsyncMessage, Client};
 
 // ------------------------------------------------------------------ SET leaks

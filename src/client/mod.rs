@@ -72,7 +72,9 @@ pub async fn handle(stream: ClientStream, shared: Arc<Shared>, over_limit: bool)
     }
     let deadline = config::secs(snap.config.general.client_login_timeout)
         .map(|t| tokio::time::Instant::now() + t);
-    let Some((mut stream, first)) = start(stream, &snap, deadline).await else {
+    // Boxed: the first packets' state (the TLS handshake, a refusal's report) would
+    // otherwise size the task for the whole session.
+    let Some((mut stream, first)) = Box::pin(start(stream, &snap, deadline)).await else {
         return;
     };
     // Boxed: login's state (authentication, the first server connection) would otherwise
@@ -342,7 +344,7 @@ fn new_session(
         mode,
         max_message: g.max_message_size,
         idle_txn: timeouts.idle_transaction,
-        timeouts,
+        timeouts: (timeouts != config::SessionTimeouts::default()).then(|| Box::new(timeouts)),
         listen_here: mode != PoolMode::Session && g.listen_without_pinning,
         reset_query: g.server_reset_query.clone(),
         rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,

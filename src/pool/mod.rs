@@ -237,31 +237,31 @@ impl Pool {
                 (next, check)
             };
             match next {
-                Next::Ready(c) => match self.checked(c, check).await {
-                    Some(c) => break c,
-                    None => continue,
+                // Boxed, and only when due: the check's state would otherwise size every
+                // checkout's future, and with it every client task.
+                Next::Ready(c) => match check {
+                    Some(chk) if c.last_used.elapsed() >= chk.1 => {
+                        match Box::pin(self.checked(c, Some(chk))).await {
+                            Some(c) => break c,
+                            None => continue,
+                        }
+                    }
+                    _ => break c,
                 },
-                other => break self.obtain(other, wait).await?,
+                // `check` is not held across these waits (it would size the future).
+                Next::Connect => {
+                    drop(check);
+                    break self.open_slot().await?;
+                }
+                Next::Wait(rx) => {
+                    drop(check);
+                    let ticket = Ticket { pool: self, rx };
+                    break self.wait(ticket, wait).await?;
+                }
             }
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         Ok(Lease::new(self.clone(), conn))
-    }
-
-    /// A connection for a checkout that found none idle: opened, or waited for.
-    async fn obtain(
-        &self,
-        next: Next,
-        wait: Option<Duration>,
-    ) -> Result<Box<ServerConn>, PoolError> {
-        Ok(match next {
-            Next::Ready(c) => c,
-            Next::Connect => self.open_slot().await?,
-            Next::Wait(rx) => {
-                let ticket = Ticket { pool: self, rx };
-                self.wait(ticket, wait).await?
-            }
-        })
     }
 
     /// Counts one more connection if the pool (up to `limit`) and its gates allow it.

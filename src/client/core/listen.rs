@@ -24,7 +24,9 @@ impl Core {
     /// Whether a Query with this body is a LISTEN/UNLISTEN pgsluice serves. Every query
     /// passes here: most are rejected on their first bytes.
     pub(super) fn listen_request(&self, body: &[u8]) -> Option<Request> {
-        if !self.limits.listen_here {
+        // Inside a transaction block PostgreSQL applies LISTEN at COMMIT and forgets it at
+        // ROLLBACK: there it goes to the server, which pins the client, as before.
+        if !self.limits.listen_here || self.status != b'I' {
             return None;
         }
         let start = body.iter().position(|b| !b.is_ascii_whitespace())?;
@@ -153,6 +155,21 @@ mod tests {
         answer.extend(ready(b'I'));
         r.server(&answer);
         assert_eq!(tags(&r.sent_to_client()), "CZAA");
+    }
+
+    #[test]
+    fn inside_a_transaction_block_listen_goes_to_the_server() {
+        let mut r = rig(PoolMode::Transaction, &[]);
+        r.client(&query("BEGIN"));
+        r.expect_checkout();
+        r.sent_to_server();
+        let mut answer = complete("BEGIN");
+        answer.extend(ready(b'T'));
+        r.server(&answer);
+        r.sent_to_client();
+        r.client(&query("LISTEN jobs"));
+        assert_eq!(r.sent_to_server(), query("LISTEN jobs"));
+        assert!(r.action().is_none(), "not for pgsluice's listener");
     }
 
     #[test]

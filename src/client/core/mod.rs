@@ -112,7 +112,9 @@ pub struct Limits {
     /// Named statements are mapped (transaction/statement mode with a limit).
     pub rewrite: bool,
     /// `query_timeout`, `transaction_timeout`, `client_idle_timeout` (see `timeouts.rs`).
-    pub timeouts: crate::config::SessionTimeouts,
+    /// `None` when none is set (boxed: most sessions have none, and every byte here is in
+    /// every client's memory).
+    pub timeouts: Option<Box<crate::config::SessionTimeouts>>,
     /// LISTEN/UNLISTEN are served by pgsluice's listener instead of pinning (see
     /// `listen.rs`).
     pub listen_here: bool,
@@ -189,7 +191,7 @@ pub struct Core {
     /// while its server may still be cleaned up.
     client_left: bool,
     /// When the current query, transaction and idle spell began (see `timeouts.rs`).
-    timers: timeouts::Timers,
+    timers: Option<Box<timeouts::Timers>>,
     /// Notifications waiting for the client to be between transactions (`listen.rs`).
     notes: Option<Box<listen::Pending>>,
 }
@@ -224,7 +226,7 @@ impl Core {
             draining: false,
             failpoints: None,
             client_left: false,
-            timers: Default::default(),
+            timers: None,
             notes: None,
         }
     }
@@ -244,7 +246,9 @@ impl Core {
     /// Client bytes arrived in [`Core::client_buf`]: handle what can be handled now.
     pub fn client_data(&mut self, now: Instant) {
         self.idle_txn_deadline = None;
-        self.timers.client_active();
+        if let Some(t) = &mut self.timers {
+            t.client_active();
+        }
         self.step(now);
     }
 
@@ -499,7 +503,10 @@ impl Core {
             r.node_active(-1);
         }
         self.observe.released();
-        let cancelled = std::mem::take(&mut self.timers.cancel_sent);
+        let cancelled = self
+            .timers
+            .as_mut()
+            .is_some_and(|t| std::mem::take(&mut t.cancel_sent));
         let how = match how {
             Release::Clean if cancelled => Release::Close(CloseReason::QueryTimeout),
             other => other,

@@ -98,7 +98,7 @@ pub(super) fn rig_with(mode: PoolMode, startup: &[(&str, &str)], registry: Arc<R
         idle_txn: Some(Duration::from_secs(10)),
         reset_query: "DISCARD ALL".into(),
         rewrite: mode != PoolMode::Session,
-        timeouts: Default::default(),
+        timeouts: None,
         listen_here: mode != PoolMode::Session,
     };
     let core = Core::new(

@@ -35,25 +35,30 @@ impl Core {
     /// Notes what the session is doing after an input: a query in flight, a transaction
     /// open, or idle between transactions.
     pub(super) fn note_times(&mut self, now: Instant) {
-        let t = &mut self.timers;
-        if self.flow.outstanding > 0 {
+        if self.limits.timeouts.is_none() {
+            return;
+        }
+        let query = self.flow.outstanding > 0;
+        // A statement in flight outside a transaction block is a transaction of its own
+        // (as PostgreSQL's transaction_timeout counts it).
+        let txn = self.status != b'I' || query;
+        let idle = !query
+            && !self.flow.batch_open
+            && self.status == b'I'
+            && self.cin.is_empty()
+            && matches!(self.phase, Phase::Relay);
+        let t = self.timers.get_or_insert_default();
+        if query {
             t.query_since.get_or_insert(now);
         } else {
             t.query_since = None;
             t.query_cancelled = false;
         }
-        // A statement in flight outside a transaction block is a transaction of its own
-        // (as PostgreSQL's transaction_timeout counts it).
-        if self.status != b'I' || self.flow.outstanding > 0 {
+        if txn {
             t.txn_since.get_or_insert(now);
         } else {
             t.txn_since = None;
         }
-        let idle = self.flow.outstanding == 0
-            && !self.flow.batch_open
-            && self.status == b'I'
-            && self.cin.is_empty()
-            && matches!(self.phase, Phase::Relay);
         if idle {
             t.idle_since.get_or_insert(now);
         } else {
@@ -66,8 +71,9 @@ impl Core {
         if matches!(self.phase, Phase::Done) {
             return None;
         }
-        let limits = &self.limits.timeouts;
-        let t = &self.timers;
+        let (Some(limits), Some(t)) = (&self.limits.timeouts, &self.timers) else {
+            return None;
+        };
         let query = match t.query_cancelled {
             true => None,
             false => t.query_since.zip(limits.query).map(|(s, d)| s + d),
@@ -82,12 +88,24 @@ impl Core {
         if matches!(self.phase, Phase::Done) {
             return;
         }
-        let limits = self.limits.timeouts;
+        let Some(limits) = self.limits.timeouts.as_deref().copied() else {
+            return;
+        };
+        let Some(timers) = self.timers.as_deref() else {
+            return;
+        };
+        let (txn_since, query_since, idle_since, query_cancelled) = (
+            timers.txn_since,
+            timers.query_since,
+            timers.idle_since,
+            timers.query_cancelled,
+        );
         let due = |since: Option<Instant>, d: Option<std::time::Duration>| {
             since.zip(d).is_some_and(|(s, d)| s + d <= now)
         };
-        if due(self.timers.txn_since, limits.transaction) {
-            self.timers.txn_since = None;
+        let timers = self.timers.get_or_insert_default();
+        if due(txn_since, limits.transaction) {
+            timers.txn_since = None;
             let secs = limits.transaction.map_or(0.0, |d| d.as_secs_f64());
             let msg = format!(
                 "terminating connection due to transaction timeout (transaction_timeout = {secs}s): \
@@ -104,19 +122,19 @@ impl Core {
             self.finish(msg);
             return;
         }
-        if !self.timers.query_cancelled && due(self.timers.query_since, limits.query) {
-            self.timers.query_cancelled = true;
+        if !query_cancelled && due(query_since, limits.query) {
+            timers.query_cancelled = true;
             if self.server.is_some() {
                 tracing::info!(
                     client = self.id,
                     "query_timeout reached: cancelling the query on the server"
                 );
-                self.timers.cancel_sent = true;
+                self.timers.get_or_insert_default().cancel_sent = true;
                 self.actions.push_back(Action::Cancel);
             }
         }
-        if due(self.timers.idle_since, limits.client_idle) {
-            self.timers.idle_since = None;
+        if due(idle_since, limits.client_idle) {
+            self.timers.get_or_insert_default().idle_since = None;
             let msg = "terminating connection due to client_idle_timeout";
             self.fatal("57P05", msg);
             self.end_session(msg.to_string(), now);

@@ -6,7 +6,7 @@ use super::super::tests::*;
 use super::super::*;
 
 fn with(r: &mut Rig, f: impl FnOnce(&mut crate::config::SessionTimeouts)) {
-    f(&mut r.core.limits.timeouts);
+    f(r.core.limits.timeouts.get_or_insert_default());
 }
 
 #[test]
