@@ -114,8 +114,24 @@ fn psql_and_pgbench_over_the_unix_socket_and_pgsluice_to_postgres_over_its_socke
 }
 
 /// The keepalive timer `ss` shows on established TCP sockets matching `filter` of
-/// process `pid`, in seconds (one per socket).
+/// process `pid`, in seconds (one per socket); sampled again while a socket shows another
+/// timer (data in flight is timed by its retransmission timer instead).
 fn keepalive_timers(filter: &str, pid: u32) -> Vec<u32> {
+    let mut last = Vec::new();
+    let settled = wait_until(Duration::from_secs(10), || {
+        match keepalive_sample(filter, pid) {
+            Some(t) => {
+                last = t;
+                true
+            }
+            None => false,
+        }
+    });
+    assert!(settled, "sockets of {filter} never showed keepalive timers");
+    last
+}
+
+fn keepalive_sample(filter: &str, pid: u32) -> Option<Vec<u32>> {
     let out = Command::new("ss")
         .args(["-tnopH", "state", "established", filter])
         .output()
@@ -124,20 +140,17 @@ fn keepalive_timers(filter: &str, pid: u32) -> Vec<u32> {
     text.lines()
         .filter(|l| l.contains(&format!("pid={pid},")))
         .map(|l| {
-            let t = l
-                .split("timer:(keepalive,")
-                .nth(1)
-                .unwrap_or_else(|| panic!("no keepalive timer: {l}"));
+            let t = l.split("timer:(keepalive,").nth(1)?;
             let secs = t.split(',').next().unwrap_or("");
             // "16sec", "1min16sec" or "987ms".
             if let Some(ms) = secs.strip_suffix("ms") {
-                return ms.parse::<u32>().map(|m| m / 1000).unwrap_or(u32::MAX);
+                return Some(ms.parse::<u32>().map(|m| m / 1000).unwrap_or(u32::MAX));
             }
             let (min, sec) = match secs.split_once("min") {
                 Some((m, s)) => (m.parse::<u32>().unwrap_or(u32::MAX), s),
                 None => (0, secs),
             };
-            min.saturating_mul(60) + sec.trim_end_matches("sec").parse::<u32>().unwrap_or(0)
+            Some(min.saturating_mul(60) + sec.trim_end_matches("sec").parse::<u32>().unwrap_or(0))
         })
         .collect()
 }
