@@ -21,6 +21,7 @@ fn populated() -> (CancelRegistry, Vec<Arc<CancelSlot>>) {
                 addr,
                 pid: 10_000 + i as u32,
                 secret: i as u32,
+                unix: None,
             }));
             slot
         })

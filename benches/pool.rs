@@ -63,11 +63,15 @@ fn pool(rt: &Runtime, port: u16, size: usize) -> Arc<Pool> {
             password: None,
             tls: Arc::new(pgsluice::tls::Connector::disabled()),
             passthrough: Default::default(),
+            keepalive: None,
         },
         size,
         min_size: 0,
         connect_timeout: Some(Duration::from_secs(15)),
         idle_timeout: Some(Duration::from_secs(600)),
+        reserve: 0,
+        reserve_timeout: None,
+        check: None,
         lifetime: Some(Duration::from_secs(3600)),
     };
     let key = PoolKey {

@@ -15,7 +15,9 @@
 //! - [`net`]: client and server connections, plain TCP or TLS, behind one narrow API.
 //! - [`access`]: access rules (`pg_hba.conf` in small).
 //! - [`server`]: a server connection: connect, authenticate, settings, its statements.
-//! - [`pool`]: checkout/checkin, waiting, maintenance.
+//! - [`listen`]: LISTEN without pinning: one listening server connection per (database,
+//!   user), notifications fanned out to the clients listening.
+//! - [`pool`]: checkout/checkin, waiting, maintenance, limits across pools.
 //! - [`router`]: read/write classification, node health and the lag monitor.
 //! - [`prepare`]: the pooler-wide registry of named prepared statements.
 //! - [`registry`]: the client list, cancel keys, PAUSE/DISABLE/KILL state.
@@ -41,6 +43,7 @@ pub mod client;
 pub mod config;
 pub mod http;
 pub mod import;
+pub mod listen;
 pub mod listener;
 pub mod metrics;
 pub mod net;
@@ -96,13 +99,20 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Futu
 pub async fn worker(
     id: usize,
     listener: std::net::TcpListener,
+    unix: Option<std::os::unix::net::UnixListener>,
     shared: Arc<Shared>,
 ) -> std::io::Result<()> {
     WORKER.with(|w| w.set(id));
     let listener = TcpListener::from_std(listener)?;
+    let unix = unix.map(|u| tokio::spawn(listener::accept_unix_until_drain(u, shared.clone())));
     let janitor = (id == 0).then(|| tokio::spawn(pool::maintain_all(shared.pools.clone())));
     let monitor = (id == 0).then(|| tokio::spawn(router::supervise(shared.clone())));
     listener::accept_until_drain(listener, shared.clone()).await;
+    // Its loop ends at the drain too and removes the socket file: awaited, so a runtime
+    // that ends first does not drop it midway.
+    if let Some(u) = unix {
+        let _ = u.await;
+    }
     let mut phase = shared.drain.subscribe();
     while *phase.borrow_and_update() != shared::Phase::Exit {
         if phase.changed().await.is_err() {

@@ -187,11 +187,19 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
+    let mut unix = pgsluice::listener::bind_unix(&config).with_context(|| {
+        format!(
+            "listening in {} (general.unix_socket_dir)",
+            config.general.unix_socket_dir
+        )
+    })?;
     let shared = Shared::try_new(config, path)?;
     tracing::info!(workers, "pgsluice {VERSION} listening on {addr}");
     let mut threads = Vec::with_capacity(workers);
     for id in 0..workers {
         let listener = listener.try_clone()?;
+        // The first worker serves the Unix socket too.
+        let unix = unix.take();
         let shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("pgsluice-w{id}"))
@@ -199,7 +207,7 @@ fn serve(config: Config, path: Option<PathBuf>) -> anyhow::Result<()> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
-                rt.block_on(pgsluice::worker(id, listener, shared))?;
+                rt.block_on(pgsluice::worker(id, listener, unix, shared))?;
                 Ok(())
             })?;
         threads.push(thread);

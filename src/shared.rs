@@ -85,6 +85,8 @@ pub struct Shared {
     pub failpoints: Arc<Failpoints>,
     /// Secrets looked up with `auth_query`.
     pub auth_cache: crate::auth::cache::AuthCache,
+    /// The listening server connections that serve clients' LISTEN (see `listen/`).
+    pub listeners: crate::listen::Listeners,
 }
 
 /// Faults a test can inject into a running pgsluice (through the library API only: the
@@ -170,6 +172,7 @@ impl Shared {
             failpoints: Arc::default(),
             config_path,
             auth_cache: Default::default(),
+            listeners: Default::default(),
         })
     }
 

@@ -273,10 +273,13 @@ fn show_prepared_and_pins() {
         assert_eq!(rows[0]["validated"].as_deref(), Some("t"));
 
         assert!(admin.show("SHOW PINS").await.rows.is_empty());
+        // LISTEN no longer pins (pgsluice's listener serves it).
         a.q("LISTEN news").await;
+        assert!(admin.show("SHOW PINS").await.rows.is_empty());
+        a.q("SELECT pg_advisory_lock(7)").await;
         let pins = admin.show("SHOW PINS").await;
         assert_eq!(pins.rows.len(), 1, "{pins:#?}");
-        assert_eq!(pins.rows[0]["pins"].as_deref(), Some("listen"));
+        assert_eq!(pins.rows[0]["pins"].as_deref(), Some("advisory_lock"));
         assert!(
             pins.rows[0]["server"]
                 .as_deref()
@@ -284,8 +287,8 @@ fn show_prepared_and_pins() {
                 .starts_with('s')
         );
         let clients = admin.show("SHOW CLIENTS").await;
-        assert_eq!(clients.with("pins", "listen").len(), 1);
-        a.q("UNLISTEN *").await;
+        assert_eq!(clients.with("pins", "advisory_lock").len(), 1);
+        a.q("SELECT pg_advisory_unlock_all()").await;
         assert!(admin.show("SHOW PINS").await.rows.is_empty());
     });
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::pg::{backend_pid, superuser};
-use common::{app_url, pg_connect, pg_connect_config, psql_ok, run_async, setup, sq, sq1};
+use common::{
+    app_url, pg_connect, pg_connect_config, psql_ok, run_async, setup, setup_with, sq, sq1,
+};
 use tokio_postgres::{AsyncMessage, Client};
 
 // ------------------------------------------------------------------ SET leaks
@@ -201,7 +203,14 @@ fn set_does_not_leak_between_clients_in_transaction_mode() {
 
 #[test]
 fn unreplayable_state_pins_client_and_is_cleaned_up() {
-    let (cluster, pooler) = setup("transaction", "scram-sha-256", 2);
+    // LISTEN pins only with listen_without_pinning = false (tests/dba_listen.rs has the
+    // default).
+    let (cluster, pooler) = setup_with(
+        "transaction",
+        "scram-sha-256",
+        2,
+        "listen_without_pinning = false",
+    );
     run_async(90, async {
         let adm = superuser(&cluster).await;
         for kind in ["listen", "temp", "advisory"] {

@@ -23,8 +23,11 @@ fn err(code: &str, message: impl Into<String>) -> (String, String) {
 /// `metrics.stats_period` to the next connection, drain or period; the rest
 /// (`query_wait_timeout`, `idle_transaction_timeout`, `pool_mode`, `server_reset_query`,
 /// `max_prepared_statements`, `max_message_size`, `slow_query_threshold`,
-/// `metrics.enabled`) to clients that log in afterwards. RELOAD returns every setting to
-/// the file's value.
+/// `metrics.enabled`) to clients that log in afterwards. Of PgBouncer's DBA controls,
+/// `max_db_connections`, `max_user_connections`, the reserve pool and the server check
+/// apply to the pools at once; the client limits to the next login; `query_timeout`,
+/// `transaction_timeout` and `client_idle_timeout` to clients that log in afterwards;
+/// the keepalives to new connections. RELOAD returns every setting to the file's value.
 pub const SETTABLE: &[&str] = &[
     "pool_mode",
     "max_client_conn",
@@ -43,6 +46,21 @@ pub const SETTABLE: &[&str] = &[
     "slow_query_threshold",
     "metrics.enabled",
     "metrics.stats_period",
+    "max_db_connections",
+    "max_user_connections",
+    "max_db_client_connections",
+    "max_user_client_connections",
+    "reserve_pool_size",
+    "reserve_pool_timeout",
+    "query_timeout",
+    "transaction_timeout",
+    "client_idle_timeout",
+    "server_check_query",
+    "server_check_delay",
+    "tcp_keepalive",
+    "tcp_keepidle",
+    "tcp_keepintvl",
+    "tcp_keepcnt",
 ];
 
 /// Whether SET can change `key` (`general.` prefix optional).

@@ -30,6 +30,9 @@ pub struct PoolView {
     /// started using it yet.
     pub sv_login: usize,
     pub size: usize,
+    /// The reserve pool's size, and its connections open now.
+    pub reserve: usize,
+    pub reserve_used: usize,
     /// The longest current wait, in microseconds.
     pub maxwait_us: u64,
 }
@@ -76,6 +79,8 @@ pub fn pools(shared: &Shared) -> Vec<PoolView> {
                 sv_idle: 0,
                 sv_login: 0,
                 size: 0,
+                reserve: 0,
+                reserve_used: 0,
                 maxwait_us: 0,
             };
             for c in &clients {
@@ -96,6 +101,8 @@ pub fn pools(shared: &Shared) -> Vec<PoolView> {
                 let s = p.snapshot();
                 v.sv_idle = s.idle;
                 v.size = s.size;
+                v.reserve = s.reserve;
+                v.reserve_used = s.reserve_used;
                 v.sv_login = s.total.saturating_sub(s.idle + v.sv_active);
             }
             v.clients = clients;

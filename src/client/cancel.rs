@@ -13,9 +13,18 @@ pub async fn send_cancel(target: CancelTarget) {
     msg[8..12].copy_from_slice(&target.pid.to_be_bytes());
     msg[12..16].copy_from_slice(&target.secret.to_be_bytes());
     let res = async {
-        let mut s = tokio::net::TcpStream::connect(target.addr).await?;
-        s.write_all(&msg).await?;
-        s.shutdown().await
+        match &target.unix {
+            Some(path) => {
+                let mut s = tokio::net::UnixStream::connect(&**path).await?;
+                s.write_all(&msg).await?;
+                s.shutdown().await
+            }
+            None => {
+                let mut s = tokio::net::TcpStream::connect(target.addr).await?;
+                s.write_all(&msg).await?;
+                s.shutdown().await
+            }
+        }
     };
     match tokio::time::timeout(std::time::Duration::from_secs(5), res).await {
         Ok(Ok(())) => tracing::debug!(server = %target.addr, "cancel request forwarded"),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
 
-use super::cancel::{CancelSlot, CancelTarget};
+use super::cancel::CancelSlot;
 use super::core::{Action, AttachError, Core, Release};
 use super::io;
 use crate::net::ClientStream;
@@ -35,6 +35,17 @@ pub struct Driver {
     /// Sleeps until the core's next deadline (`timer_at`).
     timer: Option<std::pin::Pin<Box<Sleep>>>,
     timer_at: Option<Instant>,
+    /// The client's place under the client limits; given back when the session ends.
+    ticket: Option<Box<crate::pool::limits::ClientTicket>>,
+    /// The client's link to its listener, from its first LISTEN on.
+    listen: Option<Box<Listening>>,
+}
+
+/// A client's subscription to its (database, user)'s listener.
+struct Listening {
+    hub: Arc<crate::listen::Hub>,
+    sink: crate::listen::Sink,
+    rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
 }
 
 impl Driver {
@@ -61,6 +72,8 @@ impl Driver {
             wait_timeout,
             timer: None,
             timer_at: None,
+            ticket: None,
+            listen: None,
         }
     }
 
@@ -103,6 +116,9 @@ impl Driver {
             match action {
                 Action::NeedServer { node } => self.checkout(node).await,
                 Action::Release(state, how) => self.release(state, how),
+                Action::Cancel => self.cancel_query(),
+                // Boxed: rare, and its state would otherwise size every client's task.
+                Action::Listen(request) => Box::pin(self.listen(request)).await,
                 Action::Close { reason } => break reason,
             }
         };
@@ -151,6 +167,12 @@ impl Driver {
             }
             if self.poll_timer(now, cx) {
                 self.core.tick(now);
+                continue;
+            }
+            if let Some(l) = &mut self.listen
+                && let Poll::Ready(Some(frame)) = l.rx.poll_recv(cx)
+            {
+                self.core.notification(frame);
                 continue;
             }
             if self.core.wants_server_bytes()
@@ -288,13 +310,49 @@ impl Driver {
             local_port: lease.local_port,
             created: lease.created,
         };
-        self.cancel.set(Some(CancelTarget {
-            addr: lease.addr,
-            pid: lease.backend_pid,
-            secret: lease.backend_secret,
-        }));
+        self.cancel.set(Some(lease.cancel_target()));
         self.lease = Some(lease);
         self.core.attached(state, node, link, now);
+    }
+
+    /// Applies a LISTEN/UNLISTEN with the listener of the session's (database, user).
+    async fn listen(&mut self, request: crate::listen::Request) {
+        let l = match &mut self.listen {
+            Some(l) => l,
+            None => {
+                let shared = self.shared.clone();
+                let key = PoolKey {
+                    database: self.database.clone(),
+                    user: self.user.clone(),
+                    node: 0,
+                };
+                let target_of = Arc::new(move || {
+                    let snap = shared.snapshot.load();
+                    shared.pools.settings(&snap.config, &key).map(|s| s.target)
+                });
+                let hub = self
+                    .shared
+                    .listeners
+                    .hub(&self.database, &self.user, target_of);
+                let (sink, rx) = tokio::sync::mpsc::unbounded_channel();
+                self.listen.insert(Box::new(Listening { hub, sink, rx }))
+            }
+        };
+        let result = l.hub.apply(self.core.id, request, l.sink.clone()).await;
+        self.core.listen_done(result, Instant::now());
+    }
+
+    /// Sends a cancel request for the query running on the held server.
+    fn cancel_query(&mut self) {
+        if let Some(lease) = &self.lease {
+            tokio::spawn(super::cancel::send_cancel(lease.cancel_target()));
+        }
+    }
+
+    /// Keeps the client's place under `max_db_client_connections` /
+    /// `max_user_client_connections` for the session's life.
+    pub fn hold_ticket(&mut self, ticket: crate::pool::limits::ClientTicket) {
+        self.ticket = Some(Box::new(ticket));
     }
 
     /// Gives the server back as the core says.
@@ -311,11 +369,7 @@ impl Driver {
             }
             Release::Close(reason) => lease.discard(reason),
             Release::CloseAndCancel(reason) => {
-                tokio::spawn(super::cancel::send_cancel(CancelTarget {
-                    addr: lease.addr,
-                    pid: lease.backend_pid,
-                    secret: lease.backend_secret,
-                }));
+                tokio::spawn(super::cancel::send_cancel(lease.cancel_target()));
                 lease.discard(reason);
             }
         }
@@ -358,6 +412,9 @@ impl Drop for Driver {
                 pool = ?self.core.observe().pool_key(),
                 "client session panicked (a bug): closing this client and its server connection"
             );
+        }
+        if let Some(l) = &self.listen {
+            l.hub.leave(id);
         }
         self.shared.cancels.remove(id);
         self.shared.sessions.remove(id);

@@ -18,7 +18,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::access;
 use crate::auth::Secret;
@@ -61,12 +60,21 @@ impl ClientError {
 
 /// Serves one accepted connection to its end. `over_limit` says the client count was
 /// already at `max_client_conn` when it was accepted.
-pub async fn handle(tcp: TcpStream, shared: Arc<Shared>, over_limit: bool) {
-    let _ = tcp.set_nodelay(true);
+pub async fn handle(stream: ClientStream, shared: Arc<Shared>, over_limit: bool) {
     let snap = shared.snapshot.load_full();
+    if let Some(tcp) = stream.tcp_socket() {
+        let _ = tcp.set_nodelay(true);
+        if let Some(k) = snap.config.keepalive()
+            && let Err(e) = k.apply(socket2::SockRef::from(tcp))
+        {
+            tracing::debug!("cannot set TCP keepalive on a client socket: {e}");
+        }
+    }
     let deadline = config::secs(snap.config.general.client_login_timeout)
         .map(|t| tokio::time::Instant::now() + t);
-    let Some((mut stream, first)) = start(tcp, &snap, deadline).await else {
+    // Boxed: the first packets' state (the TLS handshake, a refusal's report) would
+    // otherwise size the task for the whole session.
+    let Some((mut stream, first)) = Box::pin(start(stream, &snap, deadline)).await else {
         return;
     };
     // Boxed: login's state (authentication, the first server connection) would otherwise
@@ -89,14 +97,14 @@ pub async fn handle(tcp: TcpStream, shared: Arc<Shared>, over_limit: bool) {
 
 /// The first packets and TLS (see `negotiate.rs`); `None` when the connection ended there.
 async fn start(
-    tcp: TcpStream,
+    stream: ClientStream,
     snap: &Snapshot,
     deadline: Option<tokio::time::Instant>,
 ) -> Option<(ClientStream, negotiate::First)> {
-    let peer = tcp.peer_addr().ok();
+    let peer = stream.peer_addr().ok();
     let acceptor = snap.tls.acceptor.as_deref();
     // Boxed: the TLS handshake's state is large and rare.
-    let negotiated = within(deadline, Box::pin(negotiate::negotiate(tcp, acceptor))).await;
+    let negotiated = within(deadline, Box::pin(negotiate::negotiate(stream, acceptor))).await;
     match negotiated {
         Ok(Ok(s)) => Some(s),
         Ok(Err(refused)) => {
@@ -197,7 +205,7 @@ async fn login(
     let method = admit(stream, config, &user, &database)?;
     let looked_up = match snap.users.get(&user) {
         None if method != access::Method::Trust
-            && config.databases.contains_key(&database)
+            && config.database(&database).is_some()
             && !crate::admin::is_admin_db(&database) =>
         {
             auth_query::lookup(shared, &database, &user)
@@ -234,15 +242,26 @@ async fn login(
             .map_err(|(code, message)| ClientError::Fatal { code, message })?;
         return Ok(Some(Login::Console(console)));
     }
-    let db = config.databases.get(&database).ok_or_else(|| {
+    let db = config.database(&database).ok_or_else(|| {
         ClientError::fatal("3D000", format!("database \"{database}\" does not exist"))
     })?;
+    let db = db.as_ref();
     if shared.admin.is_disabled(&database) {
         return Err(ClientError::fatal(
             "55000",
             format!("database \"{database}\" is disabled (DISABLE in the admin console)"),
         ));
     }
+    let ticket = shared
+        .pools
+        .clients
+        .admit(
+            &database,
+            config.max_db_client_connections(&database),
+            &user,
+            config.max_user_client_connections(&user),
+        )
+        .map_err(|e| ClientError::fatal("53300", e.to_string()))?;
     let key = PoolKey {
         database: database.clone(),
         user: user.clone(),
@@ -274,6 +293,7 @@ async fn login(
     let route = route_for(shared, config, &database, &user, mode, force);
     let driver = new_session(shared, pool, mode, config, startup_gucs, route, meta);
     let mut driver = Box::new(driver);
+    driver.hold_ticket(ticket);
     greet(&mut driver, &server_params, &params);
     tracing::info!(user, database, client = driver.id(), "client logged in");
     Ok(Some(Login::Session(driver)))
@@ -337,10 +357,16 @@ fn new_session(
         config::secs(g.slow_query_threshold),
         shared.metrics.started,
     );
+    let timeouts = config
+        .database(&key.database)
+        .map(|db| config.session_timeouts(&db, config.user(&key.user)))
+        .unwrap_or_default();
     let limits = core::Limits {
         mode,
         max_message: g.max_message_size,
-        idle_txn: config::secs(g.idle_transaction_timeout),
+        idle_txn: timeouts.idle_transaction,
+        timeouts: (timeouts != config::SessionTimeouts::default()).then(|| Box::new(timeouts)),
+        listen_here: mode != PoolMode::Session && g.listen_without_pinning,
         reset_query: g.server_reset_query.clone(),
         rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
     };
@@ -530,7 +556,11 @@ mod tests {
         let (s, _) = l.accept().await.unwrap();
         let toml = "[databases.app]\nprimary = \"127.0.0.1:1\"\n";
         let config = crate::Config::from_toml_with_env(toml, std::iter::empty()).unwrap();
-        let task = super::handle(s, crate::Shared::new(config, None), false);
+        let task = super::handle(
+            crate::net::ClientStream::Plain(s),
+            crate::Shared::new(config, None),
+            false,
+        );
         let (task, session) = (
             std::mem::size_of_val(&task),
             std::mem::size_of::<super::driver::Driver>(),

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::ClientError;
 use crate::net::ClientStream;
@@ -46,10 +45,11 @@ fn lost(e: std::io::Error) -> Refused {
 
 /// Reads first packets (and does TLS) until a StartupMessage or CancelRequest.
 pub async fn negotiate(
-    tcp: TcpStream,
+    mut stream: ClientStream,
     acceptor: Option<&Acceptor>,
 ) -> Result<(ClientStream, First), Refused> {
-    let mut stream = ClientStream::Plain(tcp);
+    // No TLS over a Unix socket, as in PostgreSQL: SSLRequest is answered `N`.
+    let acceptor = acceptor.filter(|_| !stream.is_unix());
     let mut ssl_asked = false;
     if let Some(acceptor) = acceptor
         && next_byte(&stream).await.map_err(lost)? == Some(TLS_HANDSHAKE)

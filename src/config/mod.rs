@@ -5,6 +5,7 @@ mod auth;
 mod endpoints;
 mod env;
 mod files;
+mod limits;
 mod observe;
 mod print;
 mod secret;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::Secret;
 pub use auth::{Auth, AuthType, DEFAULT_AUTH_QUERY};
 pub use env::SECTIONS;
+pub use limits::{Keepalive, SessionTimeouts, WILDCARD_DB};
 pub use observe::{Admin, Metrics};
 pub use print::MASK;
 pub use secret::read_secret_file;
@@ -256,6 +258,42 @@ pub struct General {
     pub slow_query_threshold: f64,
     /// Start even with no database configured (otherwise refused: every login would fail).
     pub allow_empty: bool,
+    /// Server connections across all pools of one database (0 = no limit; see `limits.rs`).
+    pub max_db_connections: usize,
+    /// Server connections across all pools of one user (0 = no limit).
+    pub max_user_connections: usize,
+    /// Clients logged in to one database (0 = no limit); more are refused with 53300.
+    pub max_db_client_connections: usize,
+    /// Clients logged in as one user (0 = no limit); more are refused with 53300.
+    pub max_user_client_connections: usize,
+    /// Extra server connections a pool may open for a client that waited longer than
+    /// `reserve_pool_timeout`.
+    pub reserve_pool_size: usize,
+    pub reserve_pool_timeout: f64,
+    /// A query running longer than this is cancelled on the server (57014).
+    pub query_timeout: f64,
+    /// A transaction open longer than this is ended (25P04, the session closed).
+    pub transaction_timeout: f64,
+    /// A client idle (between transactions, sending nothing) this long is closed (57P05).
+    pub client_idle_timeout: f64,
+    /// Run on an idle server connection unused for `server_check_delay` before it is
+    /// handed out; empty = no check.
+    pub server_check_query: String,
+    pub server_check_delay: f64,
+    /// A directory to listen in on a Unix-domain socket `.s.PGSQL.<port>` too (the port
+    /// of `listen_addr`); empty = TCP only.
+    pub unix_socket_dir: String,
+    /// Permissions of the Unix socket, octal.
+    pub unix_socket_mode: String,
+    /// TCP keepalives on client and server sockets; the three times are seconds and
+    /// counts, 0 = the operating system's default.
+    pub tcp_keepalive: bool,
+    pub tcp_keepidle: u32,
+    pub tcp_keepintvl: u32,
+    pub tcp_keepcnt: u32,
+    /// Serve LISTEN/UNLISTEN in transaction and statement mode from one listening server
+    /// connection per (database, user) instead of pinning the client (false: pin).
+    pub listen_without_pinning: bool,
 }
 
 impl Default for General {
@@ -280,6 +318,24 @@ impl Default for General {
             log_format: "auto".into(),
             slow_query_threshold: 0.1,
             allow_empty: false,
+            max_db_connections: 0,
+            max_user_connections: 0,
+            max_db_client_connections: 0,
+            max_user_client_connections: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: 5.0,
+            query_timeout: 0.0,
+            transaction_timeout: 0.0,
+            client_idle_timeout: 0.0,
+            server_check_query: "select 1".into(),
+            server_check_delay: 30.0,
+            unix_socket_dir: String::new(),
+            unix_socket_mode: "0777".into(),
+            tcp_keepalive: true,
+            tcp_keepidle: 0,
+            tcp_keepintvl: 0,
+            tcp_keepcnt: 0,
+            listen_without_pinning: true,
         }
     }
 }
@@ -305,6 +361,21 @@ pub struct User {
     pub pool_size: Option<usize>,
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// Server connections across all pools of this user (overrides the general one).
+    #[serde(default)]
+    pub max_user_connections: Option<usize>,
+    #[serde(default)]
+    pub max_user_client_connections: Option<usize>,
+    #[serde(default)]
+    pub reserve_pool_size: Option<usize>,
+    #[serde(default)]
+    pub query_timeout: Option<f64>,
+    #[serde(default)]
+    pub transaction_timeout: Option<f64>,
+    #[serde(default)]
+    pub client_idle_timeout: Option<f64>,
+    #[serde(default)]
+    pub idle_transaction_timeout: Option<f64>,
 }
 
 /// `[databases.NAME]`: a database clients may name, and the nodes that serve it.
@@ -349,6 +420,21 @@ pub struct Database {
     /// Per-node overrides of the four keys above, by node address (`"host:port"`).
     #[serde(default)]
     pub node_tls: BTreeMap<String, NodeTls>,
+    /// Server connections across all pools of this database (overrides the general one).
+    #[serde(default)]
+    pub max_db_connections: Option<usize>,
+    #[serde(default)]
+    pub max_db_client_connections: Option<usize>,
+    #[serde(default)]
+    pub reserve_pool_size: Option<usize>,
+    #[serde(default)]
+    pub query_timeout: Option<f64>,
+    #[serde(default)]
+    pub transaction_timeout: Option<f64>,
+    #[serde(default)]
+    pub client_idle_timeout: Option<f64>,
+    #[serde(default)]
+    pub idle_transaction_timeout: Option<f64>,
 }
 
 impl Database {
@@ -435,6 +521,11 @@ impl Config {
             ("client_login_timeout", g.client_login_timeout),
             ("shutdown_timeout", g.shutdown_timeout),
             ("slow_query_threshold", g.slow_query_threshold),
+            ("reserve_pool_timeout", g.reserve_pool_timeout),
+            ("query_timeout", g.query_timeout),
+            ("transaction_timeout", g.transaction_timeout),
+            ("client_idle_timeout", g.client_idle_timeout),
+            ("server_check_delay", g.server_check_delay),
         ] {
             if !(0.0..=1e9).contains(&v) {
                 return Err(invalid(
@@ -445,6 +536,7 @@ impl Config {
         }
         self.validate_users()?;
         self.validate_databases()?;
+        self.validate_limits()?;
         self.validate_routing()?;
         self.validate_auth()?;
         self.tls.validate()?;

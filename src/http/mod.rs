@@ -248,14 +248,20 @@ async fn probe(shared: &Shared, db: &str, user: Option<String>) -> Result<(), St
                 .map(|d| d.primary.clone())
                 .ok_or("database removed")?;
             let (host, port) = crate::config::parse_host_port(&addr)?;
-            tokio::time::timeout(
-                PROBE_TIMEOUT,
-                tokio::net::TcpStream::connect((host.as_str(), port)),
-            )
-            .await
-            .map_err(|_| format!("timed out connecting to {addr}"))?
-            .map(drop)
-            .map_err(|e| format!("{addr}: {e}"))
+            let connect = async {
+                if host.starts_with('/') {
+                    let path = format!("{}/.s.PGSQL.{port}", host.trim_end_matches('/'));
+                    tokio::net::UnixStream::connect(path).await.map(drop)
+                } else {
+                    tokio::net::TcpStream::connect((host.as_str(), port))
+                        .await
+                        .map(drop)
+                }
+            };
+            tokio::time::timeout(PROBE_TIMEOUT, connect)
+                .await
+                .map_err(|_| format!("timed out connecting to {addr}"))?
+                .map_err(|e| format!("{addr}: {e}"))
         }
     }
 }

@@ -117,6 +117,34 @@ pub fn render(shared: &Shared) -> String {
     for (p, _) in &pools {
         sample(o, "pgsluice_pool_size", &labels(p, true, &[]), p.size);
     }
+    family(
+        o,
+        "pgsluice_reserve_pool_size",
+        "gauge",
+        "Extra server connections a pool may open for clients waiting longer than reserve_pool_timeout.",
+    );
+    for (p, _) in &pools {
+        sample(
+            o,
+            "pgsluice_reserve_pool_size",
+            &labels(p, true, &[]),
+            p.reserve,
+        );
+    }
+    family(
+        o,
+        "pgsluice_reserve_pool_connections",
+        "gauge",
+        "Server connections open beyond the pool size (from the reserve pool).",
+    );
+    for (p, _) in &pools {
+        sample(
+            o,
+            "pgsluice_reserve_pool_connections",
+            &labels(p, true, &[]),
+            p.reserve_used,
+        );
+    }
 
     counter(
         o,

@@ -43,7 +43,7 @@ impl Pool {
         let stale: Vec<Box<ServerConn>> = {
             let mut g = self.lock();
             let stale: Vec<Box<ServerConn>> = g.idle.drain(..).collect();
-            g.total -= stale.len();
+            self.shrink(&mut g, stale.len());
             stale
         };
         let n = stale.len();
@@ -55,5 +55,24 @@ impl Pool {
             conn.close();
         }
         n
+    }
+
+    /// Closes the least recently used idle connection, if any (to make room under a
+    /// database or user limit for another pool). True when one was closed.
+    pub fn close_one_idle(&self) -> bool {
+        let conn = {
+            let mut g = self.lock();
+            let Some(conn) = g.idle.pop_front() else {
+                return false;
+            };
+            self.shrink(&mut g, 1);
+            conn
+        };
+        tracing::debug!(pool = ?self.key, server = conn.state.id, "closing an idle server connection to make room under max_db_connections / max_user_connections");
+        self.stats
+            .closes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        conn.close();
+        true
     }
 }

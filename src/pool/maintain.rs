@@ -21,6 +21,12 @@ pub struct Pools {
     pub credentials: Arc<Credentials>,
     /// The server-facing TLS connectors of the configuration in force.
     tls: arc_swap::ArcSwap<Built>,
+    /// Server connection limits per database and per user, across pools.
+    gates: super::limits::GateMap,
+    /// Logged-in clients per database and per user.
+    pub clients: Arc<super::limits::ClientCounts>,
+    /// Pools made for a name only the wildcard database serves.
+    wildcard: Mutex<std::collections::HashSet<PoolKey>>,
 }
 
 /// Settings for the pool `key` under `config`, or `None` when the config no longer has its
@@ -32,7 +38,8 @@ pub fn settings_for(
     credentials: &Arc<Credentials>,
     tls: &Built,
 ) -> Option<PoolSettings> {
-    let db = config.databases.get(&key.database)?;
+    let db = config.database(&key.database)?;
+    let db = db.as_ref();
     let user = config.user(&key.user);
     if user.is_none() && config.auth.auth_type != AuthType::Trust && config.auth.auth_user.is_none()
     {
@@ -67,12 +74,17 @@ pub fn settings_for(
             password,
             tls,
             passthrough: credentials.clone(),
+            keepalive: config.keepalive(),
         },
         size: config.pool_size(db, user),
         min_size: db.min_pool_size.unwrap_or(g.min_pool_size),
         connect_timeout: config::secs(g.server_connect_timeout),
         idle_timeout: config::secs(g.server_idle_timeout),
         lifetime: config::secs(g.server_lifetime),
+        reserve: config.reserve_pool_size(db, user),
+        // 0 turns the reserve pool off, as in PgBouncer.
+        reserve_timeout: config::secs(g.reserve_pool_timeout),
+        check: config.server_check(),
     })
 }
 
@@ -97,9 +109,54 @@ impl Pools {
             return Some(p.clone());
         }
         let settings = self.settings(config, &key)?;
-        let pool = Arc::new(Pool::new(key.clone(), settings, self.next_id.clone()));
+        let gates = self.gates_for(config, &key);
+        if !config.databases.contains_key(&key.database) {
+            self.wildcard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone());
+        }
+        let pool = Arc::new(Pool::with_gates(
+            key.clone(),
+            settings,
+            self.next_id.clone(),
+            gates,
+        ));
         map.insert(key, pool.clone());
         Some(pool)
+    }
+
+    /// The gates of `key`'s database and user, with the limits `config` sets.
+    fn gates_for(&self, config: &Config, key: &PoolKey) -> super::limits::Gates {
+        self.gates.gates(
+            &key.database,
+            config.max_db_connections(&key.database),
+            &key.user,
+            config.max_user_connections(&key.user),
+        )
+    }
+
+    /// Drops the pools of wildcard databases (`[databases."*"]`) that no client uses and
+    /// that hold no connection, as PgBouncer drops its auto-created databases.
+    fn drop_unused_wildcard_pools(&self) {
+        let mut wild = self.wildcard.lock().unwrap_or_else(|e| e.into_inner());
+        if wild.is_empty() {
+            return;
+        }
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|key, pool| {
+            if !wild.contains(key) {
+                return true;
+            }
+            // Only the map holds it: no session, waiter or janitor task.
+            let unused = Arc::strong_count(pool) == 1 && pool.snapshot().total == 0;
+            if unused {
+                tracing::debug!(pool = ?key, "dropping an unused wildcard database pool");
+                pool.remove();
+                wild.remove(key);
+            }
+            !unused
+        });
     }
 
     /// Every pool, for the admin console and the janitor.
@@ -117,6 +174,8 @@ impl Pools {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|key, pool| match self.settings(config, key) {
             Some(s) => {
+                // Same gates, new limits.
+                let _ = self.gates_for(config, key);
                 pool.update(s);
                 true
             }
@@ -139,25 +198,18 @@ impl Pool {
         } else {
             Vec::new()
         };
-        g.total -= stale.len();
-        // A larger pool can serve waiters at once.
-        while g.total < g.settings.size {
-            let Some(w) = g.waiters.pop_front() else {
-                break;
-            };
-            if w.tx.send(super::Grant::Slot).is_ok() {
-                g.total += 1;
-            }
-        }
+        self.shrink(&mut g, stale.len());
         drop(g);
         stale.into_iter().for_each(ServerConn::close);
+        // A larger pool can serve waiters at once.
+        self.serve_waiters(Instant::now());
     }
 
     fn remove(&self) {
         let mut g = self.lock();
         g.removed = true;
         let stale: Vec<Box<ServerConn>> = g.idle.drain(..).collect();
-        g.total -= stale.len();
+        self.shrink(&mut g, stale.len());
         g.waiters.clear();
         drop(g);
         stale.into_iter().for_each(ServerConn::close);
@@ -177,7 +229,7 @@ impl Pool {
             }
         }
         g.idle = keep;
-        g.total -= stale.len();
+        self.shrink(&mut g, stale.len());
         let missing = g
             .settings
             .min_size
@@ -192,10 +244,10 @@ impl Pool {
     async fn prefill(&self) {
         let (target, timeout) = {
             let mut g = self.lock();
-            if g.removed || g.total >= g.settings.min_size.min(g.settings.size) {
+            let min = g.settings.min_size.min(g.settings.size);
+            if g.removed || !self.grow(&mut g, min) {
                 return;
             }
-            g.total += 1;
             (g.settings.target.clone(), g.settings.connect_timeout)
         };
         match self.open(&target, timeout).await {
@@ -208,6 +260,24 @@ impl Pool {
 /// How often waiters' deadlines (`query_wait_timeout`) are checked: a client that waited
 /// too long gets its error up to this much late.
 pub const WAIT_CHECK: Duration = Duration::from_millis(50);
+
+/// Serves waiters held back by a gate or due a reserve connection; where a full gate
+/// holds a pool's waiters back, closes an idle connection of another pool behind it.
+fn serve_all_waiters(all: &[Arc<Pool>], now: Instant) {
+    for pool in all {
+        if !pool.serve_waiters(now) {
+            continue;
+        }
+        let freed = all.iter().any(|other| {
+            !Arc::ptr_eq(other, pool)
+                && pool.gates.blocked_by(&other.gates)
+                && other.close_one_idle()
+        });
+        if freed {
+            pool.serve_waiters(now);
+        }
+    }
+}
 
 /// Expires waiters every [`WAIT_CHECK`] and runs maintenance over every pool once a
 /// second, until the process ends.
@@ -222,6 +292,7 @@ pub async fn maintain_all(pools: Arc<Pools>) {
         for pool in &all {
             pool.expire_waiters(now);
         }
+        serve_all_waiters(&all, now);
         if now.duration_since(last_sweep) < Duration::from_secs(1) {
             continue;
         }
@@ -237,5 +308,7 @@ pub async fn maintain_all(pools: Arc<Pools>) {
                 });
             }
         }
+        // After `all` is gone: a pool only the map holds is unused.
+        pools.drop_unused_wildcard_pools();
     }
 }

@@ -7,8 +7,10 @@
 //! channel and is handed either a connection or a slot to open one. A connection is owned by
 //! exactly one place at a time (the idle list, a waiter's channel, or a client session).
 
+mod check;
 mod inspect;
 mod lease;
+pub mod limits;
 mod maintain;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -25,6 +27,7 @@ use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
 pub use inspect::IdleServer;
 pub use lease::Lease;
 use lease::{Slot, Ticket};
+use limits::Gates;
 pub use maintain::{Pools, maintain_all, settings_for};
 
 /// Identifies a pool: one per database, user and node (0 is the primary).
@@ -44,6 +47,12 @@ pub struct PoolSettings {
     pub connect_timeout: Option<Duration>,
     pub idle_timeout: Option<Duration>,
     pub lifetime: Option<Duration>,
+    /// Extra connections for clients that waited longer than `reserve_timeout`.
+    pub reserve: usize,
+    pub reserve_timeout: Option<Duration>,
+    /// The server check: run this query on a connection idle this long before handing
+    /// it out (see `check.rs`).
+    pub check: Option<(String, Duration)>,
 }
 
 /// Why a checkout failed.
@@ -70,6 +79,8 @@ struct Waiter {
     tx: oneshot::Sender<Grant>,
     /// When it gets `57014` instead; `None` waits forever.
     deadline: Option<Instant>,
+    /// When it started waiting (for the reserve pool).
+    since: Instant,
 }
 
 struct Inner {
@@ -102,6 +113,8 @@ pub struct Pool {
     pub stats: PoolStats,
     inner: Mutex<Inner>,
     next_id: Arc<AtomicU64>,
+    /// The database's and user's limits across pools (see `limits.rs`).
+    pub gates: Gates,
 }
 
 /// What a checkout does after releasing the lock.
@@ -119,11 +132,25 @@ pub struct PoolSnapshot {
     pub total: usize,
     pub waiting: usize,
     pub size: usize,
+    /// The reserve pool's size, and how many of its connections exist now.
+    pub reserve: usize,
+    pub reserve_used: usize,
 }
 
 impl Pool {
     pub fn new(key: PoolKey, settings: PoolSettings, next_id: Arc<AtomicU64>) -> Pool {
+        Pool::with_gates(key, settings, next_id, Gates::open())
+    }
+
+    /// A pool whose connections also count against `gates`.
+    pub fn with_gates(
+        key: PoolKey,
+        settings: PoolSettings,
+        next_id: Arc<AtomicU64>,
+        gates: Gates,
+    ) -> Pool {
         Pool {
+            gates,
             key,
             stats: PoolStats::default(),
             inner: Mutex::new(Inner {
@@ -152,6 +179,8 @@ impl Pool {
             total: g.total,
             waiting: g.waiters.len(),
             size: g.settings.size,
+            reserve: g.settings.reserve,
+            reserve_used: g.total.saturating_sub(g.settings.size),
         }
     }
 
@@ -194,27 +223,60 @@ impl Pool {
     /// stays right. A checkout cancelled midway (its future dropped while it waits or
     /// connects) gives back whatever it had been granted.
     pub async fn checkout(self: &Arc<Self>, wait: Option<Duration>) -> Result<Lease, PoolError> {
-        let next = {
-            let mut g = self.lock();
-            if g.removed {
-                return Err(PoolError::Removed);
-            }
-            let mut stale = Vec::new();
-            let next = self.take_idle(&mut g, &mut stale, wait);
-            drop(g);
-            stale.into_iter().for_each(ServerConn::close);
-            next
-        };
-        let conn = match next {
-            Next::Ready(c) => c,
-            Next::Connect => self.open_slot().await?,
-            Next::Wait(rx) => {
-                let ticket = Ticket { pool: self, rx };
-                self.wait(ticket, wait).await?
+        let conn = loop {
+            let (next, check) = {
+                let mut g = self.lock();
+                if g.removed {
+                    return Err(PoolError::Removed);
+                }
+                let mut stale = Vec::new();
+                let next = self.take_idle(&mut g, &mut stale, wait);
+                let check = g.settings.check.clone();
+                drop(g);
+                stale.into_iter().for_each(ServerConn::close);
+                (next, check)
+            };
+            match next {
+                // Boxed, and only when due: the check's state would otherwise size every
+                // checkout's future, and with it every client task.
+                Next::Ready(c) => match check {
+                    Some(chk) if c.last_used.elapsed() >= chk.1 => {
+                        match Box::pin(self.checked(c, Some(chk))).await {
+                            Some(c) => break c,
+                            None => continue,
+                        }
+                    }
+                    _ => break c,
+                },
+                // `check` is not held across these waits (it would size the future).
+                Next::Connect => {
+                    drop(check);
+                    break self.open_slot().await?;
+                }
+                Next::Wait(rx) => {
+                    drop(check);
+                    let ticket = Ticket { pool: self, rx };
+                    break self.wait(ticket, wait).await?;
+                }
             }
         };
         self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
         Ok(Lease::new(self.clone(), conn))
+    }
+
+    /// Counts one more connection if the pool (up to `limit`) and its gates allow it.
+    fn grow(&self, g: &mut Inner, limit: usize) -> bool {
+        if g.total < limit && self.gates.try_take() {
+            g.total += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Counts `n` connections fewer, in the pool and its gates.
+    fn shrink(&self, g: &mut Inner, n: usize) {
+        g.total -= n;
+        self.gates.give(n);
     }
 
     // The connections are boxed for their whole life; unboxing them here would copy them.
@@ -229,20 +291,24 @@ impl Pool {
         prefer_local(&mut g.idle, crate::current_worker());
         while let Some(mut conn) = g.idle.pop_back() {
             if expired(&g.settings, &conn, now).is_some() || conn.has_unexpected_data() {
-                g.total -= 1;
+                self.shrink(g, 1);
                 self.stats.closes.fetch_add(1, Ordering::Relaxed);
                 stale.push(conn);
                 continue;
             }
             return Next::Ready(conn);
         }
-        if g.total < g.settings.size {
-            g.total += 1;
+        let size = g.settings.size;
+        if self.grow(g, size) {
             return Next::Connect;
         }
         let (tx, rx) = oneshot::channel();
         let deadline = wait.map(|w| now + w);
-        g.waiters.push_back(Waiter { tx, deadline });
+        g.waiters.push_back(Waiter {
+            tx,
+            deadline,
+            since: now,
+        });
         Next::Wait(rx)
     }
 
@@ -308,7 +374,9 @@ impl Pool {
         let now = Instant::now();
         conn.last_used = now;
         let mut g = self.lock();
-        if g.removed || expired(&g.settings, &conn, now).is_some() || g.total > g.settings.size {
+        // A reserve connection serves waiters while there are any, and closes after.
+        let surplus = g.total > g.settings.size && g.waiters.is_empty();
+        if g.removed || expired(&g.settings, &conn, now).is_some() || surplus {
             drop(g);
             self.discard(conn, CloseReason::Lifetime);
             return;
@@ -341,7 +409,50 @@ impl Pool {
                 }
             }
         }
-        g.total -= 1;
+        self.shrink(&mut g, 1);
+    }
+
+    /// Hands slots to waiters the pool could not serve at once: those a gate held back
+    /// once it has room, and, past `reserve_timeout`, one reserve connection at a time.
+    /// Returns whether waiters are still held back by a full gate.
+    pub fn serve_waiters(&self, now: Instant) -> bool {
+        let mut g = self.lock();
+        if g.removed {
+            return false;
+        }
+        loop {
+            let Some(front) = g.waiters.front() else {
+                return false;
+            };
+            let size = g.settings.size;
+            let reserve_due = g
+                .settings
+                .reserve_timeout
+                .is_some_and(|t| now.duration_since(front.since) >= t);
+            let limit = if reserve_due {
+                size + g.settings.reserve
+            } else {
+                size
+            };
+            if !self.grow(&mut g, limit) {
+                return g.total < limit;
+            }
+            if g.total > size {
+                tracing::info!(pool = ?self.key, "opening a reserve pool connection");
+            }
+            let granted = loop {
+                let Some(w) = g.waiters.pop_front() else {
+                    break false;
+                };
+                if w.tx.send(Grant::Slot).is_ok() {
+                    break true;
+                }
+            };
+            if !granted {
+                self.shrink(&mut g, 1);
+                return false;
+            }
+        }
     }
 
     /// Fails the waiters whose deadline has passed with `57014`; returns how many.

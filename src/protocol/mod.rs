@@ -31,6 +31,7 @@ pub mod be {
     pub const READY_FOR_QUERY: u8 = b'Z';
     pub const ERROR_RESPONSE: u8 = b'E';
     pub const NOTICE_RESPONSE: u8 = b'N';
+    pub const NOTIFICATION_RESPONSE: u8 = b'A';
     pub const PARAMETER_STATUS: u8 = b'S';
     pub const BACKEND_KEY_DATA: u8 = b'K';
     pub const COMMAND_COMPLETE: u8 = b'C';

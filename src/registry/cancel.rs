@@ -11,11 +11,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The server a client is using, as a cancel request needs it.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CancelTarget {
     pub addr: SocketAddr,
     pub pid: u32,
     pub secret: u32,
+    /// The socket path when the server is reached over a Unix-domain socket.
+    pub unix: Option<Arc<str>>,
 }
 
 /// One client's cancel key and current server.
@@ -71,6 +73,9 @@ impl CancelRegistry {
         if slot.secret != secret {
             return None;
         }
-        *slot.target.lock().unwrap_or_else(|e| e.into_inner())
+        slot.target
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

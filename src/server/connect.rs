@@ -34,9 +34,19 @@ pub struct ServerTarget {
     pub tls: Arc<Connector>,
     /// Where pass-through credentials are found when there is no password.
     pub passthrough: Arc<Credentials>,
+    /// TCP keepalives on the connection (`tcp_keepalive` and its times).
+    pub keepalive: Option<crate::config::Keepalive>,
 }
 
 impl ServerTarget {
+    /// The socket file when `host` is a directory (`/var/run/postgresql:5432`), as libpq
+    /// reads a host that starts with `/`.
+    pub fn unix_path(&self) -> Option<String> {
+        self.host
+            .starts_with('/')
+            .then(|| format!("{}/.s.PGSQL.{}", self.host.trim_end_matches('/'), self.port))
+    }
+
     pub fn addr(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
@@ -59,16 +69,36 @@ pub async fn connect(
 
 async fn connect_inner(target: &ServerTarget, id: u64) -> Result<Box<ServerConn>, ServerError> {
     let addr = target.addr();
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|source| ServerError::Connect {
-            addr: addr.clone(),
-            source,
-        })?;
-    tcp.set_nodelay(true)?;
-    let peer = tcp.peer_addr()?;
-    let local_port = tcp.local_addr().map_or(0, |a| a.port());
-    let stream = negotiate_tls(tcp, target).await?;
+    let (stream, peer, local_port, unix) = match target.unix_path() {
+        Some(path) => {
+            // As libpq: no TLS over a Unix-domain socket.
+            let s = tokio::net::UnixStream::connect(&path)
+                .await
+                .map_err(|source| ServerError::Connect {
+                    addr: path.clone(),
+                    source,
+                })?;
+            let peer = std::net::SocketAddr::from(([0, 0, 0, 0], target.port));
+            (ServerStream::Unix(s), peer, 0, Some(Arc::from(path)))
+        }
+        None => {
+            let tcp = TcpStream::connect((target.host.as_str(), target.port))
+                .await
+                .map_err(|source| ServerError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            tcp.set_nodelay(true)?;
+            if let Some(k) = &target.keepalive
+                && let Err(e) = k.apply(socket2::SockRef::from(&tcp))
+            {
+                tracing::debug!(server = addr, "cannot set TCP keepalive: {e}");
+            }
+            let peer = tcp.peer_addr()?;
+            let local_port = tcp.local_addr().map_or(0, |a| a.port());
+            (negotiate_tls(tcp, target).await?, peer, local_port, None)
+        }
+    };
     let mut hs = Handshake {
         stream,
         buf: BytesMut::with_capacity(4096),
@@ -91,6 +121,7 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<Box<ServerConn>
     Ok(Box::new(ServerConn {
         stream: hs.stream,
         addr: peer,
+        unix,
         local_port,
         backend_pid: pid,
         backend_secret: secret,

@@ -84,6 +84,11 @@ pub enum CloseReason {
     Abandoned,
     /// Its holder panicked.
     Panic,
+    /// `query_timeout` cancelled a query on it (a late cancel must not reach another
+    /// client's query).
+    QueryTimeout,
+    /// `transaction_timeout` ended its client's transaction.
+    TransactionTimeout,
 }
 
 /// The columns of a DataRow body as text (`None` for NULL).
@@ -116,7 +121,10 @@ fn data_row_text(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
 #[derive(Debug)]
 pub struct ServerConn {
     pub stream: ServerStream,
+    /// The server's address (for a Unix socket: 0.0.0.0 and the port; see `unix`).
     pub addr: SocketAddr,
+    /// The socket path, when the server is reached over a Unix-domain socket.
+    pub unix: Option<Arc<str>>,
     /// pgsluice's port on the connection (the backend's `client_port`), for the admin
     /// console. Only the port: a larger field would make every move of a connection (a
     /// few per transaction) copy more.
@@ -136,6 +144,16 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
+    /// Where a cancel request for this connection's running query goes.
+    pub fn cancel_target(&self) -> crate::registry::cancel::CancelTarget {
+        crate::registry::cancel::CancelTarget {
+            addr: self.addr,
+            pid: self.backend_pid,
+            secret: self.backend_secret,
+            unix: self.unix.clone(),
+        }
+    }
+
     /// Runs `sql` with the simple query protocol and reads every response up to
     /// ReadyForQuery. Returns the first error the server reported, if any.
     ///
@@ -268,7 +286,7 @@ impl ServerConn {
     }
 
     /// Reads one whole frame, for pgsluice's own exchanges (not the relay path).
-    async fn read_frame(&mut self) -> Result<BytesMut, ServerError> {
+    pub(crate) async fn read_frame(&mut self) -> Result<BytesMut, ServerError> {
         loop {
             let buf = &mut self.state.buf;
             if let Some(h) = protocol::header(buf, MAX_OWN_ANSWER)

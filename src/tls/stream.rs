@@ -3,8 +3,8 @@
 //!
 //! [`ClientStream`] is what a client connected with; [`ServerStream`] is pgsluice's
 //! connection to a PostgreSQL server. Both are a [`Stream`]: `Plain` keeps the exact
-//! system calls of a bare socket (`sendmsg` for vectored writes); `Tls` goes through
-//! rustls. They also implement tokio's `AsyncRead`/`AsyncWrite` for the rare paths
+//! system calls of a bare socket (`sendmsg` for vectored writes); `Unix` is a Unix-domain
+//! socket (never TLS, as in PostgreSQL); `Tls` goes through rustls. They also implement tokio's `AsyncRead`/`AsyncWrite` for the rare paths
 //! (startup, authentication, the console) that read and write whole messages.
 
 use std::io::{self, IoSlice};
@@ -15,12 +15,14 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 /// A connection, plain or TLS. `T` is the TLS stream of the side (see the aliases).
 #[derive(Debug)]
 pub enum Stream<T> {
     Plain(TcpStream),
+    /// A Unix-domain socket (`.s.PGSQL.<port>`).
+    Unix(UnixStream),
     /// Boxed: TLS state is a few KiB and most deployments on a private network use none.
     Tls(Box<T>),
 }
@@ -101,6 +103,7 @@ impl<T: TlsIo> Stream<T> {
     pub fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Plain(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
             Stream::Tls(t) => {
                 if t.has_plaintext() {
                     return Poll::Ready(Ok(()));
@@ -128,6 +131,7 @@ impl<T: TlsIo> Stream<T> {
                     r => return Poll::Ready(r),
                 }
             },
+            Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
@@ -135,7 +139,7 @@ impl<T: TlsIo> Stream<T> {
     /// Pushes out what the TLS layer holds; always ready for plain TCP.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Plain(_) | Stream::Unix(_) => Poll::Ready(Ok(())),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
         }
     }
@@ -144,26 +148,42 @@ impl<T: TlsIo> Stream<T> {
     pub fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
         }
     }
 
+    /// The peer's TCP address (an error for a Unix socket, which has none).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().peer_addr()
+        self.tcp()?.peer_addr()
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp().local_addr()
+        self.tcp()?.local_addr()
+    }
+
+    /// Whether this is a Unix-domain socket.
+    pub fn is_unix(&self) -> bool {
+        matches!(self, Stream::Unix(_))
+    }
+
+    /// The TCP socket, for keepalives and addresses (`None` on a Unix socket).
+    pub fn tcp_socket(&self) -> Option<&TcpStream> {
+        self.tcp().ok()
     }
 
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
 
-    fn tcp(&self) -> &TcpStream {
+    fn tcp(&self) -> io::Result<&TcpStream> {
         match self {
-            Stream::Plain(s) => s,
-            Stream::Tls(t) => t.tcp(),
+            Stream::Plain(s) => Ok(s),
+            Stream::Unix(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a Unix-domain socket has no TCP address",
+            )),
+            Stream::Tls(t) => Ok(t.tcp()),
         }
     }
 
@@ -177,6 +197,13 @@ impl<T: TlsIo> Stream<T> {
         let mut cx = Context::from_waker(waker);
         match self {
             Stream::Plain(s) => {
+                if s.poll_read_ready(&mut cx).is_pending() {
+                    return false;
+                }
+                let mut probe = [0u8; 1];
+                !matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Stream::Unix(s) => {
                 if s.poll_read_ready(&mut cx).is_pending() {
                     return false;
                 }
@@ -205,6 +232,9 @@ impl<T: TlsIo> Stream<T> {
             Stream::Plain(s) => {
                 let _ = s.try_write(bytes);
             }
+            Stream::Unix(s) => {
+                let _ = s.try_write(bytes);
+            }
             Stream::Tls(t) => {
                 let _ = Pin::new(t.as_mut()).poll_write(&mut cx, bytes);
                 t.close_notify();
@@ -219,7 +249,7 @@ impl ClientStream {
     pub fn cert_hash(&self) -> Option<Arc<[u8]>> {
         match self {
             Stream::Tls(t) => t.cert_hash.clone(),
-            Stream::Plain(_) => None,
+            Stream::Plain(_) | Stream::Unix(_) => None,
         }
     }
 
@@ -233,7 +263,7 @@ impl ClientStream {
                     .and_then(|c| c.first())
                     .map(|c| c.as_ref())
             }
-            Stream::Plain(_) => None,
+            Stream::Plain(_) | Stream::Unix(_) => None,
         }
     }
 }
@@ -246,7 +276,7 @@ impl ServerStream {
                 let cert = t.get_ref().1.peer_certificates()?.first()?;
                 super::cert::end_point_hash(cert.as_ref())
             }
-            Stream::Plain(_) => None,
+            Stream::Plain(_) | Stream::Unix(_) => None,
         }
     }
 }
@@ -268,6 +298,7 @@ impl<T: TlsIo> AsyncRead for Stream<T> {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
         }
     }
@@ -321,6 +352,7 @@ impl<T: TlsIo> AsyncWrite for Stream<T> {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
         }
     }

@@ -1,5 +1,6 @@
 //! `pgsluice import-pgbouncer`: Debian's own pgbouncer.ini, and a config with several
-//! databases, per-user pool sizes, auth_type, timeouts and ignore_startup_parameters,
+//! databases (the `*` wildcard too), per-user pool sizes and limits, auth_type, timeouts and
+//! ignore_startup_parameters,
 //! each checked with --check-config and served against a real cluster.
 
 use std::path::Path;
@@ -31,7 +32,7 @@ fn debian_pgbouncer_ini_imports_checks_and_serves() {
         "type = \"md5\"",
         "not carried over: logfile = /var/log/postgresql/pgbouncer.log",
         "not carried over: pidfile",
-        "not carried over: unix_socket_dir",
+        "unix_socket_dir = \"/var/run/postgresql\"",
         "No database was carried over",
     ] {
         assert!(text.contains(expect), "no {expect:?} in:\n{text}");
@@ -116,12 +117,12 @@ logfile = /var/log/pgbouncer/pgbouncer.log
         "type = \"scram-sha-256\"",
         "admin_users = [\"admin\"]",
         "pool_size = 2",
-        "not carried over: max_user_connections = 20",
-        "not carried over: query_timeout = 300",
+        "max_user_connections = 20",
+        "query_timeout = 300.0",
         "not carried over: ignore_startup_parameters = extra_float_digits,options",
         "not carried over: client_encoding = UTF8",
-        "not carried over: max_db_connections = 10",
-        "not carried over: [databases] *",
+        "max_db_connections = 10",
+        "[databases.\"*\"]",
         "no password in",
     ] {
         assert!(text.contains(expect), "no {expect:?} in:\n{text}");
@@ -143,6 +144,14 @@ logfile = /var/log/pgbouncer/pgbouncer.log
             "SELECT pg_is_in_recovery()"
         ),
         "t"
+    );
+    // A database only the wildcard line serves.
+    assert_eq!(
+        psql_ok(
+            &p.url("app", "app_pw", "postgres"),
+            "SELECT current_database()"
+        ),
+        "postgres"
     );
     // The per-user pool size (2) and the database's (4): the user's wins, as in PgBouncer.
     let pools = psql_ok(&p.url("admin", "admin_pw", "pgsluice"), "SHOW DATABASES");

@@ -14,9 +14,10 @@ fn mode_name(m: config::PoolMode) -> String {
 /// SHOW DATABASES: one row per `[databases.NAME]`, describing its primary.
 ///
 /// - `force_user`: NULL (pgsluice logs in to servers as the client's user).
-/// - `reserve_pool`: 0 (no reserve pool); `max_connections`: 0 (no per-database limit
-///   beyond the pools' sizes); `pool_size`/`min_pool_size`/`pool_mode`: the database's
-///   own setting, else the general one (`pool_mode` NULL when inherited, as PgBouncer).
+/// - `reserve_pool`: `reserve_pool_size` (the database's, else the general one);
+///   `max_connections`: `max_db_connections` (0: no limit); `pool_size`/`min_pool_size`/
+///   `pool_mode`: the database's own setting, else the general one (`pool_mode` NULL when
+///   inherited, as PgBouncer). `*` is the wildcard database.
 /// - `current_connections`: server connections of all the database's pools.
 /// - `paused`, `disabled`: PAUSE/KILL and DISABLE state.
 pub(super) fn databases(shared: &Shared) -> Table {
@@ -53,9 +54,9 @@ pub(super) fn databases(shared: &Shared) -> Table {
             V::Null,
             V::from(c.pool_size(db, None)),
             V::from(db.min_pool_size.unwrap_or(c.general.min_pool_size)),
-            V::from(0u8),
+            V::from(c.reserve_pool_size(db, None)),
             V::from(db.pool_mode.map(mode_name)),
-            V::from(0u8),
+            V::from(c.max_db_connections(name)),
             V::from(current),
             V::from(shared.admin.is_paused(name)),
             V::from(shared.admin.is_disabled(name)),

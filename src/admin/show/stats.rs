@@ -17,10 +17,12 @@ use crate::shared::Shared;
 ///   `sv_being_canceled`: always 0; pgsluice forwards a cancel request at once on its own
 ///   connection and keeps no list of them.
 /// - `sv_used`, `sv_tested`: always 0; a server goes back to the idle list as soon as it is
-///   known clean (there is no `server_check_query` step).
+///   known clean, and `server_check_query` runs within the checkout that takes it.
 /// - `sv_login`: connections being opened, or handed to a waiting client that has not yet
 ///   started using it.
 /// - `node` (ours): 0 is the primary.
+/// - `reserve_pool`, `reserve_used` (ours): the reserve pool's size, and its connections
+///   open now (beyond the pool size).
 pub(super) fn pools(shared: &Shared) -> Table {
     let snap = shared.snapshot.load();
     let config = &snap.config;
@@ -42,10 +44,12 @@ pub(super) fn pools(shared: &Shared) -> Table {
         "#maxwait_us",
         "pool_mode",
         "#node",
+        "#reserve_pool",
+        "#reserve_used",
     ]);
     for p in view::pools(shared) {
-        let mode = config.databases.get(&p.key.database).map(|db| {
-            let m = config.pool_mode(db, config.user(&p.key.user));
+        let mode = config.database(&p.key.database).map(|db| {
+            let m = config.pool_mode(&db, config.user(&p.key.user));
             format!("{m:?}").to_ascii_lowercase()
         });
         t.row(vec![
@@ -66,6 +70,8 @@ pub(super) fn pools(shared: &Shared) -> Table {
             V::from(p.maxwait_us % 1_000_000),
             V::from(mode),
             V::from(p.key.node),
+            V::from(p.reserve),
+            V::from(p.reserve_used),
         ]);
     }
     t

@@ -87,6 +87,20 @@ impl Core {
                 self.answer_ours(o);
                 continue;
             }
+            // 1. LISTEN/UNLISTEN, served by pgsluice's listener (see `listen.rs`).
+            if h.tag == fe::QUERY
+                && let Some(request) = self.listen_request(
+                    rest.get(protocol::HEADER_LEN..h.frame_len)
+                        .unwrap_or_default(),
+                )
+            {
+                if self.flow.outstanding > 0 || self.flow.batch_open {
+                    break Stop::ForServer;
+                }
+                self.flush_client_bytes(&mut fwd);
+                self.ask_listener(request, h.frame_len);
+                break Stop::Yield;
+            }
             // 2. Without a server: answer a Parse here, or ask for a server.
             if self.server.is_none() {
                 if self.limits.rewrite && h.tag == fe::PARSE && fwd == 0 {

@@ -311,6 +311,9 @@ impl Session {
                     self.fail("the session closed while holding a server".into());
                 }
             }
+            // The fuzz setups set no query_timeout and keep LISTEN on the server.
+            Action::Cancel => self.fail("a cancel without query_timeout".into()),
+            Action::Listen(_) => self.fail("a LISTEN handed over with listen_here off".into()),
         }
     }
 

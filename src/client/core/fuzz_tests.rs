@@ -327,6 +327,8 @@ fn setup(routed: bool) -> impl Strategy<Value = Setup> {
                         String::new()
                     },
                     rewrite,
+                    timeouts: None,
+                    listen_here: false,
                 },
                 startup,
                 max_prepared: if max_prepared == 3 { 200 } else { max_prepared },

@@ -30,6 +30,7 @@
 
 mod chores;
 mod client;
+mod listen;
 mod observe;
 mod ours;
 mod replies;
@@ -41,6 +42,7 @@ mod server;
 mod sql_prepare;
 mod state;
 mod statements;
+mod timeouts;
 mod translate;
 
 use std::sync::Arc;
@@ -76,6 +78,10 @@ pub enum Action {
     /// The session is over: write what is queued to the client (at most a few seconds),
     /// then close.
     Close { reason: String },
+    /// Send a cancel request for the query running on the held server (`query_timeout`).
+    Cancel,
+    /// Apply a LISTEN/UNLISTEN with pgsluice's listener, then call [`Core::listen_done`].
+    Listen(crate::listen::Request),
 }
 
 /// How a server goes back.
@@ -108,6 +114,13 @@ pub struct Limits {
     pub reset_query: String,
     /// Named statements are mapped (transaction/statement mode with a limit).
     pub rewrite: bool,
+    /// `query_timeout`, `transaction_timeout`, `client_idle_timeout` (see `timeouts.rs`).
+    /// `None` when none is set (boxed: most sessions have none, and every byte here is in
+    /// every client's memory).
+    pub timeouts: Option<Box<crate::config::SessionTimeouts>>,
+    /// LISTEN/UNLISTEN are served by pgsluice's listener instead of pinning (see
+    /// `listen.rs`).
+    pub listen_here: bool,
 }
 
 /// The server the session holds.
@@ -127,6 +140,8 @@ enum Phase {
     /// A replica is asked whether it has replayed the session's writes (`ryw.rs`);
     /// client input waits.
     Probe(ryw::Probe),
+    /// A LISTEN/UNLISTEN is with pgsluice's listener ([`Action::Listen`]); input waits.
+    Listening,
     /// The session is over; nothing more is read.
     Done,
 }
@@ -189,6 +204,10 @@ pub struct Core {
     unnamed: Option<Box<(bytes::Bytes, Option<u64>)>>,
     /// Whose sequence values the held server may carry (see [`sequences`]).
     seq: sequences::Sequences,
+    /// When the current query, transaction and idle spell began (see `timeouts.rs`).
+    timers: Option<Box<timeouts::Timers>>,
+    /// Notifications waiting for the client to be between transactions (`listen.rs`).
+    notes: Option<Box<listen::Pending>>,
 }
 
 impl Core {
@@ -224,6 +243,8 @@ impl Core {
             unnamed: None,
             opaque_check: None,
             seq: Default::default(),
+            timers: None,
+            notes: None,
         }
     }
 
@@ -247,6 +268,9 @@ impl Core {
     /// Client bytes arrived in [`Core::client_buf`]: handle what can be handled now.
     pub fn client_data(&mut self, now: Instant) {
         self.idle_txn_deadline = None;
+        if let Some(t) = &mut self.timers {
+            t.client_active();
+        }
         self.step(now);
     }
 
@@ -268,6 +292,8 @@ impl Core {
         if !self.cin.is_empty() && self.flow.c_need <= self.cin.len() {
             self.scan_client(now);
         }
+        self.note_times(now);
+        self.deliver_notifications();
     }
 
     /// The checkout the core asked for succeeded.
@@ -396,14 +422,19 @@ impl Core {
             self.fatal("25P03", msg);
             self.finish(msg.to_string());
         }
+        self.tick_timeouts(now);
     }
 
     /// The earliest time [`Core::tick`] must be called.
     pub fn deadline(&self) -> Option<Instant> {
-        match (self.idle_txn_deadline, self.chore_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.idle_txn_deadline,
+            self.chore_deadline,
+            self.timeouts_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// pgsluice is draining: the client leaves at its next transaction boundary.
@@ -520,6 +551,14 @@ impl Core {
             r.node_active(-1);
         }
         self.observe.released();
+        let cancelled = self
+            .timers
+            .as_mut()
+            .is_some_and(|t| std::mem::take(&mut t.cancel_sent));
+        let how = match how {
+            Release::Clean if cancelled => Release::Close(CloseReason::QueryTimeout),
+            other => other,
+        };
         if how != Release::Clean {
             self.sout.clear();
         }

@@ -78,6 +78,8 @@ pub(super) fn rig_with(mode: PoolMode, startup: &[(&str, &str)], registry: Arc<R
         idle_txn: Some(Duration::from_secs(10)),
         reset_query: "DISCARD ALL".into(),
         rewrite: mode != PoolMode::Session,
+        timeouts: None,
+        listen_here: mode != PoolMode::Session,
     };
     rig_limits(limits, startup, registry, 200)
 }

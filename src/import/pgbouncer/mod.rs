@@ -6,11 +6,13 @@
 
 mod out;
 mod settings;
+mod tls;
 
 use std::path::Path;
 
 use super::ini::{Ini, parse_connstr};
 use super::userlist;
+use crate::config;
 use out::{Out, Section};
 
 /// Why the import could not run at all (anything less is a comment in its output).
@@ -100,6 +102,17 @@ pub fn translate(ini: &Ini, source: &str, users: Option<UserFile>) -> String {
             "not a PgBouncer section this import knows",
         );
     }
+    if let Some(name) = out.text(Section::Auth, "auth_user")
+        && !out.has_user(&name)
+    {
+        let sec = out.user(&name);
+        out.remark(
+            sec,
+            "auth_user: not in the auth_file; pgsluice logs in as it to run auth_query: set \
+             password or password_file"
+                .into(),
+        );
+    }
     for key in ["admin_users", "stats_users"] {
         for name in out.auth_list(key) {
             if !out.has_user(&name) {
@@ -158,6 +171,14 @@ fn general(out: &mut Out, ini: &Ini) {
             settings::carry(out, &e.key, &e.value, e.line);
         }
     }
+    if !out.has(Section::General, "unix_socket_dir") {
+        out.set(
+            Section::General,
+            "unix_socket_dir",
+            "/tmp".into(),
+            Some("PgBouncer's default (pgsluice's is \"\": TCP only)".into()),
+        );
+    }
     if !out.has(Section::General, "max_client_conn") {
         out.set(
             Section::General,
@@ -198,7 +219,7 @@ fn listen(out: &mut Out, addr: Option<&str>, port: Option<&str>) {
             out.remark(
                 Section::General,
                 "PgBouncer listened on its Unix socket only (no listen_addr); pgsluice \
-                 listens on TCP: 127.0.0.1 assumed"
+                 listens on TCP as well as on its socket (unix_socket_dir): 127.0.0.1 assumed"
                     .into(),
             );
             "127.0.0.1".to_string()
@@ -336,20 +357,19 @@ fn user_line(out: &mut Out, name: &str, value: &str, line: usize) {
                 Ok(n) if n > 0 => out.set(sec, "pool_size", toml::Value::Integer(n), None),
                 _ => out.note(sec, &k, &v, line, "not a pool size"),
             },
-            "max_user_connections" => out.note(
-                sec,
-                &k,
-                &v,
-                line,
-                "no per-user connection cap beyond the pool sizes",
-            ),
-            "max_user_client_connections" => out.note(
-                sec,
-                &k,
-                &v,
-                line,
-                "no per-user client cap (general.max_client_conn is global)",
-            ),
+            "max_user_connections" | "max_user_client_connections" | "reserve_pool_size" => {
+                match v.parse::<i64>() {
+                    Ok(n) if n >= 0 => out.set(sec, &k, toml::Value::Integer(n), None),
+                    _ => out.note(sec, &k, &v, line, "not a count"),
+                }
+            }
+            "query_timeout"
+            | "transaction_timeout"
+            | "client_idle_timeout"
+            | "idle_transaction_timeout" => match v.parse::<f64>() {
+                Ok(n) if (0.0..=1e9).contains(&n) => out.set(sec, &k, toml::Value::Float(n), None),
+                _ => out.note(sec, &k, &v, line, "not a number of seconds"),
+            },
             _ => out.note(sec, &k, &v, line, "not a user setting this import knows"),
         }
     }
@@ -357,15 +377,6 @@ fn user_line(out: &mut Out, name: &str, value: &str, line: usize) {
 
 /// A `[databases]` line: `name = host=... port=... dbname=... pool_size=...`.
 fn database(out: &mut Out, name: &str, value: &str, line: usize) {
-    if name == "*" {
-        return out.note(
-            Section::General,
-            "[databases] *",
-            value,
-            line,
-            "pgsluice has no fallback database: add a [databases.NAME] table for each database clients use",
-        );
-    }
     let kv = match parse_connstr(value) {
         Ok(kv) => kv,
         Err(e) => {
@@ -387,25 +398,53 @@ fn database(out: &mut Out, name: &str, value: &str, line: usize) {
     };
     let port = get("port").unwrap_or("5432");
     let host = match get("host").map(|h| h.split(',').map(str::trim).collect::<Vec<_>>()) {
-        None => {
-            out.remark(sec, "no host: PgBouncer used its Unix socket; pgsluice connects over TCP: 127.0.0.1 assumed".into());
-            "127.0.0.1".to_string()
-        }
+        // No host: PgBouncer connects over the Unix socket in its unix_socket_dir.
+        None => match out
+            .text(Section::General, "unix_socket_dir")
+            .filter(|d| d.starts_with('/'))
+        {
+            Some(dir) => {
+                out.remark(
+                    sec,
+                    format!("no host: PgBouncer's Unix socket directory {dir} (unix_socket_dir)"),
+                );
+                dir
+            }
+            None => {
+                out.remark(
+                    sec,
+                    "no host and no Unix socket directory: 127.0.0.1 assumed".into(),
+                );
+                "127.0.0.1".to_string()
+            }
+        },
         Some(hosts) => {
             if hosts.len() > 1 {
                 out.remark(sec, format!("not carried over: hosts {} (pgsluice's primary is one host; replicas are for read-only copies)", hosts[1..].join(", ")));
             }
             match hosts[0] {
-                h if h.starts_with('/') => {
-                    out.remark(sec, format!("host = {h} is a Unix socket directory; pgsluice connects over TCP: 127.0.0.1 assumed"));
-                    "127.0.0.1".to_string()
-                }
+                // A Unix socket directory: pgsluice connects over it as libpq does.
+                h if h.starts_with('/') => h.to_string(),
                 h if h.contains(':') => format!("[{h}]"),
                 h => h.to_string(),
             }
         }
     };
-    out.set(sec, "dbname", get("dbname").unwrap_or(name).into(), None);
+    if name == config::WILDCARD_DB {
+        // The wildcard serves each database under the name the client asks for.
+        out.remark(sec, "the wildcard database: any other name clients ask for, on this server (its pools are dropped when unused)".into());
+        if let Some(d) = get("dbname") {
+            out.note(
+                sec,
+                "dbname",
+                d,
+                line,
+                "the wildcard database serves each name as asked",
+            );
+        }
+    } else {
+        out.set(sec, "dbname", get("dbname").unwrap_or(name).into(), None);
+    }
     out.set(
         sec,
         "primary",
@@ -427,9 +466,14 @@ fn database(out: &mut Out, name: &str, value: &str, line: usize) {
             }
             "user" => out.note(sec, k, v, line, "pgsluice logs in to the server as the client's own user (no forced user)"),
             "password" => out.note(sec, k, v, line, "pgsluice logs in to the server with the user's [[users]] password"),
-            "auth_user" => out.note(sec, k, v, line, "auth_query is not built in pgsluice yet"),
-            "reserve_pool" | "reserve_pool_size" => out.note(sec, k, v, line, "pgsluice has no reserve pool"),
-            "max_db_connections" => out.note(sec, k, v, line, "no per-database connection cap beyond the pool sizes"),
+            "auth_user" => out.note(sec, k, v, line, "pgsluice has one auth_user for every database ([auth] auth_user)"),
+            "reserve_pool" | "reserve_pool_size" | "max_db_connections" | "max_db_client_connections" => match v.parse::<i64>() {
+                Ok(n) if n >= 0 => {
+                    let to = if k == "reserve_pool" { "reserve_pool_size" } else { k.as_str() };
+                    out.set(sec, to, toml::Value::Integer(n), (to != k).then(|| format!("{k} = {v}")))
+                }
+                _ => out.note(sec, k, v, line, "not a count"),
+            },
             "connect_query" => out.note(sec, k, v, line, "pgsluice runs no query on new server connections"),
             "client_encoding" | "datestyle" | "timezone" | "application_name" => out.note(
                 sec,

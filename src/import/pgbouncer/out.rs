@@ -9,6 +9,8 @@ pub enum Section {
     General,
     Auth,
     Metrics,
+    /// `[tls]`: client-facing TLS.
+    Tls,
     /// The `[[users]]` entry at this position.
     User(usize),
     /// The `[databases.NAME]` table at this position.
@@ -31,8 +33,12 @@ pub struct Out {
     general: Vec<Line>,
     auth: Vec<Line>,
     metrics: Vec<Line>,
+    tls: Vec<Line>,
     users: Vec<(String, Vec<Line>)>,
     databases: Vec<(String, Vec<Line>)>,
+    /// PgBouncer's global `server_tls_*`, which pgsluice sets per database: written into
+    /// each `[databases.NAME]` table as it is added.
+    pub server_tls: Vec<(String, toml::Value, String)>,
 }
 
 impl Out {
@@ -48,6 +54,7 @@ impl Out {
             Section::General => &mut self.general,
             Section::Auth => &mut self.auth,
             Section::Metrics => &mut self.metrics,
+            Section::Tls => &mut self.tls,
             Section::User(i) => &mut self.users[i].1,
             Section::Database(i) => &mut self.databases[i].1,
         }
@@ -100,20 +107,44 @@ impl Out {
         Section::User(i)
     }
 
-    /// The `[databases.NAME]` table, empty. A database defined again starts over: the
-    /// last definition wins, as in PgBouncer. (Found by the import's fuzz target: two
-    /// tables of one name made the output unreadable TOML.)
+    /// The `[databases.NAME]` table, with the server TLS settings of `[pgbouncer]`. A
+    /// database defined again starts over: the last definition wins, as in PgBouncer.
+    /// (Found by the import's fuzz target: two tables of one name made the output
+    /// unreadable TOML.)
     pub fn database(&mut self, name: &str) -> Section {
-        if let Some(i) = self.databases.iter().position(|(n, _)| n == name) {
-            let again = "defined more than once in [databases]: the last definition is the \
-                         one carried over, as PgBouncer does";
-            if let Some((_, lines)) = self.databases.get_mut(i) {
-                *lines = vec![Line::Note(again.to_string())];
+        let sec = match self.databases.iter().position(|(n, _)| n == name) {
+            Some(i) => {
+                let again = "defined more than once in [databases]: the last definition is \
+                             the one carried over, as PgBouncer does";
+                if let Some((_, lines)) = self.databases.get_mut(i) {
+                    *lines = vec![Line::Note(again.to_string())];
+                }
+                Section::Database(i)
             }
-            return Section::Database(i);
+            None => {
+                self.databases.push((name.to_string(), Vec::new()));
+                Section::Database(self.databases.len() - 1)
+            }
+        };
+        for (key, value, from) in self.server_tls.clone() {
+            self.set(sec, &key, value, Some(from));
         }
-        self.databases.push((name.to_string(), Vec::new()));
-        Section::Database(self.databases.len() - 1)
+        sec
+    }
+
+    /// Sets `key` in every `[databases.NAME]` table added so far.
+    pub fn apply_to_databases(&mut self, key: &str, value: toml::Value, from: String) {
+        for i in 0..self.databases.len() {
+            self.set(Section::Database(i), key, value.clone(), Some(from.clone()));
+        }
+    }
+
+    /// `key` of `[general]`, `[auth]`, `[metrics]` or `[tls]` as a string, if set.
+    pub fn text(&mut self, section: Section, key: &str) -> Option<String> {
+        self.lines(section).iter().find_map(|l| match l {
+            Line::Set { key: k, value, .. } if k == key => value.as_str().map(str::to_string),
+            _ => None,
+        })
     }
 
     /// The names in `[auth] key` (a list of strings), if set.
@@ -152,6 +183,9 @@ impl Out {
         section(&mut s, "[auth]", &self.auth);
         if !self.metrics.is_empty() {
             section(&mut s, "[metrics]", &self.metrics);
+        }
+        if !self.tls.is_empty() {
+            section(&mut s, "[tls]", &self.tls);
         }
         for (name, lines) in &self.users {
             let mut all = vec![Line::Set {

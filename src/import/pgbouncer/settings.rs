@@ -14,6 +14,8 @@ enum Kind {
     Text,
     /// A comma-separated list of names.
     List,
+    /// PgBouncer's 0/1 (or true/false, on/off).
+    Bool,
 }
 
 /// PgBouncer keys that map one to one: (PgBouncer key, section, pgsluice key, kind).
@@ -81,6 +83,108 @@ const SAME: &[(&str, Section, &str, Kind)] = &[
     ("stats_period", Section::Metrics, "stats_period", Kind::Secs),
     ("admin_users", Section::Auth, "admin_users", Kind::List),
     ("stats_users", Section::Auth, "stats_users", Kind::List),
+    ("auth_user", Section::Auth, "auth_user", Kind::Text),
+    ("auth_query", Section::Auth, "auth_query", Kind::Text),
+    (
+        "max_db_connections",
+        Section::General,
+        "max_db_connections",
+        Kind::Int,
+    ),
+    (
+        "max_user_connections",
+        Section::General,
+        "max_user_connections",
+        Kind::Int,
+    ),
+    (
+        "max_db_client_connections",
+        Section::General,
+        "max_db_client_connections",
+        Kind::Int,
+    ),
+    (
+        "max_user_client_connections",
+        Section::General,
+        "max_user_client_connections",
+        Kind::Int,
+    ),
+    (
+        "reserve_pool_size",
+        Section::General,
+        "reserve_pool_size",
+        Kind::Int,
+    ),
+    (
+        "reserve_pool_timeout",
+        Section::General,
+        "reserve_pool_timeout",
+        Kind::Secs,
+    ),
+    (
+        "query_timeout",
+        Section::General,
+        "query_timeout",
+        Kind::Secs,
+    ),
+    (
+        "transaction_timeout",
+        Section::General,
+        "transaction_timeout",
+        Kind::Secs,
+    ),
+    (
+        "client_idle_timeout",
+        Section::General,
+        "client_idle_timeout",
+        Kind::Secs,
+    ),
+    (
+        "server_check_query",
+        Section::General,
+        "server_check_query",
+        Kind::Text,
+    ),
+    (
+        "server_check_delay",
+        Section::General,
+        "server_check_delay",
+        Kind::Secs,
+    ),
+    (
+        "unix_socket_dir",
+        Section::General,
+        "unix_socket_dir",
+        Kind::Text,
+    ),
+    (
+        "unix_socket_mode",
+        Section::General,
+        "unix_socket_mode",
+        Kind::Text,
+    ),
+    (
+        "tcp_keepalive",
+        Section::General,
+        "tcp_keepalive",
+        Kind::Bool,
+    ),
+    ("tcp_keepidle", Section::General, "tcp_keepidle", Kind::Int),
+    (
+        "tcp_keepintvl",
+        Section::General,
+        "tcp_keepintvl",
+        Kind::Int,
+    ),
+    ("tcp_keepcnt", Section::General, "tcp_keepcnt", Kind::Int),
+    (
+        "client_tls_cert_file",
+        Section::Tls,
+        "cert_file",
+        Kind::Text,
+    ),
+    ("client_tls_key_file", Section::Tls, "key_file", Kind::Text),
+    ("client_tls_ca_file", Section::Tls, "ca_file", Kind::Text),
 ];
 
 /// PgBouncer keys with no pgsluice counterpart, and why.
@@ -118,11 +222,9 @@ const NOT_CARRIED: &[(&str, &str)] = &[
         "pgsluice does not switch OS users; start it as the user it should run as",
     ),
     (
-        "unix_socket_dir",
-        "pgsluice listens on TCP only (general.listen_addr)",
+        "unix_socket_group",
+        "pgsluice's socket keeps the group it is created with (unix_socket_mode sets its permissions)",
     ),
-    ("unix_socket_mode", "pgsluice listens on TCP only"),
-    ("unix_socket_group", "pgsluice listens on TCP only"),
     (
         "so_reuseport",
         "one pgsluice process serves every core (general.workers)",
@@ -130,43 +232,17 @@ const NOT_CARRIED: &[(&str, &str)] = &[
     ("peer_id", "no peering between pgsluice processes"),
     ("peers", "no peering between pgsluice processes"),
     (
-        "auth_query",
-        "auth_query is not built in pgsluice yet: list each user in [[users]]",
+        "auth_dbname",
+        "pgsluice runs auth_query in the database the client asks for",
     ),
-    (
-        "auth_user",
-        "auth_query is not built in pgsluice yet: list each user in [[users]]",
-    ),
-    ("auth_dbname", "auth_query is not built in pgsluice yet"),
     (
         "auth_hba_file",
         "pgsluice has no hba file: one auth.type for every client",
     ),
     ("auth_ident_file", "pgsluice has no ident maps"),
     (
-        "reserve_pool_size",
-        "pgsluice has no reserve pool: raise the pool size instead",
-    ),
-    ("reserve_pool_timeout", "pgsluice has no reserve pool"),
-    (
-        "max_db_connections",
-        "no per-database connection cap beyond the pool sizes",
-    ),
-    (
-        "max_user_connections",
-        "no per-user connection cap beyond the pool sizes",
-    ),
-    (
         "server_round_robin",
         "pgsluice reuses the connection its worker thread used last",
-    ),
-    (
-        "server_check_query",
-        "pgsluice checks a server connection by its protocol state and discards broken ones",
-    ),
-    (
-        "server_check_delay",
-        "pgsluice checks a server connection by its protocol state",
     ),
     (
         "server_reset_query_always",
@@ -177,16 +253,11 @@ const NOT_CARRIED: &[(&str, &str)] = &[
         "server_login_retry",
         "a failed server login is retried by the next client that needs one",
     ),
-    (
-        "query_timeout",
-        "no query timeout in pgsluice: use PostgreSQL's statement_timeout",
-    ),
-    (
-        "client_idle_timeout",
-        "pgsluice does not close idle clients (idle_transaction_timeout covers idle transactions)",
-    ),
     ("suspend_timeout", "no online restart (SUSPEND) in pgsluice"),
-    ("autodb_idle_timeout", "pgsluice has no automatic databases"),
+    (
+        "autodb_idle_timeout",
+        "pgsluice drops a wildcard database's pools once no client uses them and their connections have closed (server_idle_timeout)",
+    ),
     (
         "dns_max_ttl",
         "pgsluice resolves a server's host name at each connect",
@@ -205,10 +276,6 @@ const NOT_CARRIED: &[(&str, &str)] = &[
     ("listen_backlog", "the system default backlog is used"),
     ("tcp_defer_accept", "not carried over"),
     ("tcp_socket_buffer", "not carried over"),
-    ("tcp_keepalive", "not carried over"),
-    ("tcp_keepcnt", "not carried over"),
-    ("tcp_keepidle", "not carried over"),
-    ("tcp_keepintvl", "not carried over"),
     ("tcp_user_timeout", "not carried over"),
     ("disable_pqexec", "not carried over"),
     ("application_name_add_host", "not carried over"),
@@ -238,6 +305,11 @@ pub fn carry(out: &mut Out, key: &str, value: &str, line: usize) {
                 .filter(|n| *n >= 0.0)
                 .map(toml::Value::Float),
             Kind::Text => Some(toml::Value::String(value.to_string())),
+            Kind::Bool => match value.to_ascii_lowercase().as_str() {
+                "1" | "true" | "on" | "yes" => Some(toml::Value::Boolean(true)),
+                "0" | "false" | "off" | "no" => Some(toml::Value::Boolean(false)),
+                _ => None,
+            },
             Kind::List => Some(toml::Value::Array(
                 value
                     .split(',')
@@ -294,12 +366,17 @@ pub fn carry(out: &mut Out, key: &str, value: &str, line: usize) {
             "not needed: pgsluice accepts every startup parameter (extra_float_digits, \
              search_path, options=-c ...) and replays it on each server connection",
         ),
+        "client_tls_sslmode" => super::tls::client_mode(out, key, value, line),
+        "server_tls_sslmode"
+        | "server_tls_ca_file"
+        | "server_tls_cert_file"
+        | "server_tls_key_file" => super::tls::server(out, &lower, value, line),
         k if k.starts_with("client_tls_") || k.starts_with("server_tls_") => out.note(
-            Section::General,
+            Section::Tls,
             key,
             value,
             line,
-            "TLS settings are not carried over by this import: configure pgsluice's TLS by hand",
+            "pgsluice's TLS (rustls) chooses protocol versions, ciphers and curves itself",
         ),
         k => {
             let reason = NOT_CARRIED

@@ -66,30 +66,41 @@ fn several_databases_users_and_timeouts() {
     assert_eq!(c.auth.auth_type, crate::config::AuthType::ScramSha256);
     assert_eq!(c.auth.admin_users, vec!["admin", "ops"]);
     assert_eq!(c.auth.stats_users, vec!["stats"]);
-    assert_eq!(c.databases.len(), 3);
+    assert_eq!(c.databases.len(), 4);
     let app = &c.databases["app"];
     assert_eq!(app.primary, "10.0.0.5:5433");
     assert_eq!(app.dbname.as_deref(), Some("app_prod"));
     assert_eq!(app.pool_size, Some(30));
     assert_eq!(c.databases["reports"].primary, "db.internal:5432");
     assert_eq!(c.databases["reports"].min_pool_size, Some(2));
-    assert_eq!(c.databases["local"].primary, "127.0.0.1:5432");
+    assert_eq!(
+        c.databases["local"].primary, "/tmp:5432",
+        "PgBouncer's socket directory"
+    );
     let app_user = c.user("app").unwrap();
     assert_eq!(app_user.pool_size, Some(7));
     assert_eq!(app_user.pool_mode, Some(crate::config::PoolMode::Session));
     assert_eq!(app_user.password.as_deref(), Some("app_pw"));
+    // The DBA controls of issue 16 come along.
+    assert_eq!(c.general.query_timeout, 60.0);
+    assert_eq!(c.general.client_idle_timeout, 600.0);
+    assert_eq!(c.general.reserve_pool_size, 5);
+    assert_eq!(c.general.unix_socket_dir, "/tmp", "PgBouncer's default");
+    assert_eq!(c.databases["reports"].max_db_connections, Some(50));
+    assert_eq!(app_user.max_user_connections, Some(40));
+    let wild = &c.databases["*"];
+    assert_eq!(wild.primary, "10.0.0.9:5432");
+    assert_eq!(wild.dbname, None);
+    assert_eq!(
+        c.database("anything").unwrap().dbname.as_deref(),
+        Some("anything")
+    );
     for why in [
-        "query_timeout = 60",
-        "client_idle_timeout = 600",
         "ignore_startup_parameters = extra_float_digits, search_path (line 25): not needed",
         "logfile = /var/log/pgbouncer.log",
-        "reserve_pool_size = 5",
         "made_up_key = 1",
-        "max_db_connections = 50",
         "client_encoding = UTF8",
-        "max_user_connections = 40",
-        "[databases] * = host=10.0.0.9",
-        "no host: PgBouncer used its Unix socket",
+        "no host: PgBouncer's Unix socket directory /tmp",
         "the password is stored as a hash",
         "ops has no [[users]] entry",
     ] {
@@ -118,7 +129,7 @@ fn odd_lines_and_auth_types_become_comments() {
     );
     let c = load(&text);
     assert_eq!(c.general.listen_addr, "10.1.1.1:6432");
-    assert_eq!(c.databases["sock"].primary, "127.0.0.1:5433");
+    assert_eq!(c.databases["sock"].primary, "/var/run/postgresql:5433");
     assert!(!text.contains("secret"), "a password leaked:\n{text}");
     for why in [
         "auth_type = hba",
@@ -126,7 +137,6 @@ fn odd_lines_and_auth_types_become_comments() {
         "%include extra.ini",
         "garbage line",
         "[databases] bad",
-        "Unix socket directory",
         "user = forced",
         "no password in userlist.txt",
     ] {
@@ -180,4 +190,107 @@ fn odd_database_names_are_quoted_keys() {
             "{name:?}: {parsed:?}\n{text}"
         );
     }
+}
+
+#[test]
+fn limits_timeouts_sockets_keepalives_auth_query_and_tls_come_along() {
+    let ini = "\
+[databases]
+app = host=10.0.0.5 reserve_pool=3 max_db_client_connections=9 auth_user=other
+[users]
+app = max_user_client_connections=4 reserve_pool_size=1 query_timeout=2.5 client_idle_timeout=30
+[pgbouncer]
+listen_addr = 127.0.0.1
+auth_type = scram-sha-256
+auth_user = pgbouncer
+auth_query = SELECT usename, passwd FROM pgbouncer.user_lookup($1)
+auth_dbname = postgres
+max_db_connections = 40
+max_user_connections = 20
+max_db_client_connections = 300
+max_user_client_connections = 200
+reserve_pool_timeout = 2.5
+transaction_timeout = 120
+server_check_query = SELECT 2
+server_check_delay = 10
+unix_socket_dir = /run/pgbouncer
+unix_socket_mode = 0770
+unix_socket_group = postgres
+tcp_keepalive = 1
+tcp_keepidle = 60
+tcp_keepintvl = 10
+tcp_keepcnt = 5
+client_tls_sslmode = verify-full
+client_tls_cert_file = /etc/pgbouncer/server.crt
+client_tls_key_file = /etc/pgbouncer/server.key
+client_tls_ca_file = /etc/pgbouncer/ca.crt
+client_tls_protocols = secure
+server_tls_sslmode = verify-ca
+server_tls_ca_file = /etc/pgbouncer/root.crt
+autodb_idle_timeout = 600
+";
+    let text = import(ini, "\"app\" \"app_pw\"\n");
+    let c = load(&text);
+    let g = &c.general;
+    assert_eq!((g.max_db_connections, g.max_user_connections), (40, 20));
+    assert_eq!(
+        (g.max_db_client_connections, g.max_user_client_connections),
+        (300, 200)
+    );
+    assert_eq!(g.reserve_pool_timeout, 2.5);
+    assert_eq!(g.transaction_timeout, 120.0);
+    assert_eq!(
+        (g.server_check_query.as_str(), g.server_check_delay),
+        ("SELECT 2", 10.0)
+    );
+    assert_eq!(
+        (g.unix_socket_dir.as_str(), g.unix_socket_mode.as_str()),
+        ("/run/pgbouncer", "0770")
+    );
+    assert_eq!(
+        (
+            g.tcp_keepalive,
+            g.tcp_keepidle,
+            g.tcp_keepintvl,
+            g.tcp_keepcnt
+        ),
+        (true, 60, 10, 5)
+    );
+    assert_eq!(c.auth.auth_user.as_deref(), Some("pgbouncer"));
+    assert_eq!(
+        c.auth.auth_query,
+        "SELECT usename, passwd FROM pgbouncer.user_lookup($1)"
+    );
+    assert!(
+        c.user("pgbouncer").is_some(),
+        "auth_user gets a [[users]] entry"
+    );
+    assert_eq!(c.tls.client_mode, crate::config::ClientTlsMode::Require);
+    assert_eq!(c.tls.client_cert, crate::config::ClientCert::VerifyCa);
+    assert_eq!(c.tls.cert_file, "/etc/pgbouncer/server.crt");
+    assert_eq!(c.tls.ca_file, "/etc/pgbouncer/ca.crt");
+    let app = &c.databases["app"];
+    assert_eq!(app.server_tls, Some(crate::config::ServerTlsMode::VerifyCa));
+    assert_eq!(
+        app.server_ca_file.as_deref(),
+        Some("/etc/pgbouncer/root.crt")
+    );
+    assert_eq!(app.reserve_pool_size, Some(3));
+    assert_eq!(app.max_db_client_connections, Some(9));
+    let u = c.user("app").unwrap();
+    assert_eq!(u.max_user_client_connections, Some(4));
+    assert_eq!(u.reserve_pool_size, Some(1));
+    assert_eq!(u.query_timeout, Some(2.5));
+    assert_eq!(u.client_idle_timeout, Some(30.0));
+    for why in [
+        "auth_dbname = postgres",
+        "unix_socket_group = postgres",
+        "client_tls_protocols = secure",
+        "auth_user = other",
+        "autodb_idle_timeout = 600",
+        "set password or password_file",
+    ] {
+        assert!(text.contains(why), "no {why:?} in:\n{text}");
+    }
+    assert!(!text.contains("not built"), "{text}");
 }
