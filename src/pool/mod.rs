@@ -12,6 +12,7 @@ mod inspect;
 mod lease;
 pub mod limits;
 mod maintain;
+mod wait;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -29,6 +30,7 @@ pub use lease::Lease;
 use lease::{Slot, Ticket};
 use limits::Gates;
 pub use maintain::{Pools, maintain_all, settings_for};
+use wait::{Grant, Waiter};
 
 /// Identifies a pool: one per database, user and node (0 is the primary).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,23 +66,6 @@ pub enum PoolError {
     Server(#[from] ServerError),
     #[error("the pool was removed by a configuration reload")]
     Removed,
-}
-
-pub(crate) enum Grant {
-    Conn(Box<ServerConn>),
-    /// Permission to open a new connection (the pool's count already includes it).
-    Slot,
-    /// The waiter's deadline passed (see [`Pool::expire_waiters`]).
-    TimedOut,
-}
-
-/// A client waiting for a connection, in FIFO order.
-struct Waiter {
-    tx: oneshot::Sender<Grant>,
-    /// When it gets `57014` instead; `None` waits forever.
-    deadline: Option<Instant>,
-    /// When it started waiting (for the reserve pool).
-    since: Instant,
 }
 
 struct Inner {
@@ -312,23 +297,6 @@ impl Pool {
         Next::Wait(rx)
     }
 
-    async fn wait(
-        &self,
-        mut ticket: Ticket<'_>,
-        wait: Option<Duration>,
-    ) -> Result<Box<ServerConn>, PoolError> {
-        let grant = (&mut ticket.rx).await.map_err(|_| PoolError::Removed)?;
-        drop(ticket);
-        match grant {
-            Grant::Conn(c) => Ok(c),
-            Grant::TimedOut => {
-                self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(PoolError::Timeout(wait.unwrap_or_default()))
-            }
-            Grant::Slot => self.open_slot().await,
-        }
-    }
-
     /// Opens a connection for a slot already counted in `total`, with the current settings.
     ///
     /// Boxed: a connect's state is large and rare; inline, it would be part of every
@@ -410,71 +378,6 @@ impl Pool {
             }
         }
         self.shrink(&mut g, 1);
-    }
-
-    /// Hands slots to waiters the pool could not serve at once: those a gate held back
-    /// once it has room, and, past `reserve_timeout`, one reserve connection at a time.
-    /// Returns whether waiters are still held back by a full gate.
-    pub fn serve_waiters(&self, now: Instant) -> bool {
-        let mut g = self.lock();
-        if g.removed {
-            return false;
-        }
-        loop {
-            let Some(front) = g.waiters.front() else {
-                return false;
-            };
-            let size = g.settings.size;
-            let reserve_due = g
-                .settings
-                .reserve_timeout
-                .is_some_and(|t| now.duration_since(front.since) >= t);
-            let limit = if reserve_due {
-                size + g.settings.reserve
-            } else {
-                size
-            };
-            if !self.grow(&mut g, limit) {
-                return g.total < limit;
-            }
-            if g.total > size {
-                tracing::info!(pool = ?self.key, "opening a reserve pool connection");
-            }
-            let granted = loop {
-                let Some(w) = g.waiters.pop_front() else {
-                    break false;
-                };
-                if w.tx.send(Grant::Slot).is_ok() {
-                    break true;
-                }
-            };
-            if !granted {
-                self.shrink(&mut g, 1);
-                return false;
-            }
-        }
-    }
-
-    /// Fails the waiters whose deadline has passed with `57014`; returns how many.
-    pub fn expire_waiters(&self, now: Instant) -> usize {
-        let overdue = |w: &Waiter| w.deadline.is_some_and(|d| d <= now);
-        let expired = {
-            let mut g = self.lock();
-            if !g.waiters.iter().any(overdue) {
-                return 0;
-            }
-            let (expired, kept): (VecDeque<Waiter>, _) = std::mem::take(&mut g.waiters)
-                .into_iter()
-                .partition(overdue);
-            g.waiters = kept;
-            expired
-        };
-        // Out of the queue, so nothing else grants them; a waiter that left already is fine.
-        let n = expired.len();
-        for w in expired {
-            let _ = w.tx.send(Grant::TimedOut);
-        }
-        n
     }
 }
 

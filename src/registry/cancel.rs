@@ -6,19 +6,10 @@
 //! slot (an uncontended mutex) when it takes or gives back a server.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// The server a client is using, as a cancel request needs it.
-#[derive(Clone, Debug)]
-pub struct CancelTarget {
-    pub addr: SocketAddr,
-    pub pid: u32,
-    pub secret: u32,
-    /// The socket path when the server is reached over a Unix-domain socket.
-    pub unix: Option<Arc<str>>,
-}
+pub use crate::server::CancelTarget;
 
 /// One client's cancel key and current server.
 #[derive(Debug)]

@@ -4,7 +4,8 @@
 //!   with the function [`allowlist`].
 //! - [`functions`]: function volatility from the catalog, resolved through a session's
 //!   search_path.
-//! - [`nodes`]: each node's health and lag; `balance`: the choice of a node for a read.
+//! - [`nodes`]: each node's health and lag; `balance`: the choice of a node for a read;
+//!   `policy`: the routing settings they follow; `lsn`: WAL positions.
 //! - [`route`]: the decision, pure: a unit of work and node states in, a node out.
 //! - `monitor`: the task per node that keeps that health current (and the primary's
 //!   reads of the function catalog).
@@ -17,16 +18,19 @@ pub mod allowlist;
 mod balance;
 pub mod classify;
 pub mod functions;
+mod lsn;
 mod monitor;
 pub mod nodes;
 mod opaque;
+mod policy;
 pub mod route;
 
 pub use balance::{PROBE_SLACK, Pick};
 pub use classify::{Allowlist, Class, Classifier, Hint, NotRead};
 pub use functions::{Catalog, FuncRef, Resolved, SearchPath};
+pub use lsn::{format_lsn, parse_lsn};
 pub use monitor::{Source, supervise};
-pub use nodes::{DbNodes, NodeStatus, Nodes, format_lsn, parse_lsn};
+pub use nodes::{DbNodes, NodeStatus, Nodes};
 pub use route::ToPrimary;
 
 #[cfg(test)]

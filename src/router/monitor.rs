@@ -6,8 +6,9 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::functions::{CATALOG_SQL, Catalog};
+use super::lsn::parse_lsn;
+use super::nodes::DbNodes;
 use super::nodes::Nodes;
-use super::nodes::{DbNodes, parse_lsn};
 use crate::config::Config;
 use crate::pool::PoolKey;
 use crate::server::{self, ServerConn};

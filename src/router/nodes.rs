@@ -12,52 +12,9 @@ use arc_swap::ArcSwap;
 
 use super::functions::Catalog;
 pub(super) use super::monitor::Sample;
+pub use super::policy::Policy;
 use super::route::ToPrimary;
-use crate::config::{self, Config, LoadBalance, PrimaryReads, ReadYourWrites};
-
-/// The routing settings sessions consult, replaced on reload.
-#[derive(Clone, Debug)]
-pub struct Policy {
-    pub load_balance: LoadBalance,
-    pub primary_reads: PrimaryReads,
-    pub read_your_writes: ReadYourWrites,
-    pub report_write_lsn: bool,
-    pub interval: Duration,
-    pub max_lag: Option<Duration>,
-    pub max_lag_bytes: u64,
-    pub rejoin_after: u32,
-    pub retry_read_only_errors: bool,
-    /// Ask a replica for its replay LSN on the connection being checked out when the
-    /// monitor's last sample is older than the session's write.
-    pub ryw_probe: bool,
-    /// How long such a probe may wait (on the replica) for the write to be replayed.
-    pub ryw_max_wait: Duration,
-    /// Look functions up in the catalog (`routing.function_volatility`).
-    pub function_volatility: bool,
-    /// How often the function catalog is read again.
-    pub function_refresh: Duration,
-}
-
-impl Policy {
-    fn from_config(c: &Config) -> Policy {
-        let r = &c.routing;
-        Policy {
-            load_balance: r.load_balance,
-            primary_reads: r.primary_reads,
-            read_your_writes: r.read_your_writes,
-            report_write_lsn: r.report_write_lsn,
-            interval: Duration::from_secs_f64(r.lag_check_interval),
-            max_lag: config::secs(r.max_replica_lag),
-            max_lag_bytes: r.max_replica_lag_bytes,
-            rejoin_after: r.rejoin_after_checks.max(1),
-            retry_read_only_errors: r.retry_read_only_errors,
-            ryw_probe: r.ryw_probe,
-            ryw_max_wait: Duration::from_secs_f64(r.ryw_max_wait),
-            function_volatility: r.function_volatility,
-            function_refresh: Duration::from_secs_f64(r.function_refresh_interval),
-        }
-    }
-}
+use crate::config::{self, Config, PrimaryReads};
 
 /// One node's health, as last checked.
 #[derive(Debug)]
@@ -475,32 +432,5 @@ impl Nodes {
                 }
             }
         }
-    }
-}
-
-/// `16/B374D848` as a 64-bit position.
-pub fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.trim().split_once('/')?;
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some((hi << 32) | lo)
-}
-
-/// A 64-bit position as PostgreSQL prints it.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lsn_round_trip() {
-        assert_eq!(parse_lsn("0/16B3748"), Some(0x16B3748));
-        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
-        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
-        assert_eq!(parse_lsn("nope"), None);
-        assert_eq!(parse_lsn("1/"), None);
     }
 }

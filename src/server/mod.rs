@@ -143,10 +143,21 @@ pub struct ServerConn {
     pub state: ServerState,
 }
 
+/// Where a cancel request for a server connection goes (what a client's cancel key
+/// leads to while it uses the connection).
+#[derive(Clone, Debug)]
+pub struct CancelTarget {
+    pub addr: SocketAddr,
+    pub pid: u32,
+    pub secret: u32,
+    /// The socket path when the server is reached over a Unix-domain socket.
+    pub unix: Option<Arc<str>>,
+}
+
 impl ServerConn {
     /// Where a cancel request for this connection's running query goes.
-    pub fn cancel_target(&self) -> crate::registry::cancel::CancelTarget {
-        crate::registry::cancel::CancelTarget {
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget {
             addr: self.addr,
             pid: self.backend_pid,
             secret: self.backend_secret,
