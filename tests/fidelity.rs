@@ -911,6 +911,79 @@ fn unnamed_statement_is_described_after_a_sync_on_another_server() {
     });
 }
 
+/// psql's `PREPARE test ...; EXECUTE test \gdesc`: the PREPARE, then Parse "" of
+/// `EXECUTE test` + Sync, then Describe "" + Sync, each unit on the server `servers` says
+/// (0 and 1: the two servers of the pool, told apart by pid). Returns the Describe's
+/// answer and the direct connection's.
+async fn gdesc_of_execute(servers: [usize; 3]) -> (Answer, Answer) {
+    let rig = Rig::start(2).await;
+    let prepare = "PREPARE fid_test AS SELECT 1 AS first, 2 AS second";
+    let mut d = raw_direct(&rig, &[]).await;
+    assert!(d.query(prepare).await.error.is_none());
+    assert!(d.parse_only("EXECUTE fid_test").await.error.is_none());
+    let want = d.describe_only().await;
+    let mut p = raw_pooled(&rig, &[]).await;
+    // The pids of the two servers: hold(0) leaves one free, hold(that) the other.
+    let (held, a) = rig.hold(0).await;
+    rig.release(held).await;
+    let (held, b) = rig.hold(a).await;
+    rig.release(held).await;
+    let pids = [a, b];
+    let mut got = Answer::default();
+    for (step, on) in servers.into_iter().enumerate() {
+        // Hold the server the step must not run on.
+        let (held, free) = rig.hold(pids[1 - on]).await;
+        assert_eq!(free, pids[on]);
+        match step {
+            0 => assert!(p.query(prepare).await.error.is_none()),
+            1 => {
+                let parsed = p.parse_only("EXECUTE fid_test").await;
+                assert!(parsed.error.is_none(), "{parsed:?}");
+            }
+            _ => got = p.describe_only().await,
+        }
+        rig.release(held).await;
+    }
+    (got, want)
+}
+
+#[test]
+fn gdesc_of_execute_on_the_server_of_the_prepare() {
+    run_async(120, async {
+        let (got, want) = gdesc_of_execute([0, 0, 0]).await;
+        assert_eq!(
+            want.columns,
+            vec![vec!["first".to_string(), "second".into()]]
+        );
+        assert_eq!(got, want);
+    });
+}
+
+#[test]
+fn gdesc_of_execute_described_on_a_server_without_the_statement() {
+    run_async(120, async {
+        // The Describe's server never saw the PREPARE nor the Parse.
+        let (got, want) = gdesc_of_execute([0, 0, 1]).await;
+        assert_eq!(got, want);
+    });
+}
+
+#[test]
+fn gdesc_of_execute_parsed_on_another_server() {
+    run_async(120, async {
+        let (got, want) = gdesc_of_execute([0, 1, 1]).await;
+        assert_eq!(got, want);
+    });
+}
+
+#[test]
+fn gdesc_of_execute_parsed_elsewhere_described_back_home() {
+    run_async(120, async {
+        let (got, want) = gdesc_of_execute([0, 1, 0]).await;
+        assert_eq!(got, want);
+    });
+}
+
 // ------------------------------------------------------------------ controls
 
 #[test]

@@ -63,6 +63,12 @@ impl Core {
             return false;
         }
         let steps = Gucs::replay(&att.state.gucs, &self.state.gucs);
+        if !steps.is_empty()
+            && let Some(kept) = &mut self.unnamed
+        {
+            // A simple Query drops the unnamed statement (see `unnamed_dropped`).
+            kept.1 = None;
+        }
         let mut names = Vec::with_capacity(steps.len());
         for (name, sql) in steps {
             self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
@@ -83,6 +89,7 @@ impl Core {
     /// connection (an upper bound of the commit's LSN) before it goes back to the pool.
     pub(super) fn start_write_lsn(&mut self, report: bool, now: Instant) {
         let sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
+        self.unnamed_dropped();
         self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
         self.phase = Phase::Chore(Chore::WriteLsn { report, lsn: None });
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
@@ -94,6 +101,7 @@ impl Core {
     /// server whose record is true. Costs one round trip, only after such transactions.
     pub(super) fn start_read_settings(&mut self, now: Instant) {
         let sql = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
+        self.unnamed_dropped();
         self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
         self.phase = Phase::Chore(Chore::ReadSettings { rows: Vec::new() });
         self.chore_deadline = Some(now + CHORE_TIMEOUT);

@@ -290,6 +290,13 @@ impl Core {
     /// Bind or Describe of it would not find it); a Parse running a mapped SQL statement is
     /// rewritten. True when the frame at `*fwd` was consumed here.
     fn unnamed_policy(&mut self, fwd: &mut usize, tag: u8, len: usize, starts_unit: bool) -> bool {
+        if self.server.is_none() {
+            return false;
+        }
+        if tag == fe::PARSE && !self.map.names.sql.is_empty() {
+            // A hidden `PREPARE` for a Parse of `EXECUTE p` must follow the frames before.
+            self.flush_client_bytes(fwd);
+        }
         let at = *fwd;
         let Some(att) = &mut self.server else {
             return false;
@@ -319,31 +326,53 @@ impl Core {
                     self.sout.push(self.cin.split_to(before).freeze());
                 }
                 let original = self.cin.split_to(len).freeze();
+                // The client's own text is kept: a re-send maps it again where it lands.
+                self.unnamed = kept.then(|| Box::new((original.clone(), Some(att.state.id))));
                 let (msg, act) = match rewritten {
                     Some((msg, act)) => (msg, act),
                     None => (original, Act::Forward),
                 };
-                self.unnamed = kept.then(|| Box::new((msg.clone(), Some(att.state.id))));
                 self.sout.push(msg);
                 self.map.replies.expect(fe::PARSE, act);
                 true
             }
             fe::BIND | fe::DESCRIBE if starts_unit => {
-                if let Some(kept) = &mut self.unnamed
-                    && let (parse, on) = &mut **kept
-                    && *on != Some(att.state.id)
-                {
-                    let before = std::mem::take(fwd);
-                    if before > 0 {
-                        self.sout.push(self.cin.split_to(before).freeze());
-                    }
-                    self.sout.push(parse.clone());
+                let Some(kept) = &mut self.unnamed else {
+                    return false;
+                };
+                let (parse, on) = &mut **kept;
+                let before = std::mem::take(fwd);
+                if before > 0 {
+                    self.sout.push(self.cin.split_to(before).freeze());
+                }
+                // `EXECUTE p` names a statement this server may lack (another server,
+                // or evicted since): it is prepared here first, hidden. PostgreSQL looks
+                // the name up at Describe and Bind time, so the current mapping is right.
+                // That `PREPARE` is a simple Query, which drops the unnamed statement.
+                let queued = self.sout.len();
+                let mapped =
+                    self.map
+                        .parse_of_execute(parse, &mut self.sout, &mut att.state.statements);
+                if *on != Some(att.state.id) || self.sout.len() != queued {
+                    let msg = match mapped {
+                        Some((msg, _)) => msg,
+                        None => parse.clone(),
+                    };
+                    self.sout.push(msg);
                     self.map.replies.expect_hidden_unnamed();
                     *on = Some(att.state.id);
                 }
                 false
             }
             _ => false,
+        }
+    }
+
+    /// pgsluice sends a simple Query of its own to the held server, which drops the
+    /// unnamed statement there: a kept one is re-sent before the client's next use.
+    pub(super) fn unnamed_dropped(&mut self) {
+        if let Some(kept) = &mut self.unnamed {
+            kept.1 = None;
         }
     }
 

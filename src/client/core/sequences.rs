@@ -95,6 +95,7 @@ impl Core {
                 &[sql.as_bytes(), b"\0"],
             ));
             self.map.replies.expect_hidden_query(None);
+            self.unnamed_dropped();
             self.seq.hint = true;
         }
         // Mid-unit (after a Parse in the same batch) nothing can go first: the values

@@ -599,6 +599,63 @@ fn a_parse_of_execute_runs_the_mapped_statement() {
     assert_eq!(r.sent_to_server(), want);
 }
 
+/// psql's `PREPARE test ...; EXECUTE test \gdesc` in transaction mode, as recorded:
+/// the PREPARE and the Parse + Sync run on server 1, the Describe + Sync gets server 2,
+/// which has neither the unnamed statement nor `sluice_1` (issue 17, C8/C12: the
+/// re-sent Parse of `EXECUTE sluice_1` alone was described as NoData there).
+#[test]
+fn gdesc_of_execute_prepares_the_statement_where_the_describe_lands() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    r.client(&query("PREPARE test AS SELECT 1 AS first, 2 AS second"));
+    r.expect_checkout();
+    r.sent_to_server();
+    let mut answer = complete("PREPARE");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.sent_to_client();
+    let (state, _) = r.expect_release();
+    let mut unit = parse("", "EXECUTE test");
+    unit.extend(sync());
+    r.client(&unit);
+    assert!(matches!(r.action(), Some(Action::NeedServer { .. })));
+    r.attach(state);
+    let mut want = parse("", "EXECUTE sluice_1");
+    want.extend(sync());
+    assert_eq!(r.sent_to_server(), want);
+    let mut answer = msg(b'1', b"");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(tags(&r.sent_to_client()), "1Z");
+    r.expect_release();
+    // The Describe lands on a server that never saw the statement.
+    let mut unit = describe_statement("");
+    unit.extend(sync());
+    r.client(&unit);
+    assert!(matches!(r.action(), Some(Action::NeedServer { .. })));
+    r.attach(ServerState::new(2));
+    let mut want = query("PREPARE sluice_1  AS SELECT 1 AS first, 2 AS second");
+    want.extend(parse("", "EXECUTE sluice_1"));
+    want.extend(unit.clone());
+    assert_eq!(
+        String::from_utf8_lossy(&r.sent_to_server()),
+        String::from_utf8_lossy(&want),
+        "the statement is prepared there, then the unnamed Parse goes again"
+    );
+    let mut answer = complete("PREPARE");
+    answer.extend(ready(b'I'));
+    answer.extend(msg(b'1', b""));
+    answer.extend(msg(b't', b"\0\0"));
+    answer.extend(msg(b'T', b"\0\0"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(
+        tags(&r.sent_to_client()),
+        "tTZ",
+        "pgsluice's PREPARE and ParseComplete are hidden"
+    );
+    r.expect_release();
+}
+
 #[test]
 fn resetting_a_setting_the_server_dropped_is_not_the_next_clients_error() {
     // Another client set a placeholder; its extension loaded since, and the server
@@ -675,4 +732,39 @@ fn a_write_after_another_clients_is_preceded_by_a_pipelined_sequence_discard() {
     let sql = "INSERT INTO t VALUES (2)";
     assert_eq!(on_server(&mut r, sql, 7), query(sql));
     assert_eq!(finish(&mut r, false).seq_owner, 7);
+}
+
+/// pgsluice's own Query on the server (here: the settings read after a statement calling
+/// a function outside the allowlist) drops the unnamed statement there: a Describe on
+/// the same server re-sends the Parse first.
+#[test]
+fn the_unnamed_statement_is_parsed_again_after_pgsluices_own_query() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    let allow = Arc::new(crate::router::Allowlist::new(&[]));
+    r.core
+        .set_opaque_check(crate::router::Classifier::new(allow));
+    let mut unit = parse("", "SELECT f(1) AS a");
+    unit.extend(sync());
+    r.client(&unit);
+    r.expect_checkout();
+    assert_eq!(r.sent_to_server(), unit);
+    let mut answer = msg(b'1', b"");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(r.sent_to_client(), answer);
+    let chore = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert!(chore.contains("pg_settings"), "{chore}");
+    let mut answer = msg(b'T', b"\0\0");
+    answer.extend(complete("SELECT 0"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    let (state, _) = r.expect_release();
+    let mut unit = describe_statement("");
+    unit.extend(sync());
+    r.client(&unit);
+    assert!(matches!(r.action(), Some(Action::NeedServer { .. })));
+    r.attach(state);
+    let mut want = parse("", "SELECT f(1) AS a");
+    want.extend(unit.clone());
+    assert_eq!(r.sent_to_server(), want, "the Parse goes again first");
 }
