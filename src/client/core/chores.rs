@@ -68,13 +68,13 @@ impl Core {
             self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
             names.push(name);
         }
-        self.phase = Phase::Chore(Chore::Replay {
+        self.phase = Phase::Chore(Box::new(Chore::Replay {
             steps: names,
             done: 0,
             failed: Vec::new(),
             from: att.state.gucs.clone(),
             target: self.state.gucs.clone(),
-        });
+        }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
         true
     }
@@ -84,7 +84,7 @@ impl Core {
     pub(super) fn start_write_lsn(&mut self, report: bool, now: Instant) {
         let sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
         self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
-        self.phase = Phase::Chore(Chore::WriteLsn { report, lsn: None });
+        self.phase = Phase::Chore(Box::new(Chore::WriteLsn { report, lsn: None }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
@@ -95,7 +95,7 @@ impl Core {
     pub(super) fn start_read_settings(&mut self, now: Instant) {
         let sql = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
         self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
-        self.phase = Phase::Chore(Chore::ReadSettings { rows: Vec::new() });
+        self.phase = Phase::Chore(Box::new(Chore::ReadSettings { rows: Vec::new() }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
@@ -111,12 +111,12 @@ impl Core {
         for sql in &statements {
             self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
         }
-        self.phase = Phase::Chore(Chore::Cleanup {
+        self.phase = Phase::Chore(Box::new(Chore::Cleanup {
             left: statements.len(),
             failed: false,
             reset,
             reason,
-        });
+        }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
@@ -133,7 +133,9 @@ impl Core {
             let body = protocol::body(&frame);
             if h.tag == be::PARAMETER_STATUS {
                 // The server now reports the client's own setting: the client may know it.
-                if matches!(self.phase, Phase::Chore(Chore::Replay { .. })) {
+                if let Phase::Chore(c) = &self.phase
+                    && matches!(**c, Chore::Replay { .. })
+                {
                     self.cout.push(frame.clone());
                 }
                 continue;
@@ -141,7 +143,7 @@ impl Core {
             let Phase::Chore(chore) = &mut self.phase else {
                 return;
             };
-            let finished = match (chore, h.tag) {
+            let finished = match (&mut **chore, h.tag) {
                 (
                     Chore::Replay {
                         failed,
@@ -191,7 +193,7 @@ impl Core {
                 let Phase::Chore(chore) = std::mem::replace(&mut self.phase, Phase::Relay) else {
                     return;
                 };
-                self.chore_done(chore, now);
+                self.chore_done(*chore, now);
                 return;
             }
         }
@@ -340,7 +342,7 @@ impl Core {
             "server failed during pgsluice's own statements: {why}"
         );
         self.release(Release::Close(CloseReason::Broken));
-        match chore {
+        match *chore {
             Chore::Cleanup { reason, .. } => self.finish(reason),
             Chore::WriteLsn { report, .. } => {
                 if let Some(r) = &mut self.route {
