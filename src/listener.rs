@@ -135,9 +135,11 @@ fn spawn_client(stream: ClientStream, shared: &Arc<Shared>) {
     let max = shared.snapshot.load().config.general.max_client_conn;
     let count = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
     let guard = Counted(shared.clone());
-    let shared = shared.clone();
+    // Made here, not inside the task's block: the block would keep its own copies of the
+    // arguments beside the session's, in every client's memory.
+    let session = client::handle(stream, shared.clone(), count > max);
     tokio::spawn(async move {
-        client::handle(stream, shared, count > max).await;
+        session.await;
         drop(guard);
     });
 }

@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub users: HashMap<String, UserAuth>,
     /// The certificates and keys the configuration names, read and built.
     pub tls: Arc<crate::tls::Built>,
+    /// `routing.read_only_functions`, built once and shared by every session (one per
+    /// session was memory per idle client).
+    pub allow: Arc<crate::router::Allowlist>,
 }
 
 /// Reads the TLS material `config` names; an error names the config key.
@@ -45,7 +48,15 @@ impl Snapshot {
                 (u.name.clone(), UserAuth { secret, scram })
             })
             .collect();
-        Snapshot { config, users, tls }
+        let allow = Arc::new(crate::router::Allowlist::new(
+            &config.routing.read_only_functions,
+        ));
+        Snapshot {
+            config,
+            users,
+            tls,
+            allow,
+        }
     }
 }
 

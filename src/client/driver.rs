@@ -39,6 +39,23 @@ pub struct Driver {
     ticket: Option<Box<crate::pool::limits::ClientTicket>>,
     /// The client's link to its listener, from its first LISTEN on.
     listen: Option<Box<Listening>>,
+    /// What the session saw last of the shared state's wake-ups.
+    watch: Watch,
+}
+
+/// What the session saw last of the shared state's wake-ups (see [`crate::wake`]).
+struct Watch {
+    seen: u64,
+    registered: bool,
+}
+
+/// What the relay does next.
+enum Step {
+    /// The shared state changed (drain, shutdown timeout, KILL).
+    Control,
+    Act(Action),
+    /// The client is idle: the relay hands over to the parked wait.
+    Idle,
 }
 
 /// A client's subscription to its (database, user)'s listener.
@@ -57,6 +74,7 @@ impl Driver {
         cancel: Arc<CancelSlot>,
         wait_timeout: Option<Duration>,
     ) -> Driver {
+        let shared_generation = shared.sessions.generation();
         let mut pools = vec![None; key.node + 1];
         if let Some(slot) = pools.get_mut(key.node) {
             *slot = Some(pool);
@@ -74,6 +92,10 @@ impl Driver {
             timer_at: None,
             ticket: None,
             listen: None,
+            watch: Watch {
+                seen: shared_generation,
+                registered: false,
+            },
         }
     }
 
@@ -93,37 +115,108 @@ impl Driver {
 
     /// Runs the session until the client leaves; the server it holds is cleaned up or
     /// closed on the way out.
+    ///
+    /// An active client runs [`Driver::relay`], boxed; once it is idle (see
+    /// [`Core::is_idle`]) the relay's future is dropped, the core lets go of its transient
+    /// memory, and the task waits for the client's next byte holding only this future's
+    /// few words ([`Driver::poll_parked`]).
     pub async fn run(mut self: Box<Self>, mut client: ClientStream) {
-        let shared = self.shared.clone();
-        let id = self.id();
-        let mut seen = shared.sessions.generation();
-        let mut registered = false;
-        if shared.phase() != Phase::Running {
+        if self.shared.phase() != Phase::Running {
             self.core.drain();
         }
+        // Each boxed future is made in a statement of its own: a temporary in the awaiting
+        // statement keeps its place in this future's memory even after being moved out.
         let reason = loop {
-            // The phase first: an atomic load, and a busy client must still see it.
-            let action = tokio::select! {
-                biased;
-                () = std::future::poll_fn(|cx| {
-                    shared.sessions.poll_changed(id, &mut seen, &mut registered, cx)
-                }) => {
+            let relay = Box::pin(self.relay(&mut client));
+            if let Some(reason) = relay.await {
+                break reason;
+            }
+            if let Some(buf) = self.core.compact_idle() {
+                super::buffers::give_back(buf);
+            }
+            std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
+        };
+        // Boxed: the farewell's timer would otherwise size every client's task.
+        let farewell = Box::pin(self.farewell(client, reason));
+        farewell.await;
+    }
+
+    /// Relays until the session ends (`Some(reason)`) or the client is idle (`None`).
+    async fn relay(&mut self, client: &mut ClientStream) -> Option<String> {
+        loop {
+            let action = match std::future::poll_fn(|cx| self.poll_step(client, cx)).await {
+                Step::Control => {
                     self.control();
                     continue;
                 }
-                a = std::future::poll_fn(|cx| self.poll_io(&mut client, cx)) => a,
+                Step::Idle => return None,
+                Step::Act(a) => a,
             };
             match action {
                 Action::NeedServer { node } => self.checkout(node).await,
                 Action::Release(state, how) => self.release(state, how),
                 Action::Cancel => self.cancel_query(),
-                // Boxed: rare, and its state would otherwise size every client's task.
-                Action::Listen(request) => Box::pin(self.listen(request)).await,
-                Action::Close { reason } => break reason,
+                // Boxed: rare, and its state would otherwise size every relay's future.
+                Action::Listen(request) => {
+                    let listen = Box::pin(self.listen(request));
+                    listen.await
+                }
+                Action::Close { reason } => return Some(reason),
             }
-        };
-        let farewell = io::flush(&mut self.core.cout, &mut client);
-        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, farewell).await;
+        }
+    }
+
+    /// The next thing for the relay: a wake-up from the shared state (checked first: an
+    /// atomic load, and a busy client must still see it), an action, or idleness.
+    fn poll_step(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Step> {
+        let (seen, registered) = (&mut self.watch.seen, &mut self.watch.registered);
+        if self
+            .shared
+            .sessions
+            .poll_changed(self.core.id, seen, registered, cx)
+            .is_ready()
+        {
+            return Poll::Ready(Step::Control);
+        }
+        match self.poll_io(client, cx) {
+            Poll::Ready(a) => Poll::Ready(Step::Act(a)),
+            Poll::Pending if self.core.is_idle() => Poll::Ready(Step::Idle),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// An idle client's wait: ready once there is something for the relay to look at
+    /// (client bytes or EOF, a wake-up from the shared state, a due deadline, a
+    /// notification).
+    fn poll_parked(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<()> {
+        let (seen, registered) = (&mut self.watch.seen, &mut self.watch.registered);
+        if self
+            .shared
+            .sessions
+            .poll_changed(self.core.id, seen, registered, cx)
+            .is_ready()
+        {
+            self.control();
+            return Poll::Ready(());
+        }
+        if self.core.deadline().is_some() && self.poll_timer(Instant::now(), cx) {
+            return Poll::Ready(());
+        }
+        if let Some(l) = &mut self.listen
+            && let Poll::Ready(Some(frame)) = l.rx.poll_recv(cx)
+        {
+            self.core.notification(frame);
+            return Poll::Ready(());
+        }
+        client.poll_read_ready(cx).map(|_| ())
+    }
+
+    /// Delivers what is queued for a client that is being closed, for a few seconds at
+    /// most, and logs why it ends.
+    async fn farewell(&mut self, mut client: ClientStream, reason: String) {
+        let flush = io::flush(&mut self.core.cout, &mut client);
+        let _ = tokio::time::timeout(FAREWELL_TIMEOUT, flush).await;
+        let id = self.core.id;
         tracing::info!(client = id, pool = ?self.core.observe().pool_key(), "client disconnected: {reason}");
     }
 
@@ -248,7 +341,8 @@ impl Driver {
         let info = self.core.observe().info.clone();
         if info.held() {
             // Boxed: the hold's state would otherwise enlarge every checkout's future.
-            let held = Box::pin(super::hold::hold(&self.shared, &info, self.wait_timeout)).await;
+            let hold = Box::pin(super::hold::hold(&self.shared, &info, self.wait_timeout));
+            let held = hold.await;
             if let Err((code, msg)) = held {
                 self.core
                     .attach_failed(node, AttachError::Other(code, msg), Instant::now());

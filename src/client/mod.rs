@@ -9,27 +9,21 @@ pub mod core;
 mod driver;
 mod hold;
 mod io;
+mod login;
 mod negotiate;
 pub mod outq;
 mod startup;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use crate::access;
-use crate::auth::Secret;
-use crate::auth::passthrough::PassThrough;
-use crate::config::{self, AuthType, ClientCert, ClientTlsMode, PoolMode};
+use crate::config;
 use crate::net::ClientStream;
-use crate::pool::PoolKey;
-use crate::protocol::{build, startup::parse_options};
-use crate::router::route::Force;
-use crate::server::varcache::Gucs;
+use crate::protocol::build;
 use crate::shared::{Shared, Snapshot};
-use driver::Driver;
+use login::{Login, login};
 
 /// Why a client connection ends before or outside the relay.
 #[derive(Debug, thiserror::Error)]
@@ -60,7 +54,31 @@ impl ClientError {
 
 /// Serves one accepted connection to its end. `over_limit` says the client count was
 /// already at `max_client_conn` when it was accepted.
-pub async fn handle(stream: ClientStream, shared: Arc<Shared>, over_limit: bool) {
+///
+/// The task of a logged-in client holds only its session's driver and socket while it is
+/// idle: everything before the session (TLS, authentication, the console, a refusal's
+/// report) runs in [`open`], boxed and gone once the session starts. (Not an `async fn`:
+/// its arguments would stay in the task's memory beside the copies `open` took.)
+pub fn handle(
+    stream: ClientStream,
+    shared: Arc<Shared>,
+    over_limit: bool,
+) -> impl std::future::Future<Output = ()> + Send {
+    let open = Box::pin(open(stream, shared, over_limit));
+    async move {
+        if let Some((session, stream)) = open.await {
+            session.run(stream).await;
+        }
+    }
+}
+
+/// Everything up to a session: the first packets, login, and the console or a refusal's
+/// report when that is what the connection turns out to be. `Some` for a session.
+async fn open(
+    stream: ClientStream,
+    shared: Arc<Shared>,
+    over_limit: bool,
+) -> Option<(Box<driver::Driver>, ClientStream)> {
     let snap = shared.snapshot.load_full();
     if let Some(tcp) = stream.tcp_socket() {
         let _ = tcp.set_nodelay(true);
@@ -72,27 +90,28 @@ pub async fn handle(stream: ClientStream, shared: Arc<Shared>, over_limit: bool)
     }
     let deadline = config::secs(snap.config.general.client_login_timeout)
         .map(|t| tokio::time::Instant::now() + t);
-    // Boxed: the first packets' state (the TLS handshake, a refusal's report) would
-    // otherwise size the task for the whole session.
-    let Some((mut stream, first)) = Box::pin(start(stream, &snap, deadline)).await else {
-        return;
-    };
-    // Boxed: login's state (authentication, the first server connection) would otherwise
-    // be part of the task's memory for the whole session, idle or not.
-    let login = Box::pin(login(&mut stream, first, &shared, &snap, over_limit));
-    let result = within(deadline, login).await.unwrap_or_else(|_| {
+    // Boxed: the first packets' state (the TLS handshake, a refusal's report) is large
+    // and over before login.
+    let (mut stream, first) = Box::pin(start(stream, &snap, deadline)).await?;
+    let result = within(
+        deadline,
+        login(&mut stream, first, &shared, &snap, over_limit),
+    )
+    .await
+    .unwrap_or_else(|_| {
         Err(ClientError::protocol(
             "timed out waiting for startup and authentication",
         ))
     });
     drop(snap);
     match result {
-        Ok(Some(Login::Session(session))) => session.run(stream).await,
-        // Boxed: the console is rare, and its state would size every client task.
+        Ok(Some(Login::Session(session))) => return Some((session, stream)),
+        // Boxed: the console is rare, and its state would size every login.
         Ok(Some(Login::Console(console))) => Box::pin(console.run(stream)).await,
         Ok(None) => {}
         Err(e) => Box::pin(report(&mut stream, e)).await,
     }
+    None
 }
 
 /// The first packets and TLS (see `negotiate.rs`); `None` when the connection ended there.
@@ -147,405 +166,13 @@ async fn report(stream: &mut ClientStream, e: ClientError) {
     }
 }
 
-/// What a logged-in connection runs.
-enum Login {
-    Session(Box<Driver>),
-    /// The admin console (databases `pgsluice` and `pgbouncer`).
-    Console(crate::admin::console::Console),
-}
-
-/// Startup, authentication and the greeting. `None` when the connection was a cancel.
-async fn login(
-    stream: &mut ClientStream,
-    first: negotiate::First,
-    shared: &Arc<Shared>,
-    snap: &Snapshot,
-    over_limit: bool,
-) -> Result<Option<Login>, ClientError> {
-    let params = match first {
-        negotiate::First::Cancel { pid, secret } => {
-            if let Some(target) = shared.cancels.lookup(pid, secret) {
-                cancel::send_cancel(target).await;
-            }
-            return Ok(None);
-        }
-        negotiate::First::Startup(p) => p,
-    };
-    if over_limit {
-        return Err(ClientError::fatal(
-            "53300",
-            "sorry, too many clients already",
-        ));
-    }
-    if shared.draining() {
-        return Err(ClientError::fatal("57P03", "pgsluice is shutting down"));
-    }
-    let user = params
-        .get("user")
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            ClientError::fatal(
-                "28000",
-                "no PostgreSQL user name specified in startup packet",
-            )
-        })?
-        .clone();
-    let database = params
-        .get("database")
-        .filter(|d| !d.is_empty())
-        .unwrap_or(&user)
-        .clone();
-    if params.contains_key("replication") {
-        return Err(ClientError::fatal(
-            "0A000",
-            "pgsluice does not support replication connections",
-        ));
-    }
-    let config = &snap.config;
-    let method = admit(stream, config, &user, &database)?;
-    let looked_up = match snap.users.get(&user) {
-        None if method != access::Method::Trust
-            && config.database(&database).is_some()
-            && !crate::admin::is_admin_db(&database) =>
-        {
-            auth_query::lookup(shared, &database, &user)
-                .await
-                .map_err(|e| {
-                    tracing::warn!("{e}");
-                    ClientError::fatal("08006", e.to_string())
-                })?
-        }
-        _ => None,
-    };
-    let auth = snap.users.get(&user).or(looked_up.as_deref());
-    let auth_type = match method {
-        access::Method::Cert => {
-            startup::check_certificate(stream, &config.tls, &user)?;
-            None
-        }
-        access::Method::Trust => Some(AuthType::Trust),
-        access::Method::Md5 => Some(AuthType::Md5),
-        access::Method::ScramSha256 => Some(AuthType::ScramSha256),
-        access::Method::Reject => None,
-    };
-    if let Some(t) = auth_type {
-        let client_key = startup::authenticate(stream, t, &user, auth).await?;
-        remember_passthrough(shared, config, &user, auth, client_key);
-    }
-    let meta = crate::registry::clients::ClientMeta {
-        addr: stream.peer_addr().ok(),
-        local_addr: stream.local_addr().ok(),
-        application_name: params.get("application_name").cloned().unwrap_or_default(),
-    };
-    if crate::admin::is_admin_db(&database) {
-        let console = crate::admin::console::login(shared, config, user, database, meta)
-            .map_err(|(code, message)| ClientError::Fatal { code, message })?;
-        return Ok(Some(Login::Console(console)));
-    }
-    let db = config.database(&database).ok_or_else(|| {
-        ClientError::fatal("3D000", format!("database \"{database}\" does not exist"))
-    })?;
-    let db = db.as_ref();
-    if shared.admin.is_disabled(&database) {
-        return Err(ClientError::fatal(
-            "55000",
-            format!("database \"{database}\" is disabled (DISABLE in the admin console)"),
-        ));
-    }
-    let ticket = shared
-        .pools
-        .clients
-        .admit(
-            &database,
-            config.max_db_client_connections(&database),
-            &user,
-            config.max_user_client_connections(&user),
-        )
-        .map_err(|e| ClientError::fatal("53300", e.to_string()))?;
-    let key = PoolKey {
-        database: database.clone(),
-        user: user.clone(),
-        node: 0,
-    };
-    let pool = shared
-        .pools
-        .get(config, key)
-        .ok_or_else(|| ClientError::fatal("28000", format!("no pool for user \"{user}\"")))?;
-    let server_params = pool
-        .server_params(config::secs(config.general.query_wait_timeout))
-        .await
-        .map_err(|e| match e {
-            crate::pool::PoolError::Server(s) => ClientError::Fatal {
-                code: s.sqlstate().to_string(),
-                message: s.to_string(),
-            },
-            other => ClientError::fatal("08006", other.to_string()),
-        })?;
-    let mut settings = startup_settings(&params, &server_params);
-    if db.replicas_of.is_some() && settings.get("default_transaction_read_only").is_none() {
-        // A read-only endpoint's sessions are read-only wherever they run (the primary,
-        // with primary_fallback, included).
-        settings.set_value("default_transaction_read_only", "on");
-    }
-    let startup_gucs = pool.intern_settings(settings);
-    let mode = config.pool_mode(db, config.user(&user));
-    let force = startup_route(&params).unwrap_or(Force::Auto);
-    let route = route_for(shared, config, &database, &user, mode, force);
-    let driver = new_session(shared, pool, mode, config, startup_gucs, route, meta);
-    let mut driver = Box::new(driver);
-    driver.hold_ticket(ticket);
-    greet(&mut driver, &server_params, &params);
-    tracing::info!(user, database, client = driver.id(), "client logged in");
-    Ok(Some(Login::Session(driver)))
-}
-
-/// The session's routing: for a database with replicas in transaction or statement mode
-/// (with `read_write_split`), and for a read-only endpoint in every mode.
-fn route_for(
-    shared: &Shared,
-    config: &config::Config,
-    database: &str,
-    user: &str,
-    mode: PoolMode,
-    force: Force,
-) -> Option<Box<core::Route>> {
-    let db = config.databases.get(database)?;
-    let nodes = shared.nodes.get(config, database)?;
-    let endpoint = db.replicas_of.is_some();
-    let split = mode != PoolMode::Session && config.routing.read_write_split;
-    if !nodes.has_replicas() || !(endpoint || split) {
-        return None;
-    }
-    let allow = Arc::new(crate::router::Allowlist::new(
-        &config.routing.read_only_functions,
-    ));
-    let mut route = core::Route::new(nodes, crate::router::Classifier::new(allow), force);
-    route.user = user.to_string();
-    if endpoint {
-        route = route.endpoint(core::Endpoint {
-            primary_fallback: db.primary_fallback,
-        });
-    }
-    Some(Box::new(route))
-}
-
-/// Builds a logged-in client's session: its core and the driver around it.
-fn new_session(
-    shared: &Arc<Shared>,
-    pool: Arc<crate::pool::Pool>,
-    mode: PoolMode,
-    config: &config::Config,
-    startup: Arc<Gucs>,
-    route: Option<Box<core::Route>>,
-    meta: crate::registry::clients::ClientMeta,
-) -> Driver {
-    let g = &config.general;
-    let cancel = shared.cancels.register();
-    let key = pool.key.clone();
-    let info = Arc::new(crate::registry::clients::ClientInfo::new(
-        cancel.pid,
-        key.user.clone(),
-        key.database.clone(),
-        Some(key.node),
-        meta,
-        Some(shared.admin.db(&key.database)),
-    ));
-    shared.admin.clients.insert(info.clone());
-    let tally = crate::metrics::Tally::new(
-        shared.metrics.pool(&key),
-        config.metrics.enabled,
-        config::secs(g.slow_query_threshold),
-        shared.metrics.started,
-    );
-    let timeouts = config
-        .database(&key.database)
-        .map(|db| config.session_timeouts(&db, config.user(&key.user)))
-        .unwrap_or_default();
-    let limits = core::Limits {
-        mode,
-        max_message: g.max_message_size,
-        idle_txn: timeouts.idle_transaction,
-        timeouts: (timeouts != config::SessionTimeouts::default()).then(|| Box::new(timeouts)),
-        listen_here: mode != PoolMode::Session && g.listen_without_pinning,
-        reset_query: g.server_reset_query.clone(),
-        rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
-    };
-    let map = core::Mapping::new(shared.statements.clone(), g.max_prepared_statements);
-    let mut core = core::Core::new(
-        cancel.pid,
-        limits,
-        core::SessionState::new(startup),
-        map,
-        route,
-        core::Observe::new(info, tally),
-    );
-    if mode != PoolMode::Session {
-        let allow = Arc::new(crate::router::Allowlist::new(
-            &config.routing.read_only_functions,
-        ));
-        core.set_opaque_check(crate::router::Classifier::new(allow));
-    }
-    if shared.failpoints.armed() {
-        core.set_failpoints(shared.failpoints.clone());
-    }
-    Driver::new(
-        core,
-        shared.clone(),
-        &key,
-        pool,
-        cancel,
-        config::secs(g.query_wait_timeout),
-    )
-}
-
-/// Queues the end of the startup phase: AuthenticationOk, parameters, our cancel key and
-/// ReadyForQuery. Client-supplied values override the server's.
-fn greet(
-    driver: &mut Driver,
-    server: &BTreeMap<String, String>,
-    client: &BTreeMap<String, String>,
-) {
-    let mut buf = BytesMut::with_capacity(512);
-    build::auth_ok(&mut buf);
-    for (name, value) in server {
-        let value = client
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map_or(value, |(_, v)| v);
-        build::parameter_status(&mut buf, name, value);
-    }
-    let (pid, secret) = driver.cancel_key();
-    build::backend_key_data(&mut buf, pid, secret);
-    build::ready_for_query(&mut buf, b'I');
-    driver.greet(buf.freeze());
-}
-
-/// Applies `tls.client_mode`, `tls.client_cert` and the access rules; returns how the
-/// client must authenticate.
-fn admit(
-    stream: &ClientStream,
-    config: &config::Config,
-    user: &str,
-    database: &str,
-) -> Result<access::Method, ClientError> {
-    let tls = stream.is_tls();
-    if config.tls.client_mode == ClientTlsMode::Require && !tls {
-        return Err(ClientError::fatal(
-            "28000",
-            "pgsluice requires TLS (tls.client_mode = \"require\"): connect with sslmode=require",
-        ));
-    }
-    let has_cert = stream.peer_certificate().is_some();
-    if tls && config.tls.client_cert == ClientCert::VerifyCa && !has_cert {
-        return Err(ClientError::fatal(
-            "28000",
-            "a client certificate is required (tls.client_cert = \"verify-ca\")",
-        ));
-    }
-    let ip = stream.peer_addr().ok().map(|a| a.ip());
-    let client = access::Client {
-        database,
-        user,
-        addr: ip,
-        tls,
-    };
-    let describe = || {
-        let host = ip.map_or("unknown".to_string(), |i| i.to_string());
-        let tls = if tls { "TLS" } else { "no TLS" };
-        format!("host {host}, user \"{user}\", database \"{database}\", {tls}")
-    };
-    match access::check(&config.access, &client) {
-        Ok(Some(m)) => Ok(m),
-        Ok(None) if config.tls.cert_login && has_cert => Ok(access::Method::Cert),
-        Ok(None) => Ok(match config.auth.auth_type {
-            AuthType::Trust => access::Method::Trust,
-            AuthType::Md5 => access::Method::Md5,
-            AuthType::ScramSha256 => access::Method::ScramSha256,
-        }),
-        Err(access::Refusal::Rejected { index, rule }) => Err(ClientError::fatal(
-            "28000",
-            format!(
-                "access rule access[{index}] ({rule}) rejects {}",
-                describe()
-            ),
-        )),
-        Err(access::Refusal::NoMatch) => Err(ClientError::fatal(
-            "28000",
-            format!("no access rule matches {}", describe()),
-        )),
-    }
-}
-
-/// After a successful login, records what pgsluice can log in to servers with for
-/// `user` when it has no plaintext password: the md5 hash, or the SCRAM verifier and the
-/// ClientKey the client's proof revealed.
-fn remember_passthrough(
-    shared: &Shared,
-    config: &config::Config,
-    user: &str,
-    auth: Option<&crate::shared::UserAuth>,
-    client_key: Option<[u8; 32]>,
-) {
-    if config
-        .user(user)
-        .is_some_and(|u| u.server_password.is_some())
-    {
-        return;
-    }
-    let cred = match (auth.and_then(|a| a.secret.as_ref()), client_key) {
-        (Some(Secret::Scram(v)), Some(k)) => PassThrough::Scram {
-            verifier: v.clone(),
-            client_key: k,
-        },
-        (Some(Secret::Md5(h)), _) => PassThrough::Md5(h.clone()),
-        _ => return,
-    };
-    shared.pools.credentials.set(user, cred);
-}
-
-/// `pgsluice.route` from the startup packet (`options=-c pgsluice.route=primary`, or the
-/// parameter itself).
-fn startup_route(params: &BTreeMap<String, String>) -> Option<Force> {
-    let from_options = params.get("options").and_then(|o| {
-        parse_options(o)
-            .into_iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("pgsluice.route"))
-            .map(|(_, v)| v)
-    });
-    let value = from_options.or_else(|| params.get("pgsluice.route").cloned())?;
-    Force::parse(&value)
-}
-
-/// The client's startup parameters that differ from the server's defaults, as settings.
-fn startup_settings(params: &BTreeMap<String, String>, server: &BTreeMap<String, String>) -> Gucs {
-    let mut gucs = Gucs::default();
-    let options = params
-        .get("options")
-        .map(|o| parse_options(o))
-        .unwrap_or_default();
-    let explicit = params
-        .iter()
-        .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication"))
-        .map(|(k, v)| (k.clone(), v.clone()));
-    for (name, value) in options.into_iter().chain(explicit) {
-        if name.starts_with("pgsluice.") {
-            continue;
-        }
-        let same = server
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case(&name) && *v == value);
-        if !same {
-            gucs.set_value(&name, &value);
-        }
-    }
-    gucs
-}
-
 #[cfg(test)]
 mod tests {
     /// Every connected client, idle or not, holds its task's future: what it keeps across
-    /// an await is memory per client (issue 6 measures 10,000 idle clients). Rare paths
-    /// (login, connect, the console, cleanup) are boxed so that they do not size it.
+    /// an await is memory per client (issue 14 measures 10,000 idle clients). Rare paths
+    /// (login, connect, the console, cleanup) and the active relay are boxed so that they
+    /// do not size it; an idle client's task keeps only this future (184 bytes in the
+    /// release build of 2026-12-04) and its boxed `Driver`.
     #[tokio::test]
     #[cfg_attr(debug_assertions, ignore = "sizes are those of the release build")]
     async fn client_task_stays_small() {
@@ -565,9 +192,10 @@ mod tests {
             std::mem::size_of_val(&task),
             std::mem::size_of::<super::driver::Driver>(),
         );
-        assert!(task <= 768, "client task future is {task} bytes");
-        // The core now holds the server's protocol state inline while attached (no
-        // allocation per checkout); idle clients get their own compact form in issue 14.
-        assert!(session <= 1280, "Driver (with its core) is {session} bytes");
+        println!("client task future: {task} bytes; Driver: {session} bytes");
+        assert!(task <= 256, "client task future is {task} bytes");
+        // The held server's state, a retry and a chore are boxed in the core (absent while
+        // idle); a compact form for parked clients is still to come (BENCHMARKS.md).
+        assert!(session <= 1152, "Driver (with its core) is {session} bytes");
     }
 }

@@ -122,6 +122,13 @@ impl OutQueue {
         }
     }
 
+    /// Frees the ring of an empty queue (an idle client keeps none).
+    pub fn release_memory(&mut self) {
+        if self.len == 0 && self.held.is_none() {
+            self.chunks = VecDeque::new();
+        }
+    }
+
     /// Every queued byte (not what is held), for tests.
     #[cfg(test)]
     pub fn take_all(&mut self) -> Vec<u8> {

@@ -74,13 +74,13 @@ impl Core {
             self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
             names.push(name);
         }
-        self.phase = Phase::Chore(Chore::Replay {
+        self.phase = Phase::Chore(Box::new(Chore::Replay {
             steps: names,
             done: 0,
             failed: Vec::new(),
             from: att.state.gucs.clone(),
             target: self.state.gucs.clone(),
-        });
+        }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
         true
     }
@@ -91,7 +91,7 @@ impl Core {
         let sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
         self.unnamed_dropped();
         self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
-        self.phase = Phase::Chore(Chore::WriteLsn { report, lsn: None });
+        self.phase = Phase::Chore(Box::new(Chore::WriteLsn { report, lsn: None }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
@@ -103,7 +103,7 @@ impl Core {
         let sql = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
         self.unnamed_dropped();
         self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
-        self.phase = Phase::Chore(Chore::ReadSettings { rows: Vec::new() });
+        self.phase = Phase::Chore(Box::new(Chore::ReadSettings { rows: Vec::new() }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
@@ -119,12 +119,12 @@ impl Core {
         for sql in &statements {
             self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
         }
-        self.phase = Phase::Chore(Chore::Cleanup {
+        self.phase = Phase::Chore(Box::new(Chore::Cleanup {
             left: statements.len(),
             failed: false,
             reset,
             reason,
-        });
+        }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
@@ -141,7 +141,9 @@ impl Core {
             let body = protocol::body(&frame);
             if h.tag == be::PARAMETER_STATUS {
                 // The server now reports the client's own setting: the client may know it.
-                if matches!(self.phase, Phase::Chore(Chore::Replay { .. })) {
+                if let Phase::Chore(c) = &self.phase
+                    && matches!(**c, Chore::Replay { .. })
+                {
                     self.cout.push(frame.clone());
                 }
                 continue;
@@ -149,7 +151,7 @@ impl Core {
             let Phase::Chore(chore) = &mut self.phase else {
                 return;
             };
-            let finished = match (chore, h.tag) {
+            let finished = match (&mut **chore, h.tag) {
                 (
                     Chore::Replay {
                         failed,
@@ -199,7 +201,7 @@ impl Core {
                 let Phase::Chore(chore) = std::mem::replace(&mut self.phase, Phase::Relay) else {
                     return;
                 };
-                self.chore_done(chore, now);
+                self.chore_done(*chore, now);
                 return;
             }
         }
@@ -348,7 +350,7 @@ impl Core {
             "server failed during pgsluice's own statements: {why}"
         );
         self.release(Release::Close(CloseReason::Broken));
-        match chore {
+        match *chore {
             Chore::Cleanup { reason, .. } => self.finish(reason),
             Chore::WriteLsn { report, .. } => {
                 if let Some(r) = &mut self.route {

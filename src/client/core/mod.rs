@@ -135,8 +135,9 @@ enum Phase {
     Relay,
     /// A server was asked for ([`Action::NeedServer`]); client input waits.
     Checkout,
-    /// pgsluice's own statements run on the server; client input waits.
-    Chore(chores::Chore),
+    /// pgsluice's own statements run on the server; client input waits. (Boxed: rare,
+    /// and the phase is in every client's memory.)
+    Chore(Box<chores::Chore>),
     /// A replica is asked whether it has replayed the session's writes (`ryw.rs`);
     /// client input waits.
     Probe(ryw::Probe),
@@ -177,11 +178,13 @@ pub struct Core {
     flow: Flow,
     /// The client-visible transaction status.
     status: u8,
-    server: Option<Attached>,
+    /// Boxed: an idle client holds none, and its memory is per client.
+    server: Option<Box<Attached>>,
     phase: Phase,
     actions: std::collections::VecDeque<Action>,
     route: Option<Box<Route>>,
-    retry: Option<retry::Retry>,
+    /// Boxed: only reads on a replica have one.
+    retry: Option<Box<retry::Retry>>,
     map: Mapping,
     state: SessionState,
     observe: Observe,
@@ -320,7 +323,7 @@ impl Core {
         state.last_client = self.id;
         self.seq_attached();
         self.observe.attached(link, now);
-        self.server = Some(Attached { state });
+        self.server = Some(Box::new(Attached { state }));
         self.phase = Phase::Relay;
         let _ = node;
         if self.start_probe(now) {
@@ -375,7 +378,7 @@ impl Core {
         if self.probe_lost(why, now) {
             return;
         }
-        if self.retry.as_ref().is_some_and(retry::Retry::possible) {
+        if self.retry.as_ref().is_some_and(|r| r.possible()) {
             self.release(Release::Close(CloseReason::Broken));
             self.requeue_retry(Some(why), now);
             return;
@@ -519,6 +522,31 @@ impl Core {
     pub fn take_idle_buffer(&mut self) -> Option<BytesMut> {
         (self.cin.is_empty() && self.cin.capacity() > 0 && self.server.is_none())
             .then(|| std::mem::take(&mut self.cin))
+    }
+
+    /// Nothing to do until the client sends more: no server, nothing buffered or queued
+    /// either way, no action waiting. The driver then lets go of the session's transient
+    /// memory ([`Core::compact_idle`]) and waits for the client's next byte.
+    pub fn is_idle(&self) -> bool {
+        self.server.is_none()
+            && matches!(self.phase, Phase::Relay)
+            && !self.client_left
+            && self.actions.is_empty()
+            && self.cin.is_empty()
+            && self.cout.is_empty()
+            && !self.cout.holding()
+            && self.sout.is_empty()
+    }
+
+    /// Frees what an idle session keeps only for its next transaction: the action queue's,
+    /// the output queues' and the expected replies' rings; the read buffer is handed back
+    /// for reuse.
+    pub fn compact_idle(&mut self) -> Option<BytesMut> {
+        self.actions = std::collections::VecDeque::new();
+        self.cout.release_memory();
+        self.sout.release_memory();
+        self.map.replies.release_memory();
+        self.take_idle_buffer()
     }
 
     // ------------------------------------------------------------ shared steps

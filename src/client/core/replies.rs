@@ -135,6 +135,13 @@ impl Replies {
         self.expect.is_empty()
     }
 
+    /// Frees the ring when nothing is expected (an idle client keeps none).
+    pub fn release_memory(&mut self) {
+        if self.expect.is_empty() {
+            self.expect = VecDeque::new();
+        }
+    }
+
     pub fn clear(&mut self) {
         self.expect.clear();
         self.skipping = false;

@@ -191,14 +191,14 @@ impl Core {
         } else {
             Vec::new()
         };
-        self.retry = Some(Retry {
+        self.retry = Some(Box::new(Retry {
             unit: Bytes::copy_from_slice(unit),
             left: n - len,
             parsed,
             on_refusal: route.retries_refusals(),
             extended,
             discarding: false,
-        });
+        }));
         self.cout.hold();
     }
 

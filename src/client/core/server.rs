@@ -18,7 +18,7 @@ use crate::protocol::{self, be};
 pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
 
 /// The `len` bytes at `at` of the held server's buffer.
-fn server_frame(server: &Option<super::Attached>, at: usize, len: usize) -> &[u8] {
+fn server_frame(server: &Option<Box<super::Attached>>, at: usize, len: usize) -> &[u8] {
     server
         .as_ref()
         .and_then(|a| a.state.buf.get(at..at + len))

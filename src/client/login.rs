@@ -1,0 +1,410 @@
+//! Logging a client in: the startup parameters, the access rules, authentication, the
+//! client limits, and building its session (core and driver) with the greeting queued.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+
+use super::driver::Driver;
+use super::{ClientError, auth_query, cancel, core, negotiate, startup};
+use crate::access;
+use crate::auth::Secret;
+use crate::auth::passthrough::PassThrough;
+use crate::config::{self, AuthType, ClientCert, ClientTlsMode, PoolMode};
+use crate::net::ClientStream;
+use crate::pool::PoolKey;
+use crate::protocol::{build, startup::parse_options};
+use crate::router::route::Force;
+use crate::server::varcache::Gucs;
+use crate::shared::{Shared, Snapshot};
+
+/// What a logged-in connection runs.
+pub(super) enum Login {
+    Session(Box<Driver>),
+    /// The admin console (databases `pgsluice` and `pgbouncer`).
+    Console(crate::admin::console::Console),
+}
+
+/// Startup, authentication and the greeting. `None` when the connection was a cancel.
+pub(super) async fn login(
+    stream: &mut ClientStream,
+    first: negotiate::First,
+    shared: &Arc<Shared>,
+    snap: &Snapshot,
+    over_limit: bool,
+) -> Result<Option<Login>, ClientError> {
+    let params = match first {
+        negotiate::First::Cancel { pid, secret } => {
+            if let Some(target) = shared.cancels.lookup(pid, secret) {
+                cancel::send_cancel(target).await;
+            }
+            return Ok(None);
+        }
+        negotiate::First::Startup(p) => p,
+    };
+    if over_limit {
+        return Err(ClientError::fatal(
+            "53300",
+            "sorry, too many clients already",
+        ));
+    }
+    if shared.draining() {
+        return Err(ClientError::fatal("57P03", "pgsluice is shutting down"));
+    }
+    let user = params
+        .get("user")
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| {
+            ClientError::fatal(
+                "28000",
+                "no PostgreSQL user name specified in startup packet",
+            )
+        })?
+        .clone();
+    let database = params
+        .get("database")
+        .filter(|d| !d.is_empty())
+        .unwrap_or(&user)
+        .clone();
+    if params.contains_key("replication") {
+        return Err(ClientError::fatal(
+            "0A000",
+            "pgsluice does not support replication connections",
+        ));
+    }
+    let config = &snap.config;
+    let method = admit(stream, config, &user, &database)?;
+    let looked_up = match snap.users.get(&user) {
+        None if method != access::Method::Trust
+            && config.database(&database).is_some()
+            && !crate::admin::is_admin_db(&database) =>
+        {
+            auth_query::lookup(shared, &database, &user)
+                .await
+                .map_err(|e| {
+                    tracing::warn!("{e}");
+                    ClientError::fatal("08006", e.to_string())
+                })?
+        }
+        _ => None,
+    };
+    let auth = snap.users.get(&user).or(looked_up.as_deref());
+    let auth_type = match method {
+        access::Method::Cert => {
+            startup::check_certificate(stream, &config.tls, &user)?;
+            None
+        }
+        access::Method::Trust => Some(AuthType::Trust),
+        access::Method::Md5 => Some(AuthType::Md5),
+        access::Method::ScramSha256 => Some(AuthType::ScramSha256),
+        access::Method::Reject => None,
+    };
+    if let Some(t) = auth_type {
+        let client_key = startup::authenticate(stream, t, &user, auth).await?;
+        remember_passthrough(shared, config, &user, auth, client_key);
+    }
+    let meta = crate::registry::clients::ClientMeta {
+        addr: stream.peer_addr().ok(),
+        local_addr: stream.local_addr().ok(),
+        application_name: params.get("application_name").cloned().unwrap_or_default(),
+    };
+    if crate::admin::is_admin_db(&database) {
+        let console = crate::admin::console::login(shared, config, user, database, meta)
+            .map_err(|(code, message)| ClientError::Fatal { code, message })?;
+        return Ok(Some(Login::Console(console)));
+    }
+    let db = config.database(&database).ok_or_else(|| {
+        ClientError::fatal("3D000", format!("database \"{database}\" does not exist"))
+    })?;
+    let db = db.as_ref();
+    if shared.admin.is_disabled(&database) {
+        return Err(ClientError::fatal(
+            "55000",
+            format!("database \"{database}\" is disabled (DISABLE in the admin console)"),
+        ));
+    }
+    let ticket = shared
+        .pools
+        .clients
+        .admit(
+            &database,
+            config.max_db_client_connections(&database),
+            &user,
+            config.max_user_client_connections(&user),
+        )
+        .map_err(|e| ClientError::fatal("53300", e.to_string()))?;
+    let key = PoolKey {
+        database: database.clone(),
+        user: user.clone(),
+        node: 0,
+    };
+    let pool = shared
+        .pools
+        .get(config, key)
+        .ok_or_else(|| ClientError::fatal("28000", format!("no pool for user \"{user}\"")))?;
+    let server_params = pool
+        .server_params(config::secs(config.general.query_wait_timeout))
+        .await
+        .map_err(|e| match e {
+            crate::pool::PoolError::Server(s) => ClientError::Fatal {
+                code: s.sqlstate().to_string(),
+                message: s.to_string(),
+            },
+            other => ClientError::fatal("08006", other.to_string()),
+        })?;
+    let mut settings = startup_settings(&params, &server_params);
+    if db.replicas_of.is_some() && settings.get("default_transaction_read_only").is_none() {
+        // A read-only endpoint's sessions are read-only wherever they run (the primary,
+        // with primary_fallback, included).
+        settings.set_value("default_transaction_read_only", "on");
+    }
+    let startup_gucs = pool.intern_settings(settings);
+    let mode = config.pool_mode(db, config.user(&user));
+    let force = startup_route(&params).unwrap_or(Force::Auto);
+    let route = route_for(shared, config, &database, &user, mode, force);
+    let driver = new_session(shared, pool, mode, config, startup_gucs, route, meta);
+    let mut driver = Box::new(driver);
+    driver.hold_ticket(ticket);
+    greet(&mut driver, &server_params, &params);
+    tracing::info!(user, database, client = driver.id(), "client logged in");
+    Ok(Some(Login::Session(driver)))
+}
+
+/// The session's routing: for a database with replicas in transaction or statement mode
+/// (with `read_write_split`), and for a read-only endpoint in every mode.
+fn route_for(
+    shared: &Shared,
+    config: &config::Config,
+    database: &str,
+    user: &str,
+    mode: PoolMode,
+    force: Force,
+) -> Option<Box<core::Route>> {
+    let db = config.databases.get(database)?;
+    let nodes = shared.nodes.get(config, database)?;
+    let endpoint = db.replicas_of.is_some();
+    let split = mode != PoolMode::Session && config.routing.read_write_split;
+    if !nodes.has_replicas() || !(endpoint || split) {
+        return None;
+    }
+    let allow = shared.snapshot.load().allow.clone();
+    let mut route = core::Route::new(nodes, crate::router::Classifier::new(allow), force);
+    route.user = user.to_string();
+    if endpoint {
+        route = route.endpoint(core::Endpoint {
+            primary_fallback: db.primary_fallback,
+        });
+    }
+    Some(Box::new(route))
+}
+
+/// Builds a logged-in client's session: its core and the driver around it.
+fn new_session(
+    shared: &Arc<Shared>,
+    pool: Arc<crate::pool::Pool>,
+    mode: PoolMode,
+    config: &config::Config,
+    startup: Arc<Gucs>,
+    route: Option<Box<core::Route>>,
+    meta: crate::registry::clients::ClientMeta,
+) -> Driver {
+    let g = &config.general;
+    let cancel = shared.cancels.register();
+    let key = pool.key.clone();
+    let info = Arc::new(crate::registry::clients::ClientInfo::new(
+        cancel.pid,
+        key.user.clone(),
+        key.database.clone(),
+        Some(key.node),
+        meta,
+        Some(shared.admin.db(&key.database)),
+    ));
+    shared.admin.clients.insert(info.clone());
+    let tally = crate::metrics::Tally::new(
+        shared.metrics.pool(&key),
+        config.metrics.enabled,
+        config::secs(g.slow_query_threshold),
+        shared.metrics.started,
+    );
+    let timeouts = config
+        .database(&key.database)
+        .map(|db| config.session_timeouts(&db, config.user(&key.user)))
+        .unwrap_or_default();
+    let limits = core::Limits {
+        mode,
+        max_message: g.max_message_size,
+        idle_txn: timeouts.idle_transaction,
+        timeouts: (timeouts != config::SessionTimeouts::default()).then(|| Box::new(timeouts)),
+        listen_here: mode != PoolMode::Session && g.listen_without_pinning,
+        reset_query: g.server_reset_query.clone(),
+        rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
+    };
+    let map = core::Mapping::new(shared.statements.clone(), g.max_prepared_statements);
+    let mut core = core::Core::new(
+        cancel.pid,
+        limits,
+        core::SessionState::new(startup),
+        map,
+        route,
+        core::Observe::new(info, tally),
+    );
+    if mode != PoolMode::Session {
+        let allow = shared.snapshot.load().allow.clone();
+        core.set_opaque_check(crate::router::Classifier::new(allow));
+    }
+    if shared.failpoints.armed() {
+        core.set_failpoints(shared.failpoints.clone());
+    }
+    Driver::new(
+        core,
+        shared.clone(),
+        &key,
+        pool,
+        cancel,
+        config::secs(g.query_wait_timeout),
+    )
+}
+
+/// Queues the end of the startup phase: AuthenticationOk, parameters, our cancel key and
+/// ReadyForQuery. Client-supplied values override the server's.
+fn greet(
+    driver: &mut Driver,
+    server: &BTreeMap<String, String>,
+    client: &BTreeMap<String, String>,
+) {
+    let mut buf = BytesMut::with_capacity(512);
+    build::auth_ok(&mut buf);
+    for (name, value) in server {
+        let value = client
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or(value, |(_, v)| v);
+        build::parameter_status(&mut buf, name, value);
+    }
+    let (pid, secret) = driver.cancel_key();
+    build::backend_key_data(&mut buf, pid, secret);
+    build::ready_for_query(&mut buf, b'I');
+    driver.greet(buf.freeze());
+}
+
+/// Applies `tls.client_mode`, `tls.client_cert` and the access rules; returns how the
+/// client must authenticate.
+fn admit(
+    stream: &ClientStream,
+    config: &config::Config,
+    user: &str,
+    database: &str,
+) -> Result<access::Method, ClientError> {
+    let tls = stream.is_tls();
+    if config.tls.client_mode == ClientTlsMode::Require && !tls {
+        return Err(ClientError::fatal(
+            "28000",
+            "pgsluice requires TLS (tls.client_mode = \"require\"): connect with sslmode=require",
+        ));
+    }
+    let has_cert = stream.peer_certificate().is_some();
+    if tls && config.tls.client_cert == ClientCert::VerifyCa && !has_cert {
+        return Err(ClientError::fatal(
+            "28000",
+            "a client certificate is required (tls.client_cert = \"verify-ca\")",
+        ));
+    }
+    let ip = stream.peer_addr().ok().map(|a| a.ip());
+    let client = access::Client {
+        database,
+        user,
+        addr: ip,
+        tls,
+    };
+    let describe = || {
+        let host = ip.map_or("unknown".to_string(), |i| i.to_string());
+        let tls = if tls { "TLS" } else { "no TLS" };
+        format!("host {host}, user \"{user}\", database \"{database}\", {tls}")
+    };
+    match access::check(&config.access, &client) {
+        Ok(Some(m)) => Ok(m),
+        Ok(None) if config.tls.cert_login && has_cert => Ok(access::Method::Cert),
+        Ok(None) => Ok(match config.auth.auth_type {
+            AuthType::Trust => access::Method::Trust,
+            AuthType::Md5 => access::Method::Md5,
+            AuthType::ScramSha256 => access::Method::ScramSha256,
+        }),
+        Err(access::Refusal::Rejected { index, rule }) => Err(ClientError::fatal(
+            "28000",
+            format!(
+                "access rule access[{index}] ({rule}) rejects {}",
+                describe()
+            ),
+        )),
+        Err(access::Refusal::NoMatch) => Err(ClientError::fatal(
+            "28000",
+            format!("no access rule matches {}", describe()),
+        )),
+    }
+}
+
+/// After a successful login, records what pgsluice can log in to servers with for
+/// `user` when it has no plaintext password: the md5 hash, or the SCRAM verifier and the
+/// ClientKey the client's proof revealed.
+fn remember_passthrough(
+    shared: &Shared,
+    config: &config::Config,
+    user: &str,
+    auth: Option<&crate::shared::UserAuth>,
+    client_key: Option<[u8; 32]>,
+) {
+    if config
+        .user(user)
+        .is_some_and(|u| u.server_password.is_some())
+    {
+        return;
+    }
+    let cred = match (auth.and_then(|a| a.secret.as_ref()), client_key) {
+        (Some(Secret::Scram(v)), Some(k)) => PassThrough::Scram {
+            verifier: v.clone(),
+            client_key: k,
+        },
+        (Some(Secret::Md5(h)), _) => PassThrough::Md5(h.clone()),
+        _ => return,
+    };
+    shared.pools.credentials.set(user, cred);
+}
+
+/// `pgsluice.route` from the startup packet (`options=-c pgsluice.route=primary`, or the
+/// parameter itself).
+fn startup_route(params: &BTreeMap<String, String>) -> Option<Force> {
+    let from_options = params.get("options").and_then(|o| {
+        parse_options(o)
+            .into_iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("pgsluice.route"))
+            .map(|(_, v)| v)
+    });
+    let value = from_options.or_else(|| params.get("pgsluice.route").cloned())?;
+    Force::parse(&value)
+}
+
+/// The client's startup parameters that differ from the server's defaults, as settings.
+fn startup_settings(params: &BTreeMap<String, String>, server: &BTreeMap<String, String>) -> Gucs {
+    let mut gucs = Gucs::default();
+    let options = params
+        .get("options")
+        .map(|o| parse_options(o))
+        .unwrap_or_default();
+    let explicit = params
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication"))
+        .map(|(k, v)| (k.clone(), v.clone()));
+    for (name, value) in options.into_iter().chain(explicit) {
+        if name.starts_with("pgsluice.") {
+            continue;
+        }
+        let same = server
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case(&name) && *v == value);
+        if !same {
+            gucs.set_value(&name, &value);
+        }
+    }
+    gucs
+}
