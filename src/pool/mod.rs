@@ -9,6 +9,7 @@
 
 mod check;
 mod inspect;
+mod key;
 mod lease;
 pub mod limits;
 mod maintain;
@@ -27,18 +28,11 @@ use crate::protocol::greeting::ServerParams;
 use crate::server::varcache::Gucs;
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
 pub use inspect::IdleServer;
+pub use key::PoolKey;
 pub use lease::Lease;
 use lease::{Slot, Ticket};
 use limits::Gates;
 pub use maintain::{Pools, maintain_all, settings_for};
-
-/// Identifies a pool: one per database, user and node (0 is the primary).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PoolKey {
-    pub database: String,
-    pub user: String,
-    pub node: usize,
-}
 
 /// Sizes and timeouts of one pool; replaced whole on reload.
 #[derive(Clone, Debug, PartialEq)]

@@ -47,8 +47,13 @@ pub fn auth_ok(buf: &mut BytesMut) {
     put(buf, Authentication::Ok);
 }
 
+/// AuthenticationMD5Password, written directly (one per md5 login).
 pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
-    put(buf, Authentication::MD5Password(salt.to_vec()));
+    buf.reserve(13);
+    buf.put_u8(b'R');
+    buf.put_u32(12);
+    buf.put_u32(5);
+    buf.put_slice(&salt);
 }
 
 pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {

@@ -120,7 +120,7 @@ mod tests {
     }
 
     #[test]
-    fn parameter_status_wire_form() {
+    fn wire_forms_as_pgwire() {
         let mut buf = BytesMut::new();
         build::parameter_status(&mut buf, "a", "bc");
         assert_eq!(&buf[..], b"S\0\0\0\x0aa\0bc\0");
@@ -129,6 +129,12 @@ mod tests {
         pgwire::messages::Message::encode(&msg, &mut theirs).unwrap();
         buf.clear();
         build::parameter_status(&mut buf, "TimeZone", "UTC");
+        assert_eq!(buf, theirs);
+        buf.clear();
+        theirs.clear();
+        build::auth_md5(&mut buf, [1, 2, 3, 4]);
+        let msg = pgwire::messages::startup::Authentication::MD5Password(vec![1, 2, 3, 4]);
+        pgwire::messages::Message::encode(&msg, &mut theirs).unwrap();
         assert_eq!(buf, theirs);
     }
 }
