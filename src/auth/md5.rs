@@ -42,12 +42,12 @@ fn md5_hex(parts: &[&[u8]]) -> String {
     for part in parts {
         hasher.update(part);
     }
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex = |nibble: u8| b"0123456789abcdef".get(usize::from(nibble)).copied();
     let mut out = Vec::with_capacity(35);
     out.extend_from_slice(b"md5");
     for byte in hasher.finalize() {
-        out.push(HEX[usize::from(byte >> 4)]);
-        out.push(HEX[usize::from(byte & 0x0f)]);
+        out.extend(hex(byte >> 4));
+        out.extend(hex(byte & 0x0f));
     }
     // Only ASCII was written.
     String::from_utf8(out).unwrap_or_default()

@@ -63,8 +63,6 @@ impl ClientError {
 /// already at `max_client_conn` when it was accepted.
 pub async fn handle(stream: ClientStream, shared: Arc<Shared>, over_limit: bool) {
     let snap = shared.snapshot.load_full();
-    // Asked once (a system call): for the access rules, the client list and the log.
-    let peer = stream.peer_addr().ok();
     if let Some(tcp) = stream.tcp_socket() {
         let _ = tcp.set_nodelay(true);
         if let Some(k) = snap.config.keepalive()
@@ -77,12 +75,12 @@ pub async fn handle(stream: ClientStream, shared: Arc<Shared>, over_limit: bool)
         .map(|t| tokio::time::Instant::now() + t);
     // Boxed: the first packets' state (the TLS handshake, a refusal's report) would
     // otherwise size the task for the whole session.
-    let Some((mut stream, first)) = Box::pin(start(stream, peer, &snap, deadline)).await else {
+    let Some((mut stream, first)) = Box::pin(start(stream, &snap, deadline)).await else {
         return;
     };
     // Boxed: login's state (authentication, the first server connection) would otherwise
     // be part of the task's memory for the whole session, idle or not.
-    let login = Box::pin(login(&mut stream, peer, first, &shared, &snap, over_limit));
+    let login = Box::pin(login(&mut stream, first, &shared, &snap, over_limit));
     let result = within(deadline, login).await.unwrap_or_else(|_| {
         Err(ClientError::protocol(
             "timed out waiting for startup and authentication",
@@ -101,10 +99,10 @@ pub async fn handle(stream: ClientStream, shared: Arc<Shared>, over_limit: bool)
 /// The first packets and TLS (see `negotiate.rs`); `None` when the connection ended there.
 async fn start(
     stream: ClientStream,
-    peer: Option<std::net::SocketAddr>,
     snap: &Snapshot,
     deadline: Option<tokio::time::Instant>,
 ) -> Option<(ClientStream, negotiate::First)> {
+    let peer = stream.peer_addr().ok();
     let acceptor = snap.tls.acceptor.as_deref();
     // Boxed: the TLS handshake's state is large and rare.
     let negotiated = within(deadline, Box::pin(negotiate::negotiate(stream, acceptor))).await;
@@ -160,7 +158,6 @@ enum Login {
 /// Startup, authentication and the greeting. `None` when the connection was a cancel.
 async fn login(
     stream: &mut ClientStream,
-    peer: Option<std::net::SocketAddr>,
     first: negotiate::First,
     shared: &Arc<Shared>,
     snap: &Snapshot,
@@ -206,6 +203,9 @@ async fn login(
         ));
     }
     let config = &snap.config;
+    // Asked once here (a system call) for the access rules and the client list; kept
+    // out of `handle`, whose future every idle client holds.
+    let peer = stream.peer_addr().ok();
     let method = admit(stream, peer, config, &user, &database)?;
     let looked_up = match snap.users.get(&user) {
         None if method != access::Method::Trust

@@ -123,7 +123,7 @@ mod tests {
     fn wire_forms_as_pgwire() {
         let mut buf = BytesMut::new();
         build::parameter_status(&mut buf, "a", "bc");
-        assert_eq!(&buf[..], b"S\0\0\0\x0aa\0bc\0");
+        assert_eq!(&buf[..], b"S\0\0\0\x09a\0bc\0");
         let mut theirs = BytesMut::new();
         let msg = pgwire::messages::startup::ParameterStatus::new("TimeZone".into(), "UTC".into());
         pgwire::messages::Message::encode(&msg, &mut theirs).unwrap();
