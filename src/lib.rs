@@ -29,6 +29,7 @@
 //! - [`import`]: `pgsluice import-pgbouncer`: a pooler.toml from a pgbouncer.ini.
 //! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
 //! - [`listener`]: the accept loop, client limits, drain.
+//! - [`logfmt`]: the JSON log line, written without serde (one per login and logout).
 #![forbid(unsafe_code)]
 // No panic from input: no string slicing by byte index, no unwrap/expect outside tests.
 #![cfg_attr(
@@ -45,6 +46,7 @@ pub mod http;
 pub mod import;
 pub mod listen;
 pub mod listener;
+pub mod logfmt;
 pub mod metrics;
 pub mod net;
 pub mod pool;

@@ -160,7 +160,10 @@ fn init_logging(format: &str) {
         _ => !std::io::stderr().is_terminal(),
     };
     if json {
-        builder.json().init();
+        builder
+            .json()
+            .event_format(pgsluice::logfmt::Json::default())
+            .init();
     } else {
         builder.init();
     }

@@ -44,8 +44,7 @@ impl Snapshot {
             .iter()
             .map(|u| {
                 let secret = u.password.as_deref().and_then(|p| Secret::parse(p).ok());
-                let scram = secret.as_ref().and_then(Secret::scram_verifier);
-                (u.name.clone(), UserAuth { secret, scram })
+                (u.name.clone(), UserAuth::new(&u.name, secret))
             })
             .collect();
         let allow = Arc::new(crate::router::Allowlist::new(

@@ -21,12 +21,19 @@ pub fn client_response(stored_hash: &str, salt: [u8; 4]) -> String {
 /// Check a client's PasswordMessage string against a Plain or Md5 secret
 /// (Scram secret => false); constant-time compare.
 pub fn verify(secret: &Secret, user: &str, salt: [u8; 4], response: &str) -> bool {
-    let expected = match secret {
-        Secret::Plain(password) => client_response(&stored_hash(user, password), salt),
-        Secret::Md5(hash) => client_response(hash, salt),
-        Secret::Scram(_) => return false,
-    };
-    ct_eq(expected.as_bytes(), response.as_bytes())
+    match secret {
+        Secret::Plain(password) => verify_hash(&stored_hash(user, password), salt, response),
+        Secret::Md5(hash) => verify_hash(hash, salt, response),
+        Secret::Scram(_) => false,
+    }
+}
+
+/// [`verify`] against the stored "md5..." hash itself (see `UserAuth::md5`).
+pub fn verify_hash(stored_hash: &str, salt: [u8; 4], response: &str) -> bool {
+    ct_eq(
+        client_response(stored_hash, salt).as_bytes(),
+        response.as_bytes(),
+    )
 }
 
 /// "md5" + lowercase hex of the MD5 digest of the concatenated parts.
@@ -35,14 +42,15 @@ fn md5_hex(parts: &[&[u8]]) -> String {
     for part in parts {
         hasher.update(part);
     }
-    let mut out = String::with_capacity(35);
-    out.push_str("md5");
+    let hex = |nibble: u8| b"0123456789abcdef".get(usize::from(nibble)).copied();
+    let mut out = Vec::with_capacity(35);
+    out.extend_from_slice(b"md5");
     for byte in hasher.finalize() {
-        for nibble in [byte >> 4, byte & 0x0f] {
-            out.extend(char::from_digit(u32::from(nibble), 16));
-        }
+        out.extend(hex(byte >> 4));
+        out.extend(hex(byte & 0x0f));
     }
-    out
+    // Only ASCII was written.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -160,6 +160,21 @@ mod tests {
 pub struct UserAuth {
     pub secret: Option<Secret>,
     pub scram: Option<scram::ScramVerifier>,
+    /// The "md5..." hash of a plaintext or md5 secret (hashed once, not per login).
+    pub md5: Option<String>,
+}
+
+impl UserAuth {
+    /// `user`'s credentials from its stored secret.
+    pub fn new(user: &str, secret: Option<Secret>) -> UserAuth {
+        let scram = secret.as_ref().and_then(Secret::scram_verifier);
+        let md5 = match &secret {
+            Some(Secret::Plain(password)) => Some(md5::stored_hash(user, password)),
+            Some(Secret::Md5(hash)) => Some(hash.clone()),
+            Some(Secret::Scram(_)) | None => None,
+        };
+        UserAuth { secret, scram, md5 }
+    }
 }
 
 #[cfg(test)]

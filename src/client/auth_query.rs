@@ -79,13 +79,7 @@ pub async fn lookup(
         .flatten()
         .filter(|s| !s.is_empty())
         .and_then(|s| Secret::parse(&s).ok());
-    let auth = secret.map(|secret| {
-        let scram = secret.scram_verifier();
-        Arc::new(UserAuth {
-            secret: Some(secret),
-            scram,
-        })
-    });
+    let auth = secret.map(|secret| Arc::new(UserAuth::new(user, Some(secret))));
     shared.auth_cache.store(key, auth.clone());
     Ok(auth)
 }

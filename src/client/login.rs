@@ -14,6 +14,7 @@ use crate::auth::passthrough::PassThrough;
 use crate::config::{self, AuthType, ClientCert, ClientTlsMode, PoolMode};
 use crate::net::ClientStream;
 use crate::pool::PoolKey;
+use crate::protocol::greeting::ServerParams;
 use crate::protocol::{build, startup::parse_options};
 use crate::router::route::Force;
 use crate::server::varcache::Gucs;
@@ -74,7 +75,10 @@ pub(super) async fn login(
         ));
     }
     let config = &snap.config;
-    let method = admit(stream, config, &user, &database)?;
+    // Asked once here (a system call) for the access rules and the client list; kept
+    // out of `handle`, whose future every idle client holds.
+    let peer = stream.peer_addr().ok();
+    let method = admit(stream, peer, config, &user, &database)?;
     let looked_up = match snap.users.get(&user) {
         None if method != access::Method::Trust
             && config.database(&database).is_some()
@@ -105,7 +109,7 @@ pub(super) async fn login(
         remember_passthrough(shared, config, &user, auth, client_key);
     }
     let meta = crate::registry::clients::ClientMeta {
-        addr: stream.peer_addr().ok(),
+        addr: peer,
         local_addr: stream.local_addr().ok(),
         application_name: params.get("application_name").cloned().unwrap_or_default(),
     };
@@ -153,11 +157,16 @@ pub(super) async fn login(
             },
             other => ClientError::fatal("08006", other.to_string()),
         })?;
-    let mut settings = startup_settings(&params, &server_params);
-    if db.replicas_of.is_some() && settings.get("default_transaction_read_only").is_none() {
+    let mut settings = startup_settings(&params, &server_params.map);
+    let read_only = "default_transaction_read_only";
+    if db.replicas_of.is_some()
+        && !settings
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case(read_only))
+    {
         // A read-only endpoint's sessions are read-only wherever they run (the primary,
         // with primary_fallback, included).
-        settings.set_value("default_transaction_read_only", "on");
+        settings.push((read_only.to_string(), "on".to_string()));
     }
     let startup_gucs = pool.intern_settings(settings);
     let mode = config.pool_mode(db, config.user(&user));
@@ -268,20 +277,10 @@ fn new_session(
 
 /// Queues the end of the startup phase: AuthenticationOk, parameters, our cancel key and
 /// ReadyForQuery. Client-supplied values override the server's.
-fn greet(
-    driver: &mut Driver,
-    server: &BTreeMap<String, String>,
-    client: &BTreeMap<String, String>,
-) {
+fn greet(driver: &mut Driver, server: &ServerParams, client: &BTreeMap<String, String>) {
     let mut buf = BytesMut::with_capacity(512);
     build::auth_ok(&mut buf);
-    for (name, value) in server {
-        let value = client
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map_or(value, |(_, v)| v);
-        build::parameter_status(&mut buf, name, value);
-    }
+    server.write(&mut buf, client);
     let (pid, secret) = driver.cancel_key();
     build::backend_key_data(&mut buf, pid, secret);
     build::ready_for_query(&mut buf, b'I');
@@ -292,6 +291,7 @@ fn greet(
 /// client must authenticate.
 fn admit(
     stream: &ClientStream,
+    peer: Option<std::net::SocketAddr>,
     config: &config::Config,
     user: &str,
     database: &str,
@@ -310,7 +310,7 @@ fn admit(
             "a client certificate is required (tls.client_cert = \"verify-ca\")",
         ));
     }
-    let ip = stream.peer_addr().ok().map(|a| a.ip());
+    let ip = peer.map(|a| a.ip());
     let client = access::Client {
         database,
         user,
@@ -384,9 +384,13 @@ fn startup_route(params: &BTreeMap<String, String>) -> Option<Force> {
     Force::parse(&value)
 }
 
-/// The client's startup parameters that differ from the server's defaults, as settings.
-fn startup_settings(params: &BTreeMap<String, String>, server: &BTreeMap<String, String>) -> Gucs {
-    let mut gucs = Gucs::default();
+/// The client's startup parameters that differ from the server's defaults, as
+/// `(name, value)` in the order they apply (see `Pool::intern_settings`).
+fn startup_settings(
+    params: &BTreeMap<String, String>,
+    server: &BTreeMap<String, String>,
+) -> Vec<(String, String)> {
+    let mut settings = Vec::new();
     let options = params
         .get("options")
         .map(|o| parse_options(o))
@@ -403,8 +407,8 @@ fn startup_settings(params: &BTreeMap<String, String>, server: &BTreeMap<String,
             .iter()
             .any(|(k, v)| k.eq_ignore_ascii_case(&name) && *v == value);
         if !same {
-            gucs.set_value(&name, &value);
+            settings.push((name, value));
         }
     }
-    gucs
+    settings
 }

@@ -70,8 +70,9 @@ pub async fn authenticate(
             send(stream, &mut out).await?;
             let msg = read_message(stream, &mut inbuf).await?;
             let response = password_text(&msg)?;
-            let secret = secret.ok_or_else(|| auth_failed(user))?;
-            if !md5::verify(secret, user, salt, response) {
+            let hash = auth.and_then(|a| a.md5.as_deref());
+            let hash = hash.ok_or_else(|| auth_failed(user))?;
+            if !md5::verify_hash(hash, salt, response) {
                 return Err(auth_failed(user));
             }
         }

@@ -9,12 +9,14 @@
 
 mod check;
 mod inspect;
+mod key;
 mod lease;
 pub mod limits;
 mod maintain;
+mod startup;
 mod wait;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,22 +25,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use crate::protocol::greeting::ServerParams;
 use crate::server::varcache::Gucs;
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
 pub use inspect::IdleServer;
+pub use key::PoolKey;
 pub use lease::Lease;
 use lease::{Slot, Ticket};
 use limits::Gates;
 pub use maintain::{Pools, maintain_all, settings_for};
 use wait::{Grant, Waiter};
-
-/// Identifies a pool: one per database, user and node (0 is the primary).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PoolKey {
-    pub database: String,
-    pub user: String,
-    pub node: usize,
-}
 
 /// Sizes and timeouts of one pool; replaced whole on reload.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,11 +70,14 @@ struct Inner {
     /// Connections that exist or are being opened, idle or not.
     total: usize,
     waiters: VecDeque<Waiter>,
-    /// Parameters reported by the first connection, for clients' startup.
-    params: Option<Arc<BTreeMap<String, String>>>,
+    /// Parameters reported by the first connection, for clients' startup (with their
+    /// ParameterStatus messages, encoded once).
+    params: Option<Arc<ServerParams>>,
     /// Recently seen startup settings, shared so that clients with the same settings
-    /// hold the same `Arc` and a checkout compares pointers, not maps.
-    interned: VecDeque<Arc<Gucs>>,
+    /// hold the same `Arc` and a checkout compares pointers, not maps; each with the
+    /// startup values it was made of, so that a login with the same values finds it
+    /// without building the settings.
+    interned: VecDeque<(Vec<(String, String)>, Arc<Gucs>)>,
     removed: bool,
 }
 
@@ -167,35 +166,6 @@ impl Pool {
             reserve: g.settings.reserve,
             reserve_used: g.total.saturating_sub(g.settings.size),
         }
-    }
-
-    /// The shared copy of a client's startup settings (see `Inner::interned`).
-    pub fn intern_settings(&self, gucs: Gucs) -> Arc<Gucs> {
-        const KEEP: usize = 16;
-        let mut g = self.lock();
-        if let Some(found) = g.interned.iter().find(|a| ***a == gucs) {
-            return found.clone();
-        }
-        let arc = Arc::new(gucs);
-        if g.interned.len() == KEEP {
-            g.interned.pop_front();
-        }
-        g.interned.push_back(arc.clone());
-        arc
-    }
-
-    /// Server parameters reported by this pool's connections, connecting one if needed.
-    pub async fn server_params(
-        self: &Arc<Self>,
-        wait: Option<Duration>,
-    ) -> Result<Arc<BTreeMap<String, String>>, PoolError> {
-        if let Some(p) = self.lock().params.clone() {
-            return Ok(p);
-        }
-        let lease = self.checkout(wait).await?;
-        let params = lease.params.clone();
-        lease.checkin();
-        Ok(params)
     }
 
     /// Takes a server connection, waiting up to `wait` (forever when `None`) in FIFO order.
@@ -326,7 +296,7 @@ impl Pool {
                 slot.fill();
                 let mut g = self.lock();
                 if g.params.is_none() {
-                    g.params = Some(conn.params.clone());
+                    g.params = Some(Arc::new(ServerParams::new(conn.params.clone())));
                 }
                 Ok(conn)
             }

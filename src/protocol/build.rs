@@ -9,7 +9,7 @@ use pgwire::messages::data::{DataRow, FieldDescription, RowDescription};
 use pgwire::messages::response::{
     CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
 };
-use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus};
+use pgwire::messages::startup::{Authentication, BackendKeyData};
 
 /// Encodes a pgwire message; encoding into a `BytesMut` cannot fail for these types.
 fn put<M: Message>(buf: &mut BytesMut, msg: M) {
@@ -47,8 +47,13 @@ pub fn auth_ok(buf: &mut BytesMut) {
     put(buf, Authentication::Ok);
 }
 
+/// AuthenticationMD5Password, written directly (one per md5 login).
 pub fn auth_md5(buf: &mut BytesMut, salt: [u8; 4]) {
-    put(buf, Authentication::MD5Password(salt.to_vec()));
+    buf.reserve(13);
+    buf.put_u8(b'R');
+    buf.put_u32(12);
+    buf.put_u32(5);
+    buf.put_slice(&salt);
 }
 
 pub fn auth_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
@@ -66,11 +71,19 @@ pub fn auth_sasl_final(buf: &mut BytesMut, data: &[u8]) {
     put(buf, Authentication::SASLFinal(data.to_vec().into()));
 }
 
+/// ParameterStatus, written directly (pgwire's encoder copies both strings first; every
+/// login writes a dozen of these).
 pub fn parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
-    put(
-        buf,
-        ParameterStatus::new(name.to_string(), value.to_string()),
-    );
+    let len = 4 + name.len() + 1 + value.len() + 1;
+    buf.reserve(1 + len);
+    buf.put_u8(b'S');
+    // Names and values come from a server's report or a startup packet (at most 10,000
+    // bytes): far below 4 GiB.
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    buf.put_slice(name.as_bytes());
+    buf.put_u8(0);
+    buf.put_slice(value.as_bytes());
+    buf.put_u8(0);
 }
 
 pub fn backend_key_data(buf: &mut BytesMut, pid: u32, secret: u32) {

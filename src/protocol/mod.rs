@@ -3,6 +3,7 @@
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 pub mod build;
+pub mod greeting;
 pub mod startup;
 
 /// Bytes in a regular message header: a tag byte and a 4-byte length.
