@@ -77,14 +77,19 @@ impl Mapping {
         if let Some(e) = sql::sql_execute(text) {
             return self.sql_execute(text, e, server, sout);
         }
-        if let Some(name) = deallocate_target(text)
-            && self.names.sql.contains_key(&name)
-        {
-            if in_flight {
+        if let Some(name) = deallocate_target(text) {
+            if self.names.sql.contains_key(&name) {
+                if in_flight {
+                    return SqlStep::Hold;
+                }
+                self.names.sql.remove(&name);
+                return SqlStep::Answer(Ok("DEALLOCATE"));
+            }
+            // A protocol-level statement's (`Mapping::deallocate`), once its record is
+            // settled.
+            if self.unsettled(&name) {
                 return SqlStep::Hold;
             }
-            self.names.sql.remove(&name);
-            return SqlStep::Answer(Ok("DEALLOCATE"));
         }
         SqlStep::NotOurs
     }
