@@ -136,9 +136,12 @@ impl Core {
                         | fe::COPY_DONE
                         | fe::COPY_FAIL
                 );
-            // A unit waits while a DISCARD ALL or DEALLOCATE ALL ahead of it is unanswered:
+            // What follows a DISCARD ALL or DEALLOCATE ALL waits while it is unanswered:
             // only the server's answer says whether it ran (see `Mapping::dropped`).
-            if unit_start && self.map.drop_in_flight && self.flow.outstanding > 0 {
+            if self.map.drop_in_flight
+                && self.flow.outstanding > 0
+                && !matches!(h.tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL)
+            {
                 break Stop::ForServer;
             }
             if unit_start && let Some(stop) = self.watch_unit(fwd) {
@@ -157,9 +160,12 @@ impl Core {
             // 4. A statement the mapping rewrites waits while the answers to earlier units
             // may still take back what is recorded for it (see `Replies::unsettled`).
             if may_rewrite
-                && self
-                    .map
-                    .must_wait(h.tag, self.cin.get(fwd..fwd + h.frame_len))
+                && let Some(att) = &self.server
+                && self.map.must_wait(
+                    h.tag,
+                    self.cin.get(fwd..fwd + h.frame_len),
+                    &att.state.statements,
+                )
             {
                 break Stop::ForServer;
             }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::Limits;
-use super::fuzz_harness::{Attach, Routing, Session, Setup, route};
+use super::fuzz_harness::{Attach, Event, Routing, Session, Setup, route};
 use super::fuzz_tests::{Ext, Step, encode};
 use super::tests::{bind, complete, error, msg, parse, query, ready, rig, sync, tags};
 use super::{Action, AttachError, Release};
@@ -532,4 +532,80 @@ fn a_skipped_batch_is_undone_last_first() {
     assert_eq!(how, Release::Clean);
     assert!(!state.statements.contains(1) && !state.statements.contains(2));
     assert!(r.core.map.names.stmts.is_empty());
+}
+
+/// Found by `fuzz_session_routed` once its statement-record check failed the target
+/// (minimal input below: one statement per server, the model failing statements at
+/// random). `PREPARE p1` is sent as `PREPARE sluice_1`, and the batch pipelined behind it
+/// makes room for s1's statement by closing sluice_1; the PREPARE fails, and its
+/// settling forgets sluice_1 out of turn, so when the batch's Bind fails and the skipped
+/// Close is undone the record gains a statement the server never had. Fixed: a
+/// statement that changes the record waits while a SQL `PREPARE` or an earlier unit's
+/// answers may still change it (`Mapping::any_unsettled`).
+#[test]
+fn a_batch_behind_a_failing_sql_prepare_waits_for_it() {
+    let setup = Setup {
+        limits: Limits {
+            mode: PoolMode::Transaction,
+            max_message: 65536,
+            idle_txn: Some(Duration::from_secs(10)),
+            reset_query: String::new(),
+            rewrite: true,
+            timeouts: None,
+            listen_here: false,
+        },
+        startup: Vec::new(),
+        max_prepared: 1,
+        routing: Some(Routing {
+            ryw: false,
+            report_lsn: false,
+            retry: false,
+            never_primary: false,
+        }),
+        error_rate: 64,
+        seed: 4465907792656659898,
+    };
+    let steps = [
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Batch(vec![Ext::Bind("", ""), Ext::Parse("s1", "SELECT 1".into())]),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(1));
+    s.event(Event::Client(1));
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
+
+/// Found by `fuzz_session_garbage` once its statement-record check failed the target
+/// (minimal input: one statement per server; a malformed Close that leaves a batch
+/// open, then `DEALLOCATE ALL` as a Query, then `Parse s1 "SELECT 1"`, `Sync`). Only
+/// the start of a unit waited for the DEALLOCATE ALL's answer, and inside the open
+/// batch the Parse was no unit's start: it went out first, and the DEALLOCATE ALL's
+/// CommandComplete then wiped it from the record. Fixed: every client message after it
+/// waits (but COPY data, which its answer may need).
+#[test]
+fn a_parse_after_deallocate_all_in_an_open_batch_waits() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    let mut input = msg(b'C', b"\0");
+    input.extend(query("DEALLOCATE ALL"));
+    input.extend(parse("s1", "SELECT 1"));
+    input.extend(sync());
+    r.client(&input);
+    r.expect_checkout();
+    let sent = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert!(!sent.contains("sluice_1"), "the Parse waits: {sent:?}");
+    let mut answer = msg(b'3', b"");
+    answer.extend(complete("DEALLOCATE ALL"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    let sent = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert!(sent.contains("sluice_1\0SELECT 1"), "{sent:?}");
+    let mut answer = msg(b'1', b"");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    let (state, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert!(state.statements.contains(1));
 }

@@ -346,36 +346,50 @@ impl Mapping {
 
     /// Whether a whole Parse, Bind, Describe or Close (`frame`, when there is one) must
     /// wait before it is rewritten: the answers to earlier units may still take back what
-    /// is recorded for its statement, and deciding on that record now (preparing it, or
-    /// refusing a Parse of a name that turns out to be free) would go wrong.
-    pub fn must_wait(&self, tag: u8, frame: Option<&[u8]>) -> bool {
-        if self.replies.is_empty() {
+    /// the record says, and deciding on it now (preparing a statement, making room for
+    /// one, refusing a Parse of a name that turns out to be free) would go wrong.
+    pub fn must_wait(&self, tag: u8, frame: Option<&[u8]>, server: &ServerStatements) -> bool {
+        if self.replies.is_empty() && self.names.sql_pending.is_empty() {
             return false;
         }
         let body = frame.map(protocol::body).unwrap_or_default();
         match tag {
             // Its text's statement is not looked up yet: any doubt counts.
-            fe::PARSE => protocol::cstr(body)
-                .is_some_and(|(n, _)| !n.is_empty() && self.replies.unsettled(n, None)),
+            fe::PARSE => {
+                protocol::cstr(body).is_some_and(|(n, _)| !n.is_empty() && self.any_unsettled())
+            }
             fe::BIND => protocol::cstr(body)
                 .and_then(|(_, rest)| protocol::cstr(rest))
-                .is_some_and(|(n, _)| self.unsettled(n)),
+                .is_some_and(|(n, _)| self.unsettled(n, server)),
             _ => body
                 .split_first()
                 .filter(|(kind, _)| **kind == b'S')
                 .and_then(|(_, rest)| protocol::cstr(rest))
-                .is_some_and(|(n, _)| self.unsettled(n)),
+                .is_some_and(|(n, _)| self.unsettled(n, server)),
         }
     }
 
-    /// Whether the answers to earlier units may still take back what is recorded for the
-    /// client's statement `name` (false for a name it has not prepared: that is passed on
-    /// as it is).
-    pub fn unsettled(&self, name: &str) -> bool {
-        match self.names.stmts.get(name) {
-            Some(stmt) if !self.replies.is_empty() => self.replies.unsettled(name, Some(stmt.id)),
-            _ => false,
-        }
+    /// Whether the client's statement `name` must wait for the answers to earlier units:
+    /// they may take back what is recorded for it, or it must be prepared on `server`
+    /// while they may take back anything (false for a name the client has not prepared:
+    /// that is passed on as it is).
+    pub fn unsettled(&self, name: &str, server: &ServerStatements) -> bool {
+        let Some(stmt) = self.names.stmts.get(name) else {
+            return false;
+        };
+        self.replies.unsettled(name, Some(stmt.id))
+            || self
+                .names
+                .sql_pending
+                .iter()
+                .any(|(s, _, _)| s.id == stmt.id)
+            || (!server.contains(stmt.id) && self.any_unsettled())
+    }
+
+    /// Whether the answers to earlier units may still take back anything recorded: a
+    /// skipped Parse or Close, or a failed SQL `PREPARE`.
+    pub fn any_unsettled(&self) -> bool {
+        !self.names.sql_pending.is_empty() || self.replies.unsettled("", None)
     }
 
     /// Without a server: a named Parse of a statement some server already accepted,
