@@ -3,7 +3,7 @@
 # for longer than `cargo test` does: MINUTES in all, shared among the targets by weight
 # (the session core, and the cheapest parsers that give most of the volume, get four
 # shares each; the others one), one target at a time, at the lowest CPU priority.
-# Prints how many inputs each target ran, and the session targets' known-fault counts.
+# Prints how many inputs each target ran.
 #
 #   integration/fuzz.sh MINUTES [FILTER]      e.g. integration/fuzz.sh 30 session
 #
@@ -56,8 +56,6 @@ for t in "${targets[@]}"; do
         took=$(echo "$line" | awk '{print $6}')
         rate=$(awk -v n="$inputs" -v s="$took" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }')
         printf '%-52s %12s %8s %10s\n' "$t" "$inputs" "$took" "$rate"
-        known=$(grep -a -o 'known faults so far in this process: .*' "$log" | tail -1 || true)
-        [ -z "$known" ] || printf '    %s\n' "$known"
         total=$((total + inputs))
     else
         printf '%-52s %12s\n' "$t" FAILED

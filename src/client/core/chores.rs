@@ -244,6 +244,7 @@ impl Core {
                     if reset && let Some(att) = &mut self.server {
                         att.state.gucs = Arc::default();
                         att.state.statements.clear();
+                        self.map.unsure = false;
                     }
                     self.release(Release::Clean);
                 } else {
@@ -351,7 +352,7 @@ impl Core {
         );
         self.release(Release::Close(CloseReason::Broken));
         match *chore {
-            Chore::Cleanup { reason, .. } => self.finish(reason),
+            Chore::Cleanup { reason, .. } => return self.finish(reason),
             Chore::WriteLsn { report, .. } => {
                 if let Some(r) = &mut self.route {
                     r.wrote_up_to(None);
@@ -361,17 +362,18 @@ impl Core {
                     build::ready_for_query(&mut buf, b'I');
                     self.cout.push(buf.freeze());
                 }
-                self.step(now);
             }
-            Chore::ReadSettings { .. } => self.step(now),
+            Chore::ReadSettings { .. } => {}
             Chore::Replay { .. } => {
+                // The unit the replay was for fails; the ones pipelined behind it go on.
                 let msg = "the server did not answer while session settings were restored";
                 if !self.refuse_unit("08006", msg) {
                     self.fatal("08006", msg);
-                    self.finish(msg.to_string());
+                    return self.finish(msg.to_string());
                 }
             }
         }
+        self.step(now);
     }
 }
 

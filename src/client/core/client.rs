@@ -68,7 +68,8 @@ impl Core {
                 && matches!(h.tag, fe::PARSE | fe::BIND | fe::DESCRIBE | fe::CLOSE);
             let whole = may_rewrite || matches!(h.tag, fe::QUERY | fe::PARSE);
             if whole && have < h.frame_len {
-                self.flow.c_need = fwd + h.frame_len;
+                // The `fwd` bytes before it leave the buffer below: it is then at the head.
+                self.flow.c_need = h.frame_len;
                 break Stop::Drained;
             }
             // 1. pgsluice's own settings.
@@ -118,10 +119,11 @@ impl Core {
                     self.finish("client terminated".into());
                     break Stop::Yield;
                 }
-                break match self.ask_for_server(fwd, now) {
-                    true => Stop::Yield,
-                    false => Stop::ForClient,
-                };
+                match self.ask_for_server(fwd, now) {
+                    Some(stop) => break stop,
+                    // No node can serve it: the unit was answered with an error.
+                    None => continue,
+                }
             }
             // 2. At the start of a unit on a server: the route watches it.
             let unit_start = !self.flow.batch_open
@@ -134,6 +136,14 @@ impl Core {
                         | fe::COPY_DONE
                         | fe::COPY_FAIL
                 );
+            // What follows a DISCARD ALL or DEALLOCATE ALL waits while it is unanswered:
+            // only the server's answer says whether it ran (see `Mapping::dropped`).
+            if self.map.drop_in_flight
+                && self.flow.outstanding > 0
+                && !matches!(h.tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL)
+            {
+                break Stop::ForServer;
+            }
             if unit_start && let Some(stop) = self.watch_unit(fwd) {
                 break stop;
             }
@@ -146,6 +156,18 @@ impl Core {
                 if self.sync_settings(now) {
                     break Stop::Yield;
                 }
+            }
+            // 4. A statement the mapping rewrites waits while the answers to earlier units
+            // may still take back what is recorded for it (see `Replies::unsettled`).
+            if may_rewrite
+                && let Some(att) = &self.server
+                && self.map.must_wait(
+                    h.tag,
+                    self.cin.get(fwd..fwd + h.frame_len),
+                    &att.state.statements,
+                )
+            {
+                break Stop::ForServer;
             }
             // 4. SQL-level prepared statements.
             if self.limits.rewrite
@@ -177,7 +199,8 @@ impl Core {
             match h.tag {
                 fe::TERMINATE => {
                     self.flush_client_bytes(&mut fwd);
-                    let _ = self.cin.split_to(h.frame_len);
+                    // Nothing after a Terminate is read (its body need not even be whole).
+                    self.cin.clear();
                     self.client_left = true;
                     self.end_session("client terminated".into(), now);
                     break Stop::Yield;
@@ -233,9 +256,9 @@ impl Core {
         let pin_named = self.limits.mode == PoolMode::Transaction && !self.limits.rewrite;
         if matches!(tag, fe::QUERY | fe::PARSE)
             && inspect_text(&mut self.state, pin_named, tag, frame)
+            && self.limits.rewrite
         {
-            let server = self.server.as_mut().map(|s| &mut s.state.statements);
-            self.map.forget_all(server);
+            self.map.drop_sent(tag);
         }
         if let Some(check) = &self.opaque_check
             && matches!(tag, fe::QUERY | fe::PARSE)
@@ -384,9 +407,10 @@ impl Core {
         *fwd = 0;
     }
 
-    /// Chooses the node for the unit at the head and asks for a server there. False while
-    /// the unit's end has not arrived.
-    fn ask_for_server(&mut self, fwd: usize, now: Instant) -> bool {
+    /// Chooses the node for the unit at the head and asks for a server there
+    /// (`Stop::Yield`). `Stop::ForClient` while the unit's end has not arrived; `None` when
+    /// no node can serve it and it was answered with an error, so the scan goes on.
+    fn ask_for_server(&mut self, fwd: usize, now: Instant) -> Option<Stop> {
         debug_assert_eq!(fwd, 0);
         let node = match &mut self.route {
             None => 0,
@@ -398,16 +422,17 @@ impl Core {
                     &self.state.gucs,
                 );
                 if unit == Unit::Incomplete {
-                    return false;
+                    return Some(Stop::ForClient);
                 }
                 match r.choose(unit, None) {
                     Ok(n) => n,
                     Err((code, msg)) => {
-                        if !self.refuse_unit(&code, &msg) {
-                            self.fatal(&code, &msg);
-                            self.finish(msg);
+                        if self.refuse_unit(&code, &msg) {
+                            return None;
                         }
-                        return true;
+                        self.fatal(&code, &msg);
+                        self.finish(msg);
+                        return Some(Stop::Yield);
                     }
                 }
             }
@@ -415,7 +440,7 @@ impl Core {
         self.observe.waiting(node, now);
         self.actions.push_back(Action::NeedServer { node });
         self.phase = Phase::Checkout;
-        true
+        Some(Stop::Yield)
     }
 
     /// At the start of a unit on a held server: a write arriving while the client reads
@@ -511,8 +536,8 @@ impl Core {
                     && !self.state.is_pinned()
                     && self.limits.mode != PoolMode::Session;
                 if idle {
+                    // What follows it asks for a server again.
                     self.release(Release::Clean);
-                    return Some(Stop::Yield);
                 }
                 Some(Stop::Drained)
             }

@@ -4,7 +4,6 @@
 //! and checks the core's invariants after every step.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::fuzz_model::Model;
@@ -13,36 +12,6 @@ use super::{Action, AttachError, Limits, Phase, Release};
 use crate::config::{PrimaryReads, ReadYourWrites};
 use crate::prepare::Registry;
 use crate::server::{CloseReason, ServerState};
-
-/// Whether a stall fails the target. A stall: nothing moves any more, yet the core,
-/// stepped once more, goes on with client input it already holds (the driver steps it
-/// only when bytes arrive, so a client waiting for its answers would wait for ever).
-/// Four known causes, each an ignored test in `fuzz_regressions` (a replay timing out, a
-/// unit refused when no node can serve it, a SQL-level statement answered by pgsluice
-/// with the server then released, and a stale `c_need` after a cut Query), make it
-/// fail within a few hundred inputs; until they are fixed the stalls are counted
-/// ([`STALLS`], printed by the targets) and the conversation goes on from there.
-const FAIL_ON_STALL: bool = false;
-
-/// Sessions left hanging with the server skipping to a Sync pgsluice never sends (a
-/// known fault: `fuzz_regressions::a_failed_reprepare_before_a_query_does_not_hang`), counted
-/// unless stalls fail.
-pub static HANGS: AtomicU64 = AtomicU64::new(0);
-
-/// Stalls the harness stepped the core out of (see [`FAIL_ON_STALL`]).
-pub static STALLS: AtomicU64 = AtomicU64::new(0);
-
-/// Whether a disagreement between pgsluice's record of a released server's statements
-/// and what the model server holds fails the target. Two known causes (the ignored
-/// `fuzz_regressions::a_parsed_but_unexecuted_discard_all_keeps_the_statement_record`
-/// and `a_parse_pipelined_behind_a_failed_batch_stays_recorded`) make it fail within a
-/// few hundred inputs; until they are fixed the disagreements are counted
-/// ([`RECORD_DISAGREEMENTS`], printed by the targets) instead.
-const FAIL_ON_STATEMENT_RECORD: bool = false;
-
-/// Released servers whose statement record disagreed with the server (see
-/// [`FAIL_ON_STATEMENT_RECORD`]).
-pub static RECORD_DISAGREEMENTS: AtomicU64 = AtomicU64::new(0);
 
 /// How a session is set up.
 #[derive(Debug, Clone)]
@@ -117,8 +86,6 @@ pub struct Session {
     pub violation: Option<String>,
     /// Print every action and byte moved (`PGSLUICE_FUZZ_TRACE` set), to study a failure.
     trace: bool,
-    /// A stall fails the session (set by regression tests; [`FAIL_ON_STALL`] otherwise).
-    pub fail_on_stall: bool,
 }
 
 impl Session {
@@ -148,7 +115,6 @@ impl Session {
             closed: false,
             gone: false,
             violation: None,
-            fail_on_stall: FAIL_ON_STALL,
             trace: std::env::var_os("PGSLUICE_FUZZ_TRACE").is_some(),
         }
     }
@@ -231,13 +197,10 @@ impl Session {
             self.deliver_server(usize::MAX);
             self.event(Event::Client(usize::MAX));
             if before == (self.fed_client, self.fed_server, self.received.len()) {
-                if !self.kick() {
-                    return;
-                }
-                if self.fail_on_stall {
+                if self.kick() {
                     return self.fail("stalled: client input left unread".into());
                 }
-                STALLS.fetch_add(1, Ordering::Relaxed);
+                return;
             }
         }
         self.fail("the conversation never settles".into());
@@ -388,10 +351,6 @@ impl Session {
             let most = held.iter().copied().max().unwrap_or(0).max(64);
             for id in 1..=most {
                 if state.statements.contains(id) != held.contains(&id) {
-                    if !FAIL_ON_STATEMENT_RECORD {
-                        RECORD_DISAGREEMENTS.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
                     return self.fail(format!(
                         "pgsluice's record of server {} disagrees on statement {id}: \
                          it records {}, the server holds {held:?}",
@@ -406,9 +365,10 @@ impl Session {
         }
     }
 
-    /// Steps a core that sits still with client input it could look at (correcting a
-    /// need for more bytes than the whole frame at the head of its buffer has, as a fix
-    /// of the stale `c_need` would). True when that made it act: it had stalled.
+    /// Whether a core that sits still has client input it could look at: stepped once
+    /// more (with its need for bytes put right where it asks for more than the whole
+    /// frame at the head of its buffer has), it acts. The driver steps it only when bytes
+    /// arrive, so a client waiting for its answers would wait for ever: a stall.
     fn kick(&mut self) -> bool {
         let core = &mut self.rig.core;
         if core.cin.is_empty() || core.flow.held || core.flow.c_pass > 0 {
@@ -484,20 +444,14 @@ impl Session {
             }
             return;
         }
-        // A known hang (fuzz_regressions::a_failed_reprepare_before_a_query_does_not_hang):
-        // pgsluice's own Parse before a Query failed, and the server, skipping to a Sync,
-        // discarded the Query (or still waits for that Sync).
-        let skipping = self
-            .live
-            .as_ref()
-            .is_some_and(|m| m.skipping || m.swallowed);
-        if ready < asked && skipping && !self.fail_on_stall {
-            HANGS.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
         if ready != asked {
+            let (skipping, swallowed) = self
+                .live
+                .as_ref()
+                .map_or((false, false), |m| (m.skipping, m.swallowed));
             let state = format!(
-                "phase {:?}, flow {:?}, server held {}",
+                "phase {:?}, flow {:?}, server held {} (skipping to Sync {skipping}, a Query \
+                 discarded while skipping {swallowed})",
                 self.rig.core.phase,
                 self.rig.core.flow,
                 self.rig.core.has_server()

@@ -583,8 +583,13 @@ impl Core {
             .timers
             .as_mut()
             .is_some_and(|t| std::mem::take(&mut t.cancel_sent));
+        // The record of its statements is the next client's to trust: one that may be
+        // wrong is not handed on.
+        let unsure = std::mem::take(&mut self.map.unsure);
+        self.map.drop_in_flight = false;
         let how = match how {
             Release::Clean if cancelled => Release::Close(CloseReason::QueryTimeout),
+            Release::Clean if unsure => Release::Close(CloseReason::ResetFailed),
             other => other,
         };
         if how != Release::Clean {
@@ -628,12 +633,15 @@ impl Core {
             self.release(Release::CloseAndCancel(CloseReason::ClientGoneMidQuery));
             return self.finish(reason);
         }
-        let reset = self.limits.mode == PoolMode::Session || self.state.is_pinned();
+        // Whether the reset query runs (and the server's settings and statements are
+        // then its defaults).
+        let reset = (self.limits.mode == PoolMode::Session || self.state.is_pinned())
+            && !self.limits.reset_query.is_empty();
         let mut cleanup = Vec::new();
         if att.state.status != b'I' {
             cleanup.push("ROLLBACK".to_string());
         }
-        if reset && !self.limits.reset_query.is_empty() {
+        if reset {
             cleanup.push(self.limits.reset_query.clone());
         }
         if cleanup.is_empty() {

@@ -228,6 +228,29 @@ impl Replies {
         })
     }
 
+    /// Whether an answer still due for an earlier unit (one whose Sync or Query was sent)
+    /// may take back what is recorded for the client's statement `name` or the statement
+    /// `id`: an error there makes the server skip that unit's Parse or Close, and
+    /// [`Replies::skip_to_sync`] undoes it in the record. (Within one unit there is no
+    /// such doubt: an error skips the rest of it too.) `id` `None`: any statement.
+    pub fn unsettled(&self, name: &str, id: Option<u64>) -> bool {
+        let Some(last_unit) = self.expect.iter().rposition(|e| e.done == Done::Ready) else {
+            return false;
+        };
+        let same = |i: u64| id.is_none_or(|id| id == i);
+        let about = |n: &str, i: u64| n == name || same(i);
+        self.expect.iter().take(last_unit).any(|e| match &e.act {
+            Act::ForwardParse { stmt, name } => about(name, stmt.id),
+            Act::Synth(_, Undo::Forget(name, i)) => about(name, *i),
+            Act::Synth(_, Undo::Restore(name, stmt)) => about(name, stmt.id),
+            Act::Hidden { stmt } => same(stmt.id),
+            Act::Evict { id: i } => same(*i),
+            Act::Forward | Act::Translated(_) | Act::HiddenUnnamed | Act::HiddenQuery { .. } => {
+                false
+            }
+        })
+    }
+
     /// Sends every synthesised answer now at the head of the queue.
     pub fn emit_synths(&mut self, cout: &mut OutQueue) {
         while let Some(Expect {
@@ -294,7 +317,11 @@ impl Replies {
         let Some(entry) = self.expect.pop_front() else {
             return Verdict::Pass;
         };
-        let verdict = match entry.act {
+        if error {
+            // The messages after it are undone first: it came before them.
+            self.skip_to_sync(names, server);
+        }
+        match entry.act {
             Act::Hidden { stmt } if error => {
                 server.remove(stmt.id);
                 Verdict::Forward
@@ -319,23 +346,20 @@ impl Replies {
             }
             Act::Evict { .. } | Act::HiddenQuery { .. } => Verdict::Swallow,
             Act::Forward | Act::Synth(..) | Act::Translated(_) => Verdict::Forward,
-        };
-        if error {
-            self.skip_to_sync(names, server);
         }
-        verdict
     }
 
-    /// After an error the server ignores everything up to Sync: so do the entries.
+    /// After an error the server ignores everything up to Sync: so do the entries. What
+    /// the skipped messages did to the record is undone last first, so that a statement
+    /// a skipped Close made room for and a skipped Parse then took ends as it was.
     fn skip_to_sync(&mut self, names: &mut Names, server: &mut ServerStatements) {
-        while let Some(front) = self.expect.front() {
-            if front.done == Done::Ready {
-                // The client's Sync is already on its way: the server stops skipping there.
-                return;
-            }
-            let Some(entry) = self.expect.pop_front() else {
-                return;
-            };
+        // The client's Sync may be on its way already: the server stops skipping there.
+        let skipped = match self.expect.iter().position(|e| e.done == Done::Ready) {
+            Some(sync) => sync,
+            None => self.expect.len(),
+        };
+        let skipped: Vec<Expect> = self.expect.drain(..skipped).collect();
+        for entry in skipped.into_iter().rev() {
             match entry.act {
                 Act::Hidden { stmt } | Act::HiddenQuery { stmt: Some(stmt) } => {
                     server.remove(stmt.id)
@@ -350,7 +374,9 @@ impl Replies {
                 | Act::HiddenQuery { stmt: None } => {}
             }
         }
-        // Messages the client sends before its Sync are ignored by the server too.
-        self.skipping = true;
+        if self.expect.is_empty() {
+            // Messages the client sends before its Sync are ignored by the server too.
+            self.skipping = true;
+        }
     }
 }

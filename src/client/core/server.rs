@@ -155,7 +155,8 @@ impl Core {
             }
             let examine = match h.tag {
                 be::READY_FOR_QUERY | be::ERROR_RESPONSE => true,
-                be::COMMAND_COMPLETE | be::PARAMETER_STATUS => self.state.wants_tags(),
+                be::COMMAND_COMPLETE => self.state.wants_tags() || self.map.drop_in_flight,
+                be::PARAMETER_STATUS => self.state.wants_tags(),
                 _ => false,
             };
             if !examine {
@@ -192,8 +193,16 @@ impl Core {
                     }
                     be::COMMAND_COMPLETE => {
                         let frame = server_frame(&self.server, fwd, h.frame_len);
-                        if protocol::body(frame).starts_with(b"ROLLBACK") {
+                        let tag = protocol::body(frame);
+                        if tag.starts_with(b"ROLLBACK") {
                             self.state.rolled_back = true;
+                        }
+                        if self.map.drop_in_flight
+                            && (tag.starts_with(b"DISCARD ALL")
+                                || tag.starts_with(b"DEALLOCATE ALL"))
+                            && let Some(att) = &mut self.server
+                        {
+                            self.map.dropped(&mut att.state.statements);
                         }
                         fwd += h.frame_len;
                     }
@@ -230,6 +239,7 @@ impl Core {
             || self.map.replies.front_is_hidden_query()
             || (self.state.wants_tags()
                 && matches!(tag, be::COMMAND_COMPLETE | be::PARAMETER_STATUS))
+            || (self.map.drop_in_flight && tag == be::COMMAND_COMPLETE)
     }
 
     /// Moves the first `fwd` bytes of the server buffer to the client queue.
@@ -259,6 +269,7 @@ impl Core {
     /// released, or pgsluice's own statements now run).
     fn on_ready(&mut self, status: u8, fwd: &mut usize, len: usize, now: Instant) -> bool {
         self.flow.outstanding = self.flow.outstanding.saturating_sub(1);
+        self.map.drop_in_flight &= self.flow.outstanding > 0;
         if self.flow.held {
             self.flow.held = false;
             self.flow.c_need = 0;

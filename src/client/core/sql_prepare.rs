@@ -77,14 +77,19 @@ impl Mapping {
         if let Some(e) = sql::sql_execute(text) {
             return self.sql_execute(text, e, server, sout);
         }
-        if let Some(name) = deallocate_target(text)
-            && self.names.sql.contains_key(&name)
-        {
-            if in_flight {
+        if let Some(name) = deallocate_target(text) {
+            if self.names.sql.contains_key(&name) {
+                if in_flight {
+                    return SqlStep::Hold;
+                }
+                self.names.sql.remove(&name);
+                return SqlStep::Answer(Ok("DEALLOCATE"));
+            }
+            // A protocol-level statement's (`Mapping::deallocate`), once its record is
+            // settled.
+            if server.as_deref().is_some_and(|s| self.unsettled(&name, s)) {
                 return SqlStep::Hold;
             }
-            self.names.sql.remove(&name);
-            return SqlStep::Answer(Ok("DEALLOCATE"));
         }
         SqlStep::NotOurs
     }
@@ -122,6 +127,10 @@ impl Mapping {
         let Some(server) = server else {
             return SqlStep::NeedServer;
         };
+        if self.any_unsettled() {
+            // It changes the record: not before earlier answers have settled it.
+            return SqlStep::Hold;
+        }
         let Some((sent, t)) = translate::splice(text, p.span, &p.name, &stmt.name) else {
             return SqlStep::NotOurs;
         };
@@ -151,6 +160,11 @@ impl Mapping {
         let Some(server) = server else {
             return SqlStep::NeedServer;
         };
+        if stmt.as_ref().is_some_and(|s| !server.contains(s.id)) && self.any_unsettled() {
+            // Prepared here first, which changes the record: not before earlier answers
+            // have settled it.
+            return SqlStep::Hold;
+        }
         let server_name = match &stmt {
             Some(stmt) => {
                 if !self.replies.skipping && !server.touch(stmt.id) {

@@ -14,6 +14,8 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::replies::{Act, CLOSE_COMPLETE, PARSE_COMPLETE, Replies, Undo};
+
+const SYNC: &[u8] = b"S\0\0\0\x04";
 use crate::client::outq::OutQueue;
 use crate::prepare::{self, Registry, SERVER_PREFIX, Statement};
 use crate::protocol::{self, fe};
@@ -64,6 +66,14 @@ pub struct Mapping {
     pub replies: Replies,
     registry: Arc<Registry>,
     max_prepared: usize,
+    /// A simple Query dropping every prepared statement (DISCARD ALL, DEALLOCATE ALL) is
+    /// unanswered: later units wait, and its CommandComplete, if it comes, is when the
+    /// statements go (see [`Mapping::dropped`]).
+    pub drop_in_flight: bool,
+    /// A Parse of such a statement was sent: whether and when it runs is the client's
+    /// Bind and Execute's affair, so the record of the server's statements may be wrong
+    /// and the server is not handed to another client (closed instead of released).
+    pub unsure: bool,
 }
 
 /// Builds a frame from its tag and body parts.
@@ -100,6 +110,8 @@ impl Mapping {
             replies: Replies::default(),
             registry,
             max_prepared,
+            drop_in_flight: false,
+            unsure: false,
         }
     }
 
@@ -263,10 +275,18 @@ impl Mapping {
                 frame(fe::QUERY, &[sql.as_bytes(), b"\0"])
             });
         };
-        let server_name = self.server_name_for(&name, sout, server);
+        if !self.replies.skipping && !server.touch(stmt.id) {
+            // Prepared first, so that the DEALLOCATE finds it; with a Sync of its own, so
+            // that if it fails the server does not skip the client's Query to a Sync that
+            // never comes.
+            self.make_room(stmt.id, sout, server);
+            sout.push(stmt.parse_frame());
+            sout.push(Bytes::from_static(SYNC));
+            self.replies.expect_hidden_query(Some(stmt.clone()));
+        }
         self.names.stmts.remove(&name);
         server.remove(stmt.id);
-        let sql = format!("DEALLOCATE {server_name}");
+        let sql = format!("DEALLOCATE {}", stmt.name);
         Some(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]))
     }
 
@@ -305,14 +325,71 @@ impl Mapping {
         server.insert(id);
     }
 
-    /// DISCARD ALL or DEALLOCATE ALL ran on the server: it has no statements left, and the
-    /// client none of its names.
-    pub fn forget_all(&mut self, server: Option<&mut ServerStatements>) {
+    /// A Query or Parse whose text drops every prepared statement (DISCARD ALL,
+    /// DEALLOCATE ALL) goes to the server. Nothing is forgotten yet: a Query may fail
+    /// (inside a transaction block), a Parse may never be executed.
+    pub fn drop_sent(&mut self, tag: u8) {
+        match tag {
+            fe::QUERY => self.drop_in_flight = true,
+            _ => self.unsure = true,
+        }
+    }
+
+    /// The server's CommandComplete says a DISCARD ALL or DEALLOCATE ALL of the client's
+    /// Query ran: the server has no statements left, and the client none of its names.
+    /// (Later units waited for this answer, so nothing sent after it is forgotten.)
+    pub fn dropped(&mut self, server: &mut ServerStatements) {
         self.names.stmts.clear();
         self.names.sql.clear();
-        if let Some(s) = server {
-            s.clear();
+        server.clear();
+    }
+
+    /// Whether a whole Parse, Bind, Describe or Close (`frame`, when there is one) must
+    /// wait before it is rewritten: the answers to earlier units may still take back what
+    /// the record says, and deciding on it now (preparing a statement, making room for
+    /// one, refusing a Parse of a name that turns out to be free) would go wrong.
+    pub fn must_wait(&self, tag: u8, frame: Option<&[u8]>, server: &ServerStatements) -> bool {
+        if self.replies.is_empty() && self.names.sql_pending.is_empty() {
+            return false;
         }
+        let body = frame.map(protocol::body).unwrap_or_default();
+        match tag {
+            // Its text's statement is not looked up yet: any doubt counts.
+            fe::PARSE => {
+                protocol::cstr(body).is_some_and(|(n, _)| !n.is_empty() && self.any_unsettled())
+            }
+            fe::BIND => protocol::cstr(body)
+                .and_then(|(_, rest)| protocol::cstr(rest))
+                .is_some_and(|(n, _)| self.unsettled(n, server)),
+            _ => body
+                .split_first()
+                .filter(|(kind, _)| **kind == b'S')
+                .and_then(|(_, rest)| protocol::cstr(rest))
+                .is_some_and(|(n, _)| self.unsettled(n, server)),
+        }
+    }
+
+    /// Whether the client's statement `name` must wait for the answers to earlier units:
+    /// they may take back what is recorded for it, or it must be prepared on `server`
+    /// while they may take back anything (false for a name the client has not prepared:
+    /// that is passed on as it is).
+    pub fn unsettled(&self, name: &str, server: &ServerStatements) -> bool {
+        let Some(stmt) = self.names.stmts.get(name) else {
+            return false;
+        };
+        self.replies.unsettled(name, Some(stmt.id))
+            || self
+                .names
+                .sql_pending
+                .iter()
+                .any(|(s, _, _)| s.id == stmt.id)
+            || (!server.contains(stmt.id) && self.any_unsettled())
+    }
+
+    /// Whether the answers to earlier units may still take back anything recorded: a
+    /// skipped Parse or Close, or a failed SQL `PREPARE`.
+    pub fn any_unsettled(&self) -> bool {
+        !self.names.sql_pending.is_empty() || self.replies.unsettled("", None)
     }
 
     /// Without a server: a named Parse of a statement some server already accepted,
