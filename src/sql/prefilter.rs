@@ -154,8 +154,13 @@ pub fn may_set_sequence_values(b: &[u8], allowed: impl Fn(&[u8]) -> bool) -> boo
     let plain_read = [&b"select"[..], b"values", b"table", b"show"]
         .iter()
         .any(|kw| eq_kw(word, kw));
-    // A text with a second statement is not looked into.
-    let one_statement = memchr::memchr(b';', b).is_none();
+    // A text with a second statement is not looked into; a `;` ending the text (as
+    // pgbench and many drivers send it) starts none.
+    let end = b
+        .iter()
+        .rposition(|&c| c != b';' && !SPACE[c as usize])
+        .map_or(0, |n| n + 1);
+    let one_statement = memchr::memchr(b';', &b[..end]).is_none();
     if !plain_read || !one_statement || contains_kw(b, b"nextval") || contains_kw(b, b"setval") {
         return true;
     }
@@ -193,6 +198,8 @@ mod sequence_tests {
             "VALUES (1)",
             "SHOW search_path",
             "table t",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+            "SELECT 1 ;\n ; ",
         ] {
             assert!(!sets(sql), "{sql}");
         }
@@ -204,6 +211,9 @@ mod sequence_tests {
             "SELECT setval('s', 5)",
             "SELECT my_func()",
             "SELECT 1; INSERT INTO t DEFAULT VALUES",
+            "SELECT 1; INSERT INTO t DEFAULT VALUES;",
+            "SELECT ';' ;",
+            "SELECT nextval('s');",
             "WITH x AS (INSERT INTO t DEFAULT VALUES RETURNING *) SELECT * FROM x",
             "COPY t FROM STDIN",
             "DO $$ BEGIN PERFORM nextval('s'); END $$",
