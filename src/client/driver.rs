@@ -102,16 +102,22 @@ impl Driver {
             self.core.drain();
         }
         let reason = loop {
-            // The phase first: an atomic load, and a busy client must still see it.
-            let action = tokio::select! {
-                biased;
-                () = std::future::poll_fn(|cx| {
-                    shared.sessions.poll_changed(id, &mut seen, &mut registered, cx)
-                }) => {
-                    self.control();
-                    continue;
+            // The phase first: an atomic load, and a busy client must still see it. (One
+            // poll function rather than a `select!`: this runs on every wake-up.)
+            let next = std::future::poll_fn(|cx| {
+                if shared
+                    .sessions
+                    .poll_changed(id, &mut seen, &mut registered, cx)
+                    .is_ready()
+                {
+                    return Poll::Ready(None);
                 }
-                a = std::future::poll_fn(|cx| self.poll_io(&mut client, cx)) => a,
+                self.poll_io(&mut client, cx).map(Some)
+            })
+            .await;
+            let Some(action) = next else {
+                self.control();
+                continue;
             };
             match action {
                 Action::NeedServer { node } => self.checkout(node).await,
@@ -146,9 +152,12 @@ impl Driver {
     }
 
     /// Moves bytes until the core has an action for the driver.
+    ///
+    /// The clock is read once per poll: everything one poll handles happened "now" (a
+    /// poll ends within tokio's cooperative budget of I/O operations).
     fn poll_io(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Action> {
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             if let Some(a) = self.core.next_action(now) {
                 return Poll::Ready(a);
             }
@@ -166,6 +175,8 @@ impl Driver {
                 continue;
             }
             if self.poll_timer(now, cx) {
+                // The timer's deadline passed by the clock, perhaps not by `now`.
+                now = Instant::now();
                 self.core.tick(now);
                 continue;
             }

@@ -61,10 +61,9 @@ impl Core {
         };
         let touches = match tag {
             fe::QUERY | fe::PARSE => text_of(tag, frame).is_some_and(|t| {
-                crate::sql::reads_sequence_values(t)
-                    || crate::sql::may_set_sequence_values(t, |w| {
-                        std::str::from_utf8(w).is_ok_and(|w| check.allows_word(w))
-                    })
+                crate::sql::touches_sequence_values(t, |w| {
+                    std::str::from_utf8(w).is_ok_and(|w| check.allows_word(w))
+                })
             }),
             // An unnamed statement was looked at in its Parse; a named one is known by
             // its class (unknown: assume the worst).
