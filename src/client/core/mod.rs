@@ -426,6 +426,7 @@ impl Core {
     }
 
     /// The earliest time [`Core::tick`] must be called.
+    #[inline]
     pub fn deadline(&self) -> Option<Instant> {
         // Most sessions have no timeout set and are not idle in a transaction: the
         // driver asks on every pass.
@@ -435,6 +436,10 @@ impl Core {
         {
             return None;
         }
+        self.earliest_deadline()
+    }
+
+    fn earliest_deadline(&self) -> Option<Instant> {
         [
             self.idle_txn_deadline,
             self.chore_deadline,

@@ -104,10 +104,26 @@ pub enum Undo {
     Restore(String, Arc<Statement>),
 }
 
+/// One expected answer. A plain [`Act::Forward`] (almost every entry) is `None`, so an
+/// entry is two words, pushed and popped without drop glue; the rest are boxed.
 #[derive(Debug)]
-pub struct Expect {
-    pub done: Done,
-    pub act: Act,
+struct Expect {
+    done: Done,
+    act: Option<Box<Act>>,
+}
+
+impl Expect {
+    fn new(done: Done, act: Act) -> Expect {
+        let act = match act {
+            Act::Forward => None,
+            other => Some(Box::new(other)),
+        };
+        Expect { done, act }
+    }
+
+    fn act(&self) -> Option<&Act> {
+        self.act.as_deref()
+    }
 }
 
 /// What a server message means for the entries.
@@ -150,25 +166,21 @@ impl Replies {
         } else if self.skipping {
             return;
         }
-        self.expect.push_back(Expect { done, act });
+        self.expect.push_back(Expect::new(done, act));
     }
 
     /// Records pgsluice's own re-sent Parse of the client's unnamed statement.
     pub fn expect_hidden_unnamed(&mut self) {
         if !self.skipping {
-            self.expect.push_back(Expect {
-                done: Done::Parse,
-                act: Act::HiddenUnnamed,
-            });
+            self.expect
+                .push_back(Expect::new(Done::Parse, Act::HiddenUnnamed));
         }
     }
 
     /// Records pgsluice's own Query whose whole answer is hidden.
     pub fn expect_hidden_query(&mut self, stmt: Option<Arc<Statement>>) {
-        self.expect.push_back(Expect {
-            done: Done::Ready,
-            act: Act::HiddenQuery { stmt },
-        });
+        self.expect
+            .push_back(Expect::new(Done::Ready, Act::HiddenQuery { stmt }));
     }
 
     /// Answers the client with `msg` once everything before it has been answered.
@@ -176,41 +188,30 @@ impl Replies {
         if self.expect.is_empty() {
             cout.push(Bytes::from_static(msg));
         } else {
-            self.expect.push_back(Expect {
-                done: Done::Parse,
-                act: Act::Synth(msg, undo),
-            });
+            self.expect
+                .push_back(Expect::new(Done::Parse, Act::Synth(msg, undo)));
         }
     }
 
     pub fn front_is_synth(&self) -> bool {
         matches!(
-            self.expect.front(),
-            Some(Expect {
-                act: Act::Synth(..),
-                ..
-            })
+            self.expect.front().and_then(Expect::act),
+            Some(Act::Synth(..))
         )
     }
 
     pub fn front_is_hidden_query(&self) -> bool {
         matches!(
-            self.expect.front(),
-            Some(Expect {
-                act: Act::HiddenQuery { .. },
-                ..
-            })
+            self.expect.front().and_then(Expect::act),
+            Some(Act::HiddenQuery { .. })
         )
     }
 
     /// Whether the head is the client's rewritten request (its errors are translated).
     pub fn front_translates(&self) -> bool {
         matches!(
-            self.expect.front(),
-            Some(Expect {
-                act: Act::Translated(_),
-                ..
-            })
+            self.expect.front().and_then(Expect::act),
+            Some(Act::Translated(_))
         )
     }
 
@@ -223,11 +224,7 @@ impl Replies {
 
     /// Sends every synthesised answer now at the head of the queue.
     pub fn emit_synths(&mut self, cout: &mut OutQueue) {
-        while let Some(Expect {
-            act: Act::Synth(msg, _),
-            ..
-        }) = self.expect.front()
-        {
+        while let Some(Act::Synth(msg, _)) = self.expect.front().and_then(Expect::act) {
             cout.push(Bytes::from_static(msg));
             self.expect.pop_front();
         }
@@ -236,11 +233,7 @@ impl Replies {
     /// One message of a hidden Query's answer: an error means the statement is not
     /// there; ReadyForQuery ends it.
     pub fn hidden_query_frame(&mut self, tag: u8, server: &mut ServerStatements) {
-        let Some(Expect {
-            act: Act::HiddenQuery { stmt },
-            ..
-        }) = self.expect.front()
-        else {
+        let Some(Act::HiddenQuery { stmt }) = self.expect.front().and_then(Expect::act) else {
             return;
         };
         match (tag, stmt) {
@@ -260,11 +253,7 @@ impl Replies {
     /// An ErrorResponse inside the answer to the client's rewritten request: the same
     /// error in the client's terms.
     pub fn translate_error(&self, frame: &[u8]) -> Option<Bytes> {
-        let Some(Expect {
-            act: Act::Translated(t),
-            ..
-        }) = self.expect.front()
-        else {
+        let Some(Act::Translated(t)) = self.expect.front().and_then(Expect::act) else {
             return None;
         };
         super::translate::error(frame, t)
@@ -287,7 +276,14 @@ impl Replies {
         let Some(entry) = self.expect.pop_front() else {
             return Verdict::Pass;
         };
-        let verdict = match entry.act {
+        let Some(act) = entry.act else {
+            // A plain forward.
+            if error {
+                self.skip_to_sync(names, server);
+            }
+            return Verdict::Forward;
+        };
+        let verdict = match *act {
             Act::Hidden { stmt } if error => {
                 server.remove(stmt.id);
                 Verdict::Forward
@@ -329,7 +325,10 @@ impl Replies {
             let Some(entry) = self.expect.pop_front() else {
                 return;
             };
-            match entry.act {
+            let Some(act) = entry.act else {
+                continue;
+            };
+            match *act {
                 Act::Hidden { stmt } | Act::HiddenQuery { stmt: Some(stmt) } => {
                     server.remove(stmt.id)
                 }

@@ -36,6 +36,15 @@ impl Core {
         self.seq.set_here = false;
     }
 
+    /// Whether [`Core::seq_before`] has anything to look at for a frame with `tag` (a
+    /// cheap test run on every frame).
+    #[inline]
+    pub(super) fn seq_may_matter(&self, tag: u8) -> bool {
+        self.opaque_check.is_some()
+            && !self.seq.set_here
+            && matches!(tag, fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL)
+    }
+
     /// The client frame at `cin[*fwd..*fwd + len]` (a Bind maybe in part) goes to the
     /// server; `unit_start` when it begins a unit. When it may touch sequence values on a
     /// server holding another client's, a hidden `DISCARD SEQUENCES` goes first (the
