@@ -104,7 +104,9 @@ impl Driver {
         let reason = loop {
             // The phase first: an atomic load, and a busy client must still see it. (One
             // poll function rather than a `select!`: this runs on every wake-up.)
-            let next = std::future::poll_fn(|cx| {
+            // (A match, not a `let` of the Option: its storage would otherwise be kept
+            // across the awaits below and grow every client's task by an Action.)
+            let action = match std::future::poll_fn(|cx| {
                 if shared
                     .sessions
                     .poll_changed(id, &mut seen, &mut registered, cx)
@@ -114,10 +116,13 @@ impl Driver {
                 }
                 self.poll_io(&mut client, cx).map(Some)
             })
-            .await;
-            let Some(action) = next else {
-                self.control();
-                continue;
+            .await
+            {
+                Some(action) => action,
+                None => {
+                    self.control();
+                    continue;
+                }
             };
             match action {
                 Action::NeedServer { node } => self.checkout(node).await,
