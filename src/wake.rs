@@ -41,6 +41,7 @@ impl SessionWaker {
     /// Ready once the generation differs from `*seen` (and updates `*seen`). Registers the
     /// task of `cx` under `id` on its first poll; a session's task keeps one waker for its
     /// whole life, so later polls touch only the atomic counter.
+    #[inline]
     pub fn poll_changed(
         &self,
         id: u32,
@@ -49,6 +50,25 @@ impl SessionWaker {
         cx: &mut Context<'_>,
     ) -> Poll<()> {
         if !*registered {
+            return self.register(id, seen, registered, cx);
+        }
+        let now = self.generation();
+        if now != *seen {
+            *seen = now;
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// [`SessionWaker::poll_changed`] on a session's first poll.
+    fn register(
+        &self,
+        id: u32,
+        seen: &mut u64,
+        registered: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        {
             let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
             tasks.insert(id, cx.waker().clone());
             *registered = true;

@@ -239,9 +239,12 @@ impl Driver {
     }
 
     /// Moves bytes until the core has an action for the driver.
+    ///
+    /// The clock is read once per poll: everything one poll handles happened "now" (a
+    /// poll ends within tokio's cooperative budget of I/O operations).
     fn poll_io(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Action> {
+        let mut now = Instant::now();
         loop {
-            let now = Instant::now();
             if let Some(a) = self.core.next_action(now) {
                 return Poll::Ready(a);
             }
@@ -259,6 +262,8 @@ impl Driver {
                 continue;
             }
             if self.poll_timer(now, cx) {
+                // The timer's deadline passed by the clock, perhaps not by `now`.
+                now = Instant::now();
                 self.core.tick(now);
                 continue;
             }

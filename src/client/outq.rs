@@ -89,6 +89,15 @@ impl OutQueue {
         self.held = None;
     }
 
+    /// The only chunk queued, if there is exactly one.
+    #[inline]
+    pub fn single(&self) -> Option<&[u8]> {
+        match self.chunks.len() {
+            1 => self.chunks.front().map(|c| &c[..]),
+            _ => None,
+        }
+    }
+
     /// Fills `slices` with the first chunks; returns how many.
     pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         self.chunks

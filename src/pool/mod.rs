@@ -186,22 +186,28 @@ impl Pool {
                 }
                 let mut stale = Vec::new();
                 let next = self.take_idle(&mut g, &mut stale, wait);
-                let check = g.settings.check.clone();
+                // The check's query is copied only when one is due.
+                let check = match (&next, &g.settings.check) {
+                    (Next::Ready(c), Some(chk)) if c.last_used.elapsed() >= chk.1 => {
+                        Some(chk.clone())
+                    }
+                    _ => None,
+                };
                 drop(g);
-                stale.into_iter().for_each(ServerConn::close);
+                if !stale.is_empty() {
+                    stale.into_iter().for_each(ServerConn::close);
+                }
                 (next, check)
             };
             match next {
                 // Boxed, and only when due: the check's state would otherwise size every
                 // checkout's future, and with it every client task.
                 Next::Ready(c) => match check {
-                    Some(chk) if c.last_used.elapsed() >= chk.1 => {
-                        match Box::pin(self.checked(c, Some(chk))).await {
-                            Some(c) => break c,
-                            None => continue,
-                        }
-                    }
-                    _ => break c,
+                    Some(chk) => match Box::pin(self.checked(c, Some(chk))).await {
+                        Some(c) => break c,
+                        None => continue,
+                    },
+                    None => break c,
                 },
                 // `check` is not held across these waits (it would size the future).
                 Next::Connect => {

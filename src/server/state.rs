@@ -47,9 +47,17 @@ impl ServerState {
     /// What a connection keeps while its state is lent to a session core: never quiet, so
     /// a lease dropped meanwhile (a panic, a cancelled task) closes the connection.
     pub fn lent(id: u64) -> ServerState {
+        // A checkout makes one per transaction: it shares one empty settings record
+        // instead of allocating its own.
+        static NO_GUCS: std::sync::LazyLock<Arc<Gucs>> = std::sync::LazyLock::new(Arc::default);
         ServerState {
+            id,
+            buf: BytesMut::new(),
             status: 0,
-            ..ServerState::new(id)
+            gucs: NO_GUCS.clone(),
+            statements: ServerStatements::default(),
+            last_client: 0,
+            seq_owner: 0,
         }
     }
 

@@ -130,6 +130,8 @@ pub(super) enum Verb {
 }
 
 const VERBS: [(&str, Verb); 13] = [
+    // The most common first: `verb` tries them in order.
+    ("select", Verb::Select),
     ("set", Verb::Set),
     ("reset", Verb::Reset),
     ("discard", Verb::Discard),
@@ -142,7 +144,6 @@ const VERBS: [(&str, Verb); 13] = [
     ("deallocate", Verb::Deallocate),
     ("do", Verb::Do),
     ("call", Verb::Call),
-    ("select", Verb::Select),
 ];
 
 fn classify(sql: &str, t: Tok) -> Verb {

@@ -13,6 +13,7 @@ pub use effects::{Effect, PinReason, inspect};
 pub use normalize::{normalize, normalize_into};
 pub use prefilter::{
     call_candidates, may_have_effects, may_set_sequence_values, reads_sequence_values,
+    touches_sequence_values,
 };
 pub use prepared::{SqlExecute, SqlPrepare, sql_execute, sql_prepare};
 

@@ -128,12 +128,42 @@ pub fn call_candidates(b: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Whether a text may read a session's sequence values (`currval`, `lastval`): a
 /// case-insensitive search, so a name inside a literal or comment counts too.
 pub fn reads_sequence_values(b: &[u8]) -> bool {
-    // Both names end in "val": find each `v`, then look around it.
-    memchr::memchr2_iter(b'v', b'V', b).any(|v| {
-        v >= 4
-            && starts_with_kw(&b[v..], b"val")
-            && (eq_kw(&b[v - 4..v], b"curr") || eq_kw(&b[v - 4..v], b"last"))
-    })
+    sequence_words(b).reads
+}
+
+/// Whether a text may read or set a session's sequence values: [`reads_sequence_values`]
+/// or [`may_set_sequence_values`], with one search for the names they look for.
+pub fn touches_sequence_values(b: &[u8], allowed: impl Fn(&[u8]) -> bool) -> bool {
+    let words = sequence_words(b);
+    words.reads || may_set(b, words.sets, allowed)
+}
+
+/// The sequence functions a text names, in any case, anywhere (literals and comments too).
+struct SequenceWords {
+    /// `currval` or `lastval`.
+    reads: bool,
+    /// `nextval` or `setval`.
+    sets: bool,
+}
+
+fn sequence_words(b: &[u8]) -> SequenceWords {
+    let mut words = SequenceWords {
+        reads: false,
+        sets: false,
+    };
+    // All four names end in "val": find each `v`, then look before it.
+    for v in memchr::memchr2_iter(b'v', b'V', b) {
+        if !starts_with_kw(&b[v..], b"val") {
+            continue;
+        }
+        let before = |n: usize, kw: &[u8]| v >= n && eq_kw(&b[v - n..v], kw);
+        words.reads |= before(4, b"curr") || before(4, b"last");
+        words.sets |= before(4, b"next") || before(3, b"set");
+        if words.reads && words.sets {
+            break;
+        }
+    }
+    words
 }
 
 /// Whether running a text may set a session's sequence values: anything but one plain
@@ -141,6 +171,11 @@ pub fn reads_sequence_values(b: &[u8]) -> bool {
 /// fire a default or a trigger that calls `nextval`). `allowed` says whether a function
 /// named by a word is allowed; `nextval` and `setval` never are.
 pub fn may_set_sequence_values(b: &[u8], allowed: impl Fn(&[u8]) -> bool) -> bool {
+    may_set(b, sequence_words(b).sets, allowed)
+}
+
+/// [`may_set_sequence_values`], given whether the text names `nextval` or `setval`.
+fn may_set(b: &[u8], names_setter: bool, allowed: impl Fn(&[u8]) -> bool) -> bool {
     let lead = b
         .iter()
         .position(|&c| !SPACE[c as usize])
@@ -154,22 +189,19 @@ pub fn may_set_sequence_values(b: &[u8], allowed: impl Fn(&[u8]) -> bool) -> boo
     let plain_read = [&b"select"[..], b"values", b"table", b"show"]
         .iter()
         .any(|kw| eq_kw(word, kw));
-    // A text with a second statement is not looked into.
-    let one_statement = memchr::memchr(b';', b).is_none();
-    if !plain_read || !one_statement || contains_kw(b, b"nextval") || contains_kw(b, b"setval") {
+    if !plain_read || names_setter {
+        return true;
+    }
+    // A text with a second statement is not looked into; a `;` ending the text (as
+    // pgbench and many drivers send it) starts none.
+    let end = b
+        .iter()
+        .rposition(|&c| c != b';' && !SPACE[c as usize])
+        .map_or(0, |n| n + 1);
+    if memchr::memchr(b';', &b[..end]).is_some() {
         return true;
     }
     call_candidates(b).any(|w| !allowed(w))
-}
-
-/// Whether `kw` (lowercase ASCII, starting with a letter) is anywhere in `hay`, in any
-/// case: a search for its first letter in either case, then a comparison there.
-fn contains_kw(hay: &[u8], kw: &[u8]) -> bool {
-    let Some(&first) = kw.first() else {
-        return true;
-    };
-    memchr::memchr2_iter(first, first.to_ascii_uppercase(), hay)
-        .any(|i| starts_with_kw(&hay[i..], kw))
 }
 
 #[cfg(test)]
@@ -193,6 +225,8 @@ mod sequence_tests {
             "VALUES (1)",
             "SHOW search_path",
             "table t",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 7;",
+            "SELECT 1 ;\n ; ",
         ] {
             assert!(!sets(sql), "{sql}");
         }
@@ -204,6 +238,9 @@ mod sequence_tests {
             "SELECT setval('s', 5)",
             "SELECT my_func()",
             "SELECT 1; INSERT INTO t DEFAULT VALUES",
+            "SELECT 1; INSERT INTO t DEFAULT VALUES;",
+            "SELECT ';' ;",
+            "SELECT nextval('s');",
             "WITH x AS (INSERT INTO t DEFAULT VALUES RETURNING *) SELECT * FROM x",
             "COPY t FROM STDIN",
             "DO $$ BEGIN PERFORM nextval('s'); END $$",
@@ -228,12 +265,23 @@ mod sequence_tests {
     }
 
     #[test]
-    fn keywords_are_found_in_any_case_anywhere() {
-        assert!(contains_kw(b"SELECT NEXTVAL(1)", b"nextval"));
-        assert!(contains_kw(b"nextval", b"nextval"));
-        assert!(contains_kw(b"x SetVal", b"setval"));
-        assert!(!contains_kw(b"nextva", b"nextval"));
-        assert!(!contains_kw(b"", b"setval"));
-        assert!(!contains_kw(b"next val", b"nextval"));
+    fn sequence_names_are_found_in_any_case_anywhere() {
+        let sets = |t: &[u8]| sequence_words(t).sets;
+        assert!(sets(b"SELECT NEXTVAL(1)"));
+        assert!(sets(b"nextval"));
+        assert!(sets(b"x SetVal"));
+        assert!(sets(b"xsetvalue"));
+        assert!(!sets(b"nextva"));
+        assert!(!sets(b""));
+        assert!(!sets(b"next val"));
+        assert!(!sets(b"SELECT currval('s')"));
+        let w = sequence_words(b"select nextval('a'), LASTVAL()");
+        assert!(w.reads && w.sets);
+        assert!(touches_sequence_values(b"SELECT currval('s');", |_| true));
+        assert!(touches_sequence_values(b"SELECT setval('s', 1);", |_| true));
+        assert!(!touches_sequence_values(
+            b"SELECT abalance FROM t WHERE aid = 1;",
+            |_| true
+        ));
     }
 }

@@ -192,7 +192,7 @@ impl Core {
             }
             self.observe.client_frame(now);
             // 5b. Sequence values another client set are not this client's.
-            if self.opaque_check.is_some() {
+            if self.seq_may_matter(h.tag) {
                 self.seq_before(&mut fwd, h.tag, h.frame_len.min(have), unit_start);
             }
             let starts_unit = !self.flow.batch_open;

@@ -429,7 +429,20 @@ impl Core {
     }
 
     /// The earliest time [`Core::tick`] must be called.
+    #[inline]
     pub fn deadline(&self) -> Option<Instant> {
+        // Most sessions have no timeout set and are not idle in a transaction: the
+        // driver asks on every pass.
+        if self.idle_txn_deadline.is_none()
+            && self.chore_deadline.is_none()
+            && self.limits.timeouts.is_none()
+        {
+            return None;
+        }
+        self.earliest_deadline()
+    }
+
+    fn earliest_deadline(&self) -> Option<Instant> {
         [
             self.idle_txn_deadline,
             self.chore_deadline,
@@ -456,7 +469,16 @@ impl Core {
     // ------------------------------------------------------------ outputs
 
     /// The next action for the driver.
+    #[inline]
     pub fn next_action(&mut self, now: Instant) -> Option<Action> {
+        // Asked on every pass of the driver; almost always there is none.
+        if self.actions.is_empty() && !self.draining {
+            return None;
+        }
+        self.next_queued_action(now)
+    }
+
+    fn next_queued_action(&mut self, now: Instant) -> Option<Action> {
         if let Some(a) = self.actions.pop_front() {
             return Some(a);
         }

@@ -104,10 +104,26 @@ pub enum Undo {
     Restore(String, Arc<Statement>),
 }
 
+/// One expected answer. A plain [`Act::Forward`] (almost every entry) is `None`, so an
+/// entry is two words, pushed and popped without drop glue; the rest are boxed.
 #[derive(Debug)]
-pub struct Expect {
-    pub done: Done,
-    pub act: Act,
+struct Expect {
+    done: Done,
+    act: Option<Box<Act>>,
+}
+
+impl Expect {
+    fn new(done: Done, act: Act) -> Expect {
+        let act = match act {
+            Act::Forward => None,
+            other => Some(Box::new(other)),
+        };
+        Expect { done, act }
+    }
+
+    fn act(&self) -> Option<&Act> {
+        self.act.as_deref()
+    }
 }
 
 /// What a server message means for the entries.
@@ -157,25 +173,21 @@ impl Replies {
         } else if self.skipping {
             return;
         }
-        self.expect.push_back(Expect { done, act });
+        self.expect.push_back(Expect::new(done, act));
     }
 
     /// Records pgsluice's own re-sent Parse of the client's unnamed statement.
     pub fn expect_hidden_unnamed(&mut self) {
         if !self.skipping {
-            self.expect.push_back(Expect {
-                done: Done::Parse,
-                act: Act::HiddenUnnamed,
-            });
+            self.expect
+                .push_back(Expect::new(Done::Parse, Act::HiddenUnnamed));
         }
     }
 
     /// Records pgsluice's own Query whose whole answer is hidden.
     pub fn expect_hidden_query(&mut self, stmt: Option<Arc<Statement>>) {
-        self.expect.push_back(Expect {
-            done: Done::Ready,
-            act: Act::HiddenQuery { stmt },
-        });
+        self.expect
+            .push_back(Expect::new(Done::Ready, Act::HiddenQuery { stmt }));
     }
 
     /// Answers the client with `msg` once everything before it has been answered.
@@ -183,41 +195,30 @@ impl Replies {
         if self.expect.is_empty() {
             cout.push(Bytes::from_static(msg));
         } else {
-            self.expect.push_back(Expect {
-                done: Done::Parse,
-                act: Act::Synth(msg, undo),
-            });
+            self.expect
+                .push_back(Expect::new(Done::Parse, Act::Synth(msg, undo)));
         }
     }
 
     pub fn front_is_synth(&self) -> bool {
         matches!(
-            self.expect.front(),
-            Some(Expect {
-                act: Act::Synth(..),
-                ..
-            })
+            self.expect.front().and_then(Expect::act),
+            Some(Act::Synth(..))
         )
     }
 
     pub fn front_is_hidden_query(&self) -> bool {
         matches!(
-            self.expect.front(),
-            Some(Expect {
-                act: Act::HiddenQuery { .. },
-                ..
-            })
+            self.expect.front().and_then(Expect::act),
+            Some(Act::HiddenQuery { .. })
         )
     }
 
     /// Whether the head is the client's rewritten request (its errors are translated).
     pub fn front_translates(&self) -> bool {
         matches!(
-            self.expect.front(),
-            Some(Expect {
-                act: Act::Translated(_),
-                ..
-            })
+            self.expect.front().and_then(Expect::act),
+            Some(Act::Translated(_))
         )
     }
 
@@ -239,25 +240,22 @@ impl Replies {
         };
         let same = |i: u64| id.is_none_or(|id| id == i);
         let about = |n: &str, i: u64| n == name || same(i);
-        self.expect.iter().take(last_unit).any(|e| match &e.act {
-            Act::ForwardParse { stmt, name } => about(name, stmt.id),
-            Act::Synth(_, Undo::Forget(name, i)) => about(name, *i),
-            Act::Synth(_, Undo::Restore(name, stmt)) => about(name, stmt.id),
-            Act::Hidden { stmt } => same(stmt.id),
-            Act::Evict { id: i } => same(*i),
-            Act::Forward | Act::Translated(_) | Act::HiddenUnnamed | Act::HiddenQuery { .. } => {
-                false
-            }
+        self.expect.iter().take(last_unit).any(|e| match e.act() {
+            Some(Act::ForwardParse { stmt, name }) => about(name, stmt.id),
+            Some(Act::Synth(_, Undo::Forget(name, i))) => about(name, *i),
+            Some(Act::Synth(_, Undo::Restore(name, stmt))) => about(name, stmt.id),
+            Some(Act::Hidden { stmt }) => same(stmt.id),
+            Some(Act::Evict { id: i }) => same(*i),
+            None
+            | Some(
+                Act::Forward | Act::Translated(_) | Act::HiddenUnnamed | Act::HiddenQuery { .. },
+            ) => false,
         })
     }
 
     /// Sends every synthesised answer now at the head of the queue.
     pub fn emit_synths(&mut self, cout: &mut OutQueue) {
-        while let Some(Expect {
-            act: Act::Synth(msg, _),
-            ..
-        }) = self.expect.front()
-        {
+        while let Some(Act::Synth(msg, _)) = self.expect.front().and_then(Expect::act) {
             cout.push(Bytes::from_static(msg));
             self.expect.pop_front();
         }
@@ -266,11 +264,7 @@ impl Replies {
     /// One message of a hidden Query's answer: an error means the statement is not
     /// there; ReadyForQuery ends it.
     pub fn hidden_query_frame(&mut self, tag: u8, server: &mut ServerStatements) {
-        let Some(Expect {
-            act: Act::HiddenQuery { stmt },
-            ..
-        }) = self.expect.front()
-        else {
+        let Some(Act::HiddenQuery { stmt }) = self.expect.front().and_then(Expect::act) else {
             return;
         };
         match (tag, stmt) {
@@ -290,11 +284,7 @@ impl Replies {
     /// An ErrorResponse inside the answer to the client's rewritten request: the same
     /// error in the client's terms.
     pub fn translate_error(&self, frame: &[u8]) -> Option<Bytes> {
-        let Some(Expect {
-            act: Act::Translated(t),
-            ..
-        }) = self.expect.front()
-        else {
+        let Some(Act::Translated(t)) = self.expect.front().and_then(Expect::act) else {
             return None;
         };
         super::translate::error(frame, t)
@@ -321,7 +311,11 @@ impl Replies {
             // The messages after it are undone first: it came before them.
             self.skip_to_sync(names, server);
         }
-        match entry.act {
+        let Some(act) = entry.act else {
+            // A plain forward.
+            return Verdict::Forward;
+        };
+        match *act {
             Act::Hidden { stmt } if error => {
                 server.remove(stmt.id);
                 Verdict::Forward
@@ -360,7 +354,10 @@ impl Replies {
         };
         let skipped: Vec<Expect> = self.expect.drain(..skipped).collect();
         for entry in skipped.into_iter().rev() {
-            match entry.act {
+            let Some(act) = entry.act else {
+                continue;
+            };
+            match *act {
                 Act::Hidden { stmt } | Act::HiddenQuery { stmt: Some(stmt) } => {
                     server.remove(stmt.id)
                 }

@@ -36,6 +36,15 @@ impl Core {
         self.seq.set_here = false;
     }
 
+    /// Whether [`Core::seq_before`] has anything to look at for a frame with `tag` (a
+    /// cheap test run on every frame).
+    #[inline]
+    pub(super) fn seq_may_matter(&self, tag: u8) -> bool {
+        self.opaque_check.is_some()
+            && !self.seq.set_here
+            && matches!(tag, fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL)
+    }
+
     /// The client frame at `cin[*fwd..*fwd + len]` (a Bind maybe in part) goes to the
     /// server; `unit_start` when it begins a unit. When it may touch sequence values on a
     /// server holding another client's, a hidden `DISCARD SEQUENCES` goes first (the
@@ -61,10 +70,9 @@ impl Core {
         };
         let touches = match tag {
             fe::QUERY | fe::PARSE => text_of(tag, frame).is_some_and(|t| {
-                crate::sql::reads_sequence_values(t)
-                    || crate::sql::may_set_sequence_values(t, |w| {
-                        std::str::from_utf8(w).is_ok_and(|w| check.allows_word(w))
-                    })
+                crate::sql::touches_sequence_values(t, |w| {
+                    std::str::from_utf8(w).is_ok_and(|w| check.allows_word(w))
+                })
             }),
             // An unnamed statement was looked at in its Parse; a named one is known by
             // its class (unknown: assume the worst).
