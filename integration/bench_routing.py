@@ -6,6 +6,7 @@ two streaming replicas.
                                          [--pool-size N] [--no-build]
                                          [--workloads W,W] [--synchronous-commit on|off]
                                          [--baseline-ref REF] [--rate TPS]
+                                         [--targets T,T]
 
 Starts a throwaway cluster (integration/cluster.sh, two replicas), `pgbench -i -s 10` on
 the primary, then these targets, all with the same pool size and md5 client auth:
@@ -53,6 +54,8 @@ read-your-writes probes are for.
 does the same work per second, so CPU per transaction compares the code paths and not
 how busy each target happened to be (a pooler that handles fewer transactions a second
 pays its per-wakeup costs over fewer of them).
+
+--targets T,T runs only those targets (route-off is always run: the ratios need it).
 
 Rounds interleave targets (order rotated); medians are reported. Results go to
 integration/results/routing-<UTC timestamp>/.
@@ -304,6 +307,7 @@ def main():
     ap.add_argument("--synchronous-commit", choices=["on", "off"])
     ap.add_argument("--baseline-ref", default=BASELINE_REF)
     ap.add_argument("--rate", type=int)
+    ap.add_argument("--targets", help="comma-separated subset of the targets")
     args = ap.parse_args()
     args.replicas, args.scale, args.jobs, args.workers = 2, 10, 2, 1
     args.tls, args.baseline_binary = False, None
@@ -311,6 +315,10 @@ def main():
     for w in list(TARGETS):
         if w not in args.workloads.split(","):
             del TARGETS[w]
+    if args.targets:
+        keep = set(args.targets.split(",")) | {"route-off"}
+        for w in TARGETS:
+            TARGETS[w] = [t for t in TARGETS[w] if t in keep]
     args.base_binary = build_baseline(args.baseline_ref, args.no_build)
     if not args.no_build:
         B.run(["cargo", "build", "--release", "--quiet"], cwd=B.ROOT)
@@ -323,9 +331,14 @@ def main():
         bench.start_cluster()
         with open(os.path.join(bench.work, "mixed.sql"), "w") as f:
             f.write(MIXED)
-        bench.start_pgbouncer()
+        wanted = {t for ts in TARGETS.values() for t in ts}
+        if "route-on-primary" in wanted:
+            wanted.add("route-on")
         for t in ROUTING:
-            bench.start_routed(t)
+            if t in wanted:
+                bench.start_routed(t)
+        if "pgbouncer" in wanted:
+            bench.start_pgbouncer()
         time.sleep(1.0)  # the monitors' first checks
         results = {}
         for rnd in range(args.rounds):
@@ -344,18 +357,21 @@ def main():
             + (f" --synchronous-commit {args.synchronous_commit}" if args.synchronous_commit
                else "")
             + (f" --rate {args.rate}" if args.rate else "")
+            + (f" --targets {args.targets}" if args.targets else "")
             + f" --baseline-ref '{args.baseline_ref}'`; "
             f"primary + 2 streaming replicas on this machine "
             f"(2 cores, shared). Medians of {args.rounds} rounds.",
             "",
             "| workload | target | TPS | × route-off TPS | p50 ms | p99 ms | pooler CPU µs/txn "
-            "| × route-off CPU | × route-on-base CPU | reads on replicas | failed |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| × route-off CPU | × route-on-base CPU | × route-on-noprobe CPU | reads on replicas "
+            "| failed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for workload, targets in TARGETS.items():
             base = {k: med([r[k] for r in results[(workload, "route-off")]])
                     for k in ("tps", "cpu_us")}
             today = med([r["cpu_us"] for r in results.get((workload, "route-on-base"), [])])
+            noprobe = med([r["cpu_us"] for r in results.get((workload, "route-on-noprobe"), [])])
             for target in targets:
                 rs = results[(workload, target)]
                 row = {k: med([r[k] for r in rs])
@@ -365,11 +381,25 @@ def main():
                 cpu_ratio = (row["cpu_us"] / base["cpu_us"]
                              if row["cpu_us"] and base["cpu_us"] else None)
                 base_ratio = row["cpu_us"] / today if row["cpu_us"] and today else None
+                np_ratio = row["cpu_us"] / noprobe if row["cpu_us"] and noprobe else None
                 share = f"{row['replica_share'] * 100:.0f}%" if row["replica_share"] is not None else "–"
                 lines.append(
                     f"| {workload} | {target} | {fmt(row['tps'], 0)} | {fmt(tps_ratio)} "
                     f"| {fmt(row['p50'], 3)} | {fmt(row['p99'], 3)} | {fmt(row['cpu_us'], 1)} "
-                    f"| {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} | {share} | {failed} |")
+                    f"| {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} | {fmt(np_ratio, 3)} | {share} "
+                    f"| {failed} |")
+        for workload in TARGETS:
+            on = results.get((workload, "route-on"), [])
+            for other in ("route-on-base", "route-on-noprobe"):
+                them = results.get((workload, other), [])
+                ratios = [a["cpu_us"] / b["cpu_us"] for a, b in zip(on, them)
+                          if a["cpu_us"] and b["cpu_us"]]
+                if ratios:
+                    lines.append("")
+                    lines.append(
+                        f"{workload}: route-on CPU per transaction ÷ {other}'s, round by round: "
+                        + ", ".join(f"{x:.3f}" for x in ratios)
+                        + f" (median {statistics.median(ratios):.3f})")
         table = "\n".join(lines)
         print(table)
         with open(os.path.join(results_dir, "table.md"), "w") as f:

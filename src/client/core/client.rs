@@ -125,6 +125,11 @@ impl Core {
                     None => continue,
                 }
             }
+            // 2. Behind a probe sent ahead of the unit (`ryw.rs`), only the unit's own
+            // frames go until the probe has answered.
+            if self.ahead_holds(h.frame_len) {
+                break Stop::ForServer;
+            }
             // 2. At the start of a unit on a server: the route watches it.
             let unit_start = !self.flow.batch_open
                 && !matches!(

@@ -28,7 +28,7 @@ use crate::router::route::unit_len;
 use crate::server::CloseReason;
 
 /// A unit larger than this is not kept for a replay.
-const MAX_UNIT: usize = 64 * 1024;
+pub(super) const MAX_UNIT: usize = 64 * 1024;
 
 /// A read that can still be sent elsewhere.
 #[derive(Debug, Default)]
@@ -45,8 +45,11 @@ pub struct Retry {
     pub on_refusal: bool,
     /// The unit uses the extended protocol.
     pub extended: bool,
-    /// The replica refused; its messages up to ReadyForQuery are dropped.
+    /// The replica refused (or a probe sent ahead missed, `ryw.rs`); its messages up to
+    /// ReadyForQuery are dropped.
     pub discarding: bool,
+    /// An ErrorResponse was among the dropped messages.
+    pub dropped_error: bool,
 }
 
 /// What [`Retry::step`] makes of a server message.
@@ -75,6 +78,7 @@ impl Retry {
     /// `None` when only its tag has arrived.
     pub fn step(&mut self, tag: u8, frame: Option<&[u8]>) -> Step {
         if self.discarding {
+            self.dropped_error |= tag == be::ERROR_RESPONSE;
             return if tag == be::READY_FOR_QUERY {
                 Step::Retry
             } else {
@@ -106,7 +110,7 @@ impl Retry {
 }
 
 /// Whether every named statement the unit binds was prepared in the unit itself.
-fn binds_own_statements(unit: &[u8]) -> bool {
+pub(super) fn binds_own_statements(unit: &[u8]) -> bool {
     let mut parsed: Vec<&[u8]> = Vec::new();
     let mut pos = 0;
     while let Ok(Some(h)) = protocol::header(unit.get(pos..).unwrap_or_default(), usize::MAX) {
@@ -166,23 +170,33 @@ impl Core {
             self.disarm_retry();
             return;
         }
-        let Some(route) = self.route.as_ref().filter(|r| r.reading) else {
+        if !self.route.as_ref().is_some_and(|r| r.reading) {
             return;
-        };
+        }
         let between = self.flow.outstanding == 0 && !self.flow.batch_open && self.status == b'I';
         if !between || self.limits.mode == PoolMode::Session || self.flow.c_pass > 0 {
             return;
         }
+        let Some(retry) = self.new_retry(at) else {
+            return;
+        };
+        self.retry = Some(Box::new(Retry {
+            left: retry.left.saturating_sub(len),
+            ..retry
+        }));
+        self.cout.hold();
+    }
+
+    /// A retry keeping the unit at `at` in the client buffer, none of it yet past the
+    /// policies; `None` when it cannot be replayed.
+    pub(super) fn new_retry(&self, at: usize) -> Option<Retry> {
+        let route = self.route.as_ref()?;
         let rest = self.cin.get(at..).unwrap_or_default();
-        let Some(n) = unit_len(rest, self.limits.max_message).filter(|n| *n <= MAX_UNIT) else {
-            return;
-        };
-        let Some(unit) = rest.get(..n) else {
-            return;
-        };
+        let n = unit_len(rest, self.limits.max_message).filter(|n| *n <= MAX_UNIT)?;
+        let unit = rest.get(..n)?;
         let extended = unit.first() != Some(&fe::QUERY);
         if extended && !self.limits.rewrite && !binds_own_statements(unit) {
-            return;
+            return None;
         }
         let parsed = if extended {
             let mut names = parse_names(unit);
@@ -191,15 +205,15 @@ impl Core {
         } else {
             Vec::new()
         };
-        self.retry = Some(Box::new(Retry {
+        Some(Retry {
             unit: Bytes::copy_from_slice(unit),
-            left: n - len,
+            left: n,
             parsed,
             on_refusal: route.retries_refusals(),
             extended,
             discarding: false,
-        }));
-        self.cout.hold();
+            dropped_error: false,
+        })
     }
 
     /// Stops watching for a retry; the held output goes to the client.
@@ -209,22 +223,35 @@ impl Core {
         }
     }
 
-    /// The replica refused the unit (25006) and its answer is over: the replica goes back
-    /// and the unit goes to the primary.
+    /// The replica refused the unit (25006), or a probe sent ahead of it missed (`ryw.rs`),
+    /// and its answer is over: the replica goes back and the unit goes to the primary.
     pub(super) fn retry_refused(&mut self, now: Instant) {
-        let extended = self.retry.as_ref().is_some_and(|r| r.extended);
+        let (extended, error) = self
+            .retry
+            .as_ref()
+            .map_or((false, false), |r| (r.extended, r.dropped_error));
+        let missed = self
+            .route
+            .as_ref()
+            .and_then(|r| r.ahead.as_ref())
+            .is_some_and(|a| a.missed);
         if let Some(att) = &mut self.server {
             // The refused unit is over; the replica is idle.
             att.state.status = b'I';
         }
-        // After an extended unit, the server's record of its prepared statements may
-        // count a Parse the error made it skip: it is closed rather than trusted.
-        self.release(if extended {
+        // After an extended unit that failed, the server's record of its prepared
+        // statements may count a Parse the error made it skip: it is closed rather than
+        // trusted. (A refusal is an error; the unit behind a missed probe usually ran.)
+        self.release(if extended && (error || !missed) {
             Release::Close(CloseReason::Broken)
         } else {
             Release::Clean
         });
-        self.requeue_retry(None, now);
+        if missed {
+            self.ahead_to_primary(now);
+        } else {
+            self.requeue_retry(None, now);
+        }
     }
 
     /// Puts the unit that failed on a replica back at the head of the client's input, to
@@ -256,6 +283,13 @@ impl Core {
                 }
             }
         }
+        self.put_back(&retry);
+        self.step(now);
+    }
+
+    /// Puts the frames of `retry`'s unit that went to the server back at the head of the
+    /// client's input, and forgets what the server owed for them.
+    pub(super) fn put_back(&mut self, retry: &Retry) {
         for name in &retry.parsed {
             self.map.names.stmts.remove(name);
         }
@@ -272,7 +306,6 @@ impl Core {
         self.flow.held = false;
         self.map.replies.clear();
         self.status = b'I';
-        self.step(now);
     }
 }
 

@@ -56,6 +56,8 @@ pub struct Route {
     /// The server being checked out must first be asked whether it has replayed this LSN
     /// (a read-your-writes probe, `ryw.rs`).
     pub probe: Option<u64>,
+    /// A probe sent ahead of the unit in flight (pipelined, `ryw.rs`).
+    pub(super) ahead: Option<super::ryw::Ahead>,
     /// Why the last unit classified is not a read.
     why: Cell<NotRead>,
 }
@@ -76,6 +78,7 @@ impl Route {
             head: None,
             primary_once: false,
             probe: None,
+            ahead: None,
             why: Cell::new(NotRead::Write),
         }
     }
@@ -364,7 +367,7 @@ impl Prepared for NamesView<'_> {
 
 #[cfg(test)]
 #[path = "route_tests.rs"]
-mod route_tests;
+pub(super) mod route_tests;
 
 #[cfg(test)]
 mod tests {

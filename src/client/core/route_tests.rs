@@ -1,5 +1,5 @@
-//! The session's routing over recorded message sequences: read-your-writes probes, and
-//! replays of read units (simple and extended) that a replica refused or lost.
+//! The session's routing over recorded message sequences: replays of read units (simple
+//! and extended) that a replica refused or lost. (Read-your-writes probes: `ryw_tests.rs`.)
 
 use std::sync::Arc;
 
@@ -9,12 +9,12 @@ use super::super::tests::{
 use super::super::{Action, Release, Route};
 use crate::config::PoolMode;
 use crate::router::route::Force;
-use crate::router::{Allowlist, Classifier, ToPrimary, format_lsn};
+use crate::router::{Allowlist, Classifier, format_lsn};
 use crate::server::{CloseReason, ServerState};
 
 /// A transaction-mode session on a database whose replica (node 1) has replayed up to
 /// 1000 and keeps up.
-fn routed() -> Rig {
+pub(in super::super) fn routed() -> Rig {
     let mut r = rig(PoolMode::Transaction, &[]);
     let db = crate::router::route::tests::db_with_ready_replica(1000);
     let allow = Arc::new(Allowlist::new(&[]));
@@ -23,11 +23,11 @@ fn routed() -> Rig {
     r
 }
 
-fn route(r: &mut Rig) -> &mut Route {
+pub(in super::super) fn route(r: &mut Rig) -> &mut Route {
     r.core.route.as_mut().expect("routed")
 }
 
-fn expect_checkout_on(r: &mut Rig, node: usize) {
+pub(in super::super) fn expect_checkout_on(r: &mut Rig, node: usize) {
     match r.action() {
         Some(Action::NeedServer { node: n }) if n == node => {}
         other => panic!("expected NeedServer on {node}, got {other:?}"),
@@ -35,7 +35,7 @@ fn expect_checkout_on(r: &mut Rig, node: usize) {
     r.attach(ServerState::new(node as u64 + 10));
 }
 
-fn probe_answer(lsn: u64) -> Vec<u8> {
+pub(in super::super) fn probe_answer(lsn: u64) -> Vec<u8> {
     let mut a = msg(b'T', b"\0\0");
     a.extend(row(&format_lsn(lsn)));
     a.extend(complete("SELECT 1"));
@@ -43,7 +43,7 @@ fn probe_answer(lsn: u64) -> Vec<u8> {
     a
 }
 
-fn select_answer() -> Vec<u8> {
+pub(in super::super) fn select_answer() -> Vec<u8> {
     let mut a = msg(b'T', b"\0\0");
     a.extend(row("1"));
     a.extend(complete("SELECT 1"));
@@ -51,79 +51,7 @@ fn select_answer() -> Vec<u8> {
     a
 }
 
-#[test]
-fn a_writers_read_goes_to_a_replica_that_answers_the_probe_with_its_lsn() {
-    let mut r = routed();
-    route(&mut r).own_lsn = 2000;
-    r.client(&query("SELECT 1"));
-    expect_checkout_on(&mut r, 1);
-    let probe = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
-    assert!(
-        probe.contains("pg_last_wal_replay_lsn") && probe.contains("'0/7D0'"),
-        "{probe}"
-    );
-    assert!(
-        r.sent_to_client().is_empty(),
-        "the probe's answer is pgsluice's"
-    );
-    r.server(&probe_answer(2100));
-    assert_eq!(r.sent_to_server(), query("SELECT 1"), "the read follows");
-    r.server(&select_answer());
-    assert_eq!(r.sent_to_client(), select_answer());
-    let (_, how) = r.expect_release();
-    assert_eq!(how, Release::Clean);
-    // What the probe saw serves the next read without asking.
-    r.client(&query("SELECT 1"));
-    expect_checkout_on(&mut r, 1);
-    assert_eq!(r.sent_to_server(), query("SELECT 1"));
-    let db = route(&mut r).db.clone();
-    assert_eq!(
-        db.nodes[1]
-            .probes
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
-}
-
-#[test]
-fn a_replica_behind_the_write_sends_the_read_to_the_primary() {
-    let mut r = routed();
-    route(&mut r).own_lsn = 2000;
-    r.client(&query("SELECT 1"));
-    expect_checkout_on(&mut r, 1);
-    r.sent_to_server();
-    r.server(&probe_answer(1500));
-    let (_, how) = r.expect_release();
-    assert_eq!(how, Release::Clean, "the replica goes back, idle");
-    expect_checkout_on(&mut r, 0);
-    assert_eq!(r.sent_to_server(), query("SELECT 1"));
-    r.server(&select_answer());
-    assert_eq!(r.sent_to_client(), select_answer());
-    let db = route(&mut r).db.clone();
-    let n = |k: &std::sync::atomic::AtomicU64| k.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(n(&db.nodes[1].probe_misses), 1);
-    assert_eq!(
-        n(&db.nodes[0].to_primary[ToPrimary::RywTimeout as usize]),
-        1
-    );
-}
-
-#[test]
-fn a_replica_lost_during_the_probe_sends_the_read_to_the_primary() {
-    let mut r = routed();
-    route(&mut r).own_lsn = 2000;
-    r.client(&query("SELECT 1"));
-    expect_checkout_on(&mut r, 1);
-    r.sent_to_server();
-    r.core.server_lost("connection reset", r.now);
-    let (_, how) = r.expect_release();
-    assert_eq!(how, Release::Close(CloseReason::Broken));
-    expect_checkout_on(&mut r, 0);
-    assert_eq!(r.sent_to_server(), query("SELECT 1"));
-    assert!(r.sent_to_client().is_empty(), "no error reached the client");
-}
-
-fn extended_unit(name: &str) -> Vec<u8> {
+pub(in super::super) fn extended_unit(name: &str) -> Vec<u8> {
     let mut u = parse(name, "SELECT 1");
     u.extend(bind(name));
     u.extend(msg(b'D', b"P\0"));

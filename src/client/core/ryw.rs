@@ -4,8 +4,7 @@
 //! a moment ago is newer than any sample, so without more a writer's next read would go
 //! to the primary. When the router picks a replica that keeps up (its sampled delay is
 //! within `ryw_max_wait` plus [`PROBE_SLACK`]) but whose sample is older than the
-//! session's write LSN, the session asks that replica on the connection just checked out,
-//! before the client's unit goes there:
+//! session's write LSN, the session asks that replica on the connection just checked out:
 //!
 //! ```sql
 //! WITH RECURSIVE w(n, lsn) AS (
@@ -19,24 +18,41 @@
 //! (The sleep's argument names `w` so that it runs again for every step: a sleep that
 //! does not depend on the row runs once and is rescanned.)
 //! It answers at once when the replica has replayed the write, else after at most
-//! `ryw_max_wait`, waiting on the replica (one round trip, no work in pgsluice while it
-//! waits). At or past the write LSN, the unit runs there; otherwise the replica goes
-//! back to its pool and the unit goes to the primary (counted as `ryw_timeout`). Either
-//! way the position seen raises the replica's known LSN for every session. The guarantee
-//! is unchanged: a read runs on a replica only once that replica is known to have
-//! replayed the session's last write.
+//! `ryw_max_wait`, waiting on the replica (no work in pgsluice while it waits).
+//!
+//! # Pipelined with the read
+//! When the unit can be replayed elsewhere (what the retry of a refused read needs, see
+//! `retry.rs`), the probe and the unit go in one write, the probe first ([`Ahead`]): no
+//! round trip of its own. PostgreSQL runs the two Query messages of one connection in
+//! order, so the unit starts only once the probe has answered; a probe that saw the
+//! write's LSN therefore proves the unit's snapshot holds the write, whatever the
+//! isolation level. The unit's answer is held (as for any replayable read) until the
+//! probe's answer is in: on a hit it goes on to the client as it comes; on a miss it is
+//! dropped up to its ReadyForQuery, the replica goes back, and the unit goes to the
+//! primary (counted as `ryw_timeout`), as after a refusal. A unit that cannot be replayed
+//! (too large, session mode, binding a statement only that server knows, an SQL-level
+//! `PREPARE`/`EXECUTE`, settings to restore first) is sent after the probe's answer,
+//! as before. Client input past the unit waits for the probe's answer.
+//!
+//! Either way the position seen raises the replica's known LSN for every session. The
+//! guarantee is unchanged: a read's answer reaches the client from a replica only once
+//! that replica is known to have replayed the session's last write before the read ran.
 //!
 //! [`PROBE_SLACK`]: crate::router::PROBE_SLACK
 
+use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use super::statements::frame;
+use bytes::{BufMut, Bytes, BytesMut};
+
 use super::{Action, CHORE_TIMEOUT, Core, Phase, Release};
+use crate::config::PoolMode;
 use crate::protocol::{self, be, fe};
-use crate::router::{format_lsn, parse_lsn};
+use crate::router::parse_lsn;
+use crate::router::route::Unit;
 use crate::server::CloseReason;
 
-/// A probe in flight.
+/// A probe in flight, sent alone: client input waits for its answer.
 #[derive(Debug)]
 pub struct Probe {
     /// The LSN the replica must have replayed.
@@ -45,27 +61,57 @@ pub struct Probe {
     pub lsn: Option<u64>,
 }
 
-/// The probe's SQL: waits on the replica, in steps of half a millisecond, up to `wait`.
-pub fn probe_sql(min_lsn: u64, wait: Duration) -> String {
+/// A probe sent ahead of the unit it vouches for, in the same write.
+#[derive(Debug)]
+pub struct Ahead {
+    pub probe: Probe,
+    /// The class of the unit (for its way to the primary after a miss).
+    pub unit: Unit,
+    /// The probe has answered that the replica had not replayed `min_lsn`: the unit's
+    /// answer is being dropped, and the unit goes to the primary after it.
+    pub missed: bool,
+}
+
+/// The probe's Query message: waits on the replica, in steps of half a millisecond, up to
+/// `wait`. Built in one buffer (one allocation).
+pub fn probe_frame(min_lsn: u64, wait: Duration) -> Bytes {
     let micros = wait.as_micros().min(10_000_000);
-    if micros == 0 {
-        return "SELECT pg_catalog.pg_last_wal_replay_lsn()::text".to_string();
+    let mut b = BytesMut::with_capacity(400);
+    b.put_u8(fe::QUERY);
+    b.put_i32(0);
+    let lsn = (min_lsn >> 32, min_lsn & 0xffff_ffff);
+    let _ = if micros == 0 {
+        write!(b, "SELECT pg_catalog.pg_last_wal_replay_lsn()::text")
+    } else {
+        write!(
+            b,
+            "WITH RECURSIVE w(n, lsn) AS (SELECT 0, pg_catalog.pg_last_wal_replay_lsn() \
+             UNION ALL SELECT w.n + 1, pg_catalog.pg_last_wal_replay_lsn() \
+             FROM w, LATERAL pg_catalog.pg_sleep(0.0005 + 0 * w.n) s \
+             WHERE w.lsn < '{:X}/{:X}'::pg_lsn AND pg_catalog.clock_timestamp() < \
+             pg_catalog.statement_timestamp() + interval '{micros} microseconds') \
+             SELECT max(w.lsn)::text FROM w",
+            lsn.0, lsn.1
+        )
+    };
+    b.put_u8(0);
+    let len = (b.len() - 1) as i32;
+    if let Some(l) = b.get_mut(1..5) {
+        l.copy_from_slice(&len.to_be_bytes());
     }
-    format!(
-        "WITH RECURSIVE w(n, lsn) AS (SELECT 0, pg_catalog.pg_last_wal_replay_lsn() \
-         UNION ALL SELECT w.n + 1, pg_catalog.pg_last_wal_replay_lsn() \
-         FROM w, LATERAL pg_catalog.pg_sleep(0.0005 + 0 * w.n) s \
-         WHERE w.lsn < '{}'::pg_lsn AND pg_catalog.clock_timestamp() < \
-         pg_catalog.statement_timestamp() + interval '{micros} microseconds') \
-         SELECT max(w.lsn)::text FROM w",
-        format_lsn(min_lsn)
-    )
+    b.freeze()
 }
 
 impl Core {
-    /// After a server was attached: if the route asked for a probe, sends it and returns
-    /// true (client input waits for the answer).
+    /// After a server was attached: if the route asked for a probe, sends it. Returns true
+    /// when it went alone (client input waits for its answer); false when there is none,
+    /// or when it goes ahead of the unit (the caller then goes on, and the unit follows
+    /// it in the same write).
     pub(super) fn start_probe(&mut self, now: Instant) -> bool {
+        if self.route.as_ref().is_none_or(|r| r.probe.is_none()) {
+            return false;
+        }
+        let retry = self.retry_ahead();
         let Some(r) = &mut self.route else {
             return false;
         };
@@ -73,14 +119,138 @@ impl Core {
             return false;
         };
         let wait = r.db.policy.load().ryw_max_wait;
-        let sql = probe_sql(min_lsn, wait);
-        self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
-        self.phase = Phase::Probe(Probe { min_lsn, lsn: None });
+        self.sout.push(probe_frame(min_lsn, wait));
         self.chore_deadline = Some(now + CHORE_TIMEOUT + wait);
+        let probe = Probe { min_lsn, lsn: None };
+        if let Some(retry) = retry {
+            r.ahead = Some(Ahead {
+                probe,
+                unit: r.head.unwrap_or(Unit::Read),
+                missed: false,
+            });
+            // The unit's answer is held from its first byte (as `arm_retry` would).
+            self.retry = Some(Box::new(retry));
+            self.cout.hold();
+            return false;
+        }
+        self.phase = Phase::Probe(probe);
         true
     }
 
-    /// Consumes the probe's answer.
+    /// The retry for the unit at the head of the client's input when it can go right
+    /// behind the probe: the retry keeps it (see `arm_retry`), and nothing runs between
+    /// the probe and it (no settings to restore, no SQL-level statement pgsluice handles
+    /// itself).
+    fn retry_ahead(&self) -> Option<super::retry::Retry> {
+        let between = self.flow.outstanding == 0
+            && !self.flow.batch_open
+            && self.status == b'I'
+            && self.flow.c_pass == 0
+            && self.retry.is_none();
+        if !between || self.limits.mode == PoolMode::Session || self.settings_differ() {
+            return None;
+        }
+        let head = self.cin.first().copied();
+        if head == Some(fe::QUERY) && self.limits.rewrite {
+            let len = protocol::header(&self.cin, self.limits.max_message)
+                .ok()??
+                .frame_len;
+            let text = self.cin.get(protocol::HEADER_LEN..len)?;
+            if super::sql_prepare::may_be_sql_prepared(text) {
+                return None;
+            }
+        }
+        self.new_retry(0)
+    }
+
+    /// Whether a client frame of `len` bytes must wait because a probe sent ahead has not
+    /// settled: the frames of the unit behind it go, anything after them waits.
+    pub(super) fn ahead_holds(&self, len: usize) -> bool {
+        self.route.as_ref().is_some_and(|r| r.ahead.is_some())
+            && self.retry.as_ref().is_none_or(|t| t.left < len)
+    }
+
+    /// Whether a probe sent ahead is still to answer.
+    pub(super) fn ahead_unanswered(&self) -> bool {
+        self.route
+            .as_ref()
+            .and_then(|r| r.ahead.as_ref())
+            .is_some_and(|a| !a.missed)
+    }
+
+    /// Consumes the answer of the probe sent ahead of the unit. True when it is over and
+    /// the scan goes on (the unit's answer follows).
+    pub(super) fn ahead_frames(&mut self, now: Instant) -> bool {
+        loop {
+            let Some(att) = &self.server else {
+                return false;
+            };
+            let h = match protocol::header(&att.state.buf, super::server::MAX_SERVER_MESSAGE) {
+                Ok(Some(h)) if att.state.buf.len() >= h.frame_len => h,
+                Ok(_) => return false,
+                Err(e) => {
+                    self.server_lost(&format!("server protocol error: {e}"), now);
+                    return false;
+                }
+            };
+            let frame = self.take_server_frame(h.frame_len);
+            let body = protocol::body(&frame);
+            match h.tag {
+                be::DATA_ROW => {
+                    if let Some(a) = self.route.as_mut().and_then(|r| r.ahead.as_mut()) {
+                        a.probe.lsn = first_column_lsn(body);
+                    }
+                }
+                be::READY_FOR_QUERY => {
+                    self.chore_deadline = None;
+                    let status = body.first().copied().unwrap_or(b'E');
+                    return self.ahead_answered(status);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The probe sent ahead answered (its ReadyForQuery with `status`): on a hit the
+    /// unit's answer goes on to the client; on a miss it is dropped, and the unit goes to
+    /// the primary once it is over. True either way (the scan goes on).
+    fn ahead_answered(&mut self, status: u8) -> bool {
+        let Some(r) = &mut self.route else {
+            return true;
+        };
+        let Some(mut ahead) = r.ahead.take() else {
+            return true;
+        };
+        let ok = r.probe_answered(ahead.probe.min_lsn, ahead.probe.lsn) && status == b'I';
+        if ok {
+            if self.flow.held {
+                self.flow.held = false;
+                self.flow.c_need = 0;
+            }
+            return true;
+        }
+        ahead.missed = true;
+        r.ahead = Some(ahead);
+        if let Some(retry) = &mut self.retry {
+            retry.discarding = true;
+        }
+        true
+    }
+
+    /// The unit behind a missed probe is over on the replica (its answer dropped, the
+    /// replica released): it goes again, on the primary.
+    pub(super) fn ahead_to_primary(&mut self, now: Instant) {
+        if let Some(retry) = self.retry.take() {
+            self.cout.drop_held();
+            self.put_back(&retry);
+        }
+        let Some(r) = &mut self.route else { return };
+        let unit = r.ahead.take().map_or(Unit::Read, |a| a.unit);
+        r.head = Some(unit);
+        self.send_to_primary_after_probe(now);
+    }
+
+    /// Consumes the answer of a probe sent alone.
     pub(super) fn probe_frames(&mut self, now: Instant) {
         loop {
             let Some(att) = &self.server else { return };
@@ -94,7 +264,7 @@ impl Core {
             match h.tag {
                 be::DATA_ROW => {
                     if let Phase::Probe(p) = &mut self.phase {
-                        p.lsn = first_column(body).and_then(|v| parse_lsn(&v));
+                        p.lsn = first_column_lsn(body);
                     }
                 }
                 be::READY_FOR_QUERY => {
@@ -146,24 +316,39 @@ impl Core {
 
     /// The probe got no answer in time: the replica's connection is closed.
     pub(super) fn probe_timed_out(&mut self, now: Instant) {
-        if !matches!(self.phase, Phase::Probe(_)) {
+        let ahead = self.route.as_ref().is_some_and(|r| r.ahead.is_some());
+        if !ahead && !matches!(self.phase, Phase::Probe(_)) {
             return;
         }
-        self.phase = Phase::Relay;
         tracing::warn!(
             client = self.id,
             "replica did not answer the read-your-writes probe in time"
         );
-        self.release(Release::Close(CloseReason::Broken));
-        if let Some(r) = &mut self.route {
-            r.db.report_unreachable(r.node, "no answer to a read-your-writes probe");
-        }
-        self.send_to_primary_after_probe(now);
+        self.probe_lost("no answer to a read-your-writes probe", now);
     }
 
-    /// The server was lost during a probe: true when that was handled (the unit goes on
-    /// elsewhere).
+    /// The server was lost during a probe (or while the unit behind a missed probe was
+    /// being dropped): true when that was handled (the unit goes on elsewhere).
     pub(super) fn probe_lost(&mut self, why: &str, now: Instant) -> bool {
+        let ahead = self.route.as_ref().and_then(|r| r.ahead.as_ref());
+        if let Some(missed) = ahead.map(|a| a.missed) {
+            self.chore_deadline = None;
+            self.release(Release::Close(CloseReason::Broken));
+            if missed {
+                if let Some(r) = &self.route {
+                    r.db.report_unreachable(r.node, why);
+                }
+                self.ahead_to_primary(now);
+            } else {
+                // Unanswered: the replica is left out and the unit chooses again, as any
+                // read lost before its answer.
+                if let Some(r) = &mut self.route {
+                    r.ahead = None;
+                }
+                self.requeue_retry(Some(why), now);
+            }
+            return true;
+        }
         if !matches!(self.phase, Phase::Probe(_)) {
             return false;
         }
@@ -178,8 +363,8 @@ impl Core {
     }
 }
 
-/// The first column of a DataRow body as text (`None` for NULL or a malformed row).
-fn first_column(body: &[u8]) -> Option<String> {
+/// The first column of a DataRow body as an LSN (`None` for NULL or a malformed row).
+fn first_column_lsn(body: &[u8]) -> Option<u64> {
     let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
     if n == 0 {
         return None;
@@ -187,7 +372,7 @@ fn first_column(body: &[u8]) -> Option<String> {
     let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
     let len = usize::try_from(len).ok()?;
     let v = body.get(6..6 + len)?;
-    Some(String::from_utf8_lossy(v).into_owned())
+    parse_lsn(std::str::from_utf8(v).ok()?)
 }
 
 #[cfg(test)]
@@ -196,12 +381,38 @@ mod tests {
 
     #[test]
     fn probe_sql_waits_only_when_asked() {
+        let text = |f: Bytes| {
+            let len = i32::from_be_bytes(f[1..5].try_into().unwrap()) as usize;
+            assert_eq!(len + 1, f.len(), "the length covers the frame");
+            assert_eq!(f[0], b'Q');
+            assert_eq!(f[f.len() - 1], 0);
+            String::from_utf8(f[5..f.len() - 1].to_vec()).unwrap()
+        };
         assert_eq!(
-            probe_sql(0x16B3748, Duration::ZERO),
+            text(probe_frame(0x16B3748, Duration::ZERO)),
             "SELECT pg_catalog.pg_last_wal_replay_lsn()::text"
         );
-        let sql = probe_sql(0x16B3748, Duration::from_millis(5));
-        assert!(sql.contains("w.lsn < '0/16B3748'::pg_lsn"), "{sql}");
+        let sql = text(probe_frame(0x1_016B_3748, Duration::from_millis(5)));
+        assert!(sql.contains("w.lsn < '1/16B3748'::pg_lsn"), "{sql}");
         assert!(sql.contains("interval '5000 microseconds'"), "{sql}");
     }
+
+    #[test]
+    fn a_probe_row_reads_as_an_lsn() {
+        let row = |v: &[u8]| {
+            let mut b = vec![0, 1];
+            b.extend((v.len() as i32).to_be_bytes());
+            b.extend(v);
+            b
+        };
+        assert_eq!(first_column_lsn(&row(b"0/7D0")), Some(2000));
+        assert_eq!(first_column_lsn(&row(b"nonsense")), None);
+        assert_eq!(first_column_lsn(&[0, 1, 255, 255, 255, 255]), None, "NULL");
+        assert_eq!(first_column_lsn(&[0, 1, 0, 0, 0, 9, b'0']), None, "short");
+        assert_eq!(first_column_lsn(&[]), None);
+    }
 }
+
+#[cfg(test)]
+#[path = "ryw_tests.rs"]
+mod ryw_tests;

@@ -36,6 +36,10 @@ impl Core {
             self.probe_frames(now);
             return;
         }
+        // A probe sent ahead of the unit answers first (`ryw.rs`).
+        if self.ahead_unanswered() && !self.ahead_frames(now) {
+            return;
+        }
         let mut fwd = 0;
         while let Some(rest) = self.server.as_ref().and_then(|a| a.state.buf.get(fwd..)) {
             if rest.is_empty() {
