@@ -259,11 +259,11 @@ impl Core {
         self.observe.text(tag, frame, self.limits.rewrite);
         // 6. Session-state effects.
         let pin_named = self.limits.mode == PoolMode::Transaction && !self.limits.rewrite;
-        if matches!(tag, fe::QUERY | fe::PARSE)
-            && inspect_text(&mut self.state, pin_named, tag, frame)
-            && self.limits.rewrite
-        {
-            self.map.drop_sent(tag);
+        if matches!(tag, fe::QUERY | fe::PARSE) {
+            let text = inspect_text(&mut self.state, pin_named, tag, frame);
+            if self.limits.rewrite && text != Text::Plain {
+                self.map.drop_sent(tag, text == Text::NamesOurs);
+            }
         }
         if let Some(check) = &self.opaque_check
             && matches!(tag, fe::QUERY | fe::PARSE)
@@ -297,14 +297,12 @@ impl Core {
         if self.limits.rewrite && tag == fe::QUERY && self.may_deallocate(at, len) {
             self.flush_client_bytes(fwd);
             let msg = self.cin.split_to(len).freeze();
-            let query = match &mut self.server {
+            match &mut self.server {
                 Some(att) => self
                     .map
-                    .deallocate(&msg, &mut self.sout, &mut att.state.statements),
-                None => None,
-            };
-            let query = query.unwrap_or(msg);
-            self.map.forward(query, fe::QUERY, &mut self.sout);
+                    .deallocate(msg, &mut self.sout, &mut att.state.statements),
+                None => self.map.forward(msg, fe::QUERY, &mut self.sout),
+            }
             return;
         }
         if self.limits.rewrite {
@@ -618,7 +616,7 @@ fn calls_unlisted(check: &crate::router::Classifier, tag: u8, frame: &[u8]) -> b
 
 /// Looks at the SQL of a Query or Parse for session-state effects. True when the text
 /// drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
-fn inspect_text(state: &mut super::SessionState, pin_named: bool, tag: u8, frame: &[u8]) -> bool {
+fn inspect_text(state: &mut super::SessionState, pin_named: bool, tag: u8, frame: &[u8]) -> Text {
     let body = protocol::body(frame);
     let sql = if tag == fe::PARSE {
         protocol::cstr_bytes(body).and_then(|(name, rest)| {
@@ -632,7 +630,27 @@ fn inspect_text(state: &mut super::SessionState, pin_named: bool, tag: u8, frame
     };
     // Most statements have no session effect: the byte prefilter settles them before any
     // UTF-8 check.
-    sql.filter(|sql| crate::sql::may_have_effects(sql))
+    let Some(sql) = sql
+        .filter(|sql| crate::sql::may_have_effects(sql))
         .and_then(|sql| std::str::from_utf8(sql).ok())
-        .is_some_and(|sql| state.on_statement(sql))
+    else {
+        return Text::Plain;
+    };
+    if state.on_statement(sql) {
+        Text::DropsAll
+    } else if super::statements::may_name_ours(tag, sql) {
+        Text::NamesOurs
+    } else {
+        Text::Plain
+    }
+}
+
+/// What a Query's or Parse's text may do to the server's prepared statements.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Text {
+    Plain,
+    /// It drops every one (DISCARD ALL, DEALLOCATE ALL).
+    DropsAll,
+    /// It names one of pgsluice's server-side names where pgsluice does not map it.
+    NamesOurs,
 }

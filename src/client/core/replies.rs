@@ -80,6 +80,15 @@ pub enum Act {
     /// pgsluice's own `PREPARE` Query of an SQL-level statement before the client's
     /// `EXECUTE`: hide everything up to its ReadyForQuery.
     HiddenQuery { stmt: Option<Arc<Statement>> },
+    /// The client's `DEALLOCATE name` of a protocol-level statement, rewritten to its
+    /// server-side name (the client's name already forgotten): the server's record
+    /// forgets the statement once the Query succeeded; if it failed (an aborted
+    /// transaction, say), both are as before, as on PostgreSQL.
+    Deallocate {
+        stmt: Arc<Statement>,
+        name: String,
+        failed: bool,
+    },
 }
 
 /// How an error in the answer to a rewritten request is put back in the client's terms.
@@ -225,7 +234,9 @@ impl Replies {
     /// Whether a server message with `tag` ends (or fails) the request at the head.
     pub fn completes_front(&self, tag: u8) -> bool {
         self.expect.front().is_some_and(|f| {
-            (tag == be::ERROR_RESPONSE && f.done != Done::Ready) || f.done.completed_by(tag)
+            (tag == be::ERROR_RESPONSE
+                && (f.done != Done::Ready || matches!(f.act(), Some(Act::Deallocate { .. }))))
+                || f.done.completed_by(tag)
         })
     }
 
@@ -238,6 +249,8 @@ impl Replies {
         let Some(last_unit) = self.expect.iter().rposition(|e| e.done == Done::Ready) else {
             return false;
         };
+        // A unit's own end counts too: a `DEALLOCATE` Query is a whole unit.
+        let last_unit = last_unit + 1;
         let same = |i: u64| id.is_none_or(|id| id == i);
         let about = |n: &str, i: u64| n == name || same(i);
         self.expect.iter().take(last_unit).any(|e| match e.act() {
@@ -246,6 +259,7 @@ impl Replies {
             Some(Act::Synth(_, Undo::Restore(name, stmt))) => about(name, stmt.id),
             Some(Act::Hidden { stmt }) => same(stmt.id),
             Some(Act::Evict { id: i }) => same(*i),
+            Some(Act::Deallocate { stmt, name, .. }) => about(name, stmt.id),
             None
             | Some(
                 Act::Forward | Act::Translated(_) | Act::HiddenUnnamed | Act::HiddenQuery { .. },
@@ -302,6 +316,12 @@ impl Replies {
         };
         let error = tag == be::ERROR_RESPONSE && front.done != Done::Ready;
         if !error && !front.done.completed_by(tag) {
+            if tag == be::ERROR_RESPONSE
+                && let Some(Act::Deallocate { failed, .. }) =
+                    self.expect.front_mut().and_then(|e| e.act.as_deref_mut())
+            {
+                *failed = true;
+            }
             return Verdict::Pass;
         }
         let Some(entry) = self.expect.pop_front() else {
@@ -339,6 +359,14 @@ impl Replies {
                 Verdict::Forward
             }
             Act::Evict { .. } | Act::HiddenQuery { .. } => Verdict::Swallow,
+            Act::Deallocate { stmt, name, failed } => {
+                if !failed {
+                    server.remove(stmt.id);
+                } else if !names.stmts.contains_key(&name) {
+                    names.restore(name, stmt);
+                }
+                Verdict::Forward
+            }
             Act::Forward | Act::Synth(..) | Act::Translated(_) => Verdict::Forward,
         }
     }
@@ -368,7 +396,8 @@ impl Replies {
                 Act::Forward
                 | Act::Translated(_)
                 | Act::HiddenUnnamed
-                | Act::HiddenQuery { stmt: None } => {}
+                | Act::HiddenQuery { stmt: None }
+                | Act::Deallocate { .. } => {}
             }
         }
         if self.expect.is_empty() {

@@ -20,6 +20,7 @@ use crate::client::outq::OutQueue;
 use crate::prepare::{self, Registry, SERVER_PREFIX, Statement};
 use crate::protocol::{self, fe};
 use crate::server::ServerStatements;
+use crate::sql::{self, Effect, PinReason};
 
 /// The client's statement names.
 #[derive(Debug, Default)]
@@ -192,6 +193,7 @@ impl Mapping {
     ) {
         self.registry.server_parses.fetch_add(1, Ordering::Relaxed);
         stmt.server_prepares.fetch_add(1, Ordering::Relaxed);
+        self.note_dropping_text(stmt);
         self.make_room(stmt.id, sout, server);
         if let Some(sql) = stmt.prepare_sql() {
             sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
@@ -256,38 +258,54 @@ impl Mapping {
         self.replies.synthesize(out.cout, CLOSE_COMPLETE, undo);
     }
 
-    /// `DEALLOCATE name` in a simple Query naming a protocol-level statement: PostgreSQL
-    /// shares one namespace, so it must work. The name is rewritten to the server-side one
-    /// (prepared there first if needed) and forgotten by client and server. Returns the
-    /// rewritten Query, or `None` when the text is anything else.
-    pub fn deallocate(
+    /// A simple Query that may be a `DEALLOCATE`, sent to the server with its answer
+    /// expected. `DEALLOCATE name` naming a protocol-level statement must work (PostgreSQL
+    /// shares one namespace): the name is rewritten to the server-side one (prepared there
+    /// first if needed) and forgotten by the client at once, by the server's record when
+    /// the server says it ran. Any other text goes as it is.
+    pub fn deallocate(&mut self, msg: Bytes, sout: &mut OutQueue, server: &mut ServerStatements) {
+        match self.rewrite_deallocate(&msg, sout, server) {
+            Some((query, act)) => {
+                sout.push(query);
+                self.replies.expect(fe::QUERY, act);
+            }
+            None => self.forward(msg, fe::QUERY, sout),
+        }
+    }
+
+    fn rewrite_deallocate(
         &mut self,
         msg: &[u8],
         sout: &mut OutQueue,
         server: &mut ServerStatements,
-    ) -> Option<Bytes> {
+    ) -> Option<(Bytes, Act)> {
         let sql = protocol::cstr(protocol::body(msg))?.0;
         let name = deallocate_target(sql)?;
         let Some(stmt) = self.names.stmts.get(&name).cloned() else {
             // A client must not drop statements pgsluice prepared for everyone.
             return name.starts_with(SERVER_PREFIX).then(|| {
                 let sql = format!("DEALLOCATE \"unknown_{name}\"");
-                frame(fe::QUERY, &[sql.as_bytes(), b"\0"])
+                (frame(fe::QUERY, &[sql.as_bytes(), b"\0"]), Act::Forward)
             });
         };
         if !self.replies.skipping && !server.touch(stmt.id) {
             // Prepared first, so that the DEALLOCATE finds it; with a Sync of its own, so
             // that if it fails the server does not skip the client's Query to a Sync that
             // never comes.
+            self.note_dropping_text(&stmt);
             self.make_room(stmt.id, sout, server);
             sout.push(stmt.parse_frame());
             sout.push(Bytes::from_static(SYNC));
             self.replies.expect_hidden_query(Some(stmt.clone()));
         }
         self.names.stmts.remove(&name);
-        server.remove(stmt.id);
         let sql = format!("DEALLOCATE {}", stmt.name);
-        Some(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]))
+        let act = Act::Deallocate {
+            stmt,
+            name,
+            failed: false,
+        };
+        Some((frame(fe::QUERY, &[sql.as_bytes(), b"\0"]), act))
     }
 
     /// The server-side name for a client's statement name, preparing it on this server
@@ -326,12 +344,30 @@ impl Mapping {
     }
 
     /// A Query or Parse whose text drops every prepared statement (DISCARD ALL,
-    /// DEALLOCATE ALL) goes to the server. Nothing is forgotten yet: a Query may fail
-    /// (inside a transaction block), a Parse may never be executed.
-    pub fn drop_sent(&mut self, tag: u8) {
+    /// DEALLOCATE ALL), or may drop or create one under a server-side name (`names_ours`,
+    /// see [`may_name_ours`]), goes to the server. Nothing is forgotten yet: a Query may
+    /// fail (inside a transaction block), a Parse may never be executed; a text naming
+    /// ours makes the record unsure.
+    pub fn drop_sent(&mut self, tag: u8, names_ours: bool) {
         match tag {
-            fe::QUERY => self.drop_in_flight = true,
+            fe::QUERY if !names_ours => self.drop_in_flight = true,
             _ => self.unsure = true,
+        }
+    }
+
+    /// pgsluice prepares `stmt` on a server itself (before the client's Bind, Describe or
+    /// `DEALLOCATE` of it): if its text drops every prepared statement, whether it runs
+    /// there is the client's affair, as for the client's own Parse of it
+    /// ([`Mapping::drop_sent`]), so the record may turn wrong and the server is not
+    /// handed on.
+    fn note_dropping_text(&mut self, stmt: &Statement) {
+        let text = stmt.query();
+        if sql::may_have_effects(text.as_bytes())
+            && sql::inspect(text)
+                .iter()
+                .any(|e| matches!(e, Effect::DiscardAll | Effect::Unpin(PinReason::SqlPrepare)))
+        {
+            self.unsure = true;
         }
     }
 
@@ -429,6 +465,23 @@ impl Mapping {
         }
         Some(parse_len + protocol::HEADER_LEN)
     }
+}
+
+/// Whether the text of a Query or Parse with session effects (see
+/// [`crate::sql::may_have_effects`]) may drop or create a prepared statement under one
+/// of pgsluice's server-side names without pgsluice mapping it: every client name is
+/// mapped, and a lone `DEALLOCATE` Query is rewritten ([`Mapping::deallocate`]), but a
+/// `DEALLOCATE` or `PREPARE` among several statements, or in a Parse, reaches the server
+/// as written. The client's and pgsluice's names then share the server's one namespace,
+/// so the record of the server's statements may turn wrong: such a server is not
+/// handed on.
+pub fn may_name_ours(tag: u8, sql: &str) -> bool {
+    let prefix = SERVER_PREFIX.as_bytes();
+    let named = sql
+        .as_bytes()
+        .windows(prefix.len())
+        .any(|w| w.eq_ignore_ascii_case(prefix));
+    named && !(tag == fe::QUERY && deallocate_target(sql).is_some())
 }
 
 /// The statement name of a lone `DEALLOCATE [PREPARE] name` (not `ALL`), as PostgreSQL
