@@ -320,11 +320,15 @@ impl Model {
     }
 
     fn sql_deallocate(&mut self, text: &str) {
-        let lower = text.to_ascii_lowercase();
-        if lower
-            .split_whitespace()
-            .any(|w| w.trim_end_matches(';') == "all")
-        {
+        // `DEALLOCATE [PREPARE] ALL` and nothing after (anything else after ALL is a
+        // syntax error on PostgreSQL).
+        let lower = text.trim().trim_end_matches(';').to_ascii_lowercase();
+        let words: Vec<&str> = lower.split_whitespace().skip(1).collect();
+        let words = words.strip_prefix(&["prepare"]).unwrap_or(&words);
+        if words.first() == Some(&"all") {
+            if words.len() > 1 {
+                return self.error("42601", "syntax error");
+            }
             self.statements.retain(|n, _| n.is_empty());
             return self.complete("DEALLOCATE ALL");
         }

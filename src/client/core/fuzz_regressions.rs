@@ -769,3 +769,55 @@ fn a_text_naming_our_statements_is_not_handed_on() {
     r.server(&[error("26000", "no such statement"), ready(b'I')].concat());
     assert_eq!(r.expect_release().1, Release::Clean);
 }
+
+/// Found by `fuzz_session_routed` (minimal input: transaction mode with read-your-writes;
+/// `RESET work_mem` (a write: it goes to the primary, whose LSN is then the session's),
+/// then `BEGIN READ ONLY`, a read, which goes to the replica behind a probe sent ahead
+/// of it; the model's probe answer is no LSN, a miss). The unit behind the missed probe
+/// ran and opened a transaction: its ReadyForQuery said `T`, but `retry_refused` took
+/// every dropped unit for over and the replica for idle (status forced to `I`) and
+/// released it clean, mid-transaction, to the next client. Fixed: the unit's own
+/// ReadyForQuery sets the status, and a replica not idle after it is closed.
+#[test]
+fn a_transaction_begun_behind_a_missed_probe_is_not_released_clean() {
+    let mut setup = one_per_server(1, None, 0, 0);
+    setup.routing = Some(Routing {
+        ryw: true,
+        report_lsn: false,
+        retry: false,
+        never_primary: false,
+    });
+    let steps = [
+        Step::Query("RESET work_mem".into()),
+        Step::Query("BEGIN READ ONLY".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(20));
+    s.event(Event::Server(1));
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
+
+/// Found by `fuzz_session_core` (minimal input: `Parse s1 "SELECT 1"`, `Bind c1`, `Sync`,
+/// then the Query `DEALLOCATE\nALL SELECT `). A fault of the model server, not of the
+/// core: it took any `DEALLOCATE` with an `ALL` word for `DEALLOCATE ALL`, where
+/// PostgreSQL (and the core's effect scanner) see a syntax error and drop nothing. Fixed
+/// in the model; this keeps the core's side: the record keeps `s1`'s statement.
+#[test]
+fn a_deallocate_all_followed_by_more_words_drops_nothing() {
+    let steps = [
+        Step::Batch(vec![
+            Ext::Parse("s1", "SELECT 1".into()),
+            Ext::Bind("c1", ""),
+        ]),
+        Step::Query("DEALLOCATE\nALL SELECT ".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(one_per_server(1, None, 0, 0), bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(1));
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}

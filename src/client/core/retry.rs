@@ -235,14 +235,14 @@ impl Core {
             .as_ref()
             .and_then(|r| r.ahead.as_ref())
             .is_some_and(|a| a.missed);
-        if let Some(att) = &mut self.server {
-            // The refused unit is over; the replica is idle.
-            att.state.status = b'I';
-        }
+        // The unit is over (its ReadyForQuery read); the replica is idle unless the unit
+        // left a transaction open (a `BEGIN` behind a missed probe ran) or aborted: then
+        // it is closed, not handed on.
+        let idle = self.server.as_ref().is_some_and(|a| a.state.status == b'I');
         // After an extended unit that failed, the server's record of its prepared
         // statements may count a Parse the error made it skip: it is closed rather than
         // trusted. (A refusal is an error; the unit behind a missed probe usually ran.)
-        self.release(if extended && (error || !missed) {
+        self.release(if !idle || (extended && (error || !missed)) {
             Release::Close(CloseReason::Broken)
         } else {
             Release::Clean

@@ -95,6 +95,10 @@ impl Core {
                         self.forward_server_bytes(&mut fwd);
                         let _ = self.take_server_frame(h.frame_len);
                         if step == Step::Retry {
+                            // The unit's ReadyForQuery says where the replica is.
+                            if let Some(att) = &mut self.server {
+                                att.state.status = body_first;
+                            }
                             self.retry_refused(now);
                             return;
                         }
