@@ -718,6 +718,10 @@ impl Core {
 }
 
 #[cfg(test)]
+mod settings_tests;
+#[cfg(test)]
+mod statement_tests;
+#[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
 

@@ -1,10 +1,11 @@
 //! The session's routing over recorded message sequences: replays of read units (simple
-//! and extended) that a replica refused or lost. (Read-your-writes probes: `ryw_tests.rs`.)
+//! and extended) that a replica refused or lost, and writes pipelined behind a read.
+//! (Read-your-writes probes: `ryw_tests.rs`.)
 
 use std::sync::Arc;
 
 use super::super::tests::{
-    Rig, bind, complete, error, execute, msg, parse, query, ready, rig, row, sync, tags,
+    Rig, bind, complete, error, execute, link, msg, parse, query, ready, rig, row, sync, tags,
 };
 use super::super::{Action, Release, Route};
 use crate::config::PoolMode;
@@ -150,4 +151,51 @@ fn an_answer_with_rows_is_never_replayed() {
     r.core.server_lost("connection reset", r.now);
     let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
     assert!(out.contains("08006"), "{out}");
+}
+
+fn routed_rig() -> Rig {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    let db = crate::router::route::tests::db_with_ready_replica(1000);
+    let allow = Arc::new(crate::router::Allowlist::new(&[]));
+    let route = Route::new(
+        db,
+        crate::router::Classifier::new(allow),
+        crate::router::route::Force::Auto,
+    );
+    r.core.route = Some(Box::new(route));
+    r
+}
+
+#[test]
+fn a_write_pipelined_behind_a_read_moves_to_the_primary() {
+    let mut r = routed_rig();
+    let mut pipeline = query("SELECT 1");
+    pipeline.extend(query("INSERT INTO t VALUES (1)"));
+    pipeline.extend(query("SELECT count(*) FROM t"));
+    r.client(&pipeline);
+    match r.action() {
+        Some(Action::NeedServer { node: 1 }) => {}
+        other => panic!("read goes to the replica: {other:?}"),
+    }
+    r.core.attached(ServerState::new(1), 1, link(), r.now);
+    assert_eq!(
+        r.sent_to_server(),
+        query("SELECT 1"),
+        "the write waits for the read"
+    );
+    let mut answer = msg(b'T', b"\0\0");
+    answer.extend(row("1"));
+    answer.extend(complete("SELECT 1"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(r.sent_to_client(), answer);
+    r.expect_release();
+    match r.action() {
+        Some(Action::NeedServer { node: 0 }) => {}
+        other => panic!("the write goes to the primary: {other:?}"),
+    }
+    r.core.attached(ServerState::new(2), 0, link(), r.now);
+    let mut rest = query("INSERT INTO t VALUES (1)");
+    rest.extend(query("SELECT count(*) FROM t"));
+    assert_eq!(r.sent_to_server(), rest);
 }
