@@ -212,7 +212,9 @@ impl Model {
             "drop",
             "select nextval",
         ];
-        if self.replica && writes.iter().any(|w| sql.starts_with(w)) {
+        // A standby refuses COPY FROM as it refuses any write, before CopyInResponse.
+        let copy_in = first == "copy" && sql.contains("from stdin");
+        if self.replica && (copy_in || writes.iter().any(|w| sql.starts_with(w))) {
             self.error("25006", "cannot execute in a read-only transaction");
             return true;
         }

@@ -821,3 +821,30 @@ fn a_deallocate_all_followed_by_more_words_drops_nothing() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_routed` (minimal input: read-your-writes; `PREPARE p1(int) AS
+/// SELECT $1` (a write, on the primary), `SET pgsluice.route = replica`, then
+/// `COPY t FROM STDIN` and a CopyFail). A fault of the model server: its replica
+/// accepted COPY FROM (CopyInResponse) and waited for the client's data, which the core
+/// holds until the probe sent ahead has settled, so both waited. A hot standby refuses
+/// COPY FROM as any write (25006) before asking for data; the model now does too.
+#[test]
+fn a_copy_from_behind_a_probe_on_the_replica_is_answered() {
+    let mut setup = one_per_server(1, None, 0, 0);
+    setup.routing = Some(Routing {
+        ryw: true,
+        report_lsn: false,
+        retry: false,
+        never_primary: false,
+    });
+    let steps = [
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Query("SET pgsluice.route = replica".into()),
+        Step::Copy(0, false),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
