@@ -30,6 +30,9 @@
 
 mod chores;
 mod client;
+mod ending;
+mod events;
+mod idle;
 mod listen;
 mod observe;
 mod ours;
@@ -57,8 +60,6 @@ pub use statements::Mapping;
 
 use crate::client::outq::OutQueue;
 use crate::config::PoolMode;
-use crate::protocol::build;
-use crate::registry::clients::ServerLink;
 use crate::server::{CloseReason, ServerState};
 
 /// Longest pgsluice waits for its own statements on a server.
@@ -299,133 +300,9 @@ impl Core {
         self.deliver_notifications();
     }
 
-    /// The checkout the core asked for succeeded.
-    pub fn attached(
-        &mut self,
-        mut state: ServerState,
-        node: usize,
-        link: ServerLink,
-        now: Instant,
-    ) {
-        if let Some(r) = &self.route {
-            r.node_active(1);
-        }
-        if state.last_client != self.id
-            && let Some(kept) = &mut self.unnamed
-            && let (_, on) = &mut **kept
-        {
-            // Another client used this server since: whatever unnamed statement it holds
-            // is not this client's.
-            if *on == Some(state.id) {
-                *on = None;
-            }
-        }
-        state.last_client = self.id;
-        self.seq_attached();
-        self.observe.attached(link, now);
-        self.server = Some(Box::new(Attached { state }));
-        self.phase = Phase::Relay;
-        let _ = node;
-        if self.start_probe(now) {
-            return;
-        }
-        if !self.sync_settings(now) {
-            self.step(now);
-        }
-    }
-
-    /// The checkout the core asked for failed.
-    pub fn attach_failed(&mut self, node: usize, err: AttachError, now: Instant) {
-        let (code, msg) = match err {
-            AttachError::Unreachable(code, why) => {
-                if let Some(r) = &mut self.route
-                    && r.reading
-                {
-                    // A replica that cannot be reached: leave it out and choose again.
-                    r.db.report_unreachable(node, &why);
-                    tracing::warn!(
-                        client = self.id,
-                        "replica unreachable, choosing another node: {why}"
-                    );
-                    let unit = r.head.take().unwrap_or(crate::router::route::Unit::Read);
-                    match r.choose(unit, Some(node)) {
-                        Ok(next) => {
-                            self.observe.waiting(next, now);
-                            self.actions.push_back(Action::NeedServer { node: next });
-                            return;
-                        }
-                        Err((code, msg)) => (code, msg),
-                    }
-                } else {
-                    (code, why)
-                }
-            }
-            AttachError::Other(code, msg) => (code, msg),
-        };
-        self.observe.released();
-        self.phase = Phase::Relay;
-        if self.refuse_unit(&code, &msg) {
-            tracing::warn!(client = self.id, code, "statement refused: {msg}");
-            self.step(now);
-            return;
-        }
-        self.fatal(&code, &msg);
-        self.finish(msg);
-    }
-
-    /// The server's socket closed or failed.
-    pub fn server_lost(&mut self, why: &str, now: Instant) {
-        if self.probe_lost(why, now) {
-            return;
-        }
-        if self.retry.as_ref().is_some_and(|r| r.possible()) {
-            self.release(Release::Close(CloseReason::Broken));
-            self.requeue_retry(Some(why), now);
-            return;
-        }
-        if matches!(self.phase, Phase::Chore(_)) {
-            // The client's own statements were answered: only pgsluice's are lost.
-            self.chore_failed(why, now);
-            return;
-        }
-        self.release(Release::Close(CloseReason::Broken));
-        let msg = format!("server connection lost: {why}");
-        self.fatal("08006", &msg);
-        self.finish(msg);
-    }
-
-    /// The client's socket closed or failed: clean up and end.
-    pub fn client_gone(&mut self, now: Instant) {
-        self.cout.clear();
-        if std::mem::replace(&mut self.client_left, true) {
-            return;
-        }
-        self.end_session("client disconnected".into(), now);
-    }
-
     /// Whether the client has left: its output is dropped, its input no longer read.
     pub fn client_left(&self) -> bool {
         self.client_left
-    }
-
-    /// Time passed: idle-in-transaction and chore deadlines.
-    pub fn tick(&mut self, now: Instant) {
-        if self.chore_deadline.is_some_and(|d| d <= now) {
-            self.chore_deadline = None;
-            if matches!(self.phase, Phase::Probe(_)) || self.ahead_unanswered() {
-                self.probe_timed_out(now);
-            } else {
-                self.chore_failed("no answer in time", now);
-            }
-        }
-        if self.idle_txn_deadline.is_some_and(|d| d <= now) {
-            self.idle_txn_deadline = None;
-            self.release(Release::Close(CloseReason::IdleInTransaction));
-            let msg = "terminating connection due to idle-in-transaction timeout";
-            self.fatal("25P03", msg);
-            self.finish(msg.to_string());
-        }
-        self.tick_timeouts(now);
     }
 
     /// The earliest time [`Core::tick`] must be called.
@@ -451,19 +328,6 @@ impl Core {
         .into_iter()
         .flatten()
         .min()
-    }
-
-    /// pgsluice is draining: the client leaves at its next transaction boundary.
-    pub fn drain(&mut self) {
-        self.draining = true;
-    }
-
-    /// Close now, mid-transaction or not (shutdown timeout, KILL): `code` and `message`
-    /// are the client's FATAL error.
-    pub fn force_close(&mut self, code: &str, message: &str, reason: CloseReason) {
-        self.release(Release::Close(reason));
-        self.fatal(code, message);
-        self.finish(message.to_string());
     }
 
     // ------------------------------------------------------------ outputs
@@ -540,37 +404,6 @@ impl Core {
         self.state.pins()
     }
 
-    /// An idle client keeps no read buffer: hands an empty one back for reuse.
-    pub fn take_idle_buffer(&mut self) -> Option<BytesMut> {
-        (self.cin.is_empty() && self.cin.capacity() > 0 && self.server.is_none())
-            .then(|| std::mem::take(&mut self.cin))
-    }
-
-    /// Nothing to do until the client sends more: no server, nothing buffered or queued
-    /// either way, no action waiting. The driver then lets go of the session's transient
-    /// memory ([`Core::compact_idle`]) and waits for the client's next byte.
-    pub fn is_idle(&self) -> bool {
-        self.server.is_none()
-            && matches!(self.phase, Phase::Relay)
-            && !self.client_left
-            && self.actions.is_empty()
-            && self.cin.is_empty()
-            && self.cout.is_empty()
-            && !self.cout.holding()
-            && self.sout.is_empty()
-    }
-
-    /// Frees what an idle session keeps only for its next transaction: the action queue's,
-    /// the output queues' and the expected replies' rings; the read buffer is handed back
-    /// for reuse.
-    pub fn compact_idle(&mut self) -> Option<BytesMut> {
-        self.actions = std::collections::VecDeque::new();
-        self.cout.release_memory();
-        self.sout.release_memory();
-        self.map.replies.release_memory();
-        self.take_idle_buffer()
-    }
-
     // ------------------------------------------------------------ shared steps
 
     /// Nothing in flight on the server's side.
@@ -590,122 +423,6 @@ impl Core {
                 self.quiet() && self.status == b'I' && self.cin.is_empty() && self.cout.is_empty()
             }
         }
-    }
-
-    /// Gives the server back (if held).
-    fn release(&mut self, how: Release) {
-        let Some(att) = self.server.take() else {
-            return;
-        };
-        if let Some(r) = &self.route {
-            r.node_active(-1);
-        }
-        self.observe.released();
-        let cancelled = self
-            .timers
-            .as_mut()
-            .is_some_and(|t| std::mem::take(&mut t.cancel_sent));
-        // The record of its statements is the next client's to trust: one that may be
-        // wrong is not handed on.
-        let unsure = std::mem::take(&mut self.map.unsure);
-        self.map.drop_in_flight = false;
-        let how = match how {
-            Release::Clean if cancelled => Release::Close(CloseReason::QueryTimeout),
-            Release::Clean if unsure => Release::Close(CloseReason::ResetFailed),
-            other => other,
-        };
-        if how != Release::Clean {
-            self.sout.clear();
-        }
-        self.actions.push_back(Action::Release(att.state, how));
-    }
-
-    /// Queues a FATAL error for the client.
-    fn fatal(&mut self, code: &str, message: &str) {
-        let mut buf = BytesMut::new();
-        build::error(&mut buf, "FATAL", code, message);
-        self.cout.push(buf.freeze());
-    }
-
-    /// The session is over.
-    fn finish(&mut self, reason: String) {
-        if matches!(self.phase, Phase::Done) {
-            return;
-        }
-        self.phase = Phase::Done;
-        self.idle_txn_deadline = None;
-        self.chore_deadline = None;
-        self.observe.end();
-        self.actions.push_back(Action::Close { reason });
-    }
-
-    /// The client leaves (or is sent away) with its server possibly still held: the
-    /// server is cleaned up for the next client, or closed if it cannot be.
-    fn end_session(&mut self, reason: String, now: Instant) {
-        if matches!(self.phase, Phase::Done) {
-            return;
-        }
-        let Some(att) = &self.server else {
-            return self.finish(reason);
-        };
-        let busy = !self.quiet() || matches!(self.phase, Phase::Chore(_) | Phase::Probe(_));
-        if busy {
-            // PostgreSQL notices a closed socket only when it next writes; a cancel stops
-            // the abandoned query now instead of letting it run to the end.
-            self.release(Release::CloseAndCancel(CloseReason::ClientGoneMidQuery));
-            return self.finish(reason);
-        }
-        // Whether the reset query runs (and the server's settings and statements are
-        // then its defaults).
-        let reset = (self.limits.mode == PoolMode::Session || self.state.is_pinned())
-            && !self.limits.reset_query.is_empty();
-        let mut cleanup = Vec::new();
-        if att.state.status != b'I' {
-            cleanup.push("ROLLBACK".to_string());
-        }
-        if reset {
-            cleanup.push(self.limits.reset_query.clone());
-        }
-        if cleanup.is_empty() {
-            self.release(Release::Clean);
-            return self.finish(reason);
-        }
-        self.start_cleanup(cleanup, reset, reason, now);
-    }
-
-    /// When no server can be had for the client's next unit of work (one Query, or
-    /// messages up to Sync), answers it with an error instead, as PostgreSQL would a
-    /// failed statement, and keeps the session. False when the unit is not whole yet or
-    /// is anything else (the caller then ends the session).
-    fn refuse_unit(&mut self, code: &str, message: &str) -> bool {
-        use crate::protocol::{self, fe};
-        if self.status != b'I' {
-            return false;
-        }
-        let mut pos = 0;
-        let end = loop {
-            let rest = self.cin.get(pos..).unwrap_or_default();
-            let Ok(Some(h)) = protocol::header(rest, self.limits.max_message) else {
-                return false;
-            };
-            if rest.len() < h.frame_len {
-                return false;
-            }
-            pos += h.frame_len;
-            match h.tag {
-                fe::QUERY if pos == h.frame_len => break pos,
-                fe::SYNC => break pos,
-                fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE => {}
-                _ => return false,
-            }
-        };
-        let _ = self.cin.split_to(end);
-        self.flow.c_need = 0;
-        let mut buf = BytesMut::new();
-        build::error(&mut buf, "ERROR", code, message);
-        build::ready_for_query(&mut buf, self.status);
-        self.cout.push(buf.freeze());
-        true
     }
 }
 

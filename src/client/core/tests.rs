@@ -11,7 +11,7 @@ use super::*;
 use crate::metrics::pool::PoolMetrics;
 use crate::pool::PoolKey;
 use crate::prepare::Registry;
-use crate::registry::clients::{ClientInfo, ClientMeta};
+use crate::registry::clients::{ClientInfo, ClientMeta, ServerLink};
 use crate::server::varcache::Gucs;
 
 pub(super) fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
