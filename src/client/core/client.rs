@@ -119,6 +119,17 @@ impl Core {
                     self.finish("client terminated".into());
                     break Stop::Yield;
                 }
+                // COPY data, done or fail with no COPY running (none runs without a
+                // server: its unit was refused, say): PostgreSQL ignores them, so no
+                // server is asked for them.
+                if fwd == 0 && matches!(h.tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL) {
+                    if have < h.frame_len {
+                        self.flow.c_need = h.frame_len;
+                        break Stop::Drained;
+                    }
+                    let _ = self.cin.split_to(h.frame_len);
+                    continue;
+                }
                 match self.ask_for_server(fwd, now) {
                     Some(stop) => break stop,
                     // No node can serve it: the unit was answered with an error.
@@ -502,6 +513,11 @@ impl Core {
             SqlStep::NotOurs | SqlStep::NeedServer => None,
             SqlStep::Hold => Some(Stop::ForServer),
             SqlStep::Forward(query, act) => {
+                // Past a unit kept for a retry, the retry ends, as at step 5: it could not
+                // replay this Query too.
+                if self.retry.is_some() {
+                    self.arm_retry(0, len);
+                }
                 if self.opaque_check.is_some() {
                     self.seq_before(&mut 0, fe::QUERY, len, !self.flow.batch_open);
                 }

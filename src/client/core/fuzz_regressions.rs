@@ -848,3 +848,66 @@ fn a_copy_from_behind_a_probe_on_the_replica_is_answered() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_core` (minimal input: the first checkout unreachable; then
+/// `PREPARE p1` twice, `COPY t FROM STDIN` with a CopyFail, `PREPARE p1` again, with the
+/// checkouts unreachable, reused, reused in turn). The COPY's checkout failed, so its
+/// Query was answered with the error, and the client's CopyFail, with no COPY running,
+/// then asked for a server of its own; queued for it with nothing to answer, the server
+/// was released clean with those bytes unsent. Fixed: CopyData, CopyDone and CopyFail
+/// with no server held (so no COPY running) are dropped, as PostgreSQL ignores them
+/// outside a COPY.
+#[test]
+fn copy_messages_after_a_refused_copy_ask_for_no_server() {
+    let steps = [
+        Step::Query("SELECT 1".into()),
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Copy(0, false),
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let attach = vec![Attach::Unreachable, Attach::Reuse, Attach::Reuse];
+    let mut s = Session::new(one_per_server(1, None, 0, 0), bytes, attach);
+    s.event(Event::Client(1));
+    s.event(Event::Client(1));
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
+
+/// Found by `fuzz_session_routed` (minimal input: routing, startup settings; an empty
+/// batch (`Sync`), `PREPARE p1(int) AS SELECT $1`, `INSERT`, in one read; the replica lost
+/// once the settings replay was answered). The Sync went to the replica with a retry kept
+/// for it; the SQL-level PREPARE behind it was forwarded by the statement mapping, which
+/// skipped step 5, so the retry still thought the Sync its whole unit. On the server's
+/// loss the Sync was replayed on the primary and the PREPARE, already sent to the lost
+/// replica, was never answered. Fixed: a Query the SQL-level mapping forwards ends a
+/// retry kept for the unit before it, as any other frame past the unit does.
+#[test]
+fn an_sql_prepare_behind_a_kept_read_ends_its_retry() {
+    let mut setup = one_per_server(1, None, 0, 0);
+    setup.routing = Some(Routing {
+        ryw: false,
+        report_lsn: false,
+        retry: false,
+        never_primary: false,
+    });
+    setup.startup = vec![
+        ("application_name".into(), "fuzz".into()),
+        ("search_path".into(), "a, b".into()),
+    ];
+    let steps = [
+        Step::Batch(vec![]),
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Query("INSERT INTO t VALUES (1)".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(1 << 20));
+    s.event(Event::Server(1 << 20));
+    s.event(Event::ServerLost);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
