@@ -443,9 +443,13 @@ mod statement_tests;
 mod tests;
 
 #[cfg(test)]
+mod fuzz_drop_regressions;
+#[cfg(test)]
 mod fuzz_harness;
 #[cfg(test)]
 mod fuzz_model;
+#[cfg(test)]
+mod fuzz_record_regressions;
 #[cfg(test)]
 mod fuzz_regressions;
 #[cfg(test)]

@@ -1,0 +1,195 @@
+//! Failures the session core's fuzz targets found in the record of a server's prepared
+//! statements (batches cut short by errors, skipped messages undone, cleanups), as
+//! recorded message sequences: each test names the minimal input, what went wrong and
+//! how it is fixed. (Statements dropped: `fuzz_drop_regressions.rs`; stalls, hangs and
+//! routing: `fuzz_regressions.rs`.)
+
+use std::time::Duration;
+
+use super::Limits;
+use super::fuzz_harness::{Attach, Event, Routing, Session, Setup};
+use super::fuzz_tests::{Ext, Step, encode};
+use super::tests::{bind, error, msg, parse, ready, rig, sync, tags};
+use super::{Action, Release};
+use crate::config::PoolMode;
+
+/// Found by `fuzz_session_core` (minimal input: statement mode with mapping, the client
+/// pipelines `Bind "" ""`, `Parse s1 "SELECT 1"`, `Sync`, `Parse s1 "SELECT 1"`, `Sync`).
+/// The first batch fails at its Bind, so the server skips its Parse; the second batch's
+/// Parse of the same `sluice_1` succeeds. When the first batch's error comes back, the
+/// mapping forgot `sluice_1` although the Parse sent after that Sync prepared it: the
+/// record said the server lacks a statement it holds, and the next Parse of it on this
+/// server failed with 42P05. Fixed: a statement the mapping would rewrite waits while
+/// the answers to an earlier unit may still take back what is recorded for it
+/// (`Replies::unsettled`); the second Parse then goes out as a first definition.
+#[test]
+fn a_parse_pipelined_behind_a_failed_batch_stays_recorded() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    let mut batches = bind("");
+    batches.extend(parse("s1", "SELECT 1"));
+    batches.extend(sync());
+    batches.extend(parse("s1", "SELECT 1"));
+    batches.extend(sync());
+    r.client(&batches);
+    r.expect_checkout();
+    let sent = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert_eq!(
+        sent.matches("sluice_1\0SELECT 1").count(),
+        1,
+        "the second Parse waits for the first batch's answers: {sent:?}"
+    );
+    // The Bind fails and its batch is skipped to Sync: s1 was never defined.
+    let mut answer = error("26000", "unnamed prepared statement does not exist");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(tags(&r.sent_to_client()), "EZ");
+    let (state, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert!(!state.statements.contains(1));
+    // The second Parse is now a first definition, and it succeeds.
+    match r.action() {
+        Some(Action::NeedServer { node: 0 }) => {}
+        other => panic!("expected a server asked for, got {other:?}"),
+    }
+    r.attach(state);
+    let sent = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert_eq!(sent.matches("sluice_1\0SELECT 1").count(), 1, "{sent:?}");
+    let mut answer = msg(b'1', b"");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(tags(&r.sent_to_client()), "1Z");
+    let (state, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert!(
+        state.statements.contains(1),
+        "the server holds sluice_1 from the second batch"
+    );
+}
+
+/// Found by `fuzz_session_routed` once its statement-record check failed the target
+/// (minimal input: statement mode with mapping, one statement per server, no reset
+/// query; `Parse s1 "PREPARE q AS SELECT 1"` (which pins), `Sync`, `SELECT 1`, `BEGIN`).
+/// Statement mode ends the session at the BEGIN; the cleanup runs `ROLLBACK` but not
+/// the (empty) reset query, yet was told the reset ran, and cleared the server's
+/// settings and statement record: the next client of the server would send
+/// `Parse sluice_1` and get 42P05. Fixed: the cleanup clears them only when the reset
+/// query is among its statements.
+#[test]
+fn a_cleanup_without_a_reset_query_keeps_the_statement_record() {
+    let setup = Setup {
+        limits: Limits {
+            mode: PoolMode::Statement,
+            max_message: 65536,
+            idle_txn: Some(Duration::from_secs(10)),
+            reset_query: String::new(),
+            rewrite: true,
+            timeouts: None,
+            listen_here: false,
+        },
+        startup: Vec::new(),
+        max_prepared: 1,
+        routing: Some(Routing {
+            ryw: false,
+            report_lsn: false,
+            retry: false,
+            never_primary: false,
+        }),
+        error_rate: 0,
+        seed: 0,
+    };
+    let steps = [
+        Step::Batch(vec![Ext::Parse("s1", "PREPARE q AS SELECT 1".into())]),
+        Step::Query("SELECT 1".into()),
+        Step::Query("BEGIN".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
+
+/// Found by `fuzz_session_garbage` once its statement-record check failed the target
+/// (minimal input: transaction mode with mapping, one statement per server; one batch
+/// `Describe S ""`, `Parse s1 "SELECT 1"`, `Parse s2 "SELECT $1"`, `Sync`). The Describe
+/// fails, so the server skips the rest: `Parse sluice_1`, the `Close sluice_1` that made
+/// room for s2, and `Parse sluice_2`. Undoing them first to last put sluice_1 back after
+/// forgetting it (the record then held a statement the server never had: the next Bind
+/// of it would fail with 26000). Fixed: what skipped messages did is undone last first.
+#[test]
+fn a_skipped_batch_is_undone_last_first() {
+    let limits = Limits {
+        mode: PoolMode::Transaction,
+        max_message: 65536,
+        idle_txn: None,
+        reset_query: String::new(),
+        rewrite: true,
+        timeouts: None,
+        listen_here: false,
+    };
+    let registry = std::sync::Arc::new(crate::prepare::Registry::default());
+    let mut r = super::tests::rig_limits(limits, &[], registry, 1);
+    let mut batch = msg(b'D', b"S\0");
+    batch.extend(parse("s1", "SELECT 1"));
+    batch.extend(parse("s2", "SELECT $1"));
+    batch.extend(sync());
+    r.client(&batch);
+    r.expect_checkout();
+    let sent = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert!(
+        sent.contains("Ssluice_1\0"),
+        "room is made for s2: {sent:?}"
+    );
+    let mut answer = error("26000", "unnamed prepared statement does not exist");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(tags(&r.sent_to_client()), "EZ");
+    let (state, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert!(!state.statements.contains(1) && !state.statements.contains(2));
+    assert!(r.core.map.names.stmts.is_empty());
+}
+
+/// Found by `fuzz_session_routed` once its statement-record check failed the target
+/// (minimal input below: one statement per server, the model failing statements at
+/// random). `PREPARE p1` is sent as `PREPARE sluice_1`, and the batch pipelined behind it
+/// makes room for s1's statement by closing sluice_1; the PREPARE fails, and its
+/// settling forgets sluice_1 out of turn, so when the batch's Bind fails and the skipped
+/// Close is undone the record gains a statement the server never had. Fixed: a
+/// statement that changes the record waits while a SQL `PREPARE` or an earlier unit's
+/// answers may still change it (`Mapping::any_unsettled`).
+#[test]
+fn a_batch_behind_a_failing_sql_prepare_waits_for_it() {
+    let setup = Setup {
+        limits: Limits {
+            mode: PoolMode::Transaction,
+            max_message: 65536,
+            idle_txn: Some(Duration::from_secs(10)),
+            reset_query: String::new(),
+            rewrite: true,
+            timeouts: None,
+            listen_here: false,
+        },
+        startup: Vec::new(),
+        max_prepared: 1,
+        routing: Some(Routing {
+            ryw: false,
+            report_lsn: false,
+            retry: false,
+            never_primary: false,
+        }),
+        error_rate: 64,
+        seed: 4465907792656659898,
+    };
+    let steps = [
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Batch(vec![Ext::Bind("", ""), Ext::Parse("s1", "SELECT 1".into())]),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(1));
+    s.event(Event::Client(1));
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
