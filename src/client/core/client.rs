@@ -630,8 +630,8 @@ fn calls_unlisted(check: &crate::router::Classifier, tag: u8, frame: &[u8]) -> b
     unlisted && std::str::from_utf8(text).is_ok_and(|sql| check.classify(sql).opaque)
 }
 
-/// Looks at the SQL of a Query or Parse for session-state effects. True when the text
-/// drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
+/// Looks at the SQL of a Query or Parse for session-state effects, and says what the
+/// text may do to the server's prepared statements ([`Text`]).
 fn inspect_text(state: &mut super::SessionState, pin_named: bool, tag: u8, frame: &[u8]) -> Text {
     let body = protocol::body(frame);
     let sql = if tag == fe::PARSE {
