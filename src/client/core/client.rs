@@ -11,17 +11,16 @@ use bytes::BytesMut;
 
 use super::ours::{Ours, ours};
 use super::replies::Act;
-use super::route::NamesView;
 use super::sql_prepare::{SqlStep, may_be_sql_prepared};
 use super::statements::{Out, names_statement};
-use super::{Action, Core, Phase, Release};
+use super::text::{Text, calls_unlisted, inspect_text};
+use super::{Core, Phase, Release};
 use crate::config::PoolMode;
 use crate::protocol::{self, build, fe};
-use crate::router::route::Unit;
 
 /// Why the scan of client frames stopped before the buffer's end.
 #[derive(PartialEq, Eq)]
-enum Stop {
+pub(super) enum Stop {
     /// Everything there was handled, or the head frame is not whole yet.
     Drained,
     /// The head must wait for more client bytes.
@@ -322,175 +321,12 @@ impl Core {
         *fwd += len;
     }
 
-    /// The unnamed statement in transaction mode, where the next unit may get another
-    /// server: a Parse meant for a later unit is kept (and re-sent, hidden, where a later
-    /// Bind or Describe of it would not find it); a Parse running a mapped SQL statement is
-    /// rewritten. True when the frame at `*fwd` was consumed here.
-    fn unnamed_policy(&mut self, fwd: &mut usize, tag: u8, len: usize, starts_unit: bool) -> bool {
-        if self.server.is_none() {
-            return false;
-        }
-        if tag == fe::PARSE && !self.map.names.sql.is_empty() {
-            // A hidden `PREPARE` for a Parse of `EXECUTE p` must follow the frames before.
-            self.flush_client_bytes(fwd);
-        }
-        let at = *fwd;
-        let Some(att) = &mut self.server else {
-            return false;
-        };
-        match tag {
-            fe::QUERY => {
-                // A simple Query drops the unnamed statement on PostgreSQL too.
-                self.unnamed = None;
-                false
-            }
-            fe::PARSE => {
-                let Some(frame) = self.cin.get(at..at + len) else {
-                    return false;
-                };
-                let rewritten =
-                    self.map
-                        .parse_of_execute(frame, &mut self.sout, &mut att.state.statements);
-                let next = self.cin.get(at + len).copied();
-                // Bound in the same unit: it need not outlive it.
-                let kept = next != Some(fe::BIND);
-                if rewritten.is_none() && !kept {
-                    self.unnamed = None;
-                    return false;
-                }
-                let before = std::mem::take(fwd);
-                if before > 0 {
-                    self.sout.push(self.cin.split_to(before).freeze());
-                }
-                let original = self.cin.split_to(len).freeze();
-                // The client's own text is kept: a re-send maps it again where it lands.
-                self.unnamed = kept.then(|| Box::new((original.clone(), Some(att.state.id))));
-                let (msg, act) = match rewritten {
-                    Some((msg, act)) => (msg, act),
-                    None => (original, Act::Forward),
-                };
-                self.sout.push(msg);
-                self.map.replies.expect(fe::PARSE, act);
-                true
-            }
-            fe::BIND | fe::DESCRIBE if starts_unit => {
-                let Some(kept) = &mut self.unnamed else {
-                    return false;
-                };
-                let (parse, on) = &mut **kept;
-                let before = std::mem::take(fwd);
-                if before > 0 {
-                    self.sout.push(self.cin.split_to(before).freeze());
-                }
-                // `EXECUTE p` names a statement this server may lack (another server,
-                // or evicted since): it is prepared here first, hidden. PostgreSQL looks
-                // the name up at Describe and Bind time, so the current mapping is right.
-                // That `PREPARE` is a simple Query, which drops the unnamed statement.
-                let queued = self.sout.len();
-                let mapped =
-                    self.map
-                        .parse_of_execute(parse, &mut self.sout, &mut att.state.statements);
-                if *on != Some(att.state.id) || self.sout.len() != queued {
-                    let msg = match mapped {
-                        Some((msg, _)) => msg,
-                        None => parse.clone(),
-                    };
-                    self.sout.push(msg);
-                    self.map.replies.expect_hidden_unnamed();
-                    *on = Some(att.state.id);
-                }
-                false
-            }
-            _ => false,
-        }
-    }
-
-    /// pgsluice sends a simple Query of its own to the held server, which drops the
-    /// unnamed statement there: a kept one is re-sent before the client's next use.
-    pub(super) fn unnamed_dropped(&mut self) {
-        if let Some(kept) = &mut self.unnamed {
-            kept.1 = None;
-        }
-    }
-
     /// Moves the first `fwd` bytes of the client buffer to the server's queue.
     pub(super) fn flush_client_bytes(&mut self, fwd: &mut usize) {
         if *fwd > 0 {
             self.sout.push(self.cin.split_to(*fwd).freeze());
         }
         *fwd = 0;
-    }
-
-    /// Chooses the node for the unit at the head and asks for a server there
-    /// (`Stop::Yield`). `Stop::ForClient` while the unit's end has not arrived; `None` when
-    /// no node can serve it and it was answered with an error, so the scan goes on.
-    fn ask_for_server(&mut self, fwd: usize, now: Instant) -> Option<Stop> {
-        debug_assert_eq!(fwd, 0);
-        let node = match &mut self.route {
-            None => 0,
-            Some(r) => {
-                let unit = r.classify(
-                    &self.cin,
-                    self.limits.max_message,
-                    &NamesView(&self.map.names),
-                    &self.state.gucs,
-                );
-                if unit == Unit::Incomplete {
-                    return Some(Stop::ForClient);
-                }
-                match r.choose(unit, None) {
-                    Ok(n) => n,
-                    Err((code, msg)) => {
-                        if self.refuse_unit(&code, &msg) {
-                            return None;
-                        }
-                        self.fatal(&code, &msg);
-                        self.finish(msg);
-                        return Some(Stop::Yield);
-                    }
-                }
-            }
-        };
-        self.observe.waiting(node, now);
-        self.actions.push_back(Action::NeedServer { node });
-        self.phase = Phase::Checkout;
-        Some(Stop::Yield)
-    }
-
-    /// At the start of a unit on a held server: a write arriving while the client reads
-    /// from a replica waits for the replica's answers (the replica then goes back and the
-    /// write starts on the primary); a write on the primary is noted for read-your-writes.
-    fn watch_unit(&mut self, fwd: usize) -> Option<Stop> {
-        let r = self.route.as_mut()?;
-        let head = r.head.take();
-        if !r.watching() {
-            return None;
-        }
-        let unit = match head {
-            Some(u) => u,
-            None => {
-                let buf = self.cin.get(fwd..).unwrap_or_default();
-                r.classify(
-                    buf,
-                    self.limits.max_message,
-                    &NamesView(&self.map.names),
-                    &self.state.gucs,
-                )
-            }
-        };
-        match unit {
-            Unit::Incomplete => Some(Stop::ForClient),
-            Unit::Read => None,
-            // A write behind reads on a replica: wait for them, then move.
-            Unit::Write if r.reading && self.flow.outstanding > 0 => Some(Stop::ForServer),
-            // Inside a transaction on the replica it stays there, as it must (a read-only
-            // transaction refuses writes).
-            Unit::Write if r.reading => None,
-            Unit::Write => {
-                r.wrote = true;
-                None
-            }
-        }
     }
 
     /// A Query that may be an SQL-level `PREPARE`/`EXECUTE`/`DEALLOCATE` at the head of the
@@ -581,21 +417,6 @@ impl Core {
         self.cout.push(buf.freeze());
     }
 
-    /// Whether a simple Query may be a `DEALLOCATE` of a mapped statement (a cheap prefix
-    /// test, so ordinary queries are never copied).
-    fn may_deallocate(&self, at: usize, len: usize) -> bool {
-        let text = self
-            .cin
-            .get(at + protocol::HEADER_LEN..at + len)
-            .unwrap_or_default();
-        let start = text
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(0);
-        text.get(start..start + 10)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
-    }
-
     /// The client broke the protocol: it is told and the session ends.
     fn protocol_violation(&mut self, why: &str, now: Instant) {
         self.fatal("08P01", why);
@@ -608,65 +429,4 @@ impl Core {
             self.finish(why.to_string());
         }
     }
-}
-
-/// Whether the text of a Query or Parse calls a function outside the allowlist. A byte
-/// scan settles almost every text; only a text calling an unlisted word is classified
-/// (parsed once per shape, cached).
-fn calls_unlisted(check: &crate::router::Classifier, tag: u8, frame: &[u8]) -> bool {
-    let body = protocol::body(frame);
-    let text = if tag == fe::PARSE {
-        protocol::cstr_bytes(body)
-            .and_then(|(_, rest)| protocol::cstr_bytes(rest))
-            .map(|(q, _)| q)
-    } else {
-        protocol::cstr_bytes(body).map(|(q, _)| q)
-    };
-    let Some(text) = text else {
-        return false;
-    };
-    let unlisted = crate::sql::call_candidates(text)
-        .any(|w| std::str::from_utf8(w).map_or(true, |w| !check.allows_word(w)));
-    unlisted && std::str::from_utf8(text).is_ok_and(|sql| check.classify(sql).opaque)
-}
-
-/// Looks at the SQL of a Query or Parse for session-state effects, and says what the
-/// text may do to the server's prepared statements ([`Text`]).
-fn inspect_text(state: &mut super::SessionState, pin_named: bool, tag: u8, frame: &[u8]) -> Text {
-    let body = protocol::body(frame);
-    let sql = if tag == fe::PARSE {
-        protocol::cstr_bytes(body).and_then(|(name, rest)| {
-            if !name.is_empty() && pin_named {
-                state.pin(super::Pin::ProtocolPrepare);
-            }
-            protocol::cstr_bytes(rest).map(|(q, _)| q)
-        })
-    } else {
-        protocol::cstr_bytes(body).map(|(q, _)| q)
-    };
-    // Most statements have no session effect: the byte prefilter settles them before any
-    // UTF-8 check.
-    let Some(sql) = sql
-        .filter(|sql| crate::sql::may_have_effects(sql))
-        .and_then(|sql| std::str::from_utf8(sql).ok())
-    else {
-        return Text::Plain;
-    };
-    if state.on_statement(sql) {
-        Text::DropsAll
-    } else if super::statements::may_name_ours(tag, sql) {
-        Text::NamesOurs
-    } else {
-        Text::Plain
-    }
-}
-
-/// What a Query's or Parse's text may do to the server's prepared statements.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Text {
-    Plain,
-    /// It drops every one (DISCARD ALL, DEALLOCATE ALL).
-    DropsAll,
-    /// It names one of pgsluice's server-side names where pgsluice does not map it.
-    NamesOurs,
 }

@@ -45,8 +45,11 @@ mod server;
 mod sql_prepare;
 mod state;
 mod statements;
+mod text;
 mod timeouts;
 mod translate;
+mod units;
+mod unnamed;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
