@@ -344,3 +344,32 @@ fn a_deallocate_all_followed_by_more_words_drops_nothing() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_core` (minimal input below: one statement per server, the
+/// model failing statements at random; `PREPARE p2 AS INSERT ...`, a batch of
+/// `Parse s2 ""` and `Parse "" "DEALLOCATE ALL"`, `EXECUTE p2`, a batch binding `s1` and
+/// `s2`). On the
+/// second server the hidden `PREPARE` for `EXECUTE p2` failed (injected), but the batch
+/// behind it did not wait for that answer: to prepare `s2` it evicted statement 1
+/// (recorded, not yet taken back), and when the batch's first Bind failed, undoing the
+/// skipped eviction put statement 1 back in the record, which the server never had.
+/// Fixed: pgsluice's own hidden `PREPARE` counts as an answer that may take a statement
+/// back (`Replies::unsettled`), so what would change the record waits for it.
+#[test]
+fn a_parsed_deallocate_all_among_failures_keeps_the_record() {
+    let steps = [
+        Step::Query("PREPARE p2 AS INSERT INTO t VALUES (1)".into()),
+        Step::Batch(vec![
+            Ext::Parse("s2", "".into()),
+            Ext::Parse("", "DEALLOCATE ALL".into()),
+        ]),
+        Step::Query("EXECUTE p2".into()),
+        Step::Batch(vec![Ext::Bind("", "s1"), Ext::Bind("", "s2")]),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let setup = one_per_server(1, None, 64, 10549450432461854494);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}

@@ -260,9 +260,15 @@ impl Replies {
             Some(Act::Hidden { stmt }) => same(stmt.id),
             Some(Act::Evict { id: i }) => same(*i),
             Some(Act::Deallocate { stmt, name, .. }) => about(name, stmt.id),
+            // pgsluice's own `PREPARE` (or Parse + Sync): if it fails, the statement is
+            // not there after all.
+            Some(Act::HiddenQuery { stmt: Some(stmt) }) => same(stmt.id),
             None
             | Some(
-                Act::Forward | Act::Translated(_) | Act::HiddenUnnamed | Act::HiddenQuery { .. },
+                Act::Forward
+                | Act::Translated(_)
+                | Act::HiddenUnnamed
+                | Act::HiddenQuery { stmt: None },
             ) => false,
         })
     }
