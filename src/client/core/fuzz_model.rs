@@ -334,7 +334,7 @@ impl Model {
             self.statements.retain(|n, _| n.is_empty());
             return self.complete("DEALLOCATE ALL");
         }
-        match super::statements::deallocate_target(text) {
+        match super::text::deallocate_target(text) {
             Some(name) if self.statements.remove(&name).is_some() => self.complete("DEALLOCATE"),
             Some(name) => self.name_error("26000", &name, "does not exist"),
             None => self.complete("DEALLOCATE"),

@@ -15,7 +15,8 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::replies::Act;
-use super::statements::{Mapping, deallocate_target, frame};
+use super::statements::{Mapping, frame};
+use super::text::deallocate_target;
 use super::translate;
 use crate::client::outq::OutQueue;
 use crate::prepare::SERVER_PREFIX;

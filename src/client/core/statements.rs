@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::replies::{Act, CLOSE_COMPLETE, PARSE_COMPLETE, Replies, Undo};
+use super::text::deallocate_target;
 
 const SYNC: &[u8] = b"S\0\0\0\x04";
 use crate::client::outq::OutQueue;
@@ -345,7 +346,7 @@ impl Mapping {
 
     /// A Query or Parse whose text drops every prepared statement (DISCARD ALL,
     /// DEALLOCATE ALL), or may drop or create one under a server-side name (`names_ours`,
-    /// see [`may_name_ours`]), goes to the server. Nothing is forgotten yet: a Query may
+    /// see [`super::text::may_name_ours`]), goes to the server. Nothing is forgotten yet: a Query may
     /// fail (inside a transaction block), a Parse may never be executed; a text naming
     /// ours makes the record unsure.
     pub fn drop_sent(&mut self, tag: u8, names_ours: bool) {
@@ -464,66 +465,5 @@ impl Mapping {
             cout.push(z.freeze());
         }
         Some(parse_len + protocol::HEADER_LEN)
-    }
-}
-
-/// Whether the text of a Query or Parse with session effects (see
-/// [`crate::sql::may_have_effects`]) may drop or create a prepared statement under one
-/// of pgsluice's server-side names without pgsluice mapping it: every client name is
-/// mapped, and a lone `DEALLOCATE` Query is rewritten ([`Mapping::deallocate`]), but a
-/// `DEALLOCATE` or `PREPARE` among several statements, or in a Parse, reaches the server
-/// as written. The client's and pgsluice's names then share the server's one namespace,
-/// so the record of the server's statements may turn wrong: such a server is not
-/// handed on.
-pub fn may_name_ours(tag: u8, sql: &str) -> bool {
-    let prefix = SERVER_PREFIX.as_bytes();
-    let named = sql
-        .as_bytes()
-        .windows(prefix.len())
-        .any(|w| w.eq_ignore_ascii_case(prefix));
-    named && !(tag == fe::QUERY && deallocate_target(sql).is_some())
-}
-
-/// The statement name of a lone `DEALLOCATE [PREPARE] name` (not `ALL`), as PostgreSQL
-/// folds it: unquoted names lowercased, quoted ones exact.
-pub fn deallocate_target(sql: &str) -> Option<String> {
-    let mut words = sql
-        .trim()
-        .trim_end_matches(';')
-        .trim_end()
-        .split_ascii_whitespace();
-    if !words.next()?.eq_ignore_ascii_case("deallocate") {
-        return None;
-    }
-    let mut name = words.next()?;
-    if name.eq_ignore_ascii_case("prepare") {
-        name = words.next()?;
-    }
-    if words.next().is_some() || name.eq_ignore_ascii_case("all") {
-        return None;
-    }
-    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-        Some(quoted) if !quoted.contains('"') => Some(quoted.to_string()),
-        Some(_) => None,
-        None if name.contains('"') || name.contains(';') => None,
-        None => Some(name.to_ascii_lowercase()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::deallocate_target;
-
-    #[test]
-    fn deallocate_names() {
-        assert_eq!(deallocate_target("DEALLOCATE s1"), Some("s1".into()));
-        assert_eq!(
-            deallocate_target(" deallocate prepare S1 ;"),
-            Some("s1".into())
-        );
-        assert_eq!(deallocate_target("DEALLOCATE \"S1\""), Some("S1".into()));
-        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
-        assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
-        assert_eq!(deallocate_target("SELECT 1"), None);
     }
 }

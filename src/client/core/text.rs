@@ -2,6 +2,7 @@
 //! allowlist, change session state, drop or name prepared statements.
 
 use super::Core;
+use crate::prepare::SERVER_PREFIX;
 use crate::protocol::{self, fe};
 
 impl Core {
@@ -70,7 +71,7 @@ pub(super) fn inspect_text(
     };
     if state.on_statement(sql) {
         Text::DropsAll
-    } else if super::statements::may_name_ours(tag, sql) {
+    } else if may_name_ours(tag, sql) {
         Text::NamesOurs
     } else {
         Text::Plain
@@ -85,4 +86,65 @@ pub(super) enum Text {
     DropsAll,
     /// It names one of pgsluice's server-side names where pgsluice does not map it.
     NamesOurs,
+}
+
+/// Whether the text of a Query or Parse with session effects (see
+/// [`crate::sql::may_have_effects`]) may drop or create a prepared statement under one
+/// of pgsluice's server-side names without pgsluice mapping it: every client name is
+/// mapped, and a lone `DEALLOCATE` Query is rewritten ([`Mapping::deallocate`]), but a
+/// `DEALLOCATE` or `PREPARE` among several statements, or in a Parse, reaches the server
+/// as written. The client's and pgsluice's names then share the server's one namespace,
+/// so the record of the server's statements may turn wrong: such a server is not
+/// handed on.
+pub fn may_name_ours(tag: u8, sql: &str) -> bool {
+    let prefix = SERVER_PREFIX.as_bytes();
+    let named = sql
+        .as_bytes()
+        .windows(prefix.len())
+        .any(|w| w.eq_ignore_ascii_case(prefix));
+    named && !(tag == fe::QUERY && deallocate_target(sql).is_some())
+}
+
+/// The statement name of a lone `DEALLOCATE [PREPARE] name` (not `ALL`), as PostgreSQL
+/// folds it: unquoted names lowercased, quoted ones exact.
+pub fn deallocate_target(sql: &str) -> Option<String> {
+    let mut words = sql
+        .trim()
+        .trim_end_matches(';')
+        .trim_end()
+        .split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    if words.next().is_some() || name.eq_ignore_ascii_case("all") {
+        return None;
+    }
+    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) if !quoted.contains('"') => Some(quoted.to_string()),
+        Some(_) => None,
+        None if name.contains('"') || name.contains(';') => None,
+        None => Some(name.to_ascii_lowercase()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deallocate_target;
+
+    #[test]
+    fn deallocate_names() {
+        assert_eq!(deallocate_target("DEALLOCATE s1"), Some("s1".into()));
+        assert_eq!(
+            deallocate_target(" deallocate prepare S1 ;"),
+            Some("s1".into())
+        );
+        assert_eq!(deallocate_target("DEALLOCATE \"S1\""), Some("S1".into()));
+        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(deallocate_target("SELECT 1"), None);
+    }
 }
