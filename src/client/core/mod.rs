@@ -33,6 +33,7 @@ mod client;
 mod listen;
 mod observe;
 mod ours;
+mod prepared_view;
 mod replies;
 mod retry;
 mod route;
