@@ -719,6 +719,8 @@ impl Core {
 }
 
 #[cfg(test)]
+mod prepared_view_tests;
+#[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
 

@@ -46,12 +46,13 @@ impl Core {
         let Some(msg) = self.cin.get(*fwd..*fwd + len) else {
             return ViewStep::Pass;
         };
+        // The prefilter first, over the whole body: one pass for most statements.
+        if !may_name_prepared_view(protocol::body(msg)) {
+            return ViewStep::Pass;
+        }
         let Some((name, text, types)) = split(tag, protocol::body(msg)) else {
             return ViewStep::Pass;
         };
-        if !may_name_prepared_view(text) {
-            return ViewStep::Pass;
-        }
         let Ok(sql) = std::str::from_utf8(text) else {
             return ViewStep::Pass;
         };
