@@ -335,6 +335,32 @@ impl Raw {
         self.answer().await
     }
 
+    /// Parse of a named statement + Sync.
+    async fn parse_named(&mut self, name: &str, sql: &str) -> Answer {
+        let mut p = Vec::new();
+        cstr(&mut p, name);
+        cstr(&mut p, sql);
+        p.extend_from_slice(&0i16.to_be_bytes());
+        let mut out = frame(Some(b'P'), &p);
+        out.extend(frame(Some(b'S'), &[]));
+        self.send(&out).await;
+        self.answer().await
+    }
+
+    /// Parse, Bind and Execute of the unnamed statement + Sync, in one unit.
+    async fn extended(&mut self, sql: &str) -> Answer {
+        let mut p = Vec::new();
+        cstr(&mut p, "");
+        cstr(&mut p, sql);
+        p.extend_from_slice(&0i16.to_be_bytes());
+        let mut out = frame(Some(b'P'), &p);
+        out.extend(frame(Some(b'B'), b"\0\0\0\0\0\0\0\0"));
+        out.extend(frame(Some(b'E'), b"\0\0\0\0\0"));
+        out.extend(frame(Some(b'S'), &[]));
+        self.send(&out).await;
+        self.answer().await
+    }
+
     /// Describe of the unnamed statement + Sync.
     async fn describe_only(&mut self) -> Answer {
         let mut out = frame(Some(b'D'), b"S\0");
@@ -843,14 +869,97 @@ fn execute_and_deallocate_answer_as_postgres_does() {
     );
 }
 
+// ------------------------------------------------------------------ pg_prepared_statements
+
+/// What the view shows of a client's statements, in a stable order.
+const VIEW: &str = "SELECT name, statement, parameter_types, from_sql \
+                    FROM pg_prepared_statements ORDER BY name";
+
 #[test]
-#[ignore = "issue 17: pg_prepared_statements shows sluice_N and the rewritten text"]
 fn pg_prepared_statements_lists_the_clients_names() {
     run_async(
         120,
         same_answers(&[
             "PREPARE fid_p(int) AS SELECT $1 + 1 AS x",
             "SELECT name, statement FROM pg_prepared_statements",
+            "PREPARE \"Fid \"\"it's\"\"\"(int, text) AS\n\tSELECT $1, $2 || E'\\\\';",
+            VIEW,
+            "SELECT p.name, generic_plans, custom_plans FROM pg_catalog.pg_prepared_statements p \
+             WHERE p.name = 'fid_p'",
+            "DEALLOCATE fid_p",
+            VIEW,
+            "SELECT count(*) FROM pg_prepared_statements",
+            "DEALLOCATE ALL",
+            "TABLE pg_prepared_statements",
+        ]),
+    );
+}
+
+/// The client's SQL and protocol-level statements are prepared on one server; the view
+/// is read on the other, by a simple Query and by an extended-protocol one.
+#[test]
+fn pg_prepared_statements_lists_statements_prepared_on_another_server() {
+    run_async(120, async {
+        let rig = Rig::start(2).await;
+        let mut d = raw_direct(&rig, &[]).await;
+        let mut p = raw_pooled(&rig, &[]).await;
+        let prepare = "PREPARE fid_q(int, text) AS SELECT $1, $2";
+        let (held, first) = rig.hold(0).await;
+        for raw in [&mut d, &mut p] {
+            let a = raw.query(prepare).await;
+            assert!(a.error.is_none(), "{a:?}");
+            let a = raw.parse_named("fid_s", "SELECT $1::int + 1 AS y").await;
+            assert!(a.error.is_none(), "{a:?}");
+        }
+        let pid = p.query("SELECT pg_backend_pid()").await;
+        assert_eq!(
+            pid.rows,
+            vec![first.to_string()],
+            "set up on the free server"
+        );
+        rig.release(held).await;
+        let (held, _) = rig.hold(first).await;
+        let check = format!("{VIEW}; SELECT pg_backend_pid()");
+        let want = d.query(&check).await;
+        let mut got = p.query(&check).await;
+        let other = got.rows.pop().expect("pid row");
+        assert_ne!(
+            other,
+            first.to_string(),
+            "the view must be read on the other server"
+        );
+        let mut want_rows = want.rows.clone();
+        want_rows.pop();
+        assert_eq!(got.rows, want_rows);
+        assert_eq!(
+            got.rows,
+            vec![
+                "fid_q|PREPARE fid_q(int, text) AS SELECT $1, $2|{integer,text}|t",
+                "fid_s|SELECT $1::int + 1 AS y|{integer}|f",
+            ]
+        );
+        rig.release(held).await;
+        // Read by an extended-protocol query, on whichever server.
+        let want = d.extended(VIEW).await;
+        let got = p.extended(VIEW).await;
+        assert_eq!(got, want);
+        assert_eq!(got.rows.len(), 2, "{got:?}");
+    });
+}
+
+/// Plain statements naming the view in ways that are not read as it stay as they are.
+#[test]
+fn pg_prepared_statements_in_other_forms_answers_as_postgres_does() {
+    run_async(
+        120,
+        same_answers(&[
+            "PREPARE fid_p AS SELECT 1",
+            "SELECT 'pg_prepared_statements' AS pg_prepared_statements",
+            "SELECT pg_prepared_statements.name FROM pg_prepared_statements",
+            "SELECT count(*) FROM pg_class WHERE relname = 'pg_prepared_statements'",
+            "SELECT name FROM pg_catalog.pg_prepared_statements s \
+             JOIN pg_class c ON c.relname = 'pg_class' ORDER BY 1",
+            "DELETE FROM pg_prepared_statements",
         ]),
     );
 }

@@ -2,8 +2,8 @@
 //! tokio-postgres, sqlx and psycopg 3, many clients over small pools; the per-server LRU
 //! (`general.max_prepared_statements`) under an eviction stress test, one server-side
 //! statement per distinct text and parameter types, and `max_prepared_statements = 0`.
-//! What is really prepared on the servers is asked of them (`pg_prepared_statements`,
-//! through pgsluice, so of the server that connection has).
+//! What is really prepared on the servers is asked of them (`pg_catalog."pg_prepared_statements"`
+//! through pgsluice: quoted, the view is the server's own, not rewritten into the client's).
 //!
 //! Pools are small so clients really move between server connections. Every
 //! test starts its own cluster and pgsluice (client auth md5, so the raw client can log
@@ -49,7 +49,7 @@ fn pgbench_prepared_select_only_50_clients_pool_5() {
         for (pid, rows) in on_every_server(
             &app_url(&pooler),
             5,
-            "SELECT name FROM pg_prepared_statements WHERE statement LIKE '%pgbench_accounts%'",
+            "SELECT name FROM pg_catalog.\"pg_prepared_statements\" WHERE statement LIKE '%pgbench_accounts%'",
         )
         .await
         {
@@ -412,7 +412,7 @@ fn eviction_stress_200_clients_50_statements_limit_20_pool_4() {
         let servers = on_every_server(
             &url,
             4,
-            "SELECT name || ' ' || statement FROM pg_prepared_statements ORDER BY name",
+            "SELECT name || ' ' || statement FROM pg_catalog.\"pg_prepared_statements\" ORDER BY name",
         )
         .await;
         let mut total = 0;
@@ -529,7 +529,7 @@ fn same_query_from_10_clients_is_prepared_once_per_server() {
         let rows = sq(
             &check,
             &format!(
-                "SELECT name || ' ' || parameter_types::text FROM pg_prepared_statements \
+                "SELECT name || ' ' || parameter_types::text FROM pg_catalog.\"pg_prepared_statements\" \
                  WHERE statement = '{Q}' ORDER BY parameter_types::text"
             ),
         )
@@ -548,7 +548,7 @@ fn same_query_from_10_clients_is_prepared_once_per_server() {
         assert_eq!(
             sq1(
                 &check,
-                "SELECT count(*) FROM pg_prepared_statements WHERE name NOT LIKE 'sluice\\_%'"
+                "SELECT count(*) FROM pg_catalog.\"pg_prepared_statements\" WHERE name NOT LIKE 'sluice\\_%'"
             )
             .await,
             "0"

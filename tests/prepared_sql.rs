@@ -104,10 +104,15 @@ fn sql_prepare_is_mapped_not_pinned_on_a_pool_of_one() {
             .unwrap_err();
         assert_eq!(sqlstate(&e), "26000");
     });
-    // pg_prepared_statements shows its own session only: ask through the pooler's server.
+    // The server's own view (quoted, so pgsluice does not rewrite it into the client's):
+    // ask through the pooler's server.
     run_async(30, async {
         let (c, _) = pg_connect(&app_url(&pooler)).await;
-        let names = sq(&c, "SELECT name FROM pg_prepared_statements ORDER BY name").await;
+        let names = sq(
+            &c,
+            "SELECT name FROM pg_catalog.\"pg_prepared_statements\" ORDER BY name",
+        )
+        .await;
         assert!(
             names.iter().all(|n| n.starts_with("sluice_")),
             "client names reached the server: {names:?}"

@@ -6,11 +6,15 @@ mod cursor;
 mod effects;
 mod lexer;
 mod normalize;
+mod pps;
 mod prefilter;
 mod prepared;
 
 pub use effects::{Effect, PinReason, inspect};
 pub use normalize::{normalize, normalize_into};
+pub use pps::{
+    Rewrite as ViewRewrite, ViewRow, may_name_prepared_view, rewrite as rewrite_prepared_view,
+};
 pub use prefilter::{
     call_candidates, may_have_effects, may_set_sequence_values, reads_sequence_values,
     touches_sequence_values,

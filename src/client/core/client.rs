@@ -10,6 +10,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 
 use super::ours::{Ours, ours};
+use super::prepared_view::ViewStep;
 use super::replies::Act;
 use super::sql_prepare::{SqlStep, may_be_sql_prepared};
 use super::statements::{Out, names_statement};
@@ -53,7 +54,7 @@ impl Core {
                 self.flow.c_pass -= n;
                 continue;
             }
-            let h = match protocol::header(rest, self.limits.max_message) {
+            let mut h = match protocol::header(rest, self.limits.max_message) {
                 Ok(Some(h)) => h,
                 Ok(None) => break Stop::Drained,
                 Err(e) => {
@@ -62,7 +63,7 @@ impl Core {
                     break Stop::Yield;
                 }
             };
-            let have = rest.len();
+            let mut have = rest.len();
             let may_rewrite = self.limits.rewrite
                 && matches!(h.tag, fe::PARSE | fe::BIND | fe::DESCRIBE | fe::CLOSE);
             let whole = may_rewrite || matches!(h.tag, fe::QUERY | fe::PARSE);
@@ -184,7 +185,18 @@ impl Core {
             {
                 break Stop::ForServer;
             }
-            // 4. SQL-level prepared statements.
+            // 4b. `pg_prepared_statements` in the client's terms (`prepared_view.rs`).
+            if self.limits.rewrite && matches!(h.tag, fe::QUERY | fe::PARSE) {
+                match self.prepared_view(&mut fwd, h.tag, h.frame_len) {
+                    ViewStep::Pass => {}
+                    ViewStep::Hold => break Stop::ForServer,
+                    ViewStep::Rewritten(len) => {
+                        h.frame_len = len;
+                        have = self.cin.len();
+                    }
+                }
+            }
+            // 4c. SQL-level prepared statements.
             if self.limits.rewrite
                 && h.tag == fe::QUERY
                 && may_be_sql_prepared(

@@ -36,6 +36,7 @@ mod idle;
 mod listen;
 mod observe;
 mod ours;
+mod prepared_view;
 mod replies;
 mod retry;
 mod route;
@@ -437,6 +438,8 @@ impl Core {
     }
 }
 
+#[cfg(test)]
+mod prepared_view_tests;
 #[cfg(test)]
 mod settings_tests;
 #[cfg(test)]

@@ -84,6 +84,7 @@ impl Mapping {
                     return SqlStep::Hold;
                 }
                 self.names.sql.remove(&name);
+                self.names.sql_text.remove(&name);
                 return SqlStep::Answer(Ok("DEALLOCATE"));
             }
             // A protocol-level statement's (`Mapping::deallocate`), once its record is
@@ -121,6 +122,7 @@ impl Mapping {
             }
             stmt.client_prepares.fetch_add(1, Ordering::Relaxed);
             stmt.local_answers.fetch_add(1, Ordering::Relaxed);
+            self.names.sql_text.insert(p.name.clone(), text.into());
             self.names.sql.insert(p.name, stmt);
             self.registry().local_parses.fetch_add(1, Ordering::Relaxed);
             return SqlStep::Answer(Ok("PREPARE"));
@@ -142,6 +144,7 @@ impl Mapping {
         stmt.server_prepares.fetch_add(1, Ordering::Relaxed);
         self.make_room(stmt.id, sout, server);
         self.names.sql.insert(p.name.clone(), stmt.clone());
+        self.names.sql_text.insert(p.name.clone(), text.into());
         self.names.sql_pending.push((stmt, p.name, outstanding));
         let query = frame(fe::QUERY, &[sent.as_bytes(), b"\0"]);
         SqlStep::Forward(query, Act::Translated(Box::new(t)))
@@ -245,6 +248,7 @@ impl Mapping {
             if failed {
                 if self.names.sql.get(&name).is_some_and(|s| s.id == stmt.id) {
                     self.names.sql.remove(&name);
+                    self.names.sql_text.remove(&name);
                 }
                 if let Some(s) = server.as_deref_mut() {
                     s.remove(stmt.id);

@@ -30,6 +30,9 @@ pub struct Names {
     pub stmts: HashMap<String, Arc<Statement>>,
     /// Client SQL-level (`PREPARE`) statement name → statement.
     pub sql: HashMap<String, Arc<Statement>>,
+    /// Client SQL-level statement name → the `PREPARE` text as the client sent it (what
+    /// `pg_prepared_statements` shows it, see `prepared_view.rs`).
+    pub sql_text: HashMap<String, Box<str>>,
     /// SQL `PREPARE`s sent to the server and not yet answered: the statement, the client's
     /// name, and how many ReadyForQuery messages come before its own.
     pub sql_pending: Vec<(Arc<Statement>, String, u32)>,
@@ -119,6 +122,11 @@ impl Mapping {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// How many statements a server may hold.
+    pub fn max_prepared(&self) -> usize {
+        self.max_prepared
     }
 
     /// Handles a whole client Parse, Bind, Describe or Close while a server is attached,
@@ -378,6 +386,7 @@ impl Mapping {
     pub fn dropped(&mut self, server: &mut ServerStatements) {
         self.names.stmts.clear();
         self.names.sql.clear();
+        self.names.sql_text.clear();
         server.clear();
     }
 
