@@ -131,10 +131,15 @@ impl Driver {
             if let Some(reason) = relay.await {
                 break reason;
             }
-            if let Some(buf) = self.core.compact_idle() {
+            // What the session keeps only for its next transaction is kept per worker.
+            if let Some(buf) = self.core.take_idle_buffer() {
                 super::buffers::give_back(buf);
             }
+            super::buffers::stow(self.core.stow());
             std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
+            if let Some(spare) = super::buffers::unstow() {
+                self.core.unstow(spare);
+            }
         };
         // Boxed: the farewell's timer would otherwise size every client's task.
         let farewell = Box::pin(self.farewell(client, reason));
