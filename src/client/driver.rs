@@ -41,6 +41,9 @@ pub struct Driver {
     listen: Option<Box<Listening>>,
     /// What the session saw last of the shared state's wake-ups.
     watch: Watch,
+    /// The relay's last pass ended waiting for the client's next byte, every wake-up
+    /// registered (see [`Driver::run`]).
+    armed: bool,
 }
 
 /// What the session saw last of the shared state's wake-ups (see [`crate::wake`]).
@@ -96,6 +99,7 @@ impl Driver {
                 seen: shared_generation,
                 registered: false,
             },
+            armed: false,
         }
     }
 
@@ -136,7 +140,15 @@ impl Driver {
                 super::buffers::give_back(buf);
             }
             super::buffers::stow(self.core.stow());
-            std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
+            if std::mem::take(&mut self.armed) {
+                // The relay's last pass, in this same poll of the task, registered every
+                // wake-up (the client's socket, the shared state, the timer,
+                // notifications) and found nothing to do: whatever wakes the task next is
+                // for the relay to look at, without asking each source again here.
+                woken().await;
+            } else {
+                std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
+            }
             if let Some(spare) = super::buffers::unstow() {
                 self.core.unstow(spare);
             }
@@ -249,6 +261,7 @@ impl Driver {
     /// poll ends within tokio's cooperative budget of I/O operations).
     fn poll_io(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Action> {
         let mut now = Instant::now();
+        self.armed = false;
         loop {
             if let Some(a) = self.core.next_action(now) {
                 return Poll::Ready(a);
@@ -311,7 +324,7 @@ impl Driver {
                         self.core.client_data(now);
                         continue;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => self.armed = true,
                 }
             }
             return Poll::Pending;
@@ -505,6 +518,19 @@ impl Driver {
         }
         Some(pool)
     }
+}
+
+/// Pending on its first poll, ready on the next: waits for the task's next wake-up.
+async fn woken() {
+    let mut first = true;
+    std::future::poll_fn(|_| {
+        if std::mem::take(&mut first) {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await
 }
 
 impl Drop for Driver {

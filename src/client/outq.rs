@@ -145,7 +145,9 @@ impl OutQueue {
     /// Gives a queue without a ring an empty one to fill (no allocation on its next push).
     pub fn lend_ring(&mut self, ring: VecDeque<Bytes>) {
         if self.chunks.capacity() == 0 && ring.is_empty() {
-            self.chunks = ring;
+            // The ring replaced has no allocation and no element: nothing to drop (its
+            // drop glue would still walk it).
+            std::mem::forget(std::mem::replace(&mut self.chunks, ring));
         }
     }
 

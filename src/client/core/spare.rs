@@ -43,7 +43,8 @@ impl Core {
     /// has none; the others are dropped.
     pub fn unstow(&mut self, spare: Spare) {
         if self.actions.capacity() == 0 && spare.actions.is_empty() {
-            self.actions = spare.actions;
+            // Nothing to drop in the ring replaced (no allocation, no element).
+            std::mem::forget(std::mem::replace(&mut self.actions, spare.actions));
         }
         self.cout.lend_ring(spare.cout);
         self.sout.lend_ring(spare.sout);
