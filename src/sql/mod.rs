@@ -4,12 +4,14 @@
 
 mod cursor;
 mod effects;
+mod facts;
 mod lexer;
 mod normalize;
 mod prefilter;
 mod prepared;
 
 pub use effects::{Effect, PinReason, inspect};
+pub use facts::TextFacts;
 pub use normalize::{normalize, normalize_into};
 pub use prefilter::{
     call_candidates, may_have_effects, may_set_sequence_values, reads_sequence_values,

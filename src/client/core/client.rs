@@ -196,9 +196,19 @@ impl Core {
                 self.arm_retry(fwd, h.frame_len);
             }
             self.observe.client_frame(now);
+            // The text of a Query or Parse is scanned once for every policy below.
+            let facts = match h.tag {
+                fe::QUERY | fe::PARSE => self
+                    .cin
+                    .get(fwd..fwd + h.frame_len)
+                    .and_then(|f| super::sequences::text_of(h.tag, f))
+                    .map(crate::sql::TextFacts::of),
+                _ => None,
+            };
             // 5b. Sequence values another client set are not this client's.
             if self.seq_may_matter(h.tag) {
-                self.seq_before(&mut fwd, h.tag, h.frame_len.min(have), unit_start);
+                let len = h.frame_len.min(have);
+                self.seq_before(&mut fwd, h.tag, len, unit_start, facts.as_ref());
             }
             let starts_unit = !self.flow.batch_open;
             match h.tag {
@@ -219,7 +229,8 @@ impl Core {
                 _ => self.flow.batch_open = true,
             }
             if whole {
-                self.whole_frame(&mut fwd, h.tag, h.frame_len, may_rewrite, starts_unit);
+                let f = facts.as_ref();
+                self.whole_frame(&mut fwd, h.tag, h.frame_len, may_rewrite, starts_unit, f);
             } else {
                 if self.limits.rewrite {
                     self.map.replies.expect(h.tag, Act::Forward);
@@ -246,6 +257,7 @@ impl Core {
         len: usize,
         may_rewrite: bool,
         starts_unit: bool,
+        facts: Option<&crate::sql::TextFacts>,
     ) {
         let at = *fwd;
         let Some(frame) = self.cin.get(at..at + len) else {
@@ -260,7 +272,7 @@ impl Core {
         // 6. Session-state effects.
         let pin_named = self.limits.mode == PoolMode::Transaction && !self.limits.rewrite;
         if matches!(tag, fe::QUERY | fe::PARSE)
-            && inspect_text(&mut self.state, pin_named, tag, frame)
+            && inspect_text(&mut self.state, pin_named, tag, frame, facts)
             && self.limits.rewrite
         {
             self.map.drop_sent(tag);
@@ -268,7 +280,7 @@ impl Core {
         if let Some(check) = &self.opaque_check
             && matches!(tag, fe::QUERY | fe::PARSE)
             && let Some(frame) = self.cin.get(at..at + len)
-            && calls_unlisted(check, tag, frame)
+            && calls_unlisted(check, tag, frame, facts)
         {
             self.state.mark_opaque();
         }
@@ -505,7 +517,7 @@ impl Core {
             SqlStep::Hold => Some(Stop::ForServer),
             SqlStep::Forward(query, act) => {
                 if self.opaque_check.is_some() {
-                    self.seq_before(&mut 0, fe::QUERY, len, !self.flow.batch_open);
+                    self.seq_before(&mut 0, fe::QUERY, len, !self.flow.batch_open, None);
                 }
                 let frame = self.cin.split_to(len);
                 self.idle_txn_deadline = None;
@@ -517,7 +529,7 @@ impl Core {
                     .get(..6)
                     .is_some_and(|w| w.eq_ignore_ascii_case("create"));
                 if creates {
-                    inspect_text(&mut self.state, false, fe::QUERY, &frame);
+                    inspect_text(&mut self.state, false, fe::QUERY, &frame, None);
                 }
                 self.observe.text(fe::QUERY, &frame, true);
                 self.flow.outstanding += 1;
@@ -598,8 +610,16 @@ impl Core {
 
 /// Whether the text of a Query or Parse calls a function outside the allowlist. A byte
 /// scan settles almost every text; only a text calling an unlisted word is classified
-/// (parsed once per shape, cached).
-fn calls_unlisted(check: &crate::router::Classifier, tag: u8, frame: &[u8]) -> bool {
+/// (parsed once per shape, cached). `facts`: the text's, when already scanned.
+fn calls_unlisted(
+    check: &crate::router::Classifier,
+    tag: u8,
+    frame: &[u8],
+    facts: Option<&crate::sql::TextFacts>,
+) -> bool {
+    if facts.is_some_and(|f| !f.parens) {
+        return false;
+    }
     let body = protocol::body(frame);
     let text = if tag == fe::PARSE {
         protocol::cstr_bytes(body)
@@ -617,8 +637,15 @@ fn calls_unlisted(check: &crate::router::Classifier, tag: u8, frame: &[u8]) -> b
 }
 
 /// Looks at the SQL of a Query or Parse for session-state effects. True when the text
-/// drops every prepared statement (DISCARD ALL, DEALLOCATE ALL).
-fn inspect_text(state: &mut super::SessionState, pin_named: bool, tag: u8, frame: &[u8]) -> bool {
+/// drops every prepared statement (DISCARD ALL, DEALLOCATE ALL). `facts`: the text's,
+/// when already scanned.
+fn inspect_text(
+    state: &mut super::SessionState,
+    pin_named: bool,
+    tag: u8,
+    frame: &[u8],
+    facts: Option<&crate::sql::TextFacts>,
+) -> bool {
     let body = protocol::body(frame);
     let sql = if tag == fe::PARSE {
         protocol::cstr_bytes(body).and_then(|(name, rest)| {
@@ -632,7 +659,7 @@ fn inspect_text(state: &mut super::SessionState, pin_named: bool, tag: u8, frame
     };
     // Most statements have no session effect: the byte prefilter settles them before any
     // UTF-8 check.
-    sql.filter(|sql| crate::sql::may_have_effects(sql))
+    sql.filter(|sql| facts.map_or_else(|| crate::sql::may_have_effects(sql), |f| f.effects))
         .and_then(|sql| std::str::from_utf8(sql).ok())
         .is_some_and(|sql| state.on_statement(sql))
 }
