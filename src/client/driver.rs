@@ -255,7 +255,9 @@ impl Driver {
         }
     }
 
-    /// Moves bytes until the core has an action for the driver.
+    /// Moves bytes until the core has an action for the relay to await or end on. The
+    /// actions done on the spot (giving a server back, at the end of nearly every
+    /// transaction, and sending a cancel) are done here, without leaving the poll.
     ///
     /// The clock is read once per poll: everything one poll handles happened "now" (a
     /// poll ends within tokio's cooperative budget of I/O operations).
@@ -263,8 +265,17 @@ impl Driver {
         let mut now = Instant::now();
         self.armed = false;
         loop {
-            if let Some(a) = self.core.next_action(now) {
-                return Poll::Ready(a);
+            match self.core.next_action(now) {
+                Some(Action::Release(state, how)) => {
+                    self.release(state, how);
+                    continue;
+                }
+                Some(Action::Cancel) => {
+                    self.cancel_query();
+                    continue;
+                }
+                Some(a) => return Poll::Ready(a),
+                None => {}
             }
             if self.core.client_left() {
                 self.core.cout.clear();
