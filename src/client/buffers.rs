@@ -1,12 +1,16 @@
-//! Read buffers lent to active clients, per worker thread.
+//! Read buffers and rings lent to active clients, per worker thread.
 //!
 //! An idle client holds no read buffer (it would be 16 KiB per connection); an active one
 //! borrows one when data arrives and hands it back when it gives its server back. The
-//! buffer is reused, not freed and reallocated, once per transaction.
+//! buffer is reused, not freed and reallocated, once per transaction. The same goes for
+//! the session core's rings ([`Spare`]): given back when a client goes idle, lent to the
+//! next client of the worker that wakes up.
 
 use std::cell::RefCell;
 
 use bytes::BytesMut;
+
+use super::core::Spare;
 
 /// Buffers kept per worker; beyond this, returned buffers are freed. Enough for the
 /// clients a pool serves at once; more is memory that stays when every client is idle
@@ -15,6 +19,7 @@ const KEEP: usize = 32;
 
 thread_local! {
     static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+    static SPARES: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A buffer with room for at least `want` bytes: a reused one when the worker has one.
@@ -39,4 +44,19 @@ pub fn give_back(buf: BytesMut) {
             f.push(buf);
         }
     });
+}
+
+/// Keeps an idle session's rings for the next session of this worker that wakes up.
+pub fn stow(spare: Spare) {
+    SPARES.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.len() < KEEP {
+            f.push(spare);
+        }
+    });
+}
+
+/// Rings kept by [`stow`], if the worker has any.
+pub fn unstow() -> Option<Spare> {
+    SPARES.with(|f| f.borrow_mut().pop())
 }

@@ -41,6 +41,9 @@ pub struct Driver {
     listen: Option<Box<Listening>>,
     /// What the session saw last of the shared state's wake-ups.
     watch: Watch,
+    /// The relay's last pass ended waiting for the client's next byte, every wake-up
+    /// registered (see [`Driver::run`]).
+    armed: bool,
 }
 
 /// What the session saw last of the shared state's wake-ups (see [`crate::wake`]).
@@ -96,6 +99,7 @@ impl Driver {
                 seen: shared_generation,
                 registered: false,
             },
+            armed: false,
         }
     }
 
@@ -131,10 +135,23 @@ impl Driver {
             if let Some(reason) = relay.await {
                 break reason;
             }
-            if let Some(buf) = self.core.compact_idle() {
+            // What the session keeps only for its next transaction is kept per worker.
+            if let Some(buf) = self.core.take_idle_buffer() {
                 super::buffers::give_back(buf);
             }
-            std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
+            super::buffers::stow(self.core.stow());
+            if std::mem::take(&mut self.armed) {
+                // The relay's last pass, in this same poll of the task, registered every
+                // wake-up (the client's socket, the shared state, the timer,
+                // notifications) and found nothing to do: whatever wakes the task next is
+                // for the relay to look at, without asking each source again here.
+                woken().await;
+            } else {
+                std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
+            }
+            if let Some(spare) = super::buffers::unstow() {
+                self.core.unstow(spare);
+            }
         };
         // Boxed: the farewell's timer would otherwise size every client's task.
         let farewell = Box::pin(self.farewell(client, reason));
@@ -238,15 +255,27 @@ impl Driver {
         }
     }
 
-    /// Moves bytes until the core has an action for the driver.
+    /// Moves bytes until the core has an action for the relay to await or end on. The
+    /// actions done on the spot (giving a server back, at the end of nearly every
+    /// transaction, and sending a cancel) are done here, without leaving the poll.
     ///
     /// The clock is read once per poll: everything one poll handles happened "now" (a
     /// poll ends within tokio's cooperative budget of I/O operations).
     fn poll_io(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Action> {
         let mut now = Instant::now();
+        self.armed = false;
         loop {
-            if let Some(a) = self.core.next_action(now) {
-                return Poll::Ready(a);
+            match self.core.next_action(now) {
+                Some(Action::Release(state, how)) => {
+                    self.release(state, how);
+                    continue;
+                }
+                Some(Action::Cancel) => {
+                    self.cancel_query();
+                    continue;
+                }
+                Some(a) => return Poll::Ready(a),
+                None => {}
             }
             if self.core.client_left() {
                 self.core.cout.clear();
@@ -306,7 +335,7 @@ impl Driver {
                         self.core.client_data(now);
                         continue;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => self.armed = true,
                 }
             }
             return Poll::Pending;
@@ -500,6 +529,19 @@ impl Driver {
         }
         Some(pool)
     }
+}
+
+/// Pending on its first poll, ready on the next: waits for the task's next wake-up.
+async fn woken() {
+    let mut first = true;
+    std::future::poll_fn(|_| {
+        if std::mem::take(&mut first) {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await
 }
 
 impl Drop for Driver {

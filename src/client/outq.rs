@@ -131,10 +131,23 @@ impl OutQueue {
         }
     }
 
-    /// Frees the ring of an empty queue (an idle client keeps none).
-    pub fn release_memory(&mut self) {
+    /// Takes the ring of an empty queue (an idle client keeps none): empty, with its
+    /// capacity, for another queue to reuse ([`OutQueue::lend_ring`]).
+    pub fn take_ring(&mut self) -> VecDeque<Bytes> {
         if self.len == 0 && self.held.is_none() {
-            self.chunks = VecDeque::new();
+            self.chunks.clear();
+            std::mem::take(&mut self.chunks)
+        } else {
+            VecDeque::new()
+        }
+    }
+
+    /// Gives a queue without a ring an empty one to fill (no allocation on its next push).
+    pub fn lend_ring(&mut self, ring: VecDeque<Bytes>) {
+        if self.chunks.capacity() == 0 && ring.is_empty() {
+            // The ring replaced has no allocation and no element: nothing to drop (its
+            // drop glue would still walk it).
+            std::mem::forget(std::mem::replace(&mut self.chunks, ring));
         }
     }
 

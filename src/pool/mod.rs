@@ -323,7 +323,13 @@ impl Pool {
         let mut g = self.lock();
         // A reserve connection serves waiters while there are any, and closes after.
         let surplus = g.total > g.settings.size && g.waiters.is_empty();
-        if g.removed || expired(&g.settings, &conn, now).is_some() || surplus {
+        // Just used: idle for no time (over only a zero idle timeout), so no clock
+        // arithmetic for that; its lifetime may be over.
+        let too_old = g.settings.idle_timeout.is_some_and(|t| t.is_zero())
+            || g.settings
+                .lifetime
+                .is_some_and(|l| now.duration_since(conn.created) >= l);
+        if g.removed || too_old || surplus {
             drop(g);
             self.discard(conn, CloseReason::Lifetime);
             return;

@@ -4,6 +4,7 @@
 
 mod cursor;
 mod effects;
+mod facts;
 mod lexer;
 mod normalize;
 mod pps;
@@ -11,6 +12,7 @@ mod prefilter;
 mod prepared;
 
 pub use effects::{Effect, PinReason, inspect};
+pub use facts::TextFacts;
 pub use normalize::{normalize, normalize_into};
 pub use pps::{
     Rewrite as ViewRewrite, ViewRow, may_name_prepared_view, rewrite as rewrite_prepared_view,

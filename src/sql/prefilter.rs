@@ -29,7 +29,7 @@ pub fn may_have_effects(b: &[u8]) -> bool {
 }
 
 /// Whether a statement starting at `b[i..]` might have an effect; notes SELECT.
-fn starts_relevant(b: &[u8], i: usize, select: &mut bool) -> bool {
+pub(super) fn starts_relevant(b: &[u8], i: usize, select: &mut bool) -> bool {
     let rest = b.get(i..).unwrap_or_default();
     let n = rest
         .iter()
@@ -52,7 +52,7 @@ fn starts_relevant(b: &[u8], i: usize, select: &mut bool) -> bool {
 }
 
 /// Whether one of `CALLS` is spelled around the `_` at `b[i]`.
-fn names_call(b: &[u8], i: usize) -> bool {
+pub(super) fn names_call(b: &[u8], i: usize) -> bool {
     // Every name in `CALLS` starts `pg_` or `set_`; most identifiers with a `_` do not.
     let before = |n: usize, kw: &[u8]| i >= n && eq_kw(&b[i - n..i], kw);
     if !before(2, b"pg") && !before(3, b"set") {

@@ -218,9 +218,19 @@ impl Core {
                 self.arm_retry(fwd, h.frame_len);
             }
             self.observe.client_frame(now);
+            // The text of a Query or Parse is scanned once for every policy below.
+            let facts = match h.tag {
+                fe::QUERY | fe::PARSE => self
+                    .cin
+                    .get(fwd..fwd + h.frame_len)
+                    .and_then(|f| super::sequences::text_of(h.tag, f))
+                    .map(crate::sql::TextFacts::of),
+                _ => None,
+            };
             // 5b. Sequence values another client set are not this client's.
             if self.seq_may_matter(h.tag) {
-                self.seq_before(&mut fwd, h.tag, h.frame_len.min(have), unit_start);
+                let len = h.frame_len.min(have);
+                self.seq_before(&mut fwd, h.tag, len, unit_start, facts.as_ref());
             }
             let starts_unit = !self.flow.batch_open;
             match h.tag {
@@ -241,7 +251,8 @@ impl Core {
                 _ => self.flow.batch_open = true,
             }
             if whole {
-                self.whole_frame(&mut fwd, h.tag, h.frame_len, may_rewrite, starts_unit);
+                let f = facts.as_ref();
+                self.whole_frame(&mut fwd, h.tag, h.frame_len, may_rewrite, starts_unit, f);
             } else {
                 if self.limits.rewrite {
                     self.map.replies.expect(h.tag, Act::Forward);
@@ -268,6 +279,7 @@ impl Core {
         len: usize,
         may_rewrite: bool,
         starts_unit: bool,
+        facts: Option<&crate::sql::TextFacts>,
     ) {
         let at = *fwd;
         let Some(frame) = self.cin.get(at..at + len) else {
@@ -282,7 +294,7 @@ impl Core {
         // 6. Session-state effects.
         let pin_named = self.limits.mode == PoolMode::Transaction && !self.limits.rewrite;
         if matches!(tag, fe::QUERY | fe::PARSE) {
-            let text = inspect_text(&mut self.state, pin_named, tag, frame);
+            let text = inspect_text(&mut self.state, pin_named, tag, frame, facts);
             if self.limits.rewrite && text != Text::Plain {
                 self.map.drop_sent(tag, text == Text::NamesOurs);
             }
@@ -290,7 +302,7 @@ impl Core {
         if let Some(check) = &self.opaque_check
             && matches!(tag, fe::QUERY | fe::PARSE)
             && let Some(frame) = self.cin.get(at..at + len)
-            && calls_unlisted(check, tag, frame)
+            && calls_unlisted(check, tag, frame, facts)
         {
             self.state.mark_opaque();
         }
@@ -367,7 +379,7 @@ impl Core {
                     self.arm_retry(0, len);
                 }
                 if self.opaque_check.is_some() {
-                    self.seq_before(&mut 0, fe::QUERY, len, !self.flow.batch_open);
+                    self.seq_before(&mut 0, fe::QUERY, len, !self.flow.batch_open, None);
                 }
                 let frame = self.cin.split_to(len);
                 self.idle_txn_deadline = None;
@@ -379,7 +391,7 @@ impl Core {
                     .get(..6)
                     .is_some_and(|w| w.eq_ignore_ascii_case("create"));
                 if creates {
-                    inspect_text(&mut self.state, false, fe::QUERY, &frame);
+                    inspect_text(&mut self.state, false, fe::QUERY, &frame, None);
                 }
                 self.observe.text(fe::QUERY, &frame, true);
                 self.flow.outstanding += 1;

@@ -13,7 +13,7 @@ impl Core {
 
     /// Nothing to do until the client sends more: no server, nothing buffered or queued
     /// either way, no action waiting. The driver then lets go of the session's transient
-    /// memory ([`Core::compact_idle`]) and waits for the client's next byte.
+    /// memory ([`Core::stow`]) and waits for the client's next byte.
     pub fn is_idle(&self) -> bool {
         self.server.is_none()
             && matches!(self.phase, Phase::Relay)
@@ -23,16 +23,5 @@ impl Core {
             && self.cout.is_empty()
             && !self.cout.holding()
             && self.sout.is_empty()
-    }
-
-    /// Frees what an idle session keeps only for its next transaction: the action queue's,
-    /// the output queues' and the expected replies' rings; the read buffer is handed back
-    /// for reuse.
-    pub fn compact_idle(&mut self) -> Option<BytesMut> {
-        self.actions = std::collections::VecDeque::new();
-        self.cout.release_memory();
-        self.sout.release_memory();
-        self.map.replies.release_memory();
-        self.take_idle_buffer()
     }
 }

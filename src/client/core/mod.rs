@@ -43,6 +43,7 @@ mod route;
 mod ryw;
 mod sequences;
 mod server;
+mod spare;
 mod sql_prepare;
 mod state;
 mod statements;
@@ -59,6 +60,7 @@ use bytes::BytesMut;
 
 pub use observe::Observe;
 pub use route::{Endpoint, Route};
+pub use spare::Spare;
 pub use state::{Pin, SessionState};
 pub use statements::Mapping;
 

@@ -147,6 +147,10 @@ pub enum Verdict {
     Swallow,
 }
 
+/// An empty ring of expected answers, kept while its session is idle (see `spare.rs`).
+#[derive(Debug, Default)]
+pub struct Ring(VecDeque<Expect>);
+
 /// The queue of expected answers.
 #[derive(Debug, Default)]
 pub struct Replies {
@@ -160,10 +164,21 @@ impl Replies {
         self.expect.is_empty()
     }
 
-    /// Frees the ring when nothing is expected (an idle client keeps none).
-    pub fn release_memory(&mut self) {
-        if self.expect.is_empty() {
-            self.expect = VecDeque::new();
+    /// Takes the ring when nothing is expected (an idle client keeps none), for reuse
+    /// ([`Replies::lend_ring`]).
+    pub fn take_ring(&mut self) -> Ring {
+        Ring(if self.expect.is_empty() {
+            std::mem::take(&mut self.expect)
+        } else {
+            VecDeque::new()
+        })
+    }
+
+    /// Gives a queue without a ring an empty one to fill.
+    pub fn lend_ring(&mut self, ring: Ring) {
+        if self.expect.capacity() == 0 && ring.0.is_empty() {
+            // Nothing to drop in the ring replaced (no allocation, no element).
+            std::mem::forget(std::mem::replace(&mut self.expect, ring.0));
         }
     }
 

@@ -49,7 +49,15 @@ impl Core {
     /// server; `unit_start` when it begins a unit. When it may touch sequence values on a
     /// server holding another client's, a hidden `DISCARD SEQUENCES` goes first (the
     /// frames before it are flushed). Then the server holds this client's values.
-    pub(super) fn seq_before(&mut self, fwd: &mut usize, tag: u8, len: usize, unit_start: bool) {
+    /// `facts`: the text of a Query or Parse, already scanned.
+    pub(super) fn seq_before(
+        &mut self,
+        fwd: &mut usize,
+        tag: u8,
+        len: usize,
+        unit_start: bool,
+        facts: Option<&crate::sql::TextFacts>,
+    ) {
         let at = *fwd;
         if self.seq.set_here || !matches!(tag, fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL)
         {
@@ -68,15 +76,18 @@ impl Core {
         let Some(frame) = self.cin.get(at..at + len) else {
             return;
         };
-        let touches = match tag {
-            fe::QUERY | fe::PARSE => text_of(tag, frame).is_some_and(|t| {
-                crate::sql::touches_sequence_values(t, |w| {
-                    std::str::from_utf8(w).is_ok_and(|w| check.allows_word(w))
-                })
+        let allowed = |w: &[u8]| std::str::from_utf8(w).is_ok_and(|w| check.allows_word(w));
+        let touches = match (tag, facts) {
+            (fe::QUERY | fe::PARSE, Some(f)) => f.touches_sequence_values(|| {
+                text_of(tag, frame)
+                    .is_some_and(|t| crate::sql::call_candidates(t).any(|w| !allowed(w)))
             }),
+            (fe::QUERY | fe::PARSE, None) => {
+                text_of(tag, frame).is_some_and(|t| crate::sql::touches_sequence_values(t, allowed))
+            }
             // An unnamed statement was looked at in its Parse; a named one is known by
             // its class (unknown: assume the worst).
-            fe::BIND => match bound_statement(frame) {
+            (fe::BIND, _) => match bound_statement(frame) {
                 Some(b"") => false,
                 Some(name) => std::str::from_utf8(name)
                     .ok()
@@ -119,7 +130,7 @@ impl Core {
 }
 
 /// The SQL text of a Query or Parse frame.
-fn text_of(tag: u8, frame: &[u8]) -> Option<&[u8]> {
+pub(super) fn text_of(tag: u8, frame: &[u8]) -> Option<&[u8]> {
     let body = protocol::body(frame);
     if tag == fe::PARSE {
         let (_, rest) = protocol::cstr_bytes(body)?;

@@ -24,8 +24,16 @@ impl Core {
 
 /// Whether the text of a Query or Parse calls a function outside the allowlist. A byte
 /// scan settles almost every text; only a text calling an unlisted word is classified
-/// (parsed once per shape, cached).
-pub(super) fn calls_unlisted(check: &crate::router::Classifier, tag: u8, frame: &[u8]) -> bool {
+/// (parsed once per shape, cached). `facts`: the text's, when already scanned.
+pub(super) fn calls_unlisted(
+    check: &crate::router::Classifier,
+    tag: u8,
+    frame: &[u8],
+    facts: Option<&crate::sql::TextFacts>,
+) -> bool {
+    if facts.is_some_and(|f| !f.parens) {
+        return false;
+    }
     let body = protocol::body(frame);
     let text = if tag == fe::PARSE {
         protocol::cstr_bytes(body)
@@ -43,12 +51,14 @@ pub(super) fn calls_unlisted(check: &crate::router::Classifier, tag: u8, frame: 
 }
 
 /// Looks at the SQL of a Query or Parse for session-state effects, and says what the
-/// text may do to the server's prepared statements ([`Text`]).
+/// text may do to the server's prepared statements ([`Text`]). `facts`: the text's, when
+/// already scanned.
 pub(super) fn inspect_text(
     state: &mut super::SessionState,
     pin_named: bool,
     tag: u8,
     frame: &[u8],
+    facts: Option<&crate::sql::TextFacts>,
 ) -> Text {
     let body = protocol::body(frame);
     let sql = if tag == fe::PARSE {
@@ -64,7 +74,7 @@ pub(super) fn inspect_text(
     // Most statements have no session effect: the byte prefilter settles them before any
     // UTF-8 check.
     let Some(sql) = sql
-        .filter(|sql| crate::sql::may_have_effects(sql))
+        .filter(|sql| facts.map_or_else(|| crate::sql::may_have_effects(sql), |f| f.effects))
         .and_then(|sql| std::str::from_utf8(sql).ok())
     else {
         return Text::Plain;
