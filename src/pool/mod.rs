@@ -77,9 +77,12 @@ struct Inner {
     /// hold the same `Arc` and a checkout compares pointers, not maps; each with the
     /// startup values it was made of, so that a login with the same values finds it
     /// without building the settings.
-    interned: VecDeque<(Vec<(String, String)>, Arc<Gucs>)>,
+    interned: VecDeque<Interned>,
     removed: bool,
 }
+
+/// Startup settings as a client sent them, and the shared settings made of them.
+type Interned = (Vec<(String, String)>, Arc<Gucs>);
 
 /// Counters for the admin console and metrics; updated without the lock.
 #[derive(Debug, Default)]
