@@ -30,6 +30,9 @@ the primary, then these targets, all with the same pool size and md5 client auth
                     route-on against route-off also includes spreading the work over three
                     PostgreSQL instances that share this machine's two cores.
 
+route-on-base and route-on-noprobe also run the select-* workloads (a session that
+never writes), when asked for by --targets (the default list leaves them out there).
+
 Workloads (each run `pgbench -n -c CLIENTS -j 2 -T DURATION`):
 
   select-simple     pgbench -S -M simple (literal values: the classifier's cache key
@@ -88,8 +91,10 @@ WORKLOADS = {
     "mixed": (["-M", "simple", "-f", "MIXED"], 3),
 }
 TARGETS = {
-    "select-simple": ["direct", "pgbouncer", "route-off", "route-on", "route-on-primary"],
-    "select-extended": ["direct", "pgbouncer", "route-off", "route-on", "route-on-primary"],
+    "select-simple": ["direct", "pgbouncer", "route-off", "route-on", "route-on-primary",
+                      "route-on-base", "route-on-noprobe"],
+    "select-extended": ["direct", "pgbouncer", "route-off", "route-on", "route-on-primary",
+                        "route-on-base", "route-on-noprobe"],
     "mixed": ["direct", "pgbouncer", "route-off", "route-on", "route-on-ryw-off",
               "route-on-base", "route-on-noprobe", "route-on-nowait", "route-on-fastwatch"],
 }
@@ -319,6 +324,11 @@ def main():
         keep = set(args.targets.split(",")) | {"route-off"}
         for w in TARGETS:
             TARGETS[w] = [t for t in TARGETS[w] if t in keep]
+    else:
+        for w in ("select-simple", "select-extended"):
+            if w in TARGETS:
+                TARGETS[w] = [t for t in TARGETS[w]
+                              if t not in ("route-on-base", "route-on-noprobe")]
     args.base_binary = build_baseline(args.baseline_ref, args.no_build)
     if not args.no_build:
         B.run(["cargo", "build", "--release", "--quiet"], cwd=B.ROOT)

@@ -196,6 +196,7 @@ impl Shared {
         }
         self.pools.reconfigure(&config, tls.clone());
         self.nodes.sync(&config);
+        self.nodes.reread_functions();
         self.snapshot.store(Arc::new(Snapshot::new(config, tls)));
         tracing::info!("configuration reloaded");
         Ok(())

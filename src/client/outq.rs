@@ -17,15 +17,18 @@ pub const MAX_IOV: usize = 32;
 
 #[derive(Debug, Default)]
 pub struct OutQueue {
+    /// Chunks to write, then (at the back) the chunks being held.
     chunks: VecDeque<Bytes>,
+    /// Bytes queued to write (not the held ones).
     len: usize,
-    /// Chunks pushed while holding (boxed: rarely there, and every client has a queue).
-    held: Option<Box<Held>>,
+    /// What is held: the last `count` chunks. Kept in the same ring, so that holding
+    /// and releasing allocate nothing (a read on a replica holds its answer).
+    held: Option<Held>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 struct Held {
-    chunks: Vec<Bytes>,
+    count: usize,
     len: usize,
 }
 
@@ -34,12 +37,13 @@ impl OutQueue {
         if chunk.is_empty() {
             return;
         }
-        if let Some(h) = &mut self.held {
-            h.len += chunk.len();
-            h.chunks.push(chunk);
-            return;
+        match &mut self.held {
+            Some(h) => {
+                h.len += chunk.len();
+                h.count += 1;
+            }
+            None => self.len += chunk.len(),
         }
-        self.len += chunk.len();
         self.chunks.push_back(chunk);
     }
 
@@ -47,7 +51,7 @@ impl OutQueue {
     /// [`OutQueue::drop_held`]).
     pub fn hold(&mut self) {
         if self.held.is_none() {
-            self.held = Some(Box::default());
+            self.held = Some(Held::default());
         }
     }
 
@@ -58,20 +62,27 @@ impl OutQueue {
 
     /// Bytes held back.
     pub fn held_len(&self) -> usize {
-        self.held.as_ref().map_or(0, |h| h.len)
+        self.held.map_or(0, |h| h.len)
     }
 
     /// Queues what was held, in order, and stops holding.
     pub fn release_held(&mut self) {
         if let Some(h) = self.held.take() {
             self.len += h.len;
-            self.chunks.extend(h.chunks);
         }
     }
 
     /// Drops what was held and stops holding.
     pub fn drop_held(&mut self) {
-        self.held = None;
+        if let Some(h) = self.held.take() {
+            self.chunks
+                .truncate(self.chunks.len().saturating_sub(h.count));
+        }
+    }
+
+    /// Chunks to write (the ones not held).
+    fn ready(&self) -> usize {
+        self.chunks.len() - self.held.map_or(0, |h| h.count)
     }
 
     /// Bytes queued.
@@ -92,7 +103,7 @@ impl OutQueue {
     /// The only chunk queued, if there is exactly one.
     #[inline]
     pub fn single(&self) -> Option<&[u8]> {
-        match self.chunks.len() {
+        match self.ready() {
             1 => self.chunks.front().map(|c| &c[..]),
             _ => None,
         }
@@ -102,14 +113,17 @@ impl OutQueue {
     pub fn slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         self.chunks
             .iter()
+            .take(self.ready())
             .zip(slices.iter_mut())
             .map(|(c, s)| *s = IoSlice::new(c))
             .count()
     }
 
     /// Drops the first `n` bytes (they were written).
-    pub fn advance(&mut self, mut n: usize) {
-        self.len = self.len.saturating_sub(n);
+    pub fn advance(&mut self, n: usize) {
+        // Never past the queued bytes, into the held chunks.
+        let mut n = n.min(self.len);
+        self.len -= n;
         while n > 0 {
             let Some(front) = self.chunks.front_mut() else {
                 return;
@@ -126,7 +140,7 @@ impl OutQueue {
 
     /// Gives back the memory of a queue that grew large.
     pub fn shrink(&mut self) {
-        if self.len == 0 && self.chunks.capacity() > 64 {
+        if self.len == 0 && self.held.is_none() && self.chunks.capacity() > 64 {
             self.chunks = VecDeque::new();
         }
     }
@@ -155,7 +169,8 @@ impl OutQueue {
     #[cfg(test)]
     pub fn take_all(&mut self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len);
-        for c in self.chunks.drain(..) {
+        let ready = self.ready();
+        for c in self.chunks.drain(..ready) {
             v.extend_from_slice(&c);
         }
         self.len = 0;
@@ -182,5 +197,23 @@ mod tests {
         q.push(Bytes::from_static(b"x"));
         q.drop_held();
         assert!(q.is_empty() && !q.holding());
+    }
+
+    #[test]
+    fn a_write_sees_and_advances_over_only_what_is_not_held() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"ab"));
+        q.hold();
+        q.push(Bytes::from_static(b"cd"));
+        assert_eq!(q.single(), Some(&b"ab"[..]));
+        let mut iov = [IoSlice::new(&[]); 4];
+        assert_eq!(q.slices(&mut iov), 1);
+        q.advance(5);
+        assert!(q.is_empty() && q.single().is_none());
+        assert_eq!(q.held_len(), 2);
+        q.push(Bytes::from_static(b"e"));
+        q.release_held();
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.take_all(), b"cde");
     }
 }

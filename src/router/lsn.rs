@@ -3,9 +3,29 @@
 /// `16/B374D848` as a 64-bit position.
 pub fn parse_lsn(s: &str) -> Option<u64> {
     let (hi, lo) = s.trim().split_once('/')?;
-    let hi = u64::from_str_radix(hi, 16).ok()?;
-    let lo = u64::from_str_radix(lo, 16).ok()?;
-    (hi <= u32::MAX as u64 && lo <= u32::MAX as u64).then_some((hi << 32) | lo)
+    Some((hex32(hi)? << 32) | hex32(lo)?)
+}
+
+/// Hex digits (at least one) of a value that fits 32 bits. A byte loop: every read
+/// after a write parses one or two of these.
+fn hex32(s: &str) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut v: u64 = 0;
+    for b in s.bytes() {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        v = (v << 4) | u64::from(d);
+        if v > u64::from(u32::MAX) {
+            return None;
+        }
+    }
+    Some(v)
 }
 
 /// A 64-bit position as PostgreSQL prints it.
@@ -24,5 +44,10 @@ mod tests {
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
         assert_eq!(parse_lsn("nope"), None);
         assert_eq!(parse_lsn("1/"), None);
+        assert_eq!(parse_lsn("/1"), None);
+        assert_eq!(parse_lsn(" 0/ff "), Some(0xff));
+        assert_eq!(parse_lsn("0/1FFFFFFFF"), None, "over 32 bits");
+        assert_eq!(parse_lsn("000000001/0"), Some(1 << 32), "leading zeros");
+        assert_eq!(parse_lsn("1/-2"), None);
     }
 }

@@ -394,6 +394,14 @@ impl Nodes {
         Some(d)
     }
 
+    /// Asks every database's monitor to read the function catalog again soon (RELOAD).
+    pub fn reread_functions(&self) {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        for d in map.values() {
+            d.want_functions();
+        }
+    }
+
     /// Every database's nodes, sorted by name.
     pub fn all(&self) -> Vec<Arc<DbNodes>> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -402,9 +410,10 @@ impl Nodes {
         v
     }
 
-    /// Applies a (re)loaded config: new policy everywhere (and the function catalog read
-    /// again); databases whose nodes changed start over; removed databases are dropped
-    /// (their monitors stop).
+    /// Applies the running config: new policy everywhere; databases whose nodes changed
+    /// start over; removed databases are dropped (their monitors stop). The monitor's
+    /// supervisor calls this every second, so it must not ask for anything costly: the
+    /// function catalog is read again on RELOAD by [`Nodes::reread_functions`].
     pub fn sync(&self, config: &Config) {
         let policy = Policy::from_config(config);
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
@@ -420,10 +429,7 @@ impl Nodes {
                 continue;
             }
             match map.get(name) {
-                Some(d) => {
-                    d.policy.store(Arc::new(policy.clone()));
-                    d.want_functions();
-                }
+                Some(d) => d.policy.store(Arc::new(policy.clone())),
                 None => {
                     map.insert(
                         name.clone(),

@@ -40,7 +40,6 @@
 //!
 //! [`PROBE_SLACK`]: crate::router::PROBE_SLACK
 
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -73,33 +72,59 @@ pub struct Ahead {
 }
 
 /// The probe's Query message: waits on the replica, in steps of half a millisecond, up to
-/// `wait`. Built in one buffer (one allocation).
+/// `wait`. Built in one buffer (one allocation), without `core::fmt`.
 pub fn probe_frame(min_lsn: u64, wait: Duration) -> Bytes {
-    let micros = wait.as_micros().min(10_000_000);
+    let micros = wait.as_micros().min(10_000_000) as u64;
     let mut b = BytesMut::with_capacity(400);
     b.put_u8(fe::QUERY);
     b.put_i32(0);
-    let lsn = (min_lsn >> 32, min_lsn & 0xffff_ffff);
-    let _ = if micros == 0 {
-        write!(b, "SELECT pg_catalog.pg_last_wal_replay_lsn()::text")
+    if micros == 0 {
+        b.put_slice(b"SELECT pg_catalog.pg_last_wal_replay_lsn()::text");
     } else {
-        write!(
-            b,
-            "WITH RECURSIVE w(n, lsn) AS (SELECT 0, pg_catalog.pg_last_wal_replay_lsn() \
-             UNION ALL SELECT w.n + 1, pg_catalog.pg_last_wal_replay_lsn() \
-             FROM w, LATERAL pg_catalog.pg_sleep(0.0005 + 0 * w.n) s \
-             WHERE w.lsn < '{:X}/{:X}'::pg_lsn AND pg_catalog.clock_timestamp() < \
-             pg_catalog.statement_timestamp() + interval '{micros} microseconds') \
-             SELECT max(w.lsn)::text FROM w",
-            lsn.0, lsn.1
-        )
-    };
+        b.put_slice(PROBE_HEAD);
+        put_hex(&mut b, min_lsn >> 32);
+        b.put_u8(b'/');
+        put_hex(&mut b, min_lsn & 0xffff_ffff);
+        b.put_slice(PROBE_MIDDLE);
+        put_decimal(&mut b, micros);
+        b.put_slice(PROBE_TAIL);
+    }
     b.put_u8(0);
     let len = (b.len() - 1) as i32;
     if let Some(l) = b.get_mut(1..5) {
         l.copy_from_slice(&len.to_be_bytes());
     }
     b.freeze()
+}
+
+/// The probe's text before the LSN, between the LSN and the wait, and after the wait.
+const PROBE_HEAD: &[u8] =
+    b"WITH RECURSIVE w(n, lsn) AS (SELECT 0, pg_catalog.pg_last_wal_replay_lsn() \
+    UNION ALL SELECT w.n + 1, pg_catalog.pg_last_wal_replay_lsn() \
+    FROM w, LATERAL pg_catalog.pg_sleep(0.0005 + 0 * w.n) s WHERE w.lsn < '";
+const PROBE_MIDDLE: &[u8] = b"'::pg_lsn AND pg_catalog.clock_timestamp() < \
+    pg_catalog.statement_timestamp() + interval '";
+const PROBE_TAIL: &[u8] = b" microseconds') SELECT max(w.lsn)::text FROM w";
+
+/// `v` in upper-case hex without leading zeros, as PostgreSQL prints an LSN's halves.
+fn put_hex(b: &mut BytesMut, v: u64) {
+    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
+    for i in (0..digits).rev() {
+        let d = ((v >> (i * 4)) & 0xf) as u8;
+        b.put_u8(if d < 10 { b'0' + d } else { b'A' + d - 10 });
+    }
+}
+
+/// `v` in decimal.
+fn put_decimal(b: &mut BytesMut, v: u64) {
+    let mut unit = 1u64;
+    while v / unit >= 10 {
+        unit *= 10;
+    }
+    while unit > 0 {
+        b.put_u8(b'0' + (v / unit % 10) as u8);
+        unit /= 10;
+    }
 }
 
 impl Core {
@@ -393,8 +418,34 @@ mod tests {
             "SELECT pg_catalog.pg_last_wal_replay_lsn()::text"
         );
         let sql = text(probe_frame(0x1_016B_3748, Duration::from_millis(5)));
-        assert!(sql.contains("w.lsn < '1/16B3748'::pg_lsn"), "{sql}");
-        assert!(sql.contains("interval '5000 microseconds'"), "{sql}");
+        assert_eq!(
+            sql,
+            "WITH RECURSIVE w(n, lsn) AS (SELECT 0, pg_catalog.pg_last_wal_replay_lsn() \
+             UNION ALL SELECT w.n + 1, pg_catalog.pg_last_wal_replay_lsn() \
+             FROM w, LATERAL pg_catalog.pg_sleep(0.0005 + 0 * w.n) s \
+             WHERE w.lsn < '1/16B3748'::pg_lsn AND pg_catalog.clock_timestamp() < \
+             pg_catalog.statement_timestamp() + interval '5000 microseconds') \
+             SELECT max(w.lsn)::text FROM w"
+        );
+        let sql = text(probe_frame(0xFFFF_FFFF_0000_0000, Duration::from_micros(7)));
+        assert!(sql.contains("w.lsn < 'FFFFFFFF/0'::pg_lsn"), "{sql}");
+        assert!(sql.contains("interval '7 microseconds'"), "{sql}");
+        let sql = text(probe_frame(1, Duration::from_secs(100)));
+        assert!(sql.contains("w.lsn < '0/1'::pg_lsn"), "{sql}");
+        assert!(sql.contains("interval '10000000 microseconds'"), "{sql}");
+    }
+
+    #[test]
+    fn numbers_print_as_postgresql_reads_them() {
+        let print = |f: fn(&mut BytesMut, u64), v| {
+            let mut b = BytesMut::new();
+            f(&mut b, v);
+            String::from_utf8(b.to_vec()).unwrap()
+        };
+        for v in [0, 9, 10, 4096, 0xFFFF_FFFF, u64::MAX] {
+            assert_eq!(print(put_decimal, v), v.to_string());
+            assert_eq!(print(put_hex, v), format!("{v:X}"));
+        }
     }
 
     #[test]
