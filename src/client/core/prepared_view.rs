@@ -128,9 +128,9 @@ impl Mapping {
                 from_sql: false,
             })
             .chain(names.sql.iter().map(|(n, s)| ViewRow {
-                server: &s.name,
+                server: &s.stmt.name,
                 name: n,
-                text: names.sql_text.get(n).map(|t| &**t),
+                text: Some(&*s.text),
                 from_sql: true,
             }))
             .collect();
@@ -144,7 +144,7 @@ impl Mapping {
         names
             .stmts
             .values()
-            .chain(names.sql.values())
+            .chain(names.sql.values().map(|p| &p.stmt))
             .any(|s| !server.contains(s.id))
     }
 
@@ -157,7 +157,7 @@ impl Mapping {
             .names
             .stmts
             .values()
-            .chain(self.names.sql.values())
+            .chain(self.names.sql.values().map(|p| &p.stmt))
             .cloned()
             .collect();
         all.sort_by_key(|s| s.id);

@@ -361,7 +361,7 @@ impl Prepared for NamesView<'_> {
             return None;
         }
         let e = crate::sql::sql_execute(sql)?;
-        self.0.sql.get(&e.name).map(|s| s.class(classifier))
+        self.0.sql.get(&e.name).map(|s| s.stmt.class(classifier))
     }
 }
 

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::replies::Act;
-use super::statements::{Mapping, frame};
+use super::statements::{Mapping, SqlPrepared, frame};
 use super::text::deallocate_target;
 use super::translate;
 use crate::client::outq::OutQueue;
@@ -84,7 +84,6 @@ impl Mapping {
                     return SqlStep::Hold;
                 }
                 self.names.sql.remove(&name);
-                self.names.sql_text.remove(&name);
                 return SqlStep::Answer(Ok("DEALLOCATE"));
             }
             // A protocol-level statement's (`Mapping::deallocate`), once its record is
@@ -122,8 +121,8 @@ impl Mapping {
             }
             stmt.client_prepares.fetch_add(1, Ordering::Relaxed);
             stmt.local_answers.fetch_add(1, Ordering::Relaxed);
-            self.names.sql_text.insert(p.name.clone(), text.into());
-            self.names.sql.insert(p.name, stmt);
+            let text = text.into();
+            self.names.sql.insert(p.name, SqlPrepared { stmt, text });
             self.registry().local_parses.fetch_add(1, Ordering::Relaxed);
             return SqlStep::Answer(Ok("PREPARE"));
         }
@@ -143,8 +142,11 @@ impl Mapping {
             .fetch_add(1, Ordering::Relaxed);
         stmt.server_prepares.fetch_add(1, Ordering::Relaxed);
         self.make_room(stmt.id, sout, server);
-        self.names.sql.insert(p.name.clone(), stmt.clone());
-        self.names.sql_text.insert(p.name.clone(), text.into());
+        let prepared = SqlPrepared {
+            stmt: stmt.clone(),
+            text: text.into(),
+        };
+        self.names.sql.insert(p.name.clone(), prepared);
         self.names.sql_pending.push((stmt, p.name, outstanding));
         let query = frame(fe::QUERY, &[sent.as_bytes(), b"\0"]);
         SqlStep::Forward(query, Act::Translated(Box::new(t)))
@@ -157,7 +159,7 @@ impl Mapping {
         server: Option<&mut ServerStatements>,
         sout: &mut OutQueue,
     ) -> SqlStep {
-        let stmt = self.names.sql.get(&e.name).cloned();
+        let stmt = self.names.sql.get(&e.name).map(|p| p.stmt.clone());
         if stmt.is_none() && !e.name.starts_with(SERVER_PREFIX) {
             return SqlStep::NotOurs;
         }
@@ -211,7 +213,7 @@ impl Mapping {
             return None;
         }
         let e = sql::sql_execute(text)?;
-        let stmt = self.names.sql.get(&e.name)?.clone();
+        let stmt = self.names.sql.get(&e.name)?.stmt.clone();
         if !self.replies.skipping && !server.touch(stmt.id) {
             self.prepare_on_server(
                 &stmt,
@@ -246,9 +248,13 @@ impl Mapping {
         let mut server = server;
         for (stmt, name) in settled {
             if failed {
-                if self.names.sql.get(&name).is_some_and(|s| s.id == stmt.id) {
+                if self
+                    .names
+                    .sql
+                    .get(&name)
+                    .is_some_and(|s| s.stmt.id == stmt.id)
+                {
                     self.names.sql.remove(&name);
-                    self.names.sql_text.remove(&name);
                 }
                 if let Some(s) = server.as_deref_mut() {
                     s.remove(stmt.id);

@@ -23,16 +23,21 @@ use crate::protocol::{self, fe};
 use crate::server::ServerStatements;
 use crate::sql::{self, Effect, PinReason};
 
+/// A client's SQL-level prepared statement: what it runs, and the `PREPARE` text as the
+/// client sent it (what `pg_prepared_statements` shows, see `prepared_view.rs`).
+#[derive(Debug)]
+pub struct SqlPrepared {
+    pub stmt: Arc<Statement>,
+    pub text: Box<str>,
+}
+
 /// The client's statement names.
 #[derive(Debug, Default)]
 pub struct Names {
     /// Client statement name → statement (protocol level).
     pub stmts: HashMap<String, Arc<Statement>>,
-    /// Client SQL-level (`PREPARE`) statement name → statement.
-    pub sql: HashMap<String, Arc<Statement>>,
-    /// Client SQL-level statement name → the `PREPARE` text as the client sent it (what
-    /// `pg_prepared_statements` shows it, see `prepared_view.rs`).
-    pub sql_text: HashMap<String, Box<str>>,
+    /// Client SQL-level (`PREPARE`) statement name → statement and text.
+    pub sql: HashMap<String, SqlPrepared>,
     /// SQL `PREPARE`s sent to the server and not yet answered: the statement, the client's
     /// name, and how many ReadyForQuery messages come before its own.
     pub sql_pending: Vec<(Arc<Statement>, String, u32)>,
@@ -386,7 +391,6 @@ impl Mapping {
     pub fn dropped(&mut self, server: &mut ServerStatements) {
         self.names.stmts.clear();
         self.names.sql.clear();
-        self.names.sql_text.clear();
         server.clear();
     }
 
