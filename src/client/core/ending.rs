@@ -26,11 +26,17 @@ impl Core {
             .is_some_and(|t| std::mem::take(&mut t.cancel_sent));
         // The record of its statements is the next client's to trust: one that may be
         // wrong is not handed on.
-        let unsure = std::mem::take(&mut self.map.unsure);
-        self.map.drop_in_flight = false;
+        // So is one whose DISCARD ALL or DEALLOCATE ALL was never seen answered (the
+        // answer of a unit behind a missed probe is dropped unread, `ryw.rs`).
+        let unsure =
+            std::mem::take(&mut self.map.unsure) || std::mem::take(&mut self.map.drop_in_flight);
+        // Bytes still queued for the server (the rest of a frame that needs no answer,
+        // such as a stray CopyData, when the server's socket was full at the unit's end)
+        // would reach it after the next client's: it is closed, not handed on.
+        let unsent = !self.sout.is_empty();
         let how = match how {
             Release::Clean if cancelled => Release::Close(CloseReason::QueryTimeout),
-            Release::Clean if unsure => Release::Close(CloseReason::ResetFailed),
+            Release::Clean if unsure || unsent => Release::Close(CloseReason::ResetFailed),
             other => other,
         };
         if how != Release::Clean {

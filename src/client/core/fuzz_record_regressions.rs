@@ -193,3 +193,34 @@ fn a_batch_behind_a_failing_sql_prepare_waits_for_it() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_routed` on main after the core11 merge (minimal input:
+/// read-your-writes, one statement per server; `Parse s1 "COMMIT"` + `Sync` (on the
+/// replica, which records `sluice_1`), `PREPARE p2 AS INSERT ...` twice (a write, on the
+/// primary, then answered by pgsluice), then `DISCARD ALL`, a read, sent to that replica
+/// behind a probe; the model's probe misses). The unit behind the missed probe ran on the
+/// replica and dropped `sluice_1`, but its answer is dropped unread, so the mapping never
+/// saw the DISCARD ALL answered, and the replica went back clean with a record saying it
+/// still held `sluice_1`. Fixed: a server released while a DISCARD ALL or DEALLOCATE ALL
+/// is in flight (`Mapping::drop_in_flight`) has an unsure record and is closed.
+#[test]
+fn a_discard_all_behind_a_missed_probe_does_not_leave_a_wrong_record() {
+    let mut setup = super::fuzz_regressions::one_per_server(1, None, 0, 0);
+    setup.routing = Some(Routing {
+        ryw: true,
+        report_lsn: false,
+        retry: false,
+        never_primary: false,
+    });
+    let steps = [
+        Step::Batch(vec![Ext::Parse("s1", "COMMIT".into())]),
+        Step::Query("PREPARE p2 AS INSERT INTO t VALUES (1)".into()),
+        Step::Query("PREPARE p2 AS INSERT INTO t VALUES (1)".into()),
+        Step::Query("DISCARD ALL".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}

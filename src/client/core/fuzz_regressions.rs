@@ -260,6 +260,39 @@ fn an_answered_prepare_releases_and_the_next_query_runs() {
     assert_eq!(r.sent_to_server(), query("SELECT 2"));
 }
 
+/// Found by `fuzz_session_garbage` on main after the core11 merge (minimal input:
+/// transaction mode with routing, no read-your-writes; `PREPARE p2 AS INSERT ...`, a stray
+/// CopyData (`d`, 5 bytes of body), the same `PREPARE` again; the client's bytes arrive
+/// 12, 14 and 23 at a time). The CopyData's header went out behind the PREPARE, its body
+/// was queued for the server after it, and the PREPARE's ReadyForQuery, read before
+/// those 5 bytes were written, ended the unit: the server was released clean with the
+/// rest of a frame still to send, which would have reached it behind the next client's
+/// bytes. Fixed: a server with bytes still queued for it is closed, not handed on.
+#[test]
+fn a_server_with_bytes_queued_for_it_is_not_released_clean() {
+    let mut setup = one_per_server(1, None, 0, 0);
+    setup.routing = Some(Routing {
+        ryw: false,
+        report_lsn: false,
+        retry: false,
+        never_primary: false,
+    });
+    let prepare = b"PREPARE p2 AS INSERT INTO t VALUES (1)\0";
+    let mut bytes = Vec::new();
+    for part in [&prepare[..], &[0u8; 5][..], &prepare[..]] {
+        let tag = if part.len() == 5 { b'd' } else { b'Q' };
+        bytes.push(tag);
+        bytes.extend_from_slice(&(part.len() as u32 + 4).to_be_bytes());
+        bytes.extend_from_slice(part);
+    }
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    for n in [12, 14, 23] {
+        s.event(Event::Client(n));
+    }
+    s.finish();
+    assert_eq!(s.violation, None);
+}
+
 pub(super) fn one_per_server(
     max_prepared: usize,
     routing: Option<Routing>,

@@ -35,6 +35,8 @@ fn query_timeout_cancels_on_the_server_and_the_server_is_not_reused() {
     // The next query gets a fresh timer and a clean release.
     r.client(&query("SELECT 1"));
     r.expect_checkout();
+    // Written to the server before it can answer (a server still owed bytes is closed).
+    assert_eq!(r.sent_to_server(), query("SELECT 1"));
     let mut answer = complete("SELECT 1");
     answer.extend(ready(b'I'));
     r.server(&answer);
