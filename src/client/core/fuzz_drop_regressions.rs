@@ -373,3 +373,33 @@ fn a_parsed_deallocate_all_among_failures_keeps_the_record() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_core` on main after the core11 merge (minimal input: statement
+/// mode with mapping, one statement per server; `SET default_transaction_read_only = on`,
+/// then batches `Parse s2 "SELECT 1"`, `Parse "" "DEALLOCATE ALL"`, `Sync`; `Parse s1
+/// "SELECT $1"`, `Sync`; `Bind c1 ""`, `Execute c1`, `Sync`). The unnamed DEALLOCATE ALL
+/// is kept for a later unit; the second batch puts `sluice_2` on a new server; the third
+/// binds the unnamed statement there, so pgsluice re-sends it, hidden, and the Execute
+/// drops `sluice_2` on that server, which went back clean with a record still holding
+/// it. Fixed: a re-sent unnamed statement's text counts as the client's own Parse of it
+/// (`Mapping::note_resent_parse`): one that drops or names statements makes the record
+/// unsure, and the server is closed.
+#[test]
+fn a_resent_unnamed_deallocate_all_leaves_no_wrong_record() {
+    let mut setup = one_per_server(1, None, 0, 0);
+    setup.limits.mode = PoolMode::Statement;
+    let steps = [
+        Step::Query("SET default_transaction_read_only = on".into()),
+        Step::Batch(vec![
+            Ext::Parse("s2", "SELECT 1".into()),
+            Ext::Parse("", "DEALLOCATE ALL".into()),
+        ]),
+        Step::Batch(vec![Ext::Parse("s1", "SELECT $1".into())]),
+        Step::Batch(vec![Ext::Bind("c1", ""), Ext::Execute("c1")]),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}

@@ -375,7 +375,27 @@ impl Mapping {
     /// ([`Mapping::drop_sent`]), so the record may turn wrong and the server is not
     /// handed on.
     fn note_dropping_text(&mut self, stmt: &Statement) {
-        let text = stmt.query();
+        self.note_dropping_sql(stmt.query());
+    }
+
+    /// The kept unnamed statement (`frame`, the client's Parse) is re-sent, hidden, to
+    /// another server before a Bind or Describe of it: what its text may do there is as
+    /// for the client's own Parse of it ([`Mapping::drop_sent`]).
+    pub fn note_resent_parse(&mut self, frame: &[u8]) {
+        let text = protocol::cstr_bytes(protocol::body(frame))
+            .and_then(|(_, rest)| protocol::cstr_bytes(rest))
+            .and_then(|(q, _)| std::str::from_utf8(q).ok());
+        let Some(text) = text else {
+            return;
+        };
+        if super::text::may_name_ours(fe::PARSE, text) {
+            self.unsure = true;
+        } else {
+            self.note_dropping_sql(text);
+        }
+    }
+
+    fn note_dropping_sql(&mut self, text: &str) {
         if sql::may_have_effects(text.as_bytes())
             && sql::inspect(text)
                 .iter()

@@ -87,6 +87,7 @@ impl Core {
                     };
                     self.sout.push(msg);
                     self.map.replies.expect_hidden_unnamed();
+                    self.map.note_resent_parse(parse);
                     *on = Some(att.state.id);
                 }
                 false
