@@ -185,3 +185,36 @@ fn session_mode_leaves_the_call_to_the_server() {
     r.expect_checkout();
     assert_eq!(r.sent_to_server(), query(sql));
 }
+
+#[test]
+fn unlisten_all_after_a_listen_the_server_ran_goes_to_the_server() {
+    let mut r = rig(PoolMode::Transaction, &[]);
+    listen(&mut r, "LISTEN jobs", Ok(()));
+    r.client(&query("BEGIN"));
+    r.expect_checkout();
+    let mut answer = complete("BEGIN");
+    answer.extend(ready(b'T'));
+    r.server(&answer);
+    r.client(&query("LISTEN late"));
+    let mut answer = complete("LISTEN");
+    answer.extend(ready(b'T'));
+    r.server(&answer);
+    r.client(&query("COMMIT"));
+    let mut answer = complete("COMMIT");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    r.sent_to_server();
+    r.sent_to_client();
+    assert!(r.core.pins().contains(&Pin::Listen));
+    // The pinned server runs it, and the listener's channels go once it has.
+    r.client(&query("UNLISTEN *"));
+    assert_eq!(r.sent_to_server(), query("UNLISTEN *"));
+    let mut answer = complete("UNLISTEN");
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert!(matches!(
+        r.action(),
+        Some(Action::Listen(Request::UnlistenAll))
+    ));
+    assert!(!r.core.pins().contains(&Pin::Listen));
+}

@@ -9,7 +9,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 
 use super::channels::Channels;
-use super::{Action, Core, Phase};
+use super::{Action, Core, Phase, Pin};
 use crate::listen::Request;
 use crate::protocol::{self, build};
 
@@ -42,7 +42,14 @@ impl Core {
         if !head.eq_ignore_ascii_case(b"listen") && !head.eq_ignore_ascii_case(b"unlist") {
             return None;
         }
-        crate::listen::parse(protocol::cstr(body)?.0)
+        let request = crate::listen::parse(protocol::cstr(body)?.0)?;
+        // A client pinned by a LISTEN its server ran (inside a transaction block) has
+        // its server run UNLISTEN * too; once it ran, the listener's channels go as well
+        // (`channels.rs`).
+        if request == Request::UnlistenAll && self.state.pins().contains(&Pin::Listen) {
+            return None;
+        }
+        Some(request)
     }
 
     /// Hands a LISTEN/UNLISTEN (the Query of `len` bytes at the head) to the driver;
