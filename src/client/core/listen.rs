@@ -23,8 +23,9 @@ pub(super) struct Pending {
     asked: Option<Request>,
     /// The channels the listener confirmed, in the order the client listened.
     pub(super) channels: Channels,
-    /// Requests pgsluice handed to the listener on its own (after a `DISCARD ALL`),
-    /// whose answers come before the client's next one and are not the client's.
+    /// Requests pgsluice handed to the listener on its own (after a `DISCARD ALL` or
+    /// an `UNLISTEN *` the server ran), whose answers come before the answer to the
+    /// client's next request and are not the client's.
     pub(super) silent: u32,
 }
 
