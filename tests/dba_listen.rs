@@ -1,18 +1,22 @@
 //! LISTEN without pinning (issue 16): in transaction mode a client's LISTEN is served by
 //! one listening server connection per (database, user), every listener receives exactly
 //! the notifications of its channels, in order, while other clients (pgbench) use the
-//! pool; a listening connection that dies is reopened and its listeners told.
+//! pool; a listening connection that dies is reopened and its listeners told; and
+//! `pg_listening_channels()` lists a client's channels as a direct connection does
+//! (issue 17, C20).
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::pg::{Pg, pg_connect, run_async};
+use common::pg::{Pg, pg_connect, run_async, within};
 use common::pgbench::{pgbench_init, pgbench_through};
-use common::{Cluster, Pooler, psql_ok, server_activity, server_conns, wait_until};
+use common::{
+    Cluster, Pooler, psql_args_stdin, psql_ok, server_activity, server_conns, wait_until,
+};
 use tokio::sync::mpsc::UnboundedReceiver;
-use tokio_postgres::AsyncMessage;
+use tokio_postgres::{AsyncMessage, SimpleQueryMessage};
 
 const CLIENTS: usize = 500;
 const CHANNELS: usize = 50;
@@ -303,4 +307,157 @@ fn a_lost_listening_connection_is_reopened_and_listeners_are_told() {
         sender.close().await;
         drop((a, b));
     });
+}
+
+/// The statements compared, each sent as one simple Query; `EXT` runs the rest through
+/// the extended protocol (a prepared statement, as drivers do).
+const CHANNEL_STEPS: &[&str] = &[
+    "SELECT pg_listening_channels()",
+    "LISTEN b",
+    "LISTEN \"Mixed \"\"Q\"\" €\"",
+    "LISTEN a",
+    "LISTEN b",
+    "SELECT pg_listening_channels()",
+    "SELECT * FROM pg_listening_channels()",
+    "SELECT * FROM pg_catalog.pg_listening_channels() WITH ORDINALITY",
+    "SELECT c FROM pg_listening_channels() c ORDER BY 1",
+    "SELECT 'a' IN (SELECT pg_listening_channels()), 'zz' IN (SELECT pg_listening_channels())",
+    "SELECT x FROM (VALUES ('a'), ('q'), ('b')) v(x) WHERE x IN (SELECT pg_listening_channels())",
+    "SELECT count(*) FROM pg_listening_channels()",
+    "SELECT pg_listening_channels()::text, 1 AS one",
+    "EXT SELECT pg_listening_channels()",
+    "EXT SELECT * FROM pg_listening_channels() WHERE pg_listening_channels <> $1",
+    "UNLISTEN b",
+    "SELECT pg_listening_channels()",
+    "LISTEN b",
+    "SELECT pg_listening_channels()",
+    // A LISTEN inside a transaction block that rolls back adds nothing.
+    "BEGIN",
+    "LISTEN rolled_back",
+    "ROLLBACK",
+    "SELECT pg_listening_channels()",
+    // One that commits is listed last.
+    "BEGIN",
+    "LISTEN committed",
+    "COMMIT",
+    "SELECT pg_listening_channels()",
+    "UNLISTEN *",
+    "SELECT pg_listening_channels()",
+    "LISTEN d",
+    "SELECT pg_listening_channels()",
+    "DISCARD ALL",
+    "SELECT pg_listening_channels()",
+];
+
+/// What a statement returned, as text: column names, rows and command tags, or the
+/// error's SQLSTATE.
+async fn render(c: &tokio_postgres::Client, step: &str) -> String {
+    if let Some(sql) = step.strip_prefix("EXT ") {
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = if sql.contains("$1") {
+            vec![&"a"]
+        } else {
+            vec![]
+        };
+        return match within(sql, c.query(sql, &params)).await {
+            Ok(rows) => rows
+                .iter()
+                .map(|r| {
+                    let cols: Vec<&str> = r.columns().iter().map(|c| c.name()).collect();
+                    format!("{}={}", cols.join(","), r.get::<_, String>(0))
+                })
+                .collect::<Vec<_>>()
+                .join(" "),
+            Err(e) => format!("ERROR {:?}", e.code()),
+        };
+    }
+    match within(step, c.simple_query(step)).await {
+        Ok(msgs) => msgs
+            .iter()
+            .map(|m| match m {
+                SimpleQueryMessage::RowDescription(cols) => format!(
+                    "[{}]",
+                    cols.iter().map(|c| c.name()).collect::<Vec<_>>().join(",")
+                ),
+                SimpleQueryMessage::Row(r) => (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL"))
+                    .collect::<Vec<_>>()
+                    .join("|"),
+                SimpleQueryMessage::CommandComplete(n) => format!("({n})"),
+                _ => "?".to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(e) => format!("ERROR {:?}", e.code()),
+    }
+}
+
+/// Runs the steps on a connection to `url`, then checks which notifications it gets
+/// after the DISCARD ALL: `notify` (a direct connection) sends on `d` (listened before
+/// the DISCARD ALL) and then on `e` (listened after it).
+async fn channel_steps(url: &str, notify: &Pg) -> Vec<String> {
+    let (c, mut rx) = pg_connect(url).await;
+    let mut out = Vec::new();
+    for step in CHANNEL_STEPS {
+        out.push(format!("{step} -> {}", render(&c, step).await));
+    }
+    c.batch_execute("LISTEN e").await.expect("listen e");
+    notify.q("NOTIFY d, 'one'; NOTIFY e, 'two'").await;
+    // `e`'s comes second: anything on `d` would arrive before it.
+    loop {
+        c.batch_execute("SELECT 1").await.expect("select");
+        match next(&mut rx).await {
+            AsyncMessage::Notification(n) => {
+                out.push(format!("notified on {}", n.channel()));
+                if n.channel() == "e" {
+                    break;
+                }
+            }
+            other => out.push(format!("{other:?}")),
+        }
+    }
+    out
+}
+
+#[test]
+fn pg_listening_channels_lists_the_clients_channels_as_a_direct_connection_does() {
+    let cluster = Cluster::start(0);
+    let transaction = Pooler::start(&cluster.pooler_config("transaction", "trust", 2));
+    let session = Pooler::start(&cluster.pooler_config("session", "trust", 2));
+    let direct = cluster.node_url("primary", "app", "app_pw", "app");
+    run_async(120, async {
+        let notify = Pg::connect(&cluster.primary_url("app")).await;
+        let expect = channel_steps(&direct, &notify).await;
+        // PostgreSQL's own answer: the order listened, a rolled-back LISTEN left out.
+        assert!(
+            expect.contains(
+                &"SELECT pg_listening_channels() -> [pg_listening_channels] \
+                  Mixed \"Q\" € a b committed (4)"
+                    .to_string()
+            ),
+            "{expect:#?}"
+        );
+        for (mode, pooler) in [("transaction", &transaction), ("session", &session)] {
+            let got = channel_steps(&pooler.url("app", "", "app"), &notify).await;
+            for (i, (g, e)) in got.iter().zip(&expect).enumerate() {
+                assert_eq!(g, e, "{mode} mode, step {i}");
+            }
+            assert_eq!(got.len(), expect.len(), "{mode} mode: {got:#?}");
+        }
+        notify.close().await;
+    });
+    // psql, as pg_regress runs it: one statement per Query, with headers.
+    let script = b"LISTEN fid_chan;\nLISTEN \"Other\";\nSELECT pg_listening_channels();\n\
+        SELECT * FROM pg_listening_channels() ORDER BY 1;\nUNLISTEN fid_chan;\n\
+        SELECT pg_listening_channels();\nDISCARD ALL;\nSELECT pg_listening_channels();\n";
+    let psql = |url: &str| {
+        let out = psql_args_stdin(url, &["-P", "tuples_only=off"], script);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let expect = psql(&direct);
+    assert!(
+        expect.contains("pg_listening_channels\nfid_chan\nOther\n(2 rows)"),
+        "{expect}"
+    );
+    assert_eq!(psql(&transaction.url("app", "", "app")), expect);
 }

@@ -141,7 +141,7 @@ pub fn parse(sql: &str) -> Option<Request> {
     if !listen && rest == "*" {
         return Some(Request::UnlistenAll);
     }
-    let name = identifier(rest)?;
+    let name = truncate(identifier(rest)?);
     Some(if listen {
         Request::Listen(name)
     } else {
@@ -166,6 +166,22 @@ fn identifier(s: &str) -> Option<String> {
         && s.chars()
             .all(|c| start(c) || c.is_ascii_digit() || c == '$');
     ok.then(|| s.to_ascii_lowercase())
+}
+
+/// Longest identifier PostgreSQL keeps, in bytes (`NAMEDATALEN - 1`).
+const MAX_IDENTIFIER: usize = 63;
+
+/// `name` cut as PostgreSQL cuts an identifier: to 63 bytes, on a character boundary
+/// (the server notifies under the cut name).
+fn truncate(mut name: String) -> String {
+    if name.len() > MAX_IDENTIFIER {
+        let mut end = MAX_IDENTIFIER;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
 }
 
 /// `name` as a quoted identifier, for the hub's own statements.
@@ -198,5 +214,10 @@ mod tests {
         assert_eq!(parse("LISTEN"), None);
         assert_eq!(parse("LISTEN €"), Some(Request::Listen("€".into())));
         assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+        // Cut to 63 bytes, as PostgreSQL cuts identifiers, never inside a character.
+        let long = format!("LISTEN {}", "x".repeat(70));
+        assert_eq!(parse(&long), Some(Request::Listen("x".repeat(63))));
+        let wide = format!("LISTEN {}", "€".repeat(30));
+        assert_eq!(parse(&wide), Some(Request::Listen("€".repeat(21))));
     }
 }

@@ -2,6 +2,7 @@
 //! normalised cache keys, byte-level prefilters, the session-state effects of a statement
 //! and the SQL-level `PREPARE`/`EXECUTE` forms. Knows nothing of sessions or nodes.
 
+mod channels;
 mod cursor;
 mod effects;
 mod facts;
@@ -11,6 +12,7 @@ mod pps;
 mod prefilter;
 mod prepared;
 
+pub use channels::{may_call_listening_channels, rewrite as rewrite_listening_channels};
 pub use effects::{Effect, PinReason, inspect};
 pub use facts::TextFacts;
 pub use normalize::{normalize, normalize_into};

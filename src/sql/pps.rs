@@ -115,7 +115,7 @@ pub fn subquery(rows: &[ViewRow<'_>], budget: usize) -> String {
 
 /// `s` as an escape string literal: read the same whatever `standard_conforming_strings`
 /// says.
-fn literal(out: &mut String, s: &str) {
+pub(super) fn literal(out: &mut String, s: &str) {
     out.push_str("E'");
     for c in s.chars() {
         match c {
@@ -146,7 +146,7 @@ struct Refs {
 }
 
 /// Words ending a FROM list, or otherwise not an alias after a FROM item.
-const NOT_ALIAS: &[&str] = &[
+pub(super) const NOT_ALIAS: &[&str] = &[
     "where",
     "group",
     "having",

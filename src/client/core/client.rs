@@ -196,6 +196,14 @@ impl Core {
                     }
                 }
             }
+            // 4b. `pg_listening_channels()` in the client's terms (`channels.rs`).
+            if self.limits.listen_here
+                && matches!(h.tag, fe::QUERY | fe::PARSE)
+                && let Some(len) = self.listening_channels(&mut fwd, h.tag, h.frame_len)
+            {
+                h.frame_len = len;
+                have = self.cin.len();
+            }
             // 4c. SQL-level prepared statements.
             if self.limits.rewrite
                 && h.tag == fe::QUERY

@@ -274,8 +274,18 @@ impl Session {
                     self.fail("the session closed while holding a server".into());
                 }
             }
-            // The fuzz setups set no query_timeout and keep LISTEN on the server.
+            // The fuzz setups set no query_timeout.
             Action::Cancel => self.fail("a cancel without query_timeout".into()),
+            // pgsluice's listener answers at once; with errors injected, it refuses.
+            Action::Listen(_) if self.setup.limits.listen_here => {
+                let result = if self.setup.error_rate > 0 && self.setup.seed % 2 == 1 {
+                    Err("fuzz: the listener refuses".to_string())
+                } else {
+                    Ok(())
+                };
+                let now = self.rig.now;
+                self.rig.core.listen_done(result, now);
+            }
             Action::Listen(_) => self.fail("a LISTEN handed over with listen_here off".into()),
         }
     }

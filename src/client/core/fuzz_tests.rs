@@ -58,6 +58,10 @@ const QUERIES: &[&str] = &[
     "EXECUTE sluice_1",
     "LISTEN ch",
     "UNLISTEN *",
+    "LISTEN \"Ch 2\"",
+    "UNLISTEN ch",
+    "SELECT pg_listening_channels()",
+    "SELECT * FROM pg_listening_channels() WITH ORDINALITY",
     "SELECT pg_advisory_lock(1)",
     "SELECT pg_advisory_unlock_all()",
     "CREATE TEMP TABLE tt (a int)",
@@ -326,7 +330,9 @@ fn setup(routed: bool) -> impl Strategy<Value = Setup> {
                     },
                     rewrite,
                     timeouts: None,
-                    listen_here: false,
+                    // pgsluice's listener serves LISTEN (and `pg_listening_channels()`
+                    // is rewritten) in half the pooled sessions, as by default.
+                    listen_here: mode != PoolMode::Session && seed & 4 != 0,
                 },
                 startup,
                 max_prepared: if max_prepared == 3 { 200 } else { max_prepared },

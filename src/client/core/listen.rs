@@ -8,16 +8,25 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use super::{Action, Core, Phase};
+use super::channels::Channels;
+use super::{Action, Core, Phase, Pin};
 use crate::listen::Request;
 use crate::protocol::{self, build};
 
-/// Notifications waiting for the client to be between transactions.
+/// The client's side of its LISTENs: notifications waiting for the client to be between
+/// transactions, and the channels the listener holds for it.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
     queue: VecDeque<Bytes>,
-    /// The statement being applied by the listener, for its CommandComplete tag.
-    asked: Option<&'static str>,
+    /// The statement being applied by the listener (its CommandComplete tag, and what it
+    /// does to `channels` once confirmed).
+    asked: Option<Request>,
+    /// The channels the listener confirmed, in the order the client listened.
+    pub(super) channels: Channels,
+    /// Requests pgsluice handed to the listener on its own (after a `DISCARD ALL` or
+    /// an `UNLISTEN *` the server ran), whose answers come before the answer to the
+    /// client's next request and are not the client's.
+    pub(super) silent: u32,
 }
 
 impl Core {
@@ -34,32 +43,49 @@ impl Core {
         if !head.eq_ignore_ascii_case(b"listen") && !head.eq_ignore_ascii_case(b"unlist") {
             return None;
         }
-        crate::listen::parse(protocol::cstr(body)?.0)
+        let request = crate::listen::parse(protocol::cstr(body)?.0)?;
+        // A client pinned by a LISTEN its server ran (inside a transaction block) has
+        // its server run UNLISTEN * too; once it ran, the listener's channels go as well
+        // (`channels.rs`).
+        if request == Request::UnlistenAll && self.state.pins().contains(&Pin::Listen) {
+            return None;
+        }
+        Some(request)
     }
 
     /// Hands a LISTEN/UNLISTEN (the Query of `len` bytes at the head) to the driver;
     /// client input waits for [`Core::listen_done`].
     pub(super) fn ask_listener(&mut self, request: Request, len: usize) {
         let _ = self.cin.split_to(len);
-        self.notes.get_or_insert_default().asked = Some(match request {
-            Request::Listen(_) => "LISTEN",
-            _ => "UNLISTEN",
-        });
+        self.notes.get_or_insert_default().asked = Some(request.clone());
         self.phase = Phase::Listening;
         self.actions.push_back(Action::Listen(request));
     }
 
     /// The listener applied the request (or says why not): the client gets its answer.
     pub fn listen_done(&mut self, result: Result<(), String>, now: Instant) {
+        if let Some(notes) = &mut self.notes
+            && notes.silent > 0
+        {
+            notes.silent -= 1;
+            return;
+        }
         if !matches!(self.phase, Phase::Listening) {
             return;
         }
         self.phase = Phase::Relay;
+        let asked = self.notes.as_mut().and_then(|n| n.asked.take());
         let mut buf = BytesMut::new();
         match result {
             Ok(()) => {
-                let tag = self.notes.as_mut().and_then(|n| n.asked.take());
-                build::command_complete(&mut buf, tag.unwrap_or("LISTEN"))
+                let tag = match &asked {
+                    Some(Request::Listen(_)) | None => "LISTEN",
+                    Some(_) => "UNLISTEN",
+                };
+                if let (Some(notes), Some(request)) = (&mut self.notes, &asked) {
+                    notes.channels.apply(request);
+                }
+                build::command_complete(&mut buf, tag)
             }
             Err(msg) => build::error(&mut buf, "ERROR", "55000", &msg),
         }

@@ -28,6 +28,7 @@
 //! (release, the write LSN), [`observe`].
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+mod channels;
 mod chores;
 mod client;
 mod ending;

@@ -102,7 +102,7 @@ impl Core {
 }
 
 /// A Query's text, or a Parse's name, text and parameter types.
-fn split(tag: u8, body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+pub(super) fn split(tag: u8, body: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
     match tag {
         fe::QUERY => protocol::cstr_bytes(body).map(|(t, _)| (&b""[..], t, &b""[..])),
         fe::PARSE => {

@@ -292,6 +292,9 @@ impl Core {
             if applied.changed || !applied.server_lacks.is_empty() {
                 att.state.gucs = self.state.server_record(&applied);
             }
+            if applied.unlistened {
+                self.unlisten_everything();
+            }
         }
         self.observe.ready(
             status,

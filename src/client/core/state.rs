@@ -49,6 +49,8 @@ pub struct Applied {
     /// The server no longer holds these of the client's settings (a RESET took the
     /// server to its own default where the client's is a startup value).
     pub server_lacks: Vec<String>,
+    /// A `DISCARD ALL` or `UNLISTEN *` ran: the client listens on nothing any more.
+    pub unlistened: bool,
 }
 
 impl SessionState {
@@ -151,6 +153,7 @@ impl SessionState {
     fn apply(&mut self, effects: Vec<Effect>) -> Applied {
         let before = self.gucs.clone();
         let mut lacks = Vec::new();
+        let mut unlistened = false;
         for e in effects {
             match e {
                 Effect::Set {
@@ -167,8 +170,10 @@ impl SessionState {
                     self.gucs = self.startup.clone();
                     lacks.extend(self.startup.names().map(str::to_string));
                     self.pins.clear();
+                    unlistened = true;
                 }
                 Effect::Unpin(r) => {
+                    unlistened |= r == Pin::Listen;
                     self.pins.retain(|p| *p != r);
                 }
                 Effect::Pin(r) => self.pin(r),
@@ -181,6 +186,7 @@ impl SessionState {
         Applied {
             changed: !Arc::ptr_eq(&before, &self.gucs),
             server_lacks: lacks,
+            unlistened,
         }
     }
 
