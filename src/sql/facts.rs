@@ -3,6 +3,7 @@
 //! ([`touches_sequence_values`]) and the opaque-call check ([`call_candidates`]) each
 //! scanned the text of every Query and Parse on their own (issue 11).
 
+use super::effects::{Verb, verb};
 use super::lexer::{IDENT_CONT, SPACE};
 #[cfg(doc)]
 use super::prefilter::{call_candidates, may_have_effects, touches_sequence_values};
@@ -28,12 +29,13 @@ pub struct TextFacts {
 impl TextFacts {
     /// Scans `b` once.
     pub fn of(b: &[u8]) -> TextFacts {
-        let mut select = false;
+        let (lead, plain_read) = lead_word(b);
+        let mut select = lead == Some(Verb::Select);
         let mut f = TextFacts {
-            effects: starts_relevant(b, 0, &mut select),
+            effects: lead.is_none_or(|v| !matches!(v, Verb::Select | Verb::Other)),
             reads_seq: false,
             sets_seq: false,
-            plain_read: plain_read(b),
+            plain_read,
             second_statement: false,
             parens: false,
         };
@@ -87,8 +89,11 @@ impl TextFacts {
     }
 }
 
-/// Whether the text's first word is a plain read (`SELECT`, `VALUES`, `TABLE`, `SHOW`).
-fn plain_read(b: &[u8]) -> bool {
+/// The first statement's verb as [`starts_relevant`] at 0 sees it (`None`: the text
+/// starts with a comment, which the effect scan must look past), and whether the first
+/// word is a plain read (`SELECT`, `VALUES`, `TABLE`, `SHOW`): one look at the first word
+/// for both.
+fn lead_word(b: &[u8]) -> (Option<Verb>, bool) {
     let lead = b
         .iter()
         .position(|&c| !SPACE[c as usize])
@@ -99,41 +104,60 @@ fn plain_read(b: &[u8]) -> bool {
         .position(|&c| !IDENT_CONT[c as usize])
         .unwrap_or(rest.len());
     let word = &rest[..len];
-    [&b"select"[..], b"values", b"table", b"show"]
-        .iter()
-        .any(|kw| eq_kw(word, kw))
-}
-
-/// Position of the next byte any check looks at, at or after `from`.
-fn next_interesting(b: &[u8], from: usize) -> Option<usize> {
-    let mut base = from;
-    // Whole chunks without a branch per byte: most bytes are uninteresting.
-    for chunk in b.get(from..)?.chunks_exact(8) {
-        if chunk
+    let v = verb(word);
+    let plain_read = v == Verb::Select
+        || [&b"values"[..], b"table", b"show"]
             .iter()
-            .fold(false, |any, &c| any | INTERESTING[c as usize])
-        {
-            break;
-        }
-        base += 8;
-    }
-    let rest = b.get(base..)?;
-    rest.iter()
-        .position(|&c| INTERESTING[c as usize])
-        .map(|n| base + n)
+            .any(|kw| eq_kw(word, kw));
+    let comment = rest.starts_with(b"--") || rest.starts_with(b"/*");
+    ((!comment).then_some(v), plain_read)
 }
 
-static INTERESTING: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b';' as usize] = true;
-    t[b'_' as usize] = true;
-    t[b'i' as usize] = true;
-    t[b'I' as usize] = true;
-    t[b'v' as usize] = true;
-    t[b'V' as usize] = true;
-    t[b'(' as usize] = true;
-    t
-};
+/// Position of the next byte any check looks at (`;`, `_`, `(`, `i`, `I`, `v`, `V`), at
+/// or after `from`: eight bytes at a time, each word tested for all seven at once.
+fn next_interesting(b: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(&word) = b.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        let hits = interesting(u64::from_le_bytes(word));
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    // The last 1 to 7 bytes, as the low bytes of a word whose high bytes are NULs (not
+    // interesting): the text's last eight bytes shifted down, or for a text shorter than
+    // eight bytes, the bytes themselves.
+    let n = b.len().checked_sub(at).filter(|&n| n > 0)?;
+    let word = match b.last_chunk::<8>() {
+        Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - n)),
+        None => b[at..]
+            .iter()
+            .rev()
+            .fold(0, |w, &c| (w << 8) | u64::from(c)),
+    };
+    let hits = interesting(word);
+    (hits != 0).then(|| at + (hits.trailing_zeros() / 8) as usize)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Marks the interesting bytes of `x` (see [`next_interesting`]) by their high bit: for
+/// each byte `p` looked for, `(y - ONES) & !y & HIGHS` with `y = x ^ (ONES * p)` marks the
+/// bytes of `x` equal to `p`. The lowest mark is always a true one (a borrow only carries
+/// upwards); marks above it may not be.
+#[inline]
+fn interesting(x: u64) -> u64 {
+    // Setting bit 5 folds `I` onto `i` and `V` onto `v` (and nothing else onto either).
+    let folded = x | (ONES * 0x20);
+    let marks = |y: u64| y.wrapping_sub(ONES) & !y;
+    (marks(folded ^ (ONES * b'i' as u64))
+        | marks(folded ^ (ONES * b'v' as u64))
+        | marks(x ^ (ONES * b';' as u64))
+        | marks(x ^ (ONES * b'_' as u64))
+        | marks(x ^ (ONES * b'(' as u64)))
+        & HIGHS
+}
 
 #[cfg(test)]
 mod tests {
@@ -197,6 +221,25 @@ mod tests {
         ] {
             agrees(sql.as_bytes());
         }
+    }
+
+    #[test]
+    fn the_word_search_finds_each_interesting_byte_and_no_other() {
+        for c in 0..=255u8 {
+            let expected = matches!(c, b';' | b'_' | b'(' | b'i' | b'I' | b'v' | b'V');
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut text = vec![b'a'; len];
+                    text[at] = c;
+                    let want = expected.then_some(at);
+                    assert_eq!(next_interesting(&text, 0), want, "{c} at {at} of {len}");
+                    assert_eq!(next_interesting(&text, at + 1), None, "after {c}");
+                }
+            }
+        }
+        // The first of several, whatever follows it in its word.
+        assert_eq!(next_interesting(b"ab(;vI_x", 0), Some(2));
+        assert_eq!(next_interesting(b"abcdefgh\x00(", 0), Some(9));
     }
 
     #[test]
