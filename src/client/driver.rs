@@ -44,6 +44,8 @@ pub struct Driver {
     /// The relay's last pass ended waiting for the client's next byte, every wake-up
     /// registered (see [`Driver::run`]).
     armed: bool,
+    /// The task was woken from the parked wait: client bytes are most likely waiting.
+    woke: bool,
 }
 
 /// What the session saw last of the shared state's wake-ups (see [`crate::wake`]).
@@ -100,6 +102,7 @@ impl Driver {
                 registered: false,
             },
             armed: false,
+            woke: false,
         }
     }
 
@@ -149,6 +152,7 @@ impl Driver {
             } else {
                 std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
             }
+            self.woke = true;
             if let Some(spare) = super::buffers::unstow() {
                 self.core.unstow(spare);
             }
@@ -325,7 +329,8 @@ impl Driver {
             }
             if self.core.wants_client_bytes() {
                 let want = self.core.client_bytes_needed();
-                match io::poll_read_client(client, self.core.client_buf(), want, cx) {
+                let likely = std::mem::take(&mut self.woke);
+                match io::poll_read_client(client, self.core.client_buf(), want, likely, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         self.core.client_gone(now);
                         continue;
