@@ -58,8 +58,7 @@ struct Watch {
 enum Step {
     /// The shared state changed (drain, shutdown timeout, KILL).
     Control,
-    /// An action, and the clock as the poll that found it read it.
-    Act(Action, Instant),
+    Act(Action),
     /// The client is idle: the relay hands over to the parked wait.
     Idle,
 }
@@ -172,18 +171,18 @@ impl Driver {
                     continue;
                 }
                 Step::Idle => return None,
-                Step::Act(a, now) => (a, now),
+                Step::Act(a) => a,
             };
             match action {
-                (Action::NeedServer { node }, now) => self.checkout(node, now).await,
-                (Action::Release(state, how), now) => self.release(state, how, now),
-                (Action::Cancel, _) => self.cancel_query(),
+                Action::NeedServer { node } => self.checkout(node).await,
+                Action::Release(state, how) => self.release(state, how),
+                Action::Cancel => self.cancel_query(),
                 // Boxed: rare, and its state would otherwise size every relay's future.
-                (Action::Listen(request), _) => {
+                Action::Listen(request) => {
                     let listen = Box::pin(self.listen(request));
                     listen.await
                 }
-                (Action::Close { reason }, _) => return Some(reason),
+                Action::Close { reason } => return Some(reason),
             }
         }
     }
@@ -201,7 +200,7 @@ impl Driver {
             return Poll::Ready(Step::Control);
         }
         match self.poll_io(client, cx) {
-            Poll::Ready((a, now)) => Poll::Ready(Step::Act(a, now)),
+            Poll::Ready(a) => Poll::Ready(Step::Act(a)),
             Poll::Pending if self.core.is_idle() => Poll::Ready(Step::Idle),
             Poll::Pending => Poll::Pending,
         }
@@ -266,24 +265,20 @@ impl Driver {
     ///
     /// The clock is read once per poll: everything one poll handles happened "now" (a
     /// poll ends within tokio's cooperative budget of I/O operations).
-    fn poll_io(
-        &mut self,
-        client: &mut ClientStream,
-        cx: &mut Context<'_>,
-    ) -> Poll<(Action, Instant)> {
+    fn poll_io(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Action> {
         let mut now = Instant::now();
         self.armed = false;
         loop {
             match self.core.next_action(now) {
                 Some(Action::Release(state, how)) => {
-                    self.release(state, how, now);
+                    self.release(state, how);
                     continue;
                 }
                 Some(Action::Cancel) => {
                     self.cancel_query();
                     continue;
                 }
-                Some(a) => return Poll::Ready((a, now)),
+                Some(a) => return Poll::Ready(a),
                 None => {}
             }
             if self.core.client_left() {
@@ -380,9 +375,8 @@ impl Driver {
         fired
     }
 
-    /// Takes a server on `node` for the core (waiting out a PAUSE first); `now` is the
-    /// clock as the poll that asked for it read it.
-    async fn checkout(&mut self, node: usize, mut now: Instant) {
+    /// Takes a server on `node` for the core (waiting out a PAUSE first).
+    async fn checkout(&mut self, node: usize) {
         let info = self.core.observe().info.clone();
         if info.held() {
             // Boxed: the hold's state would otherwise enlarge every checkout's future.
@@ -393,7 +387,6 @@ impl Driver {
                     .attach_failed(node, AttachError::Other(code, msg), Instant::now());
                 return;
             }
-            now = Instant::now();
         }
         let Some(pool) = self.pool(node) else {
             let msg = format!(
@@ -411,7 +404,7 @@ impl Driver {
         self.core
             .observe()
             .switch_node(node, || shared.metrics.pool(&pool.key));
-        let checkout = pool.checkout_at(self.wait_timeout, now).await;
+        let checkout = pool.checkout(self.wait_timeout).await;
         let now = Instant::now();
         let mut lease = match checkout {
             Ok(lease) => lease,
@@ -495,8 +488,8 @@ impl Driver {
         self.ticket = Some(Box::new(ticket));
     }
 
-    /// Gives the server back as the core says; `now` is the clock's last reading.
-    fn release(&mut self, state: ServerState, how: Release, now: Instant) {
+    /// Gives the server back as the core says.
+    fn release(&mut self, state: ServerState, how: Release) {
         let Some(mut lease) = self.lease.take() else {
             return;
         };
@@ -505,7 +498,7 @@ impl Driver {
         match how {
             Release::Clean => {
                 lease.set_clean(true);
-                lease.checkin_at(now);
+                lease.checkin();
             }
             Release::Close(reason) => lease.discard(reason),
             Release::CloseAndCancel(reason) => {

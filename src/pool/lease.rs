@@ -11,7 +11,6 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -52,15 +51,10 @@ impl Lease {
     }
 
     /// Gives the connection back for reuse (closed instead if it shows pending data).
-    pub fn checkin(self) {
-        self.checkin_at(Instant::now());
-    }
-
-    /// [`Lease::checkin`] with the clock read by the caller.
-    pub fn checkin_at(mut self, now: Instant) {
+    pub fn checkin(mut self) {
         if let Some(conn) = self.conn.take() {
             if conn.state.buf.is_empty() {
-                self.pool.checkin(conn, now);
+                self.pool.checkin(conn);
             } else {
                 self.pool.discard(conn, CloseReason::UnexpectedData);
             }
@@ -100,7 +94,7 @@ impl Drop for Lease {
             return;
         };
         if self.clean && conn.state.is_quiet() {
-            self.pool.checkin(conn, Instant::now());
+            self.pool.checkin(conn);
         } else {
             let reason = if std::thread::panicking() {
                 CloseReason::Panic
@@ -159,7 +153,7 @@ impl Drop for Ticket<'_> {
         // Nothing can be sent after close(); whatever was sent before is taken back here.
         self.rx.close();
         match self.rx.try_recv() {
-            Ok(Grant::Conn(conn)) => self.pool.checkin(conn, Instant::now()),
+            Ok(Grant::Conn(conn)) => self.pool.checkin(conn),
             Ok(Grant::Slot) => self.pool.release_slot(),
             Ok(Grant::TimedOut) | Err(_) => {}
         }

@@ -251,7 +251,7 @@ impl Pool {
             (g.settings.target.clone(), g.settings.connect_timeout)
         };
         match self.open(&target, timeout).await {
-            Ok(conn) => self.checkin(conn, Instant::now()),
+            Ok(conn) => self.checkin(conn),
             Err(e) => tracing::warn!(pool = ?self.key, "cannot open minimum connection: {e}"),
         }
     }

@@ -181,17 +181,6 @@ impl Pool {
     /// stays right. A checkout cancelled midway (its future dropped while it waits or
     /// connects) gives back whatever it had been granted.
     pub async fn checkout(self: &Arc<Self>, wait: Option<Duration>) -> Result<Lease, PoolError> {
-        self.checkout_at(wait, Instant::now()).await
-    }
-
-    /// [`Pool::checkout`] with the clock read by the caller (`now`, for its first look at
-    /// the idle list): a client's driver has read it in the same poll.
-    pub async fn checkout_at(
-        self: &Arc<Self>,
-        wait: Option<Duration>,
-        now: Instant,
-    ) -> Result<Lease, PoolError> {
-        let mut first = Some(now);
         let conn = loop {
             let (next, check) = {
                 let mut g = self.lock();
@@ -199,8 +188,7 @@ impl Pool {
                     return Err(PoolError::Removed);
                 }
                 let mut stale = Vec::new();
-                let now = first.take().unwrap_or_else(Instant::now);
-                let next = self.take_idle(&mut g, &mut stale, wait, now);
+                let next = self.take_idle(&mut g, &mut stale, wait);
                 // The check's query is copied only when one is due.
                 let check = match (&next, &g.settings.check) {
                     (Next::Ready(c), Some(chk)) if c.last_used.elapsed() >= chk.1 => {
@@ -262,8 +250,8 @@ impl Pool {
         g: &mut Inner,
         stale: &mut Vec<Box<ServerConn>>,
         wait: Option<Duration>,
-        now: Instant,
     ) -> Next {
+        let now = Instant::now();
         prefer_local(&mut g.idle, crate::current_worker());
         while let Some(mut conn) = g.idle.pop_back() {
             if expired(&g.settings, &conn, now).is_some() || conn.has_unexpected_data() {
@@ -328,9 +316,9 @@ impl Pool {
         }
     }
 
-    /// Returns a clean, idle connection (status `I`) for reuse; `now` is the clock read by
-    /// the caller.
-    fn checkin(&self, mut conn: Box<ServerConn>, now: Instant) {
+    /// Returns a clean, idle connection (status `I`) for reuse.
+    fn checkin(&self, mut conn: Box<ServerConn>) {
+        let now = Instant::now();
         conn.last_used = now;
         let mut g = self.lock();
         // A reserve connection serves waiters while there are any, and closes after.
