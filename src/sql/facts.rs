@@ -1,10 +1,14 @@
 //! One pass over a statement's text for every policy that reads it: the session-state
 //! prefilter ([`may_have_effects`]), the sequence-value check
-//! ([`touches_sequence_values`]) and the opaque-call check ([`call_candidates`]) each
-//! scanned the text of every Query and Parse on their own (issue 11).
+//! ([`touches_sequence_values`]), the opaque-call check ([`call_candidates`]) and the
+//! `pg_prepared_statements` check ([`may_name_prepared_view`]) each scanned the text of
+//! every Query and Parse on their own (issue 11).
 
 use super::effects::{Verb, verb};
 use super::lexer::{IDENT_CONT, SPACE};
+#[cfg(doc)]
+use super::pps::may_name_prepared_view;
+use super::pps::names_view_at;
 #[cfg(doc)]
 use super::prefilter::{call_candidates, may_have_effects, touches_sequence_values};
 use super::prefilter::{eq_kw, names_call, starts_relevant, starts_with_kw};
@@ -24,6 +28,8 @@ pub struct TextFacts {
     second_statement: bool,
     /// A `(` somewhere: only then can [`call_candidates`] find a word.
     pub parens: bool,
+    /// [`may_name_prepared_view`]: the text may name `pg_prepared_statements`.
+    pub view: bool,
 }
 
 impl TextFacts {
@@ -38,6 +44,7 @@ impl TextFacts {
             plain_read,
             second_statement: false,
             parens: false,
+            view: false,
         };
         let mut first_semi = None;
         let mut i = 0;
@@ -48,7 +55,10 @@ impl TextFacts {
                     first_semi.get_or_insert(i);
                     f.effects = f.effects || starts_relevant(b, i + 1, &mut select);
                 }
-                b'_' => f.effects = f.effects || names_call(b, i),
+                b'_' => {
+                    f.effects = f.effects || names_call(b, i);
+                    f.view = f.view || names_view_at(b, i);
+                }
                 b'(' => f.parens = true,
                 b'v' | b'V' => f.sequence_word(b, i),
                 // `i` or `I`.
@@ -168,6 +178,8 @@ mod tests {
     fn agrees(sql: &[u8]) {
         let f = TextFacts::of(sql);
         assert_eq!(f.effects, may_have_effects(sql), "effects of {sql:?}");
+        let view = crate::sql::may_name_prepared_view(sql);
+        assert_eq!(f.view, view, "view in {sql:?}");
         for allowed in [&b"count"[..], b"now", b"zzz"] {
             let ok = |w: &[u8]| eq_kw(w, allowed) || eq_kw(w, b"currval");
             let unlisted = || call_candidates(sql).any(|w| !ok(w));
@@ -218,6 +230,11 @@ mod tests {
             "(",
             "v",
             "val",
+            "SELECT * FROM pg_prepared_statements",
+            "select name from PG_Prepared_Statements;",
+            "SELECT * FROM \"pg_prepared_statements\" p",
+            "SELECT pg_prepared_statement",
+            "_pg_prepared_statements",
         ] {
             agrees(sql.as_bytes());
         }
