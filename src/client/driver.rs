@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use tokio::time::Sleep;
 
 use super::cancel::CancelSlot;
-use super::core::{Action, AttachError, Core, Release};
+use super::core::{Action, Core};
 use super::io;
 use crate::net::ClientStream;
-use crate::pool::{Lease, Pool, PoolError, PoolKey};
-use crate::registry::clients::ServerLink;
-use crate::server::{CloseReason, ServerState};
+use crate::pool::{Lease, Pool, PoolKey};
+use crate::server::CloseReason;
 use crate::shared::{Phase, Shared};
+
+mod server;
 
 /// Longest pgsluice tries to deliver a client's last words (a FATAL error) before closing.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,6 +45,8 @@ pub struct Driver {
     /// The relay's last pass ended waiting for the client's next byte, every wake-up
     /// registered (see [`Driver::run`]).
     armed: bool,
+    /// The task was woken from the parked wait: client bytes are most likely waiting.
+    woke: bool,
 }
 
 /// What the session saw last of the shared state's wake-ups (see [`crate::wake`]).
@@ -100,6 +103,7 @@ impl Driver {
                 registered: false,
             },
             armed: false,
+            woke: false,
         }
     }
 
@@ -149,6 +153,7 @@ impl Driver {
             } else {
                 std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
             }
+            self.woke = true;
             if let Some(spare) = super::buffers::unstow() {
                 self.core.unstow(spare);
             }
@@ -325,7 +330,8 @@ impl Driver {
             }
             if self.core.wants_client_bytes() {
                 let want = self.core.client_bytes_needed();
-                match io::poll_read_client(client, self.core.client_buf(), want, cx) {
+                let likely = std::mem::take(&mut self.woke);
+                match io::poll_read_client(client, self.core.client_buf(), want, likely, cx) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                         self.core.client_gone(now);
                         continue;
@@ -370,79 +376,6 @@ impl Driver {
         fired
     }
 
-    /// Takes a server on `node` for the core (waiting out a PAUSE first).
-    async fn checkout(&mut self, node: usize) {
-        let info = self.core.observe().info.clone();
-        if info.held() {
-            // Boxed: the hold's state would otherwise enlarge every checkout's future.
-            let hold = Box::pin(super::hold::hold(&self.shared, &info, self.wait_timeout));
-            let held = hold.await;
-            if let Err((code, msg)) = held {
-                self.core
-                    .attach_failed(node, AttachError::Other(code, msg), Instant::now());
-                return;
-            }
-        }
-        let Some(pool) = self.pool(node) else {
-            let msg = format!(
-                "node {node} of database \"{}\" is no longer configured",
-                self.database
-            );
-            self.core.attach_failed(
-                node,
-                AttachError::Other("3D000".into(), msg),
-                Instant::now(),
-            );
-            return;
-        };
-        let shared = self.shared.clone();
-        self.core
-            .observe()
-            .switch_node(node, || shared.metrics.pool(&pool.key));
-        let checkout = pool.checkout(self.wait_timeout).await;
-        let now = Instant::now();
-        let mut lease = match checkout {
-            Ok(lease) => lease,
-            Err(e) => {
-                let err = match e {
-                    PoolError::Timeout(d) => AttachError::Other(
-                        "57014".into(),
-                        format!(
-                            "no server connection available within query_wait_timeout ({}s)",
-                            d.as_secs_f64()
-                        ),
-                    ),
-                    PoolError::Server(e) => {
-                        AttachError::Unreachable(e.sqlstate().to_string(), e.to_string())
-                    }
-                    PoolError::Removed => AttachError::Other(
-                        "3D000".into(),
-                        format!(
-                            "database \"{}\" was removed from the configuration",
-                            self.database
-                        ),
-                    ),
-                };
-                self.core.attach_failed(node, err, now);
-                return;
-            }
-        };
-        // Until it is given back explicitly, nobody can vouch for its state.
-        lease.set_clean(false);
-        let id = lease.state.id;
-        let state = std::mem::replace(&mut lease.state, ServerState::lent(id));
-        let link = ServerLink {
-            id: state.id,
-            backend_pid: lease.backend_pid,
-            addr: lease.addr,
-            local_port: lease.local_port,
-            created: lease.created,
-        };
-        self.cancel.set(Some(lease.cancel_target()));
-        self.lease = Some(lease);
-        self.core.attached(state, node, link, now);
-    }
-
     /// Applies a LISTEN/UNLISTEN with the listener of the session's (database, user).
     async fn listen(&mut self, request: crate::listen::Request) {
         let l = match &mut self.listen {
@@ -470,64 +403,10 @@ impl Driver {
         self.core.listen_done(result, Instant::now());
     }
 
-    /// Sends a cancel request for the query running on the held server.
-    fn cancel_query(&mut self) {
-        if let Some(lease) = &self.lease {
-            tokio::spawn(super::cancel::send_cancel(lease.cancel_target()));
-        }
-    }
-
     /// Keeps the client's place under `max_db_client_connections` /
     /// `max_user_client_connections` for the session's life.
     pub fn hold_ticket(&mut self, ticket: crate::pool::limits::ClientTicket) {
         self.ticket = Some(Box::new(ticket));
-    }
-
-    /// Gives the server back as the core says.
-    fn release(&mut self, state: ServerState, how: Release) {
-        let Some(mut lease) = self.lease.take() else {
-            return;
-        };
-        self.cancel.set(None);
-        lease.state = state;
-        match how {
-            Release::Clean => {
-                lease.set_clean(true);
-                lease.checkin();
-            }
-            Release::Close(reason) => lease.discard(reason),
-            Release::CloseAndCancel(reason) => {
-                tokio::spawn(super::cancel::send_cancel(lease.cancel_target()));
-                lease.discard(reason);
-            }
-        }
-        if let Some(buf) = self.core.take_idle_buffer() {
-            // An idle client keeps no buffer; the next active one of this worker reuses it.
-            super::buffers::give_back(buf);
-        }
-    }
-
-    /// The pool of `node`, made on first use.
-    fn pool(&mut self, node: usize) -> Option<Arc<Pool>> {
-        if let Some(p) = self.pools.get(node).and_then(Option::as_ref) {
-            return Some(p.clone());
-        }
-        let key = PoolKey {
-            database: self.database.clone(),
-            user: self.user.clone(),
-            node,
-        };
-        let pool = self
-            .shared
-            .pools
-            .get(&self.shared.snapshot.load().config, key)?;
-        if self.pools.len() <= node {
-            self.pools.resize(node + 1, None);
-        }
-        if let Some(slot) = self.pools.get_mut(node) {
-            *slot = Some(pool.clone());
-        }
-        Some(pool)
     }
 }
 

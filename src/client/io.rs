@@ -61,13 +61,20 @@ pub async fn flush<T: TlsIo>(q: &mut OutQueue, stream: &mut Stream<T>) -> io::Re
 
 /// Reads what the client sent into `buf`, allocating it only once data is waiting.
 /// `Ready(Ok(0))` on EOF. `want` is how many bytes the head frame still needs.
+///
+/// The socket's readiness is asked first, so that an idle client takes no buffer;
+/// unless `likely` says data is most probably there (the task was just woken with the
+/// socket registered), when the read itself asks: one readiness poll instead of two. A
+/// buffer taken for nothing goes back with the idle client's (see
+/// [`super::core::Core::take_idle_buffer`]).
 pub fn poll_read_client<T: TlsIo>(
     stream: &mut Stream<T>,
     buf: &mut BytesMut,
     want: usize,
+    likely: bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
-    if stream.poll_read_ready(cx)?.is_pending() {
+    if !likely && stream.poll_read_ready(cx)?.is_pending() {
         return Poll::Pending;
     }
     let want = want.max(READ_CHUNK);

@@ -101,7 +101,13 @@ pub fn cstr(buf: &[u8]) -> Option<(&str, &[u8])> {
 }
 
 /// [`cstr`] without the UTF-8 check: the bytes before the first NUL, and what follows it.
+#[inline]
 pub fn cstr_bytes(buf: &[u8]) -> Option<(&[u8], &[u8])> {
+    // The empty string (an unnamed statement or portal, as most extended-protocol clients
+    // send in every Parse and Bind) without setting up a vector search.
+    if let Some((&0, rest)) = buf.split_first() {
+        return Some((&[], rest));
+    }
     let end = memchr::memchr(0, buf)?;
     Some((buf.get(..end)?, buf.get(end + 1..)?))
 }
@@ -141,6 +147,15 @@ mod fuzz_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cstr_splits_at_the_first_nul() {
+        assert_eq!(cstr_bytes(b"\0abc\0"), Some((&b""[..], &b"abc\0"[..])));
+        assert_eq!(cstr_bytes(b"ab\0c\0"), Some((&b"ab"[..], &b"c\0"[..])));
+        assert_eq!(cstr_bytes(b"\0"), Some((&b""[..], &b""[..])));
+        assert_eq!(cstr_bytes(b"abc"), None);
+        assert_eq!(cstr_bytes(b""), None);
+    }
 
     #[test]
     fn header_needs_five_bytes() {

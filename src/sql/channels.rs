@@ -22,13 +22,16 @@ const FUNC: &[u8] = b"pg_listening_channels";
 /// A cheap byte test: false when `text` surely does not call the function (any case).
 /// Plain statements pay one `memchr` pass for `_`.
 pub fn may_call_listening_channels(text: &[u8]) -> bool {
+    memchr::memchr_iter(b'_', text).any(|i| names_function_at(text, i))
+}
+
+/// Whether the `_` at `i` of `text` is the first of `pg_listening_channels` (any case).
+pub(super) fn names_function_at(text: &[u8], i: usize) -> bool {
     // `pg_listening_channels`: the first `_` is at offset 2.
-    memchr::memchr_iter(b'_', text).any(|i| {
-        i >= 2
-            && text
-                .get(i - 2..i - 2 + FUNC.len())
-                .is_some_and(|w| w.eq_ignore_ascii_case(FUNC))
-    })
+    i >= 2
+        && text
+            .get(i - 2..i - 2 + FUNC.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(FUNC))
 }
 
 /// Rewrites every call of `pg_listening_channels()` in `sql` (see the module docs) so that

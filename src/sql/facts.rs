@@ -1,9 +1,18 @@
 //! One pass over a statement's text for every policy that reads it: the session-state
 //! prefilter ([`may_have_effects`]), the sequence-value check
-//! ([`touches_sequence_values`]) and the opaque-call check ([`call_candidates`]) each
-//! scanned the text of every Query and Parse on their own (issue 11).
+//! ([`touches_sequence_values`]), the opaque-call check ([`call_candidates`]) and the
+//! `pg_prepared_statements` check ([`may_name_prepared_view`]) and the
+//! `pg_listening_channels()` check ([`may_call_listening_channels`]) each scanned the text
+//! of every Query and Parse on their own (issue 11).
 
+#[cfg(doc)]
+use super::channels::may_call_listening_channels;
+use super::channels::names_function_at;
+use super::effects::{Verb, verb};
 use super::lexer::{IDENT_CONT, SPACE};
+#[cfg(doc)]
+use super::pps::may_name_prepared_view;
+use super::pps::names_view_at;
 #[cfg(doc)]
 use super::prefilter::{call_candidates, may_have_effects, touches_sequence_values};
 use super::prefilter::{eq_kw, names_call, starts_relevant, starts_with_kw};
@@ -23,19 +32,26 @@ pub struct TextFacts {
     second_statement: bool,
     /// A `(` somewhere: only then can [`call_candidates`] find a word.
     pub parens: bool,
+    /// [`may_name_prepared_view`]: the text may name `pg_prepared_statements`.
+    pub view: bool,
+    /// [`may_call_listening_channels`]: the text may call `pg_listening_channels()`.
+    pub channels: bool,
 }
 
 impl TextFacts {
     /// Scans `b` once.
     pub fn of(b: &[u8]) -> TextFacts {
-        let mut select = false;
+        let (lead, plain_read) = lead_word(b);
+        let mut select = lead == Some(Verb::Select);
         let mut f = TextFacts {
-            effects: starts_relevant(b, 0, &mut select),
+            effects: lead.is_none_or(|v| !matches!(v, Verb::Select | Verb::Other)),
             reads_seq: false,
             sets_seq: false,
-            plain_read: plain_read(b),
+            plain_read,
             second_statement: false,
             parens: false,
+            view: false,
+            channels: false,
         };
         let mut first_semi = None;
         let mut i = 0;
@@ -46,7 +62,11 @@ impl TextFacts {
                     first_semi.get_or_insert(i);
                     f.effects = f.effects || starts_relevant(b, i + 1, &mut select);
                 }
-                b'_' => f.effects = f.effects || names_call(b, i),
+                b'_' => {
+                    f.effects = f.effects || names_call(b, i);
+                    f.view = f.view || names_view_at(b, i);
+                    f.channels = f.channels || names_function_at(b, i);
+                }
                 b'(' => f.parens = true,
                 b'v' | b'V' => f.sequence_word(b, i),
                 // `i` or `I`.
@@ -87,8 +107,11 @@ impl TextFacts {
     }
 }
 
-/// Whether the text's first word is a plain read (`SELECT`, `VALUES`, `TABLE`, `SHOW`).
-fn plain_read(b: &[u8]) -> bool {
+/// The first statement's verb as [`starts_relevant`] at 0 sees it (`None`: the text
+/// starts with a comment, which the effect scan must look past), and whether the first
+/// word is a plain read (`SELECT`, `VALUES`, `TABLE`, `SHOW`): one look at the first word
+/// for both.
+fn lead_word(b: &[u8]) -> (Option<Verb>, bool) {
     let lead = b
         .iter()
         .position(|&c| !SPACE[c as usize])
@@ -99,41 +122,60 @@ fn plain_read(b: &[u8]) -> bool {
         .position(|&c| !IDENT_CONT[c as usize])
         .unwrap_or(rest.len());
     let word = &rest[..len];
-    [&b"select"[..], b"values", b"table", b"show"]
-        .iter()
-        .any(|kw| eq_kw(word, kw))
-}
-
-/// Position of the next byte any check looks at, at or after `from`.
-fn next_interesting(b: &[u8], from: usize) -> Option<usize> {
-    let mut base = from;
-    // Whole chunks without a branch per byte: most bytes are uninteresting.
-    for chunk in b.get(from..)?.chunks_exact(8) {
-        if chunk
+    let v = verb(word);
+    let plain_read = v == Verb::Select
+        || [&b"values"[..], b"table", b"show"]
             .iter()
-            .fold(false, |any, &c| any | INTERESTING[c as usize])
-        {
-            break;
-        }
-        base += 8;
-    }
-    let rest = b.get(base..)?;
-    rest.iter()
-        .position(|&c| INTERESTING[c as usize])
-        .map(|n| base + n)
+            .any(|kw| eq_kw(word, kw));
+    let comment = rest.starts_with(b"--") || rest.starts_with(b"/*");
+    ((!comment).then_some(v), plain_read)
 }
 
-static INTERESTING: [bool; 256] = {
-    let mut t = [false; 256];
-    t[b';' as usize] = true;
-    t[b'_' as usize] = true;
-    t[b'i' as usize] = true;
-    t[b'I' as usize] = true;
-    t[b'v' as usize] = true;
-    t[b'V' as usize] = true;
-    t[b'(' as usize] = true;
-    t
-};
+/// Position of the next byte any check looks at (`;`, `_`, `(`, `i`, `I`, `v`, `V`), at
+/// or after `from`: eight bytes at a time, each word tested for all seven at once.
+fn next_interesting(b: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while let Some(&word) = b.get(at..).and_then(|rest| rest.first_chunk::<8>()) {
+        let hits = interesting(u64::from_le_bytes(word));
+        if hits != 0 {
+            return Some(at + (hits.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    // The last 1 to 7 bytes, as the low bytes of a word whose high bytes are NULs (not
+    // interesting): the text's last eight bytes shifted down, or for a text shorter than
+    // eight bytes, the bytes themselves.
+    let n = b.len().checked_sub(at).filter(|&n| n > 0)?;
+    let word = match b.last_chunk::<8>() {
+        Some(last) => u64::from_le_bytes(*last) >> (8 * (8 - n)),
+        None => b[at..]
+            .iter()
+            .rev()
+            .fold(0, |w, &c| (w << 8) | u64::from(c)),
+    };
+    let hits = interesting(word);
+    (hits != 0).then(|| at + (hits.trailing_zeros() / 8) as usize)
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// Marks the interesting bytes of `x` (see [`next_interesting`]) by their high bit: for
+/// each byte `p` looked for, `(y - ONES) & !y & HIGHS` with `y = x ^ (ONES * p)` marks the
+/// bytes of `x` equal to `p`. The lowest mark is always a true one (a borrow only carries
+/// upwards); marks above it may not be.
+#[inline]
+fn interesting(x: u64) -> u64 {
+    // Setting bit 5 folds `I` onto `i` and `V` onto `v` (and nothing else onto either).
+    let folded = x | (ONES * 0x20);
+    let marks = |y: u64| y.wrapping_sub(ONES) & !y;
+    (marks(folded ^ (ONES * b'i' as u64))
+        | marks(folded ^ (ONES * b'v' as u64))
+        | marks(x ^ (ONES * b';' as u64))
+        | marks(x ^ (ONES * b'_' as u64))
+        | marks(x ^ (ONES * b'(' as u64)))
+        & HIGHS
+}
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +186,10 @@ mod tests {
     fn agrees(sql: &[u8]) {
         let f = TextFacts::of(sql);
         assert_eq!(f.effects, may_have_effects(sql), "effects of {sql:?}");
+        let view = crate::sql::may_name_prepared_view(sql);
+        assert_eq!(f.view, view, "view in {sql:?}");
+        let channels = crate::sql::channels::may_call_listening_channels(sql);
+        assert_eq!(f.channels, channels, "channels in {sql:?}");
         for allowed in [&b"count"[..], b"now", b"zzz"] {
             let ok = |w: &[u8]| eq_kw(w, allowed) || eq_kw(w, b"currval");
             let unlisted = || call_candidates(sql).any(|w| !ok(w));
@@ -194,9 +240,33 @@ mod tests {
             "(",
             "v",
             "val",
+            "SELECT * FROM pg_prepared_statements",
+            "select name from PG_Prepared_Statements;",
+            "SELECT * FROM \"pg_prepared_statements\" p",
+            "SELECT pg_prepared_statement",
+            "_pg_prepared_statements",
         ] {
             agrees(sql.as_bytes());
         }
+    }
+
+    #[test]
+    fn the_word_search_finds_each_interesting_byte_and_no_other() {
+        for c in 0..=255u8 {
+            let expected = matches!(c, b';' | b'_' | b'(' | b'i' | b'I' | b'v' | b'V');
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut text = vec![b'a'; len];
+                    text[at] = c;
+                    let want = expected.then_some(at);
+                    assert_eq!(next_interesting(&text, 0), want, "{c} at {at} of {len}");
+                    assert_eq!(next_interesting(&text, at + 1), None, "after {c}");
+                }
+            }
+        }
+        // The first of several, whatever follows it in its word.
+        assert_eq!(next_interesting(b"ab(;vI_x", 0), Some(2));
+        assert_eq!(next_interesting(b"abcdefgh\x00(", 0), Some(9));
     }
 
     #[test]

@@ -18,13 +18,16 @@ const VIEW: &[u8] = b"pg_prepared_statements";
 /// A cheap byte test: false when `text` surely does not name the view (any case, any
 /// quoting). Plain statements pay one `memchr` pass for `_`.
 pub fn may_name_prepared_view(text: &[u8]) -> bool {
+    memchr::memchr_iter(b'_', text).any(|i| names_view_at(text, i))
+}
+
+/// Whether the `_` at `text[i]` is the first of `pg_prepared_statements` (any case).
+pub(super) fn names_view_at(text: &[u8], i: usize) -> bool {
     // `pg_prepared_statements`: the first `_` is at offset 2.
-    memchr::memchr_iter(b'_', text).any(|i| {
-        i >= 2
-            && text
-                .get(i - 2..i - 2 + VIEW.len())
-                .is_some_and(|w| w.eq_ignore_ascii_case(VIEW))
-    })
+    i >= 2
+        && text
+            .get(i - 2..i - 2 + VIEW.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(VIEW))
 }
 
 /// One of the client's prepared statements, as the rewritten view shows it.

@@ -36,6 +36,10 @@ pub(super) fn starts_relevant(b: &[u8], i: usize, select: &mut bool) -> bool {
         .position(|&c| !SPACE[c as usize])
         .unwrap_or(rest.len());
     let rest = &rest[n..];
+    if rest.is_empty() {
+        // A `;` ending the text starts nothing.
+        return false;
+    }
     if rest.starts_with(b"--") || rest.starts_with(b"/*") {
         return true;
     }

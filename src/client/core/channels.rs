@@ -59,9 +59,11 @@ impl Core {
         fwd: &mut usize,
         tag: u8,
         len: usize,
+        calls: Option<bool>,
     ) -> Option<usize> {
         let msg = self.cin.get(*fwd..*fwd + len)?;
-        if !may_call_listening_channels(protocol::body(msg)) {
+        // The text's one scan (`sql::TextFacts`) says, or the prefilter over the body.
+        if !calls.unwrap_or_else(|| may_call_listening_channels(protocol::body(msg))) {
             return None;
         }
         let (name, text, types) = split(tag, protocol::body(msg))?;

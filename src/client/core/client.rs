@@ -185,26 +185,32 @@ impl Core {
             {
                 break Stop::ForServer;
             }
+            // The text of a Query or Parse is scanned once for every policy below.
+            let mut facts = self.text_facts(fwd, h.tag, h.frame_len);
             // 4b. `pg_prepared_statements` in the client's terms (`prepared_view.rs`).
             if self.limits.rewrite && matches!(h.tag, fe::QUERY | fe::PARSE) {
-                match self.prepared_view(&mut fwd, h.tag, h.frame_len) {
+                let view = facts.map(|f| f.view);
+                match self.prepared_view(&mut fwd, h.tag, h.frame_len, view) {
                     ViewStep::Pass => {}
                     ViewStep::Hold => break Stop::ForServer,
                     ViewStep::Rewritten(len) => {
                         h.frame_len = len;
                         have = self.cin.len();
+                        facts = self.text_facts(fwd, h.tag, h.frame_len);
                     }
                 }
             }
-            // 4b. `pg_listening_channels()` in the client's terms (`channels.rs`).
+            // 4c. `pg_listening_channels()` in the client's terms (`channels.rs`).
             if self.limits.listen_here
                 && matches!(h.tag, fe::QUERY | fe::PARSE)
-                && let Some(len) = self.listening_channels(&mut fwd, h.tag, h.frame_len)
+                && let Some(len) =
+                    self.listening_channels(&mut fwd, h.tag, h.frame_len, facts.map(|f| f.channels))
             {
                 h.frame_len = len;
                 have = self.cin.len();
+                facts = self.text_facts(fwd, h.tag, h.frame_len);
             }
-            // 4c. SQL-level prepared statements.
+            // 4d. SQL-level prepared statements.
             if self.limits.rewrite
                 && h.tag == fe::QUERY
                 && may_be_sql_prepared(
@@ -226,15 +232,6 @@ impl Core {
                 self.arm_retry(fwd, h.frame_len);
             }
             self.observe.client_frame(now);
-            // The text of a Query or Parse is scanned once for every policy below.
-            let facts = match h.tag {
-                fe::QUERY | fe::PARSE => self
-                    .cin
-                    .get(fwd..fwd + h.frame_len)
-                    .and_then(|f| super::sequences::text_of(h.tag, f))
-                    .map(crate::sql::TextFacts::of),
-                _ => None,
-            };
             // 5b. Sequence values another client set are not this client's.
             if self.seq_may_matter(h.tag) {
                 let len = h.frame_len.min(have);
@@ -351,6 +348,19 @@ impl Core {
             self.map.replies.expect(tag, Act::Forward);
         }
         *fwd += len;
+    }
+
+    /// The facts of the text of the Query or Parse of `len` bytes at `at` (`None` for
+    /// other frames, or a Parse without its text).
+    fn text_facts(&self, at: usize, tag: u8, len: usize) -> Option<crate::sql::TextFacts> {
+        match tag {
+            fe::QUERY | fe::PARSE => self
+                .cin
+                .get(at..at + len)
+                .and_then(|f| super::sequences::text_of(tag, f))
+                .map(crate::sql::TextFacts::of),
+            _ => None,
+        }
     }
 
     /// Moves the first `fwd` bytes of the client buffer to the server's queue.

@@ -42,12 +42,21 @@ pub(super) enum ViewStep {
 impl Core {
     /// A whole Query or Parse at `*fwd`, about to go to the held server: rewritten when it
     /// reads `pg_prepared_statements`. Statements without the view cost one byte scan.
-    pub(super) fn prepared_view(&mut self, fwd: &mut usize, tag: u8, len: usize) -> ViewStep {
+    ///
+    /// `view`: what the text's facts say of the view (see [`crate::sql::TextFacts`]),
+    /// when its text was scanned already.
+    pub(super) fn prepared_view(
+        &mut self,
+        fwd: &mut usize,
+        tag: u8,
+        len: usize,
+        view: Option<bool>,
+    ) -> ViewStep {
         let Some(msg) = self.cin.get(*fwd..*fwd + len) else {
             return ViewStep::Pass;
         };
         // The prefilter first, over the whole body: one pass for most statements.
-        if !may_name_prepared_view(protocol::body(msg)) {
+        if !view.unwrap_or_else(|| may_name_prepared_view(protocol::body(msg))) {
             return ViewStep::Pass;
         }
         let Some((name, text, types)) = split(tag, protocol::body(msg)) else {
