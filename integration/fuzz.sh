@@ -27,7 +27,7 @@ build=$(nice -n 19 cargo test --profile "$profile" --lib --no-run 2>&1) || {
 bin=$(echo "$build" | sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))$/\1/p' | tail -1)
 [ -x "$bin" ] || { echo "no test binary found in:" >&2; echo "$build" >&2; exit 1; }
 
-mapfile -t targets < <("$bin" --list 2>/dev/null | sed -n 's/^\(.*::fuzz_tests::fuzz_[a-z_]*\): test$/\1/p' | grep -- "$filter" || true)
+mapfile -t targets < <("$bin" --list 2>/dev/null | sed -n 's/^\(.*::fuzz_[a-z_]*\): test$/\1/p' | grep -- "$filter" || true)
 [ ${#targets[@]} -gt 0 ] || { echo "no fuzz target matches '$filter'" >&2; exit 1; }
 
 weight() {

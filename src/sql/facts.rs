@@ -270,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn one_pass_answers_as_the_separate_prefilters_on_any_text() {
+    fn fuzz_one_pass_answers_as_the_separate_prefilters() {
         crate::fuzz::run("sql_text_facts", 4000, crate::fuzz::sql_text(), |sql| {
             agrees(sql.as_bytes());
             Ok(())
