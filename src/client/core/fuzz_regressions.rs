@@ -293,6 +293,39 @@ fn a_server_with_bytes_queued_for_it_is_not_released_clean() {
     assert_eq!(s.violation, None);
 }
 
+/// Found by `fuzz_session_routed` on main after the listenview and instr3 merges
+/// (minimal input: read-your-writes, LISTEN served by pgsluice; `RESET work_mem` (a
+/// write, on the primary), `SET pgsluice.route = replica`, `SELECT
+/// pg_listening_channels()`, then a batch `Close S ""`, `Sync`). The read went to the
+/// replica right behind a probe, with a retry keeping the unit as the client sent it;
+/// pgsluice then rewrote the text (the client's channels), so the unit that went out was
+/// not the one the retry counted, the probe's bookkeeping was never settled, and every
+/// later frame (the batch) waited behind it for good. Fixed: a unit whose text pgsluice
+/// rewrites (`pg_prepared_statements`, `pg_listening_channels()`) does not go behind the
+/// probe: the probe runs alone first, as for an SQL `PREPARE`.
+#[test]
+fn a_text_pgsluice_rewrites_waits_for_the_probe() {
+    let mut setup = one_per_server(1, None, 0, 7478434116065579604);
+    setup.limits.listen_here = true;
+    setup.routing = Some(Routing {
+        ryw: true,
+        report_lsn: false,
+        retry: false,
+        never_primary: false,
+    });
+    let steps = [
+        Step::Query("RESET work_mem".into()),
+        Step::Query("SET pgsluice.route = replica".into()),
+        Step::Query("SELECT pg_listening_channels()".into()),
+        Step::Batch(vec![Ext::Close(b'S', "")]),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
+
 pub(super) fn one_per_server(
     max_prepared: usize,
     routing: Option<Routing>,

@@ -165,7 +165,8 @@ impl Core {
     /// The retry for the unit at the head of the client's input when it can go right
     /// behind the probe: the retry keeps it (see `arm_retry`), and nothing runs between
     /// the probe and it (no settings to restore, no SQL-level statement pgsluice handles
-    /// itself).
+    /// itself, no text pgsluice rewrites: the retry keeps the unit as the client sent it,
+    /// so its length must be what goes to the server).
     fn retry_ahead(&self) -> Option<super::retry::Retry> {
         let between = self.flow.outstanding == 0
             && !self.flow.batch_open
@@ -185,7 +186,11 @@ impl Core {
                 return None;
             }
         }
-        self.new_retry(0)
+        let retry = self.new_retry(0)?;
+        let unit = &retry.unit[..];
+        let rewritten = self.limits.rewrite && crate::sql::may_name_prepared_view(unit)
+            || self.limits.listen_here && crate::sql::may_call_listening_channels(unit);
+        (!rewritten).then_some(retry)
     }
 
     /// Whether a client frame of `len` bytes must wait because a probe sent ahead has not
