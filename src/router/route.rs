@@ -215,7 +215,7 @@ pub fn unit_len(buf: &[u8], max_message: usize) -> Option<usize> {
         match h.tag {
             fe::QUERY if pos == h.frame_len => return Some(pos),
             fe::SYNC => return Some(pos),
-            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE => {}
+            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE => {}
             _ => return None,
         }
     }

@@ -462,4 +462,6 @@ mod fuzz_record_regressions;
 #[cfg(test)]
 mod fuzz_regressions;
 #[cfg(test)]
+mod fuzz_retry_regressions;
+#[cfg(test)]
 mod fuzz_tests;

@@ -1,6 +1,6 @@
 //! Self-healing reads: a unit of work sent to a replica as a transaction of its own — one
-//! simple Query, or extended-protocol messages (Parse, Bind, Describe, Execute) up to
-//! Sync — is kept until the replica's answer shows it ran there. Until then everything
+//! simple Query, or extended-protocol messages (Parse, Bind, Describe, Execute, Close)
+//! up to Sync — is kept until the replica's answer shows it ran there. Until then everything
 //! the session would send the client is held back ([`OutQueue::hold`]), whichever
 //! policy produced it (the replica's ParseComplete, BindComplete and RowDescription, the
 //! ParseComplete pgsluice answers itself for a statement the server already has). If the
@@ -13,7 +13,9 @@
 //! statement mode) the next server gets each statement the unit binds prepared first, as
 //! any server would; names the unit's own Parses defined are forgotten first so that the
 //! Parses go again. A unit that binds a statement the session prepared on the lost server
-//! itself (no mapping) is not armed: another server would not know the name.
+//! itself (no mapping) is not armed: another server would not know the name. A Close
+//! goes again as it is (pgsluice answers a mapped one itself; a server closing what it
+//! lacks answers as if it had had it).
 //!
 //! [`OutQueue::hold`]: crate::client::outq::OutQueue::hold
 
@@ -33,13 +35,20 @@ pub(super) const MAX_UNIT: usize = 64 * 1024;
 /// A read that can still be sent elsewhere.
 #[derive(Debug, Default)]
 pub struct Retry {
-    /// The client's unit, as the client sent it.
+    /// The client's unit, as the client sent it, followed by the units pipelined behind
+    /// it (`behind`).
     pub unit: Bytes,
-    /// Bytes of the unit that have not yet gone past the policies (its own later frames
-    /// do not end the chance; anything after them does).
+    /// Bytes of the last unit that have not yet gone past the policies (its own later
+    /// frames do not end the chance; anything after them starts a unit behind or ends it).
     pub left: usize,
     /// Names the unit's Parses defined: forgotten before a replay.
     pub parsed: Vec<String>,
+    /// Whole read units the client pipelined behind this one, to the same server: each is
+    /// kept in turn when the one before it is answered.
+    pub behind: Vec<Behind>,
+    /// A row or an error of the unit reached the client: it cannot go again, but the
+    /// units behind it still may.
+    pub spent: bool,
     /// A 25006 refusal is retried on the primary (not on a read-only endpoint, where the
     /// refusal is the answer).
     pub on_refusal: bool,
@@ -50,6 +59,15 @@ pub struct Retry {
     pub discarding: bool,
     /// An ErrorResponse was among the dropped messages.
     pub dropped_error: bool,
+}
+
+/// A unit pipelined behind the one a [`Retry`] keeps.
+#[derive(Debug, Default)]
+pub struct Behind {
+    /// Its length, at the end of [`Retry::unit`].
+    pub len: usize,
+    /// Names its Parses defined.
+    pub parsed: Vec<String>,
 }
 
 /// What [`Retry::step`] makes of a server message.
@@ -71,7 +89,16 @@ pub enum Step {
 impl Retry {
     /// Whether the read may still go elsewhere: nothing of its answer reached the client.
     pub fn possible(&self) -> bool {
-        !self.discarding && !self.unit.is_empty()
+        !self.discarding && !self.spent && !self.unit.is_empty()
+    }
+
+    /// The unit's answer is over: the first unit behind it is kept in its place.
+    fn next_unit(&mut self) {
+        let next = self.behind.remove(0);
+        let rest: usize = self.behind.iter().map(|b| b.len).sum::<usize>() + next.len;
+        self.unit = self.unit.slice(self.unit.len().saturating_sub(rest)..);
+        self.parsed = next.parsed;
+        self.spent = false;
     }
 
     /// Looks at one server message of the read's answer; `frame` is the whole message, or
@@ -85,6 +112,10 @@ impl Retry {
                 Step::Drop
             };
         }
+        if self.spent {
+            // The answer goes on to the client; the next unit is kept at its end.
+            return Step::Keep;
+        }
         match tag {
             // What comes before a statement runs (or before its first row).
             be::ROW_DESCRIPTION
@@ -94,7 +125,10 @@ impl Retry {
             | be::PARAMETER_DESCRIPTION
             | be::NO_DATA
             | be::PARAMETER_STATUS => Step::Keep,
-            be::ERROR_RESPONSE if self.on_refusal => {
+            // The units behind are kept from the end of this one's answer.
+            be::READY_FOR_QUERY if !self.behind.is_empty() => Step::Keep,
+            // (Units behind would have to go to the primary too: a refusal is the answer.)
+            be::ERROR_RESPONSE if self.on_refusal && self.behind.is_empty() => {
                 let Some(frame) = frame else {
                     return Step::NeedWhole;
                 };
@@ -167,7 +201,9 @@ impl Core {
                 retry.left -= len;
                 return;
             }
-            self.disarm_retry();
+            if !self.keep_behind(at, len) {
+                self.disarm_retry();
+            }
             return;
         }
         if !self.route.as_ref().is_some_and(|r| r.reading) {
@@ -211,16 +247,90 @@ impl Core {
             parsed,
             on_refusal: route.retries_refusals(),
             extended,
-            discarding: false,
-            dropped_error: false,
+            ..Retry::default()
         })
     }
 
-    /// Stops watching for a retry; the held output goes to the client.
+    /// A frame past the kept units, at `at` in the client buffer, starts a unit pipelined
+    /// behind them: kept too when it is whole and could be replayed (false: the chance
+    /// ends).
+    fn keep_behind(&mut self, at: usize, len: usize) -> bool {
+        let Some(retry) = &self.retry else {
+            return false;
+        };
+        let route = self.route.as_ref();
+        if retry.left != 0
+            || retry.discarding
+            || self.flow.c_pass > 0
+            || !route.is_some_and(|r| r.reading && r.ahead.is_none())
+        {
+            return false;
+        }
+        let Some(next) = self.new_retry(at) else {
+            return false;
+        };
+        let Some(retry) = self.retry.as_mut() else {
+            return false;
+        };
+        if retry.unit.len() + next.unit.len() > MAX_UNIT {
+            return false;
+        }
+        let mut unit = BytesMut::with_capacity(retry.unit.len() + next.unit.len());
+        unit.extend_from_slice(&retry.unit);
+        unit.extend_from_slice(&next.unit);
+        retry.unit = unit.freeze();
+        retry.left = next.left.saturating_sub(len);
+        retry.extended |= next.extended;
+        retry.behind.push(Behind {
+            len: next.unit.len(),
+            parsed: next.parsed,
+        });
+        true
+    }
+
+    /// Stops watching for a retry, for every unit kept; the held output goes to the
+    /// client.
     pub(super) fn disarm_retry(&mut self) {
         if self.retry.take().is_some() {
             self.cout.release_held();
         }
+    }
+
+    /// The kept unit's answer reached the client ([`Step::Disarm`]): its chance ends, and
+    /// the held output goes to the client. Units pipelined behind it keep theirs.
+    pub(super) fn kept_unit_answered(&mut self) {
+        match &mut self.retry {
+            Some(retry) if !retry.behind.is_empty() => retry.spent = true,
+            Some(_) => self.retry = None,
+            None => return,
+        }
+        self.cout.release_held();
+    }
+
+    /// A ReadyForQuery of the client's (its bytes counted in `*fwd`, `status` its
+    /// transaction status) ended the kept unit's answer. With units pipelined behind it,
+    /// that answer goes to the client and the next unit is kept, its answer held from
+    /// here; unless the unit left a transaction open: the units behind run inside it and
+    /// could not go elsewhere alone, so the chance ends.
+    pub(super) fn next_kept_unit(&mut self, status: u8, fwd: &mut usize) {
+        if !self
+            .retry
+            .as_ref()
+            .is_some_and(|r| !r.behind.is_empty() && !r.discarding)
+        {
+            return;
+        }
+        if status != b'I' {
+            self.retry = None;
+            self.cout.release_held();
+            return;
+        }
+        self.forward_server_bytes(fwd);
+        self.cout.release_held();
+        if let Some(retry) = &mut self.retry {
+            retry.next_unit();
+        }
+        self.cout.hold();
     }
 
     /// The replica refused the unit (25006), or a probe sent ahead of it missed (`ryw.rs`),
@@ -290,7 +400,8 @@ impl Core {
     /// Puts the frames of `retry`'s unit that went to the server back at the head of the
     /// client's input, and forgets what the server owed for them.
     pub(super) fn put_back(&mut self, retry: &Retry) {
-        for name in &retry.parsed {
+        let behind = retry.behind.iter().flat_map(|b| &b.parsed);
+        for name in retry.parsed.iter().chain(behind) {
             self.map.names.stmts.remove(name);
         }
         // The unit's frames not yet past the policies are still at the head of the input.

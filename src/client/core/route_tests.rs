@@ -199,3 +199,156 @@ fn a_write_pipelined_behind_a_read_moves_to_the_primary() {
     rest.extend(query("SELECT count(*) FROM t"));
     assert_eq!(r.sent_to_server(), rest);
 }
+
+/// tokio-postgres closes a statement it prepared for one query (Close, Sync) as soon as
+/// the query is answered. pgsluice answers the Close; the Sync goes to a replica. A
+/// replica lost then must not end the session: the unit goes again elsewhere.
+#[test]
+fn a_close_and_sync_lost_with_its_replica_is_replayed_elsewhere() {
+    let mut r = routed();
+    r.client(&extended_unit("s1"));
+    expect_checkout_on(&mut r, 1);
+    r.sent_to_server();
+    let mut answer = msg(b'1', b"");
+    answer.extend(msg(b'2', b""));
+    answer.extend(msg(b'T', b"\0\0"));
+    answer.extend(row("1"));
+    answer.extend(complete("SELECT 1"));
+    answer.extend(ready(b'I'));
+    r.server(&answer);
+    assert_eq!(tags(&r.sent_to_client()), "12TDCZ");
+    r.expect_release();
+    let mut close = msg(b'C', b"Ss1\0");
+    close.extend(sync());
+    r.client(&close);
+    expect_checkout_on(&mut r, 1);
+    assert_eq!(tags(&r.sent_to_server()), "S", "pgsluice answers the Close");
+    r.core.server_lost("connection reset", r.now);
+    let (_, how) = r.expect_release();
+    assert_eq!(how, Release::Close(CloseReason::Broken));
+    expect_checkout_on(&mut r, 0);
+    assert_eq!(tags(&r.sent_to_server()), "S");
+    r.server(&ready(b'I'));
+    assert_eq!(
+        tags(&r.sent_to_client()),
+        "3Z",
+        "one CloseComplete, as if the first attempt had never been"
+    );
+    r.expect_release();
+    // The name is gone, as the client asked: a Bind of it goes unmapped, for the
+    // server's own error.
+    let mut again = bind("s1");
+    again.extend(execute());
+    again.extend(sync());
+    r.client(&again);
+    expect_checkout_on(&mut r, 0);
+    let sent = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert!(sent.contains("s1") && !sent.contains("sluice_"), "{sent:?}");
+}
+
+/// The same Close and Sync, with the client's next read right behind it in one write:
+/// both go again when the replica is lost before answering.
+#[test]
+fn a_read_pipelined_behind_a_close_survives_a_lost_replica() {
+    let mut r = routed();
+    let mut units = msg(b'C', b"Ss9\0");
+    units.extend(sync());
+    units.extend(extended_unit(""));
+    r.client(&units);
+    expect_checkout_on(&mut r, 1);
+    assert_eq!(tags(&r.sent_to_server()), "SPBDES");
+    r.core.server_lost("connection reset", r.now);
+    let (_, how) = r.expect_release();
+    assert_eq!(how, Release::Close(CloseReason::Broken));
+    expect_checkout_on(&mut r, 0);
+    assert_eq!(tags(&r.sent_to_server()), "SPBDES", "both units again");
+    let mut answer = ready(b'I');
+    answer.extend(extended_answer());
+    r.server(&answer);
+    assert_eq!(
+        tags(&r.sent_to_client()),
+        "3Z12TDCZ",
+        "one answer to each, as if the first attempt had never been"
+    );
+    r.expect_release();
+}
+
+fn extended_answer() -> Vec<u8> {
+    let mut a = msg(b'1', b"");
+    a.extend(msg(b'2', b""));
+    a.extend(msg(b'T', b"\0\0"));
+    a.extend(row("1"));
+    a.extend(complete("SELECT 1"));
+    a.extend(ready(b'I'));
+    a
+}
+
+/// Two pipelined reads: the first one's answer (rows included) goes to the client as it
+/// comes; the second, lost before its answer, goes again alone.
+#[test]
+fn a_read_pipelined_behind_an_answered_one_goes_again_alone() {
+    let mut r = routed();
+    let mut units = extended_unit("");
+    units.extend(query("SELECT 2"));
+    r.client(&units);
+    expect_checkout_on(&mut r, 1);
+    assert_eq!(tags(&r.sent_to_server()), "PBDESQ");
+    r.server(&extended_answer());
+    assert_eq!(
+        tags(&r.sent_to_client()),
+        "12TDCZ",
+        "not held for the unit behind"
+    );
+    r.core.server_lost("connection reset", r.now);
+    r.expect_release();
+    expect_checkout_on(&mut r, 0);
+    assert_eq!(tags(&r.sent_to_server()), "Q", "only the unanswered unit");
+    r.server(&select_answer());
+    assert_eq!(tags(&r.sent_to_client()), "TDCZ");
+    r.expect_release();
+}
+
+/// A first unit whose rows reached the client cannot go again, but the unit behind it,
+/// still unanswered when the replica is lost after the first one's end, does.
+#[test]
+fn a_read_behind_one_with_rows_goes_again_once_that_one_ended() {
+    let mut r = routed();
+    let mut units = query("SELECT 1");
+    units.extend(query("SELECT 2"));
+    r.client(&units);
+    expect_checkout_on(&mut r, 1);
+    r.sent_to_server();
+    let mut rows = msg(b'T', b"\0\0");
+    rows.extend(row("1"));
+    r.server(&rows);
+    assert_eq!(tags(&r.sent_to_client()), "TD", "rows go as they come");
+    let mut end = complete("SELECT 1");
+    end.extend(ready(b'I'));
+    r.server(&end);
+    assert_eq!(tags(&r.sent_to_client()), "CZ");
+    r.core.server_lost("connection reset", r.now);
+    r.expect_release();
+    expect_checkout_on(&mut r, 0);
+    assert_eq!(tags(&r.sent_to_server()), "Q");
+    r.server(&select_answer());
+    assert_eq!(tags(&r.sent_to_client()), "TDCZ");
+}
+
+/// A unit behind one that left a transaction open runs inside it: it cannot go
+/// elsewhere alone, and a replica lost then ends the session as any lost transaction.
+#[test]
+fn a_read_behind_one_that_opened_a_transaction_is_not_replayed_alone() {
+    let mut r = routed();
+    let mut units = query("BEGIN READ ONLY");
+    units.extend(query("SELECT 2"));
+    r.client(&units);
+    expect_checkout_on(&mut r, 1);
+    r.sent_to_server();
+    let mut begun = complete("BEGIN");
+    begun.extend(ready(b'T'));
+    r.server(&begun);
+    assert_eq!(tags(&r.sent_to_client()), "CZ");
+    r.core.server_lost("connection reset", r.now);
+    let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
+    assert!(out.contains("08006"), "{out}");
+}

@@ -87,7 +87,7 @@ impl Core {
                 }
                 match step {
                     Step::Keep | Step::NeedWhole => {}
-                    Step::Disarm => self.disarm_retry(),
+                    Step::Disarm => self.kept_unit_answered(),
                     Step::Drop | Step::Retry => {
                         if have < h.frame_len {
                             break;
@@ -225,6 +225,7 @@ impl Core {
                     }
                     _ => {
                         fwd += h.frame_len;
+                        self.next_kept_unit(body_first, &mut fwd);
                         if self.on_ready(body_first, &mut fwd, h.frame_len, now) {
                             return;
                         }
