@@ -187,6 +187,7 @@ impl Core {
             }
             // The text of a Query or Parse is scanned once for every policy below.
             let mut facts = self.text_facts(fwd, h.tag, h.frame_len);
+            let mut rewritten = false;
             // 4b. `pg_prepared_statements` in the client's terms (`prepared_view.rs`).
             if self.limits.rewrite && matches!(h.tag, fe::QUERY | fe::PARSE) {
                 let view = facts.map(|f| f.view);
@@ -194,6 +195,7 @@ impl Core {
                     ViewStep::Pass => {}
                     ViewStep::Hold => break Stop::ForServer,
                     ViewStep::Rewritten(len) => {
+                        rewritten = true;
                         h.frame_len = len;
                         have = self.cin.len();
                         facts = self.text_facts(fwd, h.tag, h.frame_len);
@@ -206,6 +208,7 @@ impl Core {
                 && let Some(len) =
                     self.listening_channels(&mut fwd, h.tag, h.frame_len, facts.map(|f| f.channels))
             {
+                rewritten = true;
                 h.frame_len = len;
                 have = self.cin.len();
                 facts = self.text_facts(fwd, h.tag, h.frame_len);
@@ -227,8 +230,12 @@ impl Core {
                 }
             }
             self.idle_txn_deadline = None;
-            // 5. A read on a replica is kept for a retry.
-            if self.route.as_ref().is_some_and(|r| r.reading) || self.retry.is_some() {
+            // 5. A read on a replica is kept for a retry, as the client sent it: a unit
+            // with a frame pgsluice rewrote is not (nor any kept before it, which it
+            // follows).
+            if rewritten {
+                self.disarm_retry();
+            } else if self.route.as_ref().is_some_and(|r| r.reading) || self.retry.is_some() {
                 self.arm_retry(fwd, h.frame_len);
             }
             self.observe.client_frame(now);

@@ -3,7 +3,7 @@
 //! the minimal input, what went wrong and how it is fixed. (Other routing failures:
 //! `fuzz_regressions.rs`.)
 
-use super::fuzz_harness::{Attach, Routing, Session};
+use super::fuzz_harness::{Attach, Event, Routing, Session};
 use super::fuzz_regressions::one_per_server;
 use super::fuzz_tests::{Step, encode};
 
@@ -36,5 +36,41 @@ fn a_frame_that_cannot_be_kept_ends_every_kept_units_chance() {
     let mut s = Session::new(setup, bytes, vec![Attach::Reuse, Attach::Reuse]);
     s.finish();
     s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
+
+/// Found by `fuzz_session_routed` and `fuzz_session_garbage` on the same change (minimal
+/// input: LISTEN served by pgsluice; a batch that is only a Sync, then `SELECT
+/// pg_listening_channels()` pipelined behind it, the replica lost before answering). The
+/// Query was kept behind the Sync as pgsluice had rewritten it (the client's channels
+/// spelled out), so the replay put back more bytes than the client had sent. Fixed: a
+/// unit with a frame pgsluice rewrote is not kept for a replay (as a unit behind a probe
+/// already was not, `ryw.rs`), and ends the chance of those kept before it.
+#[test]
+fn a_unit_pgsluice_rewrote_is_not_kept_for_a_replay() {
+    let mut setup = one_per_server(
+        1,
+        Some(Routing {
+            ryw: false,
+            report_lsn: false,
+            retry: false,
+            never_primary: false,
+        }),
+        0,
+        8316289676302977020,
+    );
+    setup.limits.listen_here = true;
+    setup.startup = vec![("application_name".into(), "fuzz".into())];
+    let steps = [
+        Step::Batch(vec![]),
+        Step::Query("SELECT pg_listening_channels()".into()),
+    ];
+    let (bytes, _, _) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(5));
+    s.event(Event::Server(1 << 20));
+    s.event(Event::Client(1 << 20));
+    s.event(Event::ServerLost);
+    s.finish();
     assert_eq!(s.violation, None);
 }
