@@ -398,11 +398,9 @@ impl Core {
             SqlStep::NotOurs | SqlStep::NeedServer => None,
             SqlStep::Hold => Some(Stop::ForServer),
             SqlStep::Forward(query, act) => {
-                // Past a unit kept for a retry, the retry ends, as at step 5: it could not
-                // replay this Query too.
-                if self.retry.is_some() {
-                    self.arm_retry(0, len);
-                }
+                // Past a unit kept for a retry, the retry ends: it could not replay this
+                // Query too (what goes out is pgsluice's, and the mapping acts on it).
+                self.disarm_retry();
                 if self.opaque_check.is_some() {
                     self.seq_before(&mut 0, fe::QUERY, len, !self.flow.batch_open, None);
                 }

@@ -5,7 +5,7 @@
 
 use super::fuzz_harness::{Attach, Event, Routing, Session};
 use super::fuzz_regressions::one_per_server;
-use super::fuzz_tests::{Step, encode};
+use super::fuzz_tests::{Ext, Step, encode};
 
 /// Found by `fuzz_session_routed` while units pipelined behind a kept read were made
 /// replayable (minimal input: retry of read-only refusals; a batch that is only a Sync,
@@ -72,5 +72,39 @@ fn a_unit_pgsluice_rewrote_is_not_kept_for_a_replay() {
     s.event(Event::Client(1 << 20));
     s.event(Event::ServerLost);
     s.finish();
+    assert_eq!(s.violation, None);
+}
+
+/// Found by `fuzz_session_routed` on the same change (minimal input: a batch that is only
+/// a Sync, `PREPARE p1(int) AS SELECT $1`, a batch `Parse s1`, all in one write, the
+/// replica lost before answering). The SQL `PREPARE`, which pgsluice answers through its
+/// own statement, was kept behind the Sync as the client sent it; after the loss the
+/// replay met a mapping that had already recorded it, and the session stalled. Fixed: an
+/// SQL `PREPARE` past a kept unit ends the chance of every unit kept, as before units
+/// could be kept behind one another.
+#[test]
+fn an_sql_prepare_is_not_kept_behind_a_read() {
+    let setup = one_per_server(
+        1,
+        Some(Routing {
+            ryw: false,
+            report_lsn: false,
+            retry: false,
+            never_primary: false,
+        }),
+        0,
+        0,
+    );
+    let steps = [
+        Step::Batch(vec![]),
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Batch(vec![Ext::Parse("s1".into(), "SELECT 1".into())]),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(1 << 20));
+    s.event(Event::ServerLost);
+    s.finish();
+    s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
