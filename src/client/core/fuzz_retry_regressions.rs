@@ -98,7 +98,7 @@ fn an_sql_prepare_is_not_kept_behind_a_read() {
     let steps = [
         Step::Batch(vec![]),
         Step::Query("PREPARE p1(int) AS SELECT $1".into()),
-        Step::Batch(vec![Ext::Parse("s1".into(), "SELECT 1".into())]),
+        Step::Batch(vec![Ext::Parse("s1", "SELECT 1".into())]),
     ];
     let (bytes, asked, terminated) = encode(&steps);
     let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
