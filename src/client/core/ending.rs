@@ -47,6 +47,10 @@ impl Core {
 
     /// Queues a FATAL error for the client.
     pub(super) fn fatal(&mut self, code: &str, message: &str) {
+        // A read kept for a retry holds the client's output: the error must not wait
+        // behind it (what was held answers a unit that will not be finished).
+        self.retry = None;
+        self.cout.drop_held();
         let mut buf = BytesMut::new();
         build::error(&mut buf, "FATAL", code, message);
         self.cout.push(buf.freeze());

@@ -92,6 +92,16 @@ impl Core {
             self.requeue_retry(Some(why), now);
             return;
         }
+        if self.retry.as_ref().is_some_and(|r| r.discarding) {
+            // The replica refused the read (25006) and was lost while its answer was being
+            // dropped: the read goes to the primary, as after the refusal's end.
+            self.release(Release::Close(CloseReason::Broken));
+            if let Some(r) = &self.route {
+                r.db.report_unreachable(r.node, why);
+            }
+            self.requeue_retry(None, now);
+            return;
+        }
         if matches!(self.phase, Phase::Chore(_)) {
             // The client's own statements were answered: only pgsluice's are lost.
             self.chore_failed(why, now);

@@ -108,3 +108,44 @@ fn an_sql_prepare_is_not_kept_behind_a_read() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_routed` on 01f5ec1, and there before it (minimal input: the
+/// retry of read-only refusals; startup `search_path`; `SELECT nextval('s')` tried on the
+/// replica, which refuses it, then lost while the refusal's answer was being dropped).
+/// The read could no longer be replayed by the loss path (its chance was taken by the
+/// refusal), so the session ended with 08006, and that error waited behind the output
+/// the retry held: the client was never told. Fixed: a read lost while its refusal is
+/// dropped goes to the primary, as at the refusal's end; and a FATAL error never waits
+/// behind held output.
+#[test]
+fn a_refused_read_lost_before_its_end_goes_to_the_primary() {
+    let mut setup = one_per_server(
+        1,
+        Some(Routing {
+            ryw: false,
+            report_lsn: false,
+            retry: true,
+            never_primary: false,
+        }),
+        0,
+        0,
+    );
+    setup.limits.rewrite = false;
+    setup.startup = vec![("search_path".into(), "a, b".into())];
+    let steps = [
+        Step::Query("SELECT 1".into()),
+        Step::Batch(vec![Ext::Parse("s1", "SELECT 1".into())]),
+        Step::Query("SELECT nextval('s')".into()),
+        Step::Query("RESET SESSION AUTHORIZATION".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(1 << 20));
+    for n in [1 << 20, 1 << 20, 12, 3, 6, 22, 22, 5] {
+        s.event(Event::Server(n));
+    }
+    s.event(Event::ServerLost);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}

@@ -352,3 +352,19 @@ fn a_read_behind_one_that_opened_a_transaction_is_not_replayed_alone() {
     let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
     assert!(out.contains("08006"), "{out}");
 }
+
+/// A session closed (KILL, shutdown) while a kept read's answer is held: the client is
+/// told why, not left with the error behind the held output.
+#[test]
+fn a_session_closed_while_a_read_is_kept_tells_the_client() {
+    let mut r = routed();
+    r.client(&query("SELECT 1"));
+    expect_checkout_on(&mut r, 1);
+    r.sent_to_server();
+    r.server(&msg(b'T', b"\0\0"));
+    assert!(r.sent_to_client().is_empty(), "held");
+    r.core
+        .force_close("57P01", "terminating connection", CloseReason::Shutdown);
+    let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
+    assert!(out.contains("57P01"), "{out:?}");
+}
