@@ -17,6 +17,11 @@
 //! goes again as it is (pgsluice answers a mapped one itself; a server closing what it
 //! lacks answers as if it had had it).
 //!
+//! Whole read units the client pipelines behind a kept one, to the same server, are kept
+//! behind it ([`Retry::behind`]); each is kept in its turn once the answer before it ended
+//! with the server idle. A frame that cannot be kept (COPY data, a frame pgsluice rewrote
+//! or answers through its own statement) ends the chance of every unit kept.
+//!
 //! [`OutQueue::hold`]: crate::client::outq::OutQueue::hold
 
 use std::time::Instant;
