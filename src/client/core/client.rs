@@ -141,6 +141,10 @@ impl Core {
             if self.ahead_holds(h.frame_len) {
                 break Stop::ForServer;
             }
+            // 2. Behind a read the replica refused, nothing goes until it is sent again.
+            if self.refusal_holds(h.frame_len) {
+                break Stop::ForServer;
+            }
             // 2. At the start of a unit on a server: the route watches it.
             let unit_start = !self.flow.batch_open
                 && !matches!(

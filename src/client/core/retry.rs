@@ -293,6 +293,15 @@ impl Core {
         true
     }
 
+    /// Whether a client frame of `len` bytes must wait because the replica refused the
+    /// kept read and its answer is being dropped: the read goes again first (to the
+    /// primary), and what the client sent after it follows it there.
+    pub(super) fn refusal_holds(&self, len: usize) -> bool {
+        self.retry
+            .as_ref()
+            .is_some_and(|r| r.discarding && r.left < len)
+    }
+
     /// Stops watching for a retry, for every unit kept; the held output goes to the
     /// client.
     pub(super) fn disarm_retry(&mut self) {

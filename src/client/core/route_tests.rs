@@ -368,3 +368,40 @@ fn a_session_closed_while_a_read_is_kept_tells_the_client() {
     let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
     assert!(out.contains("57P01"), "{out:?}");
 }
+
+/// A query the client sends while the replica's refusal of its previous read is being
+/// dropped waits: the read goes to the primary first, then the query follows it. (It went
+/// to the replica, ending the retry: the client got a ReadyForQuery for its read with
+/// neither a result nor the error.)
+#[test]
+fn a_query_sent_during_a_refusal_waits_for_the_replay() {
+    let mut r = routed();
+    r.client(&query("SELECT 1"));
+    expect_checkout_on(&mut r, 1);
+    r.sent_to_server();
+    r.server(&error(
+        "25006",
+        "cannot execute nextval() in a read-only transaction",
+    ));
+    r.client(&query("SELECT 2"));
+    assert!(
+        r.sent_to_server().is_empty(),
+        "waits behind the refused read"
+    );
+    r.server(&ready(b'I'));
+    assert!(
+        r.sent_to_client().is_empty(),
+        "nothing of the refused attempt"
+    );
+    r.expect_release();
+    expect_checkout_on(&mut r, 0);
+    assert_eq!(
+        tags(&r.sent_to_server()),
+        "QQ",
+        "the read again, then the query"
+    );
+    let mut answers = select_answer();
+    answers.extend(select_answer());
+    r.server(&answers);
+    assert_eq!(tags(&r.sent_to_client()), "TDCZTDCZ");
+}
