@@ -31,6 +31,7 @@
 mod channels;
 mod chores;
 mod client;
+mod deallocate;
 mod ending;
 mod events;
 mod idle;
