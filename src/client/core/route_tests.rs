@@ -209,13 +209,7 @@ fn a_close_and_sync_lost_with_its_replica_is_replayed_elsewhere() {
     r.client(&extended_unit("s1"));
     expect_checkout_on(&mut r, 1);
     r.sent_to_server();
-    let mut answer = msg(b'1', b"");
-    answer.extend(msg(b'2', b""));
-    answer.extend(msg(b'T', b"\0\0"));
-    answer.extend(row("1"));
-    answer.extend(complete("SELECT 1"));
-    answer.extend(ready(b'I'));
-    r.server(&answer);
+    r.server(&extended_answer());
     assert_eq!(tags(&r.sent_to_client()), "12TDCZ");
     r.expect_release();
     let mut close = msg(b'C', b"Ss1\0");
