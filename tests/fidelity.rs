@@ -1131,3 +1131,102 @@ fn create_temp_table_as_execute_keeps_the_server() {
         y.batch_execute("COMMIT").await.expect("COMMIT");
     });
 }
+
+/// `steps` (client 0 or 1, statement) on two direct connections, then on two clients of
+/// pgsluice sharing one server (transaction mode, pool of one): every answer (rows or
+/// error) must be the same.
+async fn same_answers_two_clients(setup: &str, steps: &[(usize, &str)]) {
+    let rig = Rig::start(1).await;
+    rig.admin(setup).await;
+    let direct = [rig.direct().await, rig.direct().await];
+    let mut want = Vec::new();
+    for (who, sql) in steps {
+        want.push(rows(&direct[*who], sql).await);
+    }
+    drop(direct);
+    let pooled = [rig.pooled().await, rig.pooled().await];
+    for ((who, sql), want) in steps.iter().zip(want) {
+        let got = rows(&pooled[*who], sql).await;
+        assert_eq!(got, want, "client {who}: {sql}");
+    }
+}
+
+/// A PL/pgSQL function that runs its argument as dynamic SQL (as `partition_prune` does).
+const RUN_DYNAMIC: &str = "CREATE FUNCTION fid_run(q text) RETURNS SETOF text \
+     LANGUAGE plpgsql AS $$ DECLARE r text; \
+     BEGIN FOR r IN EXECUTE q LOOP RETURN NEXT r; END LOOP; END $$";
+
+#[test]
+fn server_code_runs_the_clients_sql_prepared_statement() {
+    run_async(
+        120,
+        same_answers_two_clients(
+            RUN_DYNAMIC,
+            &[
+                (0, "PREPARE fid_d(int) AS SELECT ($1 + 1)::text"),
+                (0, "SELECT fid_run('execute fid_d(41)')"),
+                // Not another client's, on the same server, as on its own connection.
+                (1, "SELECT fid_run('execute fid_d(1)')"),
+                (1, "EXECUTE fid_d(1)"),
+                (0, "SELECT fid_run('execute fid_d(1)')"),
+                (0, "DO $$ BEGIN EXECUTE 'execute fid_d(1)'; END $$"),
+                (1, "DO $$ BEGIN EXECUTE 'execute fid_d(1)'; END $$"),
+                // Inside a transaction block; `fid_e`, which can no longer be prepared,
+                // must not abort it.
+                (0, "BEGIN"),
+                (0, "SELECT 1"),
+                (0, "SELECT fid_run('execute fid_d(2)')"),
+                (0, "COMMIT"),
+                (0, "PREPARE fid_e AS SELECT x::text FROM fid_gone"),
+                (0, "CREATE TABLE fid_gone (x int)"),
+                (0, "PREPARE fid_e AS SELECT x::text FROM fid_gone"),
+                (0, "DROP TABLE fid_gone"),
+                (0, "BEGIN"),
+                (0, "SELECT fid_run('execute fid_d(3)')"),
+                (0, "ROLLBACK"),
+                (0, "DEALLOCATE fid_d"),
+                (0, "SELECT fid_run('execute fid_d(1)')"),
+                (1, "SELECT name FROM pg_prepared_statements"),
+            ],
+        ),
+    );
+}
+
+#[test]
+fn a_custom_setting_leaves_no_placeholder_for_another_client() {
+    run_async(
+        120,
+        same_answers_two_clients(
+            "SELECT 1",
+            &[
+                (0, "SET fidx.foo = 1"),
+                (1, "SHOW fidx.foo"),
+                (0, "SHOW fidx.foo"),
+                (0, "RESET fidx.foo"),
+                (1, "SELECT current_setting('fidx.foo', true) IS NULL"),
+                (0, "SHOW fidx.foo"),
+                (1, "SET fidx.bar = 2"),
+                (0, "SHOW fidx.bar"),
+                (1, "SHOW fidx.foo"),
+            ],
+        ),
+    );
+}
+
+#[test]
+fn a_custom_setting_leaves_no_placeholder_in_session_mode() {
+    run_async(120, async {
+        // Three servers: the idle helpers hold two in session mode.
+        let rig = Rig::start_mode("session", 3).await;
+        let x = rig.pooled().await;
+        x.batch_execute("SET fidx.foo = 1").await.expect("SET");
+        drop(x);
+        // The next client may wait for the server until the first one's is back.
+        let y = rig.pooled().await;
+        let got = rows(&y, "SHOW fidx.foo").await;
+        assert!(
+            got.as_ref().is_err_and(|e| e.starts_with("42704")),
+            "a new session sees another's placeholder: {got:?}"
+        );
+    });
+}

@@ -89,6 +89,8 @@ pub enum CloseReason {
     QueryTimeout,
     /// `transaction_timeout` ended its client's transaction.
     TransactionTimeout,
+    /// It holds custom-setting placeholders that its next client never set.
+    ForeignPlaceholders,
 }
 
 /// The columns of a DataRow body as text (`None` for NULL).

@@ -29,6 +29,10 @@ pub struct ServerState {
     /// Whose sequence values (`currval`, `lastval`) the backend may hold: 0 none, a
     /// client's id, or `u32::MAX` for several clients'.
     pub seq_owner: u32,
+    /// Custom settings (names with a dot) clients set on this backend. Each leaves a
+    /// placeholder that no RESET or DISCARD removes, which a client that never set it
+    /// would see (`SHOW` answers where it would fail; a library loaded later warns).
+    pub placeholders: Vec<Box<str>>,
 }
 
 impl ServerState {
@@ -41,6 +45,7 @@ impl ServerState {
             statements: ServerStatements::default(),
             last_client: 0,
             seq_owner: 0,
+            placeholders: Vec::new(),
         }
     }
 
@@ -58,6 +63,16 @@ impl ServerState {
             statements: ServerStatements::default(),
             last_client: 0,
             seq_owner: 0,
+            placeholders: Vec::new(),
+        }
+    }
+
+    /// Adds the custom settings now recorded to [`ServerState::placeholders`].
+    pub fn keep_placeholders(&mut self) {
+        for name in self.gucs.names() {
+            if name.contains('.') && !self.placeholders.iter().any(|p| &**p == name) {
+                self.placeholders.push(name.into());
+            }
         }
     }
 

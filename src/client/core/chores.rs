@@ -30,8 +30,12 @@ pub enum Chore {
     /// The writer's WAL insert position after a transaction that wrote; with `report`,
     /// the client's held-back ReadyForQuery follows it.
     WriteLsn { report: bool, lsn: Option<u64> },
-    /// The session-level settings, read back after PL code may have changed them.
-    ReadSettings { rows: Vec<(String, String)> },
+    /// The session-level settings, read back after PL code may have changed them, behind
+    /// `skip` deallocations of the client's statements under their own names.
+    ReadSettings {
+        rows: Vec<(String, String)>,
+        skip: usize,
+    },
     /// Cleanup after the client left: ROLLBACK and/or the reset query.
     Cleanup {
         left: usize,
@@ -46,6 +50,17 @@ impl Core {
     pub(super) fn settings_differ(&self) -> bool {
         self.server.as_ref().is_some_and(|att| {
             !Arc::ptr_eq(&att.state.gucs, &self.state.gucs) && *att.state.gucs != *self.state.gucs
+        })
+    }
+
+    /// Whether the held server has a custom-setting placeholder this client never set
+    /// (`ServerState::placeholders`): no replay can take it away.
+    pub(super) fn placeholders_foreign(&self) -> bool {
+        self.server.as_ref().is_some_and(|att| {
+            att.state
+                .placeholders
+                .iter()
+                .any(|n| self.state.gucs.get(n).is_none())
         })
     }
 
@@ -102,8 +117,20 @@ impl Core {
     pub(super) fn start_read_settings(&mut self, now: Instant) {
         let sql = "SELECT name, setting FROM pg_catalog.pg_settings WHERE source = 'session'";
         self.unnamed_dropped();
+        let names = self
+            .server
+            .as_deref_mut()
+            .map(|att| std::mem::take(&mut att.own_names))
+            .unwrap_or_default();
+        for dealloc in super::own_names::deallocations(&names) {
+            self.sout
+                .push(frame(fe::QUERY, &[dealloc.as_bytes(), b"\0"]));
+        }
         self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
-        self.phase = Phase::Chore(Box::new(Chore::ReadSettings { rows: Vec::new() }));
+        self.phase = Phase::Chore(Box::new(Chore::ReadSettings {
+            rows: Vec::new(),
+            skip: names.len(),
+        }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
@@ -182,10 +209,14 @@ impl Core {
                     *left == 0
                 }
                 (Chore::WriteLsn { .. }, be::READY_FOR_QUERY) => true,
-                (Chore::ReadSettings { rows }, be::DATA_ROW) => {
+                (Chore::ReadSettings { rows, skip: 0 }, be::DATA_ROW) => {
                     if let Some(row) = two_columns(body) {
                         rows.push(row);
                     }
+                    false
+                }
+                (Chore::ReadSettings { skip, .. }, be::READY_FOR_QUERY) if *skip > 0 => {
+                    *skip -= 1;
                     false
                 }
                 (Chore::ReadSettings { .. }, be::READY_FOR_QUERY) => true,
@@ -220,7 +251,7 @@ impl Core {
                 self.write_lsn_done(report, lsn.filter(|_| status == b'I'));
                 self.step(now);
             }
-            Chore::ReadSettings { rows } => {
+            Chore::ReadSettings { rows, .. } => {
                 let ok = self.server.as_ref().is_some_and(|a| a.state.status == b'I');
                 if ok {
                     let gucs = self.state.adopt_server_settings(&rows);
@@ -242,6 +273,7 @@ impl Core {
                 let ok = !failed && self.server.as_ref().is_some_and(|a| a.state.status == b'I');
                 if ok {
                     if reset && let Some(att) = &mut self.server {
+                        att.state.keep_placeholders();
                         att.state.gucs = Arc::default();
                         att.state.statements.clear();
                         self.map.unsure = false;

@@ -297,7 +297,7 @@ impl Core {
         starts_unit: bool,
         facts: Option<&crate::sql::TextFacts>,
     ) {
-        let at = *fwd;
+        let mut at = *fwd;
         let Some(frame) = self.cin.get(at..at + len) else {
             return;
         };
@@ -321,6 +321,11 @@ impl Core {
             && calls_unlisted(check, tag, frame, facts)
         {
             self.state.mark_opaque();
+        }
+        // 6b. Code on the server may name the client's SQL-level statements.
+        if self.limits.rewrite && starts_unit && self.state.is_opaque() {
+            self.own_names_before(fwd, tag);
+            at = *fwd;
         }
         let rewrite_this = may_rewrite
             && self

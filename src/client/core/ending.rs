@@ -13,9 +13,10 @@ use crate::server::CloseReason;
 impl Core {
     /// Gives the server back (if held).
     pub(super) fn release(&mut self, how: Release) {
-        let Some(att) = self.server.take() else {
+        let Some(mut att) = self.server.take() else {
             return;
         };
+        att.state.keep_placeholders();
         if let Some(r) = &self.route {
             r.node_active(-1);
         }
@@ -37,6 +38,8 @@ impl Core {
         let how = match how {
             Release::Clean if cancelled => Release::Close(CloseReason::QueryTimeout),
             Release::Clean if unsure || unsent => Release::Close(CloseReason::ResetFailed),
+            // The client's statements under their own names are never handed on.
+            Release::Clean if !att.own_names.is_empty() => Release::Close(CloseReason::ResetFailed),
             other => other,
         };
         if how != Release::Clean {
@@ -92,6 +95,13 @@ impl Core {
         if att.state.status != b'I' {
             cleanup.push("ROLLBACK".to_string());
         }
+        // The client's statements under their own names (`own_names.rs`).
+        let own = self
+            .server
+            .as_deref_mut()
+            .map(|a| std::mem::take(&mut a.own_names))
+            .unwrap_or_default();
+        cleanup.extend(super::own_names::deallocations(&own));
         if reset {
             cleanup.push(self.limits.reset_query.clone());
         }

@@ -32,9 +32,18 @@ impl Core {
         state.last_client = self.id;
         self.seq_attached();
         self.observe.attached(link, now);
-        self.server = Some(Box::new(Attached { state }));
+        self.server = Some(Box::new(Attached {
+            state,
+            own_names: Vec::new(),
+        }));
         self.phase = Phase::Relay;
         let _ = node;
+        // A placeholder another client left is no RESET away: another server is asked for.
+        if self.placeholders_foreign() {
+            self.release(Release::Close(CloseReason::ForeignPlaceholders));
+            self.step(now);
+            return;
+        }
         if self.start_probe(now) {
             return;
         }

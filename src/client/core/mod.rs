@@ -38,6 +38,7 @@ mod idle;
 mod listen;
 mod observe;
 mod ours;
+mod own_names;
 mod prepared_view;
 mod replies;
 mod retry;
@@ -135,6 +136,9 @@ pub struct Limits {
 /// The server the session holds.
 struct Attached {
     state: ServerState,
+    /// The client's SQL-level statements prepared here under their own names, to be
+    /// deallocated before the server goes back (`own_names.rs`).
+    own_names: Vec<String>,
 }
 
 /// Where the session stands.

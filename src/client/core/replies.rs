@@ -77,9 +77,14 @@ pub enum Act {
     HiddenUnnamed,
     /// pgsluice's own Close of an evicted statement: hide the CloseComplete.
     Evict { id: u64 },
-    /// pgsluice's own `PREPARE` Query of an SQL-level statement before the client's
-    /// `EXECUTE`: hide everything up to its ReadyForQuery.
-    HiddenQuery { stmt: Option<Arc<Statement>> },
+    /// pgsluice's own Query (an SQL-level `PREPARE` before the client's `EXECUTE`, say)
+    /// or Parse + Sync: hide everything up to its ReadyForQuery. `confirmed`: the server
+    /// said it prepared `stmt` (a server skipping to a Sync answers a skipped Parse with
+    /// nothing at all).
+    HiddenQuery {
+        stmt: Option<Arc<Statement>>,
+        confirmed: bool,
+    },
     /// The client's `DEALLOCATE name` of a protocol-level statement, rewritten to its
     /// server-side name (the client's name already forgotten): the server's record
     /// forgets the statement once the Query succeeded; if it failed (an aborted
@@ -210,8 +215,13 @@ impl Replies {
 
     /// Records pgsluice's own Query whose whole answer is hidden.
     pub fn expect_hidden_query(&mut self, stmt: Option<Arc<Statement>>) {
-        self.expect
-            .push_back(Expect::new(Done::Ready, Act::HiddenQuery { stmt }));
+        self.expect.push_back(Expect::new(
+            Done::Ready,
+            Act::HiddenQuery {
+                stmt,
+                confirmed: false,
+            },
+        ));
     }
 
     /// Answers the client with `msg` once everything before it has been answered.
@@ -277,13 +287,15 @@ impl Replies {
             Some(Act::Deallocate { stmt, name, .. }) => about(name, stmt.id),
             // pgsluice's own `PREPARE` (or Parse + Sync): if it fails, the statement is
             // not there after all.
-            Some(Act::HiddenQuery { stmt: Some(stmt) }) => same(stmt.id),
+            Some(Act::HiddenQuery {
+                stmt: Some(stmt), ..
+            }) => same(stmt.id),
             None
             | Some(
                 Act::Forward
                 | Act::Translated(_)
                 | Act::HiddenUnnamed
-                | Act::HiddenQuery { stmt: None },
+                | Act::HiddenQuery { stmt: None, .. },
             ) => false,
         })
     }
@@ -299,16 +311,22 @@ impl Replies {
     /// One message of a hidden Query's answer: an error means the statement is not
     /// there; ReadyForQuery ends it.
     pub fn hidden_query_frame(&mut self, tag: u8, server: &mut ServerStatements) {
-        let Some(Act::HiddenQuery { stmt }) = self.expect.front().and_then(Expect::act) else {
+        let Some(Act::HiddenQuery { stmt, confirmed }) =
+            self.expect.front_mut().and_then(|e| e.act.as_deref_mut())
+        else {
             return;
         };
         match (tag, stmt) {
             (be::ERROR_RESPONSE, Some(stmt)) => server.remove(stmt.id),
+            (be::PARSE_COMPLETE | be::COMMAND_COMPLETE, _) => *confirmed = true,
             (be::READY_FOR_QUERY, stmt) => {
-                if let Some(stmt) = stmt
-                    && server.contains(stmt.id)
-                {
-                    stmt.validated.store(true, Ordering::Relaxed);
+                if let Some(stmt) = stmt {
+                    if !*confirmed {
+                        // Skipped: not prepared there after all.
+                        server.remove(stmt.id);
+                    } else if server.contains(stmt.id) {
+                        stmt.validated.store(true, Ordering::Relaxed);
+                    }
                 }
                 self.expect.pop_front();
             }
@@ -407,9 +425,10 @@ impl Replies {
                 continue;
             };
             match *act {
-                Act::Hidden { stmt } | Act::HiddenQuery { stmt: Some(stmt) } => {
-                    server.remove(stmt.id)
-                }
+                Act::Hidden { stmt }
+                | Act::HiddenQuery {
+                    stmt: Some(stmt), ..
+                } => server.remove(stmt.id),
                 Act::ForwardParse { stmt, name } => names.forget_parse(stmt.id, &name, server),
                 Act::Evict { id } => server.insert(id),
                 Act::Synth(_, Undo::Forget(name, id)) => names.forget_if(&name, id),
@@ -417,7 +436,7 @@ impl Replies {
                 Act::Forward
                 | Act::Translated(_)
                 | Act::HiddenUnnamed
-                | Act::HiddenQuery { stmt: None }
+                | Act::HiddenQuery { stmt: None, .. }
                 | Act::Deallocate { .. } => {}
             }
         }

@@ -106,6 +106,11 @@ impl SessionState {
         self.opaque = true;
     }
 
+    /// Whether the transaction ran PL code pgsluice cannot see into.
+    pub fn is_opaque(&self) -> bool {
+        self.opaque
+    }
+
     /// Whether the settings must be read back from the server (and forgets it).
     pub fn take_opaque(&mut self) -> bool {
         std::mem::take(&mut self.opaque)
