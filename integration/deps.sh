@@ -3,8 +3,12 @@
 # whatever is already there (so it is quick the second time):
 #   Debian: postgresql (15) + postgresql-contrib, postgresql-client (psql, pgbench),
 #           pgbouncer (benchmarks, and the import test reads its pgbouncer.ini), python3
-#   PyPI:   psycopg[binary] (driver checks), prometheus_client (parses /metrics),
-#           yamllint and kubernetes-validate (deploy/ manifests; PyYAML comes with them)
+#           libpostgresql-jdbc-java + default-jre-headless (pgjdbc), nodejs + npm
+#   PyPI:   psycopg[binary] and asyncpg (driver checks), prometheus_client (parses
+#           /metrics), yamllint and kubernetes-validate (deploy/ manifests; PyYAML comes
+#           with them)
+#   npm:    pg (node-postgres), pinned by integration/node/package-lock.json, into
+#           integration/node/node_modules
 # The packages' own services are kept from starting: the tests start their own
 # clusters on free ports (integration/cluster.sh).
 #
@@ -22,25 +26,32 @@ command -v psql >/dev/null || apt_missing+=(postgresql-client)
 command -v pgbench >/dev/null || apt_missing+=(postgresql-client)
 { command -v pgbouncer >/dev/null && [[ -e /etc/pgbouncer/pgbouncer.ini ]]; } || apt_missing+=(pgbouncer)
 command -v python3 >/dev/null || apt_missing+=(python3)
+[[ -e /usr/share/java/postgresql.jar ]] || apt_missing+=(libpostgresql-jdbc-java)
+command -v java >/dev/null || apt_missing+=(default-jre-headless)
+command -v node >/dev/null || apt_missing+=(nodejs npm)
+npm_missing=0
+[[ -d $(dirname "$0")/node/node_modules/pg ]] || npm_missing=1
 
 py_missing=()
 if command -v python3 >/dev/null; then
     python3 -c 'import psycopg' 2>/dev/null || py_missing+=("psycopg[binary]")
+    python3 -c 'import asyncpg' 2>/dev/null || py_missing+=(asyncpg)
     python3 -c 'import prometheus_client' 2>/dev/null || py_missing+=(prometheus_client)
     python3 -c 'import yaml' 2>/dev/null || py_missing+=(PyYAML)
     command -v yamllint >/dev/null || py_missing+=(yamllint)
     command -v kubernetes-validate >/dev/null || py_missing+=(kubernetes-validate)
 else
-    py_missing+=("psycopg[binary]" prometheus_client PyYAML yamllint kubernetes-validate)
+    py_missing+=("psycopg[binary]" asyncpg prometheus_client PyYAML yamllint kubernetes-validate)
 fi
 
-if ((${#apt_missing[@]} == 0 && ${#py_missing[@]} == 0)); then
+if ((${#apt_missing[@]} == 0 && ${#py_missing[@]} == 0 && npm_missing == 0)); then
     exit 0
 fi
 if [[ $(id -u) -ne 0 ]]; then
     say "missing, and not root so not installing:"
     ((${#apt_missing[@]})) && say "  apt-get install ${apt_missing[*]}"
     ((${#py_missing[@]})) && say "  python3 -m pip install ${py_missing[*]}"
+    ((npm_missing)) && say "  npm ci --prefix integration/node"
     exit 1
 fi
 
@@ -69,4 +80,9 @@ if ((${#py_missing[@]})); then
     say "pip install ${py_missing[*]}"
     python3 -m pip install -q "${py_missing[@]}" ||
         python3 -m pip install -q --break-system-packages "${py_missing[@]}"
+fi
+
+if ((npm_missing)); then
+    say "npm ci --prefix integration/node"
+    npm ci --prefix "$(dirname "$0")/node" --no-audit --no-fund
 fi
