@@ -1230,3 +1230,30 @@ fn a_custom_setting_leaves_no_placeholder_in_session_mode() {
         );
     });
 }
+
+#[test]
+fn load_keeps_the_client_on_the_server_that_loaded_the_library() {
+    run_async(120, async {
+        let rig = Rig::start(3).await;
+        let d = rig.direct().await;
+        let x = rig.pooled().await;
+        let setting = "SET plpgsql.extra_foo_warnings = true";
+        for c in [&d, &x] {
+            c.batch_execute("LOAD 'plpgsql'").await.expect("LOAD");
+        }
+        let (_, pid) = rows_pid(&x, "SELECT 1").await.expect("pid");
+        // Both helpers take a server each: neither may be the one with the library.
+        for h in &rig.helpers {
+            h.batch_execute("BEGIN").await.expect("BEGIN");
+            let (_, hp) = rows_pid(h, "SELECT 1").await.expect("helper pid");
+            assert_ne!(hp, pid, "a helper got the server that loaded the library");
+        }
+        // On the backend that loaded plpgsql the prefix is reserved.
+        assert_eq!(rows(&x, setting).await, rows(&d, setting).await);
+        let (_, now) = rows_pid(&x, "SELECT 1").await.expect("pid");
+        assert_eq!(now, pid);
+        for h in &rig.helpers {
+            h.batch_execute("COMMIT").await.expect("COMMIT");
+        }
+    });
+}

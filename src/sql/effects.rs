@@ -45,6 +45,8 @@ pub enum PinReason {
     SqlPrepare,
     /// set_config() call, possibly session-level.
     SetConfig,
+    /// LOAD of a shared library: it stays loaded in that backend (never cleared).
+    Load,
     /// A named protocol-level prepared statement while statement mapping is off; not
     /// produced by `inspect` (the relay sets it on a named Parse).
     ProtocolPrepare,
@@ -62,6 +64,7 @@ impl PinReason {
             PinReason::HoldCursor => "hold_cursor",
             PinReason::SqlPrepare => "sql_prepare",
             PinReason::SetConfig => "set_config",
+            PinReason::Load => "load",
             PinReason::ProtocolPrepare => "protocol_prepare",
             PinReason::Unknown => "unknown",
         }
@@ -125,11 +128,12 @@ pub(super) enum Verb {
     Deallocate,
     Do,
     Call,
+    Load,
     Select,
     Other,
 }
 
-const VERBS: [(&str, Verb); 13] = [
+const VERBS: [(&str, Verb); 14] = [
     // The most common first: `verb` tries them in order.
     ("select", Verb::Select),
     ("set", Verb::Set),
@@ -144,6 +148,7 @@ const VERBS: [(&str, Verb); 13] = [
     ("deallocate", Verb::Deallocate),
     ("do", Verb::Do),
     ("call", Verb::Call),
+    ("load", Verb::Load),
 ];
 
 fn classify(sql: &str, t: Tok) -> Verb {
@@ -219,6 +224,8 @@ fn statement(verb: Verb, sql: &str, start: usize, end: usize, out: &mut Vec<Effe
             all_then(&mut c, Effect::Unpin(PinReason::SqlPrepare))
         }
         Verb::Do | Verb::Call => Some(Effect::Opaque),
+        // What a library sets up (its settings, hooks) lives in that backend only.
+        Verb::Load => c.peek().map(|_| Effect::Pin(PinReason::Load)),
         Verb::Select | Verb::Other => None,
     };
     out.extend(effect);

@@ -224,6 +224,10 @@ fn cases() -> Vec<(&'static str, Vec<Effect>)> {
             "UPDATE t SET a = set_config('x.y', '1', true)",
             vec![Pin(SetConfig)],
         ),
+        // A library stays loaded in its backend.
+        ("LOAD 'plpgsql'", vec![Pin(Load)]),
+        ("select 1; load 'auto_explain'", vec![Pin(Load)]),
+        ("SELECT 'load x'", vec![]),
         // Temp objects
         ("CREATE TEMP TABLE t (a int)", vec![Pin(TempObject)]),
         (
