@@ -31,10 +31,12 @@ pub enum Chore {
     /// the client's held-back ReadyForQuery follows it.
     WriteLsn { report: bool, lsn: Option<u64> },
     /// The session-level settings, read back after PL code may have changed them, behind
-    /// `skip` deallocations of the client's statements under their own names.
+    /// `skip` deallocations of the client's statements under their own names (`kept`:
+    /// one failed other than for being gone already, so the statement may be there still).
     ReadSettings {
         rows: Vec<(String, String)>,
         skip: usize,
+        kept: bool,
     },
     /// Cleanup after the client left: ROLLBACK and/or the reset query.
     Cleanup {
@@ -130,6 +132,7 @@ impl Core {
         self.phase = Phase::Chore(Box::new(Chore::ReadSettings {
             rows: Vec::new(),
             skip: names.len(),
+            kept: false,
         }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
@@ -209,10 +212,14 @@ impl Core {
                     *left == 0
                 }
                 (Chore::WriteLsn { .. }, be::READY_FOR_QUERY) => true,
-                (Chore::ReadSettings { rows, skip: 0 }, be::DATA_ROW) => {
+                (Chore::ReadSettings { rows, skip: 0, .. }, be::DATA_ROW) => {
                     if let Some(row) = two_columns(body) {
                         rows.push(row);
                     }
+                    false
+                }
+                (Chore::ReadSettings { skip, kept, .. }, be::ERROR_RESPONSE) if *skip > 0 => {
+                    *kept |= protocol::error_fields(body).code != "26000";
                     false
                 }
                 (Chore::ReadSettings { skip, .. }, be::READY_FOR_QUERY) if *skip > 0 => {
@@ -251,8 +258,8 @@ impl Core {
                 self.write_lsn_done(report, lsn.filter(|_| status == b'I'));
                 self.step(now);
             }
-            Chore::ReadSettings { rows, .. } => {
-                let ok = self.server.as_ref().is_some_and(|a| a.state.status == b'I');
+            Chore::ReadSettings { rows, kept, .. } => {
+                let ok = !kept && self.server.as_ref().is_some_and(|a| a.state.status == b'I');
                 if ok {
                     let gucs = self.state.adopt_server_settings(&rows);
                     if let Some(att) = &mut self.server {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::fuzz_model::Model;
 use super::tests::{Rig, link, rig_limits};
 use super::{Action, AttachError, Limits, Release};
+use crate::config::PoolMode;
 use crate::config::{PrimaryReads, ReadYourWrites};
 use crate::prepare::Registry;
 use crate::server::{CloseReason, ServerState};
@@ -99,6 +100,13 @@ impl Session {
         let mut rig = rig_limits(setup.limits.clone(), &startup, registry, setup.max_prepared);
         if let Some(r) = &setup.routing {
             rig.core.route = Some(Box::new(route(r)));
+        }
+        // Calls outside the allowlist are watched (as the product does in transaction
+        // and statement mode) in half the pooled sessions.
+        if setup.limits.mode != PoolMode::Session && setup.seed & 8 != 0 {
+            let allow = Arc::new(crate::router::Allowlist::new(&[]));
+            rig.core
+                .set_opaque_check(crate::router::Classifier::new(allow));
         }
         Session {
             rig,
@@ -368,6 +376,26 @@ impl Session {
                         state.statements.contains(id)
                     ));
                 }
+            }
+        }
+        // The client's SQL-level statements prepared under its own names for server-side
+        // code (`own_names.rs`) never go on to the next client.
+        if self.setup.limits.rewrite {
+            let left: Vec<&String> = self
+                .rig
+                .core
+                .map
+                .names
+                .sql
+                .keys()
+                .filter(|n| model.holds_statement(n))
+                .collect();
+            if !left.is_empty() {
+                return self.fail(format!(
+                    "server {} released clean holding the client's statements {left:?} \
+                     under their own names",
+                    model.id
+                ));
             }
         }
         if let Some(pool) = self.pools.get_mut(model.node) {

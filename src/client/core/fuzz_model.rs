@@ -74,6 +74,11 @@ impl Model {
     }
 
     /// The ids of pgsluice's own statements (`sluice_N`) this backend holds.
+    /// Whether a statement of this name is prepared here.
+    pub fn holds_statement(&self, name: &str) -> bool {
+        self.statements.contains_key(name)
+    }
+
     pub fn statement_ids(&self) -> Vec<u64> {
         let ids = self
             .statements
@@ -219,6 +224,14 @@ impl Model {
             return true;
         }
         match first.as_str() {
+            // pgsluice's own savepoint around hidden statements (`own_names.rs`): back
+            // to the savepoint, the block is no longer failed.
+            "rollback" if sql.starts_with("rollback to") => {
+                if self.status == b'E' {
+                    self.status = b'T';
+                }
+                self.complete("ROLLBACK");
+            }
             "begin" | "start" => {
                 self.status = b'T';
                 self.complete("BEGIN");

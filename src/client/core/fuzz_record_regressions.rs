@@ -264,3 +264,37 @@ fn a_deallocate_inside_a_failed_batch_leaves_no_wrong_record() {
     s.finish();
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_core` once calls outside the allowlist were watched in the fuzz
+/// sessions (minimal input: `PREPARE p1`, `SET ROLE r`, then a `DO` block, with the model
+/// failing one statement in four). The client's `p1` was prepared under its own name ahead
+/// of the `DO` (`own_names.rs`); the hidden `DEALLOCATE p1` at the transaction's end failed
+/// (not for being gone already), and the server was released clean still holding `p1`.
+/// Fixed: such a failure closes the server.
+#[test]
+fn a_failed_deallocation_of_the_clients_own_names_closes_the_server() {
+    let mut setup = super::fuzz_regressions::one_per_server(1, None, 64, 14720769142758305818);
+    setup.startup = vec![
+        ("datestyle".into(), "Postgres, MDY".into()),
+        ("search_path".into(), "a, b".into()),
+    ];
+    let steps = [
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Query("SET ROLE r".into()),
+        Step::Query("DO $$ BEGIN EXECUTE 'execute p1(1)'; END $$".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Fresh, Attach::Reuse]);
+    for e in [
+        Event::Client(20),
+        Event::Client(16),
+        Event::Server(1048576),
+        Event::Server(19),
+        Event::Client(14),
+    ] {
+        s.event(e);
+    }
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}

@@ -84,6 +84,11 @@ const QUERIES: &[&str] = &[
     "SELECT pg_sleep(1)",
     "UPDATE t SET a = 1",
     "WITH x AS (SELECT 1) SELECT * FROM x",
+    "DO $$ BEGIN EXECUTE 'execute p1(1)'; END $$",
+    "CALL pr()",
+    "SELECT f(1)",
+    "LOAD 'plpgsql'",
+    "SET app.tenant = 'a'",
 ];
 
 /// Statement texts for Parse.
