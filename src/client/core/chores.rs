@@ -255,7 +255,7 @@ impl Core {
             } => self.replay_done(failed, &from, target, now),
             Chore::WriteLsn { report, lsn } => {
                 let status = self.server.as_ref().map_or(b'E', |a| a.state.status);
-                self.write_lsn_done(report, lsn.filter(|_| status == b'I'));
+                self.write_lsn_done(report, lsn.filter(|_| status == b'I'), now);
                 self.step(now);
             }
             Chore::ReadSettings { rows, kept, .. } => {
@@ -356,7 +356,7 @@ impl Core {
         self.step(now);
     }
 
-    fn write_lsn_done(&mut self, report: bool, lsn: Option<u64>) {
+    fn write_lsn_done(&mut self, report: bool, lsn: Option<u64>, now: Instant) {
         if let Some(r) = &mut self.route {
             r.wrote_up_to(lsn);
         }
@@ -369,7 +369,13 @@ impl Core {
             self.cout.push(buf.freeze());
         }
         if lsn.is_some() {
-            self.release(Release::Clean);
+            // A transaction that ran PL code has its settings read back first, as on the
+            // path without routing (`server.rs`).
+            if self.state.take_opaque() {
+                self.start_read_settings(now);
+            } else {
+                self.release(Release::Clean);
+            }
         } else {
             tracing::warn!(
                 client = self.id,

@@ -307,7 +307,9 @@ impl Core {
             f.check_query(frame);
         }
         self.observe.text(tag, frame, self.limits.rewrite);
-        // 6. Session-state effects.
+        // 6. Session-state effects. (Whether this frame runs code pgsluice cannot see into
+        // is told apart from an earlier frame's.)
+        let opaque_before = self.state.take_opaque();
         let pin_named = self.limits.mode == PoolMode::Transaction && !self.limits.rewrite;
         if matches!(tag, fe::QUERY | fe::PARSE) {
             let text = inspect_text(&mut self.state, pin_named, tag, frame, facts);
@@ -322,8 +324,12 @@ impl Core {
         {
             self.state.mark_opaque();
         }
+        let opaque_here = self.state.is_opaque();
+        if opaque_before {
+            self.state.mark_opaque();
+        }
         // 6b. Code on the server may name the client's SQL-level statements.
-        if self.limits.rewrite && starts_unit && self.state.is_opaque() {
+        if self.limits.rewrite && starts_unit && opaque_here {
             self.own_names_before(fwd, tag);
             at = *fwd;
         }

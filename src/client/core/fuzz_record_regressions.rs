@@ -298,3 +298,38 @@ fn a_failed_deallocation_of_the_clients_own_names_closes_the_server() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_routed` once calls outside the allowlist were watched in the fuzz
+/// sessions (minimal input: read-your-writes on; `nextval` in an extended unit, an SQL
+/// `PREPARE`, then a named Parse). The `nextval` call (outside the allowlist) marked the
+/// transaction as running PL code, but the server went back after the writer's LSN was
+/// read without the settings read-back, and the mark stayed: the next unit, a read sent
+/// to the replica behind a probe, had the client's statement prepared under its own name
+/// between the probe and the unit, and the session stalled. Fixed: the read-back runs
+/// after the write LSN too (which takes the mark), and statements are prepared under their
+/// own names only ahead of a frame that itself runs such code, never on a replica.
+#[test]
+fn a_sequence_read_then_sql_prepare_then_parse_on_a_routed_session_is_answered() {
+    let mut setup = super::fuzz_regressions::one_per_server(
+        1,
+        Some(Routing {
+            ryw: true,
+            report_lsn: false,
+            retry: false,
+            never_primary: false,
+        }),
+        0,
+        364430086957609432,
+    );
+    setup.startup = Vec::new();
+    let steps = [
+        Step::Batch(vec![Ext::Parse("", "SELECT nextval('s')".into())]),
+        Step::Query("PREPARE p1(int) AS SELECT $1".into()),
+        Step::Batch(vec![Ext::Parse("s1", "SELECT 1".into())]),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}

@@ -16,7 +16,8 @@
 //! Inside an open transaction block the hidden `PREPARE`s run inside a savepoint that is
 //! then rolled back and released: a `PREPARE` is not undone by a rollback, while one that
 //! failed (say, its table was dropped since) leaves the client's transaction as it was.
-//! In a failed transaction block nothing is prepared: the unit fails anyway.
+//! In a failed transaction block nothing is prepared: the unit fails anyway. Nor on a
+//! replica, where a read-your-writes probe or a kept read may be ahead of the unit.
 
 use super::Core;
 use super::statements::frame;
@@ -34,6 +35,11 @@ impl Core {
     /// go ahead of it (the frames before it are flushed first).
     pub(super) fn own_names_before(&mut self, fwd: &mut usize, tag: u8) {
         if self.map.names.sql.is_empty() || self.map.replies.skipping {
+            return;
+        }
+        // Not on a replica: a probe or a retry may be holding the unit's answer there,
+        // and its code cannot write anyway.
+        if self.route.as_ref().is_some_and(|r| r.reading) || self.retry.is_some() {
             return;
         }
         // Nothing of the client's may be in flight: the server's transaction status must be

@@ -399,3 +399,26 @@ fn a_query_sent_during_a_refusal_waits_for_the_replay() {
     r.server(&answers);
     assert_eq!(tags(&r.sent_to_client()), "TDCZTDCZ");
 }
+
+/// A writing transaction that called a function outside the allowlist (PL code that may
+/// have run `SET`) has its settings read back after the writer's LSN is read, before the
+/// server goes back (it was released at once, and the `SET` leaked to the next client).
+#[test]
+fn a_transaction_that_ran_pl_code_has_its_settings_read_back_after_the_write_lsn() {
+    let mut r = routed();
+    let allow = Arc::new(Allowlist::new(&[]));
+    r.core.set_opaque_check(Classifier::new(allow));
+    r.client(&query("SELECT f()"));
+    expect_checkout_on(&mut r, 0);
+    assert_eq!(r.sent_to_server(), query("SELECT f()"));
+    r.server(&select_answer());
+    let sent = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert!(sent.contains("pg_current_wal_insert_lsn"), "{sent}");
+    r.server(&probe_answer(2000));
+    let sent = String::from_utf8_lossy(&r.sent_to_server()).into_owned();
+    assert!(
+        sent.contains("pg_settings"),
+        "no settings read-back: {sent:?}"
+    );
+    assert!(r.action().is_none(), "released before the read-back");
+}
