@@ -69,6 +69,9 @@ impl ServerState {
 
     /// Adds the custom settings now recorded to [`ServerState::placeholders`].
     pub fn keep_placeholders(&mut self) {
+        if !self.gucs.has_custom() {
+            return;
+        }
         for name in self.gucs.names() {
             if name.contains('.') && !self.placeholders.iter().any(|p| &**p == name) {
                 self.placeholders.push(name.into());

@@ -20,6 +20,9 @@ pub struct Setting {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Gucs {
     map: BTreeMap<String, Setting>,
+    /// How many of the names are custom (hold a dot): most sessions have none, and a
+    /// server's release asks on every transaction (`ServerState::keep_placeholders`).
+    custom: u32,
 }
 
 impl Gucs {
@@ -27,12 +30,26 @@ impl Gucs {
         self.map.is_empty()
     }
 
+    /// Whether a custom setting (a name with a dot) is held.
+    pub fn has_custom(&self) -> bool {
+        self.custom > 0
+    }
+
     pub fn set(&mut self, name: String, set_sql: String, reset_sql: String) {
-        self.map.insert(name, Setting { set_sql, reset_sql });
+        self.insert(name, Setting { set_sql, reset_sql });
     }
 
     pub fn remove(&mut self, name: &str) {
-        self.map.remove(name);
+        if self.map.remove(name).is_some() && name.contains('.') {
+            self.custom -= 1;
+        }
+    }
+
+    fn insert(&mut self, name: String, setting: Setting) {
+        let custom = name.contains('.');
+        if self.map.insert(name, setting).is_none() && custom {
+            self.custom += 1;
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Setting> {
@@ -57,7 +74,7 @@ impl Gucs {
             quote_literal(value)
         );
         let reset_sql = format!("RESET {ident}");
-        self.map.insert(name, Setting { set_sql, reset_sql });
+        self.insert(name, Setting { set_sql, reset_sql });
     }
 
     /// The statements that turn a server holding `from` into one holding `to`, in the
@@ -114,12 +131,8 @@ impl Gucs {
         let mut g = self.clone();
         for n in names {
             match other.map.get(n) {
-                Some(s) => {
-                    g.map.insert(n.clone(), s.clone());
-                }
-                None => {
-                    g.map.remove(n);
-                }
+                Some(s) => g.insert(n.clone(), s.clone()),
+                None => g.remove(n),
             }
         }
         g
@@ -193,5 +206,36 @@ mod tests {
     fn odd_names_are_quoted() {
         assert_eq!(quote_ident("my.param"), "my.param");
         assert_eq!(quote_ident("Weird\"x"), "\"Weird\"\"x\"");
+    }
+}
+
+#[cfg(test)]
+mod custom_count_tests {
+    use super::Gucs;
+
+    #[test]
+    fn the_custom_count_follows_the_names() {
+        let mut g = Gucs::default();
+        assert!(!g.has_custom());
+        g.set(
+            "work_mem".into(),
+            "SET work_mem = 1".into(),
+            "RESET work_mem".into(),
+        );
+        assert!(!g.has_custom());
+        g.set("app.x".into(), "SET app.x = 1".into(), "RESET app.x".into());
+        g.set("app.x".into(), "SET app.x = 2".into(), "RESET app.x".into());
+        g.set_value("app.y", "3");
+        assert_eq!(g.custom, 2);
+        g.remove("app.x");
+        g.remove("app.x");
+        g.remove("work_mem");
+        assert_eq!(g.custom, 1);
+        let other = Gucs::default();
+        let h = g.with_from(&other, &["app.y".to_string()]);
+        assert!(!h.has_custom());
+        let back = h.with_from(&g, &["app.y".to_string()]);
+        assert!(back.has_custom());
+        assert_eq!(back, g);
     }
 }
