@@ -2,12 +2,36 @@
 //! eviction (ids from the pooler-wide statement registry).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// The statements prepared on one server connection, with least-recently-used eviction.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
-    used: HashMap<u64, u64>,
+    used: HashMap<u64, u64, BuildHasherDefault<IdHasher>>,
     tick: u64,
+}
+
+/// Hashes a statement id (pgsluice's own counter, never a client's value): a multiply,
+/// and no per-map random state, which keeps every [`super::ServerState`] 16 bytes
+/// smaller (it is moved on every transaction).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+        self.0 = self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl ServerStatements {

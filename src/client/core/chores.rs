@@ -60,8 +60,9 @@ impl Core {
     pub(super) fn placeholders_foreign(&self) -> bool {
         self.server.as_ref().is_some_and(|att| {
             att.state
-                .placeholders
+                .rare
                 .iter()
+                .flat_map(|r| r.placeholders.iter())
                 .any(|n| self.state.gucs.get(n).is_none())
         })
     }
@@ -122,7 +123,7 @@ impl Core {
         let names = self
             .server
             .as_deref_mut()
-            .map(|att| std::mem::take(&mut att.own_names))
+            .map(|att| att.state.take_own_names())
             .unwrap_or_default();
         for dealloc in super::own_names::deallocations(&names) {
             self.sout

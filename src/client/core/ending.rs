@@ -39,7 +39,9 @@ impl Core {
             Release::Clean if cancelled => Release::Close(CloseReason::QueryTimeout),
             Release::Clean if unsure || unsent => Release::Close(CloseReason::ResetFailed),
             // The client's statements under their own names are never handed on.
-            Release::Clean if !att.own_names.is_empty() => Release::Close(CloseReason::ResetFailed),
+            Release::Clean if !att.state.own_names().is_empty() => {
+                Release::Close(CloseReason::ResetFailed)
+            }
             other => other,
         };
         if how != Release::Clean {
@@ -99,7 +101,7 @@ impl Core {
         let own = self
             .server
             .as_deref_mut()
-            .map(|a| std::mem::take(&mut a.own_names))
+            .map(|a| a.state.take_own_names())
             .unwrap_or_default();
         cleanup.extend(super::own_names::deallocations(&own));
         if reset {

@@ -32,10 +32,7 @@ impl Core {
         state.last_client = self.id;
         self.seq_attached();
         self.observe.attached(link, now);
-        self.server = Some(Box::new(Attached {
-            state,
-            own_names: Vec::new(),
-        }));
+        self.server = Some(Box::new(Attached { state }));
         self.phase = Phase::Relay;
         let _ = node;
         // A placeholder another client left is no RESET away: another server is asked for.

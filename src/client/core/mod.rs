@@ -136,9 +136,6 @@ pub struct Limits {
 /// The server the session holds.
 struct Attached {
     state: ServerState,
-    /// The client's SQL-level statements prepared here under their own names, to be
-    /// deallocated before the server goes back (`own_names.rs`).
-    own_names: Vec<String>,
 }
 
 /// Where the session stands.

@@ -60,7 +60,7 @@ impl Core {
             .names
             .sql
             .keys()
-            .filter(|n| !n.starts_with(SERVER_PREFIX) && !att.own_names.contains(n))
+            .filter(|n| !n.starts_with(SERVER_PREFIX) && !att.state.own_names().contains(n))
             .cloned()
             .collect();
         if missing.is_empty() {
@@ -84,7 +84,7 @@ impl Core {
                 continue;
             };
             hidden(&mut self.sout, &p.text);
-            att.own_names.push(name);
+            att.state.rare.get_or_insert_default().own_names.push(name);
         }
         if in_block {
             hidden(&mut self.sout, UNDO_SAVEPOINT);
