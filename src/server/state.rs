@@ -80,10 +80,14 @@ impl ServerState {
     }
 
     /// Adds the custom settings now recorded to [`ServerState::placeholders`].
+    #[inline]
     pub fn keep_placeholders(&mut self) {
-        if !self.gucs.has_custom() {
-            return;
+        if self.gucs.has_custom() {
+            self.keep_custom_names();
         }
+    }
+
+    fn keep_custom_names(&mut self) {
         let kept = &mut self.rare.get_or_insert_default().placeholders;
         for name in self.gucs.names() {
             if name.contains('.') && !kept.iter().any(|p| &**p == name) {

@@ -31,6 +31,7 @@ impl Gucs {
     }
 
     /// Whether a custom setting (a name with a dot) is held.
+    #[inline]
     pub fn has_custom(&self) -> bool {
         self.custom > 0
     }
