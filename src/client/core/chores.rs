@@ -103,6 +103,16 @@ impl Core {
         true
     }
 
+    /// The client's transaction ended idle: the server goes back, after its settings are
+    /// read back when the transaction ran PL code that may have changed them.
+    pub(super) fn give_back(&mut self, now: Instant) {
+        if self.state.take_opaque() {
+            self.start_read_settings(now);
+        } else {
+            self.release(Release::Clean);
+        }
+    }
+
     /// After a transaction that wrote: reads the writer's WAL insert position on the same
     /// connection (an upper bound of the commit's LSN) before it goes back to the pool.
     pub(super) fn start_write_lsn(&mut self, report: bool, now: Instant) {
@@ -370,13 +380,7 @@ impl Core {
             self.cout.push(buf.freeze());
         }
         if lsn.is_some() {
-            // A transaction that ran PL code has its settings read back first, as on the
-            // path without routing (`server.rs`).
-            if self.state.take_opaque() {
-                self.start_read_settings(now);
-            } else {
-                self.release(Release::Clean);
-            }
+            self.give_back(now);
         } else {
             tracing::warn!(
                 client = self.id,

@@ -47,7 +47,7 @@ impl Core {
         if self.flow.outstanding != u32::from(tag == fe::QUERY) {
             return;
         }
-        let Some(att) = self.server.as_deref_mut() else {
+        let Some(att) = self.server.as_deref() else {
             return;
         };
         let in_block = match att.state.status {
@@ -68,10 +68,10 @@ impl Core {
         }
         // In a stable order, so a recorded exchange replays the same.
         missing.sort();
-        if *fwd > 0 {
-            self.sout.push(self.cin.split_to(*fwd).freeze());
-            *fwd = 0;
-        }
+        self.flush_client_bytes(fwd);
+        let Some(att) = self.server.as_deref_mut() else {
+            return;
+        };
         let mut hidden = |sout: &mut crate::client::outq::OutQueue, sql: &str| {
             sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
             self.map.replies.expect_hidden_query(None);

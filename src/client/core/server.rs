@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::replies::Verdict;
 use super::retry::Step;
-use super::{Core, Phase, Release};
+use super::{Core, Phase};
 use crate::config::PoolMode;
 use crate::protocol::{self, be};
 
@@ -338,11 +338,7 @@ impl Core {
                 }
                 // The answer goes out before the server is given back.
                 self.forward_server_bytes(fwd);
-                if self.state.take_opaque() {
-                    self.start_read_settings(now);
-                    return true;
-                }
-                self.release(Release::Clean);
+                self.give_back(now);
                 true
             }
             _ => {
