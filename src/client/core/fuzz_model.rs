@@ -286,6 +286,13 @@ impl Model {
     fn rows(&mut self, sql: &str, simple: bool) {
         let value = if sql.contains("pg_current_wal_insert_lsn") {
             "0/3000000"
+        } else if sql.contains("pg_last_wal_replay_lsn") {
+            // A read-your-writes probe: the write replayed (a hit) or not yet (a miss).
+            if self.roll() < 128 {
+                "0/3000000"
+            } else {
+                "0/1"
+            }
         } else {
             "1"
         };

@@ -23,16 +23,33 @@
 //! # Pipelined with the read
 //! When the unit can be replayed elsewhere (what the retry of a refused read needs, see
 //! `retry.rs`), the probe and the unit go in one write, the probe first ([`Ahead`]): no
-//! round trip of its own. PostgreSQL runs the two Query messages of one connection in
-//! order, so the unit starts only once the probe has answered; a probe that saw the
-//! write's LSN therefore proves the unit's snapshot holds the write, whatever the
-//! isolation level. The unit's answer is held (as for any replayable read) until the
-//! probe's answer is in: on a hit it goes on to the client as it comes; on a miss it is
-//! dropped up to its ReadyForQuery, the replica goes back, and the unit goes to the
-//! primary (counted as `ryw_timeout`), as after a refusal. A unit that cannot be replayed
-//! (too large, session mode, binding a statement only that server knows, an SQL-level
-//! `PREPARE`/`EXECUTE`, settings to restore first) is sent after the probe's answer,
-//! as before. Client input past the unit waits for the probe's answer.
+//! round trip of its own. The probe then goes as extended-protocol messages with no Sync,
+//! in a transaction of its own ([`ahead_probe`]):
+//!
+//! ```text
+//! Parse/Bind/Execute "BEGIN", Parse/Bind/Execute <probe>, Parse/Bind/Execute "COMMIT"
+//! ```
+//!
+//! PostgreSQL sends its answers only at the next ReadyForQuery (or a full output
+//! buffer), so the probe's answer reaches pgsluice in the same read as the unit's, not in
+//! a read and a wake-up of its own; the `COMMIT` ends the probe's transaction, so the
+//! unit takes its snapshot after the probe has seen the write, at any isolation level.
+//! PostgreSQL runs the connection's messages in order, so the unit starts only once the
+//! probe has answered; a probe that saw the write's LSN therefore proves the unit's
+//! snapshot holds the write. The unit's answer is held (as for any replayable read) until
+//! the probe's answer is in: on a hit it goes on to the client; on a miss it is dropped up
+//! to its ReadyForQuery, the replica goes back, and the unit goes to the primary (counted
+//! as `ryw_timeout`), as after a refusal. A probe that fails (a recovery conflict, the
+//! client's `statement_timeout`) leaves the replica skipping messages up to a Sync, the
+//! unit unrun: that connection is closed and the unit goes to the primary.
+//!
+//! The probe's answer may come only with the end of the unit's (a long read that sends
+//! little), so no deadline of its own is set: the read waits as any read does.
+//!
+//! A unit that cannot be replayed (too large, session mode, binding a statement only that
+//! server knows, an SQL-level `PREPARE`/`EXECUTE`, settings to restore first) is sent
+//! after the answer of a probe sent alone, as one Query ([`probe_frame`]), under
+//! `CHORE_TIMEOUT` plus the wait. Client input past the unit waits for the probe's answer.
 //!
 //! Either way the position seen raises the replica's known LSN for every session. The
 //! guarantee is unchanged: a read's answer reaches the client from a replica only once
@@ -69,32 +86,73 @@ pub struct Ahead {
     /// The probe has answered that the replica had not replayed `min_lsn`: the unit's
     /// answer is being dropped, and the unit goes to the primary after it.
     pub missed: bool,
+    /// CommandComplete messages of the probe's answer seen so far (`BEGIN`, the probe,
+    /// `COMMIT`).
+    pub completes: u8,
 }
 
-/// The probe's Query message: waits on the replica, in steps of half a millisecond, up to
-/// `wait`. Built in one buffer (one allocation), without `core::fmt`.
+/// The probe's Query message, sent alone: waits on the replica, in steps of half a
+/// millisecond, up to `wait`. Built in one buffer (one allocation), without `core::fmt`.
 pub fn probe_frame(min_lsn: u64, wait: Duration) -> Bytes {
-    let micros = wait.as_micros().min(10_000_000) as u64;
     let mut b = BytesMut::with_capacity(400);
     b.put_u8(fe::QUERY);
     b.put_i32(0);
+    put_probe_text(&mut b, min_lsn, wait);
+    b.put_u8(0);
+    set_length(&mut b, 0);
+    b.freeze()
+}
+
+/// The probe sent ahead of a unit: Parse/Bind/Execute of `BEGIN`, the probe and `COMMIT`,
+/// unnamed, with no Sync (the answer comes with the unit's).
+pub fn ahead_probe(min_lsn: u64, wait: Duration) -> Bytes {
+    let mut b = BytesMut::with_capacity(512);
+    put_unnamed_execution(&mut b, |b| b.put_slice(b"BEGIN"));
+    put_unnamed_execution(&mut b, |b| put_probe_text(b, min_lsn, wait));
+    put_unnamed_execution(&mut b, |b| b.put_slice(b"COMMIT"));
+    b.freeze()
+}
+
+/// Parse (of the text `text` writes), Bind and Execute of the unnamed statement and portal.
+fn put_unnamed_execution(b: &mut BytesMut, text: impl FnOnce(&mut BytesMut)) {
+    let start = b.len();
+    b.put_u8(fe::PARSE);
+    b.put_i32(0);
+    b.put_u8(0);
+    text(b);
+    b.put_u8(0);
+    b.put_i16(0);
+    set_length(b, start);
+    // Bind: portal "", statement "", no parameter formats, no parameters, no result
+    // formats (all text).
+    b.put_slice(&[fe::BIND, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // Execute: portal "", all rows.
+    b.put_slice(&[fe::EXECUTE, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
+}
+
+/// Sets the length of the message starting at `start` (its tag) to the end of `b`.
+fn set_length(b: &mut BytesMut, start: usize) {
+    let len = (b.len() - start - 1) as i32;
+    if let Some(l) = b.get_mut(start + 1..start + 5) {
+        l.copy_from_slice(&len.to_be_bytes());
+    }
+}
+
+/// The probe's text: the replica's replay LSN, once it reaches `min_lsn` or `wait` has
+/// passed (at once for no wait).
+fn put_probe_text(b: &mut BytesMut, min_lsn: u64, wait: Duration) {
+    let micros = wait.as_micros().min(10_000_000) as u64;
     if micros == 0 {
         b.put_slice(b"SELECT pg_catalog.pg_last_wal_replay_lsn()::text");
     } else {
         b.put_slice(PROBE_HEAD);
-        put_hex(&mut b, min_lsn >> 32);
+        put_hex(b, min_lsn >> 32);
         b.put_u8(b'/');
-        put_hex(&mut b, min_lsn & 0xffff_ffff);
+        put_hex(b, min_lsn & 0xffff_ffff);
         b.put_slice(PROBE_MIDDLE);
-        put_decimal(&mut b, micros);
+        put_decimal(b, micros);
         b.put_slice(PROBE_TAIL);
     }
-    b.put_u8(0);
-    let len = (b.len() - 1) as i32;
-    if let Some(l) = b.get_mut(1..5) {
-        l.copy_from_slice(&len.to_be_bytes());
-    }
-    b.freeze()
 }
 
 /// The probe's text before the LSN, between the LSN and the wait, and after the wait.
@@ -144,20 +202,22 @@ impl Core {
             return false;
         };
         let wait = r.db.policy.load().ryw_max_wait;
-        self.sout.push(probe_frame(min_lsn, wait));
-        self.chore_deadline = Some(now + CHORE_TIMEOUT + wait);
         let probe = Probe { min_lsn, lsn: None };
         if let Some(retry) = retry {
+            self.sout.push(ahead_probe(min_lsn, wait));
             r.ahead = Some(Ahead {
                 probe,
                 unit: r.head.unwrap_or(Unit::Read),
                 missed: false,
+                completes: 0,
             });
             // The unit's answer is held from its first byte (as `arm_retry` would).
             self.retry = Some(Box::new(retry));
             self.cout.hold();
             return false;
         }
+        self.sout.push(probe_frame(min_lsn, wait));
+        self.chore_deadline = Some(now + CHORE_TIMEOUT + wait);
         self.phase = Phase::Probe(probe);
         true
     }
@@ -225,23 +285,54 @@ impl Core {
             };
             let frame = self.take_server_frame(h.frame_len);
             let body = protocol::body(&frame);
+            let Some(a) = self.route.as_mut().and_then(|r| r.ahead.as_mut()) else {
+                return true;
+            };
             match h.tag {
-                be::DATA_ROW => {
-                    if let Some(a) = self.route.as_mut().and_then(|r| r.ahead.as_mut()) {
-                        a.probe.lsn = first_column_lsn(body);
+                be::DATA_ROW => a.probe.lsn = first_column_lsn(body),
+                be::COMMAND_COMPLETE => {
+                    a.completes += 1;
+                    // `BEGIN`, the probe, `COMMIT`: the replica is idle again.
+                    if a.completes == 3 {
+                        return self.ahead_answered(b'I');
                     }
                 }
-                be::READY_FOR_QUERY => {
-                    self.chore_deadline = None;
-                    let status = body.first().copied().unwrap_or(b'E');
-                    return self.ahead_answered(status);
+                // Parse and Bind completions, notices.
+                be::PARSE_COMPLETE | be::BIND_COMPLETE | be::NOTICE_RESPONSE => {}
+                // An error (the replica now skips to a Sync: the unit did not run), or
+                // anything a probe does not answer.
+                _ => {
+                    let why = if h.tag == be::ERROR_RESPONSE {
+                        let e = protocol::error_fields(body);
+                        format!("{}: {}", e.code, e.message)
+                    } else {
+                        format!("unexpected message {:?} in its answer", h.tag as char)
+                    };
+                    self.ahead_failed(&why, now);
+                    return false;
                 }
-                _ => {}
             }
         }
     }
 
-    /// The probe sent ahead answered (its ReadyForQuery with `status`): on a hit the
+    /// The probe sent ahead failed: the replica skips the unit (up to a Sync it may not
+    /// have), so its connection is closed and the unit goes to the primary, a miss.
+    fn ahead_failed(&mut self, why: &str, now: Instant) {
+        tracing::info!(
+            client = self.id,
+            "read-your-writes probe failed on the replica ({why}); reading on the primary"
+        );
+        if let Some(r) = &mut self.route
+            && let Some(a) = &r.ahead
+        {
+            // Counted as a probe that saw nothing.
+            r.probe_answered(a.probe.min_lsn, None);
+        }
+        self.release(Release::Close(CloseReason::Broken));
+        self.ahead_to_primary(now);
+    }
+
+    /// The probe sent ahead answered (the replica's transaction status after it): on a hit the
     /// unit's answer goes on to the client; on a miss it is dropped, and the unit goes to
     /// the primary once it is over. True either way (the scan goes on).
     fn ahead_answered(&mut self, status: u8) -> bool {
