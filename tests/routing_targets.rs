@@ -1,7 +1,8 @@
 //! Routing, second round, against a real primary and two streaming replicas: extended-
 //! protocol reads survive a replica stopped under them, read-only endpoints (session
 //! mode, pg_dump, failover, the primary fallback), function volatility read from the
-//! catalog and refreshed on RELOAD, and the per-node routing statistics. Where a
+//! catalog and refreshed on RELOAD, the per-node routing statistics, and read-your-writes
+//! under a `REPEATABLE READ` default pgsluice cannot see. Where a
 //! statement ran is read from the nodes (statement logs, `inet_server_port()`).
 
 mod common;
@@ -436,4 +437,79 @@ fn show_nodes(admin: &str) -> Vec<HashMap<String, i64>> {
                 .collect()
         })
         .collect()
+}
+
+/// The read-your-writes probe sent ahead of a read runs in a transaction of its own, so a
+/// read whose transaction is `REPEATABLE READ` by the database's default (which pgsluice
+/// does not see) takes its snapshot after the probe saw the write, not before: a writer
+/// reading back at once never misses its row, and its reads still go to the replica that
+/// keeps up.
+#[test]
+fn a_repeatable_read_default_gets_no_stale_read_behind_a_probe() {
+    let c = Cluster::start_with_delay(2, 2);
+    psql_ok(
+        &c.primary_url("app"),
+        "ALTER DATABASE app SET synchronous_commit = on; \
+         ALTER DATABASE app SET default_transaction_isolation = 'repeatable read'; \
+         CREATE TABLE ryw_rr (id int PRIMARY KEY); GRANT ALL ON ryw_rr TO app",
+    );
+    // Every node's new backends take the default (replica2 replays 2 s late).
+    for port in c.replica_ports.iter() {
+        let direct = common::url(*port, "postgres", "", "app");
+        wait_until(Duration::from_secs(10), || {
+            psql_ok(&direct, "SHOW default_transaction_isolation") == "repeatable read"
+        });
+    }
+    let fast = c.replica_ports[0].to_string();
+    let pooler = Pooler::start(&routing_config(&c, "max_replica_lag = 30"));
+    let url = pooler.url("app", "app_pw", "app");
+    wait_until(Duration::from_secs(10), || {
+        psql_ok(
+            &url,
+            "SELECT count(*) FROM pg_class WHERE relname = 'ryw_rr'",
+        ) == "1"
+    });
+    wait_read_set(&c, &url);
+    run_async(120, async move {
+        let (writer, _w) = common::pg_connect(&url).await;
+        let isolation = common::sq1(&writer, "SHOW transaction_isolation").await;
+        assert_eq!(
+            isolation, "repeatable read",
+            "the database's default applies"
+        );
+        let rounds = 300;
+        let (mut stale, mut on_fast) = (Vec::new(), 0);
+        for i in 0..rounds {
+            writer
+                .simple_query(&format!("INSERT INTO ryw_rr VALUES ({i})"))
+                .await
+                .expect("insert");
+            let answer = writer
+                .simple_query(&format!(
+                    "SELECT count(*), inet_server_port() FROM ryw_rr WHERE id = {i}"
+                ))
+                .await
+                .expect("select");
+            let row = answer
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                    _ => None,
+                })
+                .expect("a row");
+            let port = row.get(1).unwrap_or_default().to_string();
+            if row.get(0) != Some("1") {
+                stale.push((i, port.clone()));
+            }
+            on_fast += u32::from(port == fast);
+        }
+        eprintln!(
+            "repeatable read: {rounds} rounds, stale {stale:?}, on the fast replica {on_fast}"
+        );
+        assert!(stale.is_empty(), "stale reads: {stale:?}");
+        assert!(
+            on_fast * 2 >= rounds,
+            "only {on_fast} of {rounds} reads on the replica that keeps up"
+        );
+    });
 }
