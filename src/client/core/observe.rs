@@ -57,9 +57,10 @@ impl Observe {
         let Some(slot) = self.per_node.get_mut(node) else {
             return;
         };
-        let m = slot.get_or_insert_with(metrics).clone();
-        if !Arc::ptr_eq(&m, &self.tally.pool) {
+        let m = slot.get_or_insert_with(metrics);
+        if !Arc::ptr_eq(m, &self.tally.pool) {
             // What is pending belongs to the previous node.
+            let m = m.clone();
             self.tally.flush(&self.info);
             self.tally.pool = m;
         }

@@ -1,20 +1,19 @@
 //! The driver's server side: taking a server from the pool for the core, giving it back
 //! as the core says, and cancelling what runs on it.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::Driver;
 use crate::client::core::{AttachError, Release};
-use crate::pool::{Pool, PoolError, PoolKey};
+use crate::pool::{PoolError, PoolKey};
 use crate::registry::clients::ServerLink;
 use crate::server::ServerState;
 
 impl Driver {
     /// Takes a server on `node` for the core (waiting out a PAUSE first).
     pub(super) async fn checkout(&mut self, node: usize) {
-        let info = self.core.observe().info.clone();
-        if info.held() {
+        if self.core.observe().info.held() {
+            let info = self.core.observe().info.clone();
             // Boxed: the hold's state would otherwise enlarge every checkout's future.
             let hold = Box::pin(crate::client::hold::hold(
                 &self.shared,
@@ -28,7 +27,9 @@ impl Driver {
                 return;
             }
         }
-        let Some(pool) = self.pool(node) else {
+        // The pool is borrowed from `pools` (not cloned) for the checkout: a transaction
+        // touches the pool's reference count only in its lease.
+        if !self.ensure_pool(node) {
             let msg = format!(
                 "node {node} of database \"{}\" is no longer configured",
                 self.database
@@ -39,8 +40,11 @@ impl Driver {
                 Instant::now(),
             );
             return;
+        }
+        let Some(pool) = self.pools.get(node).and_then(Option::as_ref) else {
+            return;
         };
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         self.core
             .observe()
             .switch_node(node, || shared.metrics.pool(&pool.key));
@@ -119,26 +123,30 @@ impl Driver {
         }
     }
 
-    /// The pool of `node`, made on first use.
-    pub(super) fn pool(&mut self, node: usize) -> Option<Arc<Pool>> {
-        if let Some(p) = self.pools.get(node).and_then(Option::as_ref) {
-            return Some(p.clone());
+    /// Whether `node` has a pool in `pools`, made on first use (`false`: the node is no
+    /// longer configured).
+    fn ensure_pool(&mut self, node: usize) -> bool {
+        if self.pools.get(node).is_some_and(Option::is_some) {
+            return true;
         }
         let key = PoolKey {
             database: self.database.clone(),
             user: self.user.clone(),
             node,
         };
-        let pool = self
+        let Some(pool) = self
             .shared
             .pools
-            .get(&self.shared.snapshot.load().config, key)?;
+            .get(&self.shared.snapshot.load().config, key)
+        else {
+            return false;
+        };
         if self.pools.len() <= node {
             self.pools.resize(node + 1, None);
         }
         if let Some(slot) = self.pools.get_mut(node) {
-            *slot = Some(pool.clone());
+            *slot = Some(pool);
         }
-        Some(pool)
+        true
     }
 }
