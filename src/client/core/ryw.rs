@@ -59,7 +59,7 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{Action, CHORE_TIMEOUT, Core, Phase, Release};
 use crate::config::PoolMode;
@@ -165,24 +165,33 @@ const PROBE_MIDDLE: &[u8] = b"'::pg_lsn AND pg_catalog.clock_timestamp() < \
 const PROBE_TAIL: &[u8] = b" microseconds') SELECT max(w.lsn)::text FROM w";
 
 /// `v` in upper-case hex without leading zeros, as PostgreSQL prints an LSN's halves.
+/// Digits are made in a local array and copied once (a `put_u8` per digit checks the
+/// buffer's room each time).
 fn put_hex(b: &mut BytesMut, v: u64) {
-    let digits = (64 - v.leading_zeros()).div_ceil(4).max(1);
-    for i in (0..digits).rev() {
-        let d = ((v >> (i * 4)) & 0xf) as u8;
-        b.put_u8(if d < 10 { b'0' + d } else { b'A' + d - 10 });
+    let mut digits = [0u8; 16];
+    let n = ((64 - v.leading_zeros()).div_ceil(4).max(1)) as usize;
+    for (i, d) in digits.iter_mut().take(n).enumerate() {
+        let x = ((v >> ((n - 1 - i) * 4)) & 0xf) as u8;
+        *d = if x < 10 { b'0' + x } else { b'A' + x - 10 };
     }
+    b.put_slice(digits.get(..n).unwrap_or_default());
 }
 
 /// `v` in decimal.
-fn put_decimal(b: &mut BytesMut, v: u64) {
-    let mut unit = 1u64;
-    while v / unit >= 10 {
-        unit *= 10;
+fn put_decimal(b: &mut BytesMut, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        if let Some(d) = digits.get_mut(at) {
+            *d = b'0' + (v % 10) as u8;
+        }
+        v /= 10;
+        if v == 0 || at == 0 {
+            break;
+        }
     }
-    while unit > 0 {
-        b.put_u8(b'0' + (v / unit % 10) as u8);
-        unit /= 10;
-    }
+    b.put_slice(digits.get(at..).unwrap_or_default());
 }
 
 impl Core {
@@ -270,44 +279,65 @@ impl Core {
 
     /// Consumes the answer of the probe sent ahead of the unit. True when it is over and
     /// the scan goes on (the unit's answer follows).
+    ///
+    /// Its ten messages are read where they are and passed over, not split off the buffer.
     pub(super) fn ahead_frames(&mut self, now: Instant) -> bool {
+        enum Next {
+            More,
+            Answered,
+            Failed(String),
+        }
         loop {
-            let Some(att) = &self.server else {
+            let Some(att) = &mut self.server else {
                 return false;
             };
-            let h = match protocol::header(&att.state.buf, super::server::MAX_SERVER_MESSAGE) {
-                Ok(Some(h)) if att.state.buf.len() >= h.frame_len => h,
+            let buf = &att.state.buf;
+            let h = match protocol::header(buf, super::server::MAX_SERVER_MESSAGE) {
+                Ok(Some(h)) if buf.len() >= h.frame_len => h,
                 Ok(_) => return false,
                 Err(e) => {
                     self.server_lost(&format!("server protocol error: {e}"), now);
                     return false;
                 }
             };
-            let frame = self.take_server_frame(h.frame_len);
-            let body = protocol::body(&frame);
             let Some(a) = self.route.as_mut().and_then(|r| r.ahead.as_mut()) else {
                 return true;
             };
-            match h.tag {
-                be::DATA_ROW => a.probe.lsn = first_column_lsn(body),
+            let body = buf
+                .get(protocol::HEADER_LEN..h.frame_len)
+                .unwrap_or_default();
+            let next = match h.tag {
+                be::DATA_ROW => {
+                    a.probe.lsn = first_column_lsn(body);
+                    Next::More
+                }
                 be::COMMAND_COMPLETE => {
                     a.completes += 1;
                     // `BEGIN`, the probe, `COMMIT`: the replica is idle again.
                     if a.completes == 3 {
-                        return self.ahead_answered(b'I');
+                        Next::Answered
+                    } else {
+                        Next::More
                     }
                 }
                 // Parse and Bind completions, notices.
-                be::PARSE_COMPLETE | be::BIND_COMPLETE | be::NOTICE_RESPONSE => {}
+                be::PARSE_COMPLETE | be::BIND_COMPLETE | be::NOTICE_RESPONSE => Next::More,
                 // An error (the replica now skips to a Sync: the unit did not run), or
                 // anything a probe does not answer.
-                _ => {
-                    let why = if h.tag == be::ERROR_RESPONSE {
-                        let e = protocol::error_fields(body);
-                        format!("{}: {}", e.code, e.message)
-                    } else {
-                        format!("unexpected message {:?} in its answer", h.tag as char)
-                    };
+                be::ERROR_RESPONSE => {
+                    let e = protocol::error_fields(body);
+                    Next::Failed(format!("{}: {}", e.code, e.message))
+                }
+                tag => Next::Failed(format!(
+                    "unexpected message {:?} in its answer",
+                    tag as char
+                )),
+            };
+            att.state.buf.advance(h.frame_len);
+            match next {
+                Next::More => {}
+                Next::Answered => return self.ahead_answered(b'I'),
+                Next::Failed(why) => {
                     self.ahead_failed(&why, now);
                     return false;
                 }
