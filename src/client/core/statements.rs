@@ -7,6 +7,7 @@
 //! prepared there first, its ParseComplete hidden. [`Replies`] keeps the order of what the
 //! server owes, so synthesised answers go out in the right place.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -273,23 +274,26 @@ impl Mapping {
     /// The server-side name for a client's statement name, preparing it on this server
     /// first if needed. An unknown name is passed through (the server reports 26000),
     /// altered if it could be mistaken for one of ours.
-    pub fn server_name_for(
-        &mut self,
-        name: &str,
+    pub fn server_name_for<'a>(
+        &'a mut self,
+        name: &'a str,
         sout: &mut OutQueue,
         server: &mut ServerStatements,
-    ) -> String {
-        let Some(stmt) = self.names.stmts.get(name).cloned() else {
-            return if name.starts_with(SERVER_PREFIX) {
-                format!("unknown_{name}")
-            } else {
-                name.to_string()
-            };
-        };
-        if !self.replies.skipping && !server.touch(stmt.id) {
+    ) -> Cow<'a, str> {
+        if let Some(stmt) = self.names.stmts.get(name)
+            && !self.replies.skipping
+            && !server.touch(stmt.id)
+        {
+            let stmt = stmt.clone();
             self.prepare_on_server(&stmt, Act::Hidden { stmt: stmt.clone() }, sout, server);
         }
-        stmt.name.clone()
+        match self.names.stmts.get(name) {
+            // Borrowed: a Bind or Describe of a statement the server has costs no copy of
+            // its name and no touch of the statement's reference count.
+            Some(stmt) => Cow::Borrowed(stmt.name.as_str()),
+            None if name.starts_with(SERVER_PREFIX) => Cow::Owned(format!("unknown_{name}")),
+            None => Cow::Borrowed(name),
+        }
     }
 
     /// Marks `id` prepared on the server, closing the least recently used statement there
