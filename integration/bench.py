@@ -173,7 +173,8 @@ COUNT_KEYS = ("statements", "server_parses", "local_parses")
 
 
 def parse_counts(path):
-    """The last `statements=K server_parses=N local_parses=M` line pgsluice logged."""
+    """The last `statements=K server_parses=N local_parses=M` line pgsluice logged (in
+    either log format)."""
     try:
         with open(path, errors="replace") as f:
             text = ANSI.sub("", f.read())
@@ -181,10 +182,11 @@ def parse_counts(path):
         return None
     found = None
     for line in text.splitlines():
-        if "server_parses=" in line:
+        # Plain (`k=N`) or JSON (`"k":N`) log lines.
+        if "server_parses" in line:
             vals = {}
             for k in COUNT_KEYS:
-                m = re.search(rf"\b{k}=(\d+)", line)
+                m = re.search(rf'\b{k}(?:=|":)(\d+)', line)
                 if m:
                     vals[k] = int(m.group(1))
             if "server_parses" in vals:
