@@ -40,6 +40,7 @@ mod observe;
 mod ours;
 mod own_names;
 mod prepared_view;
+mod probe_sql;
 mod replies;
 mod retry;
 mod route;
