@@ -32,6 +32,7 @@ Variants (all with the same config but for the routing lines):
   route-on-base     --baseline-binary (default target/baseline/release/pgsluice, the
                     build of 2bcefb2^ that integration/bench_routing.py makes), route-on's
                     config: today's pooler before issue 15's read-your-writes work
+  route-on-nowait   this build, ryw_max_wait = 0: a probe asks once and does not wait
   route-off         this build, read_write_split = false
 
 Workloads:
@@ -79,6 +80,7 @@ ROUTING = {
     "route-on": 'read_write_split = true\nread_your_writes = "lsn"',
     "route-on-noprobe": 'read_write_split = true\nread_your_writes = "lsn"\nryw_probe = false',
     "route-on-base": 'read_write_split = true\nread_your_writes = "lsn"',
+    "route-on-nowait": 'read_write_split = true\nread_your_writes = "lsn"\nryw_max_wait = 0',
     "route-off": "read_write_split = false",
 }
 
