@@ -3,13 +3,14 @@
 
     python3 integration/ryw_syscalls.py [--binary PATH] [--baseline-binary PATH]
                                         [--variants V,V] [--workloads W,W]
-                                        [--clients N] [--short N] [--long N]
+                                        [--clients N] [--short N] [--long N] [--perf]
 
 The same cluster, configs, variants and workloads as integration/ryw_instructions.py
 (primary + 2 streaming replicas, `synchronous_commit = on`, transaction mode, pool size
 10), with pgsluice under `strace -f -c` instead of callgrind: (calls of the long run - calls
 of the short run) / (clients * (LONG - SHORT)) per system call, for each variant and
-workload. One repetition: a count does not depend on the machine's load the way time does,
+workload; with --perf, `perf stat`'s software counters instead (task-clock, context
+switches, migrations, page faults; no hardware counters in this VM). One repetition: a count does not depend on the machine's load the way time does,
 though how often two answers share one read does. Needs strace (`apt-get install strace`).
 """
 
@@ -61,6 +62,43 @@ class StraceRun(R.Run):
         return out
 
 
+class PerfRun(StraceRun):
+    """One pgsluice process under `perf stat` (software counters: this VM has no hardware
+    ones): task-clock (reported in µs), context switches, CPU migrations, page faults."""
+
+    def __init__(self, work, binary, text, tag):
+        self.port, self.http = R.free_port(), R.free_port()
+        conf = os.path.join(work, f"{tag}.toml")
+        with open(conf, "w") as f:
+            f.write(text.replace("{PORT}", str(self.port)).replace("{HTTP}", str(self.http)))
+        self.out = os.path.join(work, f"{tag}.perf")
+        self.logf = open(os.path.join(work, f"{tag}.log"), "w")
+        self.proc = subprocess.Popen(
+            ["perf", "stat", "-x,", "-o", self.out, "-e",
+             "task-clock,context-switches,cpu-migrations,page-faults", binary, "--config", conf],
+            stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=dict(os.environ, NO_COLOR="1"))
+        R.wait_port(self.port, self.proc)
+        time.sleep(1.0)
+
+    def calls(self):
+        child = subprocess.run(["pgrep", "-P", str(self.proc.pid)], text=True,
+                               capture_output=True).stdout.split()
+        for pid in child:
+            os.kill(int(pid), signal.SIGTERM)
+        self.proc.wait(timeout=300)
+        self.logf.close()
+        out = {}
+        with open(self.out) as f:
+            for line in f:
+                fields = line.strip().split(",")
+                if len(fields) > 3 and re.match(r"^[\d.]+$", fields[0]):
+                    scale = 1000.0 if fields[2] == "task-clock" else 1.0
+                    name = "task-clock-us" if fields[2] == "task-clock" else fields[2]
+                    out[name] = float(fields[0]) * scale
+        return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", default=os.path.join(R.ROOT, "target", "release", "pgsluice"))
@@ -71,9 +109,12 @@ def main():
     ap.add_argument("--clients", type=int, default=20)
     ap.add_argument("--short", type=int, default=50)
     ap.add_argument("--long", type=int, default=550)
+    ap.add_argument("--perf", action="store_true",
+                    help="perf stat's software counters instead of strace's system calls")
     args = ap.parse_args()
-    if not shutil.which("strace"):
-        raise SystemExit("strace not found (apt-get install strace)")
+    runner = PerfRun if args.perf else StraceRun
+    if not shutil.which("perf" if args.perf else "strace"):
+        raise SystemExit("strace or perf not found (apt-get install strace linux-perf)")
     variants, workloads = args.variants.split(","), args.workloads.split(",")
     work = tempfile.mkdtemp(prefix="pgsluice-rywsys.")
     os.chmod(work, 0o755)
@@ -103,7 +144,7 @@ def main():
                 text = R.config("{PORT}", "{HTTP}", primary, replicas, R.ROUTING[v])
                 counts = []
                 for txns in (args.short, args.long):
-                    run = StraceRun(work, binary, text, f"{w}-{v}-{txns}")
+                    run = runner(work, binary, text, f"{w}-{v}-{txns}")
                     R.pgbench(run, work, w, args.clients, txns)
                     m = R.metrics(run.http)
                     counts.append((run.calls(), m))
@@ -119,7 +160,8 @@ def main():
     cmd = "python3 " + " ".join([os.path.relpath(sys.argv[0], R.ROOT)] + sys.argv[1:])
     print(f"`{cmd}`: {args.clients} clients, pool size 10, -t {args.short} vs -t {args.long}, "
           "primary + 2 replicas, synchronous_commit = on\n")
-    print("| workload | variant | system calls per transaction | the five most frequent | "
+    what = "counters (task-clock in µs)" if args.perf else "system calls"
+    print(f"| workload | variant | {what} per transaction, summed | the five largest | "
           "probes / txn |")
     print("|---|---|--:|---|--:|")
     for w, v, total, top, probes in rows:
@@ -127,4 +169,5 @@ def main():
         print(f"| {w} | {v} | {total:.2f} | {calls} | {probes:.2f} |")
 
 
-main()
+if __name__ == "__main__":
+    main()
