@@ -158,18 +158,22 @@ def metrics(http):
 
 
 class Run:
-    """One pgsluice process under callgrind."""
+    """One pgsluice process under callgrind, or under the tool `wrap(out)` names (a command
+    prefix writing its report to `out`, a file named after `tag` with suffix `ext`)."""
 
-    def __init__(self, work, binary, text, tag):
+    def __init__(self, work, binary, text, tag, wrap=None, ext="callgrind"):
         self.port, self.http = free_port(), free_port()
         conf = os.path.join(work, f"{tag}.toml")
         with open(conf, "w") as f:
             f.write(text.replace("{PORT}", str(self.port)).replace("{HTTP}", str(self.http)))
-        self.out = os.path.join(work, f"{tag}.callgrind")
+        self.out = os.path.join(work, f"{tag}.{ext}")
         self.logf = open(os.path.join(work, f"{tag}.log"), "w")
+        if wrap is None:
+            prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}"]
+        else:
+            prefix = wrap(self.out)
         self.proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}", binary,
-             "--config", conf], stdout=self.logf, stderr=subprocess.STDOUT,
+            prefix + [binary, "--config", conf], stdout=self.logf, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, env=dict(os.environ, NO_COLOR="1"))
         wait_port(self.port, self.proc)
         time.sleep(1.0)  # the monitor's first round
@@ -223,6 +227,27 @@ def idle_rate(work, binary, text, tag):
     return (b - a) / (tb - ta)
 
 
+def start_cluster(cluster):
+    """A primary and two streaming replicas in `cluster` (stopped with the calling process),
+    the pgbench tables, and `synchronous_commit = on` for the benchmark database: returns the
+    primary's port and the replicas' ports."""
+    p = subprocess.run([CLUSTER_SH, "start", cluster, "--replicas", "2",
+                        "--watch-pid", str(os.getpid())], text=True, capture_output=True)
+    if p.returncode != 0:
+        raise SystemExit(f"cluster.sh failed:\n{p.stderr}")
+    primary = int(re.search(r"^PRIMARY_PORT=(\d+)", p.stdout, re.M).group(1))
+    replicas = [int(x) for x in
+                re.search(r'^REPLICA_PORTS="([\d ]+)"', p.stdout, re.M).group(1).split()]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    subprocess.run(["pgbench", "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(primary),
+                    "-U", "postgres", "app"], env=env, check=True, capture_output=True)
+    subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(primary), "-U", "postgres",
+                    "-d", "app", "-c", "ALTER DATABASE app SET synchronous_commit = on"],
+                   env=env, check=True, capture_output=True)
+    time.sleep(2)  # the replicas catch up with the load
+    return primary, replicas
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "pgsluice"))
@@ -252,20 +277,7 @@ def main():
     raw = {}
     rates = {}
     try:
-        p = subprocess.run([CLUSTER_SH, "start", cluster, "--replicas", "2",
-                            "--watch-pid", str(os.getpid())], text=True, capture_output=True)
-        if p.returncode != 0:
-            raise SystemExit(f"cluster.sh failed:\n{p.stderr}")
-        primary = int(re.search(r"^PRIMARY_PORT=(\d+)", p.stdout, re.M).group(1))
-        replicas = [int(x) for x in
-                    re.search(r'^REPLICA_PORTS="([\d ]+)"', p.stdout, re.M).group(1).split()]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        subprocess.run(["pgbench", "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(primary),
-                        "-U", "postgres", "app"], env=env, check=True, capture_output=True)
-        subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(primary), "-U", "postgres",
-                        "-d", "app", "-c", "ALTER DATABASE app SET synchronous_commit = on"],
-                       env=env, check=True, capture_output=True)
-        time.sleep(2)  # the replicas catch up with the load
+        primary, replicas = start_cluster(cluster)
         binaries = {v: args.baseline_binary if v == "route-on-base" else args.binary
                     for v in variants}
         texts = {v: config("{PORT}", "{HTTP}", primary, replicas, ROUTING[v]) for v in variants}

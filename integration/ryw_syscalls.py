@@ -22,81 +22,58 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ryw_instructions as R  # noqa: E402
 
 
-class StraceRun(R.Run):
-    """One pgsluice process under `strace -f -c`."""
+def strace(out):
+    return ["strace", "-f", "-c", "-o", out]
 
-    def __init__(self, work, binary, text, tag):
-        self.port, self.http = R.free_port(), R.free_port()
-        conf = os.path.join(work, f"{tag}.toml")
-        with open(conf, "w") as f:
-            f.write(text.replace("{PORT}", str(self.port)).replace("{HTTP}", str(self.http)))
-        self.out = os.path.join(work, f"{tag}.strace")
-        self.logf = open(os.path.join(work, f"{tag}.log"), "w")
-        self.proc = subprocess.Popen(
-            ["strace", "-f", "-c", "-o", self.out, binary, "--config", conf],
-            stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(os.environ, NO_COLOR="1"))
-        R.wait_port(self.port, self.proc)
-        time.sleep(1.0)
 
-    def calls(self):
-        """Calls per system call, once pgsluice has exited."""
+def perf(out):
+    return ["perf", "stat", "-x,", "-o", out, "-e",
+            "task-clock,context-switches,cpu-migrations,page-faults"]
+
+
+def strace_counts(path):
+    """Calls per system call from `strace -c`'s table."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
+            if m and m.group(2) != "total":
+                out[m.group(2)] = int(m.group(1))
+    return out
+
+
+def perf_counts(path):
+    """`perf stat -x,`'s software counters; task-clock in µs."""
+    out = {}
+    with open(path) as f:
+        for line in f:
+            fields = line.strip().split(",")
+            if len(fields) > 3 and re.match(r"^[\d.]+$", fields[0]):
+                if fields[2] == "task-clock":
+                    out["task-clock-us"] = float(fields[0]) * 1000.0
+                else:
+                    out[fields[2]] = float(fields[0])
+    return out
+
+
+class CountedRun(R.Run):
+    """One pgsluice process under strace or perf (`wrap`), its counts read once it ends."""
+
+    def counts(self, parse):
+        # SIGTERM to pgsluice itself (the tool's child): the tool writes its report as the
+        # process it runs exits.
         child = subprocess.run(["pgrep", "-P", str(self.proc.pid)], text=True,
                                capture_output=True).stdout.split()
         for pid in child:
             os.kill(int(pid), signal.SIGTERM)
         self.proc.wait(timeout=300)
         self.logf.close()
-        out = {}
-        with open(self.out) as f:
-            for line in f:
-                m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)$", line)
-                if m and m.group(2) != "total":
-                    out[m.group(2)] = int(m.group(1))
-        return out
-
-
-class PerfRun(StraceRun):
-    """One pgsluice process under `perf stat` (software counters: this VM has no hardware
-    ones): task-clock (reported in µs), context switches, CPU migrations, page faults."""
-
-    def __init__(self, work, binary, text, tag):
-        self.port, self.http = R.free_port(), R.free_port()
-        conf = os.path.join(work, f"{tag}.toml")
-        with open(conf, "w") as f:
-            f.write(text.replace("{PORT}", str(self.port)).replace("{HTTP}", str(self.http)))
-        self.out = os.path.join(work, f"{tag}.perf")
-        self.logf = open(os.path.join(work, f"{tag}.log"), "w")
-        self.proc = subprocess.Popen(
-            ["perf", "stat", "-x,", "-o", self.out, "-e",
-             "task-clock,context-switches,cpu-migrations,page-faults", binary, "--config", conf],
-            stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=dict(os.environ, NO_COLOR="1"))
-        R.wait_port(self.port, self.proc)
-        time.sleep(1.0)
-
-    def calls(self):
-        child = subprocess.run(["pgrep", "-P", str(self.proc.pid)], text=True,
-                               capture_output=True).stdout.split()
-        for pid in child:
-            os.kill(int(pid), signal.SIGTERM)
-        self.proc.wait(timeout=300)
-        self.logf.close()
-        out = {}
-        with open(self.out) as f:
-            for line in f:
-                fields = line.strip().split(",")
-                if len(fields) > 3 and re.match(r"^[\d.]+$", fields[0]):
-                    scale = 1000.0 if fields[2] == "task-clock" else 1.0
-                    name = "task-clock-us" if fields[2] == "task-clock" else fields[2]
-                    out[name] = float(fields[0]) * scale
-        return out
+        return parse(self.out)
 
 
 def main():
@@ -112,7 +89,7 @@ def main():
     ap.add_argument("--perf", action="store_true",
                     help="perf stat's software counters instead of strace's system calls")
     args = ap.parse_args()
-    runner = PerfRun if args.perf else StraceRun
+    wrap, parse = (perf, perf_counts) if args.perf else (strace, strace_counts)
     if not shutil.which("perf" if args.perf else "strace"):
         raise SystemExit("strace or perf not found (apt-get install strace linux-perf)")
     variants, workloads = args.variants.split(","), args.workloads.split(",")
@@ -123,20 +100,7 @@ def main():
     cluster = os.path.join(work, "cluster")
     rows = []
     try:
-        p = subprocess.run([R.CLUSTER_SH, "start", cluster, "--replicas", "2",
-                            "--watch-pid", str(os.getpid())], text=True, capture_output=True)
-        if p.returncode != 0:
-            raise SystemExit(f"cluster.sh failed:\n{p.stderr}")
-        primary = int(re.search(r"^PRIMARY_PORT=(\d+)", p.stdout, re.M).group(1))
-        replicas = [int(x) for x in
-                    re.search(r'^REPLICA_PORTS="([\d ]+)"', p.stdout, re.M).group(1).split()]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        subprocess.run(["pgbench", "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(primary),
-                        "-U", "postgres", "app"], env=env, check=True, capture_output=True)
-        subprocess.run(["psql", "-X", "-h", "127.0.0.1", "-p", str(primary), "-U", "postgres",
-                        "-d", "app", "-c", "ALTER DATABASE app SET synchronous_commit = on"],
-                       env=env, check=True, capture_output=True)
-        time.sleep(2)
+        primary, replicas = R.start_cluster(cluster)
         delta = args.clients * (args.long - args.short)
         for w in workloads:
             for v in variants:
@@ -144,10 +108,10 @@ def main():
                 text = R.config("{PORT}", "{HTTP}", primary, replicas, R.ROUTING[v])
                 counts = []
                 for txns in (args.short, args.long):
-                    run = runner(work, binary, text, f"{w}-{v}-{txns}")
+                    run = CountedRun(work, binary, text, f"{w}-{v}-{txns}", wrap, "counts")
                     R.pgbench(run, work, w, args.clients, txns)
                     m = R.metrics(run.http)
-                    counts.append((run.calls(), m))
+                    counts.append((run.counts(parse), m))
                 (a, ma), (b, mb) = counts
                 per = {k: (b.get(k, 0) - a.get(k, 0)) / delta for k in set(a) | set(b)}
                 probes = (mb["probes"] - ma["probes"]) / delta

@@ -12,7 +12,7 @@ use bytes::BytesMut;
 use super::statements::frame;
 use super::{CHORE_TIMEOUT, Core, Phase, Release};
 use crate::protocol::{self, ErrorFields, be, build, fe};
-use crate::router::{format_lsn, parse_lsn};
+use crate::router::format_lsn;
 use crate::server::CloseReason;
 use crate::server::varcache::Gucs;
 
@@ -211,7 +211,7 @@ impl Core {
                     *done >= steps.len()
                 }
                 (Chore::WriteLsn { lsn, .. }, be::DATA_ROW) => {
-                    *lsn = first_column(body).and_then(|v| parse_lsn(&v));
+                    *lsn = super::probe_sql::first_column_lsn(body);
                     false
                 }
                 (Chore::Cleanup { failed, .. }, be::ERROR_RESPONSE) => {
@@ -440,16 +440,4 @@ fn two_columns(body: &[u8]) -> Option<(String, String)> {
     }
     let value = cols.pop()?;
     Some((cols.pop()?, value))
-}
-
-/// The first column of a DataRow body as text (`None` for NULL or a malformed row).
-fn first_column(body: &[u8]) -> Option<String> {
-    let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
-    if n == 0 {
-        return None;
-    }
-    let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
-    let len = usize::try_from(len).ok()?;
-    let v = body.get(6..6 + len)?;
-    Some(String::from_utf8_lossy(v).into_owned())
 }

@@ -132,7 +132,7 @@ impl Core {
     pub fn tick(&mut self, now: Instant) {
         if self.chore_deadline.is_some_and(|d| d <= now) {
             self.chore_deadline = None;
-            if matches!(self.phase, Phase::Probe(_)) || self.ahead_unanswered() {
+            if matches!(self.phase, Phase::Probe(_)) {
                 self.probe_timed_out(now);
             } else {
                 self.chore_failed("no answer in time", now);

@@ -111,7 +111,8 @@ fn put_decimal(b: &mut BytesMut, mut v: u64) {
     b.put_slice(digits.get(at..).unwrap_or_default());
 }
 
-/// The first column of a DataRow body as an LSN (`None` for NULL or a malformed row).
+/// The first column of a DataRow body as an LSN (`None` for NULL or a malformed row): a
+/// probe's answer, and the write-LSN read after a writing transaction (`chores.rs`).
 pub(super) fn first_column_lsn(body: &[u8]) -> Option<u64> {
     let n = u16::from_be_bytes([*body.first()?, *body.get(1)?]);
     if n == 0 {

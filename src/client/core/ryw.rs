@@ -364,8 +364,8 @@ impl Core {
 
     /// The probe got no answer in time: the replica's connection is closed.
     pub(super) fn probe_timed_out(&mut self, now: Instant) {
-        let ahead = self.route.as_ref().is_some_and(|r| r.ahead.is_some());
-        if !ahead && !matches!(self.phase, Phase::Probe(_)) {
+        // Only a probe sent alone has a deadline: one sent ahead answers with its unit.
+        if !matches!(self.phase, Phase::Probe(_)) {
             return;
         }
         tracing::warn!(
