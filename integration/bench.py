@@ -158,12 +158,17 @@ def wait_listening(port, proc, what, timeout=20.0):
     raise Failure(f"{what} is not listening on 127.0.0.1:{port} after {timeout:.0f}s")
 
 
-def cpu_seconds(pid):
-    """utime + stime (fields 14, 15 of /proc/PID/stat; all threads) in seconds."""
+def cpu_split(pid):
+    """(utime, stime) (fields 14, 15 of /proc/PID/stat; all threads) in seconds."""
     with open(f"/proc/{pid}/stat") as f:
         stat = f.read()
     fields = stat[stat.rindex(")") + 2:].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_seconds(pid):
+    """utime + stime of /proc/PID/stat (all threads) in seconds."""
+    return sum(cpu_split(pid))
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

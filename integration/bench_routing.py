@@ -230,9 +230,9 @@ http_listen_addr = "127.0.0.1:{http}"
         time.sleep(1.5)
         before = [self.commits(p) for p in self.replica_ports]
         routed0 = self.replica_reads(target) if target in self.http_ports else None
-        cpu0 = B.cpu_seconds(pid) if pid else None
+        cpu0 = B.cpu_split(pid) if pid else None
         p = B.run(cmd, check=False, env=env, timeout=duration + 120)
-        cpu1 = B.cpu_seconds(pid) if pid else None
+        cpu1 = B.cpu_split(pid) if pid else None
         # Backends publish their counters at most once a second (PostgreSQL 15).
         time.sleep(1.5)
         after = [self.commits(p) for p in self.replica_ports]
@@ -257,7 +257,9 @@ http_listen_addr = "127.0.0.1:{http}"
             "failed": int(f.group(1)) if f else (None if p.returncode == 0 else "exit"),
             "p50": B.percentile(lats, 50) / 1000 if lats else None,
             "p99": B.percentile(lats, 99) / 1000 if lats else None,
-            "cpu_us": (cpu1 - cpu0) * 1e6 / txns if pid and txns else None,
+            "cpu_us": (sum(cpu1) - sum(cpu0)) * 1e6 / txns if pid and txns else None,
+            "user_us": (cpu1[0] - cpu0[0]) * 1e6 / txns if pid and txns else None,
+            "sys_us": (cpu1[1] - cpu0[1]) * 1e6 / txns if pid and txns else None,
             "replica_share": min(1.0, replica_reads / (txns * reads_per_txn)) if txns else None,
         }
         with open(os.path.join(results_dir, f"{tag}.txt"), "w") as fh:
@@ -373,9 +375,10 @@ def main():
             f"(2 cores, shared). Medians of {args.rounds} rounds.",
             "",
             "| workload | target | TPS | × route-off TPS | p50 ms | p99 ms | pooler CPU µs/txn "
+            "| user µs/txn | system µs/txn "
             "| × route-off CPU | × route-on-base CPU | × route-on-noprobe CPU | reads on replicas "
             "| failed |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for workload, targets in TARGETS.items():
             base = {k: med([r[k] for r in results[(workload, "route-off")]])
@@ -385,7 +388,8 @@ def main():
             for target in targets:
                 rs = results[(workload, target)]
                 row = {k: med([r[k] for r in rs])
-                       for k in ("tps", "p50", "p99", "cpu_us", "replica_share")}
+                       for k in ("tps", "p50", "p99", "cpu_us", "user_us", "sys_us",
+                                 "replica_share")}
                 failed = sum(r["failed"] for r in rs if isinstance(r["failed"], int))
                 tps_ratio = row["tps"] / base["tps"] if row["tps"] and base["tps"] else None
                 cpu_ratio = (row["cpu_us"] / base["cpu_us"]
@@ -396,7 +400,7 @@ def main():
                 lines.append(
                     f"| {workload} | {target} | {fmt(row['tps'], 0)} | {fmt(tps_ratio)} "
                     f"| {fmt(row['p50'], 3)} | {fmt(row['p99'], 3)} | {fmt(row['cpu_us'], 1)} "
-                    f"| {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} | {fmt(np_ratio, 3)} | {share} "
+                    f"| {fmt(row['user_us'], 1)} | {fmt(row['sys_us'], 1)} | {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} | {fmt(np_ratio, 3)} | {share} "
                     f"| {failed} |")
         for workload in TARGETS:
             on = results.get((workload, "route-on"), [])

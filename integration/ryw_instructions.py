@@ -33,6 +33,8 @@ Variants (all with the same config but for the routing lines):
                     build of 2bcefb2^ that integration/bench_routing.py makes), route-on's
                     config: today's pooler before issue 15's read-your-writes work
   route-on-nowait   this build, ryw_max_wait = 0: a probe asks once and does not wait
+  route-on-ryw-off  this build, read_your_writes = "off": every read on a replica, no
+                    guarantee (what serving a writer's reads from replicas costs by itself)
   route-off         this build, read_write_split = false
 
 Workloads:
@@ -81,6 +83,7 @@ ROUTING = {
     "route-on-noprobe": 'read_write_split = true\nread_your_writes = "lsn"\nryw_probe = false',
     "route-on-base": 'read_write_split = true\nread_your_writes = "lsn"',
     "route-on-nowait": 'read_write_split = true\nread_your_writes = "lsn"\nryw_max_wait = 0',
+    "route-on-ryw-off": 'read_write_split = true\nread_your_writes = "off"',
     "route-off": "read_write_split = false",
 }
 

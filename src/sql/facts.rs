@@ -30,6 +30,8 @@ pub struct TextFacts {
     plain_read: bool,
     /// A `;` before the last statement's end: a second statement follows.
     second_statement: bool,
+    /// The first word (no comment before it) is `INSERT`, `UPDATE`, `DELETE` or `MERGE`.
+    dml: bool,
     /// A `(` somewhere: only then can [`call_candidates`] find a word.
     pub parens: bool,
     /// [`may_name_prepared_view`]: the text may name `pg_prepared_statements`.
@@ -41,7 +43,7 @@ pub struct TextFacts {
 impl TextFacts {
     /// Scans `b` once.
     pub fn of(b: &[u8]) -> TextFacts {
-        let (lead, plain_read) = lead_word(b);
+        let (lead, plain_read, dml) = lead_word(b);
         let mut select = lead == Some(Verb::Select);
         let mut f = TextFacts {
             effects: lead.is_none_or(|v| !matches!(v, Verb::Select | Verb::Other)),
@@ -49,6 +51,7 @@ impl TextFacts {
             sets_seq: false,
             plain_read,
             second_statement: false,
+            dml,
             parens: false,
             view: false,
             channels: false,
@@ -96,6 +99,14 @@ impl TextFacts {
             || (self.parens && unlisted_call())
     }
 
+    /// The text is one `INSERT`, `UPDATE`, `DELETE` or `MERGE` and nothing else (no
+    /// second statement, no comment before it; a `;` inside a literal counts as a second
+    /// statement). Run outside a transaction block, it commits or fails as it ends: no
+    /// transaction is open after it, and it reads no input of its own (not `COPY`).
+    pub fn one_dml(&self) -> bool {
+        self.dml && !self.second_statement
+    }
+
     /// The `v` at `b[v]` may end a sequence function's name (all four end in "val").
     fn sequence_word(&mut self, b: &[u8], v: usize) {
         if !starts_with_kw(&b[v..], b"val") {
@@ -110,8 +121,8 @@ impl TextFacts {
 /// The first statement's verb as [`starts_relevant`] at 0 sees it (`None`: the text
 /// starts with a comment, which the effect scan must look past), and whether the first
 /// word is a plain read (`SELECT`, `VALUES`, `TABLE`, `SHOW`): one look at the first word
-/// for both.
-fn lead_word(b: &[u8]) -> (Option<Verb>, bool) {
+/// for both, and whether it is `INSERT`, `UPDATE`, `DELETE` or `MERGE`.
+fn lead_word(b: &[u8]) -> (Option<Verb>, bool, bool) {
     let lead = b
         .iter()
         .position(|&c| !SPACE[c as usize])
@@ -127,8 +138,12 @@ fn lead_word(b: &[u8]) -> (Option<Verb>, bool) {
         || [&b"values"[..], b"table", b"show"]
             .iter()
             .any(|kw| eq_kw(word, kw));
+    let dml = v == Verb::Other
+        && [&b"insert"[..], b"update", b"delete", b"merge"]
+            .iter()
+            .any(|kw| eq_kw(word, kw));
     let comment = rest.starts_with(b"--") || rest.starts_with(b"/*");
-    ((!comment).then_some(v), plain_read)
+    ((!comment).then_some(v), plain_read, dml)
 }
 
 /// Position of the next byte any check looks at (`;`, `_`, `(`, `i`, `I`, `v`, `V`), at

@@ -12,7 +12,6 @@ use bytes::BytesMut;
 use super::statements::frame;
 use super::{CHORE_TIMEOUT, Core, Phase, Release};
 use crate::protocol::{self, ErrorFields, be, build, fe};
-use crate::router::format_lsn;
 use crate::server::CloseReason;
 use crate::server::varcache::Gucs;
 
@@ -28,8 +27,13 @@ pub enum Chore {
         target: Arc<Gucs>,
     },
     /// The writer's WAL insert position after a transaction that wrote; with `report`,
-    /// the client's held-back ReadyForQuery follows it.
-    WriteLsn { report: bool, lsn: Option<u64> },
+    /// the client's held-back ReadyForQuery follows it. `behind`: the read was sent right
+    /// behind the client's statement ([`Core::write_lsn_fits_behind`]).
+    WriteLsn {
+        report: bool,
+        lsn: Option<u64>,
+        behind: bool,
+    },
     /// The session-level settings, read back after PL code may have changed them, behind
     /// `skip` deallocations of the client's statements under their own names (`kept`:
     /// one failed other than for being gone already, so the statement may be there still).
@@ -111,16 +115,6 @@ impl Core {
         } else {
             self.release(Release::Clean);
         }
-    }
-
-    /// After a transaction that wrote: reads the writer's WAL insert position on the same
-    /// connection (an upper bound of the commit's LSN) before it goes back to the pool.
-    pub(super) fn start_write_lsn(&mut self, report: bool, now: Instant) {
-        let sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
-        self.unnamed_dropped();
-        self.sout.push(frame(fe::QUERY, &[sql.as_bytes(), b"\0"]));
-        self.phase = Phase::Chore(Box::new(Chore::WriteLsn { report, lsn: None }));
-        self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
 
     /// After a transaction that ran PL code (a `DO` block, a procedure, a function outside
@@ -264,9 +258,18 @@ impl Core {
                 target,
                 ..
             } => self.replay_done(failed, &from, target, now),
-            Chore::WriteLsn { report, lsn } => {
+            Chore::WriteLsn {
+                report,
+                lsn,
+                behind,
+            } => {
                 let status = self.server.as_ref().map_or(b'E', |a| a.state.status);
-                self.write_lsn_done(report, lsn.filter(|_| status == b'I'), now);
+                let lsn = lsn.filter(|_| status == b'I');
+                if behind {
+                    self.write_lsn_behind_done(lsn, status, now);
+                } else {
+                    self.write_lsn_done(report, lsn, now);
+                }
                 self.step(now);
             }
             Chore::ReadSettings { rows, kept, .. } => {
@@ -367,29 +370,6 @@ impl Core {
         self.step(now);
     }
 
-    fn write_lsn_done(&mut self, report: bool, lsn: Option<u64>, now: Instant) {
-        if let Some(r) = &mut self.route {
-            r.wrote_up_to(lsn);
-        }
-        if report {
-            let mut buf = BytesMut::new();
-            if let Some(lsn) = lsn {
-                build::parameter_status(&mut buf, "pgsluice.write_lsn", &format_lsn(lsn));
-            }
-            build::ready_for_query(&mut buf, b'I');
-            self.cout.push(buf.freeze());
-        }
-        if lsn.is_some() {
-            self.give_back(now);
-        } else {
-            tracing::warn!(
-                client = self.id,
-                "could not read the write LSN; reads stay on the primary"
-            );
-            self.release(Release::Close(CloseReason::Broken));
-        }
-    }
-
     /// pgsluice's own statements got no answer (`why`: in time, or the server was lost):
     /// the server is closed; the client, which has its own answers, goes on where it can.
     pub(super) fn chore_failed(&mut self, why: &str, now: Instant) {
@@ -403,7 +383,7 @@ impl Core {
         self.release(Release::Close(CloseReason::Broken));
         match *chore {
             Chore::Cleanup { reason, .. } => return self.finish(reason),
-            Chore::WriteLsn { report, .. } => {
+            Chore::WriteLsn { report, behind, .. } => {
                 if let Some(r) = &mut self.route {
                     r.wrote_up_to(None);
                 }
@@ -411,6 +391,12 @@ impl Core {
                     let mut buf = BytesMut::with_capacity(6);
                     build::ready_for_query(&mut buf, b'I');
                     self.cout.push(buf.freeze());
+                }
+                if behind && self.flow.outstanding > 0 {
+                    // The client sent more behind the read: it will not be answered.
+                    let msg = format!("server connection lost: {why}");
+                    self.fatal("08006", &msg);
+                    return self.finish(msg);
                 }
             }
             Chore::ReadSettings { .. } => {}

@@ -249,6 +249,8 @@ impl Core {
                 self.seq_before(&mut fwd, h.tag, len, unit_start, facts.as_ref());
             }
             let starts_unit = !self.flow.batch_open;
+            // 5c. The write-LSN read may go in the same write as the statement (`chores.rs`).
+            let lsn_behind = h.tag == fe::QUERY && self.write_lsn_fits_behind(facts.as_ref());
             match h.tag {
                 fe::TERMINATE => {
                     self.flush_client_bytes(&mut fwd);
@@ -269,6 +271,10 @@ impl Core {
             if whole {
                 let f = facts.as_ref();
                 self.whole_frame(&mut fwd, h.tag, h.frame_len, may_rewrite, starts_unit, f);
+                if lsn_behind {
+                    self.flush_client_bytes(&mut fwd);
+                    self.write_lsn_behind();
+                }
             } else {
                 if self.limits.rewrite {
                     self.map.replies.expect(h.tag, Act::Forward);

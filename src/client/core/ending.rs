@@ -17,8 +17,9 @@ impl Core {
             return;
         };
         att.state.keep_placeholders();
-        if let Some(r) = &self.route {
+        if let Some(r) = &mut self.route {
             r.node_active(-1);
+            r.lsn_behind = false;
         }
         self.observe.released();
         let cancelled = self

@@ -22,10 +22,12 @@
 //! 5. [`retry`]: a read on a replica is kept until its answer shows it ran there.
 //! 6. [`state`]: the statement's session-state effects (settings, pins).
 //! 7. [`observe`]: statistics and the client list.
+//! 8. [`write_lsn`]: a lone write outside a transaction block takes the write-LSN read
+//!    along in the same write.
 //!
 //! Server frame: [`retry`] (held back or dropped), [`replies`] (hidden, synthesised,
 //! translated), [`state`] (errors, ROLLBACK, ParameterStatus, ReadyForQuery), [`route`]
-//! (release, the write LSN), [`observe`].
+//! (release, the write LSN: [`write_lsn`]), [`observe`].
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
 mod channels;
@@ -56,6 +58,7 @@ mod timeouts;
 mod translate;
 mod units;
 mod unnamed;
+mod write_lsn;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

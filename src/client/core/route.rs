@@ -58,6 +58,9 @@ pub struct Route {
     pub probe: Option<u64>,
     /// A probe sent ahead of the unit in flight (pipelined, `ryw.rs`).
     pub(super) ahead: Option<super::ryw::Ahead>,
+    /// The write-LSN read went right behind the unit in flight (`chores.rs`): its answer
+    /// follows the unit's ReadyForQuery.
+    pub(super) lsn_behind: bool,
     /// Why the last unit classified is not a read.
     why: Cell<NotRead>,
 }
@@ -79,6 +82,7 @@ impl Route {
             primary_once: false,
             probe: None,
             ahead: None,
+            lsn_behind: false,
             why: Cell::new(NotRead::Write),
         }
     }

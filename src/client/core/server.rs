@@ -304,6 +304,13 @@ impl Core {
             &self.map.names,
             now,
         );
+        if self.take_write_lsn_behind(now) {
+            // The write-LSN read sent behind this statement answers next (`write_lsn.rs`),
+            // perhaps in the bytes already here.
+            self.forward_server_bytes(fwd);
+            self.chore_frames(now);
+            return true;
+        }
         let quiet = self.flow.outstanding == 0
             && !self.flow.batch_open
             && self.flow.c_pass == 0

@@ -1,0 +1,149 @@
+//! The writer's WAL position after a transaction that wrote (read-your-writes, `ryw.rs`):
+//! `SELECT pg_current_wal_insert_lsn()` on the same connection, an upper bound of the
+//! commit's LSN, before the server goes back to the pool.
+//!
+//! After most transactions the read goes once the client's answer is in, in a round trip
+//! of its own ([`Core::start_write_lsn`]). After one `INSERT`/`UPDATE`/`DELETE`/`MERGE`
+//! sent outside a transaction block, the usual write of an application in autocommit, it
+//! goes in the same write as the statement, right behind it
+//! ([`Core::write_lsn_fits_behind`]): the statement commits as it ends, PostgreSQL runs
+//! the read after it, and the answer follows the statement's ReadyForQuery. That saves
+//! one system call to the server per write, and the server is held one round trip less.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+use super::chores::Chore;
+use super::statements::frame;
+use super::{CHORE_TIMEOUT, Core, Phase, Release};
+use crate::config::PoolMode;
+use crate::protocol::{build, fe};
+use crate::router::format_lsn;
+use crate::server::CloseReason;
+
+/// How pgsluice reads the writer's WAL insert position after a write.
+const WRITE_LSN_SQL: &[u8] = b"SELECT pg_catalog.pg_current_wal_insert_lsn()";
+
+impl Core {
+    /// After a transaction that wrote: reads the writer's WAL insert position on the same
+    /// connection (an upper bound of the commit's LSN) before it goes back to the pool.
+    pub(super) fn start_write_lsn(&mut self, report: bool, now: Instant) {
+        self.unnamed_dropped();
+        self.sout.push(frame(fe::QUERY, &[WRITE_LSN_SQL, b"\0"]));
+        self.await_write_lsn(report, false, now);
+    }
+
+    /// The write-LSN read's answer comes next.
+    fn await_write_lsn(&mut self, report: bool, behind: bool, now: Instant) {
+        let lsn = None;
+        self.phase = Phase::Chore(Box::new(Chore::WriteLsn {
+            report,
+            lsn,
+            behind,
+        }));
+        self.chore_deadline = Some(now + CHORE_TIMEOUT);
+    }
+
+    /// Whether the write-LSN read can go right behind the Query about to be sent (`facts`:
+    /// of its text), in the same write, instead of after its answer in a round trip of its
+    /// own: the Query is one `INSERT`/`UPDATE`/`DELETE`/`MERGE`, sent on the writer with
+    /// nothing in flight and no transaction open, in a session that must learn its write
+    /// LSN and is not told it. Such a statement commits (or fails) as it ends, so the read
+    /// runs after the commit, as when sent after the answer; no transaction of the
+    /// client's is open when it runs, and a session that pins on the statement, or sent
+    /// more behind it, keeps its server (see [`Core::write_lsn_behind_done`]).
+    pub(super) fn write_lsn_fits_behind(&self, facts: Option<&crate::sql::TextFacts>) -> bool {
+        self.status == b'I'
+            && self.flow.outstanding == 0
+            && !self.flow.batch_open
+            && matches!(
+                self.limits.mode,
+                PoolMode::Transaction | PoolMode::Statement
+            )
+            && !self.state.is_pinned()
+            && facts.is_some_and(|f| f.one_dml())
+            && self
+                .route
+                .as_ref()
+                .is_some_and(|r| !r.lsn_behind && r.needs_write_lsn() && !r.reports_write_lsn())
+    }
+
+    /// Queues the write-LSN read behind the Query just queued (see
+    /// [`Core::write_lsn_fits_behind`]); its answer is taken at that Query's
+    /// ReadyForQuery.
+    pub(super) fn write_lsn_behind(&mut self) {
+        self.unnamed_dropped();
+        self.sout.push(frame(fe::QUERY, &[WRITE_LSN_SQL, b"\0"]));
+        if let Some(r) = &mut self.route {
+            r.lsn_behind = true;
+        }
+    }
+
+    /// At the ReadyForQuery of a statement with the write-LSN read behind it: the read's
+    /// answer comes next.
+    pub(super) fn take_write_lsn_behind(&mut self, now: Instant) -> bool {
+        let behind = self
+            .route
+            .as_mut()
+            .is_some_and(|r| std::mem::take(&mut r.lsn_behind));
+        if behind {
+            self.await_write_lsn(false, true, now);
+        }
+        behind
+    }
+
+    pub(super) fn write_lsn_done(&mut self, report: bool, lsn: Option<u64>, now: Instant) {
+        if let Some(r) = &mut self.route {
+            r.wrote_up_to(lsn);
+        }
+        if report {
+            let mut buf = BytesMut::new();
+            if let Some(lsn) = lsn {
+                build::parameter_status(&mut buf, "pgsluice.write_lsn", &format_lsn(lsn));
+            }
+            build::ready_for_query(&mut buf, b'I');
+            self.cout.push(buf.freeze());
+        }
+        if lsn.is_some() {
+            self.give_back(now);
+        } else {
+            tracing::warn!(
+                client = self.id,
+                "could not read the write LSN; reads stay on the primary"
+            );
+            self.release(Release::Close(CloseReason::Broken));
+        }
+    }
+
+    /// The answer of a write-LSN read sent behind the client's statement. With nothing
+    /// else of the client's in flight it is the session's write LSN, and the server goes
+    /// back as after a read sent on its own (unless the statement pinned the session).
+    /// With more in flight behind it (pipelined before the statement was answered, and
+    /// not watched since the session had written already), that may write too: the LSN
+    /// is not the session's yet, and the read runs again once all of it is answered.
+    pub(super) fn write_lsn_behind_done(&mut self, lsn: Option<u64>, status: u8, now: Instant) {
+        if !self.quiet() {
+            return;
+        }
+        if let Some(r) = &mut self.route {
+            r.wrote_up_to(lsn);
+        }
+        if status != b'I' || self.state.is_pinned() {
+            return;
+        }
+        if lsn.is_some() {
+            self.give_back(now);
+        } else {
+            tracing::warn!(
+                client = self.id,
+                "could not read the write LSN; reads stay on the primary"
+            );
+            self.release(Release::Close(CloseReason::Broken));
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "write_lsn_tests.rs"]
+mod tests;

@@ -1,0 +1,162 @@
+//! The write-LSN read sent behind a lone write, over recorded message sequences.
+
+use super::super::route::route_tests::{expect_checkout_on, probe_answer, route, routed};
+use super::super::tests::{complete, query, ready, tags};
+use super::super::{Action, Release};
+use crate::server::CloseReason;
+
+fn update_answer() -> Vec<u8> {
+    let mut a = complete("UPDATE 1");
+    a.extend(ready(b'I'));
+    a
+}
+
+fn sent_text(r: &mut super::super::tests::Rig) -> String {
+    String::from_utf8_lossy(&r.sent_to_server()).into_owned()
+}
+
+#[test]
+fn a_lone_write_takes_the_write_lsn_read_in_the_same_write() {
+    let mut r = routed();
+    r.client(&query("UPDATE t SET a = 1;"));
+    expect_checkout_on(&mut r, 0);
+    let sent = r.sent_to_server();
+    let mut want = query("UPDATE t SET a = 1;");
+    want.extend(query("SELECT pg_catalog.pg_current_wal_insert_lsn()"));
+    assert_eq!(sent, want, "the statement, then the read, in one write");
+    r.server(&update_answer());
+    assert_eq!(
+        r.sent_to_client(),
+        update_answer(),
+        "the answer goes on at once"
+    );
+    assert!(
+        r.action().is_none(),
+        "the server stays for the read's answer"
+    );
+    r.server(&probe_answer(2000));
+    assert!(
+        r.sent_to_client().is_empty(),
+        "the read's answer is pgsluice's"
+    );
+    let (_, how) = r.expect_release();
+    assert_eq!(how, Release::Clean);
+    assert_eq!(route(&mut r).own_lsn, 2000);
+    assert!(!route(&mut r).wrote);
+}
+
+#[test]
+fn both_answers_in_one_read_are_taken_apart() {
+    let mut r = routed();
+    r.client(&query("INSERT INTO t VALUES (1)"));
+    expect_checkout_on(&mut r, 0);
+    r.sent_to_server();
+    let mut both = update_answer();
+    both.extend(probe_answer(3000));
+    r.server(&both);
+    assert_eq!(r.sent_to_client(), update_answer());
+    assert_eq!(r.expect_release().1, Release::Clean);
+    assert_eq!(route(&mut r).own_lsn, 3000);
+}
+
+#[test]
+fn what_the_client_pipelined_behind_is_answered_after_the_read() {
+    let mut r = routed();
+    let mut two = query("DELETE FROM t");
+    two.extend(query("INSERT INTO t VALUES (2)"));
+    r.client(&two);
+    expect_checkout_on(&mut r, 0);
+    // The second write is not alone: something is in flight when it goes.
+    assert_eq!(tags(&r.sent_to_server()), "QQQ");
+    let mut answers = update_answer();
+    answers.extend(probe_answer(4000));
+    answers.extend(update_answer());
+    r.server(&answers);
+    let mut want = update_answer();
+    want.extend(update_answer());
+    assert_eq!(r.sent_to_client(), want, "both answers, none of the read's");
+    assert!(r.action().is_none(), "the LSN covering both is read first");
+    assert_eq!(
+        route(&mut r).own_lsn,
+        0,
+        "the first LSN covers one write of two"
+    );
+    assert!(sent_text(&mut r).contains("pg_current_wal_insert_lsn"));
+    r.server(&probe_answer(5000));
+    assert_eq!(r.expect_release().1, Release::Clean);
+    assert_eq!(route(&mut r).own_lsn, 5000);
+}
+
+#[test]
+fn a_text_that_may_open_a_transaction_reads_after_its_answer() {
+    for sql in [
+        "UPDATE t SET a = 1; BEGIN",
+        "UPDATE t SET a = ';'",
+        "/* c */ UPDATE t SET a = 1",
+        "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+        "COPY t FROM STDIN",
+    ] {
+        let mut r = routed();
+        r.client(&query(sql));
+        expect_checkout_on(&mut r, 0);
+        assert_eq!(r.sent_to_server(), query(sql), "{sql}: the statement alone");
+    }
+}
+
+#[test]
+fn a_write_inside_a_transaction_block_reads_after_the_commit() {
+    let mut r = routed();
+    r.client(&query("BEGIN"));
+    expect_checkout_on(&mut r, 0);
+    r.sent_to_server();
+    let mut begun = complete("BEGIN");
+    begun.extend(ready(b'T'));
+    r.server(&begun);
+    r.sent_to_client();
+    r.client(&query("UPDATE t SET a = 1"));
+    assert_eq!(r.sent_to_server(), query("UPDATE t SET a = 1"));
+    let mut updated = complete("UPDATE 1");
+    updated.extend(ready(b'T'));
+    r.server(&updated);
+    r.client(&query("COMMIT"));
+    assert_eq!(r.sent_to_server(), query("COMMIT"));
+    let mut committed = complete("COMMIT");
+    committed.extend(ready(b'I'));
+    r.server(&committed);
+    assert!(sent_text(&mut r).contains("pg_current_wal_insert_lsn"));
+    r.server(&probe_answer(6000));
+    assert_eq!(r.expect_release().1, Release::Clean);
+    assert_eq!(route(&mut r).own_lsn, 6000);
+}
+
+#[test]
+fn a_server_lost_before_the_reads_answer_keeps_the_session() {
+    let mut r = routed();
+    r.client(&query("UPDATE t SET a = 1"));
+    expect_checkout_on(&mut r, 0);
+    r.sent_to_server();
+    r.server(&update_answer());
+    assert_eq!(r.sent_to_client(), update_answer());
+    r.core.server_lost("connection reset", r.now);
+    assert_eq!(r.expect_release().1, Release::Close(CloseReason::Broken));
+    assert!(
+        r.sent_to_client().is_empty(),
+        "the client was answered: no error"
+    );
+    assert_eq!(route(&mut r).own_lsn, u64::MAX, "reads stay on the primary");
+    assert!(!matches!(r.action(), Some(Action::Close { .. })));
+}
+
+#[test]
+fn a_server_lost_with_more_in_flight_behind_the_read_ends_the_session() {
+    let mut r = routed();
+    let mut two = query("UPDATE t SET a = 1");
+    two.extend(query("SELECT 1"));
+    r.client(&two);
+    expect_checkout_on(&mut r, 0);
+    r.sent_to_server();
+    r.server(&update_answer());
+    r.core.server_lost("connection reset", r.now);
+    let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
+    assert!(out.contains("08006"), "{out}");
+}
