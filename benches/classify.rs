@@ -65,9 +65,9 @@ fn bench_classify(c: &mut Criterion) {
         });
         classifier.classify(sql);
         g.bench_function("cached", |b| b.iter(|| classifier.classify(black_box(sql))));
-        let mut key = String::new();
+        let mut key = Vec::new();
         g.bench_function("normalize", |b| {
-            b.iter(|| inspect::normalize_into(black_box(sql), &mut key))
+            b.iter(|| inspect::normalize_bytes(black_box(sql), &mut key))
         });
         g.finish();
     }

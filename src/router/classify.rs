@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use foldhash::fast::RandomState;
 use sqlparser::ast::{
     Expr, ObjectName, Query, SetExpr, Statement, TableFactor, TransactionAccessMode,
     TransactionMode, Visit, Visitor,
@@ -348,6 +349,14 @@ fn hint(sql: &str) -> Option<Hint> {
     }
 }
 
+/// Whether `b` contains `/*` or `--` (one search for both).
+fn may_hold_comment(b: &[u8]) -> bool {
+    memchr::memchr2_iter(b'/', b'-', b).any(|i| match b.get(i..i + 2) {
+        Some(pair) => pair == b"/*" || pair == b"--",
+        None => false,
+    })
+}
+
 fn find_ci(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len())
         .position(|w| w.eq_ignore_ascii_case(needle))
@@ -361,10 +370,14 @@ pub struct Classifier {
 /// Entries kept per thread before the cache starts over.
 const CACHE_ENTRIES: usize = 8192;
 
+/// Classes by normalised text (`inspect::normalize_bytes`). Hashed with foldhash, seeded
+/// per process: the keys are short and hashed on every statement, which SipHash made a
+/// tenth of the cached path's cost.
+type Classes = HashMap<Box<[u8]>, Class, RandomState>;
+
 thread_local! {
     /// Classes by normalised text, and a buffer to build the key in without allocating.
-    static CACHE: RefCell<(HashMap<Box<str>, Class>, String)> =
-        RefCell::new((HashMap::new(), String::new()));
+    static CACHE: RefCell<(Classes, Vec<u8>)> = RefCell::new((HashMap::default(), Vec::new()));
 }
 
 impl Classifier {
@@ -380,25 +393,25 @@ impl Classifier {
 
     pub fn classify(&self, sql: &str) -> Class {
         // Comments are dropped from the key; a hinted text is rare and looked at whole.
-        let hinted = (sql.contains("/*") || sql.contains("--"))
-            && find_ci(sql.as_bytes(), b"pgsluice:").is_some();
+        let hinted =
+            may_hold_comment(sql.as_bytes()) && find_ci(sql.as_bytes(), b"pgsluice:").is_some();
         if hinted {
             return classify_uncached(sql, &self.allow);
         }
         CACHE.with(|c| {
             let mut c = c.borrow_mut();
             let (map, key) = &mut *c;
-            if !inspect::normalize_into(sql, key) {
+            if !inspect::normalize_bytes(sql, key) {
                 return classify_uncached(sql, &self.allow);
             }
-            if let Some(class) = map.get(key.as_str()) {
+            if let Some(class) = map.get(key.as_slice()) {
                 return class.clone();
             }
             let class = classify_uncached(sql, &self.allow);
             if map.len() >= CACHE_ENTRIES {
                 map.clear();
             }
-            map.insert(key.as_str().into(), class.clone());
+            map.insert(key.as_slice().into(), class.clone());
             class
         })
     }

@@ -69,6 +69,20 @@ impl<'a> Lexer<'a> {
         }
     }
 
+    /// The lexer over `sql` from byte `pos` (a token's start, or blanks before one).
+    pub(super) fn at_pos(sql: &'a str, pos: usize) -> Self {
+        Lexer {
+            b: sql.as_bytes(),
+            pos,
+            open_comment: false,
+        }
+    }
+
+    /// Where the next token or blank starts.
+    pub(super) fn pos(&self) -> usize {
+        self.pos
+    }
+
     /// Whether the text ended inside a `/*` comment.
     pub(super) fn open_comment(&self) -> bool {
         self.open_comment
