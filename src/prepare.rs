@@ -109,7 +109,8 @@ impl std::fmt::Debug for Registry {
 /// Every distinct statement clients have prepared.
 #[derive(Default)]
 pub struct Registry {
-    map: Mutex<HashMap<Bytes, Arc<Statement>>>,
+    /// By Parse body; hashed on every client Parse: foldhash (seeded per process).
+    map: Mutex<HashMap<Bytes, Arc<Statement>, foldhash::fast::RandomState>>,
     next: AtomicU64,
     /// Parse messages pgsluice sent to servers (the client's or its own).
     pub server_parses: AtomicU64,

@@ -198,6 +198,10 @@ fn call_at(sql: &str, toks: &[Tok], i: usize, clause: Clause) -> Option<Call> {
     }
     let end = tok(i + 2)?.end;
     let before = start.checked_sub(1).and_then(tok);
+    // After `AS` the name is an alias (the one this rewrite adds, say), never a call.
+    if before.is_some_and(|b| is_kw(sql, b, "as")) {
+        return None;
+    }
     let after_list = |t: Tok| {
         t.kind == Kind::Punct(b',')
             || ["select", "distinct", "all"]

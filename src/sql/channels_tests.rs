@@ -108,6 +108,25 @@ fn a_select_list_item_keeps_its_column_name() {
     );
 }
 
+/// Found by `fuzz_listening_channels_rewrite` (minimal input: `WITH ORDINALITY FROM
+/// pg_listening_channels() ( )`): the alias added after the call, followed by the
+/// client's `( )`, read as a call on a second pass, so a rewritten text was rewritten
+/// again. A name after `AS` is an alias, never a call.
+#[test]
+fn a_name_after_as_is_not_a_call() {
+    let w = with();
+    let once = text("WITH ORDINALITY FROM pg_listening_channels() ( ) ");
+    assert_eq!(
+        once,
+        format!("WITH ORDINALITY FROM {w} AS pg_listening_channels ( ) ")
+    );
+    assert_eq!(rewrite(&once, CHANNELS, 1 << 20), None);
+    assert_eq!(
+        rewrite("SELECT 1 AS pg_listening_channels()", CHANNELS, 1 << 20),
+        None
+    );
+}
+
 #[test]
 fn a_from_item_keeps_its_column_name() {
     let w = with();

@@ -392,8 +392,11 @@ impl Core {
                     build::ready_for_query(&mut buf, b'I');
                     self.cout.push(buf.freeze());
                 }
-                if behind && self.flow.outstanding > 0 {
-                    // The client sent more behind the read: it will not be answered.
+                let more =
+                    self.flow.outstanding > 0 || self.flow.batch_open || self.flow.c_pass > 0;
+                if behind && more {
+                    // The client sent more behind the read (whole units, or the start of
+                    // one): it will not be answered, and the rest cannot follow it.
                     let msg = format!("server connection lost: {why}");
                     self.fatal("08006", &msg);
                     return self.finish(msg);

@@ -462,6 +462,8 @@ mod fuzz_drop_regressions;
 #[cfg(test)]
 mod fuzz_harness;
 #[cfg(test)]
+mod fuzz_lsn_regressions;
+#[cfg(test)]
 mod fuzz_model;
 #[cfg(test)]
 mod fuzz_record_regressions;

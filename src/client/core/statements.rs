@@ -33,10 +33,11 @@ pub struct SqlPrepared {
 /// The client's statement names.
 #[derive(Debug, Default)]
 pub struct Names {
-    /// Client statement name → statement (protocol level).
-    pub stmts: HashMap<String, Arc<Statement>>,
+    /// Client statement name → statement (protocol level). Looked up on every Bind and
+    /// Describe: foldhash (seeded per process), not SipHash.
+    pub stmts: HashMap<String, Arc<Statement>, foldhash::fast::RandomState>,
     /// Client SQL-level (`PREPARE`) statement name → statement and text.
-    pub sql: HashMap<String, SqlPrepared>,
+    pub sql: HashMap<String, SqlPrepared, foldhash::fast::RandomState>,
     /// SQL `PREPARE`s sent to the server and not yet answered: the statement, the client's
     /// name, and how many ReadyForQuery messages come before its own.
     pub sql_pending: Vec<(Arc<Statement>, String, u32)>,
