@@ -249,7 +249,13 @@ impl Model {
                 self.end_transaction();
                 self.complete("ROLLBACK");
             }
-            "discard" if sql.starts_with("discard all") => {
+            // `DISCARD ALL` and nothing run into it (`DISCARD ALLSELECT` is a syntax
+            // error to PostgreSQL).
+            "discard"
+                if sql.strip_prefix("discard all").is_some_and(|rest| {
+                    !rest.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '$')
+                }) =>
+            {
                 if self.status != b'I' {
                     let msg = "DISCARD ALL cannot run inside a transaction block";
                     self.error("25001", msg);

@@ -333,3 +333,26 @@ fn a_sequence_read_then_sql_prepare_then_parse_on_a_routed_session_is_answered()
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_core` (minimal input: statement mode with mapping; `Parse s1
+/// "SELECT 1"` in a batch, then the Query `DISCARD ALLSELECT `). A fault of the model
+/// server: it took any text starting `discard all` for `DISCARD ALL` and dropped its
+/// statements, where PostgreSQL refuses `DISCARD ALLSELECT` as a syntax error. pgsluice
+/// (rightly) saw no `DISCARD ALL`, and its record disagreed with the model's. The model
+/// now requires the words to end there.
+#[test]
+fn a_word_run_into_discard_all_is_no_discard() {
+    let mut setup = super::fuzz_regressions::one_per_server(200, None, 0, 0);
+    setup.limits.mode = PoolMode::Statement;
+    let steps = [
+        Step::Batch(vec![Ext::Parse("s1", "SELECT 1".into())]),
+        Step::Query("DISCARD ALLSELECT ".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    s.event(Event::Client(1));
+    s.event(Event::Client(1));
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}
