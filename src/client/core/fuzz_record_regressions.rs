@@ -356,3 +356,36 @@ fn a_word_run_into_discard_all_is_no_discard() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_routed` (minimal input: mapping on; a batch that is only `Bind
+/// "" ""`, then `PREPARE "Quoted"AS SELECT `, one byte at a time). The client's quoted
+/// name, run into `AS`, was replaced by the unquoted server name with nothing between:
+/// `PREPARE sluice_1AS SELECT`, a syntax error on PostgreSQL, while the mapping recorded
+/// `sluice_1` as prepared there. Fixed: the server name gets a blank on a side where it
+/// would run into a word (`translate::splice`).
+#[test]
+fn a_quoted_prepare_name_run_into_as_is_prepared_as_sent() {
+    let setup = super::fuzz_regressions::one_per_server(
+        1,
+        Some(Routing {
+            ryw: false,
+            report_lsn: false,
+            retry: false,
+            never_primary: false,
+        }),
+        0,
+        0,
+    );
+    let steps = [
+        Step::Batch(vec![Ext::Bind("", "")]),
+        Step::Query("PREPARE \"Quoted\"AS SELECT ".into()),
+    ];
+    let (bytes, asked, terminated) = encode(&steps);
+    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    for _ in 0..7 {
+        s.event(Event::Client(1));
+    }
+    s.finish();
+    s.check_answered(asked, terminated);
+    assert_eq!(s.violation, None);
+}

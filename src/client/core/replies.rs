@@ -107,6 +107,8 @@ pub struct Translation {
     /// and where in the client's text (characters, 1-based) that difference starts.
     pub shift: i64,
     pub after: i64,
+    /// Characters before the client's name in its text.
+    pub name_start: i64,
 }
 
 /// How to take back a synthesised answer the server would never have given.

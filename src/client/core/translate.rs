@@ -18,16 +18,29 @@ pub fn splice(
     let before = text.get(..span.0)?;
     let token = text.get(span.0..span.1)?;
     let after = text.get(span.1..)?;
-    let mut out = String::with_capacity(text.len() + server_name.len());
+    // A quoted name needs no blank around it (`PREPARE"a"AS ...`); the unquoted server
+    // name does, or it runs into its neighbours (`sluice_1AS`).
+    let word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || matches!(c, '_' | '$'));
+    let blank_before = word(before.chars().next_back());
+    let blank_after = word(after.chars().next());
+    let mut out = String::with_capacity(text.len() + server_name.len() + 2);
     out.push_str(before);
+    if blank_before {
+        out.push(' ');
+    }
     out.push_str(server_name);
+    if blank_after {
+        out.push(' ');
+    }
     out.push_str(after);
     let token_chars = token.chars().count() as i64;
+    let blanks = i64::from(blank_before) + i64::from(blank_after);
     let t = Translation {
         server_name: server_name.to_string(),
         client_name: client_name.to_string(),
-        shift: server_name.chars().count() as i64 - token_chars,
+        shift: server_name.chars().count() as i64 + blanks - token_chars,
         after: (before.chars().count() as i64) + token_chars,
+        name_start: before.chars().count() as i64,
     };
     Some((out, t))
 }
@@ -128,11 +141,10 @@ pub fn with_hint(frame: &[u8], code: &str, about: &str, hint: &str) -> Option<By
 
 /// A 1-based character position in the sent text, as a position in the client's.
 fn position(p: i64, t: &Translation) -> i64 {
-    let name_start = t.after - (t.server_name.chars().count() as i64 - t.shift);
     if p > t.after + t.shift {
         p - t.shift
-    } else if p > name_start {
-        name_start + 1
+    } else if p > t.name_start {
+        t.name_start + 1
     } else {
         p
     }
@@ -182,6 +194,22 @@ mod tests {
         // A position before the name does not move; one inside it points at its start.
         assert_eq!(position(3, &t), 3);
         assert_eq!(position(12, &t), 9);
+    }
+
+    /// Found by `fuzz_session_routed`: `PREPARE "Quoted"AS SELECT` went to the server as
+    /// `PREPARE sluice_1AS SELECT` (a syntax error there), while the mapping recorded
+    /// the statement as prepared.
+    #[test]
+    fn a_quoted_name_run_into_its_neighbours_gets_blanks() {
+        let text = "PREPARE\"Quoted\"AS SELECT 1";
+        let (sent, t) = splice(text, (7, 15), "Quoted", "sluice_1").unwrap();
+        assert_eq!(sent, "PREPARE sluice_1 AS SELECT 1");
+        // `AS` is at position 16 in the client's text and 18 in the server's; a
+        // position in the server's name points at the client's.
+        assert_eq!(position(18, &t), 16);
+        assert_eq!(position(10, &t), 8);
+        let (sent, _) = splice("EXECUTE \"p\"(1)", (8, 11), "p", "sluice_2").unwrap();
+        assert_eq!(sent, "EXECUTE sluice_2(1)");
     }
 
     #[test]

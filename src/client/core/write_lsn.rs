@@ -105,15 +105,7 @@ impl Core {
             build::ready_for_query(&mut buf, b'I');
             self.cout.push(buf.freeze());
         }
-        if lsn.is_some() {
-            self.give_back(now);
-        } else {
-            tracing::warn!(
-                client = self.id,
-                "could not read the write LSN; reads stay on the primary"
-            );
-            self.release(Release::Close(CloseReason::Broken));
-        }
+        self.back_after_write_lsn(lsn.is_some(), now);
     }
 
     /// The answer of a write-LSN read sent behind the client's statement. With nothing
@@ -132,7 +124,13 @@ impl Core {
         if status != b'I' || self.state.is_pinned() {
             return;
         }
-        if lsn.is_some() {
+        self.back_after_write_lsn(lsn.is_some(), now);
+    }
+
+    /// The server goes back after its write-LSN read: clean when the read was answered,
+    /// closed when it was not (the session's reads then stay on the primary).
+    fn back_after_write_lsn(&mut self, answered: bool, now: Instant) {
+        if answered {
             self.give_back(now);
         } else {
             tracing::warn!(
