@@ -55,6 +55,12 @@ fn sql_prepare_same_name_different_queries_two_clients() {
         assert_eq!(sq1(&b, "EXECUTE q").await, "2");
         assert_eq!(sq1(&a, "EXECUTE q2(7)").await, "107");
         assert_eq!(sq1(&b, "EXECUTE q2(7)").await, "700");
+        // A quoted name needs no blank around it; the server's name does (it went out
+        // as `PREPARE sluice_1AS ...`, a syntax error).
+        sq(&a, "PREPARE\"Quoted\"AS SELECT 5").await;
+        assert_eq!(sq1(&a, "EXECUTE\"Quoted\"").await, "5");
+        sq(&b, "PREPARE \"Quoted\"(int)AS SELECT $1").await;
+        assert_eq!(sq1(&b, "EXECUTE \"Quoted\"(6)").await, "6");
     });
 }
 
