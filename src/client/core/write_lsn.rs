@@ -36,10 +36,9 @@ impl Core {
 
     /// The write-LSN read's answer comes next.
     fn await_write_lsn(&mut self, report: bool, behind: bool, now: Instant) {
-        let lsn = None;
         self.phase = Phase::Chore(Box::new(Chore::WriteLsn {
             report,
-            lsn,
+            lsn: None,
             behind,
         }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
