@@ -249,7 +249,7 @@ impl Core {
                 self.seq_before(&mut fwd, h.tag, len, unit_start, facts.as_ref());
             }
             let starts_unit = !self.flow.batch_open;
-            // 5c. The write-LSN read may go in the same write as the statement (`chores.rs`).
+            // 5c. The write-LSN read may go in the same write as the statement (`write_lsn.rs`).
             let lsn_behind = h.tag == fe::QUERY && self.write_lsn_fits_behind(facts.as_ref());
             match h.tag {
                 fe::TERMINATE => {

@@ -58,7 +58,7 @@ pub struct Route {
     pub probe: Option<u64>,
     /// A probe sent ahead of the unit in flight (pipelined, `ryw.rs`).
     pub(super) ahead: Option<super::ryw::Ahead>,
-    /// The write-LSN read went right behind the unit in flight (`chores.rs`): its answer
+    /// The write-LSN read went right behind the unit in flight (`write_lsn.rs`): its answer
     /// follows the unit's ReadyForQuery.
     pub(super) lsn_behind: bool,
     /// Why the last unit classified is not a read.
