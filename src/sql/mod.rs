@@ -15,7 +15,7 @@ mod prepared;
 pub use channels::{may_call_listening_channels, rewrite as rewrite_listening_channels};
 pub use effects::{Effect, PinReason, inspect};
 pub use facts::TextFacts;
-pub use normalize::{normalize, normalize_bytes, normalize_into};
+pub use normalize::{normalize, normalize_bytes};
 pub use pps::{
     Rewrite as ViewRewrite, ViewRow, may_name_prepared_view, rewrite as rewrite_prepared_view,
 };

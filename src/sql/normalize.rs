@@ -9,22 +9,11 @@ use super::lexer::{IDENT_CONT, IDENT_START, Kind, Lexer, SPACE};
 /// `None` when the text has an unterminated quote or comment, or a literal a parser may
 /// read otherwise than this lexer does (let the parser judge it).
 pub fn normalize(sql: &str) -> Option<String> {
-    let mut out = String::with_capacity(sql.len());
-    normalize_into(sql, &mut out).then_some(out)
-}
-
-/// [`normalize`] into a reused buffer; false when there is no key.
-pub fn normalize_into(sql: &str, out: &mut String) -> bool {
-    let mut key = std::mem::take(out).into_bytes();
-    let ok = normalize_bytes(sql, &mut key);
+    let mut key = Vec::with_capacity(sql.len());
     // Tokens start and end at ASCII bytes, so the key of UTF-8 text is UTF-8.
-    match String::from_utf8(key) {
-        Ok(key) => {
-            *out = key;
-            ok
-        }
-        Err(_) => false,
-    }
+    normalize_bytes(sql, &mut key)
+        .then(|| String::from_utf8(key).ok())
+        .flatten()
 }
 
 /// [`normalize`] as bytes into a reused buffer (what the classifier's cache is keyed by);
@@ -33,8 +22,9 @@ pub fn normalize_into(sql: &str, out: &mut String) -> bool {
 /// The key of every text is built here, on every statement a routed session sends, so
 /// the usual tokens (blanks, words, numbers, punctuation) are read in one loop of its
 /// own; anything else (quotes, dollar quotes, comments, `E'...'`, a `.` that may start a
-/// number) is the [`Lexer`]'s, from where it starts. The key is the same as that of
-/// [`Lexer`]'s tokens joined by one blank (`tests::the_fast_key_is_the_lexers_key`).
+/// number) is the [`Lexer`]'s, from where it starts ([`lexed`]). The key is the same as
+/// that of [`Lexer`]'s tokens joined by one blank
+/// (`tests::the_fast_key_is_the_lexers_key`).
 pub fn normalize_bytes(sql: &str, out: &mut Vec<u8>) -> bool {
     out.clear();
     out.reserve(sql.len());
@@ -48,65 +38,78 @@ pub fn normalize_bytes(sql: &str, out: &mut Vec<u8>) -> bool {
             return true;
         };
         let start = i;
-        let simple = if IDENT_START[c as usize] {
-            i += 1;
+        i += 1;
+        let piece = if IDENT_START[c as usize] {
             while b.get(i).is_some_and(|&c| IDENT_CONT[c as usize]) {
                 i += 1;
             }
             // `E'...'` is a string.
-            !(i == start + 1 && c | 0x20 == b'e' && b.get(i) == Some(&b'\''))
+            let e_string = i == start + 1 && c | 0x20 == b'e' && b.get(i) == Some(&b'\'');
+            (!e_string).then(|| b.get(start..i).unwrap_or_default())
         } else if c.is_ascii_digit() {
-            i += 1;
             while b
                 .get(i)
                 .is_some_and(|c| matches!(c, b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'.'))
             {
                 i += 1;
             }
-            if !out.is_empty() {
-                out.push(b' ');
-            }
             match placeholder(b, start, i) {
-                Some(p) => out.extend_from_slice(p.as_bytes()),
+                Some(p) => Some(p.as_bytes()),
                 None => return false,
             }
-            continue;
         } else if matches!(c, b'\'' | b'"' | b'$' | b'.' | b'-' | b'/') {
-            false
+            None
         } else {
-            i += 1;
-            true
+            b.get(start..i)
         };
-        if simple {
-            if !out.is_empty() {
-                out.push(b' ');
-            }
-            out.extend_from_slice(b.get(start..i).unwrap_or_default());
-            continue;
-        }
-        let mut lexer = Lexer::at_pos(sql, start);
-        let Some(t) = lexer.next() else {
-            // Only a comment was left; one running to the end is no comment to a
-            // parser: `SELECT 1 /* x` must not share the key of `SELECT 1` (found by
-            // the classifier's fuzz target).
-            return !lexer.open_comment();
+        let piece = match piece {
+            Some(piece) => piece,
+            None => match lexed(sql, start) {
+                Lexed::Token(piece, next) => {
+                    i = next;
+                    piece
+                }
+                Lexed::End => return true,
+                Lexed::NoKey => return false,
+            },
         };
         if !out.is_empty() {
             out.push(b' ');
         }
-        match t.kind {
-            Kind::Punct(c) => out.push(c),
-            Kind::Literal => match placeholder(b, t.start, t.end) {
-                Some(p) => out.extend_from_slice(p.as_bytes()),
-                None => return false,
-            },
-            Kind::Unterminated => return false,
-            Kind::Word | Kind::Quoted => match b.get(t.start..t.end) {
-                Some(piece) => out.extend_from_slice(piece),
-                None => return false,
-            },
-        }
-        i = lexer.pos();
+        out.extend_from_slice(piece);
+    }
+}
+
+/// What the [`Lexer`] reads at one place of a text, for its key.
+enum Lexed<'a> {
+    /// The token's piece of the key, and where the next starts.
+    Token(&'a [u8], usize),
+    /// Only comments were left.
+    End,
+    /// The text has no key.
+    NoKey,
+}
+
+/// The token at byte `start` of `sql` as the [`Lexer`] reads it.
+fn lexed(sql: &str, start: usize) -> Lexed<'_> {
+    let b = sql.as_bytes();
+    let mut lexer = Lexer::at_pos(sql, start);
+    let Some(t) = lexer.next() else {
+        // A comment running to the end is no comment to a parser: `SELECT 1 /* x` must
+        // not share the key of `SELECT 1` (found by the classifier's fuzz target).
+        return match lexer.open_comment() {
+            true => Lexed::NoKey,
+            false => Lexed::End,
+        };
+    };
+    let piece = match t.kind {
+        Kind::Literal => placeholder(b, t.start, t.end).map(str::as_bytes),
+        Kind::Unterminated => None,
+        Kind::Word | Kind::Quoted | Kind::Punct(_) => b.get(t.start..t.end),
+    };
+    match piece {
+        Some(piece) => Lexed::Token(piece, lexer.pos()),
+        None => Lexed::NoKey,
     }
 }
 

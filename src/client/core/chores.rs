@@ -392,9 +392,7 @@ impl Core {
                     build::ready_for_query(&mut buf, b'I');
                     self.cout.push(buf.freeze());
                 }
-                let more =
-                    self.flow.outstanding > 0 || self.flow.batch_open || self.flow.c_pass > 0;
-                if behind && more {
+                if behind && !self.quiet() {
                     // The client sent more behind the read (whole units, or the start of
                     // one): it will not be answered, and the rest cannot follow it.
                     let msg = format!("server connection lost: {why}");

@@ -65,7 +65,7 @@ impl Core {
             && self
                 .route
                 .as_ref()
-                .is_some_and(|r| !r.lsn_behind && r.needs_write_lsn() && !r.reports_write_lsn())
+                .is_some_and(|r| r.needs_write_lsn() && !r.reports_write_lsn())
     }
 
     /// Queues the write-LSN read behind the Query just queued (see
