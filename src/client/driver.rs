@@ -3,8 +3,9 @@
 //! sockets and the core's buffers, and does what the core's [`Action`]s say. Everything
 //! that decides anything is in [`super::core`].
 
+use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
@@ -47,6 +48,28 @@ pub struct Driver {
     armed: bool,
     /// The task was woken from the parked wait: client bytes are most likely waiting.
     woke: bool,
+    park: Park,
+    /// What the relay waits on besides its sockets; client input waits meanwhile.
+    waiting: Option<Waiting>,
+}
+
+/// Where an idle client's wait stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Park {
+    /// Not idle: the relay runs.
+    Active,
+    /// Idle, every wake-up registered by the relay's last pass: the next poll is a wake-up.
+    Armed,
+    /// Idle: each source of a wake-up is polled until one is ready.
+    Polling,
+}
+
+/// What the relay waits on besides its sockets.
+enum Waiting {
+    /// A server for the core (`server.rs`).
+    Server(server::ServerWait),
+    /// The listener's answer to a LISTEN/UNLISTEN (rare: boxed).
+    Listen(std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>),
 }
 
 /// What the session saw last of the shared state's wake-ups (see [`crate::wake`]).
@@ -104,6 +127,8 @@ impl Driver {
             },
             armed: false,
             woke: false,
+            park: Park::Active,
+            waiting: None,
         }
     }
 
@@ -124,68 +149,105 @@ impl Driver {
     /// Runs the session until the client leaves; the server it holds is cleaned up or
     /// closed on the way out.
     ///
-    /// An active client runs [`Driver::relay`], boxed; once it is idle (see
-    /// [`Core::is_idle`]) the relay's future is dropped, the core lets go of its transient
-    /// memory, and the task waits for the client's next byte holding only this future's
-    /// few words ([`Driver::poll_parked`]).
+    /// The whole session is one poll function ([`Driver::poll_run`]) over the driver's
+    /// own fields: no future is made per transaction, and an idle client's task holds
+    /// only this future's few words (see [`Core::is_idle`]).
     pub async fn run(mut self: Box<Self>, mut client: ClientStream) {
         if self.shared.phase() != Phase::Running {
             self.core.drain();
         }
-        // Each boxed future is made in a statement of its own: a temporary in the awaiting
-        // statement keeps its place in this future's memory even after being moved out.
-        let reason = loop {
-            let relay = Box::pin(self.relay(&mut client));
-            if let Some(reason) = relay.await {
-                break reason;
-            }
-            // What the session keeps only for its next transaction is kept per worker.
-            if let Some(buf) = self.core.take_idle_buffer() {
-                super::buffers::give_back(buf);
-            }
-            super::buffers::stow(self.core.stow());
-            if std::mem::take(&mut self.armed) {
-                // The relay's last pass, in this same poll of the task, registered every
-                // wake-up (the client's socket, the shared state, the timer,
-                // notifications) and found nothing to do: whatever wakes the task next is
-                // for the relay to look at, without asking each source again here.
-                woken().await;
-            } else {
-                std::future::poll_fn(|cx| self.poll_parked(&mut client, cx)).await;
-            }
-            self.woke = true;
-            if let Some(spare) = super::buffers::unstow() {
-                self.core.unstow(spare);
-            }
-        };
+        let reason = std::future::poll_fn(|cx| self.poll_run(&mut client, cx)).await;
         // Boxed: the farewell's timer would otherwise size every client's task.
         let farewell = Box::pin(self.farewell(client, reason));
         farewell.await;
     }
 
-    /// Relays until the session ends (`Some(reason)`) or the client is idle (`None`).
-    async fn relay(&mut self, client: &mut ClientStream) -> Option<String> {
+    /// Relays, waits for what the core asked for, and parks while the client is idle;
+    /// ready with the reason once the session ends.
+    fn poll_run(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<String> {
         loop {
-            let action = match std::future::poll_fn(|cx| self.poll_step(client, cx)).await {
+            match self.park {
+                Park::Active => {}
+                // The relay's last pass, in the poll that parked, registered every wake-up
+                // (the client's socket, the shared state, the timer, notifications) and
+                // found nothing to do: whatever woke the task is for the relay to see,
+                // without asking each source again here.
+                Park::Armed => self.unpark(),
+                Park::Polling => {
+                    ready!(self.poll_parked(client, cx));
+                    self.unpark();
+                }
+            }
+            if self.waiting.is_some() {
+                ready!(self.poll_waiting(cx));
+                continue;
+            }
+            let action = match ready!(self.poll_step(client, cx)) {
                 Step::Control => {
                     self.control();
                     continue;
                 }
-                Step::Idle => return None,
+                Step::Idle => {
+                    self.park();
+                    if self.park == Park::Armed {
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
                 Step::Act(a) => a,
             };
             match action {
-                Action::NeedServer { node } => self.checkout(node).await,
+                Action::NeedServer { node } => self.checkout(node),
                 Action::Release(state, how) => self.release(state, how),
                 Action::Cancel => self.cancel_query(),
-                // Boxed: rare, and its state would otherwise size every relay's future.
-                Action::Listen(request) => {
-                    let listen = Box::pin(self.listen(request));
-                    listen.await
-                }
-                Action::Close { reason } => return Some(reason),
+                Action::Listen(request) => self.listen(request),
+                Action::Close { reason } => return Poll::Ready(reason),
             }
         }
+    }
+
+    /// The client went idle: what the session keeps only for its next transaction is
+    /// kept per worker meanwhile.
+    fn park(&mut self) {
+        if let Some(buf) = self.core.take_idle_buffer() {
+            super::buffers::give_back(buf);
+        }
+        super::buffers::stow(self.core.stow());
+        self.park = if std::mem::take(&mut self.armed) {
+            Park::Armed
+        } else {
+            Park::Polling
+        };
+    }
+
+    /// Something woke an idle client: most likely its next bytes.
+    fn unpark(&mut self) {
+        self.park = Park::Active;
+        self.woke = true;
+        if let Some(spare) = super::buffers::unstow() {
+            self.core.unstow(spare);
+        }
+    }
+
+    /// Polls what the relay waits on besides its sockets (a server, PAUSE, the
+    /// listener); ready once it is done and handed to the core.
+    fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(waiting) = &mut self.waiting else {
+            return Poll::Ready(());
+        };
+        match waiting {
+            Waiting::Server(w) => {
+                let (node, done) = ready!(w.poll(cx));
+                self.waiting = None;
+                self.checkout_done(node, done);
+            }
+            Waiting::Listen(f) => {
+                let result = ready!(f.as_mut().poll(cx));
+                self.waiting = None;
+                self.core.listen_done(result, Instant::now());
+            }
+        }
+        Poll::Ready(())
     }
 
     /// The next thing for the relay: a wake-up from the shared state (checked first: an
@@ -376,8 +438,9 @@ impl Driver {
         fired
     }
 
-    /// Applies a LISTEN/UNLISTEN with the listener of the session's (database, user).
-    async fn listen(&mut self, request: crate::listen::Request) {
+    /// Hands a LISTEN/UNLISTEN to the listener of the session's (database, user); its
+    /// answer is awaited in [`Driver::poll_waiting`].
+    fn listen(&mut self, request: crate::listen::Request) {
         let l = match &mut self.listen {
             Some(l) => l,
             None => {
@@ -399,8 +462,10 @@ impl Driver {
                 self.listen.insert(Box::new(Listening { hub, sink, rx }))
             }
         };
-        let result = l.hub.apply(self.core.id, request, l.sink.clone()).await;
-        self.core.listen_done(result, Instant::now());
+        let (hub, sink, id) = (l.hub.clone(), l.sink.clone(), self.core.id);
+        self.waiting = Some(Waiting::Listen(Box::pin(async move {
+            hub.apply(id, request, sink).await
+        })));
     }
 
     /// Keeps the client's place under `max_db_client_connections` /
@@ -408,19 +473,6 @@ impl Driver {
     pub fn hold_ticket(&mut self, ticket: crate::pool::limits::ClientTicket) {
         self.ticket = Some(Box::new(ticket));
     }
-}
-
-/// Pending on its first poll, ready on the next: waits for the task's next wake-up.
-async fn woken() {
-    let mut first = true;
-    std::future::poll_fn(|_| {
-        if std::mem::take(&mut first) {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await
 }
 
 impl Drop for Driver {

@@ -117,24 +117,24 @@ impl std::fmt::Debug for Lease {
 }
 
 /// A counted slot for a connection being opened.
-pub(super) struct Slot<'a> {
-    pool: &'a Pool,
+pub(super) struct Slot<P: Deref<Target = Pool>> {
+    pub(super) pool: P,
     armed: bool,
 }
 
-impl<'a> Slot<'a> {
+impl<P: Deref<Target = Pool>> Slot<P> {
     /// Takes charge of a slot already counted in the pool's total.
-    pub(super) fn counted(pool: &'a Pool) -> Slot<'a> {
+    pub(super) fn counted(pool: P) -> Slot<P> {
         Slot { pool, armed: true }
     }
 
-    /// The connection exists now and carries the slot itself.
+    /// The connection exists now (or another guard took charge of the slot).
     pub(super) fn fill(mut self) {
         self.armed = false;
     }
 }
 
-impl Drop for Slot<'_> {
+impl<P: Deref<Target = Pool>> Drop for Slot<P> {
     fn drop(&mut self) {
         if self.armed {
             self.pool.release_slot();
@@ -143,12 +143,12 @@ impl Drop for Slot<'_> {
 }
 
 /// A waiter's receiving end, which hands back anything granted to it if the waiter leaves.
-pub(super) struct Ticket<'a> {
-    pub(super) pool: &'a Pool,
+pub(super) struct Ticket {
+    pub(super) pool: Arc<Pool>,
     pub(super) rx: oneshot::Receiver<Grant>,
 }
 
-impl Drop for Ticket<'_> {
+impl Drop for Ticket {
     fn drop(&mut self) {
         // Nothing can be sent after close(); whatever was sent before is taken back here.
         self.rx.close();

@@ -4,10 +4,11 @@
 //! # Concurrency note
 //! All bookkeeping sits under one short `std::sync::Mutex` per pool; nothing awaits while
 //! holding it. Connecting and waiting happen outside the lock: a waiter parks on a oneshot
-//! channel and is handed either a connection or a slot to open one. A connection is owned by
+//! channel (`checkout.rs`) and is handed either a connection or a slot to open one. A connection is owned by
 //! exactly one place at a time (the idle list, a waiter's channel, or a client session).
 
 mod check;
+mod checkout;
 mod inspect;
 mod key;
 mod lease;
@@ -23,15 +24,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
 use crate::protocol::greeting::ServerParams;
 use crate::server::varcache::Gucs;
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
+pub use checkout::{Checkout, Queued, Slow};
 pub use inspect::IdleServer;
 pub use key::PoolKey;
 pub use lease::Lease;
-use lease::{Slot, Ticket};
+use lease::Slot;
 use limits::Gates;
 pub use maintain::{Pools, maintain_all, settings_for};
 use wait::{Grant, Waiter};
@@ -104,14 +104,6 @@ pub struct Pool {
     pub gates: Gates,
 }
 
-/// What a checkout does after releasing the lock.
-enum Next {
-    Ready(Box<ServerConn>),
-    /// Open a connection: the pool's count already includes it.
-    Connect,
-    Wait(oneshot::Receiver<Grant>),
-}
-
 /// A snapshot of a pool's state, for the admin console and tests.
 #[derive(Clone, Debug)]
 pub struct PoolSnapshot {
@@ -171,64 +163,6 @@ impl Pool {
         }
     }
 
-    /// Takes a server connection, waiting up to `wait` (forever when `None`) in FIFO order.
-    ///
-    /// A waiter arms no timer of its own: the janitor ([`maintain_all`]) expires waiters
-    /// whose deadline passed, every [`WAIT_CHECK`] (a timer per checkout cost ~600
-    /// instructions per transaction when clients outnumber servers).
-    ///
-    /// The connection comes as a [`Lease`]: however the caller leaves, the pool's count
-    /// stays right. A checkout cancelled midway (its future dropped while it waits or
-    /// connects) gives back whatever it had been granted.
-    pub async fn checkout(self: &Arc<Self>, wait: Option<Duration>) -> Result<Lease, PoolError> {
-        let conn = loop {
-            let (next, check) = {
-                let mut g = self.lock();
-                if g.removed {
-                    return Err(PoolError::Removed);
-                }
-                let mut stale = Vec::new();
-                let now = Instant::now();
-                let next = self.take_idle(&mut g, &mut stale, wait, now);
-                // The check's query is copied only when one is due.
-                let check = match (&next, &g.settings.check) {
-                    (Next::Ready(c), Some(chk)) if reached(c.last_used, chk.1, now) => {
-                        Some(chk.clone())
-                    }
-                    _ => None,
-                };
-                drop(g);
-                if !stale.is_empty() {
-                    stale.into_iter().for_each(ServerConn::close);
-                }
-                (next, check)
-            };
-            match next {
-                // Boxed, and only when due: the check's state would otherwise size every
-                // checkout's future, and with it every client task.
-                Next::Ready(c) => match check {
-                    Some(chk) => match Box::pin(self.checked(c, Some(chk))).await {
-                        Some(c) => break c,
-                        None => continue,
-                    },
-                    None => break c,
-                },
-                // `check` is not held across these waits (it would size the future).
-                Next::Connect => {
-                    drop(check);
-                    break self.open_slot().await?;
-                }
-                Next::Wait(rx) => {
-                    drop(check);
-                    let ticket = Ticket { pool: self, rx };
-                    break self.wait(ticket, wait).await?;
-                }
-            }
-        };
-        self.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease::new(self.clone(), conn))
-    }
-
     /// Counts one more connection if the pool (up to `limit`) and its gates allow it.
     fn grow(&self, g: &mut Inner, limit: usize) -> bool {
         if g.total < limit && self.gates.try_take() {
@@ -242,39 +176,6 @@ impl Pool {
     fn shrink(&self, g: &mut Inner, n: usize) {
         g.total -= n;
         self.gates.give(n);
-    }
-
-    // The connections are boxed for their whole life; unboxing them here would copy them.
-    #[allow(clippy::vec_box)]
-    fn take_idle(
-        &self,
-        g: &mut Inner,
-        stale: &mut Vec<Box<ServerConn>>,
-        wait: Option<Duration>,
-        now: Instant,
-    ) -> Next {
-        prefer_local(&mut g.idle, crate::current_worker());
-        while let Some(mut conn) = g.idle.pop_back() {
-            if expired(&g.settings, &conn, now).is_some() || conn.has_unexpected_data() {
-                self.shrink(g, 1);
-                self.stats.closes.fetch_add(1, Ordering::Relaxed);
-                stale.push(conn);
-                continue;
-            }
-            return Next::Ready(conn);
-        }
-        let size = g.settings.size;
-        if self.grow(g, size) {
-            return Next::Connect;
-        }
-        let (tx, rx) = oneshot::channel();
-        let deadline = wait.map(|w| now + w);
-        g.waiters.push_back(Waiter {
-            tx,
-            deadline,
-            since: now,
-        });
-        Next::Wait(rx)
     }
 
     /// Opens a connection for a slot already counted in `total`, with the current settings.

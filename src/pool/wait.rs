@@ -2,13 +2,11 @@
 //! serving (gates with room, the reserve pool) or expiring (deadline passed) those waiting.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
-use super::lease::Ticket;
-use super::{Pool, PoolError};
+use super::Pool;
 use crate::server::ServerConn;
 
 pub(crate) enum Grant {
@@ -29,23 +27,6 @@ pub(super) struct Waiter {
 }
 
 impl Pool {
-    pub(super) async fn wait(
-        &self,
-        mut ticket: Ticket<'_>,
-        wait: Option<Duration>,
-    ) -> Result<Box<ServerConn>, PoolError> {
-        let grant = (&mut ticket.rx).await.map_err(|_| PoolError::Removed)?;
-        drop(ticket);
-        match grant {
-            Grant::Conn(c) => Ok(c),
-            Grant::TimedOut => {
-                self.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(PoolError::Timeout(wait.unwrap_or_default()))
-            }
-            Grant::Slot => self.open_slot().await,
-        }
-    }
-
     /// Hands slots to waiters the pool could not serve at once: those a gate held back
     /// once it has room, and, past `reserve_timeout`, one reserve connection at a time.
     /// Returns whether waiters are still held back by a full gate.

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::{Action, Core, Phase, Release};
+use super::{Action, Core, Detached, Phase, Release};
 use crate::config::PoolMode;
 use crate::protocol::build;
-use crate::server::CloseReason;
+use crate::server::{CloseReason, ServerState};
 
 impl Core {
     /// Gives the server back (if held).
@@ -48,7 +48,15 @@ impl Core {
         if how != Release::Clean {
             self.sout.clear();
         }
-        self.actions.push_back(Action::Release(att.state, how));
+        self.actions.push_back(Action::Release(Detached(att), how));
+    }
+
+    /// Puts a released server's state back into `slot` (its connection's, holding the
+    /// placeholder [`Core::attach_from`] left) and keeps the box for the next server.
+    pub fn restore(&mut self, server: Detached, slot: &mut ServerState) {
+        let mut att = server.0;
+        std::mem::swap(&mut att.state, slot);
+        self.vacant = Some(att);
     }
 
     /// Queues a FATAL error for the client.

@@ -8,14 +8,33 @@ use crate::registry::clients::ServerLink;
 use crate::server::{CloseReason, ServerState};
 
 impl Core {
-    /// The checkout the core asked for succeeded.
-    pub fn attached(
+    /// The checkout the core asked for succeeded (tests: the placeholder left in the
+    /// state's place is dropped).
+    pub fn attached(&mut self, state: ServerState, node: usize, link: ServerLink, now: Instant) {
+        let mut slot = state;
+        self.attach_from(&mut slot, node, link, now);
+    }
+
+    /// The checkout the core asked for succeeded: the server's state is taken out of
+    /// `slot` (its connection's), which is left a placeholder that is never quiet, so
+    /// that the connection is closed if it is dropped before [`Core::restore`] puts
+    /// the state back.
+    pub fn attach_from(
         &mut self,
-        mut state: ServerState,
+        slot: &mut ServerState,
         node: usize,
         link: ServerLink,
         now: Instant,
     ) {
+        let mut att = self.vacant.take().unwrap_or_else(|| {
+            Box::new(Attached {
+                state: ServerState::lent(0),
+            })
+        });
+        std::mem::swap(&mut att.state, slot);
+        slot.id = att.state.id;
+        slot.status = 0;
+        let state = &mut att.state;
         if let Some(r) = &self.route {
             r.node_active(1);
         }
@@ -30,9 +49,9 @@ impl Core {
             }
         }
         state.last_client = self.id;
+        self.server = Some(att);
         self.seq_attached();
         self.observe.attached(link, now);
-        self.server = Some(Box::new(Attached { state }));
         self.phase = Phase::Relay;
         let _ = node;
         // A placeholder another client left is no RESET away: another server is asked for.

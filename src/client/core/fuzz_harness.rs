@@ -271,7 +271,13 @@ impl Session {
         }
         match a {
             Action::NeedServer { node } => self.need_server(node, always_attach),
-            Action::Release(state, how) => self.release(state, how),
+            Action::Release(server, how) => {
+                // As the driver does: the state goes back into its connection's place,
+                // where the attach left a placeholder.
+                let mut state = ServerState::lent(server.state().id);
+                self.rig.core.restore(server, &mut state);
+                self.release(state, how)
+            }
             Action::Close { .. } => {
                 // The driver's farewell: what is queued for the client goes out.
                 self.closed = true;
@@ -333,7 +339,11 @@ impl Session {
             (ServerState::new(id), model)
         });
         self.live = Some(model);
-        self.rig.core.attached(state, node, link(), now);
+        let mut slot = state;
+        self.rig.core.attach_from(&mut slot, node, link(), now);
+        if slot.is_quiet() {
+            self.fail("the attach left a quiet state in the connection's place".into());
+        }
     }
 
     fn release(&mut self, state: ServerState, how: Release) {

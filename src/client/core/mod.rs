@@ -86,9 +86,9 @@ pub enum Action {
     /// Check out a server on `node` of the session's database, then call
     /// [`Core::attached`] (or [`Core::attach_failed`]).
     NeedServer { node: usize },
-    /// Give the server back: its state returns to the connection, which goes back to the
-    /// pool or is closed.
-    Release(ServerState, Release),
+    /// Give the server back: its state returns to the connection ([`Core::restore`]),
+    /// which goes back to the pool or is closed.
+    Release(Detached, Release),
     /// The session is over: write what is queued to the client (at most a few seconds),
     /// then close.
     Close { reason: String },
@@ -137,9 +137,26 @@ pub struct Limits {
     pub listen_here: bool,
 }
 
-/// The server the session holds.
+/// The server the session holds. The box outlives the server: given back, it keeps a
+/// placeholder state and holds the session's next server (see [`Core::attach_from`]).
+#[derive(Debug)]
 struct Attached {
     state: ServerState,
+}
+
+/// A server the session gives back ([`Action::Release`]): its state, in the session's box.
+#[derive(Debug)]
+pub struct Detached(Box<Attached>);
+
+impl Detached {
+    pub fn state(&self) -> &ServerState {
+        &self.0.state
+    }
+
+    /// The state alone (the box is not kept: tests).
+    pub fn into_state(self) -> ServerState {
+        self.0.state
+    }
 }
 
 /// Where the session stands.
@@ -194,6 +211,9 @@ pub struct Core {
     status: u8,
     /// Boxed: an idle client holds none, and its memory is per client.
     server: Option<Box<Attached>>,
+    /// The box of the last server given back, with a placeholder state: the next
+    /// server's, without an allocation per transaction (kept per worker while idle).
+    vacant: Option<Box<Attached>>,
     phase: Phase,
     actions: std::collections::VecDeque<Action>,
     route: Option<Box<Route>>,
@@ -245,6 +265,7 @@ impl Core {
             flow: Flow::default(),
             status: b'I',
             server: None,
+            vacant: None,
             phase: Phase::Relay,
             actions: Default::default(),
             route,

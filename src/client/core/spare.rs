@@ -10,16 +10,18 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::{Action, Core, replies};
+use super::{Action, Attached, Core, replies};
 
 /// The empty rings of an idle session: its actions, both output queues and the expected
-/// replies. Each keeps its capacity, none holds an element.
+/// replies (each keeps its capacity, none holds an element), and its server box.
 #[derive(Default)]
 pub struct Spare {
     actions: VecDeque<Action>,
     cout: VecDeque<Bytes>,
     sout: VecDeque<Bytes>,
     replies: replies::Ring,
+    /// The box of a server given back (see [`Core::attach_from`]).
+    vacant: Option<Box<Attached>>,
 }
 
 impl Core {
@@ -36,6 +38,7 @@ impl Core {
             cout: self.cout.take_ring(),
             sout: self.sout.take_ring(),
             replies: self.map.replies.take_ring(),
+            vacant: self.vacant.take(),
         }
     }
 
@@ -49,5 +52,8 @@ impl Core {
         self.cout.lend_ring(spare.cout);
         self.sout.lend_ring(spare.sout);
         self.map.replies.lend_ring(spare.replies);
+        if self.vacant.is_none() {
+            self.vacant = spare.vacant;
+        }
     }
 }

@@ -166,7 +166,7 @@ impl Rig {
 
     pub fn expect_release(&mut self) -> (ServerState, Release) {
         match self.action() {
-            Some(Action::Release(s, how)) => (s, how),
+            Some(Action::Release(s, how)) => (s.into_state(), how),
             other => panic!("expected Release, got {other:?}"),
         }
     }

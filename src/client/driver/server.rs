@@ -1,32 +1,83 @@
 //! The driver's server side: taking a server from the pool for the core, giving it back
 //! as the core says, and cancelling what runs on it.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use super::Driver;
-use crate::client::core::{AttachError, Release};
-use crate::pool::{PoolError, PoolKey};
+use crate::client::core::{AttachError, Detached, Release};
+use crate::pool::{Checkout, Lease, PoolError, PoolKey, Queued, Slow};
 use crate::registry::clients::ServerLink;
-use crate::server::ServerState;
+
+/// A checkout the pool could not finish at once: the core's client input waits on it.
+pub(super) struct ServerWait {
+    node: usize,
+    on: On,
+}
+
+/// How a PAUSE's wait ended: `Err((SQLSTATE, message))` for the client.
+type Held = Result<(), (String, String)>;
+
+enum On {
+    /// PAUSE: the client waits for RESUME before it takes a server (rare: boxed).
+    Hold(Pin<Box<dyn Future<Output = Held> + Send>>),
+    /// A place in the pool's queue (no allocation of its own).
+    Queued(Queued),
+    /// A connect or a server check (rare: boxed by the pool).
+    Slow(Slow),
+}
+
+/// What a [`ServerWait`] ended with.
+pub(super) enum Done {
+    Held(Held),
+    Next(Result<Checkout, PoolError>),
+}
+
+impl ServerWait {
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<(usize, Done)> {
+        let done = match &mut self.on {
+            On::Hold(f) => Done::Held(ready!(f.as_mut().poll(cx))),
+            On::Queued(q) => Done::Next(ready!(q.poll(cx))),
+            On::Slow(f) => Done::Next(ready!(f.as_mut().poll(cx)).map(Checkout::Ready)),
+        };
+        Poll::Ready((self.node, done))
+    }
+}
 
 impl Driver {
-    /// Takes a server on `node` for the core (waiting out a PAUSE first).
-    pub(super) async fn checkout(&mut self, node: usize) {
+    /// Takes a server on `node` for the core (waiting out a PAUSE first). What cannot be
+    /// had at once is waited on in [`Driver::poll_waiting`].
+    pub(super) fn checkout(&mut self, node: usize) {
         if self.core.observe().info.held() {
             let info = self.core.observe().info.clone();
-            // Boxed: the hold's state would otherwise enlarge every checkout's future.
-            let hold = Box::pin(crate::client::hold::hold(
-                &self.shared,
-                &info,
-                self.wait_timeout,
-            ));
-            let held = hold.await;
-            if let Err((code, msg)) = held {
+            let (shared, wait) = (self.shared.clone(), self.wait_timeout);
+            let hold = async move { crate::client::hold::hold(&shared, &info, wait).await };
+            self.wait_on(node, On::Hold(Box::pin(hold)));
+            return;
+        }
+        self.take_server(node);
+    }
+
+    /// What a wait for a server ended with.
+    pub(super) fn checkout_done(&mut self, node: usize, done: Done) {
+        match done {
+            Done::Held(Ok(())) => self.take_server(node),
+            Done::Held(Err((code, msg))) => {
                 self.core
                     .attach_failed(node, AttachError::Other(code, msg), Instant::now());
-                return;
             }
+            Done::Next(next) => self.checkout_next(node, next),
         }
+    }
+
+    fn wait_on(&mut self, node: usize, on: On) {
+        self.waiting = Some(super::Waiting::Server(ServerWait { node, on }));
+    }
+
+    /// The pool's part of a checkout.
+    fn take_server(&mut self, node: usize) {
         // The pool is borrowed from `pools` (not cloned) for the checkout: a transaction
         // touches the pool's reference count only in its lease.
         if !self.ensure_pool(node) {
@@ -48,10 +99,15 @@ impl Driver {
         self.core
             .observe()
             .switch_node(node, || shared.metrics.pool(&pool.key));
-        let checkout = pool.checkout(self.wait_timeout).await;
-        let now = Instant::now();
-        let mut lease = match checkout {
-            Ok(lease) => lease,
+        let next = pool.start_checkout(self.wait_timeout);
+        self.checkout_next(node, next);
+    }
+
+    fn checkout_next(&mut self, node: usize, next: Result<Checkout, PoolError>) {
+        match next {
+            Ok(Checkout::Ready(lease)) => self.attach(node, lease),
+            Ok(Checkout::Queued(q)) => self.wait_on(node, On::Queued(q)),
+            Ok(Checkout::Slow(f)) => self.wait_on(node, On::Slow(f)),
             Err(e) => {
                 let err = match e {
                     PoolError::Timeout(d) => AttachError::Other(
@@ -72,24 +128,26 @@ impl Driver {
                         ),
                     ),
                 };
-                self.core.attach_failed(node, err, now);
-                return;
+                self.core.attach_failed(node, err, Instant::now());
             }
-        };
+        }
+    }
+
+    /// Hands a checked-out server to the core.
+    fn attach(&mut self, node: usize, mut lease: Lease) {
+        let now = Instant::now();
         // Until it is given back explicitly, nobody can vouch for its state.
         lease.set_clean(false);
-        let id = lease.state.id;
-        let state = std::mem::replace(&mut lease.state, ServerState::lent(id));
         let link = ServerLink {
-            id: state.id,
+            id: lease.state.id,
             backend_pid: lease.backend_pid,
             addr: lease.addr,
             local_port: lease.local_port,
             created: lease.created,
         };
         self.cancel.set(Some(lease.cancel_target()));
-        self.lease = Some(lease);
-        self.core.attached(state, node, link, now);
+        let lease = self.lease.insert(lease);
+        self.core.attach_from(&mut lease.state, node, link, now);
     }
 
     /// Sends a cancel request for the query running on the held server.
@@ -100,12 +158,12 @@ impl Driver {
     }
 
     /// Gives the server back as the core says.
-    pub(super) fn release(&mut self, state: ServerState, how: Release) {
+    pub(super) fn release(&mut self, server: Detached, how: Release) {
         let Some(mut lease) = self.lease.take() else {
             return;
         };
         self.cancel.set(None);
-        lease.state = state;
+        self.core.restore(server, &mut lease.state);
         match how {
             Release::Clean => {
                 lease.set_clean(true);
