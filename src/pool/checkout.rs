@@ -13,8 +13,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
-
+use super::handoff::{Handoff, Receiver};
 use super::lease::{Slot, Ticket};
 use super::wait::{Grant, Waiter};
 use super::{Inner, Lease, Pool, PoolError, expired, prefer_local, reached};
@@ -37,21 +36,20 @@ pub enum Checkout {
 /// A place in a pool's queue. Dropped, whatever was granted to it goes back.
 pub struct Queued {
     ticket: Ticket,
-    wait: Option<Duration>,
 }
 
 impl Queued {
     /// Ready once the pool grants a connection ([`Checkout::Ready`]), a slot to open one
     /// ([`Checkout::Slow`]), or an error (the wait timed out, the pool was removed).
     pub fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Checkout, PoolError>> {
-        let grant = ready!(Pin::new(&mut self.ticket.rx).poll(cx));
+        let grant = ready!(self.ticket.rx.poll(cx));
         let pool = &self.ticket.pool;
         Poll::Ready(match grant {
             Err(_) => Err(PoolError::Removed),
             Ok(Grant::Conn(c)) => Ok(Checkout::Ready(pool.lease(c))),
-            Ok(Grant::TimedOut) => {
+            Ok(Grant::TimedOut(waited)) => {
                 pool.stats.wait_timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(PoolError::Timeout(self.wait.unwrap_or_default()))
+                Err(PoolError::Timeout(waited))
             }
             Ok(Grant::Slot) => Ok(Checkout::Slow(pool.clone().connect_counted())),
         })
@@ -63,7 +61,7 @@ enum Next {
     Ready(Box<ServerConn>),
     /// Open a connection: the pool's count already includes it.
     Connect,
-    Wait(oneshot::Receiver<Grant>),
+    Wait(Receiver),
 }
 
 impl Pool {
@@ -77,7 +75,7 @@ impl Pool {
     /// stays right. A checkout cancelled midway (its future dropped while it waits or
     /// connects) gives back whatever it had been granted.
     pub async fn checkout(self: &Arc<Self>, wait: Option<Duration>) -> Result<Lease, PoolError> {
-        let mut next = self.start_checkout(wait)?;
+        let mut next = self.start_checkout(wait, &Arc::default())?;
         loop {
             next = match next {
                 Checkout::Ready(lease) => return Ok(lease),
@@ -88,8 +86,13 @@ impl Pool {
     }
 
     /// The part of a checkout that needs no waiting: an idle connection, or a place in
-    /// the queue, or a slot to connect.
-    pub fn start_checkout(self: &Arc<Self>, wait: Option<Duration>) -> Result<Checkout, PoolError> {
+    /// the queue (a wait through `handoff`, the caller's for all its waits), or a slot to
+    /// connect.
+    pub fn start_checkout(
+        self: &Arc<Self>,
+        wait: Option<Duration>,
+        handoff: &Arc<Handoff>,
+    ) -> Result<Checkout, PoolError> {
         let (next, check) = {
             let mut g = self.lock();
             if g.removed {
@@ -97,7 +100,7 @@ impl Pool {
             }
             let mut stale = Vec::new();
             let now = Instant::now();
-            let next = self.take_idle(&mut g, &mut stale, wait, now);
+            let next = self.take_idle(&mut g, &mut stale, wait, now, handoff);
             // The check's query is copied only when one is due.
             let check = match (&next, &g.settings.check) {
                 (Next::Ready(c), Some(chk)) if reached(c.last_used, chk.1, now) => {
@@ -131,7 +134,6 @@ impl Pool {
                     pool: self.clone(),
                     rx,
                 },
-                wait,
             }),
         })
     }
@@ -163,6 +165,7 @@ impl Pool {
         stale: &mut Vec<Box<ServerConn>>,
         wait: Option<Duration>,
         now: Instant,
+        handoff: &Arc<Handoff>,
     ) -> Next {
         prefer_local(&mut g.idle, crate::current_worker());
         while let Some(mut conn) = g.idle.pop_back() {
@@ -178,7 +181,7 @@ impl Pool {
         if self.grow(g, size) {
             return Next::Connect;
         }
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = handoff.open();
         let deadline = wait.map(|w| now + w);
         g.waiters.push_back(Waiter {
             tx,

@@ -12,8 +12,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
+use super::handoff::Receiver;
 use super::{Grant, Pool};
 use crate::server::{CloseReason, ServerConn};
 
@@ -145,17 +144,16 @@ impl<P: Deref<Target = Pool>> Drop for Slot<P> {
 /// A waiter's receiving end, which hands back anything granted to it if the waiter leaves.
 pub(super) struct Ticket {
     pub(super) pool: Arc<Pool>,
-    pub(super) rx: oneshot::Receiver<Grant>,
+    pub(super) rx: Receiver,
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         // Nothing can be sent after close(); whatever was sent before is taken back here.
-        self.rx.close();
-        match self.rx.try_recv() {
-            Ok(Grant::Conn(conn)) => self.pool.checkin(conn),
-            Ok(Grant::Slot) => self.pool.release_slot(),
-            Ok(Grant::TimedOut) | Err(_) => {}
+        match self.rx.close() {
+            Some(Grant::Conn(conn)) => self.pool.checkin(conn),
+            Some(Grant::Slot) => self.pool.release_slot(),
+            Some(Grant::TimedOut(_)) | None => {}
         }
     }
 }

@@ -3,12 +3,14 @@
 //!
 //! # Concurrency note
 //! All bookkeeping sits under one short `std::sync::Mutex` per pool; nothing awaits while
-//! holding it. Connecting and waiting happen outside the lock: a waiter parks on a oneshot
-//! channel (`checkout.rs`) and is handed either a connection or a slot to open one. A connection is owned by
-//! exactly one place at a time (the idle list, a waiter's channel, or a client session).
+//! holding it. Connecting and waiting happen outside the lock: a waiter parks on its
+//! session's hand-over place (`handoff.rs`, `checkout.rs`) and is handed either a
+//! connection or a slot to open one. A connection is owned by exactly one place at a time
+//! (the idle list, a waiter's hand-over place, or a client session).
 
 mod check;
 mod checkout;
+mod handoff;
 mod inspect;
 mod key;
 mod lease;
@@ -28,6 +30,7 @@ use crate::protocol::greeting::ServerParams;
 use crate::server::varcache::Gucs;
 use crate::server::{self, CloseReason, ServerConn, ServerError, ServerTarget};
 pub use checkout::{Checkout, Queued, Slow};
+pub use handoff::Handoff;
 pub use inspect::IdleServer;
 pub use key::PoolKey;
 pub use lease::Lease;

@@ -2,24 +2,23 @@
 //! serving (gates with room, the reserve pool) or expiring (deadline passed) those waiting.
 
 use std::collections::VecDeque;
-use std::time::Instant;
-
-use tokio::sync::oneshot;
+use std::time::{Duration, Instant};
 
 use super::Pool;
+use super::handoff::Grantee;
 use crate::server::ServerConn;
 
 pub(crate) enum Grant {
     Conn(Box<ServerConn>),
     /// Permission to open a new connection (the pool's count already includes it).
     Slot,
-    /// The waiter's deadline passed (see [`Pool::expire_waiters`]).
-    TimedOut,
+    /// The waiter's deadline passed (see [`Pool::expire_waiters`]): it waited this long.
+    TimedOut(Duration),
 }
 
 /// A client waiting for a connection, in FIFO order.
 pub(super) struct Waiter {
-    pub(super) tx: oneshot::Sender<Grant>,
+    pub(super) tx: Grantee,
     /// When it gets `57014` instead; `None` waits forever.
     pub(super) deadline: Option<Instant>,
     /// When it started waiting (for the reserve pool).
@@ -87,7 +86,8 @@ impl Pool {
         // Out of the queue, so nothing else grants them; a waiter that left already is fine.
         let n = expired.len();
         for w in expired {
-            let _ = w.tx.send(Grant::TimedOut);
+            let waited = w.deadline.map_or(Duration::ZERO, |d| d - w.since);
+            let _ = w.tx.send(Grant::TimedOut(waited));
         }
         n
     }

@@ -83,7 +83,7 @@ impl Driver {
         if !self.ensure_pool(node) {
             let msg = format!(
                 "node {node} of database \"{}\" is no longer configured",
-                self.database
+                self.core.observe().info.database
             );
             self.core.attach_failed(
                 node,
@@ -99,7 +99,9 @@ impl Driver {
         self.core
             .observe()
             .switch_node(node, || shared.metrics.pool(&pool.key));
-        let next = pool.start_checkout(self.wait_timeout);
+        // Made on the session's first wait, and kept for the others.
+        let handoff = self.handoff.get_or_insert_with(Default::default);
+        let next = pool.start_checkout(self.wait_timeout, handoff);
         self.checkout_next(node, next);
     }
 
@@ -124,7 +126,7 @@ impl Driver {
                         "3D000".into(),
                         format!(
                             "database \"{}\" was removed from the configuration",
-                            self.database
+                            self.core.observe().info.database
                         ),
                     ),
                 };
@@ -187,9 +189,10 @@ impl Driver {
         if self.pools.get(node).is_some_and(Option::is_some) {
             return true;
         }
+        let info = &self.core.observe().info;
         let key = PoolKey {
-            database: self.database.clone(),
-            user: self.user.clone(),
+            database: info.database.clone(),
+            user: info.user.clone(),
             node,
         };
         let Some(pool) = self
