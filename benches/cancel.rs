@@ -6,23 +6,37 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pgsluice::client::cancel::{CancelRegistry, CancelSlot, CancelTarget};
+use pgsluice::client::cancel::{CancelRegistry, CancelSlot};
+use pgsluice::registry::clients::{ClientInfo, ClientMeta, ServerLink};
 
 const CLIENTS: usize = 10_000;
 
 /// A registry with `CLIENTS` clients, each on a server (so a lookup finds a target).
+/// The registry's slots hold their clients' entries; the caller keeps the slots.
 fn populated() -> (CancelRegistry, Vec<Arc<CancelSlot>>) {
     let registry = CancelRegistry::default();
     let addr: SocketAddr = "127.0.0.1:5432".parse().expect("address");
     let slots: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let slot = registry.register();
-            slot.set(Some(CancelTarget {
+            let info = ClientInfo::new(
+                slot.pid,
+                "user".into(),
+                "db".into(),
+                Some(0),
+                ClientMeta::default(),
+                None,
+            );
+            info.set_server(Some(ServerLink {
+                id: i as u64,
+                backend_pid: 10_000 + i as u32,
+                backend_secret: i as u32,
+                local_port: 1,
                 addr,
-                pid: 10_000 + i as u32,
-                secret: i as u32,
                 unix: None,
+                created: std::time::Instant::now(),
             }));
+            slot.bind(Arc::new(info));
             slot
         })
         .collect();

@@ -230,6 +230,7 @@ fn new_session(
         Some(shared.admin.db(&key.database)),
     ));
     shared.admin.clients.insert(info.clone());
+    cancel.bind(info.clone());
     let tally = crate::metrics::Tally::new(
         shared.metrics.pool(&key),
         config.metrics.enabled,

@@ -2,26 +2,29 @@
 //! key finds the server the client is using at that moment (forwarded by `client::cancel`).
 //!
 //! # Concurrency note
-//! The registry map is locked only at login, logout and cancel; a session updates its own
-//! slot (an uncontended mutex) when it takes or gives back a server.
+//! The registry map is locked only at login, logout and cancel. The server a client uses
+//! is read from its entry in the client list ([`ClientInfo::server`]), which the session
+//! updates when it takes or gives back a server: one record, one lock, for both.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use super::clients::ClientInfo;
 pub use crate::server::CancelTarget;
 
-/// One client's cancel key and current server.
-#[derive(Debug)]
+/// One client's cancel key, and the client it cancels for.
 pub struct CancelSlot {
     pub pid: u32,
     pub secret: u32,
-    target: Mutex<Option<CancelTarget>>,
+    /// Set once the client's entry exists (never, for a console client: nothing to cancel).
+    client: OnceLock<Arc<ClientInfo>>,
 }
 
 impl CancelSlot {
-    pub fn set(&self, target: Option<CancelTarget>) {
-        *self.target.lock().unwrap_or_else(|e| e.into_inner()) = target;
+    /// The key cancels what `client` runs on its server from now on.
+    pub fn bind(&self, client: Arc<ClientInfo>) {
+        let _ = self.client.set(client);
     }
 }
 
@@ -43,7 +46,7 @@ impl CancelRegistry {
         let slot = Arc::new(CancelSlot {
             pid,
             secret: rand::random(),
-            target: Mutex::new(None),
+            client: OnceLock::new(),
         });
         map.insert(pid, slot.clone());
         slot
@@ -64,9 +67,6 @@ impl CancelRegistry {
         if slot.secret != secret {
             return None;
         }
-        slot.target
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        Some(slot.client.get()?.server()?.cancel_target())
     }
 }

@@ -47,14 +47,30 @@ pub struct ClientMeta {
     pub application_name: String,
 }
 
-/// The server connection a client holds. Kept small: it is stored twice per transaction.
+/// The server connection a client holds: for the console, and where a cancel request
+/// with the client's key goes. Kept small: it is stored twice per transaction.
 #[derive(Clone, Debug)]
 pub struct ServerLink {
     pub id: u64,
     pub backend_pid: u32,
+    pub backend_secret: u32,
     pub local_port: u16,
     pub addr: SocketAddr,
+    /// The socket path when the server is reached over a Unix-domain socket.
+    pub unix: Option<Arc<str>>,
     pub created: Instant,
+}
+
+impl ServerLink {
+    /// Where a cancel request for the query running on the server goes.
+    pub fn cancel_target(&self) -> crate::server::CancelTarget {
+        crate::server::CancelTarget {
+            addr: self.addr,
+            pid: self.backend_pid,
+            secret: self.backend_secret,
+            unix: self.unix.clone(),
+        }
+    }
 }
 
 /// One logged-in client.

@@ -127,7 +127,9 @@ pub(super) fn link() -> ServerLink {
     ServerLink {
         id: 1,
         backend_pid: 100,
+        backend_secret: 7,
         addr: "127.0.0.1:5432".parse().unwrap(),
+        unix: None,
         local_port: 1,
         created: Instant::now(),
     }

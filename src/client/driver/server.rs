@@ -143,11 +143,12 @@ impl Driver {
         let link = ServerLink {
             id: lease.state.id,
             backend_pid: lease.backend_pid,
+            backend_secret: lease.backend_secret,
             addr: lease.addr,
+            unix: lease.unix.clone(),
             local_port: lease.local_port,
             created: lease.created,
         };
-        self.cancel.set(Some(lease.cancel_target()));
         let lease = self.lease.insert(lease);
         self.core.attach_from(&mut lease.state, node, link, now);
     }
@@ -164,7 +165,6 @@ impl Driver {
         let Some(mut lease) = self.lease.take() else {
             return;
         };
-        self.cancel.set(None);
         self.core.restore(server, &mut lease.state);
         match how {
             Release::Clean => {
