@@ -165,7 +165,11 @@ impl Driver {
 
     /// Relays, waits for what the core asked for, and parks while the client is idle;
     /// ready with the reason once the session ends.
+    ///
+    /// The clock is read once per poll: everything one poll handles happened "now" (a
+    /// poll ends within tokio's cooperative budget of I/O operations).
     fn poll_run(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<String> {
+        let now = Instant::now();
         loop {
             match self.park {
                 Park::Active => {}
@@ -180,10 +184,10 @@ impl Driver {
                 }
             }
             if self.waiting.is_some() {
-                ready!(self.poll_waiting(cx));
+                ready!(self.poll_waiting(cx, now));
                 continue;
             }
-            let action = match ready!(self.poll_step(client, cx)) {
+            let action = match ready!(self.poll_step(client, cx, now)) {
                 Step::Control => {
                     self.control();
                     continue;
@@ -198,8 +202,8 @@ impl Driver {
                 Step::Act(a) => a,
             };
             match action {
-                Action::NeedServer { node } => self.checkout(node),
-                Action::Release(state, how) => self.release(state, how),
+                Action::NeedServer { node } => self.checkout(node, now),
+                Action::Release(state, how) => self.release(state, how, now),
                 Action::Cancel => self.cancel_query(),
                 Action::Listen(request) => self.listen(request),
                 Action::Close { reason } => return Poll::Ready(reason),
@@ -232,7 +236,7 @@ impl Driver {
 
     /// Polls what the relay waits on besides its sockets (a server, PAUSE, the
     /// listener); ready once it is done and handed to the core.
-    fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_waiting(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<()> {
         let Some(waiting) = &mut self.waiting else {
             return Poll::Ready(());
         };
@@ -240,12 +244,12 @@ impl Driver {
             Waiting::Server(w) => {
                 let (node, done) = ready!(w.poll(cx));
                 self.waiting = None;
-                self.checkout_done(node, done);
+                self.checkout_done(node, done, now);
             }
             Waiting::Listen(f) => {
                 let result = ready!(f.as_mut().poll(cx));
                 self.waiting = None;
-                self.core.listen_done(result, Instant::now());
+                self.core.listen_done(result, now);
             }
         }
         Poll::Ready(())
@@ -253,7 +257,12 @@ impl Driver {
 
     /// The next thing for the relay: a wake-up from the shared state (checked first: an
     /// atomic load, and a busy client must still see it), an action, or idleness.
-    fn poll_step(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Step> {
+    fn poll_step(
+        &mut self,
+        client: &mut ClientStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<Step> {
         let (seen, registered) = (&mut self.watch.seen, &mut self.watch.registered);
         if self
             .shared
@@ -263,7 +272,7 @@ impl Driver {
         {
             return Poll::Ready(Step::Control);
         }
-        match self.poll_io(client, cx) {
+        match self.poll_io(client, cx, now) {
             Poll::Ready(a) => Poll::Ready(Step::Act(a)),
             Poll::Pending if self.core.is_idle() => Poll::Ready(Step::Idle),
             Poll::Pending => Poll::Pending,
@@ -326,16 +335,17 @@ impl Driver {
     /// Moves bytes until the core has an action for the relay to await or end on. The
     /// actions done on the spot (giving a server back, at the end of nearly every
     /// transaction, and sending a cancel) are done here, without leaving the poll.
-    ///
-    /// The clock is read once per poll: everything one poll handles happened "now" (a
-    /// poll ends within tokio's cooperative budget of I/O operations).
-    fn poll_io(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<Action> {
-        let mut now = Instant::now();
+    fn poll_io(
+        &mut self,
+        client: &mut ClientStream,
+        cx: &mut Context<'_>,
+        mut now: Instant,
+    ) -> Poll<Action> {
         self.armed = false;
         loop {
             match self.core.next_action(now) {
                 Some(Action::Release(state, how)) => {
-                    self.release(state, how);
+                    self.release(state, how, now);
                     continue;
                 }
                 Some(Action::Cancel) => {

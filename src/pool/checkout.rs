@@ -75,7 +75,7 @@ impl Pool {
     /// stays right. A checkout cancelled midway (its future dropped while it waits or
     /// connects) gives back whatever it had been granted.
     pub async fn checkout(self: &Arc<Self>, wait: Option<Duration>) -> Result<Lease, PoolError> {
-        let mut next = self.start_checkout(wait, &Arc::default())?;
+        let mut next = self.start_checkout(wait, &Arc::default(), Instant::now())?;
         loop {
             next = match next {
                 Checkout::Ready(lease) => return Ok(lease),
@@ -87,11 +87,12 @@ impl Pool {
 
     /// The part of a checkout that needs no waiting: an idle connection, or a place in
     /// the queue (a wait through `handoff`, the caller's for all its waits), or a slot to
-    /// connect.
+    /// connect. `now`: a clock reading the caller has.
     pub fn start_checkout(
         self: &Arc<Self>,
         wait: Option<Duration>,
         handoff: &Arc<Handoff>,
+        now: Instant,
     ) -> Result<Checkout, PoolError> {
         let (next, check) = {
             let mut g = self.lock();
@@ -99,7 +100,6 @@ impl Pool {
                 return Err(PoolError::Removed);
             }
             let mut stale = Vec::new();
-            let now = Instant::now();
             let next = self.take_idle(&mut g, &mut stale, wait, now, handoff);
             // The check's query is copied only when one is due.
             let check = match (&next, &g.settings.check) {

@@ -61,6 +61,7 @@ impl Handoff {
             Receiver {
                 from: self.clone(),
                 generation,
+                over: false,
             },
         )
     }
@@ -110,18 +111,31 @@ impl Drop for Grantee {
 pub(super) struct Receiver {
     from: Arc<Handoff>,
     generation: u64,
+    /// The wait ended in a poll: nothing more can come, and closing takes no lock.
+    over: bool,
 }
 
 impl Receiver {
     /// Ready with the grant, or `Err(())` if the pool dropped the request.
     pub(super) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Grant, ()>> {
-        let mut g = self.from.lock();
-        if g.generation != self.generation {
+        if self.over {
             return Poll::Ready(Err(()));
         }
+        let mut g = self.from.lock();
+        if g.generation != self.generation {
+            self.over = true;
+            return Poll::Ready(Err(()));
+        }
+        // Taking the stage leaves it closed: nothing more is accepted.
         match std::mem::take(&mut g.stage) {
-            Stage::Granted(grant) => Poll::Ready(Ok(grant)),
-            Stage::Dropped | Stage::Closed => Poll::Ready(Err(())),
+            Stage::Granted(grant) => {
+                self.over = true;
+                Poll::Ready(Ok(grant))
+            }
+            Stage::Dropped | Stage::Closed => {
+                self.over = true;
+                Poll::Ready(Err(()))
+            }
             Stage::Waiting => {
                 g.stage = Stage::Waiting;
                 match &mut g.waker {
@@ -136,6 +150,9 @@ impl Receiver {
     /// Ends the wait: nothing is accepted from now on; returns what was granted and not
     /// yet received.
     pub(super) fn close(&mut self) -> Option<Grant> {
+        if std::mem::replace(&mut self.over, true) {
+            return None;
+        }
         let mut g = self.from.lock();
         if g.generation != self.generation {
             return None;

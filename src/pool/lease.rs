@@ -11,6 +11,7 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::handoff::Receiver;
 use super::{Grant, Pool};
@@ -50,10 +51,15 @@ impl Lease {
     }
 
     /// Gives the connection back for reuse (closed instead if it shows pending data).
-    pub fn checkin(mut self) {
+    pub fn checkin(self) {
+        self.checkin_at(Instant::now());
+    }
+
+    /// [`Lease::checkin`] at `now` (a clock reading the caller has).
+    pub fn checkin_at(mut self, now: Instant) {
         if let Some(conn) = self.conn.take() {
             if conn.state.buf.is_empty() {
-                self.pool.checkin(conn);
+                self.pool.checkin_at(conn, now);
             } else {
                 self.pool.discard(conn, CloseReason::UnexpectedData);
             }

@@ -222,8 +222,12 @@ impl Pool {
     }
 
     /// Returns a clean, idle connection (status `I`) for reuse.
-    fn checkin(&self, mut conn: Box<ServerConn>) {
-        let now = Instant::now();
+    fn checkin(&self, conn: Box<ServerConn>) {
+        self.checkin_at(conn, Instant::now());
+    }
+
+    /// [`Pool::checkin`] at `now`.
+    fn checkin_at(&self, mut conn: Box<ServerConn>, now: Instant) {
         conn.last_used = now;
         let mut g = self.lock();
         // A reserve connection serves waiters while there are any, and closes after.

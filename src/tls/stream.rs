@@ -196,17 +196,13 @@ impl<T: TlsIo> Stream<T> {
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
         match self {
+            // `try_read` looks at the recorded readiness first: no system call, and no
+            // waker registered, for a quiet socket.
             Stream::Plain(s) => {
-                if s.poll_read_ready(&mut cx).is_pending() {
-                    return false;
-                }
                 let mut probe = [0u8; 1];
                 !matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
             Stream::Unix(s) => {
-                if s.poll_read_ready(&mut cx).is_pending() {
-                    return false;
-                }
                 let mut probe = [0u8; 1];
                 !matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }

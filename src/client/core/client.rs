@@ -11,7 +11,6 @@ use bytes::BytesMut;
 
 use super::ours::{Ours, ours};
 use super::prepared_view::ViewStep;
-use super::replies::Act;
 use super::sql_prepare::{SqlStep, may_be_sql_prepared};
 use super::statements::{Out, names_statement};
 use super::text::{Text, calls_unlisted, inspect_text};
@@ -277,7 +276,7 @@ impl Core {
                 }
             } else {
                 if self.limits.rewrite {
-                    self.map.replies.expect(h.tag, Act::Forward);
+                    self.map.replies.expect_forward(h.tag);
                 }
                 let n = h.frame_len.min(have);
                 fwd += n;
@@ -373,7 +372,7 @@ impl Core {
             return;
         }
         if self.limits.rewrite {
-            self.map.replies.expect(tag, Act::Forward);
+            self.map.replies.expect_forward(tag);
         }
         *fwd += len;
     }

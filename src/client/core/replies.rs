@@ -196,15 +196,30 @@ impl Replies {
 
     /// Records that a forwarded message will be answered (none while the server skips).
     pub fn expect(&mut self, tag: u8, act: Act) {
-        let Some(done) = Done::for_tag(tag) else {
-            return;
-        };
+        if let Some(done) = self.answered(tag) {
+            self.expect.push_back(Expect::new(done, act));
+        }
+    }
+
+    /// [`Replies::expect`] of the client's own request, passed on as it is (most frames):
+    /// no [`Act`] is made, moved or dropped.
+    #[inline]
+    pub fn expect_forward(&mut self, tag: u8) {
+        if let Some(done) = self.answered(tag) {
+            self.expect.push_back(Expect { done, act: None });
+        }
+    }
+
+    /// What ends the answer to a message with `tag`, if one will come and be tracked.
+    #[inline]
+    fn answered(&mut self, tag: u8) -> Option<Done> {
+        let done = Done::for_tag(tag)?;
         if done == Done::Ready {
             self.skipping = false;
         } else if self.skipping {
-            return;
+            return None;
         }
-        self.expect.push_back(Expect::new(done, act));
+        Some(done)
     }
 
     /// Records pgsluice's own re-sent Parse of the client's unnamed statement.

@@ -160,7 +160,7 @@ impl Mapping {
     /// Passes a message on unchanged, expecting its answer.
     pub fn forward(&mut self, msg: Bytes, tag: u8, sout: &mut OutQueue) {
         sout.push(msg);
-        self.replies.expect(tag, Act::Forward);
+        self.replies.expect_forward(tag);
     }
 
     fn parse(&mut self, msg: Bytes, out: Out<'_>, server: &mut ServerStatements) {

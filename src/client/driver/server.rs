@@ -49,7 +49,7 @@ impl ServerWait {
 impl Driver {
     /// Takes a server on `node` for the core (waiting out a PAUSE first). What cannot be
     /// had at once is waited on in [`Driver::poll_waiting`].
-    pub(super) fn checkout(&mut self, node: usize) {
+    pub(super) fn checkout(&mut self, node: usize, now: Instant) {
         if self.core.observe().info.held() {
             let info = self.core.observe().info.clone();
             let (shared, wait) = (self.shared.clone(), self.wait_timeout);
@@ -57,18 +57,18 @@ impl Driver {
             self.wait_on(node, On::Hold(Box::pin(hold)));
             return;
         }
-        self.take_server(node);
+        self.take_server(node, now);
     }
 
     /// What a wait for a server ended with.
-    pub(super) fn checkout_done(&mut self, node: usize, done: Done) {
+    pub(super) fn checkout_done(&mut self, node: usize, done: Done, now: Instant) {
         match done {
-            Done::Held(Ok(())) => self.take_server(node),
+            Done::Held(Ok(())) => self.take_server(node, now),
             Done::Held(Err((code, msg))) => {
                 self.core
-                    .attach_failed(node, AttachError::Other(code, msg), Instant::now());
+                    .attach_failed(node, AttachError::Other(code, msg), now);
             }
-            Done::Next(next) => self.checkout_next(node, next),
+            Done::Next(next) => self.checkout_next(node, next, now),
         }
     }
 
@@ -77,7 +77,7 @@ impl Driver {
     }
 
     /// The pool's part of a checkout.
-    fn take_server(&mut self, node: usize) {
+    fn take_server(&mut self, node: usize, now: Instant) {
         // The pool is borrowed from `pools` (not cloned) for the checkout: a transaction
         // touches the pool's reference count only in its lease.
         if !self.ensure_pool(node) {
@@ -85,11 +85,8 @@ impl Driver {
                 "node {node} of database \"{}\" is no longer configured",
                 self.core.observe().info.database
             );
-            self.core.attach_failed(
-                node,
-                AttachError::Other("3D000".into(), msg),
-                Instant::now(),
-            );
+            self.core
+                .attach_failed(node, AttachError::Other("3D000".into(), msg), now);
             return;
         }
         let Some(pool) = self.pools.get(node).and_then(Option::as_ref) else {
@@ -101,13 +98,13 @@ impl Driver {
             .switch_node(node, || shared.metrics.pool(&pool.key));
         // Made on the session's first wait, and kept for the others.
         let handoff = self.handoff.get_or_insert_with(Default::default);
-        let next = pool.start_checkout(self.wait_timeout, handoff);
-        self.checkout_next(node, next);
+        let next = pool.start_checkout(self.wait_timeout, handoff, now);
+        self.checkout_next(node, next, now);
     }
 
-    fn checkout_next(&mut self, node: usize, next: Result<Checkout, PoolError>) {
+    fn checkout_next(&mut self, node: usize, next: Result<Checkout, PoolError>, now: Instant) {
         match next {
-            Ok(Checkout::Ready(lease)) => self.attach(node, lease),
+            Ok(Checkout::Ready(lease)) => self.attach(node, lease, now),
             Ok(Checkout::Queued(q)) => self.wait_on(node, On::Queued(q)),
             Ok(Checkout::Slow(f)) => self.wait_on(node, On::Slow(f)),
             Err(e) => {
@@ -130,14 +127,13 @@ impl Driver {
                         ),
                     ),
                 };
-                self.core.attach_failed(node, err, Instant::now());
+                self.core.attach_failed(node, err, now);
             }
         }
     }
 
     /// Hands a checked-out server to the core.
-    fn attach(&mut self, node: usize, mut lease: Lease) {
-        let now = Instant::now();
+    fn attach(&mut self, node: usize, mut lease: Lease, now: Instant) {
         // Until it is given back explicitly, nobody can vouch for its state.
         lease.set_clean(false);
         let link = ServerLink {
@@ -161,7 +157,7 @@ impl Driver {
     }
 
     /// Gives the server back as the core says.
-    pub(super) fn release(&mut self, server: Detached, how: Release) {
+    pub(super) fn release(&mut self, server: Detached, how: Release, now: Instant) {
         let Some(mut lease) = self.lease.take() else {
             return;
         };
@@ -169,7 +165,7 @@ impl Driver {
         match how {
             Release::Clean => {
                 lease.set_clean(true);
-                lease.checkin();
+                lease.checkin_at(now);
             }
             Release::Close(reason) => lease.discard(reason),
             Release::CloseAndCancel(reason) => {
