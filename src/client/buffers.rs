@@ -1,10 +1,10 @@
 //! Read buffers and rings lent to active clients, per worker thread.
 //!
 //! An idle client holds no read buffer (it would be 16 KiB per connection); an active one
-//! borrows one when data arrives and hands it back when it gives its server back. The
-//! buffer is reused, not freed and reallocated, once per transaction. The same goes for
-//! the session core's rings ([`Spare`]): given back when a client goes idle, lent to the
-//! next client of the worker that wakes up.
+//! borrows one when it wakes up (or when data arrives) and hands it back when it goes idle.
+//! The buffer is reused, not freed and reallocated, once per transaction. The same goes
+//! for the session core's rings ([`Spare`]): given back when a client goes idle, lent to
+//! the next client of the worker that wakes up.
 
 use std::cell::RefCell;
 
@@ -17,14 +17,25 @@ use super::core::Spare;
 /// (93 buffers, 1.5 MiB, were kept after 2,000 clients logged in 100 at a time).
 const KEEP: usize = 32;
 
+/// What a worker keeps for its sessions (one thread-local: a session that parks or wakes
+/// touches it once).
+struct Kept {
+    free: Vec<BytesMut>,
+    spares: Vec<Spare>,
+}
+
 thread_local! {
-    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
-    static SPARES: RefCell<Vec<Spare>> = const { RefCell::new(Vec::new()) };
+    static KEPT: RefCell<Kept> = const {
+        RefCell::new(Kept {
+            free: Vec::new(),
+            spares: Vec::new(),
+        })
+    };
 }
 
 /// A buffer with room for at least `want` bytes: a reused one when the worker has one.
 pub fn take(want: usize) -> BytesMut {
-    let reused = FREE.with(|f| f.borrow_mut().pop());
+    let reused = KEPT.with(|k| k.borrow_mut().free.pop());
     let mut buf = reused.unwrap_or_default();
     // Reclaims the whole allocation when nothing else refers to it any more (the frames
     // split off it have been written), else allocates.
@@ -32,31 +43,36 @@ pub fn take(want: usize) -> BytesMut {
     buf
 }
 
-/// Returns an empty buffer for reuse by another client of this worker.
-pub fn give_back(buf: BytesMut) {
-    debug_assert!(buf.is_empty());
-    if buf.capacity() == 0 {
-        return;
+impl Kept {
+    /// Keeps an empty buffer for reuse by another client of this worker.
+    fn give_back(&mut self, buf: BytesMut) {
+        debug_assert!(buf.is_empty());
+        if buf.capacity() > 0 && self.free.len() < KEEP {
+            self.free.push(buf);
+        }
     }
-    FREE.with(|f| {
-        let mut f = f.borrow_mut();
-        if f.len() < KEEP {
-            f.push(buf);
+}
+
+/// Keeps an idle session's rings, and its read buffer if it holds one, for the next
+/// session of this worker that wakes up.
+pub fn stow(spare: Spare, buf: Option<BytesMut>) {
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        if k.spares.len() < KEEP {
+            k.spares.push(spare);
+        }
+        if let Some(buf) = buf {
+            k.give_back(buf);
         }
     });
 }
 
-/// Keeps an idle session's rings for the next session of this worker that wakes up.
-pub fn stow(spare: Spare) {
-    SPARES.with(|f| {
-        let mut f = f.borrow_mut();
-        if f.len() < KEEP {
-            f.push(spare);
-        }
-    });
-}
-
-/// Rings kept by [`stow`], if the worker has any.
-pub fn unstow() -> Option<Spare> {
-    SPARES.with(|f| f.borrow_mut().pop())
+/// Rings kept by [`stow`], and a read buffer when `buffer` (a session that wakes up is
+/// most likely about to read), if the worker has them.
+pub fn unstow(buffer: bool) -> (Option<Spare>, Option<BytesMut>) {
+    KEPT.with(|k| {
+        let mut k = k.borrow_mut();
+        let buf = if buffer { k.free.pop() } else { None };
+        (k.spares.pop(), buf)
+    })
 }

@@ -214,10 +214,8 @@ impl Driver {
     /// The client went idle: what the session keeps only for its next transaction is
     /// kept per worker meanwhile.
     fn park(&mut self) {
-        if let Some(buf) = self.core.take_idle_buffer() {
-            super::buffers::give_back(buf);
-        }
-        super::buffers::stow(self.core.stow());
+        let buf = self.core.take_idle_buffer();
+        super::buffers::stow(self.core.stow(), buf);
         self.park = if std::mem::take(&mut self.armed) {
             Park::Armed
         } else {
@@ -229,8 +227,12 @@ impl Driver {
     fn unpark(&mut self) {
         self.park = Park::Active;
         self.woke = true;
-        if let Some(spare) = super::buffers::unstow() {
+        let (spare, buf) = super::buffers::unstow(self.core.client_buf().capacity() == 0);
+        if let Some(spare) = spare {
             self.core.unstow(spare);
+        }
+        if let Some(buf) = buf {
+            *self.core.client_buf() = buf;
         }
     }
 

@@ -173,10 +173,8 @@ impl Driver {
                 lease.discard(reason);
             }
         }
-        if let Some(buf) = self.core.take_idle_buffer() {
-            // An idle client keeps no buffer; the next active one of this worker reuses it.
-            crate::client::buffers::give_back(buf);
-        }
+        // The read buffer goes back with the rings when the client parks (in this same
+        // poll, unless it has more to do).
     }
 
     /// Whether `node` has a pool in `pools`, made on first use (`false`: the node is no
