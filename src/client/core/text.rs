@@ -61,19 +61,24 @@ pub(super) fn inspect_text(
     facts: Option<&crate::sql::TextFacts>,
 ) -> Text {
     let body = protocol::body(frame);
-    let sql = if tag == fe::PARSE {
-        protocol::cstr_bytes(body).and_then(|(name, rest)| {
-            if !name.is_empty() && pin_named {
-                state.pin(super::Pin::ProtocolPrepare);
-            }
-            protocol::cstr_bytes(rest).map(|(q, _)| q)
-        })
+    let text = if tag == fe::PARSE {
+        let Some((name, rest)) = protocol::cstr_bytes(body) else {
+            return Text::Plain;
+        };
+        if !name.is_empty() && pin_named {
+            state.pin(super::Pin::ProtocolPrepare);
+        }
+        rest
     } else {
-        protocol::cstr_bytes(body).map(|(q, _)| q)
+        body
     };
-    // Most statements have no session effect: the byte prefilter settles them before any
-    // UTF-8 check.
-    let Some(sql) = sql
+    // Most statements have no session effect: the text's facts say so before its end is
+    // looked for; without them, the byte prefilter does, before any UTF-8 check.
+    if facts.is_some_and(|f| !f.effects) {
+        return Text::Plain;
+    }
+    let Some(sql) = protocol::cstr_bytes(text)
+        .map(|(q, _)| q)
         .filter(|sql| facts.map_or_else(|| crate::sql::may_have_effects(sql), |f| f.effects))
         .and_then(|sql| std::str::from_utf8(sql).ok())
     else {
