@@ -15,6 +15,7 @@
 use super::cursor::{is_kw, slice};
 use super::lexer::{Kind, Lexer, Tok};
 use super::pps::{NOT_ALIAS, literal};
+use super::prefilter::eq_kw;
 
 /// The function's name.
 const FUNC: &[u8] = b"pg_listening_channels";
@@ -27,11 +28,12 @@ pub fn may_call_listening_channels(text: &[u8]) -> bool {
 
 /// Whether the `_` at `i` of `text` is the first of `pg_listening_channels` (any case).
 pub(super) fn names_function_at(text: &[u8], i: usize) -> bool {
-    // `pg_listening_channels`: the first `_` is at offset 2.
+    // `pg_listening_channels`: the first `_` is at offset 2 (compared byte by byte, as
+    // `names_view_at`).
     i >= 2
         && text
             .get(i - 2..i - 2 + FUNC.len())
-            .is_some_and(|w| w.eq_ignore_ascii_case(FUNC))
+            .is_some_and(|w| eq_kw(w, FUNC))
 }
 
 /// Rewrites every call of `pg_listening_channels()` in `sql` (see the module docs) so that

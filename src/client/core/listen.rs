@@ -102,8 +102,16 @@ impl Core {
     }
 
     /// Sends the waiting notifications when the client is between transactions with
-    /// nothing in flight (and never inside a frame being relayed).
+    /// nothing in flight (and never inside a frame being relayed). Every step asks; a
+    /// session that never listened answers inline.
+    #[inline]
     pub(super) fn deliver_notifications(&mut self) {
+        if self.notes.is_some() {
+            self.deliver_pending_notifications();
+        }
+    }
+
+    fn deliver_pending_notifications(&mut self) {
         let Some(notes) = &mut self.notes else {
             return;
         };

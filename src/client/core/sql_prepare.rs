@@ -47,6 +47,11 @@ pub fn may_be_sql_prepared(text: &[u8]) -> bool {
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(0);
     let t = text.get(start..).unwrap_or_default();
+    // Every word looked for starts with one of four letters: most texts (SELECT, INSERT,
+    // UPDATE, ...) are settled by their first byte.
+    if !matches!(t.first().map(|b| b | 0x20), Some(b'p' | b'e' | b'd' | b'c')) {
+        return false;
+    }
     let starts =
         |w: &[u8]| t.len() > w.len() && t.get(..w.len()).is_some_and(|p| p.eq_ignore_ascii_case(w));
     starts(b"prepare")
@@ -279,5 +284,10 @@ mod tests {
         assert!(!may_be_sql_prepared(b"SELECT 1"));
         assert!(!may_be_sql_prepared(b"EXPLAIN SELECT 1"));
         assert!(!may_be_sql_prepared(b""));
+        // Every first letter the words start with, in either case.
+        assert!(may_be_sql_prepared(b"Deallocate p"));
+        assert!(may_be_sql_prepared(b"\tcreate table t as execute p"));
+        assert!(may_be_sql_prepared(b"pRePaRe p AS SELECT 1"));
+        assert!(!may_be_sql_prepared(b"Select 1"));
     }
 }

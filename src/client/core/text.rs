@@ -17,8 +17,11 @@ impl Core {
             .iter()
             .position(|b| !b.is_ascii_whitespace())
             .unwrap_or(0);
-        text.get(start..start + 10)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
+        // The first byte settles nearly every text before the whole word is compared.
+        text.get(start).is_some_and(|b| b | 0x20 == b'd')
+            && text
+                .get(start..start + 10)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"deallocate"))
     }
 }
 
