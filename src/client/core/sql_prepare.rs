@@ -209,8 +209,12 @@ impl Mapping {
         sout: &mut OutQueue,
         server: &mut ServerStatements,
     ) -> Option<(Bytes, Act)> {
+        // No SQL-level statement prepared (nearly every session): nothing to look at.
+        if self.names.sql.is_empty() {
+            return None;
+        }
         let (name, rest) = crate::protocol::cstr(crate::protocol::body(msg))?;
-        if !name.is_empty() || self.names.sql.is_empty() {
+        if !name.is_empty() {
             return None;
         }
         let (text, types) = crate::protocol::cstr(rest)?;

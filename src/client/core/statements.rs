@@ -340,6 +340,10 @@ impl Mapping {
     /// while they may take back anything (false for a name the client has not prepared:
     /// that is passed on as it is).
     pub fn unsettled(&self, name: &str, server: &ServerStatements) -> bool {
+        // The unnamed statement is never a mapped one (most Binds and Describes name it).
+        if name.is_empty() {
+            return false;
+        }
         let Some(stmt) = self.names.stmts.get(name) else {
             return false;
         };
