@@ -185,12 +185,17 @@ mod tests {
         matches!(p, Poll::Ready(Ok(Grant::Slot)))
     }
 
-    #[test]
-    fn a_grant_reaches_the_waiter_and_wakes_it_once() {
+    /// A waker that counts its wake-ups, and a hand-over place.
+    fn counted() -> (Arc<Count>, Waker, Arc<Handoff>) {
         let count = Arc::new(Count::default());
         let waker = Waker::from(count.clone());
+        (count, waker, Arc::new(Handoff::default()))
+    }
+
+    #[test]
+    fn a_grant_reaches_the_waiter_and_wakes_it_once() {
+        let (count, waker, h) = counted();
         let mut cx = Context::from_waker(&waker);
-        let h = Arc::new(Handoff::default());
         let (tx, mut rx) = h.open();
         assert!(rx.poll(&mut cx).is_pending());
         assert!(rx.poll(&mut cx).is_pending());
@@ -232,10 +237,8 @@ mod tests {
 
     #[test]
     fn a_request_the_pool_drops_ends_the_wait_with_an_error() {
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (count, waker, h) = counted();
         let mut cx = Context::from_waker(&waker);
-        let h = Arc::new(Handoff::default());
         let (tx, mut rx) = h.open();
         assert!(rx.poll(&mut cx).is_pending());
         drop(tx);
