@@ -2,9 +2,10 @@
 //! queue, or after connecting.
 //!
 //! [`Pool::start_checkout`] does what it can without waiting and says what is left: a
-//! [`Queued`] place, which a session's driver polls in its own poll function (no future,
-//! no allocation besides the queue's channel), or, rarely, a boxed [`Slow`] future (a
-//! connect, a server check). [`Pool::checkout`] is the same as one `async fn`.
+//! [`Queued`] place, which a session's driver polls in its own poll function (no future
+//! and no allocation: the grant comes through the caller's hand-over place,
+//! `handoff.rs`), or, rarely, a boxed [`Slow`] future (a connect, a server check).
+//! [`Pool::checkout`] is the same as one `async fn`.
 
 use std::future::Future;
 use std::pin::Pin;
