@@ -18,7 +18,12 @@ use crate::pool::{Lease, Pool, PoolKey};
 use crate::server::CloseReason;
 use crate::shared::{Phase, Shared};
 
+mod listen;
+mod park;
 mod server;
+
+use listen::Listening;
+use park::Park;
 
 /// Longest pgsluice tries to deliver a client's last words (a FATAL error) before closing.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,7 +47,7 @@ pub struct Driver {
     /// What the session saw last of the shared state's wake-ups.
     watch: Watch,
     /// The relay's last pass ended waiting for the client's next byte, every wake-up
-    /// registered (see [`Driver::run`]).
+    /// registered (see `park.rs`).
     armed: bool,
     /// The task was woken from the parked wait: client bytes are most likely waiting.
     woke: bool,
@@ -53,17 +58,6 @@ pub struct Driver {
     /// idles (about 100 bytes): lent per worker instead, like the core's rings, it cost
     /// ~90 instructions per transaction more (its waker cloned and dropped each time).
     handoff: Option<Arc<crate::pool::Handoff>>,
-}
-
-/// Where an idle client's wait stands.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Park {
-    /// Not idle: the relay runs.
-    Active,
-    /// Idle, every wake-up registered by the relay's last pass: the next poll is a wake-up.
-    Armed,
-    /// Idle: each source of a wake-up is polled until one is ready.
-    Polling,
 }
 
 /// What the relay waits on besides its sockets.
@@ -87,13 +81,6 @@ enum Step {
     Act(Action),
     /// The client is idle: the relay hands over to the parked wait.
     Idle,
-}
-
-/// A client's subscription to its (database, user)'s listener.
-struct Listening {
-    hub: Arc<crate::listen::Hub>,
-    sink: crate::listen::Sink,
-    rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
 }
 
 impl Driver {
@@ -211,31 +198,6 @@ impl Driver {
         }
     }
 
-    /// The client went idle: what the session keeps only for its next transaction is
-    /// kept per worker meanwhile.
-    fn park(&mut self) {
-        let buf = self.core.take_idle_buffer();
-        super::buffers::stow(self.core.stow(), buf);
-        self.park = if std::mem::take(&mut self.armed) {
-            Park::Armed
-        } else {
-            Park::Polling
-        };
-    }
-
-    /// Something woke an idle client: most likely its next bytes.
-    fn unpark(&mut self) {
-        self.park = Park::Active;
-        self.woke = true;
-        let (spare, buf) = super::buffers::unstow(self.core.client_buf().capacity() == 0);
-        if let Some(spare) = spare {
-            self.core.unstow(spare);
-        }
-        if let Some(buf) = buf {
-            *self.core.client_buf() = buf;
-        }
-    }
-
     /// Polls what the relay waits on besides its sockets (a server, PAUSE, the
     /// listener); ready once it is done and handed to the core.
     fn poll_waiting(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<()> {
@@ -257,6 +219,17 @@ impl Driver {
         Poll::Ready(())
     }
 
+    /// Whether the shared state changed (drain, shutdown timeout, KILL) since the session
+    /// last looked; registers for the next change otherwise.
+    #[inline]
+    fn poll_watch(&mut self, cx: &mut Context<'_>) -> bool {
+        let (seen, registered) = (&mut self.watch.seen, &mut self.watch.registered);
+        self.shared
+            .sessions
+            .poll_changed(self.core.id, seen, registered, cx)
+            .is_ready()
+    }
+
     /// The next thing for the relay: a wake-up from the shared state (checked first: an
     /// atomic load, and a busy client must still see it), an action, or idleness.
     fn poll_step(
@@ -265,13 +238,7 @@ impl Driver {
         cx: &mut Context<'_>,
         now: Instant,
     ) -> Poll<Step> {
-        let (seen, registered) = (&mut self.watch.seen, &mut self.watch.registered);
-        if self
-            .shared
-            .sessions
-            .poll_changed(self.core.id, seen, registered, cx)
-            .is_ready()
-        {
+        if self.poll_watch(cx) {
             return Poll::Ready(Step::Control);
         }
         match self.poll_io(client, cx, now) {
@@ -279,32 +246,6 @@ impl Driver {
             Poll::Pending if self.core.is_idle() => Poll::Ready(Step::Idle),
             Poll::Pending => Poll::Pending,
         }
-    }
-
-    /// An idle client's wait: ready once there is something for the relay to look at
-    /// (client bytes or EOF, a wake-up from the shared state, a due deadline, a
-    /// notification).
-    fn poll_parked(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<()> {
-        let (seen, registered) = (&mut self.watch.seen, &mut self.watch.registered);
-        if self
-            .shared
-            .sessions
-            .poll_changed(self.core.id, seen, registered, cx)
-            .is_ready()
-        {
-            self.control();
-            return Poll::Ready(());
-        }
-        if self.core.deadline().is_some() && self.poll_timer(Instant::now(), cx) {
-            return Poll::Ready(());
-        }
-        if let Some(l) = &mut self.listen
-            && let Poll::Ready(Some(frame)) = l.rx.poll_recv(cx)
-        {
-            self.core.notification(frame);
-            return Poll::Ready(());
-        }
-        client.poll_read_ready(cx).map(|_| ())
     }
 
     /// Delivers what is queued for a client that is being closed, for a few seconds at
@@ -449,37 +390,6 @@ impl Driver {
             self.timer_at = None;
         }
         fired
-    }
-
-    /// Hands a LISTEN/UNLISTEN to the listener of the session's (database, user); its
-    /// answer is awaited in [`Driver::poll_waiting`].
-    fn listen(&mut self, request: crate::listen::Request) {
-        let l = match &mut self.listen {
-            Some(l) => l,
-            None => {
-                let shared = self.shared.clone();
-                let info = self.core.observe().info.clone();
-                let key = PoolKey {
-                    database: info.database.clone(),
-                    user: info.user.clone(),
-                    node: 0,
-                };
-                let target_of = Arc::new(move || {
-                    let snap = shared.snapshot.load();
-                    shared.pools.settings(&snap.config, &key).map(|s| s.target)
-                });
-                let hub = self
-                    .shared
-                    .listeners
-                    .hub(&info.database, &info.user, target_of);
-                let (sink, rx) = tokio::sync::mpsc::unbounded_channel();
-                self.listen.insert(Box::new(Listening { hub, sink, rx }))
-            }
-        };
-        let (hub, sink, id) = (l.hub.clone(), l.sink.clone(), self.core.id);
-        self.waiting = Some(Waiting::Listen(Box::pin(async move {
-            hub.apply(id, request, sink).await
-        })));
     }
 
     /// Keeps the client's place under `max_db_client_connections` /

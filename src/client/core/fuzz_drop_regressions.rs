@@ -4,7 +4,7 @@
 //! (Other statement-record faults: `fuzz_record_regressions.rs`.)
 
 use super::fuzz_harness::{Attach, Event, Routing, Session};
-use super::fuzz_regressions::one_per_server;
+use super::fuzz_regressions::{one_per_server, replay};
 use super::fuzz_tests::{Ext, Step, encode};
 use super::tests::{complete, error, msg, parse, query, ready, rig, sync, tags};
 use super::{Action, Release};
@@ -231,11 +231,7 @@ fn a_client_statement_named_like_ours_keeps_the_record() {
         Step::Query("SET work_mem = '8MB'".into()),
         Step::Query("DEALLOCATE sluice_1".into()),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[]);
 }
 
 /// The fault behind `a_client_statement_named_like_ours_keeps_the_record`, step by step:
@@ -397,9 +393,5 @@ fn a_resent_unnamed_deallocate_all_leaves_no_wrong_record() {
         Step::Batch(vec![Ext::Parse("s1", "SELECT $1".into())]),
         Step::Batch(vec![Ext::Bind("c1", ""), Ext::Execute("c1")]),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[]);
 }

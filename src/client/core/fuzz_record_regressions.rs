@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::Limits;
 use super::fuzz_harness::{Attach, Event, Routing, Session, Setup};
+use super::fuzz_regressions::{plain_routing, replay};
 use super::fuzz_tests::{Ext, Step, encode};
 use super::tests::{bind, error, msg, parse, ready, rig, sync, tags};
 use super::{Action, Release};
@@ -88,12 +89,7 @@ fn a_cleanup_without_a_reset_query_keeps_the_statement_record() {
         },
         startup: Vec::new(),
         max_prepared: 1,
-        routing: Some(Routing {
-            ryw: false,
-            report_lsn: false,
-            retry: false,
-            never_primary: false,
-        }),
+        routing: Some(plain_routing()),
         error_rate: 0,
         seed: 0,
     };
@@ -102,11 +98,7 @@ fn a_cleanup_without_a_reset_query_keeps_the_statement_record() {
         Step::Query("SELECT 1".into()),
         Step::Query("BEGIN".into()),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[]);
 }
 
 /// Found by `fuzz_session_garbage` once its statement-record check failed the target
@@ -172,12 +164,7 @@ fn a_batch_behind_a_failing_sql_prepare_waits_for_it() {
         },
         startup: Vec::new(),
         max_prepared: 1,
-        routing: Some(Routing {
-            ryw: false,
-            report_lsn: false,
-            retry: false,
-            never_primary: false,
-        }),
+        routing: Some(plain_routing()),
         error_rate: 64,
         seed: 4465907792656659898,
     };
@@ -185,13 +172,7 @@ fn a_batch_behind_a_failing_sql_prepare_waits_for_it() {
         Step::Query("PREPARE p1(int) AS SELECT $1".into()),
         Step::Batch(vec![Ext::Bind("", ""), Ext::Parse("s1", "SELECT 1".into())]),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.event(Event::Client(1));
-    s.event(Event::Client(1));
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[Event::Client(1), Event::Client(1)]);
 }
 
 /// Found by `fuzz_session_routed` on main after the core11 merge (minimal input:
@@ -218,11 +199,7 @@ fn a_discard_all_behind_a_missed_probe_does_not_leave_a_wrong_record() {
         Step::Query("PREPARE p2 AS INSERT INTO t VALUES (1)".into()),
         Step::Query("DISCARD ALL".into()),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[]);
 }
 
 /// Found by `fuzz_session_garbage` on 95d1581, and there on c0b8e53 already (minimal
@@ -235,17 +212,7 @@ fn a_discard_all_behind_a_missed_probe_does_not_leave_a_wrong_record() {
 /// with no ParseComplete (or CommandComplete) did not happen.
 #[test]
 fn a_deallocate_inside_a_failed_batch_leaves_no_wrong_record() {
-    let setup = super::fuzz_regressions::one_per_server(
-        1,
-        Some(Routing {
-            ryw: false,
-            report_lsn: false,
-            retry: false,
-            never_primary: false,
-        }),
-        0,
-        0,
-    );
+    let setup = super::fuzz_regressions::one_per_server(1, Some(plain_routing()), 0, 0);
     let parts: [&[u8]; 5] = [
         &[81, 0, 0, 0, 8, 69, 78, 68, 0],
         &[
@@ -327,11 +294,7 @@ fn a_sequence_read_then_sql_prepare_then_parse_on_a_routed_session_is_answered()
         Step::Query("PREPARE p1(int) AS SELECT $1".into()),
         Step::Batch(vec![Ext::Parse("s1", "SELECT 1".into())]),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[]);
 }
 
 /// Found by `fuzz_session_core` (minimal input: statement mode with mapping; `Parse s1
@@ -348,13 +311,7 @@ fn a_word_run_into_discard_all_is_no_discard() {
         Step::Batch(vec![Ext::Parse("s1", "SELECT 1".into())]),
         Step::Query("DISCARD ALLSELECT ".into()),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.event(Event::Client(1));
-    s.event(Event::Client(1));
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[Event::Client(1), Event::Client(1)]);
 }
 
 /// Found by `fuzz_session_routed` (minimal input: mapping on; a batch that is only `Bind
@@ -365,17 +322,7 @@ fn a_word_run_into_discard_all_is_no_discard() {
 /// would run into a word (`translate::splice`).
 #[test]
 fn a_quoted_prepare_name_run_into_as_is_prepared_as_sent() {
-    let setup = super::fuzz_regressions::one_per_server(
-        1,
-        Some(Routing {
-            ryw: false,
-            report_lsn: false,
-            retry: false,
-            never_primary: false,
-        }),
-        0,
-        0,
-    );
+    let setup = super::fuzz_regressions::one_per_server(1, Some(plain_routing()), 0, 0);
     let steps = [
         Step::Batch(vec![Ext::Bind("", "")]),
         Step::Query("PREPARE \"Quoted\"AS SELECT ".into()),

@@ -155,12 +155,7 @@ fn a_query_pipelined_behind_an_answered_prepare_is_run() {
         },
         startup: Vec::new(),
         max_prepared: 1,
-        routing: Some(Routing {
-            ryw: false,
-            report_lsn: false,
-            retry: false,
-            never_primary: false,
-        }),
+        routing: Some(plain_routing()),
         error_rate: 0,
         seed: 0,
     };
@@ -218,11 +213,7 @@ fn a_failed_reprepare_before_a_query_does_not_hang() {
         ]),
         Step::Query("DEALLOCATE s1".into()),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[]);
 }
 
 /// `a_query_pipelined_behind_an_answered_prepare_is_run` as a recorded sequence: a
@@ -271,12 +262,7 @@ fn an_answered_prepare_releases_and_the_next_query_runs() {
 #[test]
 fn a_server_with_bytes_queued_for_it_is_not_released_clean() {
     let mut setup = one_per_server(1, None, 0, 0);
-    setup.routing = Some(Routing {
-        ryw: false,
-        report_lsn: false,
-        retry: false,
-        never_primary: false,
-    });
+    setup.routing = Some(plain_routing());
     let prepare = b"PREPARE p2 AS INSERT INTO t VALUES (1)\0";
     let mut bytes = Vec::new();
     for part in [&prepare[..], &[0u8; 5][..], &prepare[..]] {
@@ -319,11 +305,32 @@ fn a_text_pgsluice_rewrites_waits_for_the_probe() {
         Step::Query("SELECT pg_listening_channels()".into()),
         Step::Batch(vec![Ext::Close(b'S', "")]),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
+    replay(setup, &steps, &[]);
+}
+
+/// Runs `steps` (encoded as the fuzz targets do) through a session on `setup`, each
+/// checkout reusing a pooled server, with `events` first and then everything left:
+/// every client message is answered (or the client closed) and no invariant is broken.
+pub(super) fn replay(setup: Setup, steps: &[Step], events: &[Event]) {
+    let (bytes, asked, terminated) = encode(steps);
     let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
+    for &e in events {
+        s.event(e);
+    }
     s.finish();
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
+}
+
+/// Routing on, with none of its options (no read-your-writes, no LSN reports, no
+/// retry, the primary allowed to read).
+pub(super) fn plain_routing() -> Routing {
+    Routing {
+        ryw: false,
+        report_lsn: false,
+        retry: false,
+        never_primary: false,
+    }
 }
 
 pub(super) fn one_per_server(
@@ -371,13 +378,7 @@ fn a_transaction_begun_behind_a_missed_probe_is_not_released_clean() {
         Step::Query("RESET work_mem".into()),
         Step::Query("BEGIN READ ONLY".into()),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.event(Event::Client(20));
-    s.event(Event::Server(1));
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[Event::Client(20), Event::Server(1)]);
 }
 
 /// Found by `fuzz_session_routed` (minimal input: read-your-writes; `PREPARE p1(int) AS
@@ -400,11 +401,7 @@ fn a_copy_from_behind_a_probe_on_the_replica_is_answered() {
         Step::Query("SET pgsluice.route = replica".into()),
         Step::Copy(0, false),
     ];
-    let (bytes, asked, terminated) = encode(&steps);
-    let mut s = Session::new(setup, bytes, vec![Attach::Reuse]);
-    s.finish();
-    s.check_answered(asked, terminated);
-    assert_eq!(s.violation, None);
+    replay(setup, &steps, &[]);
 }
 
 /// Found by `fuzz_session_core` (minimal input: the first checkout unreachable; then
@@ -445,12 +442,7 @@ fn copy_messages_after_a_refused_copy_ask_for_no_server() {
 #[test]
 fn an_sql_prepare_behind_a_kept_read_ends_its_retry() {
     let mut setup = one_per_server(1, None, 0, 0);
-    setup.routing = Some(Routing {
-        ryw: false,
-        report_lsn: false,
-        retry: false,
-        never_primary: false,
-    });
+    setup.routing = Some(plain_routing());
     setup.startup = vec![
         ("application_name".into(), "fuzz".into()),
         ("search_path".into(), "a, b".into()),

@@ -4,7 +4,7 @@
 //! `fuzz_regressions.rs`.)
 
 use super::fuzz_harness::{Attach, Event, Routing, Session};
-use super::fuzz_regressions::one_per_server;
+use super::fuzz_regressions::{one_per_server, plain_routing};
 use super::fuzz_tests::{Ext, Step, encode};
 
 /// Found by `fuzz_session_routed` while units pipelined behind a kept read were made
@@ -48,17 +48,7 @@ fn a_frame_that_cannot_be_kept_ends_every_kept_units_chance() {
 /// already was not, `ryw.rs`), and ends the chance of those kept before it.
 #[test]
 fn a_unit_pgsluice_rewrote_is_not_kept_for_a_replay() {
-    let mut setup = one_per_server(
-        1,
-        Some(Routing {
-            ryw: false,
-            report_lsn: false,
-            retry: false,
-            never_primary: false,
-        }),
-        0,
-        8316289676302977020,
-    );
+    let mut setup = one_per_server(1, Some(plain_routing()), 0, 8316289676302977020);
     setup.limits.listen_here = true;
     setup.startup = vec![("application_name".into(), "fuzz".into())];
     let steps = [
@@ -84,17 +74,7 @@ fn a_unit_pgsluice_rewrote_is_not_kept_for_a_replay() {
 /// could be kept behind one another.
 #[test]
 fn an_sql_prepare_is_not_kept_behind_a_read() {
-    let setup = one_per_server(
-        1,
-        Some(Routing {
-            ryw: false,
-            report_lsn: false,
-            retry: false,
-            never_primary: false,
-        }),
-        0,
-        0,
-    );
+    let setup = one_per_server(1, Some(plain_routing()), 0, 0);
     let steps = [
         Step::Batch(vec![]),
         Step::Query("PREPARE p1(int) AS SELECT $1".into()),

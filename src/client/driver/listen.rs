@@ -1,0 +1,47 @@
+//! LISTEN/UNLISTEN served by pgsluice's listener: the session's subscription to its
+//! (database, user)'s hub, made on its first LISTEN.
+
+use std::sync::Arc;
+
+use super::{Driver, Waiting};
+use crate::pool::PoolKey;
+
+/// A client's subscription to its (database, user)'s listener.
+pub(super) struct Listening {
+    pub(super) hub: Arc<crate::listen::Hub>,
+    pub(super) sink: crate::listen::Sink,
+    pub(super) rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+}
+
+impl Driver {
+    /// Hands a LISTEN/UNLISTEN to the listener of the session's (database, user); its
+    /// answer is awaited in [`Driver::poll_waiting`].
+    pub(super) fn listen(&mut self, request: crate::listen::Request) {
+        let l = match &mut self.listen {
+            Some(l) => l,
+            None => {
+                let shared = self.shared.clone();
+                let info = self.core.observe().info.clone();
+                let key = PoolKey {
+                    database: info.database.clone(),
+                    user: info.user.clone(),
+                    node: 0,
+                };
+                let target_of = Arc::new(move || {
+                    let snap = shared.snapshot.load();
+                    shared.pools.settings(&snap.config, &key).map(|s| s.target)
+                });
+                let hub = self
+                    .shared
+                    .listeners
+                    .hub(&info.database, &info.user, target_of);
+                let (sink, rx) = tokio::sync::mpsc::unbounded_channel();
+                self.listen.insert(Box::new(Listening { hub, sink, rx }))
+            }
+        };
+        let (hub, sink, id) = (l.hub.clone(), l.sink.clone(), self.core.id);
+        self.waiting = Some(Waiting::Listen(Box::pin(async move {
+            hub.apply(id, request, sink).await
+        })));
+    }
+}

@@ -1,0 +1,71 @@
+//! An idle client's wait: once the relay finds nothing to do, what the session keeps
+//! only for its next transaction goes to its worker, and the task waits for whatever
+//! wakes it (client bytes or EOF, the shared state, a deadline, a notification).
+
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use super::Driver;
+use crate::net::ClientStream;
+
+/// Where an idle client's wait stands.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Park {
+    /// Not idle: the relay runs.
+    Active,
+    /// Idle, every wake-up registered by the relay's last pass: the next poll is a wake-up.
+    Armed,
+    /// Idle: each source of a wake-up is polled until one is ready.
+    Polling,
+}
+
+impl Driver {
+    /// The client went idle: what the session keeps only for its next transaction is
+    /// kept per worker meanwhile.
+    pub(super) fn park(&mut self) {
+        let buf = self.core.take_idle_buffer();
+        crate::client::buffers::stow(self.core.stow(), buf);
+        self.park = if std::mem::take(&mut self.armed) {
+            Park::Armed
+        } else {
+            Park::Polling
+        };
+    }
+
+    /// Something woke an idle client: most likely its next bytes.
+    pub(super) fn unpark(&mut self) {
+        self.park = Park::Active;
+        self.woke = true;
+        let (spare, buf) = crate::client::buffers::unstow(self.core.client_buf().capacity() == 0);
+        if let Some(spare) = spare {
+            self.core.unstow(spare);
+        }
+        if let Some(buf) = buf {
+            *self.core.client_buf() = buf;
+        }
+    }
+
+    /// An idle client's wait: ready once there is something for the relay to look at
+    /// (client bytes or EOF, a wake-up from the shared state, a due deadline, a
+    /// notification).
+    pub(super) fn poll_parked(
+        &mut self,
+        client: &mut ClientStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        if self.poll_watch(cx) {
+            self.control();
+            return Poll::Ready(());
+        }
+        if self.core.deadline().is_some() && self.poll_timer(Instant::now(), cx) {
+            return Poll::Ready(());
+        }
+        if let Some(l) = &mut self.listen
+            && let Poll::Ready(Some(frame)) = l.rx.poll_recv(cx)
+        {
+            self.core.notification(frame);
+            return Poll::Ready(());
+        }
+        client.poll_read_ready(cx).map(|_| ())
+    }
+}
