@@ -5,6 +5,8 @@
 //! `pg_listening_channels()` check ([`may_call_listening_channels`]) each scanned the text
 //! of every Query and Parse on their own (issue 11).
 
+use std::hash::BuildHasher;
+
 #[cfg(doc)]
 use super::channels::may_call_listening_channels;
 use super::channels::names_function_at;
@@ -88,6 +90,44 @@ impl TextFacts {
         f
     }
 
+    /// [`TextFacts::of`] for a text that is likely to come again: a Parse's, which drivers
+    /// send with the same parameterised text transaction after transaction (a Query's
+    /// text mostly carries its values as literals, and is scanned each time). Kept per
+    /// worker thread, by the exact text, so what it answers is always what `of` would.
+    pub fn of_repeated(b: &[u8]) -> TextFacts {
+        if b.len() > SEEN_MAX_LEN {
+            return TextFacts::of(b);
+        }
+        SEEN.with(|seen| {
+            let Ok(mut seen) = seen.try_borrow_mut() else {
+                return TextFacts::of(b);
+            };
+            let Seen { hasher, slots } = &mut *seen;
+            if slots.is_empty() {
+                slots.resize_with(SEEN_SLOTS, || None);
+            }
+            let at = hasher.hash_one(b) as usize % SEEN_SLOTS;
+            let Some(slot) = slots.get_mut(at) else {
+                return TextFacts::of(b);
+            };
+            match slot {
+                Some((text, facts)) if text.as_slice() == b => *facts,
+                Some((text, facts)) => {
+                    // Another text had this slot: its buffer is reused.
+                    text.clear();
+                    text.extend_from_slice(b);
+                    *facts = TextFacts::of(b);
+                    *facts
+                }
+                None => {
+                    let facts = TextFacts::of(b);
+                    *slot = Some((b.to_vec(), facts));
+                    facts
+                }
+            }
+        })
+    }
+
     /// [`touches_sequence_values`] of the text: `unlisted_call` says whether
     /// [`call_candidates`] finds a word naming a function that is not allowed (asked only
     /// when nothing else settles it).
@@ -116,6 +156,25 @@ impl TextFacts {
         self.reads_seq |= before(4, b"curr") || before(4, b"last");
         self.sets_seq |= before(4, b"next") || before(3, b"set");
     }
+}
+
+/// Texts [`TextFacts::of_repeated`] keeps per thread (one per slot of a direct-mapped
+/// table: a text displaces another only when their hashes meet).
+const SEEN_SLOTS: usize = 64;
+/// Longer texts are scanned each time: keeping them would cost more memory than their
+/// scan costs time next to what they run.
+const SEEN_MAX_LEN: usize = 1024;
+
+/// The texts seen on this thread, with their facts (at most
+/// `SEEN_SLOTS * SEEN_MAX_LEN` bytes).
+#[derive(Default)]
+struct Seen {
+    hasher: foldhash::fast::RandomState,
+    slots: Vec<Option<(Vec<u8>, TextFacts)>>,
+}
+
+thread_local! {
+    static SEEN: std::cell::RefCell<Seen> = std::cell::RefCell::new(Seen::default());
 }
 
 /// The first statement's verb as [`starts_relevant`] at 0 sees it (`None`: the text
@@ -288,7 +347,40 @@ mod tests {
     fn fuzz_one_pass_answers_as_the_separate_prefilters() {
         crate::fuzz::run("sql_text_facts", 4000, crate::fuzz::sql_text(), |sql| {
             agrees(sql.as_bytes());
+            assert_eq!(
+                TextFacts::of_repeated(sql.as_bytes()),
+                TextFacts::of(sql.as_bytes())
+            );
             Ok(())
         });
+    }
+
+    /// The kept facts are those of the very text asked about, whichever texts shared its
+    /// slot before (many more texts than slots, each asked twice, in two orders), and a
+    /// text too long to keep is scanned.
+    #[test]
+    fn kept_facts_are_the_texts_own() {
+        let texts: Vec<String> = (0..SEEN_SLOTS * 4)
+            .map(|n| match n % 4 {
+                0 => format!("SELECT a FROM t{n} WHERE id = $1"),
+                1 => format!("INSERT INTO t{n} VALUES ($1)"),
+                2 => format!("SELECT nextval('s{n}')"),
+                _ => format!("SELECT 1; SET x{n} = 1"),
+            })
+            .collect();
+        for round in 0..2 {
+            for t in texts.iter().chain(texts.iter().rev()) {
+                let b = t.as_bytes();
+                assert_eq!(
+                    TextFacts::of_repeated(b),
+                    TextFacts::of(b),
+                    "{t} in round {round}"
+                );
+            }
+        }
+        let long = format!("SELECT nextval('s') /* {} */", "x".repeat(SEEN_MAX_LEN));
+        let b = long.as_bytes();
+        assert_eq!(TextFacts::of_repeated(b), TextFacts::of(b));
+        assert!(TextFacts::of_repeated(b).sets_seq);
     }
 }

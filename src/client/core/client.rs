@@ -380,12 +380,15 @@ impl Core {
     /// The facts of the text of the Query or Parse of `len` bytes at `at` (`None` for
     /// other frames, or a Parse without its text).
     fn text_facts(&self, at: usize, tag: u8, len: usize) -> Option<crate::sql::TextFacts> {
-        match tag {
-            fe::QUERY | fe::PARSE => self
-                .cin
+        let text = || {
+            self.cin
                 .get(at..at + len)
                 .and_then(|f| super::sequences::text_of(tag, f))
-                .map(crate::sql::TextFacts::of),
+        };
+        match tag {
+            fe::QUERY => text().map(crate::sql::TextFacts::of),
+            // A Parse's text comes again (see `TextFacts::of_repeated`).
+            fe::PARSE => text().map(crate::sql::TextFacts::of_repeated),
             _ => None,
         }
     }

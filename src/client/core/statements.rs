@@ -319,19 +319,30 @@ impl Mapping {
             return false;
         }
         let body = frame.map(protocol::body).unwrap_or_default();
-        match tag {
-            // Its text's statement is not looked up yet: any doubt counts.
-            fe::PARSE => {
-                protocol::cstr(body).is_some_and(|(n, _)| !n.is_empty() && self.any_unsettled())
-            }
-            fe::BIND => protocol::cstr(body)
-                .and_then(|(_, rest)| protocol::cstr(rest))
-                .is_some_and(|(n, _)| self.unsettled(n, server)),
+        // The statement's name, as bytes: the unnamed one (most Parses, Binds and
+        // Describes name it) is never mapped, so it is settled without a UTF-8 check.
+        let name = match tag {
+            fe::PARSE => protocol::cstr_bytes(body).map(|(n, _)| n),
+            fe::BIND => protocol::cstr_bytes(body)
+                .and_then(|(_, rest)| protocol::cstr_bytes(rest))
+                .map(|(n, _)| n),
             _ => body
                 .split_first()
                 .filter(|(kind, _)| **kind == b'S')
-                .and_then(|(_, rest)| protocol::cstr(rest))
-                .is_some_and(|(n, _)| self.unsettled(n, server)),
+                .and_then(|(_, rest)| protocol::cstr_bytes(rest))
+                .map(|(n, _)| n),
+        };
+        let Some(name) = name.filter(|n| !n.is_empty()) else {
+            return false;
+        };
+        let Ok(name) = std::str::from_utf8(name) else {
+            return false;
+        };
+        if tag == fe::PARSE {
+            // Its text's statement is not looked up yet: any doubt counts.
+            self.any_unsettled()
+        } else {
+            self.unsettled(name, server)
         }
     }
 
@@ -375,10 +386,14 @@ impl Mapping {
         buf: &[u8],
         parse_len: usize,
     ) -> Option<usize> {
-        let (name, key) = protocol::cstr(protocol::body(buf.get(..parse_len)?))?;
+        let body = protocol::body(buf.get(..parse_len)?);
+        // Most Parses are of the unnamed statement: not looked at further.
+        if body.first().is_none_or(|&c| c == 0) {
+            return None;
+        }
+        let (name, key) = protocol::cstr(body)?;
         let next = buf.get(parse_len..parse_len + protocol::HEADER_LEN)?;
-        if name.is_empty()
-            || self.names.stmts.contains_key(name)
+        if self.names.stmts.contains_key(name)
             || next != [fe::SYNC, 0, 0, 0, 4] && next != [fe::FLUSH, 0, 0, 0, 4]
         {
             return None;
