@@ -5,8 +5,6 @@
 //! `pg_listening_channels()` check ([`may_call_listening_channels`]) each scanned the text
 //! of every Query and Parse on their own (issue 11).
 
-use std::hash::BuildHasher;
-
 #[cfg(doc)]
 use super::channels::may_call_listening_channels;
 use super::channels::names_function_at;
@@ -102,12 +100,11 @@ impl TextFacts {
             let Ok(mut seen) = seen.try_borrow_mut() else {
                 return TextFacts::of(b);
             };
-            let Seen { hasher, slots } = &mut *seen;
+            let slots = &mut seen.slots;
             if slots.is_empty() {
                 slots.resize_with(SEEN_SLOTS, || None);
             }
-            let at = hasher.hash_one(b) as usize % SEEN_SLOTS;
-            let Some(slot) = slots.get_mut(at) else {
+            let Some(slot) = slots.get_mut(seen_slot(b)) else {
                 return TextFacts::of(b);
             };
             match slot {
@@ -169,8 +166,23 @@ const SEEN_MAX_LEN: usize = 1024;
 /// `SEEN_SLOTS * SEEN_MAX_LEN` bytes).
 #[derive(Default)]
 struct Seen {
-    hasher: foldhash::fast::RandomState,
     slots: Vec<Option<(Vec<u8>, TextFacts)>>,
+}
+
+/// The slot of `b` in [`Seen`]: its length and three of its words (first, middle, last),
+/// mixed. Not a hash of every byte: a slot only says where to compare the whole text, and
+/// texts that share one merely take turns in it.
+fn seen_slot(b: &[u8]) -> usize {
+    let word = |at: usize| {
+        b.get(at..)
+            .and_then(|w| w.first_chunk::<8>())
+            .map_or(0, |w| u64::from_le_bytes(*w))
+    };
+    let tail = b.len().saturating_sub(8);
+    let mixed =
+        (b.len() as u64 ^ word(0) ^ word(tail / 2).rotate_left(21) ^ word(tail).rotate_left(42))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (mixed >> 58) as usize % SEEN_SLOTS
 }
 
 thread_local! {
