@@ -71,6 +71,11 @@ impl Core {
                 self.flow.c_need = h.frame_len;
                 break Stop::Drained;
             }
+            // 0. What extended-protocol drivers send after their Parse passes at once.
+            if self.passes_mid_unit(h.tag, rest, h.frame_len) {
+                self.pass_mid_unit(&mut fwd, h.tag, h.frame_len, have, now);
+                continue;
+            }
             // 1. pgsluice's own settings.
             if h.tag == fe::QUERY
                 && let Some(o) = ours(

@@ -412,6 +412,41 @@ fn fuzz_session_routed() {
     );
 }
 
+/// The short cut for mid-unit frames (`mid_unit.rs`) changes nothing: the client receives
+/// the same bytes, and the same invariants hold, with every frame taking the full scan.
+#[test]
+fn fuzz_mid_unit_short_cut_changes_nothing() {
+    let input = (
+        prop_oneof![setup(false), setup(true)],
+        prop::collection::vec(step(), 0..10),
+        attach_plan(),
+        prop::collection::vec(event(), 0..48),
+    );
+    fuzz::run(
+        "session_mid_unit",
+        200,
+        input,
+        |(setup, steps, attach, events)| {
+            let (bytes, ..) = encode(&steps);
+            let run = |slow: bool| {
+                super::mid_unit::SLOW_ONLY.set(slow);
+                let mut s = Session::new(setup.clone(), bytes.clone(), attach.clone());
+                for e in &events {
+                    s.event(*e);
+                }
+                s.finish();
+                super::mid_unit::SLOW_ONLY.set(false);
+                (s.received, s.closed, s.violation)
+            };
+            let quick = run(false);
+            let full = run(true);
+            prop_assert_eq!(&quick.2, &None);
+            prop_assert_eq!(quick, full);
+            Ok(())
+        },
+    );
+}
+
 /// Anything a client may send: well-formed units with random frames and bytes between.
 #[test]
 fn fuzz_session_garbage() {

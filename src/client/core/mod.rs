@@ -12,6 +12,8 @@
 //! in this order, and each frame is framed once ([`client`], [`server`]).
 //!
 //! Client frame:
+//! 0. [`mid_unit`]: a Bind, Describe, Execute or Sync inside a unit that no policy below
+//!    would change or hold passes on at once (each of them still sees it noted).
 //! 1. [`ours`]: `SET pgsluice.*` is answered here, never forwarded.
 //! 2. [`route`]: at the start of a unit, the node (a server is asked for, or a write
 //!    waits for the replica's answers before moving to the primary).
@@ -38,6 +40,7 @@ mod ending;
 mod events;
 mod idle;
 mod listen;
+mod mid_unit;
 mod observe;
 mod ours;
 mod own_names;
