@@ -45,11 +45,7 @@ impl Core {
             fe::BIND => {
                 protocol::cstr_bytes(body).is_some_and(|(_, name)| name.first() == Some(&0))
             }
-            fe::DESCRIBE => match body {
-                [b'P', ..] => true,
-                [b'S', 0, ..] => true,
-                _ => false,
-            },
+            fe::DESCRIBE => matches!(body, [b'P', ..] | [b'S', 0, ..]),
             _ => false,
         }
     }
