@@ -198,11 +198,19 @@ impl ClientInfo {
         Some(self.since_us.load(Relaxed)).filter(|&v| v != 0)
     }
 
-    pub fn set_server(&self, link: Option<ServerLink>) {
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = link;
+    /// The client got the server `link` names: it is active on it.
+    pub fn set_server(&self, link: ServerLink) {
+        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(link);
+        self.set_state(ClientState::Active);
     }
 
+    /// The server the client holds. Only an active client holds one: the link of the last
+    /// server it held stays in place once it goes idle (not cleared at every release, which
+    /// would take the lock twice per transaction), and is not shown.
     pub fn server(&self) -> Option<ServerLink> {
+        if self.state() != ClientState::Active {
+            return None;
+        }
         self.server
             .lock()
             .unwrap_or_else(|e| e.into_inner())

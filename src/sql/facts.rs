@@ -67,8 +67,11 @@ impl TextFacts {
                 }
                 b'_' => {
                     f.effects = f.effects || names_call(b, i);
-                    f.view = f.view || names_view_at(b, i);
-                    f.channels = f.channels || names_function_at(b, i);
+                    // Both names start `pg_` (most words with a `_` do not).
+                    if i >= 2 && b.get(i - 2..i).is_some_and(|w| eq_kw(w, b"pg")) {
+                        f.view = f.view || names_view_at(b, i);
+                        f.channels = f.channels || names_function_at(b, i);
+                    }
                 }
                 b'(' => f.parens = true,
                 b'v' | b'V' => f.sequence_word(b, i),

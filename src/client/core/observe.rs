@@ -73,16 +73,15 @@ impl Observe {
 
     /// The client got its server.
     pub fn attached(&mut self, link: ServerLink, now: Instant) {
-        self.info.set_server(Some(link));
-        self.info.set_state(ClientState::Active);
+        self.info.set_server(link);
         self.tally
             .attached(std::mem::take(&mut self.wait_t0), now, &self.info);
     }
 
     /// The client gave its server back (or lost it).
     pub fn released(&mut self) {
+        // The server's link goes with the state (see `ClientInfo::server`).
         self.info.set_state(ClientState::Idle);
-        self.info.set_server(None);
     }
 
     /// A client frame goes to the server.
