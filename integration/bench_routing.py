@@ -42,7 +42,8 @@ Workloads (each run `pgbench -n -c CLIENTS -j 2 -T DURATION`):
                     of the same row, each its own transaction (autocommit)
 
 Per run: TPS, latency p50/p99, the pooler's CPU time per transaction (utime+stime from
-/proc), and the share of reads served by replicas over the reads the workload made (1 per
+/proc), its sleeps per transaction (voluntary context switches of all its threads: each
+is a wait in `epoll_wait` or on a lock that a wake-up ended), and the share of reads served by replicas over the reads the workload made (1 per
 transaction for select-*, 3 for mixed): for pgsluice, the reads it routed to replicas
 (pgsluice_node_reads_total in /metrics); for direct and PgBouncer, the replicas'
 xact_commit delta (pg_stat_database, database app).
@@ -231,8 +232,10 @@ http_listen_addr = "127.0.0.1:{http}"
         before = [self.commits(p) for p in self.replica_ports]
         routed0 = self.replica_reads(target) if target in self.http_ports else None
         cpu0 = B.cpu_split(pid) if pid else None
+        sleeps0 = sleeps(pid) if pid else None
         p = B.run(cmd, check=False, env=env, timeout=duration + 120)
         cpu1 = B.cpu_split(pid) if pid else None
+        sleeps1 = sleeps(pid) if pid else None
         # Backends publish their counters at most once a second (PostgreSQL 15).
         time.sleep(1.5)
         after = [self.commits(p) for p in self.replica_ports]
@@ -260,12 +263,28 @@ http_listen_addr = "127.0.0.1:{http}"
             "cpu_us": (sum(cpu1) - sum(cpu0)) * 1e6 / txns if pid and txns else None,
             "user_us": (cpu1[0] - cpu0[0]) * 1e6 / txns if pid and txns else None,
             "sys_us": (cpu1[1] - cpu0[1]) * 1e6 / txns if pid and txns else None,
+            "sleeps": (sleeps1 - sleeps0) / txns if pid and txns else None,
             "replica_share": min(1.0, replica_reads / (txns * reads_per_txn)) if txns else None,
         }
         with open(os.path.join(results_dir, f"{tag}.txt"), "w") as fh:
             fh.write("$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr[-4000:])
             fh.write(f"\n# replica commits {replica_reads}, result {r}\n")
         return r
+
+
+def sleeps(pid):
+    """Voluntary context switches of every thread of `pid` (each is a sleep, mostly in
+    `epoll_wait`, that a wake-up ended), from /proc/PID/task/*/status."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as fh:
+                for line in fh:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return total
 
 
 def build_baseline(ref, no_build):
@@ -375,10 +394,10 @@ def main():
             f"(2 cores, shared). Medians of {args.rounds} rounds.",
             "",
             "| workload | target | TPS | × route-off TPS | p50 ms | p99 ms | pooler CPU µs/txn "
-            "| user µs/txn | system µs/txn "
+            "| user µs/txn | system µs/txn | sleeps/txn "
             "| × route-off CPU | × route-on-base CPU | × route-on-noprobe CPU | reads on replicas "
             "| failed |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for workload, targets in TARGETS.items():
             base = {k: med([r[k] for r in results[(workload, "route-off")]])
@@ -389,7 +408,7 @@ def main():
                 rs = results[(workload, target)]
                 row = {k: med([r[k] for r in rs])
                        for k in ("tps", "p50", "p99", "cpu_us", "user_us", "sys_us",
-                                 "replica_share")}
+                                 "sleeps", "replica_share")}
                 failed = sum(r["failed"] for r in rs if isinstance(r["failed"], int))
                 tps_ratio = row["tps"] / base["tps"] if row["tps"] and base["tps"] else None
                 cpu_ratio = (row["cpu_us"] / base["cpu_us"]
@@ -400,7 +419,8 @@ def main():
                 lines.append(
                     f"| {workload} | {target} | {fmt(row['tps'], 0)} | {fmt(tps_ratio)} "
                     f"| {fmt(row['p50'], 3)} | {fmt(row['p99'], 3)} | {fmt(row['cpu_us'], 1)} "
-                    f"| {fmt(row['user_us'], 1)} | {fmt(row['sys_us'], 1)} | {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} | {fmt(np_ratio, 3)} | {share} "
+                    f"| {fmt(row['user_us'], 1)} | {fmt(row['sys_us'], 1)} "
+                    f"| {fmt(row['sleeps'], 2)} | {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} | {fmt(np_ratio, 3)} | {share} "
                     f"| {failed} |")
         for workload in TARGETS:
             on = results.get((workload, "route-on"), [])

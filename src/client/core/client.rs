@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::ours::{Ours, ours};
+use super::ours::ours;
 use super::prepared_view::ViewStep;
 use super::sql_prepare::{SqlStep, may_be_sql_prepared};
 use super::statements::{Out, names_statement};
@@ -472,24 +472,6 @@ impl Core {
                 Some(Stop::Drained)
             }
         }
-    }
-
-    /// Answers `SET pgsluice.*` / `RESET pgsluice.*` itself.
-    fn answer_ours(&mut self, o: Ours) {
-        let mut buf = BytesMut::new();
-        let result = match &mut self.route {
-            Some(r) => r.set_ours(&o.name, o.value.as_deref()),
-            // Without replicas there is nothing to route; accept the settings quietly.
-            None => Ok(()),
-        };
-        match result {
-            Ok(()) => {
-                build::command_complete(&mut buf, if o.value.is_some() { "SET" } else { "RESET" })
-            }
-            Err(msg) => build::error(&mut buf, "ERROR", "22023", &msg),
-        }
-        build::ready_for_query(&mut buf, self.status);
-        self.cout.push(buf.freeze());
     }
 
     /// The client broke the protocol: it is told and the session ends.

@@ -2,7 +2,10 @@
 //! `SET pgsluice.min_lsn = '<lsn>'` (and `RESET` of either): recognised in a Query,
 //! answered by pgsluice, never forwarded.
 
-use crate::protocol;
+use bytes::BytesMut;
+
+use super::Core;
+use crate::protocol::{self, build};
 
 /// A `SET pgsluice.x = v` / `RESET pgsluice.x` Query: the lowercase name and the value
 /// (`None` for RESET or `DEFAULT`).
@@ -10,6 +13,26 @@ use crate::protocol;
 pub struct Ours {
     pub name: String,
     pub value: Option<String>,
+}
+
+impl Core {
+    /// Answers `SET pgsluice.*` / `RESET pgsluice.*` itself.
+    pub(super) fn answer_ours(&mut self, o: Ours) {
+        let mut buf = BytesMut::new();
+        let result = match &mut self.route {
+            Some(r) => r.set_ours(&o.name, o.value.as_deref()),
+            // Without replicas there is nothing to route; accept the settings quietly.
+            None => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                build::command_complete(&mut buf, if o.value.is_some() { "SET" } else { "RESET" })
+            }
+            Err(msg) => build::error(&mut buf, "ERROR", "22023", &msg),
+        }
+        build::ready_for_query(&mut buf, self.status);
+        self.cout.push(buf.freeze());
+    }
 }
 
 /// Whether the body of a Query frame is one of ours. Every query passes here: it is
