@@ -198,9 +198,12 @@ impl ClientInfo {
         Some(self.since_us.load(Relaxed)).filter(|&v| v != 0)
     }
 
-    /// The client got the server `link` names: it is active on it.
+    /// The client got the server `link` names: it is active on it. The state is set under
+    /// the lock, with the link, so that [`ClientInfo::server`] never pairs "active" with
+    /// the link of a server the client held before.
     pub fn set_server(&self, link: ServerLink) {
-        *self.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(link);
+        let mut held = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        *held = Some(link);
         self.set_state(ClientState::Active);
     }
 
@@ -208,13 +211,11 @@ impl ClientInfo {
     /// server it held stays in place once it goes idle (not cleared at every release, which
     /// would take the lock twice per transaction), and is not shown.
     pub fn server(&self) -> Option<ServerLink> {
+        let held = self.server.lock().unwrap_or_else(|e| e.into_inner());
         if self.state() != ClientState::Active {
             return None;
         }
-        self.server
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        held.clone()
     }
 
     pub fn kill(&self) {
