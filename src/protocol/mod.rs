@@ -38,6 +38,8 @@ pub mod be {
     pub const COMMAND_COMPLETE: u8 = b'C';
     pub const AUTHENTICATION: u8 = b'R';
     pub const DATA_ROW: u8 = b'D';
+    pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
+    pub const PORTAL_SUSPENDED: u8 = b's';
     pub const ROW_DESCRIPTION: u8 = b'T';
     pub const PARSE_COMPLETE: u8 = b'1';
     pub const BIND_COMPLETE: u8 = b'2';

@@ -37,6 +37,13 @@ use crate::server::CloseReason;
 /// A unit larger than this is not kept for a replay.
 pub(super) const MAX_UNIT: usize = 64 * 1024;
 
+/// A read's answer up to this size is held whole until its ReadyForQuery. A replica that
+/// stops in the middle of a statement flushes what it has (rows included) with its
+/// "terminating connection" warning before it closes: rows forwarded as they came would
+/// make a read that lost its replica unable to go elsewhere. A larger answer streams from
+/// the row that passes this (and can then no longer be replayed).
+pub(super) const MAX_HELD_ANSWER: usize = 64 * 1024;
+
 /// A read that can still be sent elsewhere.
 #[derive(Debug, Default)]
 pub struct Retry {
@@ -64,6 +71,8 @@ pub struct Retry {
     pub discarding: bool,
     /// An ErrorResponse was among the dropped messages.
     pub dropped_error: bool,
+    /// Bytes of the unit's answer (rows, command tags) held so far.
+    pub answer: usize,
 }
 
 /// A unit pipelined behind the one a [`Retry`] keeps.
@@ -106,9 +115,9 @@ impl Retry {
         self.spent = false;
     }
 
-    /// Looks at one server message of the read's answer; `frame` is the whole message, or
-    /// `None` when only its tag has arrived.
-    pub fn step(&mut self, tag: u8, frame: Option<&[u8]>) -> Step {
+    /// Looks at one server message of the read's answer, `len` bytes long; `frame` is the
+    /// whole message, or `None` when only its header has arrived.
+    pub fn step(&mut self, tag: u8, len: usize, frame: Option<&[u8]>) -> Step {
         if self.discarding {
             self.dropped_error |= tag == be::ERROR_RESPONSE;
             return if tag == be::READY_FOR_QUERY {
@@ -130,6 +139,17 @@ impl Retry {
             | be::PARAMETER_DESCRIPTION
             | be::NO_DATA
             | be::PARAMETER_STATUS => Step::Keep,
+            // The answer itself, held whole while it is small (see `MAX_HELD_ANSWER`;
+            // with units behind, each answer goes on as it comes, as before).
+            be::DATA_ROW
+            | be::COMMAND_COMPLETE
+            | be::EMPTY_QUERY_RESPONSE
+            | be::PORTAL_SUSPENDED
+                if self.behind.is_empty() && self.answer + len <= MAX_HELD_ANSWER =>
+            {
+                self.answer += len;
+                Step::Keep
+            }
             // The units behind are kept from the end of this one's answer.
             be::READY_FOR_QUERY if !self.behind.is_empty() => Step::Keep,
             // (Units behind would have to go to the primary too: a refusal is the answer.)
@@ -457,30 +477,55 @@ mod tests {
     fn a_read_only_refusal_is_retried_and_leaves_no_trace() {
         let mut r = armed();
         assert!(r.possible());
-        assert_eq!(r.step(b'N', None), Step::Keep);
-        assert_eq!(r.step(b'1', None), Step::Keep);
-        assert_eq!(r.step(b'E', None), Step::NeedWhole);
+        assert_eq!(r.step(b'N', 20, None), Step::Keep);
+        assert_eq!(r.step(b'1', 5, None), Step::Keep);
+        assert_eq!(r.step(b'E', 40, None), Step::NeedWhole);
         let err = msg(b'E', b"SERROR\0C25006\0Mread-only\0\0");
-        assert_eq!(r.step(b'E', Some(&err)), Step::Drop);
+        assert_eq!(r.step(b'E', err.len(), Some(&err)), Step::Drop);
         assert!(!r.possible());
-        assert_eq!(r.step(b'C', None), Step::Drop);
-        assert_eq!(r.step(b'Z', None), Step::Retry);
+        assert_eq!(r.step(b'C', 14, None), Step::Drop);
+        assert_eq!(r.step(b'Z', 6, None), Step::Retry);
+    }
+
+    /// A small answer is held whole, so that a replica lost while sending it leaves the
+    /// read free to go elsewhere; its ReadyForQuery releases it.
+    #[test]
+    fn a_small_answer_is_held_until_its_end() {
+        let mut r = armed();
+        assert_eq!(r.step(b'T', 30, None), Step::Keep);
+        assert_eq!(r.step(b'D', 20, None), Step::Keep);
+        assert_eq!(r.step(b'C', 14, None), Step::Keep);
+        assert!(r.possible());
+        assert_eq!(r.step(b'Z', 6, None), Step::Disarm);
+        // A multi-statement answer and an empty query are answers too.
+        let mut r = armed();
+        for (tag, len) in [(b'T', 30), (b'D', 20), (b'C', 14), (b'I', 5), (b's', 5)] {
+            assert_eq!(r.step(tag, len, None), Step::Keep, "{}", tag as char);
+        }
+        assert!(r.possible());
     }
 
     #[test]
-    fn a_row_or_another_error_ends_the_chance() {
+    fn a_large_answer_or_another_error_ends_the_chance() {
         let mut r = armed();
-        assert_eq!(r.step(b'T', None), Step::Keep);
-        assert_eq!(r.step(b'D', None), Step::Disarm);
+        assert_eq!(r.step(b'T', 30, None), Step::Keep);
+        assert_eq!(r.step(b'D', MAX_HELD_ANSWER - 10, None), Step::Keep);
+        assert_eq!(r.step(b'D', 20, None), Step::Disarm);
+        // With units pipelined behind, each answer goes on as it comes.
+        let mut r = Retry {
+            behind: vec![Behind::default()],
+            ..armed()
+        };
+        assert_eq!(r.step(b'D', 20, None), Step::Disarm);
         let mut r = armed();
         let err = msg(b'E', b"SERROR\0C42P01\0Mno table\0\0");
-        assert_eq!(r.step(b'E', Some(&err)), Step::Disarm);
+        assert_eq!(r.step(b'E', err.len(), Some(&err)), Step::Disarm);
         // On a read-only endpoint the refusal is the answer.
         let mut r = Retry {
             on_refusal: false,
             ..armed()
         };
-        assert_eq!(r.step(b'E', None), Step::Disarm);
+        assert_eq!(r.step(b'E', 40, None), Step::Disarm);
     }
 
     #[test]

@@ -78,12 +78,12 @@ impl Core {
             // Retry: while a read may still go elsewhere, its answer is watched (and the
             // client's output held, see retry.rs).
             if let Some(retry) = &mut self.retry {
-                let mut step = retry.step(h.tag, None);
+                let mut step = retry.step(h.tag, h.frame_len, None);
                 if step == Step::NeedWhole {
                     if have < h.frame_len {
                         break;
                     }
-                    step = retry.step(h.tag, rest.get(..h.frame_len));
+                    step = retry.step(h.tag, h.frame_len, rest.get(..h.frame_len));
                 }
                 match step {
                     Step::Keep | Step::NeedWhole => {}
