@@ -7,7 +7,9 @@
 //! replica refuses the unit as a write (SQLSTATE 25006) or is lost before a row or a
 //! completion reached the client, the held output is dropped and the unit goes again:
 //! after a refusal to the primary, after a loss to another node. The client sees one
-//! answer, as if the first attempt had never been.
+//! answer, as if the first attempt had never been. The answer itself (rows, command tags)
+//! is held too, whole up to [`MAX_HELD_ANSWER`], so that a replica lost while sending it
+//! leaves the read free to go again; a larger answer streams from the row past that.
 //!
 //! Prepared statements replay with the unit: with statement mapping (transaction and
 //! statement mode) the next server gets each statement the unit binds prepared first, as
