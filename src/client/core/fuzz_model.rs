@@ -191,8 +191,11 @@ impl Model {
             .trim_end_matches(';')
             .trim()
             .to_ascii_lowercase();
+        // The first word ends where PostgreSQL's lexer ends it: `PREPARE--c` is
+        // `PREPARE` and a comment.
         let first = sql
-            .split_whitespace()
+            .trim_start()
+            .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
             .next()
             .unwrap_or_default()
             .to_string();

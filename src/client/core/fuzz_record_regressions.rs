@@ -336,3 +336,36 @@ fn a_quoted_prepare_name_run_into_as_is_prepared_as_sent() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
+
+/// Found by `fuzz_session_routed` (minimal input: statement mode with mapping and routing,
+/// one Query `PREPARE--c\n SELECT AS SELECT `). pgsluice mapped it (`PREPARE--c\n sluice_1
+/// AS SELECT `, which PostgreSQL runs: `--c` is a comment) and recorded the statement on
+/// the server; the model server took `prepare--c` for the first word, answered it as some
+/// other statement and held nothing, so the record check failed. The model was wrong, not
+/// pgsluice: its first word now ends where PostgreSQL's lexer ends it. (That PostgreSQL
+/// would refuse the client's own text, `SELECT` being a reserved word, is a fidelity gap of
+/// the mapping, not of the record.)
+#[test]
+fn a_prepare_with_a_comment_after_the_keyword_is_recorded_as_the_server_holds_it() {
+    let setup = Setup {
+        limits: Limits {
+            mode: PoolMode::Statement,
+            max_message: 65536,
+            idle_txn: Some(Duration::from_secs(10)),
+            reset_query: String::new(),
+            rewrite: true,
+            timeouts: None,
+            listen_here: false,
+        },
+        startup: Vec::new(),
+        max_prepared: 1,
+        routing: Some(plain_routing()),
+        error_rate: 0,
+        seed: 0,
+    };
+    replay(
+        setup,
+        &[Step::Query("PREPARE--c\n SELECT AS SELECT ".into())],
+        &[],
+    );
+}
