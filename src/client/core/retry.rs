@@ -115,6 +115,7 @@ impl Retry {
         self.unit = self.unit.slice(self.unit.len().saturating_sub(rest)..);
         self.parsed = next.parsed;
         self.spent = false;
+        self.answer = 0;
     }
 
     /// Looks at one server message of the read's answer, `len` bytes long; `frame` is the
