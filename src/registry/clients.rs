@@ -198,24 +198,27 @@ impl ClientInfo {
         Some(self.since_us.load(Relaxed)).filter(|&v| v != 0)
     }
 
-    /// The client got the server `link` names: it is active on it. The state is set under
-    /// the lock, with the link, so that [`ClientInfo::server`] never pairs "active" with
-    /// the link of a server the client held before.
+    /// The client got the server `link` names: it is active on it (the state set under
+    /// the lock, with the link).
     pub fn set_server(&self, link: ServerLink) {
         let mut held = self.server.lock().unwrap_or_else(|e| e.into_inner());
         *held = Some(link);
         self.set_state(ClientState::Active);
     }
 
-    /// The server the client holds. Only an active client holds one: the link of the last
-    /// server it held stays in place once it goes idle (not cleared at every release, which
-    /// would take the lock twice per transaction), and is not shown.
+    /// The client gave its server back: it is idle and holds none.
+    pub fn clear_server(&self) {
+        let mut held = self.server.lock().unwrap_or_else(|e| e.into_inner());
+        *held = None;
+        self.set_state(ClientState::Idle);
+    }
+
+    /// The server the client holds, if any.
     pub fn server(&self) -> Option<ServerLink> {
-        let held = self.server.lock().unwrap_or_else(|e| e.into_inner());
-        if self.state() != ClientState::Active {
-            return None;
-        }
-        held.clone()
+        self.server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn kill(&self) {

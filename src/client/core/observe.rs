@@ -80,8 +80,7 @@ impl Observe {
 
     /// The client gave its server back (or lost it).
     pub fn released(&mut self) {
-        // The server's link goes with the state (see `ClientInfo::server`).
-        self.info.set_state(ClientState::Idle);
+        self.info.clear_server();
     }
 
     /// A client frame goes to the server.
