@@ -66,9 +66,14 @@ impl TextFacts {
                     f.effects = f.effects || starts_relevant(b, i + 1, &mut select);
                 }
                 b'_' => {
-                    f.effects = f.effects || names_call(b, i);
-                    // Both names start `pg_` (most words with a `_` do not).
-                    if i >= 2 && b.get(i - 2..i).is_some_and(|w| eq_kw(w, b"pg")) {
+                    // Every name looked for at a `_` starts `pg_` or `set_` (most words
+                    // with a `_` do neither).
+                    let pg = i >= 2 && b.get(i - 2..i).is_some_and(|w| eq_kw(w, b"pg"));
+                    let set = !pg && i >= 3 && b.get(i - 3..i).is_some_and(|w| eq_kw(w, b"set"));
+                    if pg || set {
+                        f.effects = f.effects || names_call(b, i);
+                    }
+                    if pg {
                         f.view = f.view || names_view_at(b, i);
                         f.channels = f.channels || names_function_at(b, i);
                     }
