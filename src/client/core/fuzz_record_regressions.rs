@@ -347,21 +347,13 @@ fn a_quoted_prepare_name_run_into_as_is_prepared_as_sent() {
 /// the mapping, not of the record.)
 #[test]
 fn a_prepare_with_a_comment_after_the_keyword_is_recorded_as_the_server_holds_it() {
+    let base = super::fuzz_regressions::one_per_server(1, Some(plain_routing()), 0, 0);
     let setup = Setup {
         limits: Limits {
             mode: PoolMode::Statement,
-            max_message: 65536,
-            idle_txn: Some(Duration::from_secs(10)),
-            reset_query: String::new(),
-            rewrite: true,
-            timeouts: None,
-            listen_here: false,
+            ..base.limits.clone()
         },
-        startup: Vec::new(),
-        max_prepared: 1,
-        routing: Some(plain_routing()),
-        error_rate: 0,
-        seed: 0,
+        ..base
     };
     replay(
         setup,
