@@ -13,20 +13,6 @@ use crate::config::{self, Config};
 use crate::net::ClientStream;
 use crate::shared::{Phase, Shared};
 
-/// Decrements the client count when a client task ends, however it ends.
-struct Counted(Arc<Shared>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            // The task's other guards (its server lease, its registrations) unwind too;
-            // the runtime catches the panic, so no other client is affected.
-            self.0.metrics.panics.fetch_add(1, Ordering::Relaxed);
-        }
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 /// Accepts clients until pgsluice starts draining (see [`drain`]).
 ///
 /// Several workers may accept on clones of one listening socket; the kernel hands each
@@ -134,13 +120,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
 fn spawn_client(stream: ClientStream, shared: &Arc<Shared>) {
     let max = shared.snapshot.load().config.general.max_client_conn;
     let count = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
-    let guard = Counted(shared.clone());
+    let guard = client::Counted(shared.clone());
     // Made here, not inside the task's block: the block would keep its own copies of the
     // arguments beside the session's, in every client's memory.
     let session = client::handle(stream, shared.clone(), count > max);
     tokio::spawn(async move {
-        session.await;
-        drop(guard);
+        if let Some((driver, stream)) = session.await {
+            client::lot::park(driver, stream, guard);
+        }
     });
 }
 

@@ -81,6 +81,8 @@ pub struct Shared {
     /// Every distinct named statement clients prepared (transaction/statement mode).
     pub statements: Arc<crate::prepare::Registry>,
     pub clients: AtomicUsize,
+    /// Clients waiting in their worker's lot, with no task (see `client/lot.rs`).
+    pub parked: AtomicUsize,
     /// Where shutdown stands. Change it with [`Shared::set_phase`], which also wakes the
     /// sessions (they do not poll this channel).
     pub drain: watch::Sender<Phase>,
@@ -177,6 +179,7 @@ impl Shared {
             cancels: CancelRegistry::default(),
             statements: Default::default(),
             clients: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             drain: watch::channel(Phase::Running).0,
             sessions: Default::default(),
             failpoints: Arc::default(),
@@ -224,6 +227,21 @@ pub async fn stats_ticker(shared: Arc<Shared>) {
         let period = shared.snapshot.load().config.metrics.stats_period;
         tokio::time::sleep(std::time::Duration::from_secs_f64(period.max(1.0))).await;
         shared.metrics.rotate();
+    }
+}
+
+/// Wakes the sessions twice per `park_idle_after`, so that the idle ones park (see
+/// `client/lot.rs`): one sweep instead of a timer per idle spell.
+pub async fn park_sweeper(shared: Arc<Shared>) {
+    loop {
+        let after = shared.snapshot.load().config.general.park_idle_after;
+        if after <= 0.0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            continue;
+        }
+        let period = (after / 2.0).clamp(0.05, 5.0);
+        tokio::time::sleep(std::time::Duration::from_secs_f64(period)).await;
+        shared.sessions.nudge_all();
     }
 }
 

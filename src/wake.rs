@@ -81,6 +81,15 @@ impl SessionWaker {
         Poll::Pending
     }
 
+    /// Wakes every registered session without a change of generation: an idle session
+    /// looks whether it has been idle long enough to park (`park_idle_after`).
+    pub fn nudge_all(&self) {
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        for w in tasks.values() {
+            w.wake_by_ref();
+        }
+    }
+
     /// Forgets a session's task (at logout).
     pub fn remove(&self, id: u32) {
         self.tasks

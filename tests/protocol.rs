@@ -251,10 +251,12 @@ fn large_result_read_slowly_is_not_buffered() {
 
 // ------------------------------------------------------------------ cancellation
 
-/// Waits (≤10 s) until the primary runs a statement matching `pattern`.
+/// Waits (≤10 s) until the primary runs a statement matching `pattern` (in another
+/// backend: this query's own text matches a `%word%` pattern too).
 async fn wait_active(adm: &Client, pattern: &str) {
     let sql = format!(
-        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '{pattern}'"
+        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+         AND pid <> pg_backend_pid() AND query LIKE '{pattern}'"
     );
     for _ in 0..200 {
         if sq1(adm, &sql).await != "0" {

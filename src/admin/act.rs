@@ -27,7 +27,7 @@ fn err(code: &str, message: impl Into<String>) -> (String, String) {
 /// `max_db_connections`, `max_user_connections`, the reserve pool and the server check
 /// apply to the pools at once; the client limits to the next login; `query_timeout`,
 /// `transaction_timeout` and `client_idle_timeout` to clients that log in afterwards;
-/// the keepalives to new connections. RELOAD returns every setting to the file's value.
+/// the keepalives to new connections; `park_idle_after` to clients that log in afterwards. RELOAD returns every setting to the file's value.
 pub const SETTABLE: &[&str] = &[
     "pool_mode",
     "max_client_conn",
@@ -55,6 +55,7 @@ pub const SETTABLE: &[&str] = &[
     "query_timeout",
     "transaction_timeout",
     "client_idle_timeout",
+    "park_idle_after",
     "server_check_query",
     "server_check_delay",
     "tcp_keepalive",

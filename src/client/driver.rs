@@ -58,6 +58,21 @@ pub struct Driver {
     /// idles (about 100 bytes): lent per worker instead, like the core's rings, it cost
     /// ~90 instructions per transaction more (its waker cloned and dropped each time).
     handoff: Option<Arc<crate::pool::Handoff>>,
+    /// When the client last went idle (set as it parks: no clock read of its own).
+    idle_since: Instant,
+    /// The client's byte count then: a wake-up that read nothing (a nudge from
+    /// `park_sweeper`) does not start a new idle spell.
+    idle_bytes: u64,
+    /// `park_idle_after`: an idle client this long leaves its task for the lot.
+    park_after: Option<Duration>,
+}
+
+/// How the relay's run ends.
+enum End {
+    /// The session is over, for this reason.
+    Closed(String),
+    /// Idle long enough: the session waits in its worker's lot (`lot.rs`).
+    Lot,
 }
 
 /// What the relay waits on besides its sockets.
@@ -117,7 +132,25 @@ impl Driver {
             park: Park::Active,
             waiting: None,
             handoff: None,
+            idle_since: Instant::now(),
+            idle_bytes: 0,
+            park_after: None,
         }
+    }
+
+    /// The shared state the session belongs to.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The shared state's wake-up generation the session last saw.
+    pub fn generation_seen(&self) -> u64 {
+        self.watch.seen
+    }
+
+    /// An idle client this long leaves its task for its worker's lot (`None`: never).
+    pub fn park_after(&mut self, after: Option<Duration>) {
+        self.park_after = after;
     }
 
     pub fn id(&self) -> u32 {
@@ -134,20 +167,30 @@ impl Driver {
         self.core.cout.push(bytes);
     }
 
-    /// Runs the session until the client leaves; the server it holds is cleaned up or
-    /// closed on the way out.
+    /// Runs the session until the client leaves (the server it holds is cleaned up or
+    /// closed on the way out), or until it has been idle `park_idle_after`: then the
+    /// session and its socket are handed back, for the worker's lot (`lot.rs`).
     ///
     /// The whole session is one poll function ([`Driver::poll_run`]) over the driver's
     /// own fields: no future is made per transaction, and an idle client's task holds
     /// only this future's few words (see [`Core::is_idle`]).
-    pub async fn run(mut self: Box<Self>, mut client: ClientStream) {
+    pub async fn run(
+        mut self: Box<Self>,
+        mut client: ClientStream,
+    ) -> Option<(Box<Self>, ClientStream)> {
         if self.shared.phase() != Phase::Running {
             self.core.drain();
         }
-        let reason = std::future::poll_fn(|cx| self.poll_run(&mut client, cx)).await;
+        // Back from the lot (or just logged in): idle from now, for `park_idle_after`.
+        self.idle_since = Instant::now();
+        let reason = match std::future::poll_fn(|cx| self.poll_run(&mut client, cx)).await {
+            End::Lot => return Some((self, client)),
+            End::Closed(reason) => reason,
+        };
         // Boxed: the farewell's timer would otherwise size every client's task.
         let farewell = Box::pin(self.farewell(client, reason));
         farewell.await;
+        None
     }
 
     /// Relays, waits for what the core asked for, and parks while the client is idle;
@@ -155,11 +198,21 @@ impl Driver {
     ///
     /// The clock is read once per poll: everything one poll handles happened "now" (a
     /// poll ends within tokio's cooperative budget of I/O operations).
-    fn poll_run(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<String> {
+    fn poll_run(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<End> {
         let now = Instant::now();
         loop {
             match self.park {
                 Park::Active => {}
+                Park::Armed | Park::Polling if self.lot_due(client, now) => {
+                    if self.poll_watch(cx) {
+                        // The shared state changed: seen to here, where a timer can wait.
+                        self.control();
+                        self.unpark();
+                    } else {
+                        self.leave_for_lot();
+                        return Poll::Ready(End::Lot);
+                    }
+                }
                 // The relay's last pass, in the poll that parked, registered every wake-up
                 // (the client's socket, the shared state, the timer, notifications) and
                 // found nothing to do: whatever woke the task is for the relay to see,
@@ -180,6 +233,11 @@ impl Driver {
                     continue;
                 }
                 Step::Idle => {
+                    let bytes = self.core.observe().tally.bytes_in;
+                    if bytes != self.idle_bytes {
+                        self.idle_bytes = bytes;
+                        self.idle_since = now;
+                    }
                     self.park();
                     if self.park == Park::Armed {
                         return Poll::Pending;
@@ -193,7 +251,7 @@ impl Driver {
                 Action::Release(state, how) => self.release(state, how, now),
                 Action::Cancel => self.cancel_query(),
                 Action::Listen(request) => self.listen(request),
-                Action::Close { reason } => return Poll::Ready(reason),
+                Action::Close { reason } => return Poll::Ready(End::Closed(reason)),
             }
         }
     }

@@ -175,6 +175,7 @@ pub(super) async fn login(
     let driver = new_session(shared, pool, mode, config, startup_gucs, route, meta);
     let mut driver = Box::new(driver);
     driver.hold_ticket(ticket);
+    driver.park_after(config::secs(config.general.park_idle_after));
     greet(&mut driver, &server_params, &params);
     tracing::info!(user, database, client = driver.id(), "client logged in");
     Ok(Some(Login::Session(driver)))

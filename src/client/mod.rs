@@ -6,10 +6,11 @@ mod auth_query;
 mod buffers;
 pub mod cancel;
 pub mod core;
-mod driver;
+pub mod driver;
 mod hold;
 mod io;
 mod login;
+pub mod lot;
 mod negotiate;
 pub mod outq;
 mod startup;
@@ -52,7 +53,28 @@ impl ClientError {
     }
 }
 
-/// Serves one accepted connection to its end. `over_limit` says the client count was
+/// Decrements the client count when a client's session ends, however it ends (parked
+/// clients keep theirs in the lot).
+pub struct Counted(pub Arc<Shared>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The task's other guards (its server lease, its registrations) unwind too;
+            // the runtime catches the panic, so no other client is affected.
+            self.0
+                .metrics
+                .panics
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.0
+            .clients
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Serves one accepted connection until it ends or parks: `Some` is a session idle long
+/// enough to wait in its worker's lot ([`lot::park`]) without a task. `over_limit` says the client count was
 /// already at `max_client_conn` when it was accepted.
 ///
 /// The task of a logged-in client holds only its session's driver and socket while it is
@@ -63,12 +85,11 @@ pub fn handle(
     stream: ClientStream,
     shared: Arc<Shared>,
     over_limit: bool,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl std::future::Future<Output = Option<(Box<driver::Driver>, ClientStream)>> + Send {
     let open = Box::pin(open(stream, shared, over_limit));
     async move {
-        if let Some((session, stream)) = open.await {
-            session.run(stream).await;
-        }
+        let (session, stream) = open.await?;
+        session.run(stream).await
     }
 }
 

@@ -63,6 +63,10 @@ pub struct General {
     pub transaction_timeout: f64,
     /// A client idle (between transactions, sending nothing) this long is closed (57P05).
     pub client_idle_timeout: f64,
+    /// A client idle between transactions this long gives up its task and its socket's
+    /// place in the runtime's reactor, and waits with its session in its worker's lot
+    /// until its next byte (see `client/lot.rs`); 0 = never.
+    pub park_idle_after: f64,
     /// Run on an idle server connection unused for `server_check_delay` before it is
     /// handed out; empty = no check.
     pub server_check_query: String,
@@ -114,6 +118,7 @@ impl Default for General {
             query_timeout: 0.0,
             transaction_timeout: 0.0,
             client_idle_timeout: 0.0,
+            park_idle_after: 1.0,
             server_check_query: "select 1".into(),
             server_check_delay: 30.0,
             unix_socket_dir: String::new(),

@@ -41,6 +41,7 @@ impl Config {
             ("query_timeout", g.query_timeout),
             ("transaction_timeout", g.transaction_timeout),
             ("client_idle_timeout", g.client_idle_timeout),
+            ("park_idle_after", g.park_idle_after),
             ("server_check_delay", g.server_check_delay),
         ] {
             if !(0.0..=1e9).contains(&v) {

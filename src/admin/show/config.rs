@@ -142,7 +142,8 @@ pub(super) fn config(shared: &Shared) -> Table {
 ///
 /// - `free_clients`, `free_servers`: 0 (no object caches); `used_clients`: logged-in
 ///   clients; `login_clients`: connections still in startup or authentication;
-///   `used_servers`: server connections, open or opening.
+///   `used_servers`: server connections, open or opening; `parked_clients` (pgsluice's
+///   own): logged-in clients idle long enough to wait without a task (`park_idle_after`).
 /// - `dns_*`: 0 (names are resolved by the system resolver when a connection is opened).
 pub(super) fn lists(shared: &Shared) -> Table {
     let snap = shared.snapshot.load();
@@ -158,6 +159,7 @@ pub(super) fn lists(shared: &Shared) -> Table {
         ("free_clients", 0),
         ("used_clients", logged_in),
         ("login_clients", connections.saturating_sub(logged_in)),
+        ("parked_clients", shared.parked.load(Relaxed)),
         ("free_servers", 0),
         ("used_servers", servers),
         ("dns_names", 0),

@@ -5,6 +5,8 @@
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::shared::Phase;
+
 use super::Driver;
 use crate::net::ClientStream;
 
@@ -30,6 +32,37 @@ impl Driver {
         } else {
             Park::Polling
         };
+    }
+
+    /// The idle client may leave its task for the worker's lot (`lot.rs`): idle
+    /// `park_idle_after`, and nothing but its socket to wait on (no deadline, no LISTEN,
+    /// no TLS state, no server, pgsluice not draining).
+    #[inline]
+    pub(super) fn lot_due(&self, client: &ClientStream, now: Instant) -> bool {
+        let Some(after) = self.park_after else {
+            return false;
+        };
+        now.saturating_duration_since(self.idle_since) >= after
+            && self.lease.is_none()
+            && self.waiting.is_none()
+            && self.listen.is_none()
+            && !client.is_tls()
+            && self.core.deadline().is_none()
+            && self.shared.phase() == Phase::Running
+    }
+
+    /// What the parked session keeps no longer: its timer, its hand-off slot and its
+    /// task's registration for wake-ups (the lot's own registration covers it).
+    pub(super) fn leave_for_lot(&mut self) {
+        self.timer = None;
+        self.timer_at = None;
+        self.handoff = None;
+        if self.watch.registered {
+            self.shared.sessions.remove(self.core.id);
+            self.watch.registered = false;
+        }
+        // Back from the lot, the socket is asked first (it is why the client came back).
+        self.park = Park::Polling;
     }
 
     /// Something woke an idle client: most likely its next bytes.

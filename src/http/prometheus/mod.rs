@@ -45,6 +45,18 @@ pub fn render(shared: &Shared) -> String {
         "Client connections, logged in or not (the max_client_conn count).",
     );
     sample(o, "pgsluice_connections", &[], shared.clients.load(Relaxed));
+    family(
+        o,
+        "pgsluice_parked_clients",
+        "gauge",
+        "Logged-in clients idle past park_idle_after, waiting with no task of their own.",
+    );
+    sample(
+        o,
+        "pgsluice_parked_clients",
+        &[],
+        shared.parked.load(Relaxed),
+    );
 
     family(
         o,

@@ -1,0 +1,154 @@
+//! Idle clients parked without a task (issue 14, `park_idle_after`): a client idle that
+//! long waits in its worker's lot, and its next byte, its EOF, a KILL or a drain brings it
+//! back with its session (settings, named prepared statements) as it was. SHOW LISTS
+//! (`parked_clients`) and `/metrics` (`pgsluice_parked_clients`) count them.
+
+mod common;
+
+use std::time::Duration;
+
+use common::console::{Rows, console_config, http_section};
+use common::pg::{Pg, rt};
+use common::{Cluster, Pooler, with_general};
+
+/// Short, so that the test does not wait long for clients to park.
+const PARK: &str = "park_idle_after = 0.2";
+
+fn parked(rows: &Rows) -> i64 {
+    rows.num("list", "parked_clients", "items")
+}
+
+fn used(rows: &Rows) -> i64 {
+    rows.num("list", "used_clients", "items")
+}
+
+#[test]
+fn parked_clients_keep_their_session_and_come_back_on_their_next_byte() {
+    let c = Cluster::start(0);
+    let p = Pooler::start(&with_general(
+        &console_config(&c, "transaction", 2, ""),
+        PARK,
+    ));
+    let app = p.url("app", "app_pw", "app");
+    rt().block_on(async {
+        let admin = Pg::connect(&p.url("admin", "admin_pw", "pgsluice")).await;
+        let mut clients = Vec::new();
+        for i in 0..12 {
+            let pg = Pg::connect(&app).await;
+            pg.q(&format!("SET application_name = 'parked{i}'")).await;
+            let stmt = pg
+                .client
+                .prepare("SELECT $1::int + 1")
+                .await
+                .expect("prepare");
+            assert_eq!(
+                pg.client
+                    .query_one(&stmt, &[&i])
+                    .await
+                    .unwrap()
+                    .get::<_, i32>(0),
+                i + 1
+            );
+            clients.push((pg, stmt));
+        }
+        let lists = admin.show_until("SHOW LISTS", |r| parked(r) == 12).await;
+        assert_eq!(parked(&lists), 12, "every idle client parked: {lists:#?}");
+        assert_eq!(
+            used(&lists),
+            13,
+            "parked clients are still logged in (and the console)"
+        );
+
+        // Each comes back on its next query with its settings and statements.
+        for (i, (pg, stmt)) in clients.iter().enumerate() {
+            let i = i as i32;
+            assert_eq!(pg.one("SHOW application_name").await, format!("parked{i}"));
+            let row = pg
+                .client
+                .query_one(stmt, &[&(i * 10)])
+                .await
+                .expect("parked statement");
+            assert_eq!(row.get::<_, i32>(0), i * 10 + 1);
+        }
+        // ... and parks again once idle.
+        let lists = admin.show_until("SHOW LISTS", |r| parked(r) == 12).await;
+        assert_eq!(parked(&lists), 12, "{lists:#?}");
+
+        // A parked client that leaves, politely or not, is noticed by the lot.
+        let mut rest = clients.split_off(6);
+        for (n, (pg, _)) in clients.into_iter().enumerate() {
+            if n % 2 == 0 {
+                pg.close().await;
+            } else {
+                pg.kill().await;
+            }
+        }
+        let lists = admin
+            .show_until("SHOW LISTS", |r| parked(r) == 6 && used(r) == 7)
+            .await;
+        assert_eq!((parked(&lists), used(&lists)), (6, 7), "{lists:#?}");
+
+        // KILL reaches parked clients: each is closed with 57P01.
+        admin.q("KILL app").await;
+        for (pg, _) in rest.drain(..) {
+            assert_eq!(
+                pg.wait_closed("a parked client KILL closes")
+                    .await
+                    .as_deref(),
+                Some("57P01")
+            );
+        }
+        let lists = admin
+            .show_until("SHOW LISTS", |r| parked(r) == 0 && used(r) == 1)
+            .await;
+        assert_eq!((parked(&lists), used(&lists)), (0, 1), "{lists:#?}");
+    });
+}
+
+#[test]
+fn a_drain_lets_parked_clients_go_and_metrics_count_them() {
+    let c = Cluster::start(0);
+    let (http, port) = http_section();
+    let mut p = Pooler::start(&with_general(
+        &console_config(&c, "transaction", 2, &http),
+        PARK,
+    ));
+    let app = p.url("app", "app_pw", "app");
+    rt().block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            let pg = Pg::connect(&app).await;
+            assert_eq!(pg.one("SELECT 1").await, "1");
+            clients.push(pg);
+        }
+        let metric = || {
+            common::console::http_get(port, "/metrics")
+                .1
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("pgsluice_parked_clients ")
+                        .map(str::to_string)
+                })
+                .unwrap_or_default()
+        };
+        assert!(
+            common::wait_until(Duration::from_secs(20), || metric() == "5"),
+            "pgsluice_parked_clients: {}",
+            metric()
+        );
+        // SIGTERM: the parked clients get their tasks back, see the drain and are closed
+        // at once (they are between transactions); pgsluice exits well before
+        // shutdown_timeout.
+        p.signal("TERM");
+        for pg in clients {
+            let why = pg.wait_closed("a parked client at the drain").await;
+            assert_eq!(why.as_deref(), Some("57P01"), "{why:?}");
+        }
+        let status = p.wait_exit(Duration::from_secs(10));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{status:?}\n{}",
+            p.log()
+        );
+    });
+}
