@@ -30,8 +30,10 @@ const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One client's session: its core and the I/O around it.
 pub struct Driver {
+    /// First of the fields, so the first dropped: the registries forget the session
+    /// before its server is given back.
+    reg: Registered,
     core: Core,
-    shared: Arc<Shared>,
     /// Each node's pool, fetched on first use.
     pools: Vec<Option<Arc<Pool>>>,
     lease: Option<Lease>,
@@ -113,8 +115,11 @@ impl Driver {
             *slot = Some(pool);
         }
         Driver {
+            reg: Registered {
+                shared,
+                id: core.id,
+            },
             core,
-            shared,
             pools,
             lease: None,
             cancel,
@@ -140,7 +145,7 @@ impl Driver {
 
     /// The shared state the session belongs to.
     pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+        &self.reg.shared
     }
 
     /// The shared state's wake-up generation the session last saw.
@@ -178,7 +183,7 @@ impl Driver {
         mut self: Box<Self>,
         mut client: ClientStream,
     ) -> Option<(Box<Self>, ClientStream)> {
-        if self.shared.phase() != Phase::Running {
+        if self.reg.shared.phase() != Phase::Running {
             self.core.drain();
         }
         // Back from the lot (or just logged in): idle from now, for `park_idle_after`.
@@ -282,7 +287,8 @@ impl Driver {
     #[inline]
     fn poll_watch(&mut self, cx: &mut Context<'_>) -> bool {
         let (seen, registered) = (&mut self.watch.seen, &mut self.watch.registered);
-        self.shared
+        self.reg
+            .shared
             .sessions
             .poll_changed(self.core.id, seen, registered, cx)
             .is_ready()
@@ -322,7 +328,7 @@ impl Driver {
             self.core.force_close(&code, &msg, CloseReason::Admin);
             return;
         }
-        match self.shared.phase() {
+        match self.reg.shared.phase() {
             Phase::Running => {}
             Phase::Draining => self.core.drain(),
             Phase::Closing | Phase::Exit => self.core.force_close(
@@ -457,21 +463,137 @@ impl Driver {
     }
 }
 
-impl Drop for Driver {
+/// A logged-in session's places in the shared registries (cancel keys, wake-ups, the
+/// console's client list), given up when the session ends, parked or not, however it
+/// ends.
+pub(super) struct Registered {
+    shared: Arc<Shared>,
+    id: u32,
+}
+
+impl Drop for Registered {
     fn drop(&mut self) {
-        let id = self.core.id;
+        let id = self.id;
         if std::thread::panicking() {
             tracing::error!(
                 client = id,
-                pool = ?self.core.observe().pool_key(),
                 "client session panicked (a bug): closing this client and its server connection"
             );
-        }
-        if let Some(l) = &self.listen {
-            l.hub.leave(id);
         }
         self.shared.cancels.remove(id);
         self.shared.sessions.remove(id);
         self.shared.admin.clients.remove(id);
+    }
+}
+
+/// What a session keeps while parked in its worker's lot (`lot.rs`): the core's compact
+/// form ([`Core::park`]) and the driver's fields that outlive a transaction. The rest (the
+/// server, the timer, the wait, the hand-off slot) is what [`Driver::new`] makes.
+pub struct Idle {
+    core: super::core::Parked,
+    reg: Registered,
+    pools: Vec<Option<Arc<Pool>>>,
+    cancel: Arc<CancelSlot>,
+    wait_timeout: Option<Duration>,
+    ticket: Option<Box<crate::pool::limits::ClientTicket>>,
+    seen: u64,
+    idle_bytes: u64,
+    park_after: Option<Duration>,
+}
+
+impl Idle {
+    pub fn id(&self) -> u32 {
+        self.reg.id
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.reg.shared
+    }
+}
+
+impl Driver {
+    /// The session in the compact form it waits in, in its worker's lot; itself back when
+    /// it cannot park as it is (something besides its socket to wait on).
+    pub fn into_idle(self: Box<Self>) -> Result<Box<Idle>, Box<Self>> {
+        if self.lease.is_some()
+            || self.waiting.is_some()
+            || self.listen.is_some()
+            || !self.core.parkable()
+            || self.core.deadline().is_some()
+        {
+            return Err(self);
+        }
+        let Driver {
+            core,
+            reg,
+            pools,
+            lease: _,
+            cancel,
+            wait_timeout,
+            timer: _,
+            timer_at: _,
+            ticket,
+            listen: _,
+            watch,
+            armed: _,
+            woke: _,
+            park: _,
+            waiting: _,
+            handoff: _,
+            idle_since: _,
+            idle_bytes,
+            park_after,
+        } = *self;
+        Ok(Box::new(Idle {
+            core: core.park(),
+            reg,
+            pools,
+            cancel,
+            wait_timeout,
+            ticket,
+            seen: watch.seen,
+            idle_bytes,
+            park_after,
+        }))
+    }
+
+    /// A parked session, back: it asks its socket first (its bytes, or EOF, are most
+    /// likely why it is back).
+    pub fn from_idle(idle: Box<Idle>) -> Box<Driver> {
+        let Idle {
+            core,
+            reg,
+            pools,
+            cancel,
+            wait_timeout,
+            ticket,
+            seen,
+            idle_bytes,
+            park_after,
+        } = *idle;
+        Box::new(Driver {
+            core: Core::unpark(core),
+            reg,
+            pools,
+            lease: None,
+            cancel,
+            wait_timeout,
+            timer: None,
+            timer_at: None,
+            ticket,
+            listen: None,
+            watch: Watch {
+                seen,
+                registered: false,
+            },
+            armed: false,
+            woke: false,
+            park: Park::Polling,
+            waiting: None,
+            handoff: None,
+            idle_since: Instant::now(),
+            idle_bytes,
+            park_after,
+        })
     }
 }

@@ -28,7 +28,7 @@ use mio::{Events, Interest, Token};
 use tokio::io::unix::AsyncFd;
 
 use super::Counted;
-use super::driver::Driver;
+use super::driver::{Driver, Idle};
 use crate::net::ClientStream;
 use crate::shared::Shared;
 
@@ -57,7 +57,7 @@ impl Socket {
 
 /// One parked client: its session and socket, and its place in the client count.
 struct Entry {
-    driver: Box<Driver>,
+    session: Box<Idle>,
     socket: Socket,
     count: Counted,
 }
@@ -96,6 +96,10 @@ impl Slots {
     fn take(&mut self, i: usize) -> Option<Entry> {
         let e = self.list.get_mut(i)?.take()?;
         self.free.push(i);
+        if self.free.len() == self.list.len() {
+            // Every client left: the lists' memory goes too.
+            *self = Slots::default();
+        }
         Some(e)
     }
 }
@@ -114,26 +118,31 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     let Some(lot) = lot(driver.shared()) else {
         return resume(driver, stream, count);
     };
+    let seen = driver.generation_seen();
+    let shared = driver.shared().clone();
+    let session = match driver.into_idle() {
+        Ok(s) => s,
+        // Not parkable after all: a task again (it tries again `park_idle_after` on).
+        Err(driver) => return resume(driver, stream, count),
+    };
     let socket = match stream {
         ClientStream::Plain(s) => s.into_std().map(Socket::Tcp),
         ClientStream::Unix(s) => s.into_std().map(Socket::Unix),
-        tls @ ClientStream::Tls(_) => return resume(driver, tls, count),
+        tls @ ClientStream::Tls(_) => return resume(Driver::from_idle(session), tls, count),
     };
     let socket = match socket {
         Ok(s) => s,
         Err(e) => {
             // The socket is gone with the error: the session ends as for a lost client.
-            tracing::debug!(client = driver.id(), "cannot park a client: {e}");
+            tracing::debug!(client = session.id(), "cannot park a client: {e}");
             return;
         }
     };
-    let seen = driver.generation_seen();
-    let shared = driver.shared().clone();
     let fd = socket.fd();
     let slot = {
         let mut slots = lot.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.put(Entry {
-            driver,
+            session,
             socket,
             count,
         })
@@ -228,12 +237,12 @@ impl Lot {
     }
 
     fn leave(&self, e: Entry) {
-        e.driver.shared().parked.fetch_sub(1, Ordering::Relaxed);
+        e.session.shared().parked.fetch_sub(1, Ordering::Relaxed);
         let _ = self.registry.deregister(&mut SourceFd(&e.socket.fd()));
         match e.socket.into_client() {
-            Ok(stream) => resume(e.driver, stream, e.count),
+            Ok(stream) => resume(Driver::from_idle(e.session), stream, e.count),
             Err(err) => {
-                tracing::warn!(client = e.driver.id(), "a parked client's socket: {err}");
+                tracing::warn!(client = e.session.id(), "a parked client's socket: {err}");
             }
         }
     }

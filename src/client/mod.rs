@@ -209,14 +209,18 @@ mod tests {
             crate::Shared::new(config, None),
             false,
         );
-        let (task, session) = (
+        let (task, session, parked) = (
             std::mem::size_of_val(&task),
             std::mem::size_of::<super::driver::Driver>(),
+            std::mem::size_of::<super::driver::Idle>(),
         );
-        println!("client task future: {task} bytes; Driver: {session} bytes");
+        println!("client task future: {task} bytes; Driver: {session} bytes; parked: {parked}");
         assert!(task <= 256, "client task future is {task} bytes");
         // The held server's state, a retry and a chore are boxed in the core (absent while
-        // idle); a compact form for parked clients is still to come (BENCHMARKS.md).
-        assert!(session <= 1152, "Driver (with its core) is {session} bytes");
+        // idle).
+        assert!(session <= 1184, "Driver (with its core) is {session} bytes");
+        // What a parked client keeps in its worker's lot (`lot.rs`) instead of its task
+        // and `Driver`.
+        assert!(parked <= 480, "a parked session is {parked} bytes");
     }
 }

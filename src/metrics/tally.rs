@@ -67,6 +67,16 @@ impl Tally {
         }
     }
 
+    /// The session parks (between transactions): the slow query log's copy of the last
+    /// text is not needed until the next query and its buffers go.
+    pub fn let_go(&mut self) {
+        if let Some(s) = &mut self.slow {
+            s.text = Vec::new();
+            s.bind_name = Vec::new();
+            s.truncated = false;
+        }
+    }
+
     /// Microseconds since pgsluice started (never 0, which means "none" here).
     #[inline]
     pub fn us(&self, now: Instant) -> u64 {

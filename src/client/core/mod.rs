@@ -44,6 +44,7 @@ mod mid_unit;
 mod observe;
 mod ours;
 mod own_names;
+mod parked;
 mod prepared_view;
 mod probe_sql;
 mod replies;
@@ -69,6 +70,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 pub use observe::Observe;
+pub use parked::Parked;
 pub use route::{Endpoint, Route};
 pub use spare::Spare;
 pub use state::{Pin, SessionState};

@@ -53,7 +53,41 @@ pub struct Applied {
     pub unlistened: bool,
 }
 
+/// A parked session's settings: the current and the startup ones (see `parked.rs`).
+pub struct ParkedState {
+    gucs: Arc<Gucs>,
+    startup: Arc<Gucs>,
+}
+
 impl SessionState {
+    /// Between transactions with nothing pending: no pin, no effect waiting for a
+    /// verdict, no flag of the last transaction left.
+    pub(super) fn parkable(&self) -> bool {
+        self.pins.is_empty()
+            && self.pending.is_empty()
+            && self.in_txn.is_empty()
+            && self.reported.is_empty()
+            && !self.error_seen
+            && !self.rolled_back
+            && !self.opaque
+    }
+
+    /// The compact form of a [`SessionState::parkable`] state.
+    pub(super) fn park(self) -> ParkedState {
+        ParkedState {
+            gucs: self.gucs,
+            startup: self.startup,
+        }
+    }
+
+    pub(super) fn unpark(p: ParkedState) -> SessionState {
+        SessionState {
+            gucs: p.gucs,
+            startup: p.startup,
+            ..SessionState::default()
+        }
+    }
+
     pub fn new(startup: Arc<Gucs>) -> SessionState {
         SessionState {
             gucs: startup.clone(),

@@ -113,7 +113,50 @@ pub fn names_statement(tag: u8, frame: &[u8]) -> bool {
     }
 }
 
+/// A parked session's mapping: its statement names (none boxed when it has none) and
+/// what the mapping is made of (see `parked.rs`).
+pub struct ParkedMapping {
+    names: Option<Box<Names>>,
+    registry: Arc<Registry>,
+    max_prepared: usize,
+}
+
 impl Mapping {
+    /// Nothing in flight: no reply expected, no drop or uncertain Parse outstanding.
+    pub(super) fn parkable(&self) -> bool {
+        self.replies.is_empty()
+            && !self.replies.skipping
+            && !self.drop_in_flight
+            && !self.unsure
+            && self.names.sql_pending.is_empty()
+    }
+
+    /// The compact form of a [`Mapping::parkable`] mapping.
+    pub(super) fn park(self) -> ParkedMapping {
+        let Mapping {
+            names,
+            replies: _,
+            registry,
+            max_prepared,
+            drop_in_flight: _,
+            unsure: _,
+        } = self;
+        let empty = names.stmts.is_empty() && names.sql.is_empty();
+        ParkedMapping {
+            names: (!empty).then(|| Box::new(names)),
+            registry,
+            max_prepared,
+        }
+    }
+
+    pub(super) fn unpark(p: ParkedMapping) -> Mapping {
+        let mut m = Mapping::new(p.registry, p.max_prepared);
+        if let Some(names) = p.names {
+            m.names = *names;
+        }
+        m
+    }
+
     pub fn new(registry: Arc<Registry>, max_prepared: usize) -> Mapping {
         Mapping {
             names: Names::default(),

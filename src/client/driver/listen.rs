@@ -8,9 +8,17 @@ use crate::pool::PoolKey;
 
 /// A client's subscription to its (database, user)'s listener.
 pub(super) struct Listening {
+    /// The session's client id, under which the hub knows it.
+    id: u32,
     pub(super) hub: Arc<crate::listen::Hub>,
     pub(super) sink: crate::listen::Sink,
     pub(super) rx: tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>,
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.hub.leave(self.id);
+    }
 }
 
 impl Driver {
@@ -20,7 +28,7 @@ impl Driver {
         let l = match &mut self.listen {
             Some(l) => l,
             None => {
-                let shared = self.shared.clone();
+                let shared = self.reg.shared.clone();
                 let info = self.core.observe().info.clone();
                 let key = PoolKey {
                     database: info.database.clone(),
@@ -32,11 +40,14 @@ impl Driver {
                     shared.pools.settings(&snap.config, &key).map(|s| s.target)
                 });
                 let hub = self
+                    .reg
                     .shared
                     .listeners
                     .hub(&info.database, &info.user, target_of);
                 let (sink, rx) = tokio::sync::mpsc::unbounded_channel();
-                self.listen.insert(Box::new(Listening { hub, sink, rx }))
+                let id = self.core.id;
+                self.listen
+                    .insert(Box::new(Listening { id, hub, sink, rx }))
             }
         };
         let (hub, sink, id) = (l.hub.clone(), l.sink.clone(), self.core.id);

@@ -48,7 +48,8 @@ impl Driver {
             && self.listen.is_none()
             && !client.is_tls()
             && self.core.deadline().is_none()
-            && self.shared.phase() == Phase::Running
+            && self.core.parkable()
+            && self.reg.shared.phase() == Phase::Running
     }
 
     /// What the parked session keeps no longer: its timer, its hand-off slot and its
@@ -58,7 +59,7 @@ impl Driver {
         self.timer_at = None;
         self.handoff = None;
         if self.watch.registered {
-            self.shared.sessions.remove(self.core.id);
+            self.reg.shared.sessions.remove(self.core.id);
             self.watch.registered = false;
         }
         // Back from the lot, the socket is asked first (it is why the client came back).

@@ -52,7 +52,7 @@ impl Driver {
     pub(super) fn checkout(&mut self, node: usize, now: Instant) {
         if self.core.observe().info.held() {
             let info = self.core.observe().info.clone();
-            let (shared, wait) = (self.shared.clone(), self.wait_timeout);
+            let (shared, wait) = (self.reg.shared.clone(), self.wait_timeout);
             let hold = async move { crate::client::hold::hold(&shared, &info, wait).await };
             self.wait_on(node, On::Hold(Box::pin(hold)));
             return;
@@ -92,7 +92,7 @@ impl Driver {
         let Some(pool) = self.pools.get(node).and_then(Option::as_ref) else {
             return;
         };
-        let shared = &self.shared;
+        let shared = &self.reg.shared;
         self.core
             .observe()
             .switch_node(node, || shared.metrics.pool(&pool.key));
@@ -190,9 +190,10 @@ impl Driver {
             node,
         };
         let Some(pool) = self
+            .reg
             .shared
             .pools
-            .get(&self.shared.snapshot.load().config, key)
+            .get(&self.reg.shared.snapshot.load().config, key)
         else {
             return false;
         };
