@@ -83,6 +83,8 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Clients waiting in their worker's lot, with no task (see `client/lot.rs`).
     pub parked: AtomicUsize,
+    /// Times a client was parked, since start.
+    pub parks: std::sync::atomic::AtomicU64,
     /// Where shutdown stands. Change it with [`Shared::set_phase`], which also wakes the
     /// sessions (they do not poll this channel).
     pub drain: watch::Sender<Phase>,
@@ -180,6 +182,7 @@ impl Shared {
             statements: Default::default(),
             clients: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
+            parks: Default::default(),
             drain: watch::channel(Phase::Running).0,
             sessions: Default::default(),
             failpoints: Arc::default(),

@@ -106,7 +106,7 @@ fn parked_clients_keep_their_session_and_come_back_on_their_next_byte() {
 }
 
 #[test]
-fn a_drain_lets_parked_clients_go_and_metrics_count_them() {
+fn busy_clients_never_park_and_a_drain_lets_parked_clients_go() {
     let c = Cluster::start(0);
     let (http, port) = http_section();
     let mut p = Pooler::start(&with_general(
@@ -114,28 +114,47 @@ fn a_drain_lets_parked_clients_go_and_metrics_count_them() {
         PARK,
     ));
     let app = p.url("app", "app_pw", "app");
+    let metric = |name: &str| {
+        common::console::http_get(port, "/metrics")
+            .1
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix(' '))
+                    .map(str::to_string)
+            })
+            .unwrap_or_default()
+    };
     rt().block_on(async {
+        // A client that keeps sending never parks, however long it has been connected
+        // (statistics on: the byte counts they reset are not what tells idle from busy).
+        let busy = Pg::connect(&app).await;
+        let t0 = std::time::Instant::now();
+        let mut n = 0;
+        while t0.elapsed() < Duration::from_millis(1000) {
+            assert_eq!(busy.one("SELECT 1").await, "1");
+            n += 1;
+        }
+        assert_eq!(
+            metric("pgsluice_client_parks_total"),
+            "0",
+            "a busy client parked ({n} queries)"
+        );
+        busy.close().await;
+
         let mut clients = Vec::new();
         for _ in 0..5 {
             let pg = Pg::connect(&app).await;
             assert_eq!(pg.one("SELECT 1").await, "1");
             clients.push(pg);
         }
-        let metric = || {
-            common::console::http_get(port, "/metrics")
-                .1
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("pgsluice_parked_clients ")
-                        .map(str::to_string)
-                })
-                .unwrap_or_default()
-        };
+        let parked = || metric("pgsluice_parked_clients");
         assert!(
-            common::wait_until(Duration::from_secs(20), || metric() == "5"),
+            common::wait_until(Duration::from_secs(20), || parked() == "5"),
             "pgsluice_parked_clients: {}",
-            metric()
+            parked()
         );
+        assert_eq!(metric("pgsluice_client_parks_total"), "5");
         // SIGTERM: the parked clients get their tasks back, see the drain and are closed
         // at once (they are between transactions); pgsluice exits well before
         // shutdown_timeout.

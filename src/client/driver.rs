@@ -62,9 +62,9 @@ pub struct Driver {
     handoff: Option<Arc<crate::pool::Handoff>>,
     /// When the client last went idle (set as it parks: no clock read of its own).
     idle_since: Instant,
-    /// The client's byte count then: a wake-up that read nothing (a nudge from
-    /// `park_sweeper`) does not start a new idle spell.
-    idle_bytes: u64,
+    /// The client sent bytes since it last went idle: a wake-up that read nothing (a
+    /// nudge from `park_sweeper`) does not start a new idle spell.
+    sent: bool,
     /// `park_idle_after`: an idle client this long leaves its task for the lot.
     park_after: Option<Duration>,
 }
@@ -138,7 +138,7 @@ impl Driver {
             waiting: None,
             handoff: None,
             idle_since: Instant::now(),
-            idle_bytes: 0,
+            sent: false,
             park_after: None,
         }
     }
@@ -213,6 +213,9 @@ impl Driver {
                         // The shared state changed: seen to here, where a timer can wait.
                         self.control();
                         self.unpark();
+                    } else if client.poll_read_ready(cx).is_ready() {
+                        // Its next bytes (or EOF) are here: no use parking.
+                        self.unpark();
                     } else {
                         self.leave_for_lot();
                         return Poll::Ready(End::Lot);
@@ -238,9 +241,7 @@ impl Driver {
                     continue;
                 }
                 Step::Idle => {
-                    let bytes = self.core.observe().tally.bytes_in;
-                    if bytes != self.idle_bytes {
-                        self.idle_bytes = bytes;
+                    if std::mem::take(&mut self.sent) {
                         self.idle_since = now;
                     }
                     self.park();
@@ -417,6 +418,7 @@ impl Driver {
                         continue;
                     }
                     Poll::Ready(Ok(n)) => {
+                        self.sent = true;
                         self.core.observe().tally.bytes_in += n as u64;
                         self.core.client_data(now);
                         continue;
@@ -497,7 +499,6 @@ pub struct Idle {
     wait_timeout: Option<Duration>,
     ticket: Option<Box<crate::pool::limits::ClientTicket>>,
     seen: u64,
-    idle_bytes: u64,
     park_after: Option<Duration>,
 }
 
@@ -541,7 +542,7 @@ impl Driver {
             waiting: _,
             handoff: _,
             idle_since: _,
-            idle_bytes,
+            sent: _,
             park_after,
         } = *self;
         Ok(Box::new(Idle {
@@ -552,7 +553,6 @@ impl Driver {
             wait_timeout,
             ticket,
             seen: watch.seen,
-            idle_bytes,
             park_after,
         }))
     }
@@ -568,7 +568,6 @@ impl Driver {
             wait_timeout,
             ticket,
             seen,
-            idle_bytes,
             park_after,
         } = *idle;
         Box::new(Driver {
@@ -592,7 +591,7 @@ impl Driver {
             waiting: None,
             handoff: None,
             idle_since: Instant::now(),
-            idle_bytes,
+            sent: false,
             park_after,
         })
     }

@@ -151,6 +151,7 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
         .registry
         .register(&mut SourceFd(&fd), Token(slot), Interest::READABLE);
     shared.parked.fetch_add(1, Ordering::Relaxed);
+    shared.parks.fetch_add(1, Ordering::Relaxed);
     // A wake-up from the shared state since the client last looked, or an epoll set that
     // refused the socket: the client goes back to a task at once.
     if registered.is_err() || shared.sessions.generation() != seen {

@@ -57,6 +57,18 @@ pub fn render(shared: &Shared) -> String {
         &[],
         shared.parked.load(Relaxed),
     );
+    family(
+        o,
+        "pgsluice_client_parks_total",
+        "counter",
+        "Times an idle client was parked (a rate close to the transactions': park_idle_after is short for the clients' pauses).",
+    );
+    sample(
+        o,
+        "pgsluice_client_parks_total",
+        &[],
+        shared.parks.load(Relaxed),
+    );
 
     family(
         o,
