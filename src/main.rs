@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::{CommandFactory, Parser, Subcommand};
 use pgsluice::registry::control::ShutdownRequest;
 use pgsluice::{Config, Shared};
-
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The version, with the git commit the binary was built from (build.rs).
