@@ -81,12 +81,15 @@ impl SessionWaker {
         Poll::Pending
     }
 
-    /// Wakes every registered session without a change of generation: an idle session
-    /// looks whether it has been idle long enough to park (`park_idle_after`).
-    pub fn nudge_all(&self) {
+    /// Wakes the registered sessions `due` picks, without a change of generation: an
+    /// idle session looks whether it has been idle long enough to park
+    /// (`park_idle_after`).
+    pub fn nudge_where(&self, mut due: impl FnMut(u32) -> bool) {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        for w in tasks.values() {
-            w.wake_by_ref();
+        for (&id, w) in tasks.iter() {
+            if due(id) {
+                w.wake_by_ref();
+            }
         }
     }
 

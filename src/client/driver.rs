@@ -24,6 +24,7 @@ mod server;
 
 use listen::Listening;
 use park::Park;
+pub use park::{park_delay, pressed_anywhere};
 
 /// Longest pgsluice tries to deliver a client's last words (a FATAL error) before closing.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -560,6 +561,8 @@ impl Driver {
     /// A parked session, back: it asks its socket first (its bytes, or EOF, are most
     /// likely why it is back).
     pub fn from_idle(idle: Box<Idle>) -> Box<Driver> {
+        // Idle with its task again (in the count `unpark` or the lot takes it out of).
+        park::idle_here().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let Idle {
             core,
             reg,

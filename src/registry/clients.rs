@@ -298,6 +298,12 @@ impl Registry {
         self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// `f` of client `id`, if it is logged in.
+    pub fn with<R>(&self, id: u32, f: impl FnOnce(&ClientInfo) -> R) -> Option<R> {
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&id).map(|c| f(c))
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -2,8 +2,9 @@
 //! only for its next transaction goes to its worker, and the task waits for whatever
 //! wakes it (client bytes or EOF, the shared state, a deadline, a notification).
 
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::shared::Phase;
 
@@ -21,10 +22,45 @@ pub(super) enum Park {
     Polling,
 }
 
+/// Idle sessions that still hold their task beyond this many on one worker: memory matters
+/// more than the few microseconds a trip through the lot costs, and they go to the lot
+/// after [`PRESSED_AFTER`] instead of `park_idle_after` (a burst of logins, thousands of
+/// mostly idle application connections).
+const PRESSURE: usize = 256;
+const PRESSED_AFTER: Duration = Duration::from_millis(100);
+
+/// Idle sessions with a task, per worker (each slot written by its own worker's sessions
+/// only; padded so that workers do not share a cache line).
+#[repr(align(128))]
+struct Count(AtomicUsize);
+const SLOTS: usize = 64;
+static IDLE_TASKS: [Count; SLOTS] = [const { Count(AtomicUsize::new(0)) }; SLOTS];
+
+pub(super) fn idle_here() -> &'static AtomicUsize {
+    &IDLE_TASKS[crate::current_worker() % SLOTS].0
+}
+
+/// How long an idle session waits before it goes to the lot, given `park_after`: shorter
+/// when many idle sessions hold tasks (`pressed`).
+pub fn park_delay(park_after: Duration, pressed: bool) -> Duration {
+    if pressed {
+        park_after.min(PRESSED_AFTER)
+    } else {
+        park_after
+    }
+}
+
+/// Whether some worker holds more than [`PRESSURE`] idle sessions with tasks (read by the
+/// sweeper, see `shared::park_sweeper`).
+pub fn pressed_anywhere() -> bool {
+    IDLE_TASKS.iter().any(|c| c.0.load(Relaxed) > PRESSURE)
+}
+
 impl Driver {
     /// The client went idle: what the session keeps only for its next transaction is
     /// kept per worker meanwhile.
     pub(super) fn park(&mut self) {
+        idle_here().fetch_add(1, Relaxed);
         let buf = self.core.take_idle_buffer();
         crate::client::buffers::stow(self.core.stow(), buf);
         self.park = if std::mem::take(&mut self.armed) {
@@ -42,6 +78,7 @@ impl Driver {
         let Some(after) = self.park_after else {
             return false;
         };
+        let after = park_delay(after, idle_here().load(Relaxed) > PRESSURE);
         now.saturating_duration_since(self.idle_since) >= after
             && self.lease.is_none()
             && self.waiting.is_none()
@@ -55,6 +92,7 @@ impl Driver {
     /// What the parked session keeps no longer: its timer, its hand-off slot and its
     /// task's registration for wake-ups (the lot's own registration covers it).
     pub(super) fn leave_for_lot(&mut self) {
+        idle_here().fetch_sub(1, Relaxed);
         self.timer = None;
         self.timer_at = None;
         self.handoff = None;
@@ -68,6 +106,7 @@ impl Driver {
 
     /// Something woke an idle client: most likely its next bytes.
     pub(super) fn unpark(&mut self) {
+        idle_here().fetch_sub(1, Relaxed);
         self.park = Park::Active;
         self.woke = true;
         let (spare, buf) = crate::client::buffers::unstow(self.core.client_buf().capacity() == 0);
