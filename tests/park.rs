@@ -171,3 +171,28 @@ fn busy_clients_never_park_and_a_drain_lets_parked_clients_go() {
         );
     });
 }
+
+#[test]
+fn many_idle_clients_park_sooner() {
+    let c = Cluster::start(0);
+    // Without pressure nobody would park within the test.
+    let p = Pooler::start(&with_general(
+        &console_config(&c, "transaction", 2, ""),
+        "park_idle_after = 60\nworkers = 1",
+    ));
+    let app = p.url("app", "app_pw", "app");
+    rt().block_on(async {
+        let admin = Pg::connect(&p.url("admin", "admin_pw", "pgsluice")).await;
+        let mut clients = Vec::new();
+        for _ in 0..300 {
+            clients.push(Pg::connect(&app).await);
+        }
+        // Past 256 idle sessions with tasks on the worker, the rest park after 100 ms.
+        let lists = admin.show_until("SHOW LISTS", |r| parked(r) >= 44).await;
+        assert!(parked(&lists) >= 44, "{lists:#?}");
+        assert!(parked(&lists) <= 300, "{lists:#?}");
+        for pg in clients.iter().take(20) {
+            assert_eq!(pg.one("SELECT 1").await, "1");
+        }
+    });
+}
