@@ -25,7 +25,8 @@
 //! - [`wake`]: waking every session at once (drain, KILL).
 //! - [`shared`]: state shared by all tasks; reload.
 //! - [`admin`]: the admin console.
-//! - [`client`]: a client's startup, authentication and session.
+//! - [`client`]: a client's startup, authentication and session; idle sessions wait
+//!   without a task in their worker's lot (`client/lot.rs`).
 //! - [`import`]: `pgsluice import-pgbouncer`: a pooler.toml from a pgbouncer.ini.
 //! - [`http`]: `/metrics`, `/healthz` and `/readyz`.
 //! - [`listener`]: the accept loop, client limits, drain.

@@ -221,6 +221,6 @@ mod tests {
         assert!(session <= 1184, "Driver (with its core) is {session} bytes");
         // What a parked client keeps in its worker's lot (`lot.rs`) instead of its task
         // and `Driver`.
-        assert!(parked <= 480, "a parked session is {parked} bytes");
+        assert!(parked <= 320, "a parked session is {parked} bytes");
     }
 }

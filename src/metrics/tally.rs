@@ -36,6 +36,15 @@ pub struct Tally {
     pub slow: Option<SlowLog>,
 }
 
+/// What a parked session's tally keeps ([`Tally::park`]).
+pub struct ParkedTally {
+    pool: Arc<PoolMetrics>,
+    started: Instant,
+    slow_us: Option<u64>,
+    worker: u32,
+    on: bool,
+}
+
 /// A query that reached the slow-query threshold: its wait and its time on the server.
 pub struct Slow {
     pub wait: Duration,
@@ -67,13 +76,36 @@ impl Tally {
         }
     }
 
-    /// The session parks (between transactions): the slow query log's copy of the last
-    /// text is not needed until the next query and its buffers go.
-    pub fn let_go(&mut self) {
-        if let Some(s) = &mut self.slow {
-            s.text = Vec::new();
-            s.bind_name = Vec::new();
-            s.truncated = false;
+    /// The session parks (between transactions, see `client/lot.rs`): what is pending is
+    /// published and the counts, the times of the query in flight (none) and the slow
+    /// query log's copy of the last text go; what makes a tally is kept.
+    pub fn park(mut self, info: &ClientInfo) -> ParkedTally {
+        self.flush(info);
+        ParkedTally {
+            pool: self.pool,
+            started: self.started,
+            slow_us: self.slow.map(|s| s.threshold_us),
+            worker: self.worker as u32,
+            on: self.on,
+        }
+    }
+
+    pub fn unpark(p: ParkedTally) -> Tally {
+        Tally {
+            on: p.on,
+            timing: p.on || p.slow_us.is_some(),
+            pool: p.pool,
+            worker: p.worker as usize,
+            started: p.started,
+            q_start: 0,
+            x_start: 0,
+            wait_before: 0,
+            queries: 0,
+            query_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            errors: Vec::new(),
+            slow: p.slow_us.map(|us| SlowLog::new(Duration::from_micros(us))),
         }
     }
 

@@ -26,7 +26,26 @@ pub struct Observe {
     wait_t0: u64,
 }
 
+/// What a parked session's statistics keep (see `parked.rs`): the per-node cache of pool
+/// statistics is fetched again on first use.
+pub struct ParkedObserve {
+    info: Arc<ClientInfo>,
+    tally: crate::metrics::tally::ParkedTally,
+}
+
 impl Observe {
+    /// Between transactions, with nothing in flight: see [`crate::metrics::Tally::park`].
+    pub(super) fn park(self) -> ParkedObserve {
+        ParkedObserve {
+            tally: self.tally.park(&self.info),
+            info: self.info,
+        }
+    }
+
+    pub(super) fn unpark(p: ParkedObserve) -> Observe {
+        Observe::new(p.info, crate::metrics::Tally::unpark(p.tally))
+    }
+
     pub fn new(info: Arc<ClientInfo>, tally: Tally) -> Observe {
         Observe {
             info,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::observe::Observe;
+use super::observe::{Observe, ParkedObserve};
 use super::sequences::Sequences;
 use super::state::ParkedState;
 use super::statements::{Mapping, ParkedMapping};
@@ -22,7 +22,7 @@ pub struct Parked {
     route: Option<Box<Route>>,
     map: ParkedMapping,
     state: ParkedState,
-    observe: Observe,
+    observe: ParkedObserve,
     opaque_check: Option<crate::router::Classifier>,
     unnamed: Option<Box<(Bytes, Option<u64>)>>,
     timers: Option<Box<Timers>>,
@@ -73,7 +73,7 @@ impl Core {
             retry: _,
             map,
             state,
-            mut observe,
+            observe,
             idle_txn_deadline: _,
             chore_deadline: _,
             draining: _,
@@ -85,7 +85,6 @@ impl Core {
             timers,
             notes: _,
         } = self;
-        observe.tally.let_go();
         Parked {
             id,
             status,
@@ -94,7 +93,7 @@ impl Core {
             route,
             map: map.park(),
             state: state.park(),
-            observe,
+            observe: observe.park(),
             opaque_check,
             unnamed,
             timers,
@@ -120,7 +119,7 @@ impl Core {
             retry: None,
             map: Mapping::unpark(p.map),
             state: SessionState::unpark(p.state),
-            observe: p.observe,
+            observe: Observe::unpark(p.observe),
             idle_txn_deadline: None,
             chore_deadline: None,
             draining: false,
