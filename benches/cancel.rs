@@ -27,7 +27,7 @@ fn populated() -> (CancelRegistry, Vec<Arc<CancelSlot>>) {
                 ClientMeta::default(),
                 None,
             );
-            info.set_server(ServerLink {
+            info.set_server(Arc::new(ServerLink {
                 id: i as u64,
                 backend_pid: 10_000 + i as u32,
                 backend_secret: i as u32,
@@ -35,7 +35,7 @@ fn populated() -> (CancelRegistry, Vec<Arc<CancelSlot>>) {
                 addr,
                 unix: None,
                 created: std::time::Instant::now(),
-            });
+            }));
             slot.bind(Arc::new(info));
             slot
         })

@@ -243,7 +243,7 @@ async fn control_loop(
         tokio::spawn(pgsluice::http::serve(l, shared.clone()));
     }
     tokio::spawn(pgsluice::shared::stats_ticker(shared.clone()));
-    tokio::spawn(pgsluice::shared::park_sweeper(shared.clone()));
+    tokio::spawn(pgsluice::client::lot::sweep(shared.clone()));
     tokio::spawn(pgsluice::http::log_primaries_at_start(shared.clone()));
     let mut now = false;
     loop {

@@ -233,39 +233,6 @@ pub async fn stats_ticker(shared: Arc<Shared>) {
     }
 }
 
-/// Wakes the sessions that may have been idle long enough to park (see `client/lot.rs`),
-/// twice per park delay: one sweep instead of a timer per idle spell. A session holding or
-/// waiting for a server is never woken; nor is one whose last request began within the
-/// delay (when statistics or the slow query log keep that time).
-pub async fn park_sweeper(shared: Arc<Shared>) {
-    use crate::client::driver::{park_delay, pressed_anywhere};
-    use crate::registry::clients::ClientState;
-    loop {
-        let after = shared.snapshot.load().config.general.park_idle_after;
-        let Some(after) = crate::config::secs(after) else {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
-        };
-        let delay = park_delay(after, pressed_anywhere());
-        let period = (delay / 2).clamp(
-            std::time::Duration::from_millis(50),
-            std::time::Duration::from_secs(5),
-        );
-        tokio::time::sleep(period).await;
-        let now = shared.metrics.started.elapsed().as_micros() as u64;
-        let due = now.saturating_sub(delay.as_micros() as u64);
-        shared.sessions.nudge_where(|id| {
-            shared
-                .admin
-                .clients
-                .with(id, |c| {
-                    c.state() == ClientState::Idle && c.since_us().is_none_or(|s| s <= due)
-                })
-                .unwrap_or(false)
-        });
-    }
-}
-
 impl crate::router::Source for Shared {
     fn nodes(&self) -> &crate::router::Nodes {
         &self.nodes

@@ -56,13 +56,18 @@ pub fn login(
     };
     let cancel = shared.cancels.register();
     let info = Arc::new(ClientInfo::new(
-        cancel.pid, user, database, None, meta, None,
+        cancel.pid,
+        Arc::from(user),
+        Arc::from(database),
+        None,
+        meta,
+        None,
     ));
     info.set_state(ClientState::Active);
     shared.admin.clients.insert(info.clone());
     tracing::info!(
-        user = info.user,
-        database = info.database,
+        user = &*info.user,
+        database = &*info.database,
         client = info.id,
         ?role,
         "admin console client logged in"
@@ -93,7 +98,7 @@ impl Console {
             ("integer_datetimes", "on"),
             ("standard_conforming_strings", "on"),
             ("application_name", self.info.meta.application_name.as_str()),
-            ("session_authorization", self.info.user.as_str()),
+            ("session_authorization", &*self.info.user),
             ("is_superuser", "off"),
         ] {
             build::parameter_status(out, k, v);
@@ -140,7 +145,7 @@ impl Console {
         };
         tracing::info!(
             client = self.info.id,
-            user = self.info.user,
+            user = &*self.info.user,
             "admin console client disconnected: {reason}"
         );
     }
@@ -225,7 +230,7 @@ impl Console {
                 other => {
                     tracing::info!(
                         client = self.info.id,
-                        user = self.info.user,
+                        user = &*self.info.user,
                         "admin console: {stmt}"
                     );
                     act::run(&self.shared, other, &mut self.out).await

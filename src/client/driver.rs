@@ -64,7 +64,7 @@ pub struct Driver {
     /// When the client last went idle (set as it parks: no clock read of its own).
     idle_since: Instant,
     /// The client sent bytes since it last went idle: a wake-up that read nothing (a
-    /// nudge from `park_sweeper`) does not start a new idle spell.
+    /// nudge from `lot::sweep`) does not start a new idle spell.
     sent: bool,
     /// `park_idle_after`: an idle client this long leaves its task for the lot.
     park_after: Option<Duration>,

@@ -128,16 +128,6 @@ pub(super) async fn login(
             format!("database \"{database}\" is disabled (DISABLE in the admin console)"),
         ));
     }
-    let ticket = shared
-        .pools
-        .clients
-        .admit(
-            &database,
-            config.max_db_client_connections(&database),
-            &user,
-            config.max_user_client_connections(&user),
-        )
-        .map_err(|e| ClientError::fatal("53300", e.to_string()))?;
     let key = PoolKey {
         database: database.clone(),
         user: user.clone(),
@@ -147,6 +137,16 @@ pub(super) async fn login(
         .pools
         .get(config, key)
         .ok_or_else(|| ClientError::fatal("28000", format!("no pool for user \"{user}\"")))?;
+    let ticket = shared
+        .pools
+        .clients
+        .admit(
+            &pool.database,
+            config.max_db_client_connections(&database),
+            &pool.user,
+            config.max_user_client_connections(&user),
+        )
+        .map_err(|e| ClientError::fatal("53300", e.to_string()))?;
     let server_params = pool
         .server_params(config::secs(config.general.query_wait_timeout))
         .await
@@ -224,8 +224,8 @@ fn new_session(
     let key = pool.key.clone();
     let info = Arc::new(crate::registry::clients::ClientInfo::new(
         cancel.pid,
-        key.user.clone(),
-        key.database.clone(),
+        pool.user.clone(),
+        pool.database.clone(),
         Some(key.node),
         meta,
         Some(shared.admin.db(&key.database)),

@@ -185,7 +185,7 @@ async fn primary_reachable(shared: &Shared, probes: &Probes, db: &str) -> Result
     let in_use = shared.admin.clients.all().iter().any(|c| {
         c.state() == ClientState::Active
             && c.server().is_some()
-            && c.database == db
+            && &*c.database == db
             && c.node() == Some(0)
     });
     if in_use {

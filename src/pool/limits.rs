@@ -143,8 +143,8 @@ pub struct ClientCounts {
 #[derive(Debug)]
 pub struct ClientTicket {
     counts: Arc<ClientCounts>,
-    db: String,
-    user: String,
+    db: Arc<str>,
+    user: Arc<str>,
 }
 
 /// Which client limit refused a login.
@@ -180,9 +180,9 @@ impl ClientCounts {
     /// Counts a client in, unless a limit (0: none) is reached.
     pub fn admit(
         self: &Arc<Self>,
-        db: &str,
+        db: &Arc<str>,
         max_db: usize,
-        user: &str,
+        user: &Arc<str>,
         max_user: usize,
     ) -> Result<ClientTicket, ClientLimit> {
         if !bump(&self.by_db, db, max_db) {
@@ -194,8 +194,8 @@ impl ClientCounts {
         }
         Ok(ClientTicket {
             counts: self.clone(),
-            db: db.to_string(),
-            user: user.to_string(),
+            db: db.clone(),
+            user: user.clone(),
         })
     }
 
@@ -235,15 +235,15 @@ mod tests {
     #[test]
     fn client_tickets_count_and_release() {
         let c = Arc::new(ClientCounts::default());
-        let t1 = c.admit("app", 2, "u", 0).unwrap();
-        let _t2 = c.admit("app", 2, "v", 1).unwrap();
+        let t1 = c.admit(&"app".into(), 2, &"u".into(), 0).unwrap();
+        let _t2 = c.admit(&"app".into(), 2, &"v".into(), 1).unwrap();
         assert_eq!(
-            c.admit("app", 2, "w", 0).unwrap_err(),
+            c.admit(&"app".into(), 2, &"w".into(), 0).unwrap_err(),
             ClientLimit::Database("app".into(), 2)
         );
         drop(t1);
         assert_eq!(
-            c.admit("app", 2, "v", 1).unwrap_err(),
+            c.admit(&"app".into(), 2, &"v".into(), 1).unwrap_err(),
             ClientLimit::User("v".into(), 1)
         );
         assert_eq!(

@@ -100,6 +100,10 @@ pub struct PoolStats {
 /// A pool of server connections to one node as one user.
 pub struct Pool {
     pub key: PoolKey,
+    /// The key's user and database, shared by every client of the pool (its entry in the
+    /// client list, its place under the client limits) instead of a copy per client.
+    pub user: Arc<str>,
+    pub database: Arc<str>,
     pub stats: PoolStats,
     inner: Mutex<Inner>,
     next_id: Arc<AtomicU64>,
@@ -133,6 +137,8 @@ impl Pool {
     ) -> Pool {
         Pool {
             gates,
+            user: Arc::from(key.user.as_str()),
+            database: Arc::from(key.database.as_str()),
             key,
             stats: PoolStats::default(),
             inner: Mutex::new(Inner {

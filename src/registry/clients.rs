@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use super::control::DbControl;
 use crate::pool::PoolKey;
@@ -47,38 +47,14 @@ pub struct ClientMeta {
     pub application_name: String,
 }
 
-/// The server connection a client holds: for the console, and where a cancel request
-/// with the client's key goes. Kept small: it is stored twice per transaction.
-#[derive(Clone, Debug)]
-pub struct ServerLink {
-    pub id: u64,
-    pub backend_pid: u32,
-    pub backend_secret: u32,
-    pub local_port: u16,
-    pub addr: SocketAddr,
-    /// The socket path when the server is reached over a Unix-domain socket.
-    pub unix: Option<Arc<str>>,
-    pub created: Instant,
-}
-
-impl ServerLink {
-    /// Where a cancel request for the query running on the server goes.
-    pub fn cancel_target(&self) -> crate::server::CancelTarget {
-        crate::server::CancelTarget {
-            addr: self.addr,
-            pid: self.backend_pid,
-            secret: self.backend_secret,
-            unix: self.unix.clone(),
-        }
-    }
-}
+pub use crate::server::ServerLink;
 
 /// One logged-in client.
 pub struct ClientInfo {
     /// The client's BackendKeyData process id (unique among logged-in clients).
     pub id: u32,
-    pub user: String,
-    pub database: String,
+    pub user: Arc<str>,
+    pub database: Arc<str>,
     /// The node of the pool it draws servers from now (with `user` and `database`, the
     /// pool's key; the router changes it per transaction); `CONSOLE` for admin console
     /// clients.
@@ -96,7 +72,7 @@ pub struct ClientInfo {
     pins: AtomicU32,
     xacts: AtomicU64,
     queries: AtomicU64,
-    server: Mutex<Option<ServerLink>>,
+    server: Mutex<Option<Arc<ServerLink>>>,
 }
 
 /// `ClientInfo::node` of an admin console client.
@@ -124,8 +100,8 @@ pub fn pin_mask(pins: &[Pin]) -> u32 {
 impl ClientInfo {
     pub fn new(
         id: u32,
-        user: String,
-        database: String,
+        user: Arc<str>,
+        database: Arc<str>,
         node: Option<usize>,
         meta: ClientMeta,
         db: Option<Arc<DbControl>>,
@@ -151,8 +127,8 @@ impl ClientInfo {
     /// The key of the pool it uses; `None` for admin console clients.
     pub fn pool_key(&self) -> Option<PoolKey> {
         self.node().map(|node| PoolKey {
-            database: self.database.clone(),
-            user: self.user.clone(),
+            database: self.database.to_string(),
+            user: self.user.to_string(),
             node,
         })
     }
@@ -200,7 +176,7 @@ impl ClientInfo {
 
     /// The client got the server `link` names: it is active on it (the state set under
     /// the lock, with the link).
-    pub fn set_server(&self, link: ServerLink) {
+    pub fn set_server(&self, link: Arc<ServerLink>) {
         let mut held = self.server.lock().unwrap_or_else(|e| e.into_inner());
         *held = Some(link);
         self.set_state(ClientState::Active);
@@ -214,7 +190,7 @@ impl ClientInfo {
     }
 
     /// The server the client holds, if any.
-    pub fn server(&self) -> Option<ServerLink> {
+    pub fn server(&self) -> Option<Arc<ServerLink>> {
         self.server
             .lock()
             .unwrap_or_else(|e| e.into_inner())

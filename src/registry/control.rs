@@ -158,7 +158,7 @@ impl Control {
     pub fn kill_clients(&self, db: &str) -> usize {
         let mut n = 0;
         for c in self.clients.all() {
-            if !c.is_console() && c.database == db {
+            if !c.is_console() && &*c.database == db {
                 c.kill();
                 n += 1;
             }
@@ -174,7 +174,7 @@ impl Control {
     pub fn active_clients(&self, db: Option<&str>) -> usize {
         self.clients.count(|c| {
             !c.is_console()
-                && db.is_none_or(|d| c.database == d)
+                && db.is_none_or(|d| &*c.database == d)
                 && c.state() == ClientState::Active
         })
     }

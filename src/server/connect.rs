@@ -118,7 +118,17 @@ async fn connect_inner(target: &ServerTarget, id: u64) -> Result<Box<ServerConn>
     // transaction, and a pointer is cheaper to move than the connection.
     let mut state = super::ServerState::new(id);
     state.buf = hs.buf;
+    let link = Arc::new(super::ServerLink {
+        id,
+        backend_pid: pid,
+        backend_secret: secret,
+        local_port,
+        addr: peer,
+        unix: unix.clone(),
+        created: now,
+    });
     Ok(Box::new(ServerConn {
+        link,
         stream: hs.stream,
         addr: peer,
         unix,

@@ -143,6 +143,35 @@ pub struct ServerConn {
     /// Its protocol state: what the session core reads and changes (buffer, status,
     /// settings, statements).
     pub state: ServerState,
+    /// What the client list shows of it, and where a cancel goes, while a client uses it.
+    pub link: Arc<ServerLink>,
+}
+
+/// The server connection a client holds: for the console, and where a cancel request
+/// with the client's key goes. Made once per connection ([`ServerConn::link`]); a client's
+/// entry in the client list holds a reference while it uses the connection.
+#[derive(Clone, Debug)]
+pub struct ServerLink {
+    pub id: u64,
+    pub backend_pid: u32,
+    pub backend_secret: u32,
+    pub local_port: u16,
+    pub addr: SocketAddr,
+    /// The socket path when the server is reached over a Unix-domain socket.
+    pub unix: Option<Arc<str>>,
+    pub created: Instant,
+}
+
+impl ServerLink {
+    /// Where a cancel request for the query running on the server goes.
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget {
+            addr: self.addr,
+            pid: self.backend_pid,
+            secret: self.backend_secret,
+            unix: self.unix.clone(),
+        }
+    }
 }
 
 /// Where a cancel request for a server connection goes (what a client's cancel key

@@ -70,8 +70,8 @@ pub(super) fn clients(shared: &Shared) -> Table {
         let (xacts, queries) = c.counts();
         let mut row = vec![
             V::from("C"),
-            V::from(c.user.as_str()),
-            V::from(c.database.as_str()),
+            V::from(c.user.as_ref()),
+            V::from(c.database.as_ref()),
             V::from(state.name()),
             ip(c.meta.addr),
             port(c.meta.addr),
@@ -192,8 +192,8 @@ pub(super) fn pins(shared: &Shared) -> Table {
     let all: Vec<Arc<ClientInfo>> = shared.admin.clients.all();
     for c in all.iter().filter(|c| !c.pins().is_empty()) {
         t.row(vec![
-            V::from(c.user.as_str()),
-            V::from(c.database.as_str()),
+            V::from(c.user.as_ref()),
+            V::from(c.database.as_ref()),
             V::from(format!("c{}", c.id)),
             ip(c.meta.addr),
             port(c.meta.addr),

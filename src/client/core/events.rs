@@ -10,7 +10,13 @@ use crate::server::{CloseReason, ServerState};
 impl Core {
     /// The checkout the core asked for succeeded (tests: the placeholder left in the
     /// state's place is dropped).
-    pub fn attached(&mut self, state: ServerState, node: usize, link: ServerLink, now: Instant) {
+    pub fn attached(
+        &mut self,
+        state: ServerState,
+        node: usize,
+        link: std::sync::Arc<ServerLink>,
+        now: Instant,
+    ) {
         let mut slot = state;
         self.attach_from(&mut slot, node, link, now);
     }
@@ -23,7 +29,7 @@ impl Core {
         &mut self,
         slot: &mut ServerState,
         node: usize,
-        link: ServerLink,
+        link: std::sync::Arc<ServerLink>,
         now: Instant,
     ) {
         let mut att = self.vacant.take().unwrap_or_else(|| {

@@ -91,7 +91,7 @@ impl Observe {
     }
 
     /// The client got its server.
-    pub fn attached(&mut self, link: ServerLink, now: Instant) {
+    pub fn attached(&mut self, link: Arc<ServerLink>, now: Instant) {
         self.info.set_server(link);
         self.tally
             .attached(std::mem::take(&mut self.wait_t0), now, &self.info);

@@ -123,8 +123,8 @@ pub(super) fn rig_limits(
     Rig { core, now }
 }
 
-pub(super) fn link() -> ServerLink {
-    ServerLink {
+pub(super) fn link() -> std::sync::Arc<ServerLink> {
+    std::sync::Arc::new(ServerLink {
         id: 1,
         backend_pid: 100,
         backend_secret: 7,
@@ -132,7 +132,7 @@ pub(super) fn link() -> ServerLink {
         unix: None,
         local_port: 1,
         created: Instant::now(),
-    }
+    })
 }
 
 impl Rig {

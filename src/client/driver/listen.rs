@@ -31,8 +31,8 @@ impl Driver {
                 let shared = self.reg.shared.clone();
                 let info = self.core.observe().info.clone();
                 let key = PoolKey {
-                    database: info.database.clone(),
-                    user: info.user.clone(),
+                    database: info.database.to_string(),
+                    user: info.user.to_string(),
                     node: 0,
                 };
                 let target_of = Arc::new(move || {

@@ -51,7 +51,7 @@ pub fn park_delay(park_after: Duration, pressed: bool) -> Duration {
 }
 
 /// Whether some worker holds more than [`PRESSURE`] idle sessions with tasks (read by the
-/// sweeper, see `shared::park_sweeper`).
+/// sweeper, see `lot::sweep`).
 pub fn pressed_anywhere() -> bool {
     IDLE_TASKS.iter().any(|c| c.0.load(Relaxed) > PRESSURE)
 }

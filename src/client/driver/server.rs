@@ -9,7 +9,6 @@ use std::time::Instant;
 use super::Driver;
 use crate::client::core::{AttachError, Detached, Release};
 use crate::pool::{Checkout, Lease, PoolError, PoolKey, Queued, Slow};
-use crate::registry::clients::ServerLink;
 
 /// A checkout the pool could not finish at once: the core's client input waits on it.
 pub(super) struct ServerWait {
@@ -136,15 +135,7 @@ impl Driver {
     fn attach(&mut self, node: usize, mut lease: Lease, now: Instant) {
         // Until it is given back explicitly, nobody can vouch for its state.
         lease.set_clean(false);
-        let link = ServerLink {
-            id: lease.state.id,
-            backend_pid: lease.backend_pid,
-            backend_secret: lease.backend_secret,
-            addr: lease.addr,
-            unix: lease.unix.clone(),
-            local_port: lease.local_port,
-            created: lease.created,
-        };
+        let link = lease.link.clone();
         let lease = self.lease.insert(lease);
         self.core.attach_from(&mut lease.state, node, link, now);
     }
@@ -185,8 +176,8 @@ impl Driver {
         }
         let info = &self.core.observe().info;
         let key = PoolKey {
-            database: info.database.clone(),
-            user: info.user.clone(),
+            database: info.database.to_string(),
+            user: info.user.to_string(),
             node,
         };
         let Some(pool) = self
