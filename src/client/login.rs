@@ -248,7 +248,7 @@ fn new_session(
         idle_txn: timeouts.idle_transaction,
         timeouts: (timeouts != config::SessionTimeouts::default()).then(|| Box::new(timeouts)),
         listen_here: mode != PoolMode::Session && g.listen_without_pinning,
-        reset_query: g.server_reset_query.clone(),
+        reset_query: shared.snapshot.load().reset_query.clone(),
         rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
     };
     let map = core::Mapping::new(shared.statements.clone(), g.max_prepared_statements);

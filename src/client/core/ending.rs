@@ -114,7 +114,7 @@ impl Core {
             .unwrap_or_default();
         cleanup.extend(super::own_names::deallocations(&own));
         if reset {
-            cleanup.push(self.limits.reset_query.clone());
+            cleanup.push(self.limits.reset_query.to_string());
         }
         if cleanup.is_empty() {
             self.release(Release::Clean);

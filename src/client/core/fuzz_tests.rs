@@ -331,7 +331,7 @@ fn setup(routed: bool) -> impl Strategy<Value = Setup> {
                     reset_query: if reset {
                         "DISCARD ALL".into()
                     } else {
-                        String::new()
+                        "".into()
                     },
                     rewrite,
                     timeouts: None,

@@ -130,7 +130,9 @@ pub struct Limits {
     pub mode: PoolMode,
     pub max_message: usize,
     pub idle_txn: Option<Duration>,
-    pub reset_query: String,
+    /// Shared with the configuration snapshot (one copy per client was memory per idle
+    /// client).
+    pub reset_query: Arc<str>,
     /// Named statements are mapped (transaction/statement mode with a limit).
     pub rewrite: bool,
     /// `query_timeout`, `transaction_timeout`, `client_idle_timeout` (see `timeouts.rs`).
