@@ -214,7 +214,11 @@ mod tests {
             std::mem::size_of::<super::driver::Driver>(),
             std::mem::size_of::<super::driver::Idle>(),
         );
-        println!("client task future: {task} bytes; Driver: {session} bytes; parked: {parked}");
+        let entry = std::mem::size_of::<crate::registry::clients::ClientInfo>();
+        println!(
+            "client task future: {task} bytes; Driver: {session} bytes; parked: {parked}; \
+             client-list entry: {entry}"
+        );
         assert!(task <= 256, "client task future is {task} bytes");
         // The held server's state, a retry and a chore are boxed in the core (absent while
         // idle).
