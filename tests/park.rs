@@ -196,3 +196,44 @@ fn many_idle_clients_park_sooner() {
         }
     });
 }
+
+#[test]
+fn clients_that_wait_on_more_than_their_socket_keep_their_task() {
+    let c = Cluster::start(0);
+    let cfg = with_general(&console_config(&c, "transaction", 3, ""), PARK)
+        // md5user has a client_idle_timeout (a deadline to keep)...
+        .replacen(
+            "name = \"md5user\"\npassword = \"md5_pw\"\n",
+            "name = \"md5user\"\npassword = \"md5_pw\"\nclient_idle_timeout = 30\n",
+            1,
+        )
+        // ... and database postgres is in session mode (its clients hold a server).
+        .replacen(
+            "[databases.postgres]\n",
+            "[databases.postgres]\npool_mode = \"session\"\n",
+            1,
+        );
+    let p = Pooler::start(&cfg);
+    rt().block_on(async {
+        let admin = Pg::connect(&p.url("admin", "admin_pw", "pgsluice")).await;
+        let listener = Pg::connect(&p.url("app", "app_pw", "app")).await;
+        listener.q("LISTEN parked_channel").await;
+        let timed = Pg::connect(&p.url("md5user", "md5_pw", "app")).await;
+        assert_eq!(timed.one("SELECT 1").await, "1");
+        let session = Pg::connect(&p.url("app", "app_pw", "postgres")).await;
+        assert_eq!(session.one("SELECT 1").await, "1");
+        let plain = Pg::connect(&p.url("app", "app_pw", "app")).await;
+        assert_eq!(plain.one("SELECT 1").await, "1");
+        // Only the plain one parks, and the others stay as they are.
+        let lists = admin.show_until("SHOW LISTS", |r| parked(r) == 1).await;
+        assert_eq!(parked(&lists), 1, "{lists:#?}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(parked(&admin.show("SHOW LISTS").await), 1);
+        for pg in [&listener, &timed, &session] {
+            assert_eq!(pg.one("SELECT 'still here'").await, "still here");
+        }
+        for pg in [listener, timed, session, plain] {
+            pg.close().await;
+        }
+    });
+}
