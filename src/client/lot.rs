@@ -70,6 +70,8 @@ struct Lot {
     /// The lot's key among the sessions woken by the shared state (above every client's
     /// id, which is a cancel key's pid, at most `0x7fff_ffff`).
     key: u32,
+    /// Its task ended (its epoll set failed): it takes no more clients.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 /// The slots, a free list in the vacant ones' places.
@@ -139,6 +141,9 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
         }
     };
     let fd = socket.fd();
+    // Counted before the lot can let it go (`Lot::leave` counts it out).
+    shared.parked.fetch_add(1, Ordering::Relaxed);
+    shared.parks.fetch_add(1, Ordering::Relaxed);
     let slot = {
         let mut slots = lot.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.put(Entry {
@@ -150,11 +155,12 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     let registered = lot
         .registry
         .register(&mut SourceFd(&fd), Token(slot), Interest::READABLE);
-    shared.parked.fetch_add(1, Ordering::Relaxed);
-    shared.parks.fetch_add(1, Ordering::Relaxed);
-    // A wake-up from the shared state since the client last looked, or an epoll set that
-    // refused the socket: the client goes back to a task at once.
-    if registered.is_err() || shared.sessions.generation() != seen {
+    // A wake-up from the shared state since the client last looked, an epoll set that
+    // refused the socket or a lot whose task ended: the client goes back to a task at once.
+    if registered.is_err()
+        || shared.sessions.generation() != seen
+        || lot.closed.load(Ordering::Acquire)
+    {
         lot.release(slot);
     }
 }
@@ -164,8 +170,8 @@ fn resume(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     tokio::spawn(serve(driver, stream, count));
 }
 
-/// A session's task after login or after the lot: runs it until it ends or parks again.
-pub async fn serve(driver: Box<Driver>, stream: ClientStream, count: Counted) {
+/// A session's task back from the lot: runs it until it ends or parks again.
+async fn serve(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     if let Some((driver, stream)) = driver.run(stream).await {
         park(driver, stream, count);
     }
@@ -176,7 +182,9 @@ pub async fn serve(driver: Box<Driver>, stream: ClientStream, count: Counted) {
 fn lot(shared: &Arc<Shared>) -> Option<Arc<Lot>> {
     LOT.with(|cell| {
         let mut cell = cell.borrow_mut();
-        if let Some(l) = &*cell {
+        if let Some(l) = &*cell
+            && !l.closed.load(Ordering::Acquire)
+        {
             return Some(l.clone());
         }
         let made = mio::Poll::new().and_then(|poll| {
@@ -205,6 +213,7 @@ fn lot(shared: &Arc<Shared>) -> Option<Arc<Lot>> {
             registry,
             slots: Mutex::default(),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
+            closed: Default::default(),
         });
         tokio::spawn(watch(lot.clone(), epoll, shared.clone()));
         *cell = Some(lot.clone());
@@ -290,6 +299,10 @@ async fn watch(lot: Arc<Lot>, mut epoll: AsyncFd<mio::Poll>, shared: Arc<Shared>
         }
     })
     .await;
+    // Only an epoll set that failed ends the loop: its clients get their tasks back and the
+    // worker's next parking client makes a new lot.
+    lot.closed.store(true, Ordering::Release);
+    lot.release_all();
     shared.sessions.remove(lot.key);
 }
 
