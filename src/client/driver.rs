@@ -110,16 +110,41 @@ impl Driver {
         cancel: Arc<CancelSlot>,
         wait_timeout: Option<Duration>,
     ) -> Driver {
-        let shared_generation = shared.sessions.generation();
+        let seen = shared.sessions.generation();
         let mut pools = vec![None; key.node + 1];
         if let Some(slot) = pools.get_mut(key.node) {
             *slot = Some(pool);
         }
+        let reg = Registered {
+            shared,
+            id: core.id,
+        };
+        let kept = Kept {
+            reg,
+            pools,
+            cancel,
+            wait_timeout,
+            ticket: None,
+            seen,
+            park_after: None,
+        };
+        Driver::assemble(core, kept, Park::Active)
+    }
+
+    /// A driver around `core` with what a session keeps across the lot (`kept`), and
+    /// nothing of a transaction: no server, timer, wait or hand-off slot.
+    fn assemble(core: Core, kept: Kept, park: Park) -> Driver {
+        let Kept {
+            reg,
+            pools,
+            cancel,
+            wait_timeout,
+            ticket,
+            seen,
+            park_after,
+        } = kept;
         Driver {
-            reg: Registered {
-                shared,
-                id: core.id,
-            },
+            reg,
             core,
             pools,
             lease: None,
@@ -127,20 +152,20 @@ impl Driver {
             wait_timeout,
             timer: None,
             timer_at: None,
-            ticket: None,
+            ticket,
             listen: None,
             watch: Watch {
-                seen: shared_generation,
+                seen,
                 registered: false,
             },
             armed: false,
             woke: false,
-            park: Park::Active,
+            park,
             waiting: None,
             handoff: None,
             idle_since: Instant::now(),
             sent: false,
-            park_after: None,
+            park_after,
         }
     }
 
@@ -494,22 +519,28 @@ impl Drop for Registered {
 /// server, the timer, the wait, the hand-off slot) is what [`Driver::new`] makes.
 pub struct Idle {
     core: super::core::Parked,
+    kept: Kept,
+}
+
+/// The driver's fields that outlive a transaction.
+struct Kept {
     reg: Registered,
     pools: Vec<Option<Arc<Pool>>>,
     cancel: Arc<CancelSlot>,
     wait_timeout: Option<Duration>,
     ticket: Option<Box<crate::pool::limits::ClientTicket>>,
+    /// The shared state's wake-up generation the session saw last.
     seen: u64,
     park_after: Option<Duration>,
 }
 
 impl Idle {
     pub fn id(&self) -> u32 {
-        self.reg.id
+        self.kept.reg.id
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
-        &self.reg.shared
+        &self.kept.reg.shared
     }
 }
 
@@ -546,8 +577,7 @@ impl Driver {
             sent: _,
             park_after,
         } = *self;
-        Ok(Box::new(Idle {
-            core: core.park(),
+        let kept = Kept {
             reg,
             pools,
             cancel,
@@ -555,6 +585,10 @@ impl Driver {
             ticket,
             seen: watch.seen,
             park_after,
+        };
+        Ok(Box::new(Idle {
+            core: core.park(),
+            kept,
         }))
     }
 
@@ -563,39 +597,7 @@ impl Driver {
     pub fn from_idle(idle: Box<Idle>) -> Box<Driver> {
         // Idle with its task again (in the count `unpark` or the lot takes it out of).
         park::idle_here().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Idle {
-            core,
-            reg,
-            pools,
-            cancel,
-            wait_timeout,
-            ticket,
-            seen,
-            park_after,
-        } = *idle;
-        Box::new(Driver {
-            core: Core::unpark(core),
-            reg,
-            pools,
-            lease: None,
-            cancel,
-            wait_timeout,
-            timer: None,
-            timer_at: None,
-            ticket,
-            listen: None,
-            watch: Watch {
-                seen,
-                registered: false,
-            },
-            armed: false,
-            woke: false,
-            park: Park::Polling,
-            waiting: None,
-            handoff: None,
-            idle_since: Instant::now(),
-            sent: false,
-            park_after,
-        })
+        let Idle { core, kept } = *idle;
+        Box::new(Driver::assemble(Core::unpark(core), kept, Park::Polling))
     }
 }

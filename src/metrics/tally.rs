@@ -41,7 +41,6 @@ pub struct ParkedTally {
     pool: Arc<PoolMetrics>,
     started: Instant,
     slow_us: Option<u64>,
-    worker: u32,
     on: bool,
 }
 
@@ -85,28 +84,14 @@ impl Tally {
             pool: self.pool,
             started: self.started,
             slow_us: self.slow.map(|s| s.threshold_us),
-            worker: self.worker as u32,
             on: self.on,
         }
     }
 
+    /// A parked tally back on its worker (the session's, where the lot gives it its task).
     pub fn unpark(p: ParkedTally) -> Tally {
-        Tally {
-            on: p.on,
-            timing: p.on || p.slow_us.is_some(),
-            pool: p.pool,
-            worker: p.worker as usize,
-            started: p.started,
-            q_start: 0,
-            x_start: 0,
-            wait_before: 0,
-            queries: 0,
-            query_us: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            errors: Vec::new(),
-            slow: p.slow_us.map(|us| SlowLog::new(Duration::from_micros(us))),
-        }
+        let slow = p.slow_us.map(Duration::from_micros);
+        Tally::new(p.pool, p.on, slow, p.started)
     }
 
     /// Microseconds since pgsluice started (never 0, which means "none" here).

@@ -188,12 +188,7 @@ pub struct CancelTarget {
 impl ServerConn {
     /// Where a cancel request for this connection's running query goes.
     pub fn cancel_target(&self) -> CancelTarget {
-        CancelTarget {
-            addr: self.addr,
-            pid: self.backend_pid,
-            secret: self.backend_secret,
-            unix: self.unix.clone(),
-        }
+        self.link.cancel_target()
     }
 
     /// Runs `sql` with the simple query protocol and reads every response up to
