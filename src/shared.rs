@@ -1,7 +1,8 @@
 //! What every task shares: the current configuration (swapped whole on reload), the pools,
 //! the cancel-key registry, the client count and the drain signal.
 
-use std::collections::HashMap;
+// foldhash (seeded per process), not SipHash: these maps are touched at every login.
+use foldhash::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;

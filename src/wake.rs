@@ -11,7 +11,8 @@
 //! (A `tokio::sync::watch` receiver, polled in every session's `select!`, takes a mutex
 //! shared with every other session on each poll: one lock per query per client.)
 
-use std::collections::HashMap;
+// foldhash (seeded per process), not SipHash: these maps are touched at every login.
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};

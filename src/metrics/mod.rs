@@ -15,7 +15,8 @@ pub mod pool;
 pub mod slowlog;
 pub mod tally;
 
-use std::collections::HashMap;
+// foldhash (seeded per process), not SipHash: these maps are touched at every login.
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 

@@ -10,7 +10,8 @@
 //! closes an idle connection of another pool behind the same gate to make one (as
 //! PgBouncer does).
 
-use std::collections::HashMap;
+// foldhash (seeded per process), not SipHash: these maps are touched at every login.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

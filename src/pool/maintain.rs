@@ -1,7 +1,8 @@
 //! The set of pools, built lazily from the configuration and updated on reload, and the
 //! janitor that closes expired idle connections and keeps `min_pool_size` open.
 
-use std::collections::HashMap;
+// foldhash (seeded per process), not SipHash: these maps are touched at every login.
+use foldhash::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

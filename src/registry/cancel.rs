@@ -6,7 +6,8 @@
 //! is read from its entry in the client list ([`ClientInfo::server`]), which the session
 //! updates when it takes or gives back a server: one record, one lock, for both.
 
-use std::collections::HashMap;
+// foldhash (seeded per process), not SipHash: these maps are touched at every login.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
