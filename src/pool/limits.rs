@@ -159,7 +159,11 @@ pub enum ClientLimit {
 
 fn bump(m: &Mutex<HashMap<String, usize>>, key: &str, max: usize) -> bool {
     let mut m = m.lock().unwrap_or_else(|e| e.into_inner());
-    let n = m.entry(key.to_string()).or_default();
+    // Looked up first: `entry` would copy the key at every login.
+    let n = match m.get_mut(key) {
+        Some(n) => n,
+        None => m.entry(key.to_string()).or_default(),
+    };
     if max != 0 && *n >= max {
         return false;
     }

@@ -91,6 +91,10 @@ impl Control {
     /// The control of database `name`, created on first use (paused if everything is).
     pub fn db(&self, name: &str) -> Arc<DbControl> {
         let mut map = self.dbs.lock().unwrap_or_else(|e| e.into_inner());
+        // Looked up first: `entry` would copy the name at every login.
+        if let Some(c) = map.get(name) {
+            return c.clone();
+        }
         map.entry(name.to_string())
             .or_insert_with(|| {
                 Arc::new(DbControl::new(
