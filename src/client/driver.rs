@@ -594,6 +594,10 @@ impl Driver {
             seen: watch.seen,
             park_after,
         };
+        // No longer an idle session with a task (counted again by `from_idle`). Counted
+        // out here, not as it leaves the relay: a driver the lot cannot take goes back to
+        // a task still idle, and its `unpark` counts it out.
+        park::idle_here().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Box::new(Idle {
             core: core.park(),
             kept,

@@ -92,7 +92,6 @@ impl Driver {
     /// What the parked session keeps no longer: its timer, its hand-off slot and its
     /// task's registration for wake-ups (the lot's own registration covers it).
     pub(super) fn leave_for_lot(&mut self) {
-        idle_here().fetch_sub(1, Relaxed);
         self.timer = None;
         self.timer_at = None;
         self.handoff = None;
