@@ -79,8 +79,10 @@ primary = "127.0.0.1:{primary}"
 {extra}"""
 
 
-def count(work, binary, conf_text, clients, txns, mode="simple"):
-    """Instructions of one pgsluice process serving clients x txns transactions."""
+def count(work, binary, conf_text, clients, txns, mode="simple", extra=(), keep=None):
+    """Instructions of one pgsluice process serving clients x txns transactions; `extra`:
+    more pgbench flags (`-C`: a connection per transaction); `keep`: where to copy the
+    callgrind file."""
     port = free_port()
     conf = os.path.join(work, f"pgsluice-{port}.toml")
     with open(conf, "w") as f:
@@ -94,8 +96,8 @@ def count(work, binary, conf_text, clients, txns, mode="simple"):
         wait_port(port, proc)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         env["PGPASSWORD"] = "bench_pw"
-        p = subprocess.run(["pgbench", "-n", "-S", "-M", mode, "-c", str(clients), "-j", "2", "-t",
-                            str(txns), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+        p = subprocess.run(["pgbench", "-n", "-S", "-M", mode, *extra, "-c", str(clients), "-j", "2",
+                            "-t", str(txns), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
                             "app"], env=env, text=True, capture_output=True)
         if p.returncode != 0:
             raise SystemExit(f"pgbench failed:\n{p.stdout}{p.stderr}")
@@ -107,6 +109,8 @@ def count(work, binary, conf_text, clients, txns, mode="simple"):
         m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
     if not m:
         raise SystemExit(f"no totals in {out}")
+    if keep:
+        shutil.copy(out, keep)
     return int(m.group(1))
 
 

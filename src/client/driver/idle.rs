@@ -1,0 +1,141 @@
+//! A session in the form it waits in, in its worker's lot (`client/lot.rs`): what the
+//! driver keeps across transactions ([`Kept`]) and the core's compact form, and the
+//! driver made again from them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::park::{self, Park};
+use super::{CancelSlot, Core, Driver, Registered, Watch};
+use crate::pool::Pool;
+use crate::shared::Shared;
+
+/// What a session keeps while parked in its worker's lot (`lot.rs`): the core's compact
+/// form ([`Core::park`]) and the driver's fields that outlive a transaction. The rest (the
+/// server, the timer, the wait, the hand-off slot) is what [`Driver::new`] makes.
+pub struct Idle {
+    core: crate::client::core::Parked,
+    kept: Kept,
+}
+
+/// The driver's fields that outlive a transaction.
+pub(super) struct Kept {
+    pub(super) reg: Registered,
+    pub(super) pools: Vec<Option<Arc<Pool>>>,
+    pub(super) cancel: Arc<CancelSlot>,
+    pub(super) wait_timeout: Option<Duration>,
+    pub(super) ticket: Option<Box<crate::pool::limits::ClientTicket>>,
+    /// The shared state's wake-up generation the session saw last.
+    pub(super) seen: u64,
+    pub(super) park_after: Option<Duration>,
+}
+
+impl Idle {
+    pub fn id(&self) -> u32 {
+        self.kept.reg.id
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.kept.reg.shared
+    }
+}
+
+impl Driver {
+    /// A driver around `core` with what a session keeps across the lot (`kept`), and
+    /// nothing of a transaction: no server, timer, wait or hand-off slot.
+    pub(super) fn assemble(core: Core, kept: Kept, park: Park) -> Driver {
+        let Kept {
+            reg,
+            pools,
+            cancel,
+            wait_timeout,
+            ticket,
+            seen,
+            park_after,
+        } = kept;
+        Driver {
+            reg,
+            core,
+            pools,
+            lease: None,
+            cancel,
+            wait_timeout,
+            timer: None,
+            timer_at: None,
+            ticket,
+            listen: None,
+            watch: Watch {
+                seen,
+                registered: false,
+            },
+            armed: false,
+            woke: false,
+            park,
+            waiting: None,
+            handoff: None,
+            idle_since: Instant::now(),
+            sent: false,
+            park_after,
+        }
+    }
+
+    /// The session in the compact form it waits in, in its worker's lot; itself back when
+    /// it cannot park as it is (something besides its socket to wait on).
+    pub fn into_idle(self: Box<Self>) -> Result<Box<Idle>, Box<Self>> {
+        if self.lease.is_some()
+            || self.waiting.is_some()
+            || self.listen.is_some()
+            || !self.core.parkable()
+            || self.core.deadline().is_some()
+        {
+            return Err(self);
+        }
+        let Driver {
+            core,
+            reg,
+            pools,
+            lease: _,
+            cancel,
+            wait_timeout,
+            timer: _,
+            timer_at: _,
+            ticket,
+            listen: _,
+            watch,
+            armed: _,
+            woke: _,
+            park: _,
+            waiting: _,
+            handoff: _,
+            idle_since: _,
+            sent: _,
+            park_after,
+        } = *self;
+        let kept = Kept {
+            reg,
+            pools,
+            cancel,
+            wait_timeout,
+            ticket,
+            seen: watch.seen,
+            park_after,
+        };
+        // No longer an idle session with a task (counted again by `from_idle`). Counted
+        // out here, not as it leaves the relay: a driver the lot cannot take goes back to
+        // a task still idle, and its `unpark` counts it out.
+        park::idle_here().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Box::new(Idle {
+            core: core.park(),
+            kept,
+        }))
+    }
+
+    /// A parked session, back: it asks its socket first (its bytes, or EOF, are most
+    /// likely why it is back).
+    pub fn from_idle(idle: Box<Idle>) -> Box<Driver> {
+        // Idle with its task again (in the count `unpark` or the lot takes it out of).
+        park::idle_here().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Idle { core, kept } = *idle;
+        Box::new(Driver::assemble(Core::unpark(core), kept, Park::Polling))
+    }
+}
