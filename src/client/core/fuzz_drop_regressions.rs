@@ -4,8 +4,8 @@
 //! (Other statement-record faults: `fuzz_record_regressions.rs`.)
 
 use super::fuzz_harness::{Attach, Event, Routing, Session};
+use super::fuzz_inputs::{Ext, Step, encode};
 use super::fuzz_regressions::{one_per_server, replay};
-use super::fuzz_tests::{Ext, Step, encode};
 use super::tests::{complete, error, msg, parse, query, ready, rig, sync, tags};
 use super::{Action, Release};
 use crate::config::PoolMode;

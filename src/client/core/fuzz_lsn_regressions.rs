@@ -3,8 +3,8 @@
 //! minimal input, what went wrong and how it is fixed.
 
 use super::fuzz_harness::{Attach, Event, Routing, Session};
+use super::fuzz_inputs::{Ext, Step, encode};
 use super::fuzz_regressions::one_per_server;
-use super::fuzz_tests::{Ext, Step, encode};
 
 /// Found by `fuzz_session_routed` (minimal input: read-your-writes; `UPDATE t SET a = 1`
 /// and the first bytes of an Execute pipelined behind it; the server's answer to the

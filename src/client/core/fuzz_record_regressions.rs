@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::Limits;
 use super::fuzz_harness::{Attach, Event, Routing, Session, Setup};
+use super::fuzz_inputs::{Ext, Step, encode};
 use super::fuzz_regressions::{plain_routing, replay};
-use super::fuzz_tests::{Ext, Step, encode};
 use super::tests::{bind, error, msg, parse, ready, rig, sync, tags};
 use super::{Action, Release};
 use crate::config::PoolMode;

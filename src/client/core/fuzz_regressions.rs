@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::Limits;
 use super::fuzz_harness::{Attach, Event, Routing, Session, Setup, route};
-use super::fuzz_tests::{Ext, Step, encode};
+use super::fuzz_inputs::{Ext, Step, encode};
 use super::tests::{complete, msg, query, ready, rig, tags};
 use super::{Action, AttachError, Release};
 use crate::config::PoolMode;

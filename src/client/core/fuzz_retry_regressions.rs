@@ -4,8 +4,8 @@
 //! `fuzz_regressions.rs`.)
 
 use super::fuzz_harness::{Attach, Event, Routing, Session};
+use super::fuzz_inputs::{Ext, Step, encode};
 use super::fuzz_regressions::{one_per_server, plain_routing};
-use super::fuzz_tests::{Ext, Step, encode};
 
 /// Found by `fuzz_session_routed` while units pipelined behind a kept read were made
 /// replayable (minimal input: retry of read-only refusals; a batch that is only a Sync,

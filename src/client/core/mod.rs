@@ -490,6 +490,8 @@ mod fuzz_drop_regressions;
 #[cfg(test)]
 mod fuzz_harness;
 #[cfg(test)]
+mod fuzz_inputs;
+#[cfg(test)]
 mod fuzz_lsn_regressions;
 #[cfg(test)]
 mod fuzz_model;
