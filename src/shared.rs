@@ -1,5 +1,5 @@
 //! What every task shares: the current configuration (swapped whole on reload), the pools,
-//! the cancel-key registry, the client count and the drain signal.
+//! the client list (cancel keys), the client count and the drain signal.
 
 // foldhash (seeded per process), not SipHash: these maps are touched at every login.
 use foldhash::HashMap;
@@ -13,7 +13,6 @@ use tokio::sync::watch;
 use crate::auth::Secret;
 use crate::config::Config;
 use crate::pool::Pools;
-use crate::registry::cancel::CancelRegistry;
 
 pub use crate::auth::UserAuth;
 
@@ -82,7 +81,6 @@ pub struct Shared {
     pub pools: Arc<Pools>,
     /// Every database's nodes and their health.
     pub nodes: crate::router::Nodes,
-    pub cancels: CancelRegistry,
     /// Every distinct named statement clients prepared (transaction/statement mode).
     pub statements: Arc<crate::prepare::Registry>,
     pub clients: AtomicUsize,
@@ -183,7 +181,6 @@ impl Shared {
             pools: Arc::new(Pools::new(tls.clone())),
             snapshot: ArcSwap::from_pointee(Snapshot::new(config, tls)),
             nodes,
-            cancels: CancelRegistry::default(),
             statements: Default::default(),
             clients: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),

@@ -13,7 +13,6 @@ use super::command::{self, Command};
 use super::{Role, act, role, show};
 use crate::config::Config;
 use crate::protocol::{self, build, fe};
-use crate::registry::cancel::CancelSlot;
 use crate::registry::clients::{ClientInfo, ClientMeta, ClientState};
 use crate::shared::{Phase, Shared};
 
@@ -31,7 +30,6 @@ pub struct Console {
     shared: Arc<Shared>,
     role: Role,
     info: Arc<ClientInfo>,
-    cancel: Arc<CancelSlot>,
     out: BytesMut,
     /// An extended-protocol message was refused; skip until Sync.
     skipping: bool,
@@ -54,17 +52,11 @@ pub fn login(
             ),
         ));
     };
-    let cancel = shared.cancels.register();
-    let info = Arc::new(ClientInfo::new(
-        cancel.pid,
-        Arc::from(user),
-        Arc::from(database),
-        None,
-        meta,
-        None,
-    ));
+    let info = shared
+        .admin
+        .clients
+        .register(|id| ClientInfo::new(id, Arc::from(user), Arc::from(database), None, meta, None));
     info.set_state(ClientState::Active);
-    shared.admin.clients.insert(info.clone());
     tracing::info!(
         user = &*info.user,
         database = &*info.database,
@@ -76,7 +68,6 @@ pub fn login(
         shared: shared.clone(),
         role,
         info,
-        cancel,
         out: BytesMut::with_capacity(512),
         skipping: false,
     };
@@ -103,7 +94,7 @@ impl Console {
         ] {
             build::parameter_status(out, k, v);
         }
-        build::backend_key_data(out, self.cancel.pid, self.cancel.secret);
+        build::backend_key_data(out, self.info.id, self.info.secret);
         build::ready_for_query(out, b'I');
     }
 
@@ -250,7 +241,6 @@ impl Console {
 
 impl Drop for Console {
     fn drop(&mut self) {
-        self.shared.cancels.remove(self.cancel.pid);
         self.shared.admin.clients.remove(self.info.id);
     }
 }

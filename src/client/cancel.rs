@@ -1,9 +1,9 @@
 //! Forwarding a client's CancelRequest to the server it is using (the key lookup is in
-//! [`crate::registry::cancel`]).
+//! the client list, [`crate::registry::clients::Registry::cancel_target`]).
 
 use tokio::io::AsyncWriteExt;
 
-pub use crate::registry::cancel::{CancelRegistry, CancelSlot, CancelTarget};
+pub use crate::server::CancelTarget;
 
 /// Sends a CancelRequest to a server. Errors are only logged: a cancel is best effort.
 pub async fn send_cancel(target: CancelTarget) {

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use tokio::time::Sleep;
 
-use super::cancel::CancelSlot;
 use super::core::{Action, Core};
 use super::io;
 use crate::net::ClientStream;
@@ -41,13 +40,9 @@ pub struct Driver {
     /// Each node's pool, fetched on first use.
     pools: Vec<Option<Arc<Pool>>>,
     lease: Option<Lease>,
-    cancel: Arc<CancelSlot>,
-    wait_timeout: Option<Duration>,
     /// Sleeps until the core's next deadline (`timer_at`).
     timer: Option<std::pin::Pin<Box<Sleep>>>,
     timer_at: Option<Instant>,
-    /// The client's place under the client limits; given back when the session ends.
-    ticket: Option<Box<crate::pool::limits::ClientTicket>>,
     /// The client's link to its listener, from its first LISTEN on.
     listen: Option<Box<Listening>>,
     /// What the session saw last of the shared state's wake-ups.
@@ -69,8 +64,6 @@ pub struct Driver {
     /// The client sent bytes since it last went idle: a wake-up that read nothing (a
     /// nudge from `lot::sweep`) does not start a new idle spell.
     sent: bool,
-    /// `park_idle_after`: an idle client this long leaves its task for the lot.
-    park_after: Option<Duration>,
 }
 
 /// How the relay's run ends.
@@ -105,14 +98,7 @@ enum Step {
 }
 
 impl Driver {
-    pub fn new(
-        core: Core,
-        shared: Arc<Shared>,
-        key: &PoolKey,
-        pool: Arc<Pool>,
-        cancel: Arc<CancelSlot>,
-        wait_timeout: Option<Duration>,
-    ) -> Driver {
+    pub fn new(core: Core, shared: Arc<Shared>, key: &PoolKey, pool: Arc<Pool>) -> Driver {
         let seen = shared.sessions.generation();
         let mut pools = vec![None; key.node + 1];
         if let Some(slot) = pools.get_mut(key.node) {
@@ -122,15 +108,7 @@ impl Driver {
             shared,
             id: core.id,
         };
-        let kept = Kept {
-            reg,
-            pools,
-            cancel,
-            wait_timeout,
-            ticket: None,
-            seen,
-            park_after: None,
-        };
+        let kept = Kept { reg, pools, seen };
         Driver::assemble(core, kept, Park::Active)
     }
 
@@ -144,18 +122,14 @@ impl Driver {
         self.watch.seen
     }
 
-    /// An idle client this long leaves its task for its worker's lot (`None`: never).
-    pub fn park_after(&mut self, after: Option<Duration>) {
-        self.park_after = after;
-    }
-
     pub fn id(&self) -> u32 {
         self.core.id
     }
 
     /// The client's cancel key (pgsluice's own BackendKeyData).
-    pub fn cancel_key(&self) -> (u32, u32) {
-        (self.cancel.pid, self.cancel.secret)
+    pub fn cancel_key(&mut self) -> (u32, u32) {
+        let info = &self.core.observe().info;
+        (info.id, info.secret)
     }
 
     /// Queues the end of the startup phase for the client.
@@ -456,17 +430,11 @@ impl Driver {
         }
         fired
     }
-
-    /// Keeps the client's place under `max_db_client_connections` /
-    /// `max_user_client_connections` for the session's life.
-    pub fn hold_ticket(&mut self, ticket: crate::pool::limits::ClientTicket) {
-        self.ticket = Some(Box::new(ticket));
-    }
 }
 
-/// A logged-in session's places in the shared registries (cancel keys, wake-ups, the
-/// console's client list), given up when the session ends, parked or not, however it
-/// ends.
+/// A logged-in session's places in the shared registries (wake-ups, the client list with
+/// its cancel key and its place under the client limits), given up when the session
+/// ends, parked or not, however it ends.
 pub(super) struct Registered {
     shared: Arc<Shared>,
     id: u32,
@@ -481,7 +449,6 @@ impl Drop for Registered {
                 "client session panicked (a bug): closing this client and its server connection"
             );
         }
-        self.shared.cancels.remove(id);
         self.shared.sessions.remove(id);
         self.shared.admin.clients.remove(id);
     }

@@ -1,8 +1,9 @@
 //! Logging a client in: the startup parameters, the access rules, authentication, the
 //! client limits, and building its session (core and driver) with the greeting queued.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::BytesMut;
 
@@ -13,9 +14,10 @@ use crate::auth::Secret;
 use crate::auth::passthrough::PassThrough;
 use crate::config::{self, AuthType, ClientCert, ClientTlsMode, PoolMode};
 use crate::net::ClientStream;
-use crate::pool::PoolKey;
+use crate::pool::{Pool, PoolKey};
 use crate::protocol::greeting::ServerParams;
 use crate::protocol::{build, startup::parse_options};
+use crate::registry::clients::ClientInfo;
 use crate::router::route::Force;
 use crate::server::varcache::Gucs;
 use crate::shared::{Shared, Snapshot};
@@ -32,12 +34,12 @@ pub(super) async fn login(
     stream: &mut ClientStream,
     first: negotiate::First,
     shared: &Arc<Shared>,
-    snap: &Snapshot,
+    snap: &Arc<Snapshot>,
     over_limit: bool,
 ) -> Result<Option<Login>, ClientError> {
     let params = match first {
         negotiate::First::Cancel { pid, secret } => {
-            if let Some(target) = shared.cancels.lookup(pid, secret) {
+            if let Some(target) = shared.admin.clients.cancel_target(pid, secret) {
                 cancel::send_cancel(target).await;
             }
             return Ok(None);
@@ -172,10 +174,21 @@ pub(super) async fn login(
     let mode = config.pool_mode(db, config.user(&user));
     let force = startup_route(&params).unwrap_or(Force::Auto);
     let route = route_for(shared, config, &database, &user, mode, force);
-    let driver = new_session(shared, pool, mode, config, startup_gucs, route, meta);
+    let key = &pool.key;
+    let db_control = shared.admin.db(&key.database);
+    let info = shared.admin.clients.register(|id| {
+        ClientInfo::new(
+            id,
+            pool.user.clone(),
+            pool.database.clone(),
+            Some(key.node),
+            meta,
+            Some(db_control),
+        )
+        .admitted(ticket)
+    });
+    let driver = new_session(shared, pool, mode, snap, startup_gucs, route, info);
     let mut driver = Box::new(driver);
-    driver.hold_ticket(ticket);
-    driver.park_after(config::secs(config.general.park_idle_after));
     greet(&mut driver, &server_params, &params);
     tracing::info!(user, database, client = driver.id(), "client logged in");
     Ok(Some(Login::Session(driver)))
@@ -209,51 +222,30 @@ fn route_for(
     Some(Box::new(route))
 }
 
-/// Builds a logged-in client's session: its core and the driver around it.
+/// Builds a logged-in client's session around its entry in the client list (`info`):
+/// its core and the driver around it.
 fn new_session(
     shared: &Arc<Shared>,
     pool: Arc<crate::pool::Pool>,
     mode: PoolMode,
-    config: &config::Config,
+    snap: &Arc<Snapshot>,
     startup: Arc<Gucs>,
     route: Option<Box<core::Route>>,
-    meta: crate::registry::clients::ClientMeta,
+    info: Arc<ClientInfo>,
 ) -> Driver {
+    let config = &snap.config;
     let g = &config.general;
-    let cancel = shared.cancels.register();
     let key = pool.key.clone();
-    let info = Arc::new(crate::registry::clients::ClientInfo::new(
-        cancel.pid,
-        pool.user.clone(),
-        pool.database.clone(),
-        Some(key.node),
-        meta,
-        Some(shared.admin.db(&key.database)),
-    ));
-    shared.admin.clients.insert(info.clone());
-    cancel.bind(info.clone());
     let tally = crate::metrics::Tally::new(
         shared.metrics.pool(&key),
         config.metrics.enabled,
         config::secs(g.slow_query_threshold),
         shared.metrics.started,
     );
-    let timeouts = config
-        .database(&key.database)
-        .map(|db| config.session_timeouts(&db, config.user(&key.user)))
-        .unwrap_or_default();
-    let limits = core::Limits {
-        mode,
-        max_message: g.max_message_size,
-        idle_txn: timeouts.idle_transaction,
-        timeouts: (timeouts != config::SessionTimeouts::default()).then(|| Box::new(timeouts)),
-        listen_here: mode != PoolMode::Session && g.listen_without_pinning,
-        reset_query: shared.snapshot.load().reset_query.clone(),
-        rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
-    };
+    let limits = session_limits(snap, &pool, mode);
     let map = core::Mapping::new(shared.statements.clone(), g.max_prepared_statements);
     let mut core = core::Core::new(
-        cancel.pid,
+        info.id,
         limits,
         core::SessionState::new(startup),
         map,
@@ -267,14 +259,59 @@ fn new_session(
     if shared.failpoints.armed() {
         core.set_failpoints(shared.failpoints.clone());
     }
-    Driver::new(
-        core,
-        shared.clone(),
-        &key,
-        pool,
-        cancel,
-        config::secs(g.query_wait_timeout),
-    )
+    Driver::new(core, shared.clone(), &key, pool)
+}
+
+thread_local! {
+    /// This worker's session limits by pool (its database and user), for the configuration
+    /// snapshot they were made from: one copy per worker and pool, not one per client.
+    static LIMITS: RefCell<LimitsCache> = RefCell::new(LimitsCache::default());
+}
+
+#[derive(Default)]
+struct LimitsCache {
+    /// The snapshot the limits were made from (held weakly: its allocation stays, so its
+    /// address is not another snapshot's).
+    snapshot: Weak<Snapshot>,
+    by_pool: foldhash::HashMap<(Arc<str>, Arc<str>), Arc<core::Limits>>,
+}
+
+/// The session limits of `pool`'s clients under `snap` (in `mode`, the pool's): made at
+/// this worker's first login to the pool since `snap` came in.
+fn session_limits(snap: &Arc<Snapshot>, pool: &Pool, mode: PoolMode) -> Arc<core::Limits> {
+    LIMITS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if cache.snapshot.as_ptr() != Arc::as_ptr(snap) {
+            cache.snapshot = Arc::downgrade(snap);
+            cache.by_pool.clear();
+        }
+        let key = (pool.database.clone(), pool.user.clone());
+        cache
+            .by_pool
+            .entry(key)
+            .or_insert_with(|| Arc::new(make_limits(snap, &pool.key, mode)))
+            .clone()
+    })
+}
+
+fn make_limits(snap: &Snapshot, key: &PoolKey, mode: PoolMode) -> core::Limits {
+    let config = &snap.config;
+    let g = &config.general;
+    let timeouts = config
+        .database(&key.database)
+        .map(|db| config.session_timeouts(&db, config.user(&key.user)))
+        .unwrap_or_default();
+    core::Limits {
+        mode,
+        max_message: g.max_message_size,
+        idle_txn: timeouts.idle_transaction,
+        timeouts: (timeouts != config::SessionTimeouts::default()).then(|| Box::new(timeouts)),
+        listen_here: mode != PoolMode::Session && g.listen_without_pinning,
+        reset_query: snap.reset_query.clone(),
+        rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
+        wait_timeout: config::secs(g.query_wait_timeout),
+        park_after: config::secs(g.park_idle_after),
+    }
 }
 
 /// Queues the end of the startup phase: AuthenticationOk, parameters, our cancel key and

@@ -55,7 +55,9 @@ impl Socket {
     }
 }
 
-/// One parked client: its session and socket, and its place in the client count.
+/// One parked client: its session and socket, and its place in the client count. The
+/// session is boxed: held inline, the slots' vector grew into fresh memory while the
+/// boxes fill the holes the login burst left (0.01-0.02 KiB per client more RSS).
 struct Entry {
     session: Box<Idle>,
     socket: Socket,
@@ -130,7 +132,7 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     let socket = match stream {
         ClientStream::Plain(s) => s.into_std().map(Socket::Tcp),
         ClientStream::Unix(s) => s.into_std().map(Socket::Unix),
-        tls @ ClientStream::Tls(_) => return resume(Driver::from_idle(session), tls, count),
+        tls @ ClientStream::Tls(_) => return resume((*session).into_driver(), tls, count),
     };
     let socket = match socket {
         Ok(s) => s,
@@ -250,7 +252,7 @@ impl Lot {
         e.session.shared().parked.fetch_sub(1, Ordering::Relaxed);
         let _ = self.registry.deregister(&mut SourceFd(&e.socket.fd()));
         match e.socket.into_client() {
-            Ok(stream) => resume(Driver::from_idle(e.session), stream, e.count),
+            Ok(stream) => resume((*e.session).into_driver(), stream, e.count),
             Err(err) => {
                 tracing::warn!(client = e.session.id(), "a parked client's socket: {err}");
             }

@@ -140,12 +140,28 @@ pub struct ClientCounts {
     by_user: Mutex<HashMap<String, usize>>,
 }
 
-/// A logged-in client's place in [`ClientCounts`]; dropped when the client leaves.
+/// A client's place in [`ClientCounts`] while it logs in: given up when dropped, unless
+/// handed over to the client's record ([`ClientTicket::hand_over`]), which gives it up
+/// itself with the same names (its own: one copy of them per client).
 #[derive(Debug)]
 pub struct ClientTicket {
-    counts: Arc<ClientCounts>,
+    /// `None` once handed over.
+    counts: Option<Arc<ClientCounts>>,
     db: Arc<str>,
     user: Arc<str>,
+}
+
+impl ClientTicket {
+    /// The place, for a holder that calls [`ClientCounts::leave`] with the same database
+    /// and user names when the client leaves (this ticket no longer will).
+    pub fn hand_over(mut self) -> Option<Arc<ClientCounts>> {
+        self.counts.take()
+    }
+
+    /// The database and user the place is counted under.
+    pub fn names(&self) -> (&Arc<str>, &Arc<str>) {
+        (&self.db, &self.user)
+    }
 }
 
 /// Which client limit refused a login.
@@ -198,10 +214,16 @@ impl ClientCounts {
             return Err(ClientLimit::User(user.to_string(), max_user));
         }
         Ok(ClientTicket {
-            counts: self.clone(),
+            counts: Some(self.clone()),
             db: db.clone(),
             user: user.clone(),
         })
+    }
+
+    /// A client admitted under `db` and `user` left.
+    pub fn leave(&self, db: &str, user: &str) {
+        drop_one(&self.by_db, db);
+        drop_one(&self.by_user, user);
     }
 
     /// Clients logged in to `db`.
@@ -213,8 +235,9 @@ impl ClientCounts {
 
 impl Drop for ClientTicket {
     fn drop(&mut self) {
-        drop_one(&self.counts.by_db, &self.db);
-        drop_one(&self.counts.by_user, &self.user);
+        if let Some(counts) = self.counts.take() {
+            counts.leave(&self.db, &self.user);
+        }
     }
 }
 

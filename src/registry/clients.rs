@@ -1,9 +1,11 @@
 //! The list of logged-in clients that the admin console and `/metrics` read: one
-//! [`ClientInfo`] per client, registered at login and removed when the session ends.
+//! [`ClientInfo`] per client, registered at login and removed when the session ends. A
+//! client's id is its cancel key's process id, so the list is also where a CancelRequest
+//! finds the server the client is using at that moment (forwarded by `client::cancel`).
 //!
 //! # Concurrency note
-//! The registry's map is locked only at login, at logout and when the console or a scrape
-//! lists clients. A session updates its own record without that lock: plain `Relaxed`
+//! The registry's map is locked only at login, at logout, at a cancel and when the console
+//! or a scrape lists clients. A session updates its own record without that lock: plain `Relaxed`
 //! atomics that only it writes (state, times, counts), and an uncontended mutex for the
 //! server it holds, taken when it takes or gives back a server.
 
@@ -15,6 +17,8 @@ use std::time::SystemTime;
 
 use super::control::DbControl;
 use crate::pool::PoolKey;
+use crate::pool::limits::{ClientCounts, ClientTicket};
+pub use crate::server::CancelTarget;
 use crate::sql::PinReason as Pin;
 
 /// What a client is doing, as the console shows it.
@@ -53,6 +57,8 @@ pub use crate::server::ServerLink;
 pub struct ClientInfo {
     /// The client's BackendKeyData process id (unique among logged-in clients).
     pub id: u32,
+    /// The BackendKeyData secret that goes with it.
+    pub secret: u32,
     pub user: Arc<str>,
     pub database: Arc<str>,
     /// The node of the pool it draws servers from now (with `user` and `database`, the
@@ -73,6 +79,9 @@ pub struct ClientInfo {
     xacts: AtomicU64,
     queries: AtomicU64,
     server: Mutex<Option<Arc<ServerLink>>>,
+    /// Its place under the client limits, given up when the record goes (with `user` and
+    /// `database`, the names it was counted under; see [`ClientInfo::admitted`]).
+    admitted: Option<Arc<ClientCounts>>,
 }
 
 /// `ClientInfo::node` of an admin console client.
@@ -108,6 +117,7 @@ impl ClientInfo {
     ) -> ClientInfo {
         ClientInfo {
             id,
+            secret: rand::random(),
             user,
             database,
             node: std::sync::atomic::AtomicUsize::new(node.unwrap_or(CONSOLE)),
@@ -121,7 +131,17 @@ impl ClientInfo {
             xacts: AtomicU64::new(0),
             queries: AtomicU64::new(0),
             server: Mutex::new(None),
+            admitted: None,
         }
+    }
+
+    /// The record keeps the client's place under the client limits (`ticket`, taken
+    /// for the same user and database) until it goes.
+    pub fn admitted(mut self, ticket: ClientTicket) -> ClientInfo {
+        let (db, user) = ticket.names();
+        debug_assert!(**db == *self.database && **user == *self.user);
+        self.admitted = ticket.hand_over();
+        self
     }
 
     /// The key of the pool it uses; `None` for admin console clients.
@@ -240,16 +260,47 @@ impl ClientInfo {
     }
 }
 
-/// Every logged-in client, by id.
+impl Drop for ClientInfo {
+    fn drop(&mut self) {
+        if let Some(counts) = self.admitted.take() {
+            counts.leave(&self.database, &self.user);
+        }
+    }
+}
+
+/// Every logged-in client, by id (its cancel key's process id).
 #[derive(Default)]
 pub struct Registry {
     map: Mutex<BTreeMap<u32, Arc<ClientInfo>>>,
+    next_id: AtomicU32,
 }
 
 impl Registry {
-    pub fn insert(&self, info: Arc<ClientInfo>) {
+    /// Lists a client that logged in under a fresh id, one no logged-in client has (ids
+    /// are positive 31-bit process ids in a BackendKeyData): `make` builds its record.
+    pub fn register(&self, make: impl FnOnce(u32) -> ClientInfo) -> Arc<ClientInfo> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(info.id, info);
+        let mut id = self.next_id.fetch_add(1, Relaxed) & 0x7fff_ffff;
+        while id == 0 || map.contains_key(&id) {
+            id = self.next_id.fetch_add(1, Relaxed) & 0x7fff_ffff;
+        }
+        let info = Arc::new(make(id));
+        debug_assert_eq!(info.id, id);
+        map.insert(id, info.clone());
+        info
+    }
+
+    /// Where a CancelRequest with this key goes: the server its client uses now, if the
+    /// key is a logged-in client's and the client is on a server.
+    pub fn cancel_target(&self, id: u32, secret: u32) -> Option<CancelTarget> {
+        let info = {
+            let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            map.get(&id)?.clone()
+        };
+        if info.secret != secret {
+            return None;
+        }
+        Some(info.server()?.cancel_target())
     }
 
     pub fn remove(&self, id: u32) {
@@ -282,5 +333,80 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: u32) -> ClientInfo {
+        ClientInfo::new(
+            id,
+            "u".into(),
+            "app".into(),
+            Some(0),
+            ClientMeta::default(),
+            None,
+        )
+    }
+
+    fn link() -> Arc<ServerLink> {
+        Arc::new(ServerLink {
+            id: 1,
+            backend_pid: 4242,
+            backend_secret: 7,
+            local_port: 1,
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            unix: None,
+            created: std::time::Instant::now(),
+        })
+    }
+
+    #[test]
+    fn a_cancel_key_leads_to_its_clients_server_while_it_is_listed() {
+        let list = Registry::default();
+        let a = list.register(client);
+        let b = list.register(client);
+        assert_ne!(a.id, b.id);
+        assert!(a.id > 0 && a.id <= 0x7fff_ffff);
+        // Not on a server: nothing to cancel.
+        assert!(list.cancel_target(a.id, a.secret).is_none());
+        a.set_server(link());
+        assert_eq!(list.cancel_target(a.id, a.secret).unwrap().pid, 4242);
+        assert!(list.cancel_target(a.id, a.secret.wrapping_add(1)).is_none());
+        assert!(list.cancel_target(b.id, a.secret).is_none() || a.secret == b.secret);
+        list.remove(a.id);
+        assert!(list.cancel_target(a.id, a.secret).is_none());
+    }
+
+    #[test]
+    fn ids_skip_those_in_use() {
+        let list = Registry::default();
+        let first = list.register(client);
+        list.next_id.store(first.id, Relaxed);
+        let second = list.register(client);
+        assert_ne!(second.id, first.id);
+        // 0 is no process id: wrapping past the 31 bits skips it.
+        list.next_id.store(0x8000_0000, Relaxed);
+        assert_ne!(list.register(client).id, 0);
+    }
+
+    #[test]
+    fn the_client_record_gives_its_place_back_when_it_goes() {
+        let counts = Arc::new(ClientCounts::default());
+        let ticket = counts.admit(&"app".into(), 1, &"u".into(), 0).unwrap();
+        let list = Registry::default();
+        let info = list.register(|id| client(id).admitted(ticket));
+        assert_eq!(counts.on_db("app"), 1);
+        assert!(counts.admit(&"app".into(), 1, &"u".into(), 0).is_err());
+        list.remove(info.id);
+        assert_eq!(
+            counts.on_db("app"),
+            1,
+            "still held: the session has its record"
+        );
+        drop(info);
+        assert_eq!(counts.on_db("app"), 0);
     }
 }

@@ -2,7 +2,6 @@
 //! cancel keys, and the PAUSE/DISABLE/KILL/SHUTDOWN state sessions obey. Shared state
 //! only; the console that changes it is in `admin`, the sessions that obey it in `client`.
 
-pub mod cancel;
 pub mod clients;
 pub mod control;
 

@@ -179,7 +179,7 @@ fn unlisten_all_committed_on_the_server_drops_the_listeners_channels() {
 #[test]
 fn session_mode_leaves_the_call_to_the_server() {
     let mut r = rig(PoolMode::Session, &[]);
-    r.core.limits.listen_here = false;
+    std::sync::Arc::make_mut(&mut r.core.limits).listen_here = false;
     let sql = "SELECT pg_listening_channels()";
     r.client(&query(sql));
     r.expect_checkout();

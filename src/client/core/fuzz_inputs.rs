@@ -333,6 +333,8 @@ pub(super) fn setup(routed: bool) -> impl Strategy<Value = Setup> {
                     },
                     rewrite,
                     timeouts: None,
+                    wait_timeout: None,
+                    park_after: None,
                     // pgsluice's listener serves LISTEN (and `pg_listening_channels()`
                     // is rewritten) in half the pooled sessions, as by default.
                     listen_here: mode != PoolMode::Session && seed & 4 != 0,

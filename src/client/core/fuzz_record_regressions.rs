@@ -85,6 +85,8 @@ fn a_cleanup_without_a_reset_query_keeps_the_statement_record() {
             reset_query: "".into(),
             rewrite: true,
             timeouts: None,
+            wait_timeout: None,
+            park_after: None,
             listen_here: false,
         },
         startup: Vec::new(),
@@ -117,6 +119,8 @@ fn a_skipped_batch_is_undone_last_first() {
         reset_query: "".into(),
         rewrite: true,
         timeouts: None,
+        wait_timeout: None,
+        park_after: None,
         listen_here: false,
     };
     let registry = std::sync::Arc::new(crate::prepare::Registry::default());
@@ -160,6 +164,8 @@ fn a_batch_behind_a_failing_sql_prepare_waits_for_it() {
             reset_query: "".into(),
             rewrite: true,
             timeouts: None,
+            wait_timeout: None,
+            park_after: None,
             listen_here: false,
         },
         startup: Vec::new(),

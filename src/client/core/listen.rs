@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn session_mode_and_failures() {
         let mut r = rig(PoolMode::Session, &[]);
-        r.core.limits.listen_here = false;
+        std::sync::Arc::make_mut(&mut r.core.limits).listen_here = false;
         r.client(&query("LISTEN jobs"));
         r.expect_checkout();
         assert_eq!(r.sent_to_server(), query("LISTEN jobs"));

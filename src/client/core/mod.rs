@@ -124,14 +124,14 @@ pub enum AttachError {
     Other(String, String),
 }
 
-/// Settings fixed for the session's life.
+/// Settings fixed for the session's life. One copy is shared by a worker's sessions of
+/// the same pool and configuration (every byte of a per-session copy was in every idle
+/// client's memory).
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub mode: PoolMode,
     pub max_message: usize,
     pub idle_txn: Option<Duration>,
-    /// Shared with the configuration snapshot (one copy per client was memory per idle
-    /// client).
     pub reset_query: Arc<str>,
     /// Named statements are mapped (transaction/statement mode with a limit).
     pub rewrite: bool,
@@ -142,6 +142,11 @@ pub struct Limits {
     /// LISTEN/UNLISTEN are served by pgsluice's listener instead of pinning (see
     /// `listen.rs`).
     pub listen_here: bool,
+    /// `query_wait_timeout`: how long a transaction waits for a server (`None`: forever).
+    pub wait_timeout: Option<Duration>,
+    /// `park_idle_after`: an idle client this long leaves its task for its worker's lot
+    /// (`None`: never; the driver's concern, kept here with the other settings).
+    pub park_after: Option<Duration>,
 }
 
 /// The server the session holds. The box outlives the server: given back, it keeps a
@@ -206,7 +211,7 @@ struct Flow {
 pub struct Core {
     /// The client's id (its cancel key's pid).
     pub id: u32,
-    limits: Limits,
+    limits: Arc<Limits>,
     /// Bytes from the client not yet handled.
     cin: BytesMut,
     /// Bytes for the client.
@@ -257,7 +262,7 @@ pub struct Core {
 impl Core {
     pub fn new(
         id: u32,
-        limits: Limits,
+        limits: impl Into<Arc<Limits>>,
         state: SessionState,
         map: Mapping,
         route: Option<Box<Route>>,
@@ -265,7 +270,7 @@ impl Core {
     ) -> Core {
         Core {
             id,
-            limits,
+            limits: limits.into(),
             cin: BytesMut::new(),
             cout: OutQueue::default(),
             sout: OutQueue::default(),
@@ -430,6 +435,10 @@ impl Core {
     }
 
     /// The client's entry in the client list and its statistics.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
     pub fn observe(&mut self) -> &mut Observe {
         &mut self.observe
     }

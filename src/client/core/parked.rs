@@ -18,7 +18,7 @@ pub struct Parked {
     id: u32,
     status: u8,
     seq: Sequences,
-    limits: Limits,
+    limits: Arc<Limits>,
     route: Option<Box<Route>>,
     map: ParkedMapping,
     state: ParkedState,

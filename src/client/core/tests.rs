@@ -79,6 +79,8 @@ pub(super) fn rig_with(mode: PoolMode, startup: &[(&str, &str)], registry: Arc<R
         reset_query: "DISCARD ALL".into(),
         rewrite: mode != PoolMode::Session,
         timeouts: None,
+        wait_timeout: None,
+        park_after: None,
         listen_here: mode != PoolMode::Session,
     };
     rig_limits(limits, startup, registry, 200)

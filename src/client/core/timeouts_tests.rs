@@ -6,7 +6,9 @@ use super::super::tests::*;
 use super::super::*;
 
 fn with(r: &mut Rig, f: impl FnOnce(&mut crate::config::SessionTimeouts)) {
-    f(r.core.limits.timeouts.get_or_insert_default());
+    f(std::sync::Arc::make_mut(&mut r.core.limits)
+        .timeouts
+        .get_or_insert_default());
 }
 
 #[test]
@@ -48,7 +50,7 @@ fn query_timeout_cancels_on_the_server_and_the_server_is_not_reused() {
 fn transaction_timeout_ends_the_transaction_and_says_why() {
     let mut r = rig(PoolMode::Transaction, &[]);
     with(&mut r, |t| t.transaction = Some(Duration::from_secs(3)));
-    r.core.limits.idle_txn = None;
+    std::sync::Arc::make_mut(&mut r.core.limits).idle_txn = None;
     r.client(&query("BEGIN"));
     r.expect_checkout();
     let mut answer = complete("BEGIN");

@@ -3,10 +3,10 @@
 //! driver made again from them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::park::{self, Park};
-use super::{CancelSlot, Core, Driver, Registered, Watch};
+use super::{Core, Driver, Registered, Watch};
 use crate::pool::Pool;
 use crate::shared::Shared;
 
@@ -22,12 +22,8 @@ pub struct Idle {
 pub(super) struct Kept {
     pub(super) reg: Registered,
     pub(super) pools: Vec<Option<Arc<Pool>>>,
-    pub(super) cancel: Arc<CancelSlot>,
-    pub(super) wait_timeout: Option<Duration>,
-    pub(super) ticket: Option<Box<crate::pool::limits::ClientTicket>>,
     /// The shared state's wake-up generation the session saw last.
     pub(super) seen: u64,
-    pub(super) park_after: Option<Duration>,
 }
 
 impl Idle {
@@ -38,31 +34,29 @@ impl Idle {
     pub fn shared(&self) -> &Arc<Shared> {
         &self.kept.reg.shared
     }
+
+    /// The session back as a driver: it asks its socket first (its bytes, or EOF, are
+    /// most likely why it is back).
+    pub fn into_driver(self) -> Box<Driver> {
+        // Idle with its task again (in the count `unpark` or the lot takes it out of).
+        park::idle_here().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let Idle { core, kept } = self;
+        Box::new(Driver::assemble(Core::unpark(core), kept, Park::Polling))
+    }
 }
 
 impl Driver {
     /// A driver around `core` with what a session keeps across the lot (`kept`), and
     /// nothing of a transaction: no server, timer, wait or hand-off slot.
     pub(super) fn assemble(core: Core, kept: Kept, park: Park) -> Driver {
-        let Kept {
-            reg,
-            pools,
-            cancel,
-            wait_timeout,
-            ticket,
-            seen,
-            park_after,
-        } = kept;
+        let Kept { reg, pools, seen } = kept;
         Driver {
             reg,
             core,
             pools,
             lease: None,
-            cancel,
-            wait_timeout,
             timer: None,
             timer_at: None,
-            ticket,
             listen: None,
             watch: Watch {
                 seen,
@@ -75,7 +69,6 @@ impl Driver {
             handoff: None,
             idle_since: Instant::now(),
             sent: false,
-            park_after,
         }
     }
 
@@ -95,11 +88,8 @@ impl Driver {
             reg,
             pools,
             lease: _,
-            cancel,
-            wait_timeout,
             timer: _,
             timer_at: _,
-            ticket,
             listen: _,
             watch,
             armed: _,
@@ -109,18 +99,13 @@ impl Driver {
             handoff: _,
             idle_since: _,
             sent: _,
-            park_after,
         } = *self;
         let kept = Kept {
             reg,
             pools,
-            cancel,
-            wait_timeout,
-            ticket,
             seen: watch.seen,
-            park_after,
         };
-        // No longer an idle session with a task (counted again by `from_idle`). Counted
+        // No longer an idle session with a task (counted again by `Idle::into_driver`). Counted
         // out here, not as it leaves the relay: a driver the lot cannot take goes back to
         // a task still idle, and its `unpark` counts it out.
         park::idle_here().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -128,14 +113,5 @@ impl Driver {
             core: core.park(),
             kept,
         }))
-    }
-
-    /// A parked session, back: it asks its socket first (its bytes, or EOF, are most
-    /// likely why it is back).
-    pub fn from_idle(idle: Box<Idle>) -> Box<Driver> {
-        // Idle with its task again (in the count `unpark` or the lot takes it out of).
-        park::idle_here().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let Idle { core, kept } = *idle;
-        Box::new(Driver::assemble(Core::unpark(core), kept, Park::Polling))
     }
 }

@@ -75,7 +75,7 @@ impl Driver {
     /// no TLS state, no server, pgsluice not draining).
     #[inline]
     pub(super) fn lot_due(&self, client: &ClientStream, now: Instant) -> bool {
-        let Some(after) = self.park_after else {
+        let Some(after) = self.core.limits().park_after else {
             return false;
         };
         let after = park_delay(after, idle_here().load(Relaxed) > PRESSURE);

@@ -51,7 +51,7 @@ impl Driver {
     pub(super) fn checkout(&mut self, node: usize, now: Instant) {
         if self.core.observe().info.held() {
             let info = self.core.observe().info.clone();
-            let (shared, wait) = (self.reg.shared.clone(), self.wait_timeout);
+            let (shared, wait) = (self.reg.shared.clone(), self.core.limits().wait_timeout);
             let hold = async move { crate::client::hold::hold(&shared, &info, wait).await };
             self.wait_on(node, On::Hold(Box::pin(hold)));
             return;
@@ -97,7 +97,7 @@ impl Driver {
             .switch_node(node, || shared.metrics.pool(&pool.key));
         // Made on the session's first wait, and kept for the others.
         let handoff = self.handoff.get_or_insert_with(Default::default);
-        let next = pool.start_checkout(self.wait_timeout, handoff, now);
+        let next = pool.start_checkout(self.core.limits().wait_timeout, handoff, now);
         self.checkout_next(node, next, now);
     }
 
