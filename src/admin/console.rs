@@ -88,7 +88,7 @@ impl Console {
             ("TimeZone", "UTC"),
             ("integer_datetimes", "on"),
             ("standard_conforming_strings", "on"),
-            ("application_name", self.info.meta.application_name.as_str()),
+            ("application_name", self.info.meta.application_name()),
             ("session_authorization", &*self.info.user),
             ("is_superuser", "off"),
         ] {

@@ -38,7 +38,7 @@ pub struct Driver {
     reg: Registered,
     core: Core,
     /// Each node's pool, fetched on first use.
-    pools: Vec<Option<Arc<Pool>>>,
+    pools: server::NodePools,
     lease: Option<Lease>,
     /// Sleeps until the core's next deadline (`timer_at`).
     timer: Option<std::pin::Pin<Box<Sleep>>>,
@@ -100,10 +100,8 @@ enum Step {
 impl Driver {
     pub fn new(core: Core, shared: Arc<Shared>, key: &PoolKey, pool: Arc<Pool>) -> Driver {
         let seen = shared.sessions.generation();
-        let mut pools = vec![None; key.node + 1];
-        if let Some(slot) = pools.get_mut(key.node) {
-            *slot = Some(pool);
-        }
+        let mut pools = server::NodePools::default();
+        pools.set(key.node, pool);
         let reg = Registered {
             shared,
             id: core.id,

@@ -110,11 +110,11 @@ pub(super) async fn login(
         let client_key = startup::authenticate(stream, t, &user, auth).await?;
         remember_passthrough(shared, config, &user, auth, client_key);
     }
-    let meta = crate::registry::clients::ClientMeta {
-        addr: peer,
-        local_addr: stream.local_addr().ok(),
-        application_name: params.get("application_name").cloned().unwrap_or_default(),
-    };
+    let meta = crate::registry::clients::ClientMeta::new(
+        peer,
+        stream.local_addr().ok(),
+        params.get("application_name").map_or("", String::as_str),
+    );
     if crate::admin::is_admin_db(&database) {
         let console = crate::admin::console::login(shared, config, user, database, meta)
             .map_err(|(code, message)| ClientError::Fatal { code, message })?;

@@ -136,6 +136,8 @@ struct Window {
 /// Statistics of one pool.
 pub struct PoolMetrics {
     pub key: PoolKey,
+    /// When statistics started (pgsluice's start): the sessions' tallies count from it.
+    pub started: Instant,
     shards: Box<[Shard]>,
     /// Server ErrorResponses by SQLSTATE class (first two characters).
     errors: Mutex<BTreeMap<[u8; 2], u64>>,
@@ -146,6 +148,7 @@ impl PoolMetrics {
     pub(crate) fn new(key: PoolKey, shards: usize, now: Instant) -> PoolMetrics {
         PoolMetrics {
             key,
+            started: now,
             shards: (0..shards.max(1)).map(|_| Shard::default()).collect(),
             errors: Mutex::default(),
             window: Mutex::new(Window {

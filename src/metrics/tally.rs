@@ -36,11 +36,12 @@ pub struct Tally {
     pub slow: Option<SlowLog>,
 }
 
-/// What a parked session's tally keeps ([`Tally::park`]).
+/// What a parked session's tally keeps ([`Tally::park`]); it counts from the pool
+/// statistics' start again when it wakes.
 pub struct ParkedTally {
     pool: Arc<PoolMetrics>,
-    started: Instant,
-    slow_us: Option<u64>,
+    /// The slow query threshold, µs (0: no slow query log).
+    slow_us: u64,
     on: bool,
 }
 
@@ -80,18 +81,19 @@ impl Tally {
     /// query log's copy of the last text go; what makes a tally is kept.
     pub fn park(mut self, info: &ClientInfo) -> ParkedTally {
         self.flush(info);
+        debug_assert!(self.started == self.pool.started);
         ParkedTally {
             pool: self.pool,
-            started: self.started,
-            slow_us: self.slow.map(|s| s.threshold_us),
+            slow_us: self.slow.map_or(0, |s| s.threshold_us.max(1)),
             on: self.on,
         }
     }
 
     /// A parked tally back on its worker (the session's, where the lot gives it its task).
     pub fn unpark(p: ParkedTally) -> Tally {
-        let slow = p.slow_us.map(Duration::from_micros);
-        Tally::new(p.pool, p.on, slow, p.started)
+        let slow = (p.slow_us != 0).then(|| Duration::from_micros(p.slow_us));
+        let started = p.pool.started;
+        Tally::new(p.pool, p.on, slow, started)
     }
 
     /// Microseconds since pgsluice started (never 0, which means "none" here).

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use super::park::{self, Park};
 use super::{Core, Driver, Registered, Watch};
-use crate::pool::Pool;
 use crate::shared::Shared;
 
 /// What a session keeps while parked in its worker's lot (`lot.rs`): the core's compact
@@ -21,7 +20,7 @@ pub struct Idle {
 /// The driver's fields that outlive a transaction.
 pub(super) struct Kept {
     pub(super) reg: Registered,
-    pub(super) pools: Vec<Option<Arc<Pool>>>,
+    pub(super) pools: super::server::NodePools,
     /// The shared state's wake-up generation the session saw last.
     pub(super) seen: u64,
 }

@@ -3,12 +3,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use super::Driver;
 use crate::client::core::{AttachError, Detached, Release};
-use crate::pool::{Checkout, Lease, PoolError, PoolKey, Queued, Slow};
+use crate::pool::{Checkout, Lease, Pool, PoolError, PoolKey, Queued, Slow};
 
 /// A checkout the pool could not finish at once: the core's client input waits on it.
 pub(super) struct ServerWait {
@@ -88,7 +89,7 @@ impl Driver {
                 .attach_failed(node, AttachError::Other("3D000".into(), msg), now);
             return;
         }
-        let Some(pool) = self.pools.get(node).and_then(Option::as_ref) else {
+        let Some(pool) = self.pools.get(node) else {
             return;
         };
         let shared = &self.reg.shared;
@@ -171,7 +172,7 @@ impl Driver {
     /// Whether `node` has a pool in `pools`, made on first use (`false`: the node is no
     /// longer configured).
     fn ensure_pool(&mut self, node: usize) -> bool {
-        if self.pools.get(node).is_some_and(Option::is_some) {
+        if self.pools.get(node).is_some() {
             return true;
         }
         let info = &self.core.observe().info;
@@ -188,12 +189,41 @@ impl Driver {
         else {
             return false;
         };
-        if self.pools.len() <= node {
-            self.pools.resize(node + 1, None);
+        self.pools.set(node, pool);
+        true
+    }
+}
+
+/// Each node's pool a session drew from, fetched on first use: node 0's (where every
+/// session starts) inline, the others' made on a session's first use of another node
+/// (a vector per session was an allocation per idle client).
+#[derive(Default)]
+pub(super) struct NodePools {
+    first: Option<Arc<Pool>>,
+    /// Node `n`'s at `n - 1`.
+    rest: Box<[Option<Arc<Pool>>]>,
+}
+
+impl NodePools {
+    pub(super) fn get(&self, node: usize) -> Option<&Arc<Pool>> {
+        match node {
+            0 => self.first.as_ref(),
+            n => self.rest.get(n - 1)?.as_ref(),
         }
-        if let Some(slot) = self.pools.get_mut(node) {
+    }
+
+    pub(super) fn set(&mut self, node: usize, pool: Arc<Pool>) {
+        if node == 0 {
+            self.first = Some(pool);
+            return;
+        }
+        if self.rest.len() < node {
+            let mut rest = std::mem::take(&mut self.rest).into_vec();
+            rest.resize(node, None);
+            self.rest = rest.into_boxed_slice();
+        }
+        if let Some(slot) = self.rest.get_mut(node - 1) {
             *slot = Some(pool);
         }
-        true
     }
 }
