@@ -308,6 +308,15 @@ async fn watch(lot: Arc<Lot>, mut epoll: AsyncFd<mio::Poll>, shared: Arc<Shared>
     shared.sessions.remove(lot.key);
 }
 
+/// Wakes the sweeper early: a worker came under pressure (see `driver::park`).
+static PRESSURE_ROSE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A worker's idle sessions with tasks just went over the pressure mark: the sweeper
+/// sweeps with the shorter delay from now on, not after its current sleep.
+pub fn pressure_rose() {
+    PRESSURE_ROSE.notify_one();
+}
+
 /// Wakes the sessions that may have been idle long enough to park,
 /// twice per park delay: one sweep instead of a timer per idle spell. A session holding or
 /// waiting for a server is never woken; nor is one whose last request began within the
@@ -323,10 +332,15 @@ pub async fn sweep(shared: Arc<Shared>) {
         };
         let delay = park_delay(after, pressed_anywhere());
         let period = (delay / 2).clamp(
-            std::time::Duration::from_millis(50),
+            std::time::Duration::from_millis(25),
             std::time::Duration::from_secs(5),
         );
-        tokio::time::sleep(period).await;
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = PRESSURE_ROSE.notified() => {}
+        }
+        // Under pressure now, or still: the delay is the pressed one.
+        let delay = park_delay(after, pressed_anywhere());
         let now = shared.metrics.started.elapsed().as_micros() as u64;
         let due = now.saturating_sub(delay.as_micros() as u64);
         shared.sessions.nudge_where(|id| {

@@ -27,7 +27,7 @@ pub(super) enum Park {
 /// after [`PRESSED_AFTER`] instead of `park_idle_after` (a burst of logins, thousands of
 /// mostly idle application connections).
 const PRESSURE: usize = 256;
-const PRESSED_AFTER: Duration = Duration::from_millis(100);
+const PRESSED_AFTER: Duration = Duration::from_millis(50);
 
 /// Idle sessions with a task, per worker (each slot written by its own worker's sessions
 /// only; padded so that workers do not share a cache line).
@@ -60,7 +60,11 @@ impl Driver {
     /// The client went idle: what the session keeps only for its next transaction is
     /// kept per worker meanwhile.
     pub(super) fn park(&mut self) {
-        idle_here().fetch_add(1, Relaxed);
+        if idle_here().fetch_add(1, Relaxed) == PRESSURE {
+            // The worker just came under pressure: the sweeper, maybe asleep for half of
+            // `park_idle_after`, looks again now.
+            crate::client::lot::pressure_rose();
+        }
         let buf = self.core.take_idle_buffer();
         crate::client::buffers::stow(self.core.stow(), buf);
         self.park = if std::mem::take(&mut self.armed) {
