@@ -451,3 +451,51 @@ fn startup_settings(
     }
     settings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn config_of(toml: &str) -> config::Config {
+        config::Config::from_toml_with_env(toml, std::iter::empty()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn session_limits_are_one_per_pool_and_made_again_for_a_new_configuration() {
+        let toml = "[general]\nquery_wait_timeout = 7\n[databases.app]\nprimary = \"127.0.0.1:1\"\n\
+                    [[users]]\nname = \"u\"\npassword = \"x\"\n[[users]]\nname = \"v\"\npassword = \"x\"\n";
+        let shared = Shared::new(config_of(toml), None);
+        let snap = shared.snapshot.load_full();
+        let key = |user: &str| PoolKey {
+            database: "app".into(),
+            user: user.into(),
+            node: 0,
+        };
+        let pool = shared.pools.get(&snap.config, key("u")).unwrap();
+        let other = shared.pools.get(&snap.config, key("v")).unwrap();
+        let a = session_limits(&snap, &pool, PoolMode::Transaction);
+        assert!(Arc::ptr_eq(
+            &a,
+            &session_limits(&snap, &pool, PoolMode::Transaction)
+        ));
+        assert!(!Arc::ptr_eq(
+            &a,
+            &session_limits(&snap, &other, PoolMode::Transaction)
+        ));
+        assert_eq!(a.wait_timeout, Some(Duration::from_secs(7)));
+        // RELOAD and SET swap in a new snapshot: sessions that log in from then on get
+        // its settings.
+        let newer = Arc::new(Snapshot::new(
+            config_of(&toml.replace("= 7", "= 9")),
+            snap.tls.clone(),
+        ));
+        let b = session_limits(&newer, &pool, PoolMode::Transaction);
+        assert_eq!(b.wait_timeout, Some(Duration::from_secs(9)));
+        assert_eq!(
+            a.wait_timeout,
+            Some(Duration::from_secs(7)),
+            "older sessions keep theirs"
+        );
+    }
+}

@@ -5,9 +5,9 @@
 //!
 //! # Concurrency note
 //! The registry's map is locked only at login, at logout, at a cancel and when the console
-//! or a scrape lists clients. A session updates its own record without that lock: plain `Relaxed`
-//! atomics that only it writes (state, times, counts), and an uncontended mutex for the
-//! server it holds, taken when it takes or gives back a server.
+//! or a scrape lists clients. A session updates its own record without that lock: plain
+//! `Relaxed` atomics that only it writes (state, times, counts), and an uncontended mutex
+//! for the server it holds, taken when it takes or gives back a server.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
