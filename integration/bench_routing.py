@@ -6,7 +6,7 @@ two streaming replicas.
                                          [--pool-size N] [--no-build]
                                          [--workloads W,W] [--synchronous-commit on|off]
                                          [--baseline-ref REF] [--rate TPS]
-                                         [--targets T,T]
+                                         [--targets T,T] [--perf]
 
 Starts a throwaway cluster (integration/cluster.sh, two replicas), `pgbench -i -s 10` on
 the primary, then these targets, all with the same pool size and md5 client auth:
@@ -53,6 +53,10 @@ clusters run with it off, so the primary ships WAL only when its WAL writer flus
 (every 200 ms) and no replica is ever a few milliseconds behind a fresh commit; with it on
 (fsync stays off) a replica replays a commit within about a millisecond, the case
 read-your-writes probes are for.
+
+--perf also counts the pooler's CPU with `perf stat -e task-clock -p PID` over each run
+(to the ns, every thread; /proc's utime+stime move in 10 ms ticks, which at a low --rate is
+a few percent of a run), with its own columns and round-by-round ratios.
 
 --rate TPS runs pgbench at that fixed rate (-R) instead of flat out: every target then
 does the same work per second, so CPU per transaction compares the code paths and not
@@ -233,7 +237,14 @@ http_listen_addr = "127.0.0.1:{http}"
         routed0 = self.replica_reads(target) if target in self.http_ports else None
         cpu0 = B.cpu_split(pid) if pid else None
         sleeps0 = sleeps(pid) if pid else None
+        perf_out = os.path.join(results_dir, f"{tag}.perf")
+        perf = (subprocess.Popen(["perf", "stat", "-x", ",", "-e", "task-clock", "-p",
+                                  str(pid), "-o", perf_out])
+                if pid and self.args.perf else None)
         p = B.run(cmd, check=False, env=env, timeout=duration + 120)
+        if perf:
+            perf.send_signal(signal.SIGINT)
+            perf.wait()
         cpu1 = B.cpu_split(pid) if pid else None
         sleeps1 = sleeps(pid) if pid else None
         # Backends publish their counters at most once a second (PostgreSQL 15).
@@ -264,12 +275,27 @@ http_listen_addr = "127.0.0.1:{http}"
             "user_us": (cpu1[0] - cpu0[0]) * 1e6 / txns if pid and txns else None,
             "sys_us": (cpu1[1] - cpu0[1]) * 1e6 / txns if pid and txns else None,
             "sleeps": (sleeps1 - sleeps0) / txns if pid and txns else None,
+            "task_us": task_clock_ms(perf_out) * 1e3 / txns if perf and txns else None,
             "replica_share": min(1.0, replica_reads / (txns * reads_per_txn)) if txns else None,
         }
         with open(os.path.join(results_dir, f"{tag}.txt"), "w") as fh:
             fh.write("$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr[-4000:])
             fh.write(f"\n# replica commits {replica_reads}, result {r}\n")
         return r
+
+
+def task_clock_ms(path):
+    """The task-clock (ms of CPU, every thread, counted by the scheduler to the ns) in a
+    `perf stat -x ,` output file; None when it has none."""
+    with open(path) as fh:
+        for line in fh:
+            parts = line.strip().split(",")
+            if len(parts) > 2 and parts[2] == "task-clock":
+                try:
+                    return float(parts[0])
+                except ValueError:  # "<not counted>"
+                    return None
+    return None
 
 
 def sleeps(pid):
@@ -334,6 +360,10 @@ def main():
     ap.add_argument("--baseline-ref", default=BASELINE_REF)
     ap.add_argument("--rate", type=int)
     ap.add_argument("--targets", help="comma-separated subset of the targets")
+    ap.add_argument("--perf", action="store_true",
+                    help="also count the pooler's CPU with perf stat's task-clock (to the "
+                         "ns; /proc's utime+stime move in 10 ms ticks, a few %% of a run "
+                         "at a low --rate)")
     args = ap.parse_args()
     args.replicas, args.scale, args.jobs, args.workers = 2, 10, 2, 1
     args.tls, args.baseline_binary = False, None
@@ -389,26 +419,33 @@ def main():
                else "")
             + (f" --rate {args.rate}" if args.rate else "")
             + (f" --targets {args.targets}" if args.targets else "")
+            + (" --perf" if args.perf else "")
             + f" --baseline-ref '{args.baseline_ref}'`; "
             f"primary + 2 streaming replicas on this machine "
             f"(2 cores, shared). Medians of {args.rounds} rounds.",
             "",
             "| workload | target | TPS | × route-off TPS | p50 ms | p99 ms | pooler CPU µs/txn "
             "| user µs/txn | system µs/txn | sleeps/txn "
-            "| × route-off CPU | × route-on-base CPU | × route-on-noprobe CPU | reads on replicas "
-            "| failed |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| × route-off CPU | × route-on-base CPU | × route-on-noprobe CPU "
+            "| task-clock µs/txn | × route-on-base task-clock | reads on replicas | failed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for workload, targets in TARGETS.items():
             base = {k: med([r[k] for r in results[(workload, "route-off")]])
                     for k in ("tps", "cpu_us")}
             today = med([r["cpu_us"] for r in results.get((workload, "route-on-base"), [])])
             noprobe = med([r["cpu_us"] for r in results.get((workload, "route-on-noprobe"), [])])
+            today_task = med([r["task_us"] for r in results.get((workload, "route-on-base"), [])
+                              if r["task_us"]])
             for target in targets:
                 rs = results[(workload, target)]
                 row = {k: med([r[k] for r in rs])
                        for k in ("tps", "p50", "p99", "cpu_us", "user_us", "sys_us",
                                  "sleeps", "replica_share")}
+                tasks = [r["task_us"] for r in rs if r["task_us"]]
+                row["task_us"] = med(tasks) if tasks else None
+                task_ratio = (row["task_us"] / today_task
+                              if row["task_us"] and today_task else None)
                 failed = sum(r["failed"] for r in rs if isinstance(r["failed"], int))
                 tps_ratio = row["tps"] / base["tps"] if row["tps"] and base["tps"] else None
                 cpu_ratio = (row["cpu_us"] / base["cpu_us"]
@@ -420,20 +457,21 @@ def main():
                     f"| {workload} | {target} | {fmt(row['tps'], 0)} | {fmt(tps_ratio)} "
                     f"| {fmt(row['p50'], 3)} | {fmt(row['p99'], 3)} | {fmt(row['cpu_us'], 1)} "
                     f"| {fmt(row['user_us'], 1)} | {fmt(row['sys_us'], 1)} "
-                    f"| {fmt(row['sleeps'], 2)} | {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} | {fmt(np_ratio, 3)} | {share} "
-                    f"| {failed} |")
+                    f"| {fmt(row['sleeps'], 2)} | {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} "
+                    f"| {fmt(np_ratio, 3)} | {fmt(row['task_us'], 1)} | {fmt(task_ratio, 3)} "
+                    f"| {share} | {failed} |")
         for workload in TARGETS:
             on = results.get((workload, "route-on"), [])
             for other in ("route-on-base", "route-on-noprobe"):
                 them = results.get((workload, other), [])
-                ratios = [a["cpu_us"] / b["cpu_us"] for a, b in zip(on, them)
-                          if a["cpu_us"] and b["cpu_us"]]
-                if ratios:
-                    lines.append("")
-                    lines.append(
-                        f"{workload}: route-on CPU per transaction ÷ {other}'s, round by round: "
-                        + ", ".join(f"{x:.3f}" for x in ratios)
-                        + f" (median {statistics.median(ratios):.3f})")
+                for key, what in (("cpu_us", "CPU (/proc)"), ("task_us", "task-clock")):
+                    ratios = [a[key] / b[key] for a, b in zip(on, them) if a[key] and b[key]]
+                    if ratios:
+                        lines.append("")
+                        lines.append(
+                            f"{workload}: route-on {what} per transaction ÷ {other}'s, round "
+                            "by round: " + ", ".join(f"{x:.3f}" for x in ratios)
+                            + f" (median {statistics.median(ratios):.3f})")
         table = "\n".join(lines)
         print(table)
         with open(os.path.join(results_dir, "table.md"), "w") as f:
