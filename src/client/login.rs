@@ -463,8 +463,18 @@ mod tests {
 
     #[tokio::test]
     async fn session_limits_are_one_per_pool_and_made_again_for_a_new_configuration() {
-        let toml = "[general]\nquery_wait_timeout = 7\n[databases.app]\nprimary = \"127.0.0.1:1\"\n\
-                    [[users]]\nname = \"u\"\npassword = \"x\"\n[[users]]\nname = \"v\"\npassword = \"x\"\n";
+        let toml = r#"
+            [general]
+            query_wait_timeout = 7
+            [databases.app]
+            primary = "127.0.0.1:1"
+            [[users]]
+            name = "u"
+            password = "x"
+            [[users]]
+            name = "v"
+            password = "x"
+        "#;
         let shared = Shared::new(config_of(toml), None);
         let snap = shared.snapshot.load_full();
         let key = |user: &str| PoolKey {

@@ -104,9 +104,9 @@ impl Driver {
             pools,
             seen: watch.seen,
         };
-        // No longer an idle session with a task (counted again by `Idle::into_driver`). Counted
-        // out here, not as it leaves the relay: a driver the lot cannot take goes back to
-        // a task still idle, and its `unpark` counts it out.
+        // No longer an idle session with a task (counted again by `Idle::into_driver`).
+        // Counted out here, not as it leaves the relay: a driver the lot cannot take goes
+        // back to a task still idle, and its `unpark` counts it out.
         park::idle_here().fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Box::new(Idle {
             core: core.park(),
