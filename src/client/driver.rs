@@ -26,7 +26,7 @@ pub use idle::Idle;
 use idle::Kept;
 use listen::Listening;
 use park::Park;
-pub use park::{park_delay, pressed_anywhere};
+pub use park::{is_new, park_delay, pressed_anywhere};
 
 /// Longest pgsluice tries to deliver a client's last words (a FATAL error) before closing.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);

@@ -317,12 +317,12 @@ pub fn pressure_rose() {
     PRESSURE_ROSE.notify_one();
 }
 
-/// Wakes the sessions that may have been idle long enough to park,
-/// twice per park delay: one sweep instead of a timer per idle spell. A session holding or
-/// waiting for a server is never woken; nor is one whose last request began within the
-/// delay (when statistics or the slow query log keep that time).
+/// Wakes the sessions that may have been idle long enough to park, twice per (shortest)
+/// park delay: one sweep instead of a timer per idle spell. A session holding or waiting
+/// for a server is never woken; nor is one whose last request began within its delay
+/// (when statistics or the slow query log keep that time).
 pub async fn sweep(shared: Arc<Shared>) {
-    use crate::client::driver::{park_delay, pressed_anywhere};
+    use crate::client::driver::{is_new, park_delay, pressed_anywhere};
     use crate::registry::clients::ClientState;
     loop {
         let after = shared.snapshot.load().config.general.park_idle_after;
@@ -330,8 +330,8 @@ pub async fn sweep(shared: Arc<Shared>) {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             continue;
         };
-        let delay = park_delay(after, pressed_anywhere());
-        let period = (delay / 2).clamp(
+        let shortest = park_delay(after, pressed_anywhere(), true);
+        let period = (shortest / 2).clamp(
             std::time::Duration::from_millis(25),
             std::time::Duration::from_secs(5),
         );
@@ -339,15 +339,16 @@ pub async fn sweep(shared: Arc<Shared>) {
             _ = tokio::time::sleep(period) => {}
             _ = PRESSURE_ROSE.notified() => {}
         }
-        // Under pressure now, or still: the delay is the pressed one.
-        let delay = park_delay(after, pressed_anywhere());
+        // Under pressure now, or still: the delays are the pressed ones.
+        let pressed = pressed_anywhere();
         let now = shared.metrics.started.elapsed().as_micros() as u64;
-        let due = now.saturating_sub(delay.as_micros() as u64);
         shared.sessions.nudge_where(|id| {
             shared
                 .admin
                 .clients
                 .with(id, |c| {
+                    let delay = park_delay(after, pressed, pressed && is_new(c));
+                    let due = now.saturating_sub(delay.as_micros() as u64);
                     c.state() == ClientState::Idle && c.since_us().is_none_or(|s| s <= due)
                 })
                 .unwrap_or(false)

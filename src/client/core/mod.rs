@@ -439,6 +439,11 @@ impl Core {
         &self.limits
     }
 
+    /// The client's entry in the client list.
+    pub fn info(&self) -> &crate::registry::clients::ClientInfo {
+        &self.observe.info
+    }
+
     pub fn observe(&mut self) -> &mut Observe {
         &mut self.observe
     }
