@@ -88,6 +88,9 @@ pub struct Shared {
     pub parked: AtomicUsize,
     /// Times a client was parked, since start.
     pub parks: std::sync::atomic::AtomicU64,
+    /// Wakes the lot's sweeper early: a worker came under parking pressure (see
+    /// `client::lot::sweep`).
+    pub park_pressure: tokio::sync::Notify,
     /// Where shutdown stands. Change it with [`Shared::set_phase`], which also wakes the
     /// sessions (they do not poll this channel).
     pub drain: watch::Sender<Phase>,
@@ -185,6 +188,7 @@ impl Shared {
             clients: AtomicUsize::new(0),
             parked: AtomicUsize::new(0),
             parks: Default::default(),
+            park_pressure: tokio::sync::Notify::new(),
             drain: watch::channel(Phase::Running).0,
             sessions: Default::default(),
             failpoints: Arc::default(),

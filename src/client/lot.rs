@@ -308,15 +308,6 @@ async fn watch(lot: Arc<Lot>, mut epoll: AsyncFd<mio::Poll>, shared: Arc<Shared>
     shared.sessions.remove(lot.key);
 }
 
-/// Wakes the sweeper early: a worker came under pressure (see `driver::park`).
-static PRESSURE_ROSE: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-/// A worker's idle sessions with tasks just went over the pressure mark: the sweeper
-/// sweeps with the shorter delay from now on, not after its current sleep.
-pub fn pressure_rose() {
-    PRESSURE_ROSE.notify_one();
-}
-
 /// Wakes the sessions that may have been idle long enough to park, twice per (shortest)
 /// park delay: one sweep instead of a timer per idle spell. A session holding or waiting
 /// for a server is never woken; nor is one whose last request began within its delay
@@ -337,7 +328,9 @@ pub async fn sweep(shared: Arc<Shared>) {
         );
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
-            _ = PRESSURE_ROSE.notified() => {}
+            // A worker just went over the pressure mark (`driver::park`): sweep with
+            // the shorter delays from now on, not after this sleep.
+            _ = shared.park_pressure.notified() => {}
         }
         // Under pressure now, or still: the delays are the pressed ones.
         let pressed = pressed_anywhere();

@@ -79,7 +79,7 @@ impl Driver {
         if idle_here().fetch_add(1, Relaxed) == PRESSURE {
             // The worker just came under pressure: the sweeper, maybe asleep for half of
             // `park_idle_after`, looks again now.
-            crate::client::lot::pressure_rose();
+            self.reg.shared.park_pressure.notify_one();
         }
         let buf = self.core.take_idle_buffer();
         crate::client::buffers::stow(self.core.stow(), buf);
