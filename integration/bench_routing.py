@@ -6,7 +6,7 @@ two streaming replicas.
                                          [--pool-size N] [--no-build]
                                          [--workloads W,W] [--synchronous-commit on|off]
                                          [--baseline-ref REF] [--rate TPS]
-                                         [--targets T,T] [--perf]
+                                         [--targets T,T] [--perf] [--binary PATH]
 
 Starts a throwaway cluster (integration/cluster.sh, two replicas), `pgbench -i -s 10` on
 the primary, then these targets, all with the same pool size and md5 client auth:
@@ -360,6 +360,8 @@ def main():
     ap.add_argument("--baseline-ref", default=BASELINE_REF)
     ap.add_argument("--rate", type=int)
     ap.add_argument("--targets", help="comma-separated subset of the targets")
+    ap.add_argument("--binary", help="the pgsluice to run as route-off, route-on and its "
+                    "variants (default: target/release/pgsluice, built unless --no-build)")
     ap.add_argument("--perf", action="store_true",
                     help="also count the pooler's CPU with perf stat's task-clock (to the "
                          "ns; /proc's utime+stime move in 10 ms ticks, a few %% of a run "
@@ -367,7 +369,7 @@ def main():
     args = ap.parse_args()
     args.replicas, args.scale, args.jobs, args.workers = 2, 10, 2, 1
     args.tls, args.baseline_binary = False, None
-    args.binary = os.path.join(B.ROOT, "target", "release", "pgsluice")
+    args.binary = args.binary or os.path.join(B.ROOT, "target", "release", "pgsluice")
     for w in list(TARGETS):
         if w not in args.workloads.split(","):
             del TARGETS[w]
@@ -420,6 +422,8 @@ def main():
             + (f" --rate {args.rate}" if args.rate else "")
             + (f" --targets {args.targets}" if args.targets else "")
             + (" --perf" if args.perf else "")
+            + (f" --binary {args.binary}" if args.binary != os.path.join(
+                B.ROOT, "target", "release", "pgsluice") else "")
             + f" --baseline-ref '{args.baseline_ref}'`; "
             f"primary + 2 streaming replicas on this machine "
             f"(2 cores, shared). Medians of {args.rounds} rounds.",
