@@ -26,7 +26,7 @@ pub use idle::Idle;
 use idle::Kept;
 use listen::Listening;
 use park::Park;
-pub use park::{is_new, park_delay, pressed_anywhere};
+pub use park::{client_park_delay, park_delay, pressed_anywhere};
 
 /// Longest pgsluice tries to deliver a client's last words (a FATAL error) before closing.
 const FAREWELL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -125,8 +125,8 @@ impl Driver {
     }
 
     /// The client's cancel key (pgsluice's own BackendKeyData).
-    pub fn cancel_key(&mut self) -> (u32, u32) {
-        let info = &self.core.observe().info;
+    pub fn cancel_key(&self) -> (u32, u32) {
+        let info = self.core.info();
         (info.id, info.secret)
     }
 

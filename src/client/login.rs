@@ -240,7 +240,6 @@ fn new_session(
         shared.metrics.pool(&key),
         config.metrics.enabled,
         config::secs(g.slow_query_threshold),
-        shared.metrics.started,
     );
     let limits = session_limits(snap, &pool, mode);
     let map = core::Mapping::new(shared.statements.clone(), g.max_prepared_statements);

@@ -313,7 +313,7 @@ async fn watch(lot: Arc<Lot>, mut epoll: AsyncFd<mio::Poll>, shared: Arc<Shared>
 /// for a server is never woken; nor is one whose last request began within its delay
 /// (when statistics or the slow query log keep that time).
 pub async fn sweep(shared: Arc<Shared>) {
-    use crate::client::driver::{is_new, park_delay, pressed_anywhere};
+    use crate::client::driver::{client_park_delay, park_delay, pressed_anywhere};
     use crate::registry::clients::ClientState;
     loop {
         let after = shared.snapshot.load().config.general.park_idle_after;
@@ -340,7 +340,7 @@ pub async fn sweep(shared: Arc<Shared>) {
                 .admin
                 .clients
                 .with(id, |c| {
-                    let delay = park_delay(after, pressed, pressed && is_new(c));
+                    let delay = client_park_delay(after, pressed, c);
                     let due = now.saturating_sub(delay.as_micros() as u64);
                     c.state() == ClientState::Idle && c.since_us().is_none_or(|s| s <= due)
                 })

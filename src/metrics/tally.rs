@@ -21,6 +21,7 @@ pub struct Tally {
     pub pool: Arc<PoolMetrics>,
     /// The worker thread this session runs on (sessions never move).
     worker: usize,
+    /// The pool statistics' start (a copy: read at every timed frame).
     started: Instant,
     /// When the query in flight started (µs since start; 0 = none).
     q_start: u64,
@@ -36,8 +37,7 @@ pub struct Tally {
     pub slow: Option<SlowLog>,
 }
 
-/// What a parked session's tally keeps ([`Tally::park`]); it counts from the pool
-/// statistics' start again when it wakes.
+/// What a parked session's tally keeps ([`Tally::park`]).
 pub struct ParkedTally {
     pool: Arc<PoolMetrics>,
     /// The slow query threshold, µs (0: no slow query log).
@@ -52,18 +52,14 @@ pub struct Slow {
 }
 
 impl Tally {
-    pub fn new(
-        pool: Arc<PoolMetrics>,
-        on: bool,
-        slow: Option<Duration>,
-        started: Instant,
-    ) -> Tally {
+    /// Counts from the pool statistics' start (`PoolMetrics::started`).
+    pub fn new(pool: Arc<PoolMetrics>, on: bool, slow: Option<Duration>) -> Tally {
         Tally {
             on,
             timing: on || slow.is_some(),
+            started: pool.started,
             pool,
             worker: crate::current_worker(),
-            started,
             q_start: 0,
             x_start: 0,
             wait_before: 0,
@@ -81,7 +77,6 @@ impl Tally {
     /// query log's copy of the last text go; what makes a tally is kept.
     pub fn park(mut self, info: &ClientInfo) -> ParkedTally {
         self.flush(info);
-        debug_assert!(self.started == self.pool.started);
         ParkedTally {
             pool: self.pool,
             slow_us: self.slow.map_or(0, |s| s.threshold_us.max(1)),
@@ -92,8 +87,7 @@ impl Tally {
     /// A parked tally back on its worker (the session's, where the lot gives it its task).
     pub fn unpark(p: ParkedTally) -> Tally {
         let slow = (p.slow_us != 0).then(|| Duration::from_micros(p.slow_us));
-        let started = p.pool.started;
-        Tally::new(p.pool, p.on, slow, started)
+        Tally::new(p.pool, p.on, slow)
     }
 
     /// Microseconds since pgsluice started (never 0, which means "none" here).

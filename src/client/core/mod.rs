@@ -434,7 +434,6 @@ impl Core {
         matches!(self.phase, Phase::Done)
     }
 
-    /// The client's entry in the client list and its statistics.
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
@@ -444,6 +443,7 @@ impl Core {
         &self.observe.info
     }
 
+    /// The client's entry in the client list and its statistics.
     pub fn observe(&mut self) -> &mut Observe {
         &mut self.observe
     }

@@ -108,8 +108,7 @@ pub(super) fn rig_limits(
         ClientMeta::default(),
         None,
     ));
-    let tally =
-        crate::metrics::Tally::new(Arc::new(PoolMetrics::new(key, 1, now)), true, None, now);
+    let tally = crate::metrics::Tally::new(Arc::new(PoolMetrics::new(key, 1, now)), true, None);
     let mut g = Gucs::default();
     for (n, v) in startup {
         g.set_value(n, v);

@@ -52,7 +52,7 @@ pub(super) fn idle_here() -> &'static AtomicUsize {
 
 /// How long an idle session waits before it goes to the lot, given `park_after`: shorter
 /// when many idle sessions hold tasks (`pressed`), shortest for a client that logged in a
-/// moment ago (`new`, see [`is_new`]).
+/// moment ago (`new`, see [`client_park_delay`]).
 pub fn park_delay(park_after: Duration, pressed: bool, new: bool) -> Duration {
     match (pressed, new) {
         (false, _) => park_after,
@@ -61,9 +61,15 @@ pub fn park_delay(park_after: Duration, pressed: bool, new: bool) -> Duration {
     }
 }
 
-/// Whether the client logged in within [`NEW`] (a clock set back counts as not new).
-pub fn is_new(client: &crate::registry::clients::ClientInfo) -> bool {
-    client.connected.elapsed().is_ok_and(|age| age < NEW)
+/// [`park_delay`] for `client`: new if it logged in within [`NEW`] (a clock set back
+/// counts as not new), its login time read only under pressure.
+pub fn client_park_delay(
+    park_after: Duration,
+    pressed: bool,
+    client: &crate::registry::clients::ClientInfo,
+) -> Duration {
+    let new = pressed && client.connected.elapsed().is_ok_and(|age| age < NEW);
+    park_delay(park_after, pressed, new)
 }
 
 /// Whether some worker holds more than [`PRESSURE`] idle sessions with tasks (read by the
@@ -99,7 +105,7 @@ impl Driver {
             return false;
         };
         let pressed = idle_here().load(Relaxed) > PRESSURE;
-        let after = park_delay(after, pressed, pressed && is_new(self.core.info()));
+        let after = client_park_delay(after, pressed, self.core.info());
         now.saturating_duration_since(self.idle_since) >= after
             && self.lease.is_none()
             && self.waiting.is_none()
