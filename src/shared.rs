@@ -25,8 +25,6 @@ pub struct Snapshot {
     /// `routing.read_only_functions`, built once and shared by every session (one per
     /// session was memory per idle client).
     pub allow: Arc<crate::router::Allowlist>,
-    /// `general.server_reset_query`, shared by the sessions' limits.
-    pub reset_query: Arc<str>,
 }
 
 /// Reads the TLS material `config` names; an error names the config key.
@@ -52,13 +50,11 @@ impl Snapshot {
         let allow = Arc::new(crate::router::Allowlist::new(
             &config.routing.read_only_functions,
         ));
-        let reset_query = Arc::from(config.general.server_reset_query.as_str());
         Snapshot {
             config,
             users,
             tls,
             allow,
-            reset_query,
         }
     }
 }

@@ -288,13 +288,12 @@ fn session_limits(snap: &Arc<Snapshot>, pool: &Pool, mode: PoolMode) -> Arc<core
         cache
             .by_pool
             .entry(key)
-            .or_insert_with(|| Arc::new(make_limits(snap, &pool.key, mode)))
+            .or_insert_with(|| Arc::new(make_limits(&snap.config, &pool.key, mode)))
             .clone()
     })
 }
 
-fn make_limits(snap: &Snapshot, key: &PoolKey, mode: PoolMode) -> core::Limits {
-    let config = &snap.config;
+fn make_limits(config: &config::Config, key: &PoolKey, mode: PoolMode) -> core::Limits {
     let g = &config.general;
     let timeouts = config
         .database(&key.database)
@@ -306,7 +305,7 @@ fn make_limits(snap: &Snapshot, key: &PoolKey, mode: PoolMode) -> core::Limits {
         idle_txn: timeouts.idle_transaction,
         timeouts: (timeouts != config::SessionTimeouts::default()).then(|| Box::new(timeouts)),
         listen_here: mode != PoolMode::Session && g.listen_without_pinning,
-        reset_query: snap.reset_query.clone(),
+        reset_query: Arc::from(g.server_reset_query.as_str()),
         rewrite: mode != PoolMode::Session && g.max_prepared_statements > 0,
         wait_timeout: config::secs(g.query_wait_timeout),
         park_after: config::secs(g.park_idle_after),
