@@ -7,6 +7,7 @@ two streaming replicas.
                                          [--workloads W,W] [--synchronous-commit on|off]
                                          [--baseline-ref REF] [--rate TPS]
                                          [--targets T,T] [--perf] [--binary PATH]
+                                         [--base-binary PATH]
 
 Starts a throwaway cluster (integration/cluster.sh, two replicas), `pgbench -i -s 10` on
 the primary, then these targets, all with the same pool size and md5 client auth:
@@ -56,7 +57,8 @@ read-your-writes probes are for.
 
 --perf also counts the pooler's CPU with `perf stat -e task-clock -p PID` over each run
 (to the ns, every thread; /proc's utime+stime move in 10 ms ticks, which at a low --rate is
-a few percent of a run), with its own columns and round-by-round ratios.
+a few percent of a run), with its own columns and round-by-round ratios, and its system
+calls per transaction (the raw_syscalls:sys_enter tracepoint, every thread).
 
 --rate TPS runs pgbench at that fixed rate (-R) instead of flat out: every target then
 does the same work per second, so CPU per transaction compares the code paths and not
@@ -238,8 +240,9 @@ http_listen_addr = "127.0.0.1:{http}"
         cpu0 = B.cpu_split(pid) if pid else None
         sleeps0 = sleeps(pid) if pid else None
         perf_out = os.path.join(results_dir, f"{tag}.perf")
-        perf = (subprocess.Popen(["perf", "stat", "-x", ",", "-e", "task-clock", "-p",
-                                  str(pid), "-o", perf_out])
+        perf = (subprocess.Popen(["perf", "stat", "-x", ",", "-e",
+                                  "task-clock,raw_syscalls:sys_enter", "-p", str(pid),
+                                  "-o", perf_out])
                 if pid and self.args.perf else None)
         p = B.run(cmd, check=False, env=env, timeout=duration + 120)
         if perf:
@@ -276,6 +279,9 @@ http_listen_addr = "127.0.0.1:{http}"
             "sys_us": (cpu1[1] - cpu0[1]) * 1e6 / txns if pid and txns else None,
             "sleeps": (sleeps1 - sleeps0) / txns if pid and txns else None,
             "task_us": task_clock_ms(perf_out) * 1e3 / txns if perf and txns else None,
+            "syscalls": (perf_count(perf_out, "raw_syscalls:sys_enter") / txns
+                         if perf and txns and perf_count(perf_out, "raw_syscalls:sys_enter")
+                         else None),
             "replica_share": min(1.0, replica_reads / (txns * reads_per_txn)) if txns else None,
         }
         with open(os.path.join(results_dir, f"{tag}.txt"), "w") as fh:
@@ -287,10 +293,15 @@ http_listen_addr = "127.0.0.1:{http}"
 def task_clock_ms(path):
     """The task-clock (ms of CPU, every thread, counted by the scheduler to the ns) in a
     `perf stat -x ,` output file; None when it has none."""
+    return perf_count(path, "task-clock")
+
+
+def perf_count(path, event):
+    """The count of `event` in a `perf stat -x ,` output file; None when it has none."""
     with open(path) as fh:
         for line in fh:
             parts = line.strip().split(",")
-            if len(parts) > 2 and parts[2] == "task-clock":
+            if len(parts) > 2 and parts[2] == event:
                 try:
                     return float(parts[0])
                 except ValueError:  # "<not counted>"
@@ -328,7 +339,10 @@ def build_baseline(ref, no_build):
     B.run(["bash", "-c", f"git archive {ref} | tar -x -C {src}"], cwd=B.ROOT)
     if not os.path.exists(os.path.join(base, "release")):
         B.run(["cp", "-a", os.path.join(B.ROOT, "target", "release"), base])
-    env = dict(os.environ, CARGO_TARGET_DIR=base)
+    # With this tree's release profile (whole-program LTO, one codegen unit), not the
+    # baseline's own (none): the comparison is of the code, not of the build settings.
+    env = dict(os.environ, CARGO_TARGET_DIR=base, CARGO_PROFILE_RELEASE_LTO="fat",
+               CARGO_PROFILE_RELEASE_CODEGEN_UNITS="1")
     B.run(["cargo", "build", "--release", "--quiet", "--locked"], cwd=src, env=env)
     rev = B.run(["git", "rev-parse", "--short", ref], cwd=B.ROOT).stdout.strip()
     log(f"baseline {ref} ({rev}) built: {out}")
@@ -362,6 +376,9 @@ def main():
     ap.add_argument("--targets", help="comma-separated subset of the targets")
     ap.add_argument("--binary", help="the pgsluice to run as route-off, route-on and its "
                     "variants (default: target/release/pgsluice, built unless --no-build)")
+    ap.add_argument("--base-binary", help="the pgsluice to run as route-on-base instead of "
+                    "building --baseline-ref (e.g. that commit built with other profile "
+                    "settings)")
     ap.add_argument("--perf", action="store_true",
                     help="also count the pooler's CPU with perf stat's task-clock (to the "
                          "ns; /proc's utime+stime move in 10 ms ticks, a few %% of a run "
@@ -382,7 +399,7 @@ def main():
             if w in TARGETS:
                 TARGETS[w] = [t for t in TARGETS[w]
                               if t not in ("route-on-base", "route-on-noprobe")]
-    args.base_binary = build_baseline(args.baseline_ref, args.no_build)
+    args.base_binary = args.base_binary or build_baseline(args.baseline_ref, args.no_build)
     if not args.no_build:
         B.run(["cargo", "build", "--release", "--quiet"], cwd=B.ROOT)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -424,6 +441,8 @@ def main():
             + (" --perf" if args.perf else "")
             + (f" --binary {args.binary}" if args.binary != os.path.join(
                 B.ROOT, "target", "release", "pgsluice") else "")
+            + (f" --base-binary {args.base_binary}" if args.base_binary != os.path.join(
+                B.ROOT, "target", "baseline", "release", "pgsluice") else "")
             + f" --baseline-ref '{args.baseline_ref}'`; "
             f"primary + 2 streaming replicas on this machine "
             f"(2 cores, shared). Medians of {args.rounds} rounds.",
@@ -431,8 +450,9 @@ def main():
             "| workload | target | TPS | × route-off TPS | p50 ms | p99 ms | pooler CPU µs/txn "
             "| user µs/txn | system µs/txn | sleeps/txn "
             "| × route-off CPU | × route-on-base CPU | × route-on-noprobe CPU "
-            "| task-clock µs/txn | × route-on-base task-clock | reads on replicas | failed |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| task-clock µs/txn | × route-on-base task-clock | system calls/txn "
+            "| reads on replicas | failed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for workload, targets in TARGETS.items():
             base = {k: med([r[k] for r in results[(workload, "route-off")]])
@@ -445,7 +465,7 @@ def main():
                 rs = results[(workload, target)]
                 row = {k: med([r[k] for r in rs])
                        for k in ("tps", "p50", "p99", "cpu_us", "user_us", "sys_us",
-                                 "sleeps", "replica_share")}
+                                 "sleeps", "replica_share", "syscalls")}
                 tasks = [r["task_us"] for r in rs if r["task_us"]]
                 row["task_us"] = med(tasks) if tasks else None
                 task_ratio = (row["task_us"] / today_task
@@ -463,7 +483,7 @@ def main():
                     f"| {fmt(row['user_us'], 1)} | {fmt(row['sys_us'], 1)} "
                     f"| {fmt(row['sleeps'], 2)} | {fmt(cpu_ratio)} | {fmt(base_ratio, 3)} "
                     f"| {fmt(np_ratio, 3)} | {fmt(row['task_us'], 1)} | {fmt(task_ratio, 3)} "
-                    f"| {share} | {failed} |")
+                    f"| {fmt(row['syscalls'], 2)} | {share} | {failed} |")
         for workload in TARGETS:
             on = results.get((workload, "route-on"), [])
             for other in ("route-on-base", "route-on-noprobe"):
