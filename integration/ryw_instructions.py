@@ -4,7 +4,7 @@
     python3 integration/ryw_instructions.py [--binary PATH] [--baseline-binary PATH]
                                             [--variants V,V] [--workloads W,W]
                                             [--clients N] [--short N] [--long N] [--reps N]
-                                            [--annotate DIR]
+                                            [--annotate DIR] [--cache-sim]
 
 CPU time on this shared 2-core machine moves by 10-30 % between rounds of the same
 binary (BENCHMARKS.md, issue 15); an instruction count does not depend on what else runs.
@@ -47,6 +47,13 @@ Workloads:
 
 Each repetition runs the variants in a rotated order. With --annotate DIR the callgrind
 output files of the last repetition are kept in DIR (for callgrind_annotate).
+With --cache-sim the processes run under `valgrind --tool=cachegrind --cache-sim=yes`
+with small caches (16 KiB 4-way L1 instruction and data caches, 256 KiB last level)
+instead of callgrind, and a second table gives L1 misses per transaction (the long run's
+less the short run's, monitor included): how many lines of code and data a transaction
+touches, which is what it costs when it runs with cold caches (a pooler at a modest rate
+on cores it shares with PostgreSQL) rather than what its instructions cost warm.
+
 Needs valgrind (`apt-get install valgrind`).
 """
 
@@ -160,6 +167,14 @@ def metrics(http):
     return out
 
 
+# The cache simulation (--cache-sim): cachegrind's options, and each run's event totals
+# (Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw) by output file.
+CACHE_SIM = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--I1=16384,4,64",
+             "--D1=16384,4,64", "--LL=262144,8,64"]
+EVENTS = {}
+cache_sim = False
+
+
 class Run:
     """One pgsluice process under callgrind, or under the tool `wrap(out)` names (a command
     prefix writing its report to `out`, a file named after `tag` with suffix `ext`)."""
@@ -171,7 +186,9 @@ class Run:
             f.write(text.replace("{PORT}", str(self.port)).replace("{HTTP}", str(self.http)))
         self.out = os.path.join(work, f"{tag}.{ext}")
         self.logf = open(os.path.join(work, f"{tag}.log"), "w")
-        if wrap is None:
+        if wrap is None and cache_sim:
+            prefix = CACHE_SIM + [f"--cachegrind-out-file={self.out}"]
+        elif wrap is None:
             prefix = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}"]
         else:
             prefix = wrap(self.out)
@@ -186,10 +203,12 @@ class Run:
         self.proc.wait(timeout=300)
         self.logf.close()
         with open(self.out) as f:
-            m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
+            m = re.search(r"^(?:summary|totals): ([\d ]+)", f.read(), re.M)
         if not m:
             raise SystemExit(f"no totals in {self.out}")
-        return int(m.group(1))
+        events = [int(x) for x in m.group(1).split()]
+        EVENTS[self.out] = events
+        return events[0]
 
 
 def pgbench(run, work, workload, clients, txns):
@@ -263,7 +282,12 @@ def main():
     ap.add_argument("--long", type=int, default=170, help="transactions per client, long run")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--annotate", help="keep the last repetition's callgrind files here")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="cachegrind with small simulated caches instead of callgrind; "
+                         "also report L1 misses per transaction")
     args = ap.parse_args()
+    global cache_sim
+    cache_sim = args.cache_sim
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind not found (apt-get install valgrind)")
     variants = args.variants.split(",")
@@ -277,6 +301,7 @@ def main():
         f.write(MIXED)
     cluster = os.path.join(work, "cluster")
     per = {}
+    misses_per = {}
     raw = {}
     rates = {}
     try:
@@ -304,6 +329,11 @@ def main():
                     probes = (mb["probes"] - ma["probes"]) / delta
                     misses = (mb["misses"] - ma["misses"]) / delta
                     per.setdefault((w, v), []).append(net)
+                    if cache_sim:
+                        ea = EVENTS[os.path.join(work, f"{tag}-short.callgrind")]
+                        eb = EVENTS[os.path.join(work, f"{tag}-long.callgrind")]
+                        misses_per.setdefault((w, v), []).append(
+                            [(y - x) / delta for x, y in zip(ea, eb)])
                     raw.setdefault((w, v), []).append(
                         (raw_per, tb - ta, share, probes, misses))
                     log(f"rep {rep + 1}: {w} {v}: {raw_per:,.0f} raw, {net:,.0f} net "
@@ -345,6 +375,18 @@ def main():
                       f"{statistics.median(x[3] for x in rs):.2f}",
                       ", ".join(f"{x[4]:.3f}" for x in rs)]
             print("| " + " | ".join(cells) + " |")
+    if cache_sim:
+        print("\nPer transaction (long run less short run, monitor included), cachegrind with "
+              "16 KiB L1 caches; medians over repetitions:\n")
+        print("| workload | variant | instructions | L1 instruction misses "
+              "| L1 data read misses | L1 data write misses | last-level misses |")
+        print("|---|---|--:|--:|--:|--:|--:|")
+        for w in workloads:
+            for v in variants:
+                rows = misses_per[(w, v)]
+                col = [statistics.median(r[i] for r in rows) for i in range(9)]
+                print(f"| {w} | {v} | {col[0]:,.0f} | {col[1]:,.0f} | {col[4]:,.0f} "
+                      f"| {col[7]:,.0f} | {col[2] + col[5] + col[8]:,.0f} |")
     for w in workloads:
         for other in (ref, base):
             if other and other != "route-on" and "route-on" in variants:
