@@ -12,25 +12,25 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use super::chores::Chore;
-use super::statements::frame;
 use super::{CHORE_TIMEOUT, Core, Phase, Release};
 use crate::config::PoolMode;
-use crate::protocol::{build, fe};
+use crate::protocol::build;
 use crate::router::format_lsn;
 use crate::server::CloseReason;
 
-/// How pgsluice reads the writer's WAL insert position after a write.
-const WRITE_LSN_SQL: &[u8] = b"SELECT pg_catalog.pg_current_wal_insert_lsn()";
+/// How pgsluice reads the writer's WAL insert position after a write: the whole Query
+/// message (tag, length 50, text, NUL), sent as it is after every write.
+const WRITE_LSN_QUERY: &[u8] = b"Q\x00\x00\x00\x32SELECT pg_catalog.pg_current_wal_insert_lsn()\0";
 
 impl Core {
     /// After a transaction that wrote: reads the writer's WAL insert position on the same
     /// connection (an upper bound of the commit's LSN) before it goes back to the pool.
     pub(super) fn start_write_lsn(&mut self, report: bool, now: Instant) {
         self.unnamed_dropped();
-        self.sout.push(frame(fe::QUERY, &[WRITE_LSN_SQL, b"\0"]));
+        self.sout.push(Bytes::from_static(WRITE_LSN_QUERY));
         self.await_write_lsn(report, false, now);
     }
 
@@ -73,7 +73,7 @@ impl Core {
     /// ReadyForQuery.
     pub(super) fn write_lsn_behind(&mut self) {
         self.unnamed_dropped();
-        self.sout.push(frame(fe::QUERY, &[WRITE_LSN_SQL, b"\0"]));
+        self.sout.push(Bytes::from_static(WRITE_LSN_QUERY));
         if let Some(r) = &mut self.route {
             r.lsn_behind = true;
         }
