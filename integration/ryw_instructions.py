@@ -46,7 +46,8 @@ Workloads:
   readonly-x pgbench -S -M extended
 
 Each repetition runs the variants in a rotated order. With --annotate DIR the callgrind
-output files of the last repetition are kept in DIR (for callgrind_annotate).
+output files of the last repetition are kept in DIR (for callgrind_annotate; with
+--cache-sim they are cachegrind's, for cg_annotate, under the same names).
 With --cache-sim the processes run under `valgrind --tool=cachegrind --cache-sim=yes`
 with small caches (16 KiB 4-way L1 instruction and data caches, 256 KiB last level)
 instead of callgrind, and a second table gives L1 misses per transaction (the long run's
