@@ -28,7 +28,7 @@ pub mod route;
 pub use balance::{PROBE_SLACK, Pick};
 pub use classify::{Allowlist, Class, Classifier, Hint, NotRead};
 pub use functions::{Catalog, FuncRef, Resolved, SearchPath};
-pub use lsn::{format_lsn, parse_lsn};
+pub use lsn::{format_lsn, parse_lsn, parse_lsn_bytes};
 pub use monitor::{Source, supervise};
 pub use nodes::{DbNodes, NodeStatus, Nodes};
 pub use route::ToPrimary;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::protocol::fe;
-use crate::router::parse_lsn;
+use crate::router::parse_lsn_bytes;
 
 /// The probe's Query message, sent alone: waits on the replica, in steps of half a
 /// millisecond, up to `wait`. Built in one buffer (one allocation), without `core::fmt`.
@@ -121,7 +121,7 @@ pub(super) fn first_column_lsn(body: &[u8]) -> Option<u64> {
     let len = i32::from_be_bytes(body.get(2..6)?.try_into().ok()?);
     let len = usize::try_from(len).ok()?;
     let v = body.get(6..6 + len)?;
-    parse_lsn(std::str::from_utf8(v).ok()?)
+    parse_lsn_bytes(v)
 }
 
 #[cfg(test)]
