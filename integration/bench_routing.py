@@ -254,6 +254,7 @@ http_listen_addr = "127.0.0.1:{http}"
         time.sleep(1.5)
         after = [self.commits(p) for p in self.replica_ports]
         routed1 = self.replica_reads(target) if target in self.http_ports else None
+        syscalls = perf_count(perf_out, "raw_syscalls:sys_enter") if perf else None
         m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", p.stdout)
         t = re.search(r"number of transactions actually processed: (\d+)", p.stdout)
         f = re.search(r"number of failed transactions: (\d+)", p.stdout)
@@ -279,9 +280,7 @@ http_listen_addr = "127.0.0.1:{http}"
             "sys_us": (cpu1[1] - cpu0[1]) * 1e6 / txns if pid and txns else None,
             "sleeps": (sleeps1 - sleeps0) / txns if pid and txns else None,
             "task_us": task_clock_ms(perf_out) * 1e3 / txns if perf and txns else None,
-            "syscalls": (perf_count(perf_out, "raw_syscalls:sys_enter") / txns
-                         if perf and txns and perf_count(perf_out, "raw_syscalls:sys_enter")
-                         else None),
+            "syscalls": (syscalls / txns if syscalls and txns else None),
             "replica_share": min(1.0, replica_reads / (txns * reads_per_txn)) if txns else None,
         }
         with open(os.path.join(results_dir, f"{tag}.txt"), "w") as fh:

@@ -434,6 +434,7 @@ impl Core {
         matches!(self.phase, Phase::Done)
     }
 
+    /// The session's limits (one copy per pool and configuration snapshot).
     pub fn limits(&self) -> &Limits {
         &self.limits
     }
