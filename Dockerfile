@@ -15,6 +15,8 @@ WORKDIR /src
 ARG PGSLUICE_GIT_COMMIT=unknown
 ENV PGSLUICE_GIT_COMMIT=${PGSLUICE_GIT_COMMIT}
 COPY Cargo.toml Cargo.lock build.rs ./
+# The linker's layout of the functions a transaction runs (build.rs).
+COPY link ./link
 COPY src ./src
 COPY benches ./benches
 # The caches keep downloaded crates and compiled dependencies between builds; the

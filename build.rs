@@ -3,6 +3,12 @@
 //! `PGSLUICE_GIT_COMMIT` in the build environment wins (a container build has no `.git`);
 //! otherwise `git rev-parse HEAD` (uncommitted changes are not marked); outside a git
 //! checkout, "unknown".
+//!
+//! Release builds of the `pgsluice` binary also hand the linker `link/hot-symbols.txt`
+//! (`--symbol-ordering-file`): the functions a transaction runs, placed next to each other
+//! at the start of the code instead of wherever link order puts them (made by
+//! `integration/hot_symbols.py`; why in its header). `PGSLUICE_NO_SYMBOL_ORDER=1` turns
+//! that off, for comparisons.
 
 use std::process::Command;
 
@@ -35,4 +41,30 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=PGSLUICE_GIT_COMMIT={commit}");
+    symbol_order();
+}
+
+/// The linker's layout of the functions a transaction runs (see the header).
+fn symbol_order() {
+    println!("cargo:rerun-if-env-changed=PGSLUICE_NO_SYMBOL_ORDER");
+    println!("cargo:rerun-if-changed=link/hot-symbols.txt");
+    let off = std::env::var_os("PGSLUICE_NO_SYMBOL_ORDER").is_some_and(|v| !v.is_empty());
+    let release = std::env::var("PROFILE").is_ok_and(|p| p == "release");
+    // Rust links x86_64 Linux (glibc) binaries with its own LLD by default, which knows
+    // `--symbol-ordering-file`; GNU ld, the default elsewhere, does not. A build that
+    // picks another linker there sets PGSLUICE_NO_SYMBOL_ORDER.
+    let target = |key: &str, want: &str| std::env::var(key).is_ok_and(|v| v == want);
+    let lld = target("CARGO_CFG_TARGET_OS", "linux")
+        && target("CARGO_CFG_TARGET_ARCH", "x86_64")
+        && target("CARGO_CFG_TARGET_ENV", "gnu");
+    let file = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default())
+        .join("link/hot-symbols.txt");
+    if off || !release || !lld || !file.exists() {
+        return;
+    }
+    println!(
+        "cargo:rustc-link-arg-bin=pgsluice=-Wl,--symbol-ordering-file={}",
+        file.display()
+    );
+    println!("cargo:rustc-link-arg-bin=pgsluice=-Wl,--no-warn-symbol-ordering");
 }

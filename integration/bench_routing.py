@@ -7,7 +7,7 @@ two streaming replicas.
                                          [--workloads W,W] [--synchronous-commit on|off]
                                          [--baseline-ref REF] [--rate TPS]
                                          [--targets T,T] [--perf] [--binary PATH]
-                                         [--base-binary PATH]
+                                         [--base-binary PATH] [--concurrent]
 
 Starts a throwaway cluster (integration/cluster.sh, two replicas), `pgbench -i -s 10` on
 the primary, then these targets, all with the same pool size and md5 client auth:
@@ -67,6 +67,14 @@ pays its per-wakeup costs over fewer of them).
 
 --targets T,T runs only those targets (route-off is always run: the ratios need it).
 
+--concurrent runs a workload's targets at the same time, each with its own pgbench at
+--rate divided by the number of targets, instead of one after the other. Run one after
+the other, two runs of the same binary differ by up to 25 % on this shared machine when
+something else runs for a few seconds; run together, each target meets the same
+disturbance, and the ratios of one round measure the code (each pooler's CPU is still
+counted over its own transactions). route-on-primary cannot be run with it (it shares
+route-on's process).
+
 Rounds interleave targets (order rotated); medians are reported. Results go to
 integration/results/routing-<UTC timestamp>/.
 """
@@ -77,8 +85,10 @@ import os
 import re
 import signal
 import statistics
+import shutil
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -219,20 +229,20 @@ http_listen_addr = "127.0.0.1:{http}"
         B.wait_listening(port, proc, target)
         log(f"{target} (pid {proc.pid}) on port {port}")
 
-    def run_workload(self, target, workload, duration, results_dir, tag):
+    def run_workload(self, target, workload, duration, results_dir, tag, rate=None):
         env = self.pg_env()
         if target == "route-on-primary":
             env["PGOPTIONS"] = "-c pgsluice.route=primary"
             target = "route-on"
         flags, reads_per_txn = WORKLOADS[workload]
         flags = [os.path.join(self.work, "mixed.sql") if f == "MIXED" else f for f in flags]
-        rate = ["-R", str(self.args.rate)] if self.args.rate else []
+        rate = rate or self.args.rate
+        rate = ["-R", str(rate)] if rate else []
+        txlog = os.path.join(self.work, f"txlog-{tag}")
         cmd = ["pgbench", "-n", *flags, *rate, "-c", str(self.args.clients), "-j", "2",
                "-T", str(duration), "-h", "127.0.0.1", "-p", str(self.ports[target]),
-               "-U", B.USER, "-l", f"--log-prefix={self.work}/txlog/tx", B.DATABASE]
-        os.makedirs(os.path.join(self.work, "txlog"), exist_ok=True)
-        for name in os.listdir(os.path.join(self.work, "txlog")):
-            os.remove(os.path.join(self.work, "txlog", name))
+               "-U", B.USER, "-l", f"--log-prefix={txlog}/tx", B.DATABASE]
+        os.makedirs(txlog, exist_ok=True)
         pid = self.procs[target][1] if target != "direct" else None
         time.sleep(1.5)
         before = [self.commits(p) for p in self.replica_ports]
@@ -260,12 +270,13 @@ http_listen_addr = "127.0.0.1:{http}"
         f = re.search(r"number of failed transactions: (\d+)", p.stdout)
         txns = int(t.group(1)) if t else 0
         lats = []
-        for name in os.listdir(os.path.join(self.work, "txlog")):
-            with open(os.path.join(self.work, "txlog", name)) as fh:
+        for name in os.listdir(txlog):
+            with open(os.path.join(txlog, name)) as fh:
                 for line in fh:
                     parts = line.split(None, 3)
                     if len(parts) >= 3 and parts[2].isdigit():
                         lats.append(int(parts[2]))
+        shutil.rmtree(txlog, ignore_errors=True)
         lats.sort()
         replica_reads = sum(a - b for a, b in zip(after, before))
         if routed0 is not None:
@@ -287,6 +298,27 @@ http_listen_addr = "127.0.0.1:{http}"
             fh.write("$ " + " ".join(cmd) + "\n" + p.stdout + p.stderr[-4000:])
             fh.write(f"\n# replica commits {replica_reads}, result {r}\n")
         return r
+
+
+def run_together(bench, targets, workload, args, rnd, results_dir, results):
+    """One round of `workload` on every target at once (--concurrent)."""
+    rate = args.rate // len(targets) if args.rate else None
+    out = {}
+
+    def one(target):
+        tag = f"r{rnd}-{workload}-{target}"
+        out[target] = bench.run_workload(target, workload, args.duration, results_dir, tag,
+                                         rate=rate)
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for target in targets:
+        if target not in out:
+            sys.exit(f"bench_routing: the run on {target} failed")
+        results.setdefault((workload, target), []).append(out[target])
 
 
 def task_clock_ms(path):
@@ -338,11 +370,17 @@ def build_baseline(ref, no_build):
     B.run(["bash", "-c", f"git archive {ref} | tar -x -C {src}"], cwd=B.ROOT)
     if not os.path.exists(os.path.join(base, "release")):
         B.run(["cp", "-a", os.path.join(B.ROOT, "target", "release"), base])
-    # With this tree's release profile (whole-program LTO, one codegen unit), not the
-    # baseline's own (none): the comparison is of the code, not of the build settings.
+    # With this tree's release profile (whole-program LTO, one codegen unit) and its
+    # layout of the functions a transaction runs (build.rs, link/hot-symbols.txt), not
+    # the baseline's own: the comparison is of the code, not of the build settings.
     env = dict(os.environ, CARGO_TARGET_DIR=base, CARGO_PROFILE_RELEASE_LTO="fat",
                CARGO_PROFILE_RELEASE_CODEGEN_UNITS="1")
-    B.run(["cargo", "build", "--release", "--quiet", "--locked"], cwd=src, env=env)
+    order = os.path.join(B.ROOT, "link", "hot-symbols.txt")
+    link = (["--", "-C", f"link-arg=-Wl,--symbol-ordering-file={order}",
+             "-C", "link-arg=-Wl,--no-warn-symbol-ordering"]
+            if os.path.exists(order) and not os.environ.get("PGSLUICE_NO_SYMBOL_ORDER") else [])
+    B.run(["cargo", "rustc", "--release", "--quiet", "--locked", "--bin", "pgsluice", *link],
+          cwd=src, env=env)
     rev = B.run(["git", "rev-parse", "--short", ref], cwd=B.ROOT).stdout.strip()
     log(f"baseline {ref} ({rev}) built: {out}")
     return out
@@ -378,6 +416,10 @@ def main():
     ap.add_argument("--base-binary", help="the pgsluice to run as route-on-base instead of "
                     "building --baseline-ref (e.g. that commit built with other profile "
                     "settings)")
+    ap.add_argument("--concurrent", action="store_true",
+                    help="run a workload's targets at the same time, each with its own "
+                         "pgbench at --rate divided by the number of targets: whatever "
+                         "else the shared machine runs then weighs on all of them alike")
     ap.add_argument("--perf", action="store_true",
                     help="also count the pooler's CPU with perf stat's task-clock (to the "
                          "ns; /proc's utime+stime move in 10 ms ticks, a few %% of a run "
@@ -398,6 +440,10 @@ def main():
             if w in TARGETS:
                 TARGETS[w] = [t for t in TARGETS[w]
                               if t not in ("route-on-base", "route-on-noprobe")]
+    if args.concurrent and any("route-on-primary" in ts and "route-on" in ts
+                               for ts in TARGETS.values()):
+        sys.exit("bench_routing: --concurrent cannot run route-on-primary (route-on's "
+                 "process) beside route-on")
     args.base_binary = args.base_binary or build_baseline(args.baseline_ref, args.no_build)
     if not args.no_build:
         B.run(["cargo", "build", "--release", "--quiet"], cwd=B.ROOT)
@@ -423,6 +469,11 @@ def main():
         for rnd in range(args.rounds):
             for workload, targets in TARGETS.items():
                 order = targets[rnd % len(targets):] + targets[:rnd % len(targets)]
+                if args.concurrent:
+                    log(f"r{rnd}-{workload}: {', '.join(order)} at once")
+                    run_together(bench, order, workload, args, rnd, results_dir, results)
+                    bench.wait_replicas()
+                    continue
                 for target in order:
                     tag = f"r{rnd}-{workload}-{target}"
                     log(tag)
@@ -438,6 +489,7 @@ def main():
             + (f" --rate {args.rate}" if args.rate else "")
             + (f" --targets {args.targets}" if args.targets else "")
             + (" --perf" if args.perf else "")
+            + (" --concurrent" if args.concurrent else "")
             + (f" --binary {args.binary}" if args.binary != os.path.join(
                 B.ROOT, "target", "release", "pgsluice") else "")
             + (f" --base-binary {args.base_binary}" if args.base_binary != os.path.join(

@@ -44,6 +44,7 @@ Workloads:
              transaction is all four
   readonly   pgbench -S -M simple: a session that never writes
   readonly-x pgbench -S -M extended
+  readonly-p pgbench -S -M prepared (named statements, prepared once per client)
 
 Each repetition runs the variants in a rotated order. With --annotate DIR the callgrind
 output files of the last repetition are kept in DIR (for callgrind_annotate; with
@@ -85,6 +86,7 @@ WORKLOADS = {
     "mixed": (["-M", "simple", "-f", "MIXED"], 3),
     "readonly": (["-S", "-M", "simple"], 1),
     "readonly-x": (["-S", "-M", "extended"], 1),
+    "readonly-p": (["-S", "-M", "prepared"], 1),
 }
 ROUTING = {
     "route-on": 'read_write_split = true\nread_your_writes = "lsn"',
