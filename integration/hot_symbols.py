@@ -2,6 +2,7 @@
 """Lists the functions pgsluice runs per transaction, for the linker to lay out together.
 
     python3 integration/hot_symbols.py --binary PATH --out FILE LONG:SHORT [LONG:SHORT ...]
+    python3 integration/hot_symbols.py --check PATH [--list FILE]
 
 Each LONG:SHORT is a pair of callgrind output files of one workload, a long run and a
 short one (`integration/ryw_instructions.py --annotate DIR` keeps them as
@@ -23,13 +24,24 @@ the crate hashes), so a generic function matches every instance of it; a name th
 matches no symbol (a function of libc, or one inlined away) is skipped. Symbols the file
 names that a later build no longer has are ignored by the linker: a stale file costs
 only the layout.
+
+The names carry hashes that follow the crate's build metadata, not its code: a
+`cargo build --release` of a later commit has the same names for the functions it did not
+rename, but `cargo test --release` builds the binary with the dev-dependencies' features
+too, under other hashes, and it is then not laid out (nor is the binary it leaves in
+target/release: benchmarks run a binary from `cargo build --release`). `--check PATH`
+says how many of the list's symbols a binary has and over how many 4-KiB pages they lie.
 """
 
 import argparse
 import collections
+import os
 import re
 import subprocess
 import sys
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def costs(path):
@@ -65,12 +77,36 @@ def symbols(binary):
     return by_name
 
 
+def check(binary, path):
+    """How many of the list's symbols `binary` has, and the 4-KiB pages they span."""
+    with open(path) as f:
+        wanted = set(f.read().split())
+    out = subprocess.run(["nm", "-S", "--defined-only", binary],
+                         capture_output=True, text=True, check=True).stdout
+    found, pages = 0, set()
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[3] in wanted:
+            found += 1
+            start, size = int(parts[0], 16), int(parts[1], 16)
+            pages.update(range(start >> 12, ((start + max(size, 1) - 1) >> 12) + 1))
+    print(f"{binary}: {found} of the {len(wanted)} symbols of {path}, "
+          f"on {len(pages)} 4-KiB pages")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--binary", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("pairs", nargs="+", help="LONG:SHORT callgrind files")
+    ap.add_argument("--binary")
+    ap.add_argument("--out")
+    ap.add_argument("--check", metavar="BINARY", help="report how BINARY lays out the list")
+    ap.add_argument("--list", default=os.path.join(ROOT, "link", "hot-symbols.txt"))
+    ap.add_argument("pairs", nargs="*", help="LONG:SHORT callgrind files")
     args = ap.parse_args()
+    if args.check:
+        check(args.check, args.list)
+        return
+    if not (args.binary and args.out and args.pairs):
+        ap.error("--binary, --out and LONG:SHORT pairs (or --check BINARY)")
     hot = collections.Counter()
     for pair in args.pairs:
         long_path, short_path = pair.split(":")
