@@ -83,9 +83,9 @@ import argparse
 import datetime
 import os
 import re
+import shutil
 import signal
 import statistics
-import shutil
 import subprocess
 import sys
 import threading
@@ -302,7 +302,7 @@ http_listen_addr = "127.0.0.1:{http}"
 
 def run_together(bench, targets, workload, args, rnd, results_dir, results):
     """One round of `workload` on every target at once (--concurrent)."""
-    rate = args.rate // len(targets) if args.rate else None
+    rate = max(1, args.rate // len(targets)) if args.rate else None
     out = {}
 
     def one(target):
