@@ -446,6 +446,29 @@ impl Pooler {
     /// [`Pooler::start_with_args`] with extra environment variables for pgsluice
     /// (e.g. `PGSLUICE_GENERAL__DEFAULT_POOL_SIZE`).
     pub fn start_with_env(config_toml: &str, extra_args: &[&str], envs: &[(&str, &str)]) -> Pooler {
+        // The port free_port reserved can still be taken by something outside the
+        // reservations before pgsluice binds it (seen once in a full run: "Address
+        // already in use" for a port below the ephemeral range); such a start is retried
+        // on another port, twice at most. Any other failure to start fails the test.
+        let mut attempt = 1;
+        loop {
+            let mut pooler = Pooler::spawn(config_toml, extra_args, envs);
+            match pooler.wait_listening() {
+                Ok(()) => return pooler,
+                Err(_) if attempt < 3 && pooler.log().contains("Address already in use") => {
+                    eprintln!(
+                        "pgsluice (port {}) found an address in use; starting it on another port",
+                        pooler.port
+                    );
+                    attempt += 1;
+                }
+                Err(why) => panic!("{why}"),
+            }
+        }
+    }
+
+    /// Writes the config (on a fresh free port) and starts pgsluice, without waiting.
+    fn spawn(config_toml: &str, extra_args: &[&str], envs: &[(&str, &str)]) -> Pooler {
         let dir = unique_path("pooler");
         fs::create_dir_all(&dir).expect("create pooler dir");
         let port = free_port();
@@ -470,7 +493,7 @@ impl Pooler {
             .stderr(log)
             .spawn()
             .expect("spawn pgsluice");
-        let mut pooler = Pooler {
+        let pooler = Pooler {
             port,
             config_path,
             dir,
@@ -478,23 +501,29 @@ impl Pooler {
             child,
         };
         pooler.start_watchdog();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        pooler
+    }
+
+    /// Waits (≤10 s) until pgsluice accepts TCP on its port; the reason when it exits
+    /// first or does not.
+    fn wait_listening(&mut self) -> Result<(), String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(Some(status)) = pooler.child.try_wait() {
-                panic!(
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
                     "pgsluice exited ({status}) before listening; log:\n{}",
-                    tail(&pooler.log(), 40)
-                );
+                    tail(&self.log(), 40)
+                ));
             }
             if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return pooler;
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                panic!(
+                return Err(format!(
                     "pgsluice not listening on {addr} after 10 s; log:\n{}",
-                    tail(&pooler.log(), 40)
-                );
+                    tail(&self.log(), 40)
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
