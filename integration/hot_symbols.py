@@ -70,9 +70,12 @@ def symbols(binary):
                              capture_output=True, text=True, check=True).stdout
         return out.splitlines()
     by_name = collections.defaultdict(list)
-    for raw, pretty in zip(nm(), nm("-C")):
+    # Both listings in address order, so that line k of one is line k of the other (a
+    # pair whose addresses differ is skipped rather than matched wrongly).
+    for raw, pretty in zip(nm("-n"), nm("-n", "-C")):
         parts, pparts = raw.split(" ", 2), pretty.split(" ", 2)
-        if len(parts) == 3 and parts[1] in "tT" and len(pparts) == 3:
+        if (len(parts) == 3 and len(pparts) == 3 and parts[1] in "tT"
+                and parts[:2] == pparts[:2]):
             by_name[pparts[2]].append(parts[2])
     return by_name
 
