@@ -214,8 +214,14 @@ class Run:
         return events[0]
 
 
+# pgbench's --rate (transactions per second over all clients; 0: as fast as it goes).
+RATE = 0
+
+
 def pgbench(run, work, workload, clients, txns):
     flags, _ = WORKLOADS[workload]
+    if RATE:
+        flags = [*flags, "-R", str(RATE)]
     flags = [os.path.join(work, "mixed.sql") if f == "MIXED" else f for f in flags]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["PGPASSWORD"] = "bench_pw"

@@ -4,6 +4,7 @@
     python3 integration/ryw_syscalls.py [--binary PATH] [--baseline-binary PATH]
                                         [--variants V,V] [--workloads W,W]
                                         [--clients N] [--short N] [--long N] [--perf]
+                                        [--rate TPS]
 
 The same cluster, configs, variants and workloads as integration/ryw_instructions.py
 (primary + 2 streaming replicas, `synchronous_commit = on`, transaction mode, pool size
@@ -88,7 +89,11 @@ def main():
     ap.add_argument("--long", type=int, default=550)
     ap.add_argument("--perf", action="store_true",
                     help="perf stat's software counters instead of strace's system calls")
+    ap.add_argument("--rate", type=int, default=0,
+                    help="pgbench --rate: transactions per second over all clients (default: "
+                         "as fast as they go)")
     args = ap.parse_args()
+    R.RATE = args.rate
     wrap, parse = (perf, perf_counts) if args.perf else (strace, strace_counts)
     if not shutil.which("perf" if args.perf else "strace"):
         raise SystemExit("strace or perf not found (apt-get install strace linux-perf)")
@@ -122,8 +127,9 @@ def main():
         subprocess.run([R.CLUSTER_SH, "stop", cluster], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     cmd = "python3 " + " ".join([os.path.relpath(sys.argv[0], R.ROOT)] + sys.argv[1:])
-    print(f"`{cmd}`: {args.clients} clients, pool size 10, -t {args.short} vs -t {args.long}, "
-          "primary + 2 replicas, synchronous_commit = on\n")
+    rate = f", --rate {args.rate}" if args.rate else ""
+    print(f"`{cmd}`: {args.clients} clients, pool size 10, -t {args.short} vs -t {args.long}"
+          f"{rate}, primary + 2 replicas, synchronous_commit = on\n")
     what = "counters (task-clock in µs)" if args.perf else "system calls"
     print(f"| workload | variant | {what} per transaction, summed | the five largest | "
           "probes / txn |")

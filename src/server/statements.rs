@@ -61,6 +61,11 @@ impl ServerStatements {
         self.used.remove(&id);
     }
 
+    /// The ids recorded, in no order.
+    pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.used.keys().copied()
+    }
+
     pub fn clear(&mut self) {
         self.used.clear();
     }

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use super::statements::frame;
 use super::{CHORE_TIMEOUT, Core, Phase, Release};
@@ -49,6 +49,60 @@ pub enum Chore {
         reset: bool,
         reason: String,
     },
+}
+
+impl Chore {
+    /// Takes one message of the server's answer (tag, body): true when the chore is over.
+    fn answer(&mut self, tag: u8, body: &[u8]) -> bool {
+        match (self, tag) {
+            (
+                Chore::Replay {
+                    failed,
+                    done,
+                    steps,
+                    ..
+                },
+                be::ERROR_RESPONSE,
+            ) => {
+                let name = steps.get(*done).cloned().flatten();
+                failed.push((name, protocol::error_fields(body)));
+                false
+            }
+            (Chore::Replay { done, steps, .. }, be::READY_FOR_QUERY) => {
+                *done += 1;
+                *done >= steps.len()
+            }
+            (Chore::WriteLsn { lsn, .. }, be::DATA_ROW) => {
+                *lsn = super::probe_sql::first_column_lsn(body);
+                false
+            }
+            (Chore::Cleanup { failed, .. }, be::ERROR_RESPONSE) => {
+                *failed = true;
+                false
+            }
+            (Chore::Cleanup { left, .. }, be::READY_FOR_QUERY) => {
+                *left = left.saturating_sub(1);
+                *left == 0
+            }
+            (Chore::WriteLsn { .. }, be::READY_FOR_QUERY) => true,
+            (Chore::ReadSettings { rows, skip: 0, .. }, be::DATA_ROW) => {
+                if let Some(row) = two_columns(body) {
+                    rows.push(row);
+                }
+                false
+            }
+            (Chore::ReadSettings { skip, kept, .. }, be::ERROR_RESPONSE) if *skip > 0 => {
+                *kept |= protocol::error_fields(body).code != "26000";
+                false
+            }
+            (Chore::ReadSettings { skip, .. }, be::READY_FOR_QUERY) if *skip > 0 => {
+                *skip -= 1;
+                false
+            }
+            (Chore::ReadSettings { .. }, be::READY_FOR_QUERY) => true,
+            _ => false,
+        }
+    }
 }
 
 impl Core {
@@ -164,81 +218,39 @@ impl Core {
     }
 
     /// Consumes the server's answers to the running chore.
+    ///
+    /// Frames are read where they are and passed over (only a ParameterStatus the client
+    /// may see is split off the buffer): the write-LSN read's answer, four messages after
+    /// every writing transaction, costs no allocation.
     pub(super) fn chore_frames(&mut self, now: Instant) {
         loop {
-            let Some(att) = &self.server else { return };
+            let Some(att) = &mut self.server else { return };
             let h = match protocol::header(&att.state.buf, self.limits.max_message) {
                 Ok(Some(h)) if att.state.buf.len() >= h.frame_len => h,
                 Ok(_) => return,
                 Err(e) => return self.server_lost(&format!("server protocol error: {e}"), now),
             };
-            let frame = self.take_server_frame(h.frame_len);
-            let body = protocol::body(&frame);
-            if h.tag == be::PARAMETER_STATUS {
-                // The server now reports the client's own setting: the client may know it.
-                if let Phase::Chore(c) = &self.phase
-                    && matches!(**c, Chore::Replay { .. })
-                {
-                    self.cout.push(frame.clone());
-                }
-                continue;
-            }
             let Phase::Chore(chore) = &mut self.phase else {
                 return;
             };
-            let finished = match (&mut **chore, h.tag) {
-                (
-                    Chore::Replay {
-                        failed,
-                        done,
-                        steps,
-                        ..
-                    },
-                    be::ERROR_RESPONSE,
-                ) => {
-                    let name = steps.get(*done).cloned().flatten();
-                    failed.push((name, protocol::error_fields(body)));
-                    false
+            if h.tag == be::PARAMETER_STATUS {
+                // The server now reports the client's own setting: the client may know it.
+                let frame = att.state.buf.split_to(h.frame_len).freeze();
+                if matches!(**chore, Chore::Replay { .. }) {
+                    self.cout.push(frame);
                 }
-                (Chore::Replay { done, steps, .. }, be::READY_FOR_QUERY) => {
-                    *done += 1;
-                    *done >= steps.len()
-                }
-                (Chore::WriteLsn { lsn, .. }, be::DATA_ROW) => {
-                    *lsn = super::probe_sql::first_column_lsn(body);
-                    false
-                }
-                (Chore::Cleanup { failed, .. }, be::ERROR_RESPONSE) => {
-                    *failed = true;
-                    false
-                }
-                (Chore::Cleanup { left, .. }, be::READY_FOR_QUERY) => {
-                    *left = left.saturating_sub(1);
-                    *left == 0
-                }
-                (Chore::WriteLsn { .. }, be::READY_FOR_QUERY) => true,
-                (Chore::ReadSettings { rows, skip: 0, .. }, be::DATA_ROW) => {
-                    if let Some(row) = two_columns(body) {
-                        rows.push(row);
-                    }
-                    false
-                }
-                (Chore::ReadSettings { skip, kept, .. }, be::ERROR_RESPONSE) if *skip > 0 => {
-                    *kept |= protocol::error_fields(body).code != "26000";
-                    false
-                }
-                (Chore::ReadSettings { skip, .. }, be::READY_FOR_QUERY) if *skip > 0 => {
-                    *skip -= 1;
-                    false
-                }
-                (Chore::ReadSettings { .. }, be::READY_FOR_QUERY) => true,
-                _ => false,
-            };
-            if h.tag == be::READY_FOR_QUERY
-                && let Some(att) = &mut self.server
-            {
+                continue;
+            }
+            let body = att
+                .state
+                .buf
+                .get(protocol::HEADER_LEN..h.frame_len)
+                .unwrap_or_default();
+            let finished = chore.answer(h.tag, body);
+            if h.tag == be::READY_FOR_QUERY {
                 att.state.status = body.first().copied().unwrap_or(b'E');
             }
+            att.state.buf.advance(h.frame_len);
             if finished {
                 self.chore_deadline = None;
                 let Phase::Chore(chore) = std::mem::replace(&mut self.phase, Phase::Relay) else {

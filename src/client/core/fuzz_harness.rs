@@ -375,17 +375,16 @@ impl Session {
         // the next client relies on: a statement it thinks is there and is not fails that
         // client's Bind; one there it does not know of fails its next Parse (42P05).
         if self.setup.limits.rewrite {
-            let held = model.statement_ids();
-            let most = held.iter().copied().max().unwrap_or(0).max(64);
-            for id in 1..=most {
-                if state.statements.contains(id) != held.contains(&id) {
-                    return self.fail(format!(
-                        "pgsluice's record of server {} disagrees on statement {id}: \
-                         it records {}, the server holds {held:?}",
-                        model.id,
-                        state.statements.contains(id)
-                    ));
-                }
+            let mut held = model.statement_ids();
+            held.sort_unstable();
+            let mut recorded: Vec<u64> = state.statements.ids().collect();
+            recorded.sort_unstable();
+            if recorded != held {
+                return self.fail(format!(
+                    "pgsluice's record of server {} disagrees with the server: it records \
+                     {recorded:?}, the server holds {held:?}",
+                    model.id
+                ));
             }
         }
         // The client's SQL-level statements prepared under its own names for server-side

@@ -1,6 +1,7 @@
 //! The text and messages of a read-your-writes probe (see `ryw.rs`), and reading its
 //! answer's row: built from fixed parts and the LSN's digits, without `core::fmt`.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -14,37 +15,170 @@ pub fn probe_frame(min_lsn: u64, wait: Duration) -> Bytes {
     let mut b = BytesMut::with_capacity(400);
     b.put_u8(fe::QUERY);
     b.put_i32(0);
-    put_probe_text(&mut b, min_lsn, wait);
+    let micros = wait_micros(wait);
+    if micros == 0 {
+        b.put_slice(PROBE_AT_ONCE);
+    } else {
+        b.put_slice(PROBE_HEAD);
+        b.put_u8(b'\'');
+        put_lsn(&mut b, min_lsn);
+        b.put_u8(b'\'');
+        b.put_slice(PROBE_MIDDLE);
+        b.put_slice(b"interval '");
+        put_decimal(&mut b, micros);
+        b.put_slice(b" microseconds'");
+        b.put_slice(PROBE_TAIL);
+    }
     b.put_u8(0);
     set_length(&mut b, 0);
     b.freeze()
 }
 
+/// The id under which a replica connection's record ([`ServerStatements`]) lists the probe
+/// that waits once it is prepared there, as [`PROBE_NAME`]: pgsluice's statements and the
+/// probe share the connection's `max_prepared_statements`, its eviction and its resets.
+/// The registry numbers client statements from 1 and never reaches it.
+///
+/// [`ServerStatements`]: crate::server::ServerStatements
+pub const PROBE_ID: u64 = u64::MAX;
+/// The probe's server-side name: what the registry would name [`PROBE_ID`].
+pub const PROBE_NAME: &str = "sluice_18446744073709551615";
+
+/// How the probe sent ahead names its statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeStatement {
+    /// The probe that asks once, parsed as the unnamed statement each time (cheap to
+    /// plan).
+    AtOnce,
+    /// The probe that waits, parsed as the unnamed statement (on a connection whose record
+    /// of prepared statements is full).
+    Unnamed,
+    /// The probe that waits, parsed under [`PROBE_NAME`] here first (a replica plans the
+    /// recursive query once per connection instead of for every probe, about 0.1 ms).
+    Prepare,
+    /// The probe that waits, already prepared on the connection.
+    Prepared,
+}
+
 /// The probe sent ahead of a unit: Parse/Bind/Execute of `BEGIN`, the probe and `COMMIT`,
-/// unnamed, with no Sync (the answer comes with the unit's).
-pub fn ahead_probe(min_lsn: u64, wait: Duration) -> Bytes {
-    let mut b = BytesMut::with_capacity(512);
-    put_unnamed_execution(&mut b, |b| b.put_slice(b"BEGIN"));
-    put_unnamed_execution(&mut b, |b| put_probe_text(b, min_lsn, wait));
-    put_unnamed_execution(&mut b, |b| b.put_slice(b"COMMIT"));
+/// with no Sync (the answer comes with the unit's). All but the probe's Bind is the same
+/// every time and made once: the LSN and the wait go as the Bind's parameters.
+pub fn ahead_probe(min_lsn: u64, wait: Duration, how: ProbeStatement) -> Bytes {
+    let parts = &*AHEAD_PARTS;
+    let mut b = BytesMut::with_capacity(parts.begin.len() + 200 + parts.tail.len());
+    b.put_slice(&parts.begin);
+    match how {
+        ProbeStatement::AtOnce => b.put_slice(&parts.at_once),
+        ProbeStatement::Unnamed => b.put_slice(&parts.unnamed),
+        ProbeStatement::Prepare => b.put_slice(&parts.prepare),
+        ProbeStatement::Prepared => {}
+    }
+    let start = b.len();
+    // Bind: portal "", the statement, no parameter formats (text), the parameters, no
+    // result formats (text).
+    b.put_slice(&[fe::BIND, 0, 0, 0, 0, 0]);
+    if matches!(how, ProbeStatement::Prepare | ProbeStatement::Prepared) {
+        b.put_slice(PROBE_NAME.as_bytes());
+    }
+    b.put_u8(0);
+    b.put_i16(0);
+    if how == ProbeStatement::AtOnce {
+        b.put_i16(0);
+    } else {
+        b.put_i16(2);
+        put_parameter(&mut b, |b| put_lsn(b, min_lsn));
+        put_parameter(&mut b, |b| put_decimal(b, wait_micros(wait)));
+    }
+    b.put_i16(0);
+    set_length(&mut b, start);
+    b.put_slice(&parts.tail);
     b.freeze()
+}
+
+/// The fixed parts of [`ahead_probe`]: `BEGIN`'s execution; the Parse of the probe that
+/// asks once (unnamed) and of the one that waits (unnamed and named); what follows the
+/// probe's Bind (its Execute, `COMMIT`'s execution).
+struct AheadParts {
+    begin: Bytes,
+    at_once: Bytes,
+    unnamed: Bytes,
+    prepare: Bytes,
+    tail: Bytes,
+}
+
+static AHEAD_PARTS: LazyLock<AheadParts> = LazyLock::new(|| {
+    let made = |f: &dyn Fn(&mut BytesMut)| {
+        let mut b = BytesMut::new();
+        f(&mut b);
+        b.freeze()
+    };
+    AheadParts {
+        begin: made(&|b| put_unnamed_execution(b, |b| b.put_slice(b"BEGIN"))),
+        at_once: made(&|b| put_parse(b, "", |b| b.put_slice(PROBE_AT_ONCE))),
+        unnamed: made(&|b| put_parse(b, "", put_waiting_text)),
+        prepare: made(&|b| put_parse(b, PROBE_NAME, put_waiting_text)),
+        tail: made(&|b| {
+            put_execute(b);
+            put_unnamed_execution(b, |b| b.put_slice(b"COMMIT"));
+        }),
+    }
+});
+
+/// The text of the probe that waits, with the LSN to reach (`$1`) and the wait in
+/// microseconds (`$2`) as parameters.
+fn put_waiting_text(b: &mut BytesMut) {
+    for part in [
+        PROBE_HEAD,
+        b"$1",
+        PROBE_MIDDLE,
+        b"$2::int8 * interval '1 microsecond'",
+        PROBE_TAIL,
+    ] {
+        b.put_slice(part);
+    }
+}
+
+/// The wait in microseconds, at most ten seconds.
+fn wait_micros(wait: Duration) -> u64 {
+    wait.as_micros().min(10_000_000) as u64
 }
 
 /// Parse (of the text `text` writes), Bind and Execute of the unnamed statement and portal.
 fn put_unnamed_execution(b: &mut BytesMut, text: impl FnOnce(&mut BytesMut)) {
+    put_parse(b, "", text);
+    // Bind: portal "", statement "", no parameter formats, no parameters, no result
+    // formats (all text).
+    b.put_slice(&[fe::BIND, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
+    put_execute(b);
+}
+
+/// Parse of statement `name`, no parameter types given.
+fn put_parse(b: &mut BytesMut, name: &str, text: impl FnOnce(&mut BytesMut)) {
     let start = b.len();
     b.put_u8(fe::PARSE);
     b.put_i32(0);
+    b.put_slice(name.as_bytes());
     b.put_u8(0);
     text(b);
     b.put_u8(0);
     b.put_i16(0);
     set_length(b, start);
-    // Bind: portal "", statement "", no parameter formats, no parameters, no result
-    // formats (all text).
-    b.put_slice(&[fe::BIND, 0, 0, 0, 12, 0, 0, 0, 0, 0, 0, 0, 0]);
-    // Execute: portal "", all rows.
+}
+
+/// Execute: portal "", all rows.
+fn put_execute(b: &mut BytesMut) {
     b.put_slice(&[fe::EXECUTE, 0, 0, 0, 9, 0, 0, 0, 0, 0]);
+}
+
+/// One Bind parameter in text format: its length, then what `value` writes.
+fn put_parameter(b: &mut BytesMut, value: impl FnOnce(&mut BytesMut)) {
+    let at = b.len();
+    b.put_i32(0);
+    value(b);
+    let len = (b.len() - at - 4) as i32;
+    if let Some(l) = b.get_mut(at..at + 4) {
+        l.copy_from_slice(&len.to_be_bytes());
+    }
 }
 
 /// Sets the length of the message starting at `start` (its tag) to the end of `b`.
@@ -55,31 +189,25 @@ fn set_length(b: &mut BytesMut, start: usize) {
     }
 }
 
-/// The probe's text: the replica's replay LSN, once it reaches `min_lsn` or `wait` has
-/// passed (at once for no wait).
-fn put_probe_text(b: &mut BytesMut, min_lsn: u64, wait: Duration) {
-    let micros = wait.as_micros().min(10_000_000) as u64;
-    if micros == 0 {
-        b.put_slice(b"SELECT pg_catalog.pg_last_wal_replay_lsn()::text");
-    } else {
-        b.put_slice(PROBE_HEAD);
-        put_hex(b, min_lsn >> 32);
-        b.put_u8(b'/');
-        put_hex(b, min_lsn & 0xffff_ffff);
-        b.put_slice(PROBE_MIDDLE);
-        put_decimal(b, micros);
-        b.put_slice(PROBE_TAIL);
-    }
+/// An LSN as PostgreSQL prints it (`1/16B3748`).
+fn put_lsn(b: &mut BytesMut, lsn: u64) {
+    put_hex(b, lsn >> 32);
+    b.put_u8(b'/');
+    put_hex(b, lsn & 0xffff_ffff);
 }
 
-/// The probe's text before the LSN, between the LSN and the wait, and after the wait.
+/// The probe that asks once.
+const PROBE_AT_ONCE: &[u8] = b"SELECT pg_catalog.pg_last_wal_replay_lsn()::text";
+
+/// The probe that waits, around the LSN to reach and the deadline: the replica's replay
+/// LSN, once it reaches the LSN or the wait has passed.
 const PROBE_HEAD: &[u8] =
     b"WITH RECURSIVE w(n, lsn) AS (SELECT 0, pg_catalog.pg_last_wal_replay_lsn() \
     UNION ALL SELECT w.n + 1, pg_catalog.pg_last_wal_replay_lsn() \
-    FROM w, LATERAL pg_catalog.pg_sleep(0.0005 + 0 * w.n) s WHERE w.lsn < '";
-const PROBE_MIDDLE: &[u8] = b"'::pg_lsn AND pg_catalog.clock_timestamp() < \
-    pg_catalog.statement_timestamp() + interval '";
-const PROBE_TAIL: &[u8] = b" microseconds') SELECT max(w.lsn)::text FROM w";
+    FROM w, LATERAL pg_catalog.pg_sleep(0.0005 + 0 * w.n) s WHERE w.lsn < ";
+const PROBE_MIDDLE: &[u8] = b"::pg_lsn AND pg_catalog.clock_timestamp() < \
+    pg_catalog.statement_timestamp() + ";
+const PROBE_TAIL: &[u8] = b") SELECT max(w.lsn)::text FROM w";
 
 /// `v` in upper-case hex without leading zeros, as PostgreSQL prints an LSN's halves.
 /// Digits are made in a local array and copied once (a `put_u8` per digit checks the
@@ -161,7 +289,7 @@ mod tests {
 
     #[test]
     fn the_probe_sent_ahead_is_three_unnamed_executions_in_their_own_transaction() {
-        let frames = ahead_probe(0x7D0, Duration::from_millis(5));
+        let frames = ahead_probe(0x7D0, Duration::from_millis(5), ProbeStatement::Unnamed);
         let mut rest = &frames[..];
         let mut seen = Vec::new();
         while !rest.is_empty() {
@@ -182,15 +310,79 @@ mod tests {
             String::from_utf8(body[1..end].to_vec()).unwrap()
         };
         assert_eq!(parse_text(&seen[0].1), "BEGIN");
-        assert!(parse_text(&seen[3].1).contains("w.lsn < '0/7D0'::pg_lsn"));
+        let probe = parse_text(&seen[3].1);
+        assert!(
+            probe.contains("w.lsn < $1::pg_lsn")
+                && probe.contains("statement_timestamp() + $2::int8 * interval '1 microsecond')"),
+            "{probe}"
+        );
         assert_eq!(parse_text(&seen[6].1), "COMMIT");
-        for (tag, body) in &seen {
+        let mut bind = vec![0, 0, 0, 0, 0, 2, 0, 0, 0, 5];
+        bind.extend(b"0/7D0");
+        bind.extend([0, 0, 0, 4]);
+        bind.extend(b"5000");
+        bind.extend([0, 0]);
+        assert_eq!(seen[4].1, bind, "the LSN and the wait, as text parameters");
+        for (i, (tag, body)) in seen.iter().enumerate() {
             match tag {
-                b'B' => assert_eq!(body, &[0, 0, 0, 0, 0, 0, 0, 0], "unnamed, text results"),
+                b'B' if i != 4 => {
+                    assert_eq!(body, &[0, 0, 0, 0, 0, 0, 0, 0], "unnamed, text results")
+                }
                 b'E' => assert_eq!(body, &[0, 0, 0, 0, 0], "unnamed portal, all rows"),
                 _ => {}
             }
         }
+        // A probe that does not wait asks once, with no parameters.
+        let once = ahead_probe(0x7D0, Duration::ZERO, ProbeStatement::AtOnce);
+        let text = String::from_utf8_lossy(&once);
+        assert!(
+            text.contains("SELECT pg_catalog.pg_last_wal_replay_lsn()::text"),
+            "{text}"
+        );
+        assert!(!text.contains("0/7D0") && !text.contains("$1"), "{text}");
+    }
+
+    #[test]
+    fn the_probe_that_waits_is_prepared_once_under_its_name() {
+        let split = |frames: Bytes| {
+            let mut rest = &frames[..];
+            let mut seen = Vec::new();
+            while !rest.is_empty() {
+                let h = crate::protocol::header(rest, 1 << 20).unwrap().unwrap();
+                let (frame, tail) = rest.split_at(h.frame_len);
+                seen.push((h.tag, frame[5..].to_vec()));
+                rest = tail;
+            }
+            seen
+        };
+        let wait = Duration::from_millis(5);
+        let first = split(ahead_probe(0x7D0, wait, ProbeStatement::Prepare));
+        let tags: String = first.iter().map(|(t, _)| *t as char).collect();
+        assert_eq!(tags, "PBEPBEPBE");
+        let mut parse = PROBE_NAME.as_bytes().to_vec();
+        parse.push(0);
+        assert!(first[3].1.starts_with(&parse), "the probe's Parse names it");
+        assert!(String::from_utf8_lossy(&first[3].1).contains("w.lsn < $1::pg_lsn"));
+        let then = split(ahead_probe(0x7D0, wait, ProbeStatement::Prepared));
+        let tags: String = then.iter().map(|(t, _)| *t as char).collect();
+        assert_eq!(tags, "PBEBEPBE", "no Parse once prepared");
+        assert_eq!(first[4].1, then[3].1, "the same Bind either way");
+        let mut bind = vec![0];
+        bind.extend(&parse);
+        bind.extend([0, 0, 0, 2, 0, 0, 0, 5]);
+        bind.extend(b"0/7D0");
+        bind.extend([0, 0, 0, 4]);
+        bind.extend(b"5000");
+        bind.extend([0, 0]);
+        assert_eq!(
+            then[3].1, bind,
+            "portal \"\", the probe, the LSN and the wait"
+        );
+        assert_eq!(
+            PROBE_NAME,
+            format!("{}{PROBE_ID}", crate::prepare::SERVER_PREFIX),
+            "the name the registry would give its id (an eviction closes it by that name)"
+        );
     }
 
     #[test]

@@ -41,7 +41,7 @@ fn assert_probe_then(sent: &[u8], unit: &[u8]) {
     assert!(
         text.contains("BEGIN")
             && text.contains("pg_last_wal_replay_lsn")
-            && text.contains("'0/7D0'")
+            && text.contains("0/7D0")
             && text.contains("COMMIT"),
         "{text}"
     );
