@@ -733,3 +733,74 @@ fn pipelined_write_behind_reads_goes_to_the_primary() {
         }
     });
 }
+
+/// The read-your-writes probe that waits is a statement pgsluice prepares once on each
+/// replica connection, listed with the clients' statements there. With room for two
+/// statements per connection, the clients' statements evict it (and it goes unnamed
+/// while the record is full), and a client's `DISCARD ALL` drops it: every read still
+/// sees the session's own write, none fails, and most still run on the replica.
+#[test]
+fn the_prepared_probe_survives_eviction_and_discard_all() {
+    let c = Cluster::start(1);
+    psql_ok(
+        &c.primary_url("app"),
+        "ALTER DATABASE app SET synchronous_commit = on; \
+         CREATE TABLE pp (id int PRIMARY KEY); GRANT ALL ON pp TO app",
+    );
+    let cfg = common::with_general(&routing_config(&c, ""), "max_prepared_statements = 2");
+    let pooler = Pooler::start(&cfg);
+    let url = pooler.url("app", "app_pw", "app");
+    wait_until(Duration::from_secs(10), || {
+        psql_ok(&url, "SELECT count(*) FROM pg_class WHERE relname = 'pp'") == "1"
+    });
+    let replica = c.replica_ports[0].to_string();
+    log_statements(&c);
+    run_async(120, async move {
+        let (writer, _w) = common::pg_connect(&url).await;
+        let reads = [
+            "SELECT count(*), inet_server_port()::text FROM pp WHERE id = $1",
+            "SELECT count(*) + 0, inet_server_port()::text FROM pp WHERE id = $1",
+            "SELECT count(*) * 1, inet_server_port()::text FROM pp WHERE id = $1",
+        ];
+        let (mut on_replica, mut total, mut stale) = (0, 0, Vec::new());
+        for i in 0..150i32 {
+            writer
+                .execute("INSERT INTO pp VALUES ($1)", &[&i])
+                .await
+                .expect("insert");
+            for sql in reads {
+                let row = writer.query_one(sql, &[&i]).await.expect("read");
+                let (n, port): (i64, String) = (row.get(0), row.get(1));
+                if n != 1 {
+                    stale.push((i, sql, port.clone()));
+                }
+                on_replica += u32::from(port == replica);
+                total += 1;
+            }
+            if i % 25 == 24 {
+                writer
+                    .batch_execute("DISCARD ALL")
+                    .await
+                    .expect("DISCARD ALL");
+            }
+        }
+        eprintln!("reads on the replica: {on_replica} of {total}");
+        assert!(
+            stale.is_empty(),
+            "stale reads of the session's writes: {stale:?}"
+        );
+        assert!(
+            on_replica * 2 >= total,
+            "only {on_replica} of {total} reads on the replica"
+        );
+    });
+    // The replica ran the probe under its name (prepared there), and unnamed while a
+    // connection's record was full.
+    let log = std::fs::read_to_string(c.dir.join("replica1.log")).unwrap_or_default();
+    let named = log.matches("execute sluice_18446744073709551615").count();
+    let unnamed = log
+        .matches("execute <unnamed>: WITH RECURSIVE w(n, lsn)")
+        .count();
+    eprintln!("probes on the replica: {named} named, {unnamed} unnamed");
+    assert!(named > 0, "the probe never ran prepared");
+}
