@@ -287,10 +287,9 @@ mod tests {
         assert!(sql.contains("interval '10000000 microseconds'"), "{sql}");
     }
 
-    #[test]
-    fn the_probe_sent_ahead_is_three_unnamed_executions_in_their_own_transaction() {
-        let frames = ahead_probe(0x7D0, Duration::from_millis(5), ProbeStatement::Unnamed);
-        let mut rest = &frames[..];
+    /// The messages of `frames`: (tag, body).
+    fn messages(frames: &[u8]) -> Vec<(u8, Vec<u8>)> {
+        let mut rest = frames;
         let mut seen = Vec::new();
         while !rest.is_empty() {
             let h = crate::protocol::header(rest, 1 << 20).unwrap().unwrap();
@@ -298,7 +297,21 @@ mod tests {
             seen.push((h.tag, frame[5..].to_vec()));
             rest = tail;
         }
-        let tags: String = seen.iter().map(|(t, _)| *t as char).collect();
+        seen
+    }
+
+    fn tags(seen: &[(u8, Vec<u8>)]) -> String {
+        seen.iter().map(|(t, _)| *t as char).collect()
+    }
+
+    #[test]
+    fn the_probe_sent_ahead_is_three_unnamed_executions_in_their_own_transaction() {
+        let seen = messages(&ahead_probe(
+            0x7D0,
+            Duration::from_millis(5),
+            ProbeStatement::Unnamed,
+        ));
+        let tags = tags(&seen);
         assert_eq!(
             tags, "PBEPBEPBE",
             "no Sync: the answer waits for the unit's"
@@ -344,28 +357,15 @@ mod tests {
 
     #[test]
     fn the_probe_that_waits_is_prepared_once_under_its_name() {
-        let split = |frames: Bytes| {
-            let mut rest = &frames[..];
-            let mut seen = Vec::new();
-            while !rest.is_empty() {
-                let h = crate::protocol::header(rest, 1 << 20).unwrap().unwrap();
-                let (frame, tail) = rest.split_at(h.frame_len);
-                seen.push((h.tag, frame[5..].to_vec()));
-                rest = tail;
-            }
-            seen
-        };
         let wait = Duration::from_millis(5);
-        let first = split(ahead_probe(0x7D0, wait, ProbeStatement::Prepare));
-        let tags: String = first.iter().map(|(t, _)| *t as char).collect();
-        assert_eq!(tags, "PBEPBEPBE");
+        let first = messages(&ahead_probe(0x7D0, wait, ProbeStatement::Prepare));
+        assert_eq!(tags(&first), "PBEPBEPBE");
         let mut parse = PROBE_NAME.as_bytes().to_vec();
         parse.push(0);
         assert!(first[3].1.starts_with(&parse), "the probe's Parse names it");
         assert!(String::from_utf8_lossy(&first[3].1).contains("w.lsn < $1::pg_lsn"));
-        let then = split(ahead_probe(0x7D0, wait, ProbeStatement::Prepared));
-        let tags: String = then.iter().map(|(t, _)| *t as char).collect();
-        assert_eq!(tags, "PBEBEPBE", "no Parse once prepared");
+        let then = messages(&ahead_probe(0x7D0, wait, ProbeStatement::Prepared));
+        assert_eq!(tags(&then), "PBEBEPBE", "no Parse once prepared");
         assert_eq!(first[4].1, then[3].1, "the same Bind either way");
         let mut bind = vec![0];
         bind.extend(&parse);
