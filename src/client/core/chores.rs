@@ -221,7 +221,7 @@ impl Core {
     ///
     /// Frames are read where they are and passed over (only a ParameterStatus the client
     /// may see is split off the buffer): the write-LSN read's answer, four messages after
-    /// every writing transaction, costs no allocation.
+    /// every writing transaction, takes no handle on the buffer.
     pub(super) fn chore_frames(&mut self, now: Instant) {
         loop {
             let Some(att) = &mut self.server else { return };
