@@ -60,6 +60,13 @@ echo "==> starting PostgreSQL (primary + 1 replica) in $WORK/cluster" >&2
 "$ROOT/integration/cluster.sh" start "$WORK/cluster" --replicas 1 --watch-pid $$ >"$WORK/cluster.env"
 # shellcheck disable=SC1091
 source "$WORK/cluster.env"
+# The throwaway cluster commits with synchronous_commit = off (quick tests): WAL then
+# reaches the replica at the WAL writer's next flush, up to 200 ms later, longer than a
+# read-your-writes probe waits (ryw_max_wait, 5 ms), so a session's read after its own
+# write would always go to the primary. The demo's database commits synchronously, as
+# a production primary does: such a read can be served by the replica.
+psql -X -q -h 127.0.0.1 -p "$PRIMARY_PORT" -U postgres -d app \
+    -c "ALTER DATABASE app SET synchronous_commit = on" >/dev/null
 
 port_free() {
     python3 -c 'import socket, sys
@@ -124,7 +131,9 @@ pgsluice is running (PostgreSQL primary on port $PRIMARY_PORT, replica on $REPLI
              (a read: served by the replica)
          psql "$URL" -c 'CREATE TABLE IF NOT EXISTS demo (x int)' -c 'INSERT INTO demo VALUES (1)' -c 'SELECT inet_server_port(), count(*) FROM demo'
              (writes go to the primary; the SELECT sees the INSERT because it runs in the
-              same session: read-your-writes is per session. Another connection sees it
+              same session: read-your-writes is per session. It runs on the replica
+              once that has replayed the INSERT (pgsluice asks it, waiting up to 5 ms),
+              else on the primary. Another connection sees it
               once a replica has replayed it, or at once with the causal token: see
               "Causal token across connections" in README.md)
          psql "postgres://app:app_pw@127.0.0.1:$PORT/pgsluice" -c 'SHOW NODES'
