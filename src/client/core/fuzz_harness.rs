@@ -388,7 +388,10 @@ impl Session {
             }
         }
         // The client's SQL-level statements prepared under its own names for server-side
-        // code (`own_names.rs`) never go on to the next client.
+        // code (`own_names.rs`) never go on to the next client. A client name in
+        // pgsluice's own name space is never prepared under that name (`own_names.rs`
+        // leaves it out): a statement the server holds under it is pgsluice's, whose
+        // record the check above has compared already.
         if self.setup.limits.rewrite {
             let left: Vec<&String> = self
                 .rig
@@ -397,6 +400,7 @@ impl Session {
                 .names
                 .sql
                 .keys()
+                .filter(|n| !n.starts_with(crate::prepare::SERVER_PREFIX))
                 .filter(|n| model.holds_statement(n))
                 .collect();
             if !left.is_empty() {

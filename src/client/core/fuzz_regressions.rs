@@ -387,6 +387,19 @@ fn a_transaction_begun_behind_a_missed_probe_is_not_released_clean() {
     replay(setup, &steps, &[Event::Client(20), Event::Server(1)]);
 }
 
+/// Found by `fuzz_session_core` (integration/fuzz.sh, stop 32; seed
+/// 15730445444900789710, present since at least stop 31's code): `PREPARE sluice_1 AS
+/// SELECT ` with room for one statement. The client's name is pgsluice's server name for
+/// the statement's text (registry id 1), so the server held `sluice_1`, pgsluice's own
+/// and recorded; the harness took it for the client's statement under its own name,
+/// handed on to the next client. A fault of the harness: a client name in pgsluice's
+/// name space is never prepared under that name (`own_names.rs`).
+#[test]
+fn a_client_statement_named_like_ours_is_not_taken_for_its_own_name() {
+    let steps = [Step::Query("PREPARE sluice_1 AS SELECT ".into())];
+    replay(one_per_server(1, None, 0, 0), &steps, &[]);
+}
+
 /// Found by `fuzz_session_routed` (minimal input: read-your-writes; `PREPARE p1(int) AS
 /// SELECT $1` (a write, on the primary), `SET pgsluice.route = replica`, then
 /// `COPY t FROM STDIN` and a CopyFail). A fault of the model server: its replica
