@@ -3,6 +3,7 @@
 
     python3 integration/hot_symbols.py --binary PATH --out FILE LONG:SHORT [LONG:SHORT ...]
     python3 integration/hot_symbols.py --check PATH [--list FILE]
+    python3 integration/hot_symbols.py --remap OLD NEW [--list FILE]
 
 Each LONG:SHORT is a pair of callgrind output files of one workload, a long run and a
 short one (`integration/ryw_instructions.py --annotate DIR` keeps them as
@@ -31,6 +32,12 @@ rename, but `cargo test --release` builds the binary with the dev-dependencies' 
 too, under other hashes, and it is then not laid out (nor is the binary it leaves in
 target/release: benchmarks run a binary from `cargo build --release`). `--check PATH`
 says how many of the list's symbols a binary has and over how many 4-KiB pages they lie.
+
+The hashes also follow the crate's dependencies: a new dependency renames every symbol,
+and the list then lays out nothing. `--remap OLD NEW` carries the list over without new
+profiles: each symbol is looked up by its demangled name in OLD (a build the list was
+made for) and replaced by NEW's symbols of that name, in the same order (the list is
+rewritten in place).
 """
 
 import argparse
@@ -97,16 +104,40 @@ def check(binary, path):
           f"on {len(pages)} 4-KiB pages")
 
 
+def remap(old, new, path):
+    """Rewrites the list at `path`, made for binary `old`, with binary `new`'s names."""
+    old_names = {m: name for name, ms in symbols(old).items() for m in ms}
+    new_by_name = symbols(new)
+    with open(path) as f:
+        listed = f.read().split()
+    out, missed = [], 0
+    for m in listed:
+        name = old_names.get(m)
+        if name is None or name not in new_by_name:
+            missed += 1
+            continue
+        out.extend(new_by_name[name])
+    with open(path, "w") as f:
+        f.write("".join(s + "\n" for s in dict.fromkeys(out)))
+    print(f"hot_symbols: {len(listed) - missed} of {len(listed)} symbols carried over "
+          f"({len(dict.fromkeys(out))} in {new}), {missed} not found", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--binary")
     ap.add_argument("--out")
     ap.add_argument("--check", metavar="BINARY", help="report how BINARY lays out the list")
+    ap.add_argument("--remap", nargs=2, metavar=("OLD", "NEW"),
+                    help="carry the list over from binary OLD's names to NEW's")
     ap.add_argument("--list", default=os.path.join(ROOT, "link", "hot-symbols.txt"))
     ap.add_argument("pairs", nargs="*", help="LONG:SHORT callgrind files")
     args = ap.parse_args()
     if args.check:
         check(args.check, args.list)
+        return
+    if args.remap:
+        remap(*args.remap, args.list)
         return
     if not (args.binary and args.out and args.pairs):
         ap.error("--binary, --out and LONG:SHORT pairs (or --check BINARY)")

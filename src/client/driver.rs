@@ -52,6 +52,9 @@ pub struct Driver {
     armed: bool,
     /// The task was woken from the parked wait: client bytes are most likely waiting.
     woke: bool,
+    /// The held server's socket has its receive low-water mark raised past an answer of
+    /// pgsluice's own (see `poll_io`): set back to 1 at the next read or release.
+    lowat: bool,
     park: Park,
     /// What the relay waits on besides its sockets; client input waits meanwhile.
     waiting: Option<Waiting>,
@@ -340,12 +343,19 @@ impl Driver {
                 self.core.client_gone(now);
                 continue;
             }
-            if let Some(lease) = &mut self.lease
-                && let Poll::Ready(Err(e)) =
+            if let Some(lease) = &mut self.lease {
+                // An answer of pgsluice's own leads what the server sends next: the kernel
+                // wakes the worker only past it (`core/sequences.rs`), until the next read.
+                let lead = self.core.take_quiet_lead();
+                if lead > 0 {
+                    self.lowat |= lease.stream.set_recv_lowat(lead + 1);
+                }
+                if let Poll::Ready(Err(e)) =
                     io::poll_flush(&mut self.core.sout, &mut lease.stream, cx)
-            {
-                self.core.server_lost(&e.to_string(), now);
-                continue;
+                {
+                    self.core.server_lost(&e.to_string(), now);
+                    continue;
+                }
             }
             if self.poll_timer(now, cx) {
                 // The timer's deadline passed by the clock, perhaps not by `now`.
@@ -363,7 +373,11 @@ impl Driver {
                 && let Some(lease) = &mut self.lease
                 && let Some(buf) = self.core.server_buf()
             {
-                match io::poll_read_server(&mut lease.stream, buf, cx) {
+                let read = io::poll_read_server(&mut lease.stream, buf, cx);
+                if read.is_ready() && std::mem::take(&mut self.lowat) {
+                    lease.stream.set_recv_lowat(1);
+                }
+                match read {
                     Poll::Ready(Ok(0)) => {
                         self.core.server_lost("server closed the connection", now);
                         continue;

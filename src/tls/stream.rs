@@ -172,6 +172,17 @@ impl<T: TlsIo> Stream<T> {
         self.tcp().ok()
     }
 
+    /// Sets the socket's receive low-water mark (`SO_RCVLOWAT`): the kernel reports it
+    /// readable, and wakes the worker, only once `bytes` are queued (or the peer closed).
+    /// Plain TCP only (under TLS the queued bytes are records, not messages; a Unix
+    /// socket's readiness ignores the mark): false when not applied.
+    pub fn set_recv_lowat(&self, bytes: usize) -> bool {
+        match self {
+            Stream::Plain(s) => set_recv_lowat(s, bytes).is_ok(),
+            Stream::Unix(_) | Stream::Tls(_) => false,
+        }
+    }
+
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
@@ -274,6 +285,29 @@ impl ServerStream {
             }
             Stream::Plain(_) | Stream::Unix(_) => None,
         }
+    }
+}
+
+/// `setsockopt(SO_RCVLOWAT)`, which neither tokio nor socket2 exposes.
+#[allow(unsafe_code)]
+fn set_recv_lowat(stream: &TcpStream, bytes: usize) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: the descriptor is the stream's own, open while `stream` is borrowed; the
+    // option value is a `c_int` that lives across the call, and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVLOWAT,
+            (&raw const value).cast::<libc::c_void>(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

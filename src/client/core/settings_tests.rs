@@ -184,11 +184,17 @@ fn a_write_after_another_clients_is_preceded_by_a_pipelined_sequence_discard() {
     };
     // A plain read on a server holding another client's values: nothing added.
     assert_eq!(on_server(&mut r, "SELECT 1", 99), query("SELECT 1"));
+    assert_eq!(r.core.take_quiet_lead(), 0);
     assert_eq!(finish(&mut r, false).seq_owner, 99);
     // A write there: the discard goes first, in the same write.
     let mut want = query("DISCARD SEQUENCES");
     want.extend(query("INSERT INTO t VALUES (1)"));
     assert_eq!(on_server(&mut r, "INSERT INTO t VALUES (1)", 99), want);
+    // The driver is told how long the discard's answer is (its wake-up is spared), once.
+    let mut discard_answer = complete("DISCARD SEQUENCES");
+    discard_answer.extend(ready(b'I'));
+    assert_eq!(r.core.take_quiet_lead(), discard_answer.len());
+    assert_eq!(r.core.take_quiet_lead(), 0);
     assert_eq!(finish(&mut r, true).seq_owner, 7);
     // On a server holding only this client's values: nothing added.
     let sql = "INSERT INTO t VALUES (2)";

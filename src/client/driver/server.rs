@@ -153,6 +153,9 @@ impl Driver {
         let Some(mut lease) = self.lease.take() else {
             return;
         };
+        if std::mem::take(&mut self.lowat) {
+            lease.stream.set_recv_lowat(1);
+        }
         self.core.restore(server, &mut lease.state);
         match how {
             Release::Clean => {
