@@ -95,6 +95,40 @@ pub fn ahead_probe(min_lsn: u64, wait: Duration, how: ProbeStatement) -> Bytes {
     b.freeze()
 }
 
+/// The id under which a primary connection's record lists the write-LSN read (see
+/// `write_lsn.rs`) once it is prepared there as [`LSN_NAME`], next to the probe's
+/// [`PROBE_ID`].
+pub const LSN_ID: u64 = u64::MAX - 1;
+/// The write-LSN read's server-side name: what the registry would name [`LSN_ID`].
+pub const LSN_NAME: &str = "sluice_18446744073709551614";
+/// The write-LSN read's text.
+pub const LSN_TEXT: &[u8] = b"SELECT pg_catalog.pg_current_wal_insert_lsn()";
+
+/// The write-LSN read as the prepared [`LSN_NAME`]: Bind (no parameters, text result),
+/// Execute and Sync, with its Parse first when `prepare`. Made once.
+pub fn lsn_read(prepare: bool) -> Bytes {
+    static READS: LazyLock<(Bytes, Bytes)> = LazyLock::new(|| {
+        let mut run = BytesMut::new();
+        let start = run.len();
+        run.put_slice(&[fe::BIND, 0, 0, 0, 0, 0]);
+        run.put_slice(LSN_NAME.as_bytes());
+        run.put_u8(0);
+        run.put_slice(&[0, 0, 0, 0, 0, 0]);
+        set_length(&mut run, start);
+        put_execute(&mut run);
+        run.put_slice(&[fe::SYNC, 0, 0, 0, 4]);
+        let mut first = BytesMut::new();
+        put_parse(&mut first, LSN_NAME, |b| b.put_slice(LSN_TEXT));
+        first.put_slice(&run);
+        (first.freeze(), run.freeze())
+    });
+    if prepare {
+        READS.0.clone()
+    } else {
+        READS.1.clone()
+    }
+}
+
 /// The fixed parts of [`ahead_probe`]: `BEGIN`'s execution; the Parse of the probe that
 /// asks once (unnamed) and of the one that waits (unnamed and named); what follows the
 /// probe's Bind (its Execute, `COMMIT`'s execution).
@@ -382,6 +416,29 @@ mod tests {
             PROBE_NAME,
             format!("{}{PROBE_ID}", crate::prepare::SERVER_PREFIX),
             "the name the registry would give its id (an eviction closes it by that name)"
+        );
+    }
+
+    #[test]
+    fn the_write_lsn_read_is_prepared_once_under_its_name() {
+        let first = messages(&lsn_read(true));
+        assert_eq!(tags(&first), "PBES");
+        let mut parse = LSN_NAME.as_bytes().to_vec();
+        parse.push(0);
+        parse.extend(LSN_TEXT);
+        parse.extend([0, 0, 0]);
+        assert_eq!(first[0].1, parse, "named, the text, no parameter types");
+        let then = messages(&lsn_read(false));
+        assert_eq!(tags(&then), "BES");
+        let mut bind = vec![0];
+        bind.extend(LSN_NAME.as_bytes());
+        bind.extend([0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(then[0].1, bind, "portal \"\", the statement, nothing else");
+        assert_eq!(first[1..], then[..]);
+        assert_eq!(
+            LSN_NAME,
+            format!("{}{LSN_ID}", crate::prepare::SERVER_PREFIX),
+            "the name the registry would give its id"
         );
     }
 

@@ -231,7 +231,7 @@ fn a_write_pipelined_behind_a_read_moves_to_the_primary() {
     r.core.attached(ServerState::new(2), 0, link(), r.now);
     // The write-LSN read goes right behind the lone write (`write_lsn.rs`).
     let mut rest = query("INSERT INTO t VALUES (1)");
-    rest.extend(query("SELECT pg_catalog.pg_current_wal_insert_lsn()"));
+    rest.extend(super::super::probe_sql::lsn_read(true));
     rest.extend(query("SELECT count(*) FROM t"));
     assert_eq!(r.sent_to_server(), rest);
 }

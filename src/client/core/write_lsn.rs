@@ -9,12 +9,21 @@
 //! ([`Core::write_lsn_fits_behind`]): the statement commits as it ends, PostgreSQL runs
 //! the read after it, and the answer follows the statement's ReadyForQuery. That saves
 //! one system call to the server per write, and the server is held one round trip less.
+//!
+//! With statement mapping on, the read is a statement prepared once per primary
+//! connection (`probe_sql::LSN_NAME`, listed in the connection's record of prepared
+//! statements as `probe_sql::LSN_ID`, so eviction and resets treat it as any of
+//! pgsluice's): each read is a Bind, an Execute and a Sync, and the primary skips parsing
+//! and planning it, so its answer trails the statement's by less and more often reaches
+//! pgsluice in the same read (one wake-up of the worker instead of two). A connection
+//! whose record is full, or a pool without statement mapping, gets the Query.
 
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use super::chores::Chore;
+use super::probe_sql::{LSN_ID, lsn_read};
 use super::{CHORE_TIMEOUT, Core, Phase, Release};
 use crate::config::PoolMode;
 use crate::protocol::build;
@@ -29,9 +38,35 @@ impl Core {
     /// After a transaction that wrote: reads the writer's WAL insert position on the same
     /// connection (an upper bound of the commit's LSN) before it goes back to the pool.
     pub(super) fn start_write_lsn(&mut self, report: bool, now: Instant) {
-        self.unnamed_dropped();
-        self.sout.push(Bytes::from_static(WRITE_LSN_QUERY));
+        let read = self.write_lsn_read();
+        self.sout.push(read);
         self.await_write_lsn(report, false, now);
+    }
+
+    /// The write-LSN read's messages for the held server: Bind/Execute/Sync of the
+    /// prepared read when the connection has it, its Parse first when the connection's
+    /// record has room (recorded now: if the Parse fails, so does the read, and the
+    /// connection is closed with it), else the Query (which drops the unnamed statement).
+    fn write_lsn_read(&mut self) -> Bytes {
+        // Without statement mapping pgsluice does not follow what clients do to the
+        // server's prepared statements (a DISCARD ALL): the Query then.
+        let room = if self.limits.rewrite {
+            self.map.max_prepared()
+        } else {
+            0
+        };
+        if let Some(att) = &mut self.server {
+            let statements = &mut att.state.statements;
+            if statements.touch(LSN_ID) {
+                return lsn_read(false);
+            }
+            if statements.len() < room {
+                statements.insert(LSN_ID);
+                return lsn_read(true);
+            }
+        }
+        self.unnamed_dropped();
+        Bytes::from_static(WRITE_LSN_QUERY)
     }
 
     /// The write-LSN read's answer comes next.
@@ -72,8 +107,8 @@ impl Core {
     /// [`Core::write_lsn_fits_behind`]); its answer is taken at that Query's
     /// ReadyForQuery.
     pub(super) fn write_lsn_behind(&mut self) {
-        self.unnamed_dropped();
-        self.sout.push(Bytes::from_static(WRITE_LSN_QUERY));
+        let read = self.write_lsn_read();
+        self.sout.push(read);
         if let Some(r) = &mut self.route {
             r.lsn_behind = true;
         }

@@ -1,5 +1,6 @@
 //! The write-LSN read sent behind a lone write, over recorded message sequences.
 
+use super::super::probe_sql::{LSN_ID, lsn_read};
 use super::super::route::route_tests::{expect_checkout_on, probe_answer, route, routed};
 use super::super::tests::{complete, query, ready, tags};
 use super::super::{Action, Release};
@@ -22,7 +23,7 @@ fn a_lone_write_takes_the_write_lsn_read_in_the_same_write() {
     expect_checkout_on(&mut r, 0);
     let sent = r.sent_to_server();
     let mut want = query("UPDATE t SET a = 1;");
-    want.extend(query("SELECT pg_catalog.pg_current_wal_insert_lsn()"));
+    want.extend(lsn_read(true));
     assert_eq!(sent, want, "the statement, then the read, in one write");
     r.server(&update_answer());
     assert_eq!(
@@ -67,7 +68,7 @@ fn what_the_client_pipelined_behind_is_answered_after_the_read() {
     r.client(&two);
     expect_checkout_on(&mut r, 0);
     // The second write is not alone: something is in flight when it goes.
-    assert_eq!(tags(&r.sent_to_server()), "QQQ");
+    assert_eq!(tags(&r.sent_to_server()), "QPBESQ");
     let mut answers = update_answer();
     answers.extend(probe_answer(4000));
     answers.extend(update_answer());
@@ -81,7 +82,11 @@ fn what_the_client_pipelined_behind_is_answered_after_the_read() {
         0,
         "the first LSN covers one write of two"
     );
-    assert!(sent_text(&mut r).contains("pg_current_wal_insert_lsn"));
+    assert_eq!(
+        r.sent_to_server(),
+        lsn_read(false),
+        "the read again, prepared by the first"
+    );
     r.server(&probe_answer(5000));
     assert_eq!(r.expect_release().1, Release::Clean);
     assert_eq!(route(&mut r).own_lsn, 5000);
@@ -159,4 +164,54 @@ fn a_server_lost_with_more_in_flight_behind_the_read_ends_the_session() {
     r.core.server_lost("connection reset", r.now);
     let out = String::from_utf8_lossy(&r.sent_to_client()).into_owned();
     assert!(out.contains("08006"), "{out}");
+}
+
+/// The read is prepared by the first write on a connection and only bound after that;
+/// a connection whose record of prepared statements is full gets the Query.
+#[test]
+fn the_write_lsn_read_is_prepared_once_per_connection() {
+    let mut r = routed();
+    let mut state = None;
+    for (round, want_prepare) in [(0, true), (1, false), (2, false)] {
+        r.client(&query("UPDATE t SET a = 1"));
+        match r.action() {
+            Some(super::super::Action::NeedServer { node: 0 }) => {}
+            other => panic!("round {round}: expected NeedServer, got {other:?}"),
+        }
+        r.attach(
+            state
+                .take()
+                .unwrap_or_else(|| crate::server::ServerState::new(10)),
+        );
+        let mut want = query("UPDATE t SET a = 1");
+        want.extend(lsn_read(want_prepare));
+        assert_eq!(r.sent_to_server(), want, "round {round}");
+        let mut answers = update_answer();
+        answers.extend(probe_answer(5000 + round));
+        r.server(&answers);
+        let (back, how) = r.expect_release();
+        assert_eq!(how, Release::Clean);
+        assert!(back.statements.contains(LSN_ID), "round {round}: recorded");
+        assert_eq!(route(&mut r).own_lsn, 5000 + round);
+        state = Some(back);
+    }
+    // A full record keeps the client's statements: the Query, and nothing recorded.
+    let mut full = crate::server::ServerState::new(11);
+    for id in 1..=r.core.map.max_prepared() as u64 {
+        full.statements.insert(id);
+    }
+    r.client(&query("UPDATE t SET a = 2"));
+    match r.action() {
+        Some(super::super::Action::NeedServer { node: 0 }) => {}
+        other => panic!("expected NeedServer, got {other:?}"),
+    }
+    r.attach(full);
+    let mut want = query("UPDATE t SET a = 2");
+    want.extend(query("SELECT pg_catalog.pg_current_wal_insert_lsn()"));
+    assert_eq!(r.sent_to_server(), want);
+    let mut answers = update_answer();
+    answers.extend(probe_answer(6000));
+    r.server(&answers);
+    let (back, _) = r.expect_release();
+    assert!(!back.statements.contains(LSN_ID));
 }
