@@ -184,6 +184,10 @@ impl Pool {
         }
         let (tx, rx) = handoff.open();
         let deadline = wait.map(|w| now + w);
+        if g.waiters.is_empty() {
+            // The janitor checks waiters' deadlines only while some exist (`maintain.rs`).
+            super::maintain::WAITING.notify_waiters();
+        }
         g.waiters.push_back(Waiter {
             tx,
             deadline,

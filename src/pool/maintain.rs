@@ -280,36 +280,62 @@ fn serve_all_waiters(all: &[Arc<Pool>], now: Instant) {
     }
 }
 
-/// Expires waiters every [`WAIT_CHECK`] and runs maintenance over every pool once a
-/// second, until the process ends.
+/// Told when a pool gets its first waiter: the janitor, idle while no client waits for a
+/// server, checks deadlines again (every janitor of the process is told; a spurious
+/// wake-up costs one pass).
+pub(super) static WAITING: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// Expires waiters every [`WAIT_CHECK`] while any client waits for a server, and runs
+/// maintenance over every pool once a second, until the process ends. With no waiter it
+/// sleeps until the next second's maintenance or the next waiter (an idle pgsluice's
+/// worker woke 20 times a second for this before).
 pub async fn maintain_all(pools: Arc<Pools>) {
-    let mut tick = tokio::time::interval(WAIT_CHECK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sweep = Instant::now();
     loop {
-        tick.tick().await;
+        // Listening before looking: a waiter queued after the look still wakes it.
+        let queued = WAITING.notified();
+        tokio::pin!(queued);
+        queued.as_mut().enable();
         let now = Instant::now();
         let all = pools.all();
         for pool in &all {
             pool.expire_waiters(now);
         }
         serve_all_waiters(&all, now);
-        if now.duration_since(last_sweep) < Duration::from_secs(1) {
-            continue;
+        let waiting = all.iter().any(|p| p.has_waiters());
+        if now.duration_since(last_sweep) >= Duration::from_secs(1) {
+            last_sweep = now;
+            sweep(&pools, all);
+        } else {
+            drop(all);
         }
-        last_sweep = now;
-        for pool in all {
-            let missing = pool.sweep();
-            if missing > 0 {
-                // Off this loop: a slow connect must not hold up the waiters' deadlines.
-                tokio::spawn(async move {
-                    for _ in 0..missing {
-                        pool.prefill().await;
-                    }
-                });
+        let sweep_at = tokio::time::Instant::from_std(last_sweep + Duration::from_secs(1));
+        if waiting {
+            let to_sweep = sweep_at.saturating_duration_since(tokio::time::Instant::now());
+            tokio::time::sleep(WAIT_CHECK.min(to_sweep)).await;
+        } else {
+            tokio::select! {
+                () = &mut queued => {}
+                () = tokio::time::sleep_until(sweep_at) => {}
             }
         }
-        // After `all` is gone: a pool only the map holds is unused.
-        pools.drop_unused_wildcard_pools();
     }
+}
+
+/// Each pool's once-a-second maintenance (idle and lifetime limits, minimum connections),
+/// then the wildcard pools no client uses any more.
+fn sweep(pools: &Pools, all: Vec<Arc<Pool>>) {
+    for pool in all {
+        let missing = pool.sweep();
+        if missing > 0 {
+            // Off this loop: a slow connect must not hold up the waiters' deadlines.
+            tokio::spawn(async move {
+                for _ in 0..missing {
+                    pool.prefill().await;
+                }
+            });
+        }
+    }
+    // After `all` is gone: a pool only the map holds is unused.
+    pools.drop_unused_wildcard_pools();
 }

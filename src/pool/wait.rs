@@ -69,6 +69,11 @@ impl Pool {
         }
     }
 
+    /// Whether a client waits for a connection of this pool.
+    pub fn has_waiters(&self) -> bool {
+        !self.lock().waiters.is_empty()
+    }
+
     /// Fails the waiters whose deadline has passed with `57014`; returns how many.
     pub fn expire_waiters(&self, now: Instant) -> usize {
         let overdue = |w: &Waiter| w.deadline.is_some_and(|d| d <= now);
