@@ -474,3 +474,69 @@ fn parameter_status_and_backend_key_reach_the_client() {
         assert_eq!(msgs[0].field(b'M').as_deref(), Some("raw notice"));
     });
 }
+
+// ------------------------------------------------------------------ sequence discard
+
+/// A unit that may touch sequence values, on a server that last held another client's, is
+/// preceded by a hidden `DISCARD SEQUENCES`, and pgsluice raises the server socket's
+/// receive low-water mark past the discard's answer so that answer alone does not wake it
+/// (`core/sequences.rs`). The smallest answer a unit can get is one 5-byte message (a
+/// ParseComplete asked for with Flush): it must still come through at once, as must a
+/// simple query's and a whole extended unit's, round after round on the one server.
+#[test]
+fn the_smallest_answer_behind_a_sequence_discard_is_not_held_back() {
+    let (cluster, pooler) = setup("transaction", "md5", 1);
+    common::psql_ok(
+        &cluster.node_url("primary", "app", "app_pw", "app"),
+        "CREATE SEQUENCE proto_seq",
+    );
+    run_async(90, async {
+        let (other, _) = pg_connect(&pooler.url("app", "app_pw", "app")).await;
+        let (mut raw, _) = Raw::connect(pooler.port, "app", "app_pw", "app").await;
+        let within = Duration::from_secs(5);
+        let mut last = 0i64;
+        for round in 0..20 {
+            // The other client sets a value on the one server.
+            let v: i64 = sq1(&other, "SELECT nextval('proto_seq')")
+                .await
+                .parse()
+                .unwrap();
+            assert!(v > last, "round {round}");
+            // A Parse and a Flush: the answer is one ParseComplete.
+            let mut w = common::wire::parse("", "SELECT nextval('proto_seq')", &[]);
+            w.extend(common::wire::flush());
+            raw.send(&w).await;
+            let m = tokio::time::timeout(within, raw.recv())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: ParseComplete held back"));
+            assert_eq!(m.tag, b'1', "round {round}: {m:?}");
+            let mut w = common::wire::bind("", &[]);
+            w.extend(common::wire::execute());
+            w.extend(common::wire::sync());
+            raw.send(&w).await;
+            let msgs = tokio::time::timeout(within, raw.until_ready())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the unit's answer held back"));
+            assert_eq!(tags(&msgs), "2DCZ", "round {round}: {msgs:?}");
+            last = std::str::from_utf8(msgs[1].columns()[0].as_deref().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(last > v, "round {round}: its own value after the other's");
+            // The other client again, then a simple query on the raw one.
+            sq(&other, "SELECT nextval('proto_seq')").await;
+            raw.send(&query_msg("SELECT currval('proto_seq')")).await;
+            let msgs = tokio::time::timeout(within, raw.until_ready())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the query's answer held back"));
+            // Never the other client's value: the server it holds carried the other's,
+            // discarded first, so "not yet defined in this session".
+            assert_eq!(tags(&msgs), "TEZ", "round {round}: {msgs:?}");
+            assert_eq!(
+                msgs[1].field(b'C').as_deref(),
+                Some("55000"),
+                "round {round}"
+            );
+        }
+    });
+}
