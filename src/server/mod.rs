@@ -19,7 +19,7 @@ use crate::net::ServerStream;
 use crate::protocol::{self, ErrorFields, be};
 pub use connect::{ServerTarget, connect};
 pub use state::ServerState;
-pub use statements::ServerStatements;
+pub use statements::{Own, ServerStatements};
 
 /// Largest message pgsluice accepts in answer to its own queries (the monitor's row, a
 /// setting, an LSN): a server that declares more is broken, and nothing is reserved for it.

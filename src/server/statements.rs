@@ -11,6 +11,14 @@ pub struct ServerStatements {
     tick: u64,
 }
 
+/// See [`ServerStatements::own`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Own {
+    Prepared,
+    Prepare,
+    Unnamed,
+}
+
 /// Hashes a statement id (pgsluice's own counter, never a client's value): a multiply,
 /// and no per-map random state, which keeps every [`super::ServerState`] 16 bytes
 /// smaller (it is moved on every transaction).
@@ -49,6 +57,21 @@ impl ServerStatements {
                 true
             }
             None => false,
+        }
+    }
+
+    /// Where pgsluice's own statement `id` (the read-your-writes probe, the write-LSN
+    /// read) stands here: already prepared (marked used, so eviction keeps it), to be
+    /// prepared now (recorded at once, when the record holds fewer than `room`), or not
+    /// at all (a full record keeps the client's statements; the caller sends it unnamed).
+    pub fn own(&mut self, id: u64, room: usize) -> Own {
+        if self.touch(id) {
+            Own::Prepared
+        } else if self.len() < room {
+            self.insert(id);
+            Own::Prepare
+        } else {
+            Own::Unnamed
         }
     }
 

@@ -75,6 +75,7 @@ use crate::config::PoolMode;
 use crate::protocol::{self, be, fe};
 use crate::router::route::Unit;
 use crate::server::CloseReason;
+use crate::server::Own;
 
 /// A probe in flight, sent alone: client input waits for its answer.
 #[derive(Debug)]
@@ -100,6 +101,18 @@ pub struct Ahead {
 }
 
 impl Core {
+    /// How many statements a server connection's record may hold, for pgsluice's own
+    /// (the probe, the write-LSN read) to be prepared there: 0 without statement mapping,
+    /// where pgsluice does not follow what clients do to the server's prepared statements
+    /// (a DISCARD ALL), so its own go unnamed.
+    pub(super) fn own_statement_room(&self) -> usize {
+        if self.limits.rewrite {
+            self.map.max_prepared()
+        } else {
+            0
+        }
+    }
+
     /// After a server was attached: if the route asked for a probe, sends it. Returns true
     /// when it went alone (client input waits for its answer); false when there is none,
     /// or when it goes ahead of the unit (the caller then goes on, and the unit follows
@@ -109,6 +122,7 @@ impl Core {
             return false;
         }
         let retry = self.retry_ahead();
+        let room = self.own_statement_room();
         let Some(r) = &mut self.route else {
             return false;
         };
@@ -118,13 +132,6 @@ impl Core {
         let wait = r.db.policy.load().ryw_max_wait;
         let probe = Probe { min_lsn, lsn: None };
         if let Some(retry) = retry {
-            // Without statement mapping pgsluice does not follow what clients do to the
-            // server's prepared statements (a DISCARD ALL): the probe goes unnamed.
-            let room = if self.limits.rewrite {
-                self.map.max_prepared()
-            } else {
-                0
-            };
             let how = probe_statement(&mut self.server, room, wait);
             self.sout.push(ahead_probe(min_lsn, wait, how));
             r.ahead = Some(Ahead {
@@ -443,14 +450,10 @@ fn probe_statement(
     let Some(att) = server else {
         return ProbeStatement::Unnamed;
     };
-    let statements = &mut att.state.statements;
-    if statements.touch(PROBE_ID) {
-        ProbeStatement::Prepared
-    } else if statements.len() < room {
-        statements.insert(PROBE_ID);
-        ProbeStatement::Prepare
-    } else {
-        ProbeStatement::Unnamed
+    match att.state.statements.own(PROBE_ID, room) {
+        Own::Prepared => ProbeStatement::Prepared,
+        Own::Prepare => ProbeStatement::Prepare,
+        Own::Unnamed => ProbeStatement::Unnamed,
     }
 }
 

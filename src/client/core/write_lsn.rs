@@ -29,6 +29,7 @@ use crate::config::PoolMode;
 use crate::protocol::build;
 use crate::router::format_lsn;
 use crate::server::CloseReason;
+use crate::server::Own;
 
 /// How pgsluice reads the writer's WAL insert position after a write: the whole Query
 /// message (tag, length 50, text, NUL), sent as it is after every write.
@@ -48,21 +49,12 @@ impl Core {
     /// record has room (recorded now: if the Parse fails, so does the read, and the
     /// connection is closed with it), else the Query (which drops the unnamed statement).
     fn write_lsn_read(&mut self) -> Bytes {
-        // Without statement mapping pgsluice does not follow what clients do to the
-        // server's prepared statements (a DISCARD ALL): the Query then.
-        let room = if self.limits.rewrite {
-            self.map.max_prepared()
-        } else {
-            0
-        };
+        let room = self.own_statement_room();
         if let Some(att) = &mut self.server {
-            let statements = &mut att.state.statements;
-            if statements.touch(LSN_ID) {
-                return lsn_read(false);
-            }
-            if statements.len() < room {
-                statements.insert(LSN_ID);
-                return lsn_read(true);
+            match att.state.statements.own(LSN_ID, room) {
+                Own::Prepared => return lsn_read(false),
+                Own::Prepare => return lsn_read(true),
+                Own::Unnamed => {}
             }
         }
         self.unnamed_dropped();
