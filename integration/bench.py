@@ -6,7 +6,7 @@
                                  [--targets direct,pgbouncer,pgsluice,pgsluice-nometrics,
                                             pgsluice-session]
                                  [--no-build] [--baseline-binary PATH]
-                                 [--pgbouncer-new PATH]
+                                 [--pgbouncer-new PATH] [--connect]
 
 Builds pgsluice (cargo build --release, unless --no-build), starts a throwaway
 PostgreSQL cluster (integration/cluster.sh), initialises it with `pgbench -i -s 10`
@@ -47,6 +47,9 @@ Per run: TPS (without initial connection time), average latency, p50/p99 latency
 pgbench's per-transaction log, deleted once summarised), failed transactions, and the
 pooler's CPU time (utime+stime of /proc/PID/stat, all threads) over the run divided by
 the transactions pgbench processed.
+
+With --connect, pgbench runs with -C (a new connection, login included, per transaction):
+TPS is then connections per second and CPU per transaction is CPU per connection.
 
 With --tls, every hop is TLS: the script makes a CA and a server certificate with the
 openssl command line, turns on `ssl` in PostgreSQL with it, and runs PgBouncer
@@ -945,6 +948,9 @@ def parse_args():
     ap.add_argument("--no-build", action="store_true", help="skip cargo build --release")
     ap.add_argument("--binary", default=None, help="pgsluice binary (default target/release)")
     ap.add_argument("--quick", action="store_true", help="--duration 3 --rounds 1")
+    ap.add_argument("--connect", action="store_true",
+                    help="pgbench -C: a new connection per transaction (TPS is then "
+                         "connections per second, CPU per transaction per connection)")
     ap.add_argument("--tls", action="store_true",
                     help="TLS on every hop: clients to poolers, poolers (and direct) to PostgreSQL")
     ap.add_argument("--baseline-binary", default=None,
@@ -1032,7 +1038,8 @@ def run_rounds(bench, args, live, results, results_dir):
                                             else "after a prepared run"):
                         continue
                 log(f"round {rnd}/{args.rounds}: {mode} via {t} ({args.duration}s)")
-                r = bench.pgbench(t, mode, args.duration, f"r{rnd}-{mode}-{t}", results_dir)
+                r = bench.pgbench(t, mode, args.duration, f"r{rnd}-{mode}-{t}", results_dir,
+                                  connect=args.connect)
                 r["round"] = rnd
                 if counted:
                     status, counts = bench.stop_pgsluice(t)

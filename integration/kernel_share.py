@@ -121,9 +121,11 @@ def kernel_shares(data, out_txt):
     kernel = {c: 0 for c in CLASSES}
     deciding = {c: {} for c in CLASSES}
     user = 0
+    user_leaf = {}
     for block in p.stdout.split("\n\n"):
         frames = []
         leaf_kernel = None
+        leaf = None
         for line in block.splitlines():
             m = re.match(r"\s*[0-9a-f]+\s+(\S+)\s+\((.*)\)\s*$", line)
             if not m:
@@ -131,12 +133,14 @@ def kernel_shares(data, out_txt):
             sym, dso = re.sub(r"\+0x[0-9a-f]+$", "", m.group(1)), m.group(2)
             if leaf_kernel is None:
                 leaf_kernel = "kernel" in dso
+                leaf = sym
             if "kernel" in dso:
                 frames.append(sym)
         if leaf_kernel is None:
             continue
         if not leaf_kernel:
             user += 1
+            user_leaf[leaf] = user_leaf.get(leaf, 0) + 1
             continue
         c = sample_class(frames)
         kernel[c] += 1
@@ -149,6 +153,9 @@ def kernel_shares(data, out_txt):
             f.write(f"\n{c}: {kernel[c]}\n")
             for sym, n in sorted(deciding[c].items(), key=lambda kv: -kv[1])[:25]:
                 f.write(f"  {n:7d} {sym}\n")
+        f.write(f"\nuser, innermost frame: {user}\n")
+        for sym, n in sorted(user_leaf.items(), key=lambda kv: -kv[1])[:40]:
+            f.write(f"  {n:7d} {sym}\n")
     if total_k + user == 0:
         return 0.0, {c: 0.0 for c in CLASSES}
     return total_k / (total_k + user), {c: v / total_k for c, v in kernel.items()}
@@ -161,6 +168,8 @@ def main():
     ap.add_argument("--modes", default="simple,extended")
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--churn", action="store_true",
+                    help="pgbench -C (a new connection per transaction): per connection")
     a = ap.parse_args()
     argv = ["bench.py", "--no-build", "--duration", str(a.duration), "--modes", a.modes,
             "--targets", "pgbouncer,pgsluice" + (",pgbouncer-new" if a.pgbouncer_new else "")]
@@ -199,7 +208,7 @@ def main():
                                             "-o", data], stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
                     time.sleep(0.5)
-                    res = bench.pgbench(t, mode, a.duration, tag)
+                    res = bench.pgbench(t, mode, a.duration, tag, connect=a.churn)
                     rec.send_signal(2)
                     rec.wait(timeout=120)
                     kshare, shares = kernel_shares(data, os.path.join(out_dir, f"{tag}.txt"))
@@ -215,7 +224,8 @@ def main():
     cmd = "python3 " + " ".join([os.path.relpath(__file__, B.ROOT)] + sys.argv[1:])
     lines.append(f"Kernel share, {stamp}: `python3 integration/kernel_share.py "
                  f"{' '.join(argv[1:])}` (as run: {cmd}); pgbench -n -S -c {args.clients} "
-                 f"-j {args.jobs} -T {a.duration}, {a.rounds} round(s), medians.\n")
+                 f"-j {args.jobs}{' -C' if a.churn else ''} -T {a.duration}, {a.rounds} "
+                 f"round(s), medians{'; per transaction = per connection' if a.churn else ''}.\n")
     lines.append("| mode | pooler | user µs/txn | system µs/txn | "
                  + " | ".join(f"{c} µs" for c in CLASSES) + " | total µs/txn |")
     lines.append("|---|---|--:|--:|" + "--:|" * len(CLASSES) + "--:|")

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::pg::{sqlstate, superuser};
-use common::wire::{Raw, extended_batch, query_msg, tags};
+use common::wire::{Raw, cstr, data, extended_batch, frame, query_msg, startup_packet, tags};
 use common::{Cluster, Pooler, pg_connect, psql_args_stdin, rss_kib, run_async, setup, sq, sq1};
 use futures_util::{SinkExt, StreamExt};
 use tokio_postgres::Client;
@@ -472,6 +472,65 @@ fn parameter_status_and_backend_key_reach_the_client() {
         let msgs = raw.until_ready().await;
         assert_eq!(tags(&msgs), "NCZ", "{msgs:?}");
         assert_eq!(msgs[0].field(b'M').as_deref(), Some("raw notice"));
+    });
+}
+
+// ------------------------------------------------------------------ bytes ahead of the greeting
+
+/// pgsluice reads a client's first packets in one `recv`, so it may read what the client
+/// sent after them too. A query sent in the same write as the password is kept for the
+/// session and answered after the greeting (as PostgreSQL does); bytes sent after an
+/// SSLRequest, before its answer, are refused as PostgreSQL refuses them (they were not
+/// encrypted, whatever the answer would have been).
+#[test]
+fn bytes_sent_with_the_password_reach_the_session_and_after_sslrequest_are_refused() {
+    let (_cluster, pooler) = setup("transaction", "md5", 2);
+    run_async(60, async {
+        for _ in 0..3 {
+            let mut raw = Raw::open(pooler.port).await;
+            raw.send(&startup_packet(&[("user", "app"), ("database", "app")]))
+                .await;
+            let m = raw.recv().await;
+            assert_eq!((m.tag, &m.body[..4]), (b'R', &5i32.to_be_bytes()[..]));
+            let salt: [u8; 4] = m.body[4..8].try_into().unwrap();
+            let hash = postgres_protocol::authentication::md5_hash(b"app", b"app_pw", salt);
+            let mut body = Vec::new();
+            cstr(&mut body, &hash);
+            let mut bytes = frame(b'p', &body);
+            bytes.extend(query_msg("SELECT 40 + 2"));
+            bytes.extend(query_msg("SELECT 'second'"));
+            raw.send(&bytes).await;
+            let greeting = raw.until_ready().await;
+            assert!(greeting.iter().all(|m| m.tag != b'E'), "{greeting:?}");
+            let first = raw.until_ready().await;
+            assert_eq!(data(&first), ["42"], "{first:?}");
+            let second = raw.until_ready().await;
+            assert_eq!(data(&second), ["second"], "{second:?}");
+        }
+
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(("127.0.0.1", pooler.port))
+            .await
+            .unwrap();
+        let mut bytes = 8u32.to_be_bytes().to_vec();
+        bytes.extend(80_877_103u32.to_be_bytes());
+        bytes.extend(startup_packet(&[("user", "app"), ("database", "app")]));
+        sock.write_all(&bytes).await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut answer))
+            .await
+            .expect("pgsluice kept the connection open")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(answer.first(), Some(&b'E'), "{text}");
+        assert!(
+            text.contains("08P01") && text.contains("unencrypted data after SSL request"),
+            "{text}"
+        );
+        // The pooler is unharmed.
+        let (mut raw, _) = Raw::connect(pooler.port, "app", "app_pw", "app").await;
+        raw.send(&query_msg("SELECT 1")).await;
+        assert_eq!(data(&raw.until_ready().await), ["1"]);
     });
 }
 

@@ -98,10 +98,11 @@ impl Console {
         build::ready_for_query(out, b'I');
     }
 
-    /// Serves the client until it leaves, breaks the protocol, or pgsluice shuts down.
-    pub async fn run(mut self, mut stream: ClientStream) {
+    /// Serves the client until it leaves, breaks the protocol, or pgsluice shuts down;
+    /// `buf` holds what it sent after logging in.
+    pub async fn run(mut self, mut stream: ClientStream, mut buf: BytesMut) {
         let mut phase = self.shared.drain.subscribe();
-        let mut buf = BytesMut::with_capacity(1024);
+        buf.reserve(1024);
         let reason = loop {
             if !self.out.is_empty() {
                 if send(&mut stream, &self.out).await.is_err() {

@@ -138,6 +138,14 @@ impl Driver {
         self.core.cout.push(bytes);
     }
 
+    /// What the client sent before it was greeted (read with its startup or password
+    /// message): handled as if read now, after the greeting.
+    pub fn pipelined(&mut self, bytes: bytes::BytesMut) {
+        *self.core.client_buf() = bytes;
+        self.core.client_data(Instant::now());
+        self.sent = true;
+    }
+
     /// Runs the session until the client leaves (the server it holds is cleaned up or
     /// closed on the way out), or until it has been idle `park_idle_after`: then the
     /// session and its socket are handed back, for the worker's lot (`lot.rs`).

@@ -25,8 +25,9 @@ use crate::shared::{Shared, Snapshot};
 /// What a logged-in connection runs.
 pub(super) enum Login {
     Session(Box<Driver>),
-    /// The admin console (databases `pgsluice` and `pgbouncer`).
-    Console(crate::admin::console::Console),
+    /// The admin console (databases `pgsluice` and `pgbouncer`), and what the client sent
+    /// after logging in.
+    Console(crate::admin::console::Console, BytesMut),
 }
 
 /// Startup, authentication and the greeting. `None` when the connection was a cancel.
@@ -37,14 +38,14 @@ pub(super) async fn login(
     snap: &Arc<Snapshot>,
     over_limit: bool,
 ) -> Result<Option<Login>, ClientError> {
-    let params = match first {
+    let (params, mut pending) = match first {
         negotiate::First::Cancel { pid, secret } => {
             if let Some(target) = shared.admin.clients.cancel_target(pid, secret) {
                 cancel::send_cancel(target).await;
             }
             return Ok(None);
         }
-        negotiate::First::Startup(p) => p,
+        negotiate::First::Startup(p, pending) => (p, pending),
     };
     if over_limit {
         return Err(ClientError::fatal(
@@ -107,7 +108,7 @@ pub(super) async fn login(
         access::Method::Reject => None,
     };
     if let Some(t) = auth_type {
-        let client_key = startup::authenticate(stream, t, &user, auth).await?;
+        let client_key = startup::authenticate(stream, t, &user, auth, &mut pending).await?;
         remember_passthrough(shared, config, &user, auth, client_key);
     }
     let meta = crate::registry::clients::ClientMeta::new(
@@ -118,7 +119,7 @@ pub(super) async fn login(
     if crate::admin::is_admin_db(&database) {
         let console = crate::admin::console::login(shared, config, user, database, meta)
             .map_err(|(code, message)| ClientError::Fatal { code, message })?;
-        return Ok(Some(Login::Console(console)));
+        return Ok(Some(Login::Console(console, pending)));
     }
     let db = config.database(&database).ok_or_else(|| {
         ClientError::fatal("3D000", format!("database \"{database}\" does not exist"))
@@ -190,6 +191,9 @@ pub(super) async fn login(
     let driver = new_session(shared, pool, mode, snap, startup_gucs, route, info);
     let mut driver = Box::new(driver);
     greet(&mut driver, &server_params, &params);
+    if !pending.is_empty() {
+        driver.pipelined(pending);
+    }
     tracing::info!(user, database, client = driver.id(), "client logged in");
     Ok(Some(Login::Session(driver)))
 }

@@ -128,7 +128,7 @@ async fn open(
     match result {
         Ok(Some(Login::Session(session))) => return Some((session, stream)),
         // Boxed: the console is rare, and its state would size every login.
-        Ok(Some(Login::Console(console))) => Box::pin(console.run(stream)).await,
+        Ok(Some(Login::Console(console, pending))) => Box::pin(console.run(stream, pending)).await,
         Ok(None) => {}
         Err(e) => Box::pin(report(&mut stream, e)).await,
     }

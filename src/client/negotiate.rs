@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::ClientError;
@@ -16,10 +17,19 @@ use crate::tls::Acceptor;
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
 
+/// The first read's room: a whole startup packet as drivers send it (libpq's is about
+/// 100 bytes, pgjdbc's about 250) in one `recv`.
+const FIRST_READ: usize = 512;
+
 /// What the first packet asked for.
 pub enum First {
-    Startup(BTreeMap<String, String>),
-    Cancel { pid: u32, secret: u32 },
+    /// A StartupMessage's parameters, and what the client sent after it (read with it,
+    /// kept for authentication and then the session).
+    Startup(BTreeMap<String, String>, BytesMut),
+    Cancel {
+        pid: u32,
+        secret: u32,
+    },
 }
 
 /// A connection refused before login; `stream` is where to send the error, when a
@@ -51,6 +61,7 @@ pub async fn negotiate(
     // No TLS over a Unix socket, as in PostgreSQL: SSLRequest is answered `N`.
     let acceptor = acceptor.filter(|_| !stream.is_unix());
     let mut ssl_asked = false;
+    let mut pending = BytesMut::new();
     if let Some(acceptor) = acceptor
         && next_byte(&stream).await.map_err(lost)? == Some(TLS_HANDSHAKE)
     {
@@ -63,11 +74,22 @@ pub async fn negotiate(
         ssl_asked = true;
     }
     loop {
-        let packet = match read_packet(&mut stream).await {
+        let packet = match read_packet(&mut stream, &mut pending).await {
             Ok(p) => p,
             Err(e) => return Err(refuse(stream, e)),
         };
-        match startup::parse(&packet) {
+        let parsed = startup::parse(&packet);
+        if matches!(
+            parsed,
+            Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest)
+        ) && !pending.is_empty()
+        {
+            // As PostgreSQL: what came before the answer was not encrypted, and may have
+            // been put there by someone in the middle.
+            let msg = "received unencrypted data after SSL request";
+            return Err(refuse(stream, ClientError::protocol(msg)));
+        }
+        match parsed {
             Ok(StartupPacket::SslRequest) if ssl_asked || stream.is_tls() => {
                 let msg = "SSLRequest received twice (or over TLS)";
                 return Err(refuse(stream, ClientError::protocol(msg)));
@@ -93,7 +115,9 @@ pub async fn negotiate(
                 return Err(refuse(stream, ClientError::protocol(msg)));
             }
             Ok(StartupPacket::GssEncRequest) => stream.write_all(b"N").await.map_err(lost)?,
-            Ok(StartupPacket::Startup(params)) => return Ok((stream, First::Startup(params))),
+            Ok(StartupPacket::Startup(params)) => {
+                return Ok((stream, First::Startup(params, pending)));
+            }
             Ok(StartupPacket::Cancel { pid, secret }) => {
                 return Ok((stream, First::Cancel { pid, secret }));
             }
@@ -127,15 +151,28 @@ async fn handshake(stream: ClientStream, acceptor: &Acceptor) -> Result<ClientSt
     })
 }
 
-/// Reads one whole first packet (length word included).
-async fn read_packet(stream: &mut ClientStream) -> Result<Vec<u8>, ClientError> {
-    let mut head = [0u8; 4];
-    stream.read_exact(&mut head).await?;
-    let len = startup::packet_len(head).map_err(|e| ClientError::protocol(e.to_string()))?;
-    let mut packet = head.to_vec();
-    packet.resize(len.max(head.len()), 0);
-    if let Some(body) = packet.get_mut(head.len()..) {
-        stream.read_exact(body).await?;
+/// Takes one whole first packet (length word included) off `pending`, reading the socket
+/// while it is not all there: one `recv` when the client sent it in one piece. What the
+/// client sent after it stays in `pending`.
+async fn read_packet(
+    stream: &mut ClientStream,
+    pending: &mut BytesMut,
+) -> Result<BytesMut, ClientError> {
+    loop {
+        let want = match pending.first_chunk::<4>() {
+            Some(&head) => {
+                let len =
+                    startup::packet_len(head).map_err(|e| ClientError::protocol(e.to_string()))?;
+                if pending.len() >= len {
+                    return Ok(pending.split_to(len));
+                }
+                len - pending.len()
+            }
+            None => FIRST_READ,
+        };
+        pending.reserve(want);
+        if stream.read_buf(pending).await? == 0 {
+            return Err(ClientError::Eof);
+        }
     }
-    Ok(packet)
 }

@@ -51,15 +51,17 @@ fn auth_failed(user: &str) -> ClientError {
 }
 
 /// Runs the authentication exchange of `method`; `Ok` means the client may proceed, with
-/// the ClientKey its SCRAM proof revealed (for SCRAM pass-through), if any.
+/// the ClientKey its SCRAM proof revealed (for SCRAM pass-through), if any. `inbuf` holds
+/// what the client sent after its startup packet; what it sent after its last
+/// authentication message stays there, for the session.
 pub async fn authenticate(
     stream: &mut ClientStream,
     method: AuthType,
     user: &str,
     auth: Option<&UserAuth>,
+    inbuf: &mut BytesMut,
 ) -> Result<Option<[u8; 32]>, ClientError> {
     let mut out = BytesMut::new();
-    let mut inbuf = BytesMut::new();
     let secret = auth.and_then(|a| a.secret.as_ref());
     match method {
         AuthType::Trust => return Ok(None),
@@ -68,7 +70,7 @@ pub async fn authenticate(
             let salt: [u8; 4] = rand::random();
             build::auth_md5(&mut out, salt);
             send(stream, &mut out).await?;
-            let msg = read_message(stream, &mut inbuf).await?;
+            let msg = read_message(stream, inbuf).await?;
             let response = password_text(&msg)?;
             let hash = auth.and_then(|a| a.md5.as_deref());
             let hash = hash.ok_or_else(|| auth_failed(user))?;
@@ -78,7 +80,7 @@ pub async fn authenticate(
         }
         _ => {
             let verifier = auth.and_then(|a| a.scram.clone());
-            return scram_exchange(stream, &mut out, &mut inbuf, user, verifier).await;
+            return scram_exchange(stream, &mut out, inbuf, user, verifier).await;
         }
     }
     Ok(None)
