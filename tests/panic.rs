@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Cluster, pg_connect, run_async, sq1};
-use pgsluice::pool::PoolKey;
 
 const TRIGGER: &str = "pgsluice_test_panic";
 
@@ -67,14 +66,7 @@ fn a_panicking_session_frees_its_server_and_harms_no_one() {
         // them waiting out query_wait_timeout and failing with 57014).
         let pool = shared
             .pools
-            .get(
-                &shared.snapshot.load().config,
-                PoolKey {
-                    database: "app".into(),
-                    user: "app".into(),
-                    node: 0,
-                },
-            )
+            .get(&shared.snapshot.load().config, "app", "app", 0)
             .unwrap();
         let snap = pool.snapshot();
         assert!(snap.total <= 2, "pool counts {snap:?} after the panics");

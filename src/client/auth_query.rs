@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{Secret, UserAuth};
-use crate::pool::PoolKey;
 use crate::server::CloseReason;
 use crate::shared::Shared;
 
@@ -44,14 +43,7 @@ pub async fn lookup(
     };
     let pool = shared
         .pools
-        .get(
-            config,
-            PoolKey {
-                database: database.to_string(),
-                user: auth_user.clone(),
-                node: 0,
-            },
-        )
+        .get(config, database, &auth_user, 0)
         .ok_or_else(|| fail("no pool for the auth_user".into()))?;
     let wait = crate::config::secs(config.general.query_wait_timeout);
     let mut conn = pool.checkout(wait).await.map_err(|e| fail(e.to_string()))?;

@@ -1,6 +1,7 @@
 //! Logging a client in: the startup parameters, the access rules, authentication, the
 //! client limits, and building its session (core and driver) with the greeting queued.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
@@ -56,7 +57,7 @@ pub(super) async fn login(
     if shared.draining() {
         return Err(ClientError::fatal("57P03", "pgsluice is shutting down"));
     }
-    let user = params
+    let user: &str = params
         .get("user")
         .filter(|u| !u.is_empty())
         .ok_or_else(|| {
@@ -64,13 +65,11 @@ pub(super) async fn login(
                 "28000",
                 "no PostgreSQL user name specified in startup packet",
             )
-        })?
-        .clone();
-    let database = params
+        })?;
+    let database: &str = params
         .get("database")
         .filter(|d| !d.is_empty())
-        .unwrap_or(&user)
-        .clone();
+        .map_or(user, String::as_str);
     if params.contains_key("replication") {
         return Err(ClientError::fatal(
             "0A000",
@@ -81,13 +80,13 @@ pub(super) async fn login(
     // Asked once here (a system call) for the access rules and the client list; kept
     // out of `handle`, whose future every idle client holds.
     let peer = stream.peer_addr().ok();
-    let method = admit(stream, peer, config, &user, &database)?;
-    let looked_up = match snap.users.get(&user) {
+    let method = admit(stream, peer, config, user, database)?;
+    let looked_up = match snap.users.get(user) {
         None if method != access::Method::Trust
-            && config.database(&database).is_some()
-            && !crate::admin::is_admin_db(&database) =>
+            && config.database(database).is_some()
+            && !crate::admin::is_admin_db(database) =>
         {
-            auth_query::lookup(shared, &database, &user)
+            auth_query::lookup(shared, database, user)
                 .await
                 .map_err(|e| {
                     tracing::warn!("{e}");
@@ -96,10 +95,10 @@ pub(super) async fn login(
         }
         _ => None,
     };
-    let auth = snap.users.get(&user).or(looked_up.as_deref());
+    let auth = snap.users.get(user).or(looked_up.as_deref());
     let auth_type = match method {
         access::Method::Cert => {
-            startup::check_certificate(stream, &config.tls, &user)?;
+            startup::check_certificate(stream, &config.tls, user)?;
             None
         }
         access::Method::Trust => Some(AuthType::Trust),
@@ -108,46 +107,42 @@ pub(super) async fn login(
         access::Method::Reject => None,
     };
     if let Some(t) = auth_type {
-        let client_key = startup::authenticate(stream, t, &user, auth, &mut pending).await?;
-        remember_passthrough(shared, config, &user, auth, client_key);
+        let client_key = startup::authenticate(stream, t, user, auth, &mut pending).await?;
+        remember_passthrough(shared, config, user, auth, client_key);
     }
     let meta = crate::registry::clients::ClientMeta::new(
         peer,
         stream.local_addr().ok(),
         params.get("application_name").map_or("", String::as_str),
     );
-    if crate::admin::is_admin_db(&database) {
-        let console = crate::admin::console::login(shared, config, user, database, meta)
-            .map_err(|(code, message)| ClientError::Fatal { code, message })?;
+    if crate::admin::is_admin_db(database) {
+        let console =
+            crate::admin::console::login(shared, config, user.into(), database.into(), meta)
+                .map_err(|(code, message)| ClientError::Fatal { code, message })?;
         return Ok(Some(Login::Console(console, pending)));
     }
-    let db = config.database(&database).ok_or_else(|| {
+    let db = config.database(database).ok_or_else(|| {
         ClientError::fatal("3D000", format!("database \"{database}\" does not exist"))
     })?;
     let db = db.as_ref();
-    if shared.admin.is_disabled(&database) {
+    if shared.admin.is_disabled(database) {
         return Err(ClientError::fatal(
             "55000",
             format!("database \"{database}\" is disabled (DISABLE in the admin console)"),
         ));
     }
-    let key = PoolKey {
-        database: database.clone(),
-        user: user.clone(),
-        node: 0,
-    };
     let pool = shared
         .pools
-        .get(config, key)
+        .get(config, database, user, 0)
         .ok_or_else(|| ClientError::fatal("28000", format!("no pool for user \"{user}\"")))?;
     let ticket = shared
         .pools
         .clients
         .admit(
             &pool.database,
-            config.max_db_client_connections(&database),
+            config.max_db_client_connections(database),
             &pool.user,
-            config.max_user_client_connections(&user),
+            config.max_user_client_connections(user),
         )
         .map_err(|e| ClientError::fatal("53300", e.to_string()))?;
     let server_params = pool
@@ -169,12 +164,12 @@ pub(super) async fn login(
     {
         // A read-only endpoint's sessions are read-only wherever they run (the primary,
         // with primary_fallback, included).
-        settings.push((read_only.to_string(), "on".to_string()));
+        settings.push((Cow::Borrowed(read_only), Cow::Borrowed("on")));
     }
-    let startup_gucs = pool.intern_settings(settings);
-    let mode = config.pool_mode(db, config.user(&user));
+    let startup_gucs = pool.intern_settings(&settings);
+    let mode = config.pool_mode(db, config.user(user));
     let force = startup_route(&params).unwrap_or(Force::Auto);
-    let route = route_for(shared, config, &database, &user, mode, force);
+    let route = route_for(shared, config, database, user, mode, force);
     let key = &pool.key;
     let db_control = shared.admin.db(&key.database);
     let info = shared.admin.clients.register(|id| {
@@ -427,26 +422,28 @@ fn startup_route(params: &BTreeMap<String, String>) -> Option<Force> {
 
 /// The client's startup parameters that differ from the server's defaults, as
 /// `(name, value)` in the order they apply (see `Pool::intern_settings`).
-fn startup_settings(
-    params: &BTreeMap<String, String>,
+fn startup_settings<'a>(
+    params: &'a BTreeMap<String, String>,
     server: &BTreeMap<String, String>,
-) -> Vec<(String, String)> {
+) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
     let mut settings = Vec::new();
     let options = params
         .get("options")
         .map(|o| parse_options(o))
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)));
     let explicit = params
         .iter()
         .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options" | "replication"))
-        .map(|(k, v)| (k.clone(), v.clone()));
-    for (name, value) in options.into_iter().chain(explicit) {
+        .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())));
+    for (name, value) in options.chain(explicit) {
         if name.starts_with("pgsluice.") {
             continue;
         }
         let same = server
             .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case(&name) && *v == value);
+            .any(|(k, v)| k.eq_ignore_ascii_case(&name) && *v == *value);
         if !same {
             settings.push((name, value));
         }
@@ -479,13 +476,8 @@ mod tests {
         "#;
         let shared = Shared::new(config_of(toml), None);
         let snap = shared.snapshot.load_full();
-        let key = |user: &str| PoolKey {
-            database: "app".into(),
-            user: user.into(),
-            node: 0,
-        };
-        let pool = shared.pools.get(&snap.config, key("u")).unwrap();
-        let other = shared.pools.get(&snap.config, key("v")).unwrap();
+        let pool = shared.pools.get(&snap.config, "app", "u", 0).unwrap();
+        let other = shared.pools.get(&snap.config, "app", "v", 0).unwrap();
         let a = session_limits(&snap, &pool, PoolMode::Transaction);
         assert!(Arc::ptr_eq(
             &a,

@@ -103,12 +103,24 @@ impl Pools {
         settings_for(config, key, &self.credentials, &self.tls.load())
     }
 
-    /// The pool for `key`, created on first use. `None` if the config has no such pool.
-    pub fn get(&self, config: &Config, key: PoolKey) -> Option<Arc<Pool>> {
+    /// The pool of `database`, `user` and `node`, created on first use. `None` if the
+    /// config has no such pool.
+    pub fn get(
+        &self,
+        config: &Config,
+        database: &str,
+        user: &str,
+        node: usize,
+    ) -> Option<Arc<Pool>> {
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = map.get(&key) {
+        if let Some(p) = map.get(&(database, user, node) as &dyn super::key::KeyView) {
             return Some(p.clone());
         }
+        let key = PoolKey {
+            database: database.to_string(),
+            user: user.to_string(),
+            node,
+        };
         let settings = self.settings(config, &key)?;
         let gates = self.gates_for(config, &key);
         if !config.databases.contains_key(&key.database) {

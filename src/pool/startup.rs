@@ -11,20 +11,28 @@ use crate::server::varcache::Gucs;
 impl Pool {
     /// The shared copy of the settings a client's startup values make (`(name, value)`
     /// in the order they apply; see `Inner::interned`).
-    pub fn intern_settings(&self, values: Vec<(String, String)>) -> Arc<Gucs> {
+    /// The values are borrowed: copied only when the pool has not seen them before.
+    pub fn intern_settings<K: AsRef<str>, V: AsRef<str>>(&self, values: &[(K, V)]) -> Arc<Gucs> {
         const KEEP: usize = 16;
+        let same = |known: &[(String, String)]| {
+            known.len() == values.len()
+                && known
+                    .iter()
+                    .zip(values)
+                    .all(|((k, v), (k2, v2))| k == k2.as_ref() && v == v2.as_ref())
+        };
         let known = |g: &Inner| {
             g.interned
                 .iter()
-                .find(|(v, _)| *v == values)
+                .find(|(v, _)| same(v))
                 .map(|(_, a)| a.clone())
         };
         if let Some(found) = known(&self.lock()) {
             return found;
         }
         let mut gucs = Gucs::default();
-        for (name, value) in &values {
-            gucs.set_value(name, value);
+        for (name, value) in values {
+            gucs.set_value(name.as_ref(), value.as_ref());
         }
         let mut g = self.lock();
         if let Some(found) = known(&g) {
@@ -39,7 +47,11 @@ impl Pool {
         if g.interned.len() == KEEP {
             g.interned.pop_front();
         }
-        g.interned.push_back((values, arc.clone()));
+        let owned = values
+            .iter()
+            .map(|(k, v)| (k.as_ref().to_string(), v.as_ref().to_string()))
+            .collect();
+        g.interned.push_back((owned, arc.clone()));
         arc
     }
 

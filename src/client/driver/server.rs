@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use super::Driver;
 use crate::client::core::{AttachError, Detached, Release};
-use crate::pool::{Checkout, Lease, Pool, PoolError, PoolKey, Queued, Slow};
+use crate::pool::{Checkout, Lease, Pool, PoolError, Queued, Slow};
 
 /// A checkout the pool could not finish at once: the core's client input waits on it.
 pub(super) struct ServerWait {
@@ -179,16 +179,12 @@ impl Driver {
             return true;
         }
         let info = &self.core.observe().info;
-        let key = PoolKey {
-            database: info.database.to_string(),
-            user: info.user.to_string(),
-            node,
-        };
+        let config = &self.reg.shared.snapshot.load().config;
         let Some(pool) = self
             .reg
             .shared
             .pools
-            .get(&self.reg.shared.snapshot.load().config, key)
+            .get(config, &info.database, &info.user, node)
         else {
             return false;
         };
