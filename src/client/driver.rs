@@ -13,7 +13,7 @@ use tokio::time::Sleep;
 use super::core::{Action, Core};
 use super::io;
 use crate::net::ClientStream;
-use crate::pool::{Lease, Pool, PoolKey};
+use crate::pool::{Lease, Pool};
 use crate::server::CloseReason;
 use crate::shared::{Phase, Shared};
 
@@ -101,16 +101,23 @@ enum Step {
 }
 
 impl Driver {
-    pub fn new(core: Core, shared: Arc<Shared>, key: &PoolKey, pool: Arc<Pool>) -> Driver {
+    /// A session of `pool`'s clients.
+    pub fn new(core: Core, shared: Arc<Shared>, pool: Arc<Pool>) -> Driver {
         let seen = shared.sessions.generation();
         let mut pools = server::NodePools::default();
-        pools.set(key.node, pool);
+        pools.set(pool.key.node, pool);
         let reg = Registered {
             shared,
             id: core.id,
         };
         let kept = Kept { reg, pools, seen };
-        Driver::assemble(core, kept, Park::Active)
+        let mut driver = Driver::assemble(core, kept, Park::Active);
+        // The rings a session that ended (or went idle) left with the worker: the greeting
+        // and the first transaction need them.
+        if let (Some(spare), _) = crate::client::buffers::unstow(false) {
+            driver.core.unstow(spare);
+        }
+        driver
     }
 
     /// The shared state the session belongs to.
@@ -169,6 +176,12 @@ impl Driver {
         // Boxed: the farewell's timer would otherwise size every client's task.
         let farewell = Box::pin(self.farewell(client, reason));
         farewell.await;
+        // The session's rings and read buffer go to the worker's next session, as when a
+        // client goes idle (a connection per transaction would otherwise allocate them
+        // again at each login).
+        let mut buf = std::mem::take(self.core.client_buf());
+        buf.clear();
+        crate::client::buffers::stow(self.core.stow(), Some(buf));
         None
     }
 

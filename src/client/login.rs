@@ -234,9 +234,8 @@ fn new_session(
 ) -> Driver {
     let config = &snap.config;
     let g = &config.general;
-    let key = pool.key.clone();
     let tally = crate::metrics::Tally::new(
-        shared.metrics.pool(&key),
+        shared.metrics.pool(&pool.key),
         config.metrics.enabled,
         config::secs(g.slow_query_threshold),
     );
@@ -257,7 +256,7 @@ fn new_session(
     if shared.failpoints.armed() {
         core.set_failpoints(shared.failpoints.clone());
     }
-    Driver::new(core, shared.clone(), &key, pool)
+    Driver::new(core, shared.clone(), pool)
 }
 
 thread_local! {

@@ -16,19 +16,25 @@ use crate::shared::UserAuth;
 /// Largest message accepted during authentication.
 const MAX_AUTH_MESSAGE: usize = 10_000;
 
+/// Room a read during authentication asks for when the next message's length is not
+/// known yet: an md5 password message is 41 bytes, SCRAM's about 100 and 110 (longer
+/// messages are read on in the loop).
+const AUTH_READ: usize = 256;
+
 /// Reads one whole tagged message during authentication.
 async fn read_message(
     stream: &mut ClientStream,
     buf: &mut BytesMut,
 ) -> Result<BytesMut, ClientError> {
     loop {
-        if let Some(h) = protocol::header(buf, MAX_AUTH_MESSAGE)
+        let want = match protocol::header(buf, MAX_AUTH_MESSAGE)
             .map_err(|e| ClientError::protocol(e.to_string()))?
-            && buf.len() >= h.frame_len
         {
-            return Ok(buf.split_to(h.frame_len));
-        }
-        buf.reserve(1024);
+            Some(h) if buf.len() >= h.frame_len => return Ok(buf.split_to(h.frame_len)),
+            Some(h) => h.frame_len - buf.len(),
+            None => AUTH_READ,
+        };
+        buf.reserve(want);
         if stream.read_buf(buf).await? == 0 {
             return Err(ClientError::Eof);
         }
