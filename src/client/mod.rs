@@ -143,9 +143,8 @@ async fn start(
 ) -> Option<(ClientStream, negotiate::First)> {
     let peer = stream.peer_addr().ok();
     let acceptor = snap.tls.acceptor.as_deref();
-    // Not boxed apart: `start` is boxed by its caller and over before login, so the TLS
-    // handshake's state (large, rare) sizes no idle client.
-    let negotiated = within(deadline, negotiate::negotiate(stream, acceptor)).await;
+    // Boxed: the TLS handshake's state is large and rare.
+    let negotiated = within(deadline, Box::pin(negotiate::negotiate(stream, acceptor))).await;
     match negotiated {
         Ok(Ok(s)) => Some(s),
         Ok(Err(refused)) => {
