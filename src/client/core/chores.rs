@@ -33,6 +33,8 @@ pub enum Chore {
         report: bool,
         lsn: Option<u64>,
         behind: bool,
+        /// The read prepares its statement (`Some`), and the Parse was confirmed (`true`).
+        parse: Option<bool>,
     },
     /// The session-level settings, read back after PL code may have changed them, behind
     /// `skip` deallocations of the client's statements under their own names (`kept`:
@@ -74,6 +76,15 @@ impl Chore {
             }
             (Chore::WriteLsn { lsn, .. }, be::DATA_ROW) => {
                 *lsn = super::probe_sql::first_column_lsn(body);
+                false
+            }
+            (
+                Chore::WriteLsn {
+                    parse: Some(done), ..
+                },
+                be::PARSE_COMPLETE,
+            ) => {
+                *done = true;
                 false
             }
             (Chore::Cleanup { failed, .. }, be::ERROR_RESPONSE) => {
@@ -274,7 +285,9 @@ impl Core {
                 report,
                 lsn,
                 behind,
+                parse,
             } => {
+                self.write_lsn_parse_answered(parse);
                 let status = self.server.as_ref().map_or(b'E', |a| a.state.status);
                 let lsn = lsn.filter(|_| status == b'I');
                 if behind {

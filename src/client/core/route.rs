@@ -61,6 +61,9 @@ pub struct Route {
     /// The write-LSN read went right behind the unit in flight (`write_lsn.rs`): its answer
     /// follows the unit's ReadyForQuery.
     pub(super) lsn_behind: bool,
+    /// The write-LSN read queued last prepares its statement (recorded when sent; taken
+    /// back if the Parse is not confirmed, `write_lsn.rs`).
+    pub(super) lsn_parse: bool,
     /// Why the last unit classified is not a read.
     why: Cell<NotRead>,
 }
@@ -83,6 +86,7 @@ impl Route {
             probe: None,
             ahead: None,
             lsn_behind: false,
+            lsn_parse: false,
             why: Cell::new(NotRead::Write),
         }
     }

@@ -46,14 +46,20 @@ impl Core {
 
     /// The write-LSN read's messages for the held server: Bind/Execute/Sync of the
     /// prepared read when the connection has it, its Parse first when the connection's
-    /// record has room (recorded now: if the Parse fails, so does the read, and the
-    /// connection is closed with it), else the Query (which drops the unnamed statement).
+    /// record has room (recorded now, and taken back when the answer has no ParseComplete:
+    /// a read sent behind the client's statement may fail and leave the server with the
+    /// session, see [`Core::write_lsn_parse_answered`]), else the Query (which drops the
+    /// unnamed statement). Without a route (nowhere to note the Parse) it is the Query.
     fn write_lsn_read(&mut self) -> Bytes {
         let room = self.own_statement_room();
-        if let Some(att) = &mut self.server {
+        if let (Some(att), Some(route)) = (&mut self.server, &mut self.route) {
+            route.lsn_parse = false;
             match att.state.statements.own(LSN_ID, room) {
                 Own::Prepared => return lsn_read(false),
-                Own::Prepare => return lsn_read(true),
+                Own::Prepare => {
+                    route.lsn_parse = true;
+                    return lsn_read(true);
+                }
                 Own::Unnamed => {}
             }
         }
@@ -63,10 +69,16 @@ impl Core {
 
     /// The write-LSN read's answer comes next.
     fn await_write_lsn(&mut self, report: bool, behind: bool, now: Instant) {
+        let parse = self
+            .route
+            .as_mut()
+            .is_some_and(|r| std::mem::take(&mut r.lsn_parse))
+            .then_some(false);
         self.phase = Phase::Chore(Box::new(Chore::WriteLsn {
             report,
             lsn: None,
             behind,
+            parse,
         }));
         self.chore_deadline = Some(now + CHORE_TIMEOUT);
     }
@@ -151,6 +163,18 @@ impl Core {
             return;
         }
         self.back_after_write_lsn(lsn.is_some(), now);
+    }
+
+    /// The write-LSN read's answer is in: a Parse of its statement that the server did not
+    /// confirm (it failed, or was skipped after an error) leaves the statement out of the
+    /// connection's record. (A read that fails closes the server unless it went behind a
+    /// statement whose session keeps the server: then the record must stay true.)
+    pub(super) fn write_lsn_parse_answered(&mut self, parse: Option<bool>) {
+        if parse == Some(false)
+            && let Some(att) = &mut self.server
+        {
+            att.state.statements.remove(LSN_ID);
+        }
     }
 
     /// The server goes back after its write-LSN read: clean when the read was answered,
