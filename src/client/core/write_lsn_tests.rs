@@ -2,9 +2,20 @@
 
 use super::super::probe_sql::{LSN_ID, lsn_read};
 use super::super::route::route_tests::{expect_checkout_on, probe_answer, route, routed};
-use super::super::tests::{complete, query, ready, tags};
+use super::super::tests::{complete, msg, query, ready, row, tags};
 use super::super::{Action, Release};
 use crate::server::CloseReason;
+
+/// PostgreSQL's answer to the prepared write-LSN read: ParseComplete when the read
+/// prepared its statement, BindComplete, the row, CommandComplete, ReadyForQuery.
+fn lsn_answer(lsn: u64, parsed: bool) -> Vec<u8> {
+    let mut a = if parsed { msg(b'1', b"") } else { Vec::new() };
+    a.extend(msg(b'2', b""));
+    a.extend(row(&crate::router::format_lsn(lsn)));
+    a.extend(complete("SELECT 1"));
+    a.extend(ready(b'I'));
+    a
+}
 
 fn update_answer() -> Vec<u8> {
     let mut a = complete("UPDATE 1");
@@ -35,7 +46,7 @@ fn a_lone_write_takes_the_write_lsn_read_in_the_same_write() {
         r.action().is_none(),
         "the server stays for the read's answer"
     );
-    r.server(&probe_answer(2000));
+    r.server(&lsn_answer(2000, true));
     assert!(
         r.sent_to_client().is_empty(),
         "the read's answer is pgsluice's"
@@ -53,7 +64,7 @@ fn both_answers_in_one_read_are_taken_apart() {
     expect_checkout_on(&mut r, 0);
     r.sent_to_server();
     let mut both = update_answer();
-    both.extend(probe_answer(3000));
+    both.extend(lsn_answer(3000, true));
     r.server(&both);
     assert_eq!(r.sent_to_client(), update_answer());
     assert_eq!(r.expect_release().1, Release::Clean);
@@ -70,7 +81,7 @@ fn what_the_client_pipelined_behind_is_answered_after_the_read() {
     // The second write is not alone: something is in flight when it goes.
     assert_eq!(tags(&r.sent_to_server()), "QPBESQ");
     let mut answers = update_answer();
-    answers.extend(probe_answer(4000));
+    answers.extend(lsn_answer(4000, true));
     answers.extend(update_answer());
     r.server(&answers);
     let mut want = update_answer();
@@ -87,7 +98,7 @@ fn what_the_client_pipelined_behind_is_answered_after_the_read() {
         lsn_read(false),
         "the read again, prepared by the first"
     );
-    r.server(&probe_answer(5000));
+    r.server(&lsn_answer(5000, false));
     assert_eq!(r.expect_release().1, Release::Clean);
     assert_eq!(route(&mut r).own_lsn, 5000);
 }
@@ -129,7 +140,7 @@ fn a_write_inside_a_transaction_block_reads_after_the_commit() {
     committed.extend(ready(b'I'));
     r.server(&committed);
     assert!(sent_text(&mut r).contains("pg_current_wal_insert_lsn"));
-    r.server(&probe_answer(6000));
+    r.server(&lsn_answer(6000, true));
     assert_eq!(r.expect_release().1, Release::Clean);
     assert_eq!(route(&mut r).own_lsn, 6000);
 }
@@ -187,7 +198,7 @@ fn the_write_lsn_read_is_prepared_once_per_connection() {
         want.extend(lsn_read(want_prepare));
         assert_eq!(r.sent_to_server(), want, "round {round}");
         let mut answers = update_answer();
-        answers.extend(probe_answer(5000 + round));
+        answers.extend(lsn_answer(5000 + round, want_prepare));
         r.server(&answers);
         let (back, how) = r.expect_release();
         assert_eq!(how, Release::Clean);
