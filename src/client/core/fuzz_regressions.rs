@@ -480,38 +480,3 @@ fn an_sql_prepare_behind_a_kept_read_ends_its_retry() {
     s.check_answered(asked, terminated);
     assert_eq!(s.violation, None);
 }
-
-/// Found by `fuzz_session_routed` (integration/fuzz.sh, stop 34; seed 7534482101765175000;
-/// from stop 33's write-LSN read prepared per connection, `aac303a`): statement mode with
-/// read-your-writes and room for one statement; a batch (Describe of a missing
-/// statement, Parse), then `INSERT` and `BEGIN`, the model server failing one message in
-/// 64. The write-LSN read went behind the `INSERT` with the Parse of its statement,
-/// recorded when sent; its answer was not a success, and the session kept the server
-/// (the `BEGIN` pipelined behind), so the record listed a statement the server did not
-/// hold. Fixed: a Parse of the read's statement that its answer does not confirm is taken
-/// out of the record (`Core::write_lsn_parse_answered`).
-#[test]
-fn an_unconfirmed_parse_of_the_write_lsn_read_leaves_no_record() {
-    let mut setup = one_per_server(
-        1,
-        Some(Routing {
-            ryw: true,
-            report_lsn: false,
-            retry: false,
-            never_primary: false,
-        }),
-        64,
-        241_851_689_224_570_690,
-    );
-    setup.limits.mode = PoolMode::Statement;
-    setup.startup = vec![("search_path".into(), "a, b".into())];
-    let steps = [
-        Step::Batch(vec![
-            Ext::Describe(b'S', ""),
-            Ext::Parse("", "SELECT 1".into()),
-        ]),
-        Step::Query("INSERT INTO t VALUES (1)".into()),
-        Step::Query("BEGIN".into()),
-    ];
-    replay(setup, &steps, &[]);
-}
