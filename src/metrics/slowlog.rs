@@ -1,9 +1,15 @@
 //! The slow query log: a query whose wait for a server plus time on the server reaches
 //! `general.slow_query_threshold` is logged once, its text truncated and normalised
 //! (string and number literals replaced by `?`), with the node, the wait and the time on
-//! the server.
+//! the server. At most [`MAX_PER_SECOND`] lines a second per worker: a pool that falls
+//! behind makes most of its queries slow at once, and a line for each would add a write
+//! per query to the overload; the lines left out are counted in the next one.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// Slow query lines logged per second at most, per worker.
+pub const MAX_PER_SECOND: u32 = 20;
 
 /// Longest query text kept (bytes, before normalisation).
 pub const MAX_TEXT: usize = 200;
@@ -65,6 +71,20 @@ pub struct SlowQuery<'a> {
 
 impl SlowQuery<'_> {
     pub fn log(&self) {
+        let Some(left_out) = BUDGET.with(|b| {
+            let mut budget = b.get();
+            let admitted = budget.admit(Instant::now());
+            b.set(budget);
+            admitted
+        }) else {
+            return;
+        };
+        if left_out > 0 {
+            tracing::warn!(
+                left_out,
+                "slow query log: {left_out} slow queries left out (more than {MAX_PER_SECOND} a second)"
+            );
+        }
         let mut query = normalise(&String::from_utf8_lossy(self.text));
         if self.truncated {
             query.push('…');
@@ -80,6 +100,49 @@ impl SlowQuery<'_> {
             query = %query,
             "slow query"
         );
+    }
+}
+
+thread_local! {
+    static BUDGET: Cell<Budget> = const { Cell::new(Budget::new()) };
+}
+
+/// The slow query lines of the current second.
+#[derive(Clone, Copy)]
+struct Budget {
+    /// When the current second began (`None` before the first line).
+    since: Option<Instant>,
+    /// Lines logged in it.
+    logged: u32,
+    /// Lines left out since the last one logged.
+    left_out: u64,
+}
+
+impl Budget {
+    const fn new() -> Budget {
+        Budget {
+            since: None,
+            logged: 0,
+            left_out: 0,
+        }
+    }
+
+    /// Whether a slow query at `now` is logged: `Some(n)` with the lines left out before
+    /// it (to be reported first), `None` when this one is left out.
+    fn admit(&mut self, now: Instant) -> Option<u64> {
+        let new_second = self
+            .since
+            .is_none_or(|s| now.saturating_duration_since(s) >= Duration::from_secs(1));
+        if new_second {
+            self.since = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= MAX_PER_SECOND {
+            self.left_out += 1;
+            return None;
+        }
+        self.logged += 1;
+        Some(std::mem::take(&mut self.left_out))
     }
 }
 
@@ -241,7 +304,36 @@ fn dollar_end(b: &[u8], start: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::normalise;
+    use super::{Budget, MAX_PER_SECOND, normalise};
+    use std::time::{Duration, Instant};
+
+    /// A burst of slow queries logs [`MAX_PER_SECOND`] lines a second; the first line of
+    /// a later second reports how many were left out.
+    #[test]
+    fn a_burst_of_slow_queries_is_logged_at_a_bounded_rate() {
+        let t0 = Instant::now();
+        let mut b = Budget::new();
+        let admitted: Vec<_> = (0..MAX_PER_SECOND + 5)
+            .map(|i| b.admit(t0 + Duration::from_millis(u64::from(i))))
+            .collect();
+        assert!(
+            admitted[..MAX_PER_SECOND as usize]
+                .iter()
+                .all(|a| *a == Some(0))
+        );
+        assert!(
+            admitted[MAX_PER_SECOND as usize..]
+                .iter()
+                .all(Option::is_none)
+        );
+        // Still the same second: left out too.
+        assert_eq!(b.admit(t0 + Duration::from_millis(999)), None);
+        // The next second: logged, after a count of the 6 left out.
+        assert_eq!(b.admit(t0 + Duration::from_millis(1_000)), Some(6));
+        assert_eq!(b.admit(t0 + Duration::from_millis(1_001)), Some(0));
+        // A quiet minute later, nothing is left over.
+        assert_eq!(b.admit(t0 + Duration::from_secs(60)), Some(0));
+    }
 
     #[test]
     fn literals_become_placeholders() {
