@@ -568,6 +568,17 @@ primary = "127.0.0.1:{self.primary_port}"
 
     # -- runs
 
+    def start_warm(self, targets):
+        """Starts the cluster, then each pooler of `targets` ("pgbouncer*" or "pgsluice*"),
+        each warmed up with 2 s of `-M simple` (for the tools that use this class)."""
+        self.start_cluster()
+        for t in targets:
+            if t.startswith("pgbouncer"):
+                self.start_pgbouncer(t)
+            else:
+                self.start_pgsluice(t)
+            self.pgbench(t, "simple", 2, "warmup")
+
     def alive(self, target):
         if target == "direct":
             return True

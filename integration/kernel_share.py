@@ -188,13 +188,7 @@ def main():
     targets = ["pgbouncer"] + (["pgbouncer-new"] if a.pgbouncer_new else []) + ["pgsluice"]
     rows = {}  # (mode, target) -> list of (user_us, sys_us, kshare, shares)
     try:
-        bench.start_cluster()
-        for t in targets:
-            if t.startswith("pgbouncer"):
-                bench.start_pgbouncer(t)
-            else:
-                bench.start_pgsluice(t)
-            bench.pgbench(t, "simple", 2, "warmup")
+        bench.start_warm(targets)
         for r in range(a.rounds):
             for mode in args.modes:
                 order = targets[r % len(targets):] + targets[:r % len(targets)]

@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--clients", type=int, default=2000)
     ap.add_argument("--mode", default="extended")
     ap.add_argument("--rounds", type=int, default=2)
+    given = sys.argv[1:]
     a = ap.parse_args()
     targets = ["pgbouncer"] + (["pgbouncer-new"] if a.pgbouncer_new else []) + ["pgsluice"] \
         + (["pgsluice-baseline"] if a.baseline_binary else [])
@@ -56,13 +57,7 @@ def main():
     start = {}  # target -> RSS after its warm-up, KiB
     raw = []
     try:
-        bench.start_cluster()
-        for t in targets:
-            if t.startswith("pgbouncer"):
-                bench.start_pgbouncer(t)
-            else:
-                bench.start_pgsluice(t)
-            bench.pgbench(t, "simple", 2, "warmup")
+        bench.start_warm(targets)
         for r in range(a.rounds):
             for t in targets[r % len(targets):] + targets[:r % len(targets)]:
                 pid = bench.procs[t][1]
@@ -91,8 +86,7 @@ def main():
     finally:
         bench.cleanup()
     names = B.TARGET_NAMES
-    cmd = "python3 " + " ".join([os.path.relpath(__file__, B.ROOT)] + argv[1:] +
-                                ["--clients", str(a.clients), "--rounds", str(a.rounds)])
+    cmd = "python3 " + " ".join([os.path.relpath(__file__, B.ROOT)] + given)
     text = [f"Queued clients' memory, {stamp}: `{cmd}`; pgbench -n -S -M {a.mode} "
             f"-c {a.clients} -j 2 -T 10, pool size {args.pool_size}, transaction mode.\n",
             "| pooler | RSS per client during the run, KiB (each round) | median |",
