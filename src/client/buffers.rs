@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use bytes::BytesMut;
 
 use super::core::Spare;
+use super::io::READ_CHUNK;
 
 /// Buffers kept per worker; beyond this, returned buffers are freed. Enough for the
 /// clients a pool serves at once; more is memory that stays when every client is idle
@@ -44,10 +45,11 @@ pub fn take(want: usize) -> BytesMut {
 }
 
 impl Kept {
-    /// Keeps an empty buffer for reuse by another client of this worker.
+    /// Keeps an empty buffer for reuse by another client of this worker; not one grown
+    /// past [`READ_CHUNK`] for a long message, which would stay the worker's for good.
     fn give_back(&mut self, buf: BytesMut) {
         debug_assert!(buf.is_empty());
-        if buf.capacity() > 0 && self.free.len() < KEEP {
+        if (1..=READ_CHUNK).contains(&buf.capacity()) && self.free.len() < KEEP {
             self.free.push(buf);
         }
     }
@@ -75,4 +77,28 @@ pub fn unstow(buffer: bool) -> (Option<Spare>, Option<BytesMut>) {
         let buf = if buffer { k.free.pop() } else { None };
         (k.spares.pop(), buf)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stow, take, unstow};
+    use crate::client::core::Spare;
+    use crate::client::io::READ_CHUNK;
+    use bytes::BytesMut;
+
+    /// An ordinary buffer is kept for the worker's next client; one grown for a long
+    /// message is freed, not kept.
+    #[test]
+    fn a_buffer_grown_for_a_long_message_is_not_kept() {
+        stow(Spare::default(), Some(BytesMut::with_capacity(1024)));
+        let (_, kept) = unstow(true);
+        assert!(kept.is_some_and(|b| b.capacity() >= 1024));
+
+        stow(
+            Spare::default(),
+            Some(BytesMut::with_capacity(4 * READ_CHUNK)),
+        );
+        assert!(unstow(true).1.is_none());
+        assert!(take(100).capacity() < 4 * READ_CHUNK);
+    }
 }
