@@ -1,0 +1,554 @@
+//! The floor of a transaction-mode pooler on epoll: the least work a pooler can do per
+//! `pgbench -S` transaction with the system calls pgsluice and PgBouncer make (a `recv` and a
+//! `send` on each side, readiness from one epoll set per thread), for issue 14's CPU row.
+//!
+//! Not a pooler: no authentication (every client is told `AuthenticationOk`), no parameters
+//! of its own, no routing, no statistics, no timeouts, no error handling beyond closing. It
+//! opens `--servers` connections to PostgreSQL (trust authentication) at start, greets each
+//! client itself, and then moves bytes: a client's bytes go to the server it holds, or take
+//! a free one (or wait in a queue for one); a server's bytes go to its client, and a
+//! `ReadyForQuery` with status idle at the end of what was read gives the server back to the
+//! next waiting client. Client messages are not decoded at all (a `Terminate` on a client
+//! without a server closes it). Reads stop at a short read (the socket is drained: an
+//! edge-triggered epoll reports the next bytes), as tokio's do.
+//!
+//! What it costs per transaction, against PgBouncer and pgsluice on the same cluster, is
+//! what `integration/floor.py` measures: whatever a pooler on this I/O model adds to it is
+//! its own work.
+//!
+//! ```text
+//! cargo build --release --example floor_relay
+//! target/release/examples/floor_relay --listen 127.0.0.1:6433 --server 127.0.0.1:5432 \
+//!     --user postgres --database app --servers 20
+//! ```
+
+use std::collections::VecDeque;
+use std::io::{ErrorKind, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+const LISTENER: Token = Token(usize::MAX);
+/// Read size (a `pgbench -S` answer is under 200 bytes).
+const CHUNK: usize = 16 * 1024;
+
+struct Args {
+    listen: SocketAddr,
+    server: SocketAddr,
+    user: String,
+    database: String,
+    servers: usize,
+}
+
+fn args() -> Result<Args, String> {
+    let mut it = std::env::args().skip(1);
+    let (mut listen, mut server, mut user, mut database, mut servers) =
+        (None, None, None, None, 20);
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or(format!("{flag} wants a value"))?;
+        match flag.as_str() {
+            "--listen" => listen = Some(value.parse().map_err(|e| format!("--listen: {e}"))?),
+            "--server" => server = Some(value.parse().map_err(|e| format!("--server: {e}"))?),
+            "--user" => user = Some(value),
+            "--database" => database = Some(value),
+            "--servers" => servers = value.parse().map_err(|e| format!("--servers: {e}"))?,
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(Args {
+        listen: listen.ok_or("--listen is required")?,
+        server: server.ok_or("--server is required")?,
+        user: user.unwrap_or_else(|| "postgres".into()),
+        database: database.ok_or("--database is required")?,
+        servers,
+    })
+}
+
+/// A client's place in its startup, then in the relay.
+enum Phase {
+    /// Waiting for (the rest of) its startup packet.
+    Startup,
+    Relay,
+}
+
+struct Client {
+    sock: TcpStream,
+    phase: Phase,
+    /// The server it holds (index into `servers`).
+    server: Option<usize>,
+    /// Bytes read that no server has taken yet (startup packet, or a request that waits).
+    pending: Vec<u8>,
+    /// Bytes for the client that its socket did not take.
+    out: Vec<u8>,
+    queued: bool,
+}
+
+struct Server {
+    sock: TcpStream,
+    client: Option<usize>,
+    out: Vec<u8>,
+    frame: Frames,
+}
+
+/// Where the server's stream is in its messages: enough to see a final `ReadyForQuery`.
+#[derive(Default)]
+struct Frames {
+    head: [u8; 5],
+    head_len: usize,
+    /// Bytes left of the current message's body.
+    left: usize,
+    ready: bool,
+    idle: bool,
+}
+
+impl Frames {
+    /// Follows `data`; true when it ends with a `ReadyForQuery` whose status is idle.
+    fn ends_idle(&mut self, data: &[u8]) -> bool {
+        let mut i = 0;
+        while i < data.len() {
+            if self.left == 0 {
+                let take = (5 - self.head_len).min(data.len() - i);
+                self.head[self.head_len..self.head_len + take].copy_from_slice(&data[i..i + take]);
+                self.head_len += take;
+                i += take;
+                if self.head_len == 5 {
+                    self.head_len = 0;
+                    let len = u32::from_be_bytes([
+                        self.head[1],
+                        self.head[2],
+                        self.head[3],
+                        self.head[4],
+                    ]) as usize;
+                    self.left = len.saturating_sub(4);
+                    self.ready = self.head[0] == b'Z';
+                    self.idle = false;
+                }
+            } else {
+                let take = self.left.min(data.len() - i);
+                if self.ready && self.left == 1 {
+                    self.idle = data[i] == b'I';
+                }
+                self.left -= take;
+                i += take;
+            }
+        }
+        self.idle && self.left == 0 && self.head_len == 0
+    }
+}
+
+struct Relay {
+    poll: Poll,
+    clients: Vec<Option<Client>>,
+    free_slots: Vec<usize>,
+    servers: Vec<Server>,
+    idle_servers: Vec<usize>,
+    queue: VecDeque<usize>,
+    buf: Vec<u8>,
+    greeting: Vec<u8>,
+}
+
+fn message(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+}
+
+fn greeting() -> Vec<u8> {
+    let mut out = Vec::new();
+    message(&mut out, b'R', &0u32.to_be_bytes());
+    for (name, value) in [
+        ("server_version", "15.0"),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+    ] {
+        let body = [name.as_bytes(), b"\0", value.as_bytes(), b"\0"].concat();
+        message(&mut out, b'S', &body);
+    }
+    message(&mut out, b'K', &[0, 0, 0, 1, 0, 0, 0, 2]);
+    message(&mut out, b'Z', b"I");
+    out
+}
+
+/// A logged-in server connection (trust authentication), non-blocking.
+fn connect(args: &Args) -> std::io::Result<TcpStream> {
+    let mut s = std::net::TcpStream::connect(args.server)?;
+    s.set_nodelay(true)?;
+    let mut body = 196608u32.to_be_bytes().to_vec();
+    for (k, v) in [("user", &args.user), ("database", &args.database)] {
+        body.extend_from_slice(k.as_bytes());
+        body.push(0);
+        body.extend_from_slice(v.as_bytes());
+        body.push(0);
+    }
+    body.push(0);
+    let mut packet = (body.len() as u32 + 4).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    s.write_all(&packet)?;
+    loop {
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head)?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4)];
+        s.read_exact(&mut body)?;
+        match head[0] {
+            b'R' if body.get(..4) != Some(&[0, 0, 0, 0]) => {
+                return Err(std::io::Error::other("the server wants a password"));
+            }
+            b'E' => return Err(std::io::Error::other("the server refused the login")),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    s.set_nonblocking(true)?;
+    Ok(TcpStream::from_std(s))
+}
+
+/// Writes what `sock` takes of `data`, keeping the rest in `out`; false on a broken socket.
+fn send(sock: &mut TcpStream, out: &mut Vec<u8>, data: &[u8]) -> bool {
+    if !out.is_empty() {
+        out.extend_from_slice(data);
+        return flush(sock, out);
+    }
+    let mut done = 0;
+    while done < data.len() {
+        match sock.write(&data[done..]) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    out.extend_from_slice(&data[done..]);
+    true
+}
+
+fn flush(sock: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    let mut done = 0;
+    while done < out.len() {
+        match sock.write(&out[done..]) {
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    out.drain(..done);
+    true
+}
+
+/// What one read gave.
+enum Read1 {
+    /// `n` bytes; `more`: the buffer was filled, read again.
+    Data {
+        n: usize,
+        more: bool,
+    },
+    Drained,
+    Closed,
+}
+
+fn read1(sock: &mut TcpStream, buf: &mut [u8]) -> Read1 {
+    loop {
+        return match sock.read(buf) {
+            Ok(0) => Read1::Closed,
+            Ok(n) => Read1::Data {
+                n,
+                more: n == buf.len(),
+            },
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Read1::Drained,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => Read1::Closed,
+        };
+    }
+}
+
+impl Relay {
+    fn accept(&mut self, listener: &TcpListener) {
+        loop {
+            let Ok((sock, _)) = listener.accept() else {
+                return;
+            };
+            let _ = sock.set_nodelay(true);
+            let id = self.free_slots.pop().unwrap_or_else(|| {
+                self.clients.push(None);
+                self.clients.len() - 1
+            });
+            let mut client = Client {
+                sock,
+                phase: Phase::Startup,
+                server: None,
+                pending: Vec::new(),
+                out: Vec::new(),
+                queued: false,
+            };
+            let token = Token(self.servers.len() + id);
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if self
+                .poll
+                .registry()
+                .register(&mut client.sock, token, interest)
+                .is_ok()
+            {
+                self.clients[id] = Some(client);
+            } else {
+                self.free_slots.push(id);
+            }
+        }
+    }
+
+    fn close_client(&mut self, id: usize) {
+        let Some(mut client) = self.clients[id].take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut client.sock);
+        if client.queued {
+            self.queue.retain(|&c| c != id);
+        }
+        if let Some(s) = client.server {
+            // Mid-transaction: what the server still sends is dropped with the link.
+            self.servers[s].client = None;
+            self.release(s);
+        }
+        self.free_slots.push(id);
+    }
+
+    fn client_event(&mut self, id: usize) {
+        let Some(client) = self.clients[id].as_mut() else {
+            return;
+        };
+        if !client.out.is_empty() && !flush(&mut client.sock, &mut client.out) {
+            return self.close_client(id);
+        }
+        loop {
+            let client = match self.clients[id].as_mut() {
+                Some(c) => c,
+                None => return,
+            };
+            let (n, more) = match read1(&mut client.sock, &mut self.buf) {
+                Read1::Data { n, more } => (n, more),
+                Read1::Drained => return,
+                Read1::Closed => return self.close_client(id),
+            };
+            if !self.client_bytes(id, n) {
+                return self.close_client(id);
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// `self.buf[..n]` came from client `id`; false to close it.
+    fn client_bytes(&mut self, id: usize, n: usize) -> bool {
+        let Some(client) = self.clients[id].as_mut() else {
+            return false;
+        };
+        if let Phase::Startup = client.phase {
+            client.pending.extend_from_slice(&self.buf[..n]);
+            return self.startup(id);
+        }
+        if let Some(s) = client.server {
+            let server = &mut self.servers[s];
+            return send(&mut server.sock, &mut server.out, &self.buf[..n]);
+        }
+        client.pending.extend_from_slice(&self.buf[..n]);
+        if client.pending.first() == Some(&b'X') {
+            return false;
+        }
+        if client.queued {
+            return true;
+        }
+        match self.idle_servers.pop() {
+            Some(s) => self.attach(id, s),
+            None => {
+                client.queued = true;
+                self.queue.push_back(id);
+                true
+            }
+        }
+    }
+
+    /// Answers the startup packets in `pending`: SSL refused, then the greeting.
+    fn startup(&mut self, id: usize) -> bool {
+        let Some(client) = self.clients[id].as_mut() else {
+            return false;
+        };
+        while client.pending.len() >= 8 {
+            let p = &client.pending;
+            let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
+            if !(8..=10_000).contains(&len) {
+                return false;
+            }
+            if p.len() < len {
+                return true;
+            }
+            let code = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            client.pending.drain(..len);
+            let answer: &[u8] = match code {
+                80877103 | 80877104 => b"N",
+                196608 => {
+                    client.phase = Phase::Relay;
+                    &self.greeting
+                }
+                _ => return false,
+            };
+            if !send(&mut client.sock, &mut client.out, answer) {
+                return false;
+            }
+            if let Phase::Relay = client.phase {
+                return client.pending.is_empty();
+            }
+        }
+        true
+    }
+
+    /// Gives server `s` to client `id` and sends it what the client has waiting.
+    fn attach(&mut self, id: usize, s: usize) -> bool {
+        let Some(client) = self.clients[id].as_mut() else {
+            self.idle_servers.push(s);
+            return true;
+        };
+        client.server = Some(s);
+        client.queued = false;
+        let server = &mut self.servers[s];
+        server.client = Some(id);
+        let ok = send(&mut server.sock, &mut server.out, &client.pending);
+        client.pending.clear();
+        ok
+    }
+
+    /// Server `s` is done with its client: the next waiting client takes it.
+    fn release(&mut self, s: usize) {
+        if let Some(c) = self.servers[s].client.take()
+            && let Some(client) = self.clients[c].as_mut()
+        {
+            client.server = None;
+        }
+        while let Some(next) = self.queue.pop_front() {
+            if self.clients[next].is_some() {
+                if !self.attach(next, s) {
+                    self.close_client(next);
+                }
+                return;
+            }
+        }
+        self.idle_servers.push(s);
+    }
+
+    fn server_event(&mut self, s: usize) -> Result<(), String> {
+        let server = &mut self.servers[s];
+        if !server.out.is_empty() && !flush(&mut server.sock, &mut server.out) {
+            return Err(format!("server {s} lost"));
+        }
+        loop {
+            let server = &mut self.servers[s];
+            let (n, more) = match read1(&mut server.sock, &mut self.buf) {
+                Read1::Data { n, more } => (n, more),
+                Read1::Drained => return Ok(()),
+                Read1::Closed => return Err(format!("server {s} closed")),
+            };
+            let idle = server.frame.ends_idle(&self.buf[..n]);
+            if let Some(c) = server.client {
+                let ok = match self.clients[c].as_mut() {
+                    Some(client) => send(&mut client.sock, &mut client.out, &self.buf[..n]),
+                    None => true,
+                };
+                if !ok {
+                    self.close_client(c);
+                }
+            }
+            if idle {
+                self.release(s);
+            }
+            if !more {
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn main() {
+    let args = match args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("floor_relay: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("floor_relay: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut servers = Vec::with_capacity(args.servers);
+    for i in 0..args.servers {
+        let mut sock = connect(args).map_err(|e| format!("server {i}: {e}"))?;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        poll.registry()
+            .register(&mut sock, Token(i), interest)
+            .map_err(|e| e.to_string())?;
+        servers.push(Server {
+            sock,
+            client: None,
+            out: Vec::new(),
+            frame: Frames::default(),
+        });
+    }
+    let mut listener = TcpListener::bind(args.listen).map_err(|e| e.to_string())?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+    let mut relay = Relay {
+        poll,
+        clients: Vec::new(),
+        free_slots: Vec::new(),
+        idle_servers: (0..servers.len()).rev().collect(),
+        servers,
+        queue: VecDeque::new(),
+        buf: vec![0; CHUNK],
+        greeting: greeting(),
+    };
+    eprintln!("floor_relay: listening on {}", args.listen);
+    let mut events = Events::with_capacity(1024);
+    loop {
+        if let Err(e) = relay.poll.poll(&mut events, None) {
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e.to_string());
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => relay.accept(&listener),
+                Token(t) if t < relay.servers.len() => relay.server_event(t)?,
+                Token(t) => relay.client_event(t - relay.servers.len()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Frames;
+
+    #[test]
+    fn a_final_idle_ready_for_query_is_seen_across_reads() {
+        let answer = [&b"C\0\0\0\x0dSELECT 1\0"[..], &b"Z\0\0\0\x05I"[..]].concat();
+        for cut in 0..answer.len() {
+            let mut f = Frames::default();
+            let first = f.ends_idle(&answer[..cut]);
+            let second = f.ends_idle(&answer[cut..]);
+            assert!(!first || cut == answer.len(), "cut at {cut}");
+            assert!(second, "cut at {cut}");
+        }
+        let mut f = Frames::default();
+        assert!(!f.ends_idle(b"Z\0\0\0\x05T"), "in a transaction");
+    }
+}

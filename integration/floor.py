@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""The floor of issue 14's CPU row: what the least possible pooler costs per transaction.
+
+    python3 integration/floor.py [--binary PATH] [--baseline-binary PATH] [--pgbouncer-new PATH]
+                                 [--modes simple,extended] [--rounds N] [--duration S]
+
+`examples/floor_relay.rs` is a transaction-mode relay with nothing but the relay: no
+authentication, no routing, no statistics, client messages not decoded; a `recv` and a
+`send` on each side per transaction and one epoll set, as pgsluice and PgBouncer have. This
+script runs it beside PgBouncer 1.18, the newer PgBouncer when given, and pgsluice on one
+throwaway cluster (integration/bench.py's: `pgbench -n -S -c 50 -j 2`, pool size 20, the
+order rotated each round) and reports each one's CPU per transaction (utime and stime from
+/proc, over the run) and TPS, medians over the rounds, with the floor's CPU against 0.8x
+each PgBouncer's: the row's goal. Where the floor itself is above the goal, no pooler on
+this I/O model meets the row, whatever its own work costs.
+
+Raw pgbench output and the table go to integration/results/floor-<UTC timestamp>/.
+"""
+
+import argparse
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench as B  # noqa: E402
+
+FLOOR = os.path.join(B.ROOT, "target", "release", "examples", "floor_relay")
+
+
+def start_floor(bench, binary):
+    port = B.pick_port()
+    d = os.path.join(bench.work, "floor")
+    os.makedirs(d, exist_ok=True)
+    out = open(os.path.join(d, "stderr.log"), "w")
+    proc = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}",
+                             "--server", f"127.0.0.1:{bench.primary_port}",
+                             "--user", B.USER, "--database", B.DATABASE,
+                             "--servers", str(bench.args.pool_size)],
+                            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    bench.procs["floor"] = (proc, proc.pid)
+    bench.ports["floor"] = port
+    B.wait_listening(port, proc, "floor")
+    B.log(f"floor (pid {proc.pid}, {binary}) on port {port}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--binary", default=None, help="pgsluice (default target/release)")
+    ap.add_argument("--baseline-binary", default=None, help="a second pgsluice, side by side")
+    ap.add_argument("--floor-binary", default=FLOOR)
+    ap.add_argument("--pgbouncer-new", default=None)
+    ap.add_argument("--modes", default="simple,extended")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    given = sys.argv[1:]
+    a = ap.parse_args()
+    if not os.access(a.floor_binary, os.X_OK):
+        sys.exit(f"floor: no {a.floor_binary}: cargo build --release --example floor_relay")
+    poolers = ["pgbouncer"] + (["pgbouncer-new"] if a.pgbouncer_new else []) + ["pgsluice"] \
+        + (["pgsluice-baseline"] if a.baseline_binary else [])
+    argv = ["bench.py", "--no-build", "--modes", a.modes, "--targets", ",".join(poolers)]
+    for flag, value in (("--binary", a.binary), ("--baseline-binary", a.baseline_binary),
+                        ("--pgbouncer-new", a.pgbouncer_new)):
+        if value:
+            argv += [flag, value]
+    sys.argv = argv
+    args = B.parse_args()
+    modes = a.modes.split(",")
+    targets = poolers + ["floor"]
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = os.path.join(B.ROOT, "integration", "results", f"floor-{stamp}")
+    os.makedirs(out_dir)
+    bench = B.Bench(args)
+    runs = {}  # (mode, target) -> [run dicts]
+    loads = []
+    try:
+        bench.start_warm(poolers)
+        start_floor(bench, a.floor_binary)
+        bench.pgbench("floor", "simple", 2, "warmup")
+        for r in range(a.rounds):
+            order = targets[r % len(targets):] + targets[:r % len(targets)]
+            for mode in modes:
+                for t in order:
+                    tag = f"r{r + 1}-{mode}-{t}"
+                    res = bench.pgbench(t, mode, a.duration, tag, results_dir=out_dir)
+                    loads.append(os.getloadavg()[0])
+                    runs.setdefault((mode, t), []).append(res)
+                    B.log(f"{tag}: tps {res['tps']}, cpu {res.get('cpu_us')} us/txn "
+                          f"(user {res.get('user_us')}, sys {res.get('sys_us')})")
+    finally:
+        bench.cleanup()
+    names = dict(B.TARGET_NAMES)
+    names.update({"floor": "floor relay (examples/floor_relay.rs)"})
+    for t, v in bench.pgbouncer_versions.items():
+        names[t] = f"PgBouncer {B.short_version(v)}"
+    cmd = "python3 " + " ".join([os.path.relpath(__file__, B.ROOT)] + given)
+
+    def med(mode, t, key):
+        vals = [x[key] for x in runs.get((mode, t), []) if x.get(key) is not None]
+        return statistics.median(vals) if vals else None
+
+    text = [f"Floor of the CPU row, {stamp}: `{cmd}`; pgbench -n -S -c {args.clients} -j 2 "
+            f"-T {a.duration}, pool size {args.pool_size}, transaction mode, {a.rounds} rounds "
+            f"(order rotated); 1-minute load average after each run: median "
+            f"{statistics.median(loads):.2f}, max {max(loads):.2f}.\n",
+            "| mode | pooler | TPS | CPU µs/txn | user | system | CPU × PgBouncer 1.18 | "
+            "CPU × newer PgBouncer |",
+            "|---|---|--:|--:|--:|--:|--:|--:|"]
+    for mode in modes:
+        base = {p: med(mode, p, "cpu_us") for p in poolers if p.startswith("pgbouncer")}
+        for t in targets:
+            cpu = med(mode, t, "cpu_us")
+            if cpu is None:
+                continue
+            ratios = [f"×{cpu / base[p]:.2f}" if base.get(p) else "n/a"
+                      for p in ("pgbouncer", "pgbouncer-new")]
+            text.append(f"| {mode} | {names.get(t, t)} | {med(mode, t, 'tps'):,.0f} | "
+                        f"{cpu:.2f} | {med(mode, t, 'user_us'):.2f} | "
+                        f"{med(mode, t, 'sys_us'):.2f} | {ratios[0]} | {ratios[1]} |")
+    text += ["", "The goal (issue 14): at most 0.8× PgBouncer's CPU per transaction.", "",
+             "| mode | against | goal µs/txn | floor µs/txn | floor's system time alone | "
+             "floor within the goal |", "|---|---|--:|--:|--:|---|"]
+    for mode in modes:
+        floor, floor_sys = med(mode, "floor", "cpu_us"), med(mode, "floor", "sys_us")
+        for p in poolers:
+            if not p.startswith("pgbouncer"):
+                continue
+            base = med(mode, p, "cpu_us")
+            if base is None or floor is None:
+                continue
+            goal = 0.8 * base
+            text.append(f"| {mode} | {names[p]} | {goal:.2f} | {floor:.2f} | {floor_sys:.2f} | "
+                        f"{'yes' if floor <= goal else '**no**'} |")
+    text += ["", "Every run:", "", "| round | mode | pooler | TPS | CPU µs/txn | user | system |",
+             "|---|---|---|--:|--:|--:|--:|"]
+    for (mode, t), rs in runs.items():
+        for i, x in enumerate(rs):
+            if x.get("cpu_us") is None:
+                continue
+            text.append(f"| {i + 1} | {mode} | {names.get(t, t)} | {x['tps']:,.0f} | "
+                        f"{x['cpu_us']:.2f} | {x['user_us']:.2f} | {x['sys_us']:.2f} |")
+    with open(os.path.join(out_dir, "summary.md"), "w") as f:
+        f.write("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()
