@@ -104,6 +104,12 @@ pub fn poll_read_server<T: TlsIo>(
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<usize>> {
+    if buf.is_empty() {
+        // Back to the start of its allocation when nothing else holds it (the last answer
+        // was written out): the next answer lands in the cache lines the last one warmed,
+        // not 200 bytes further on, sweeping 8 KiB per server connection. Never allocates.
+        let _ = buf.try_reclaim(buf.capacity() + 1);
+    }
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK);
     }
@@ -112,7 +118,7 @@ pub fn poll_read_server<T: TlsIo>(
 
 #[cfg(test)]
 mod tests {
-    use super::{FIRST_READ, READ_CHUNK, poll_read_client};
+    use super::{FIRST_READ, READ_CHUNK, poll_read_client, poll_read_server};
     use crate::net::ClientStream;
     use bytes::BytesMut;
     use tokio::io::AsyncWriteExt;
@@ -157,5 +163,35 @@ mod tests {
             got += read(&mut stream, &mut buf, long.len() - got).await;
         }
         assert_eq!(&buf[..], &long[..]);
+    }
+
+    /// A server's answer is read at the start of its buffer's allocation once the last
+    /// answer has been written out (dropped), and after it while that one is still held.
+    #[tokio::test]
+    async fn a_server_answer_is_read_where_the_last_one_was_once_it_is_gone() {
+        let (mut stream, mut peer) = pair().await;
+        let mut buf = BytesMut::new();
+        peer.write_all(&[b'D'; 200]).await.unwrap();
+        let n = std::future::poll_fn(|cx| poll_read_server(&mut stream, &mut buf, cx))
+            .await
+            .unwrap();
+        assert_eq!(n, 200);
+        let start = buf.as_ptr();
+        let held = buf.split().freeze();
+
+        peer.write_all(&[b'D'; 200]).await.unwrap();
+        std::future::poll_fn(|cx| poll_read_server(&mut stream, &mut buf, cx))
+            .await
+            .unwrap();
+        assert_eq!(buf.as_ptr(), start.wrapping_add(200), "after the held answer");
+        let second = buf.split().freeze();
+        drop((held, second));
+
+        peer.write_all(&[b'D'; 200]).await.unwrap();
+        std::future::poll_fn(|cx| poll_read_server(&mut stream, &mut buf, cx))
+            .await
+            .unwrap();
+        assert_eq!(buf.as_ptr(), start, "at the start again");
+        assert!(buf.capacity() >= READ_CHUNK);
     }
 }
