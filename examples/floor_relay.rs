@@ -12,14 +12,18 @@
 //! without a server closes it). Reads stop at a short read (the socket is drained: an
 //! edge-triggered epoll reports the next bytes), as tokio's do.
 //!
-//! What it costs per transaction, against PgBouncer and pgsluice on the same cluster, is
+//! `--runtime tokio` runs the same relay as a task per client on tokio's current-thread
+//! runtime (as pgsluice runs its sessions), a server handed to a waiting client's task
+//! through a oneshot channel: the two side by side price the runtime's task model.
+//!
+//! What each costs per transaction, against PgBouncer and pgsluice on the same cluster, is
 //! what `integration/floor.py` measures: whatever a pooler on this I/O model adds to it is
 //! its own work.
 //!
 //! ```text
 //! cargo build --release --example floor_relay
 //! target/release/examples/floor_relay --listen 127.0.0.1:6433 --server 127.0.0.1:5432 \
-//!     --user postgres --database app --servers 20
+//!     --user postgres --database app --servers 20 [--runtime mio|tokio]
 //! ```
 
 use std::collections::VecDeque;
@@ -39,12 +43,15 @@ struct Args {
     user: String,
     database: String,
     servers: usize,
+    /// `mio` (one readiness loop) or `tokio` (a task per client, current-thread runtime).
+    runtime: String,
 }
 
 fn args() -> Result<Args, String> {
     let mut it = std::env::args().skip(1);
     let (mut listen, mut server, mut user, mut database, mut servers) =
         (None, None, None, None, 20);
+    let mut runtime = "mio".to_string();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or(format!("{flag} wants a value"))?;
         match flag.as_str() {
@@ -53,6 +60,7 @@ fn args() -> Result<Args, String> {
             "--user" => user = Some(value),
             "--database" => database = Some(value),
             "--servers" => servers = value.parse().map_err(|e| format!("--servers: {e}"))?,
+            "--runtime" if value == "mio" || value == "tokio" => runtime = value,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -62,6 +70,7 @@ fn args() -> Result<Args, String> {
         user: user.unwrap_or_else(|| "postgres".into()),
         database: database.ok_or("--database is required")?,
         servers,
+        runtime,
     })
 }
 
@@ -174,7 +183,7 @@ fn greeting() -> Vec<u8> {
 }
 
 /// A logged-in server connection (trust authentication), non-blocking.
-fn connect(args: &Args) -> std::io::Result<TcpStream> {
+fn connect(args: &Args) -> std::io::Result<std::net::TcpStream> {
     let mut s = std::net::TcpStream::connect(args.server)?;
     s.set_nodelay(true)?;
     let mut body = 196608u32.to_be_bytes().to_vec();
@@ -204,7 +213,7 @@ fn connect(args: &Args) -> std::io::Result<TcpStream> {
         }
     }
     s.set_nonblocking(true)?;
-    Ok(TcpStream::from_std(s))
+    Ok(s)
 }
 
 /// Writes what `sock` takes of `data`, keeping the rest in `out`; false on a broken socket.
@@ -479,7 +488,11 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(&args) {
+    let ran = match args.runtime.as_str() {
+        "tokio" => on_tokio::run(&args),
+        _ => run(&args),
+    };
+    if let Err(e) = ran {
         eprintln!("floor_relay: {e}");
         std::process::exit(1);
     }
@@ -489,7 +502,8 @@ fn run(args: &Args) -> Result<(), String> {
     let poll = Poll::new().map_err(|e| e.to_string())?;
     let mut servers = Vec::with_capacity(args.servers);
     for i in 0..args.servers {
-        let mut sock = connect(args).map_err(|e| format!("server {i}: {e}"))?;
+        let std = connect(args).map_err(|e| format!("server {i}: {e}"))?;
+        let mut sock = TcpStream::from_std(std);
         let interest = Interest::READABLE | Interest::WRITABLE;
         poll.registry()
             .register(&mut sock, Token(i), interest)
@@ -529,6 +543,131 @@ fn run(args: &Args) -> Result<(), String> {
                 LISTENER => relay.accept(&listener),
                 Token(t) if t < relay.servers.len() => relay.server_event(t)?,
                 Token(t) => relay.client_event(t - relay.servers.len()),
+            }
+        }
+    }
+}
+
+/// The same relay as a task per client on tokio's current-thread runtime, the way pgsluice
+/// runs: a client's task reads its request, takes an idle server (or waits for one in a
+/// queue, handed over by the task that gives one back), writes, relays the answer until
+/// its final idle `ReadyForQuery`, and gives the server back.
+mod on_tokio {
+    use std::cell::RefCell;
+    use std::collections::VecDeque;
+    use std::rc::Rc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+    use tokio::sync::oneshot;
+
+    use super::{Args, CHUNK, Frames};
+
+    #[derive(Default)]
+    struct Servers {
+        idle: RefCell<Vec<TcpStream>>,
+        waiting: RefCell<VecDeque<oneshot::Sender<TcpStream>>>,
+    }
+
+    impl Servers {
+        async fn take(&self) -> Option<TcpStream> {
+            if let Some(s) = self.idle.borrow_mut().pop() {
+                return Some(s);
+            }
+            let (tx, rx) = oneshot::channel();
+            self.waiting.borrow_mut().push_back(tx);
+            rx.await.ok()
+        }
+
+        fn give_back(&self, mut server: TcpStream) {
+            loop {
+                let next = self.waiting.borrow_mut().pop_front();
+                match next {
+                    Some(tx) => match tx.send(server) {
+                        Ok(()) => return,
+                        Err(s) => server = s,
+                    },
+                    None => break,
+                }
+            }
+            self.idle.borrow_mut().push(server);
+        }
+    }
+
+    pub(super) fn run(args: &Args) -> Result<(), String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let servers = Rc::new(Servers::default());
+            for i in 0..args.servers {
+                let std = super::connect(args).map_err(|e| format!("server {i}: {e}"))?;
+                let sock = TcpStream::from_std(std).map_err(|e| e.to_string())?;
+                servers.idle.borrow_mut().push(sock);
+            }
+            let listener = TcpListener::bind(args.listen)
+                .await
+                .map_err(|e| e.to_string())?;
+            let greeting: Rc<[u8]> = super::greeting().into();
+            eprintln!("floor_relay (tokio): listening on {}", args.listen);
+            loop {
+                let (sock, _) = listener.accept().await.map_err(|e| e.to_string())?;
+                let _ = sock.set_nodelay(true);
+                let (servers, greeting) = (servers.clone(), greeting.clone());
+                tokio::task::spawn_local(async move {
+                    let _ = client(sock, &servers, &greeting).await;
+                });
+            }
+        })
+    }
+
+    async fn client(
+        mut sock: TcpStream,
+        servers: &Servers,
+        greeting: &[u8],
+    ) -> std::io::Result<()> {
+        startup(&mut sock, greeting).await?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = sock.read(&mut buf).await?;
+            if n == 0 || buf[0] == b'X' {
+                return Ok(());
+            }
+            let Some(mut server) = servers.take().await else {
+                return Ok(());
+            };
+            server.write_all(&buf[..n]).await?;
+            let mut frames = Frames::default();
+            loop {
+                let m = server.read(&mut buf).await?;
+                if m == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let idle = frames.ends_idle(&buf[..m]);
+                sock.write_all(&buf[..m]).await?;
+                if idle {
+                    break;
+                }
+            }
+            servers.give_back(server);
+        }
+    }
+
+    /// SSL refused, then the greeting for the startup packet.
+    async fn startup(sock: &mut TcpStream, greeting: &[u8]) -> std::io::Result<()> {
+        loop {
+            let len = sock.read_u32().await? as usize;
+            if !(8..=10_000).contains(&len) {
+                return Err(std::io::ErrorKind::InvalidData.into());
+            }
+            let mut body = vec![0u8; len - 4];
+            sock.read_exact(&mut body).await?;
+            match u32::from_be_bytes([body[0], body[1], body[2], body[3]]) {
+                80877103 | 80877104 => sock.write_all(b"N").await?,
+                196608 => return sock.write_all(greeting).await,
+                _ => return Err(std::io::ErrorKind::InvalidData.into()),
             }
         }
     }

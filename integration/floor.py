@@ -6,8 +6,9 @@
 
 `examples/floor_relay.rs` is a transaction-mode relay with nothing but the relay: no
 authentication, no routing, no statistics, client messages not decoded; a `recv` and a
-`send` on each side per transaction and one epoll set, as pgsluice and PgBouncer have. This
-script runs it beside PgBouncer 1.18, the newer PgBouncer when given, and pgsluice on one
+`send` on each side per transaction and one epoll set, as pgsluice and PgBouncer have; its
+`--runtime tokio` form is the same relay as a task per client on tokio (as pgsluice runs).
+This script runs both beside PgBouncer 1.18, the newer PgBouncer when given, and pgsluice on one
 throwaway cluster (integration/bench.py's: `pgbench -n -S -c 50 -j 2`, pool size 20, the
 order rotated each round) and reports each one's CPU per transaction (utime and stime from
 /proc, over the run) and TPS, medians over the rounds, with the floor's CPU against 0.8x
@@ -30,21 +31,23 @@ import bench as B  # noqa: E402
 FLOOR = os.path.join(B.ROOT, "target", "release", "examples", "floor_relay")
 
 
-def start_floor(bench, binary):
+def start_floor(bench, binary, runtime="mio"):
+    """Starts the floor relay as target "floor" (mio) or "floor-tokio"."""
+    target = "floor" if runtime == "mio" else f"floor-{runtime}"
     port = B.pick_port()
-    d = os.path.join(bench.work, "floor")
+    d = os.path.join(bench.work, target)
     os.makedirs(d, exist_ok=True)
     out = open(os.path.join(d, "stderr.log"), "w")
     proc = subprocess.Popen([binary, "--listen", f"127.0.0.1:{port}",
                              "--server", f"127.0.0.1:{bench.primary_port}",
                              "--user", B.USER, "--database", B.DATABASE,
-                             "--servers", str(bench.args.pool_size)],
+                             "--servers", str(bench.args.pool_size), "--runtime", runtime],
                             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                             start_new_session=True)
-    bench.procs["floor"] = (proc, proc.pid)
-    bench.ports["floor"] = port
-    B.wait_listening(port, proc, "floor")
-    B.log(f"floor (pid {proc.pid}, {binary}) on port {port}")
+    bench.procs[target] = (proc, proc.pid)
+    bench.ports[target] = port
+    B.wait_listening(port, proc, target)
+    B.log(f"{target} (pid {proc.pid}, {binary}) on port {port}")
 
 
 def main():
@@ -70,7 +73,7 @@ def main():
     sys.argv = argv
     args = B.parse_args()
     modes = a.modes.split(",")
-    targets = poolers + ["floor"]
+    targets = poolers + ["floor", "floor-tokio"]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = os.path.join(B.ROOT, "integration", "results", f"floor-{stamp}")
     os.makedirs(out_dir)
@@ -79,8 +82,10 @@ def main():
     loads = []
     try:
         bench.start_warm(poolers)
-        start_floor(bench, a.floor_binary)
-        bench.pgbench("floor", "simple", 2, "warmup")
+        for runtime in ("mio", "tokio"):
+            start_floor(bench, a.floor_binary, runtime)
+        for t in ("floor", "floor-tokio"):
+            bench.pgbench(t, "simple", 2, "warmup")
         for r in range(a.rounds):
             order = targets[r % len(targets):] + targets[:r % len(targets)]
             for mode in modes:
@@ -94,7 +99,8 @@ def main():
     finally:
         bench.cleanup()
     names = dict(B.TARGET_NAMES)
-    names.update({"floor": "floor relay (examples/floor_relay.rs)"})
+    names.update({"floor": "floor relay, mio (examples/floor_relay.rs)",
+                  "floor-tokio": "floor relay, tokio task per client"})
     for t, v in bench.pgbouncer_versions.items():
         names[t] = f"PgBouncer {B.short_version(v)}"
     cmd = "python3 " + " ".join([os.path.relpath(__file__, B.ROOT)] + given)
@@ -122,10 +128,12 @@ def main():
                         f"{cpu:.2f} | {med(mode, t, 'user_us'):.2f} | "
                         f"{med(mode, t, 'sys_us'):.2f} | {ratios[0]} | {ratios[1]} |")
     text += ["", "The goal (issue 14): at most 0.8× PgBouncer's CPU per transaction.", "",
-             "| mode | against | goal µs/txn | floor µs/txn | floor's system time alone | "
-             "floor within the goal |", "|---|---|--:|--:|--:|---|"]
+             "| mode | against | goal µs/txn | mio floor µs/txn | its system time alone | "
+             "mio floor within the goal | tokio floor µs/txn | tokio floor within the goal |",
+             "|---|---|--:|--:|--:|---|--:|---|"]
     for mode in modes:
         floor, floor_sys = med(mode, "floor", "cpu_us"), med(mode, "floor", "sys_us")
+        tokio = med(mode, "floor-tokio", "cpu_us")
         for p in poolers:
             if not p.startswith("pgbouncer"):
                 continue
@@ -134,7 +142,8 @@ def main():
                 continue
             goal = 0.8 * base
             text.append(f"| {mode} | {names[p]} | {goal:.2f} | {floor:.2f} | {floor_sys:.2f} | "
-                        f"{'yes' if floor <= goal else '**no**'} |")
+                        f"{'yes' if floor <= goal else '**no**'} | "
+                        f"{tokio:.2f} | {'yes' if tokio <= goal else '**no**'} |")
     text += ["", "Every run:", "", "| round | mode | pooler | TPS | CPU µs/txn | user | system |",
              "|---|---|---|--:|--:|--:|--:|"]
     for (mode, t), rs in runs.items():

@@ -183,7 +183,11 @@ mod tests {
         std::future::poll_fn(|cx| poll_read_server(&mut stream, &mut buf, cx))
             .await
             .unwrap();
-        assert_eq!(buf.as_ptr(), start.wrapping_add(200), "after the held answer");
+        assert_eq!(
+            buf.as_ptr(),
+            start.wrapping_add(200),
+            "after the held answer"
+        );
         let second = buf.split().freeze();
         drop((held, second));
 
