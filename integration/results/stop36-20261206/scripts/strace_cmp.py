@@ -1,0 +1,19 @@
+import os, subprocess, sys, time, signal
+sys.path.insert(0, "/work/main/integration")
+import bench as B, floor as F
+sys.argv = ["bench.py", "--no-build", "--binary", sys.argv[1], "--targets", "pgbouncer,pgsluice"]
+args = B.parse_args()
+bench = B.Bench(args)
+try:
+    bench.start_warm(["pgbouncer", "pgsluice"])
+    F.start_floor(bench, F.FLOOR)
+    for mode in ["simple"]:
+        for t in ["pgbouncer", "pgsluice", "floor"]:
+            pid = bench.procs[t][1]
+            st = subprocess.Popen(["strace", "-c", "-f", "-p", str(pid), "-o", f"/tmp/adhoc/s36/strace-{mode}-{t}.txt"])
+            time.sleep(1)
+            r = bench.pgbench(t, mode, 5, "x")
+            st.send_signal(signal.SIGINT); st.wait()
+            print(t, mode, r["txns"], flush=True)
+finally:
+    bench.cleanup()
