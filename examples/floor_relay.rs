@@ -222,31 +222,33 @@ fn send(sock: &mut TcpStream, out: &mut Vec<u8>, data: &[u8]) -> bool {
         out.extend_from_slice(data);
         return flush(sock, out);
     }
+    let Some(done) = write_some(sock, data) else {
+        return false;
+    };
+    out.extend_from_slice(&data[done..]);
+    true
+}
+
+fn flush(sock: &mut TcpStream, out: &mut Vec<u8>) -> bool {
+    let Some(done) = write_some(sock, out) else {
+        return false;
+    };
+    out.drain(..done);
+    true
+}
+
+/// Writes what `sock` takes of `data` now: how much, or `None` on a broken socket.
+fn write_some(sock: &mut TcpStream, data: &[u8]) -> Option<usize> {
     let mut done = 0;
     while done < data.len() {
         match sock.write(&data[done..]) {
             Ok(n) => done += n,
             Err(e) if e.kind() == ErrorKind::WouldBlock => break,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return false,
+            Err(_) => return None,
         }
     }
-    out.extend_from_slice(&data[done..]);
-    true
-}
-
-fn flush(sock: &mut TcpStream, out: &mut Vec<u8>) -> bool {
-    let mut done = 0;
-    while done < out.len() {
-        match sock.write(&out[done..]) {
-            Ok(n) => done += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    out.drain(..done);
-    true
+    Some(done)
 }
 
 /// What one read gave.

@@ -878,6 +878,24 @@ def build_report(bench, results, header, mode_targets, modes):
     return "\n".join(lines) + "\n"
 
 
+def pooler_args(binary, baseline_binary, pgbouncer_new, modes):
+    """For the tools that run poolers through this module: the pooler targets (PgBouncer
+    1.18, the newer PgBouncer when given, pgsluice, the baseline pgsluice when given) and
+    this module's parsed arguments for them."""
+    targets = ["pgbouncer"] + (["pgbouncer-new"] if pgbouncer_new else []) + ["pgsluice"] \
+        + (["pgsluice-baseline"] if baseline_binary else [])
+    argv = ["bench.py", "--no-build", "--modes", modes, "--targets", ",".join(targets)]
+    for flag, value in (("--binary", binary), ("--baseline-binary", baseline_binary),
+                        ("--pgbouncer-new", pgbouncer_new)):
+        if value:
+            argv += [flag, value]
+    saved, sys.argv = sys.argv, argv
+    try:
+        return targets, parse_args()
+    finally:
+        sys.argv = saved
+
+
 def raise_fd_limit(n):
     """Raises this process's RLIMIT_NOFILE to at least n (past the hard limit only as root);
     pgbench and the poolers inherit it."""

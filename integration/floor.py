@@ -63,15 +63,7 @@ def main():
     a = ap.parse_args()
     if not os.access(a.floor_binary, os.X_OK):
         sys.exit(f"floor: no {a.floor_binary}: cargo build --release --example floor_relay")
-    poolers = ["pgbouncer"] + (["pgbouncer-new"] if a.pgbouncer_new else []) + ["pgsluice"] \
-        + (["pgsluice-baseline"] if a.baseline_binary else [])
-    argv = ["bench.py", "--no-build", "--modes", a.modes, "--targets", ",".join(poolers)]
-    for flag, value in (("--binary", a.binary), ("--baseline-binary", a.baseline_binary),
-                        ("--pgbouncer-new", a.pgbouncer_new)):
-        if value:
-            argv += [flag, value]
-    sys.argv = argv
-    args = B.parse_args()
+    poolers, args = B.pooler_args(a.binary, a.baseline_binary, a.pgbouncer_new, a.modes)
     modes = a.modes.split(",")
     targets = poolers + ["floor", "floor-tokio"]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -135,14 +135,7 @@ def main():
     modes = args.modes.split(",")
     per = {}
     try:
-        p = subprocess.run([I.CLUSTER_SH, "start", cluster, "--watch-pid", str(os.getpid())],
-                           text=True, capture_output=True)
-        if p.returncode != 0:
-            raise SystemExit(f"cluster.sh failed:\n{p.stderr}")
-        primary = int(re.search(r"^PRIMARY_PORT=(\d+)", p.stdout, re.M).group(1))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        subprocess.run(["pgbench", "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(primary),
-                        "-U", "postgres", "app"], env=env, check=True, capture_output=True)
+        primary = I.start_cluster(cluster)
         delta = args.clients * (args.long - args.short)
         for mode in modes:
             for name, binary in targets:

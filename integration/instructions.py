@@ -60,6 +60,20 @@ def wait_port(port, proc, timeout=60.0):
     raise SystemExit(f"pgsluice not listening on {port}")
 
 
+def start_cluster(cluster):
+    """Starts a throwaway primary in `cluster` (stopped with `cluster.sh stop`), with
+    `pgbench -i -s 1` data in database app; returns its port."""
+    p = subprocess.run([CLUSTER_SH, "start", cluster, "--watch-pid", str(os.getpid())],
+                       text=True, capture_output=True)
+    if p.returncode != 0:
+        raise SystemExit(f"cluster.sh failed:\n{p.stderr}")
+    primary = int(re.search(r"^PRIMARY_PORT=(\d+)", p.stdout, re.M).group(1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    subprocess.run(["pgbench", "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(primary),
+                    "-U", "postgres", "app"], env=env, check=True, capture_output=True)
+    return primary
+
+
 def config(port, primary, general_extra, extra, pool_size=4):
     return f"""[general]
 listen_addr = "127.0.0.1:{port}"
@@ -139,14 +153,7 @@ def main():
     if args.baseline_binary:
         variants.append(("baseline", args.baseline_binary, "", ""))
     try:
-        p = subprocess.run([CLUSTER_SH, "start", cluster, "--watch-pid", str(os.getpid())],
-                           text=True, capture_output=True)
-        if p.returncode != 0:
-            raise SystemExit(f"cluster.sh failed:\n{p.stderr}")
-        primary = int(re.search(r"^PRIMARY_PORT=(\d+)", p.stdout, re.M).group(1))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        subprocess.run(["pgbench", "-i", "-s", "1", "-h", "127.0.0.1", "-p", str(primary),
-                        "-U", "postgres", "app"], env=env, check=True, capture_output=True)
+        primary = start_cluster(cluster)
         per = {name: [] for name, *_ in variants}
         delta = args.clients * (args.long - args.short)
         for rep in range(args.reps):

@@ -39,15 +39,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     given = sys.argv[1:]
     a = ap.parse_args()
-    targets = ["pgbouncer"] + (["pgbouncer-new"] if a.pgbouncer_new else []) + ["pgsluice"] \
-        + (["pgsluice-baseline"] if a.baseline_binary else [])
-    argv = ["bench.py", "--no-build", "--modes", a.mode, "--targets", ",".join(targets)]
-    for flag, value in (("--binary", a.binary), ("--baseline-binary", a.baseline_binary),
-                        ("--pgbouncer-new", a.pgbouncer_new)):
-        if value:
-            argv += [flag, value]
-    sys.argv = argv
-    args = B.parse_args()
+    targets, args = B.pooler_args(a.binary, a.baseline_binary, a.pgbouncer_new, a.mode)
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = os.path.join(B.ROOT, "integration", "results", f"queued-{stamp}")
     os.makedirs(out_dir)
