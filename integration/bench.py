@@ -251,6 +251,32 @@ def tool_version(cmd):
 # ------------------------------------------------------------------ processes
 
 
+def write_pgbouncer_config(d, port, primary_port, pool_size, max_client_conn, extra=""):
+    """PgBouncer's ini and userlist in directory `d` (transaction mode, md5 for USER, the
+    benchmark's database on the primary, `extra` lines appended); returns the ini's path."""
+    md5 = "md5" + hashlib.md5((PASSWORD + USER).encode()).hexdigest()
+    with open(os.path.join(d, "userlist.txt"), "w") as f:
+        f.write(f'"{USER}" "{md5}"\n')
+    conf = os.path.join(d, "pgbouncer.ini")
+    with open(conf, "w") as f:
+        f.write(f"""[databases]
+{DATABASE} = host=127.0.0.1 port={primary_port} dbname={DATABASE}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = md5
+auth_file = {d}/userlist.txt
+pool_mode = transaction
+max_client_conn = {max_client_conn}
+default_pool_size = {pool_size}
+ignore_startup_parameters = extra_float_digits,options
+logfile = {d}/pgbouncer.log
+{extra}""")
+    return conf
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -385,26 +411,8 @@ class Bench:
         d = os.path.join(self.work, target)
         os.makedirs(d, exist_ok=True)
         port = pick_port()
-        md5 = "md5" + hashlib.md5((PASSWORD + USER).encode()).hexdigest()
-        with open(os.path.join(d, "userlist.txt"), "w") as f:
-            f.write(f'"{USER}" "{md5}"\n')
-        conf = os.path.join(d, "pgbouncer.ini")
-        with open(conf, "w") as f:
-            f.write(f"""[databases]
-{DATABASE} = host=127.0.0.1 port={self.primary_port} dbname={DATABASE}
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = md5
-auth_file = {d}/userlist.txt
-pool_mode = transaction
-max_client_conn = {self.max_client_conn}
-default_pool_size = {self.args.pool_size}
-ignore_startup_parameters = extra_float_digits,options
-logfile = {d}/pgbouncer.log
-{prepared}{self.pgbouncer_tls()}""")
+        conf = write_pgbouncer_config(d, port, self.primary_port, self.args.pool_size,
+                                      self.max_client_conn, prepared + self.pgbouncer_tls())
         shutil.chown(d, "postgres", "postgres")
         for name in os.listdir(d):
             shutil.chown(os.path.join(d, name), "postgres", "postgres")

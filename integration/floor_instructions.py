@@ -17,7 +17,6 @@ integration/results/floor-instructions-<UTC timestamp>/summary.md.
 
 import argparse
 import datetime
-import hashlib
 import os
 import re
 import shutil
@@ -27,6 +26,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench as B  # noqa: E402
 import instructions as I  # noqa: E402
 
 ROOT = I.ROOT
@@ -41,30 +41,6 @@ def as_postgres(path):
             shutil.chown(os.path.join(root, name), "postgres", "postgres")
 
 
-def pgbouncer_config(d, port, primary, prepared):
-    md5 = "md5" + hashlib.md5(b"bench_pwpostgres").hexdigest()
-    with open(os.path.join(d, "userlist.txt"), "w") as f:
-        f.write(f'"postgres" "{md5}"\n')
-    conf = os.path.join(d, "pgbouncer.ini")
-    with open(conf, "w") as f:
-        f.write(f"""[databases]
-app = host=127.0.0.1 port={primary} dbname=app
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {port}
-unix_socket_dir =
-auth_type = md5
-auth_file = {d}/userlist.txt
-pool_mode = transaction
-default_pool_size = {POOL}
-max_client_conn = 1000
-ignore_startup_parameters = extra_float_digits,options
-logfile = {d}/pgbouncer.log
-{"max_prepared_statements = 100" if prepared else ""}
-""")
-    return conf
-
-
 def count(work, target, binary, primary, mode, clients, txns):
     """Instructions of one process of `target` serving `clients` x `txns` transactions."""
     port = I.free_port()
@@ -72,7 +48,8 @@ def count(work, target, binary, primary, mode, clients, txns):
     out = os.path.join(d, "callgrind.out")
     kw = {}
     if target.startswith("pgbouncer"):
-        cmd = [binary, pgbouncer_config(d, port, primary, target == "pgbouncer-new")]
+        extra = "max_prepared_statements = 100\n" if target == "pgbouncer-new" else ""
+        cmd = [binary, B.write_pgbouncer_config(d, port, primary, POOL, 1000, extra)]
         as_postgres(d)
         if os.geteuid() == 0:
             kw = {"user": "postgres", "group": "postgres", "extra_groups": []}
