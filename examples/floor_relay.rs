@@ -15,6 +15,9 @@
 //! `--runtime tokio` runs the same relay as a task per client on tokio's current-thread
 //! runtime (as pgsluice runs its sessions), a server handed to a waiting client's task
 //! through a oneshot channel: the two side by side price the runtime's task model.
+//! `--runtime nested` runs the mio loop as one task on tokio's runtime, its epoll set
+//! watched by tokio's (as pgsluice's lot of idle clients is): a readiness loop that keeps
+//! tokio for everything else.
 //!
 //! What each costs per transaction, against PgBouncer and pgsluice on the same cluster, is
 //! what `integration/floor.py` measures: whatever a pooler on this I/O model adds to it is
@@ -23,7 +26,7 @@
 //! ```text
 //! cargo build --release --example floor_relay
 //! target/release/examples/floor_relay --listen 127.0.0.1:6433 --server 127.0.0.1:5432 \
-//!     --user postgres --database app --servers 20 [--runtime mio|tokio]
+//!     --user postgres --database app --servers 20 [--runtime mio|nested|tokio]
 //! ```
 
 use std::collections::VecDeque;
@@ -43,7 +46,8 @@ struct Args {
     user: String,
     database: String,
     servers: usize,
-    /// `mio` (one readiness loop) or `tokio` (a task per client, current-thread runtime).
+    /// `mio` (one readiness loop), `nested` (that loop as one tokio task) or `tokio` (a
+    /// task per client, current-thread runtime).
     runtime: String,
 }
 
@@ -60,7 +64,7 @@ fn args() -> Result<Args, String> {
             "--user" => user = Some(value),
             "--database" => database = Some(value),
             "--servers" => servers = value.parse().map_err(|e| format!("--servers: {e}"))?,
-            "--runtime" if value == "mio" || value == "tokio" => runtime = value,
+            "--runtime" if ["mio", "tokio", "nested"].contains(&value.as_str()) => runtime = value,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -147,7 +151,7 @@ impl Frames {
 }
 
 struct Relay {
-    poll: Poll,
+    registry: mio::Registry,
     clients: Vec<Option<Client>>,
     free_slots: Vec<usize>,
     servers: Vec<Server>,
@@ -299,8 +303,7 @@ impl Relay {
             let token = Token(self.servers.len() + id);
             let interest = Interest::READABLE | Interest::WRITABLE;
             if self
-                .poll
-                .registry()
+                .registry
                 .register(&mut client.sock, token, interest)
                 .is_ok()
             {
@@ -315,7 +318,7 @@ impl Relay {
         let Some(mut client) = self.clients[id].take() else {
             return;
         };
-        let _ = self.poll.registry().deregister(&mut client.sock);
+        let _ = self.registry.deregister(&mut client.sock);
         if client.queued {
             self.queue.retain(|&c| c != id);
         }
@@ -522,7 +525,7 @@ fn run(args: &Args) -> Result<(), String> {
         .register(&mut listener, LISTENER, Interest::READABLE)
         .map_err(|e| e.to_string())?;
     let mut relay = Relay {
-        poll,
+        registry: poll.registry().try_clone().map_err(|e| e.to_string())?,
         clients: Vec::new(),
         free_slots: Vec::new(),
         idle_servers: (0..servers.len()).rev().collect(),
@@ -531,23 +534,78 @@ fn run(args: &Args) -> Result<(), String> {
         buf: vec![0; CHUNK],
         greeting: greeting(),
     };
-    eprintln!("floor_relay: listening on {}", args.listen);
+    eprintln!(
+        "floor_relay ({}): listening on {}",
+        args.runtime, args.listen
+    );
     let mut events = Events::with_capacity(1024);
+    if args.runtime == "nested" {
+        return nested(poll, relay, listener, events);
+    }
+    let mut poll = poll;
     loop {
-        if let Err(e) = relay.poll.poll(&mut events, None) {
+        if let Err(e) = poll.poll(&mut events, None) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
             }
             return Err(e.to_string());
         }
+        relay.dispatch(&listener, &events)?;
+    }
+}
+
+impl Relay {
+    fn dispatch(&mut self, listener: &TcpListener, events: &Events) -> Result<(), String> {
         for event in events.iter() {
             match event.token() {
-                LISTENER => relay.accept(&listener),
-                Token(t) if t < relay.servers.len() => relay.server_event(t)?,
-                Token(t) => relay.client_event(t - relay.servers.len()),
+                LISTENER => self.accept(listener),
+                Token(t) if t < self.servers.len() => self.server_event(t)?,
+                Token(t) => self.client_event(t - self.servers.len()),
             }
         }
+        Ok(())
     }
+}
+
+/// The mio loop as one task on tokio's current-thread runtime, its epoll set watched by
+/// tokio's (the shape of pgsluice's lot of idle clients, `src/client/lot.rs`): what the
+/// runtime costs a readiness loop that lives inside it.
+fn nested(
+    poll: Poll,
+    mut relay: Relay,
+    listener: TcpListener,
+    mut events: Events,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async move {
+        // As in src/client/lot.rs: the epoll set is owned by the `Poll` the `AsyncFd` owns.
+        #[allow(deprecated)]
+        let mut epoll =
+            tokio::io::unix::AsyncFd::with_interest(poll, tokio::io::Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+        loop {
+            let mut guard = epoll.readable_mut().await.map_err(|e| e.to_string())?;
+            loop {
+                events.clear();
+                match guard
+                    .get_inner_mut()
+                    .poll(&mut events, Some(std::time::Duration::ZERO))
+                {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e.to_string()),
+                }
+                if events.is_empty() {
+                    guard.clear_ready();
+                    break;
+                }
+                relay.dispatch(&listener, &events)?;
+            }
+        }
+    })
 }
 
 /// The same relay as a task per client on tokio's current-thread runtime, the way pgsluice

@@ -7,8 +7,9 @@
 `examples/floor_relay.rs` is a transaction-mode relay with nothing but the relay: no
 authentication, no routing, no statistics, client messages not decoded; a `recv` and a
 `send` on each side per transaction and one epoll set, as pgsluice and PgBouncer have; its
-`--runtime tokio` form is the same relay as a task per client on tokio (as pgsluice runs).
-This script runs both beside PgBouncer 1.18, the newer PgBouncer when given, and pgsluice on one
+`--runtime tokio` form is the same relay as a task per client on tokio (as pgsluice runs),
+its `--runtime nested` form the mio loop as one tokio task (as pgsluice's lot of idle
+clients runs). This script runs all three beside PgBouncer 1.18, the newer PgBouncer when given, and pgsluice on one
 throwaway cluster (integration/bench.py's: `pgbench -n -S -c 50 -j 2`, pool size 20, the
 order rotated each round) and reports each one's CPU per transaction (utime and stime from
 /proc, over the run) and TPS, medians over the rounds, with the floor's CPU against 0.8x
@@ -32,7 +33,7 @@ FLOOR = os.path.join(B.ROOT, "target", "release", "examples", "floor_relay")
 
 
 def start_floor(bench, binary, runtime="mio"):
-    """Starts the floor relay as target "floor" (mio) or "floor-tokio"."""
+    """Starts the floor relay as target "floor" (mio), "floor-nested" or "floor-tokio"."""
     target = "floor" if runtime == "mio" else f"floor-{runtime}"
     port = B.pick_port()
     d = os.path.join(bench.work, target)
@@ -65,7 +66,8 @@ def main():
         sys.exit(f"floor: no {a.floor_binary}: cargo build --release --example floor_relay")
     poolers, args = B.pooler_args(a.binary, a.baseline_binary, a.pgbouncer_new, a.modes)
     modes = a.modes.split(",")
-    targets = poolers + ["floor", "floor-tokio"]
+    floors = ["floor", "floor-nested", "floor-tokio"]
+    targets = poolers + floors
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = os.path.join(B.ROOT, "integration", "results", f"floor-{stamp}")
     os.makedirs(out_dir)
@@ -74,9 +76,9 @@ def main():
     loads = []
     try:
         bench.start_warm(poolers)
-        for runtime in ("mio", "tokio"):
+        for runtime in ("mio", "nested", "tokio"):
             start_floor(bench, a.floor_binary, runtime)
-        for t in ("floor", "floor-tokio"):
+        for t in floors:
             bench.pgbench(t, "simple", 2, "warmup")
         for r in range(a.rounds):
             order = targets[r % len(targets):] + targets[:r % len(targets)]
@@ -92,6 +94,7 @@ def main():
         bench.cleanup()
     names = dict(B.TARGET_NAMES)
     names.update({"floor": "floor relay, mio (examples/floor_relay.rs)",
+                  "floor-nested": "floor relay, mio loop as one tokio task",
                   "floor-tokio": "floor relay, tokio task per client"})
     for t, v in bench.pgbouncer_versions.items():
         names[t] = f"PgBouncer {B.short_version(v)}"
@@ -121,11 +124,12 @@ def main():
                         f"{med(mode, t, 'sys_us'):.2f} | {ratios[0]} | {ratios[1]} |")
     text += ["", "The goal (issue 14): at most 0.8× PgBouncer's CPU per transaction.", "",
              "| mode | against | goal µs/txn | mio floor µs/txn | its system time alone | "
-             "mio floor within the goal | tokio floor µs/txn | tokio floor within the goal |",
-             "|---|---|--:|--:|--:|---|--:|---|"]
+             "mio floor within the goal | nested floor µs/txn | within | tokio floor µs/txn | "
+             "within |", "|---|---|--:|--:|--:|---|--:|---|--:|---|"]
     for mode in modes:
         floor, floor_sys = med(mode, "floor", "cpu_us"), med(mode, "floor", "sys_us")
         tokio = med(mode, "floor-tokio", "cpu_us")
+        nested = med(mode, "floor-nested", "cpu_us")
         for p in poolers:
             if not p.startswith("pgbouncer"):
                 continue
@@ -135,6 +139,7 @@ def main():
             goal = 0.8 * base
             text.append(f"| {mode} | {names[p]} | {goal:.2f} | {floor:.2f} | {floor_sys:.2f} | "
                         f"{'yes' if floor <= goal else '**no**'} | "
+                        f"{nested:.2f} | {'yes' if nested <= goal else '**no**'} | "
                         f"{tokio:.2f} | {'yes' if tokio <= goal else '**no**'} |")
     text += ["", "Every run:", "", "| round | mode | pooler | TPS | CPU µs/txn | user | system |",
              "|---|---|---|--:|--:|--:|--:|"]

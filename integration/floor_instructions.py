@@ -9,7 +9,8 @@ integration/instructions.py's method (a short and a long `pgbench -n -S` run und
 their transactions: start-up and logins cancel out) applied to PgBouncer 1.18, the newer
 PgBouncer when given (with max_prepared_statements), pgsluice (slow query log off: under
 valgrind every wait passes its threshold) and the floor relay (examples/floor_relay.rs) on
-mio and on tokio, all in transaction mode with a pool of 20 on one throwaway cluster.
+mio, as one tokio task and on tokio with a task per client, all in transaction mode with a
+pool of 20 on one throwaway cluster.
 Instructions do not depend on the machine's load; they leave out the kernel's work (see
 integration/floor.py for CPU time). The table goes to
 integration/results/floor-instructions-<UTC timestamp>/summary.md.
@@ -56,7 +57,7 @@ def count(work, target, binary, primary, mode, clients, txns):
     elif target.startswith("floor"):
         cmd = [binary, "--listen", f"127.0.0.1:{port}", "--server", f"127.0.0.1:{primary}",
                "--database", "app", "--servers", str(POOL),
-               "--runtime", "tokio" if target == "floor-tokio" else "mio"]
+               "--runtime", target.removeprefix("floor-") if "-" in target else "mio"]
     else:
         conf = os.path.join(d, "pgsluice.toml")
         with open(conf, "w") as f:
@@ -77,7 +78,9 @@ def count(work, target, binary, primary, mode, clients, txns):
         if p.returncode != 0:
             raise SystemExit(f"{target}: pgbench failed:\n{p.stdout}{p.stderr}")
     finally:
-        proc.send_signal(signal.SIGINT if not target.startswith("pgsluice") else signal.SIGTERM)
+        # PgBouncer shuts down on SIGINT by its own handler; the others end on SIGTERM (a
+        # background shell may have left SIGINT ignored for them).
+        proc.send_signal(signal.SIGINT if target.startswith("pgbouncer") else signal.SIGTERM)
         proc.wait(timeout=120)
         log.close()
     with open(out) as f:
@@ -102,7 +105,7 @@ def main():
     if args.pgbouncer_new:
         targets.append(("pgbouncer-new", args.pgbouncer_new))
     targets += [("pgsluice", args.binary), ("floor", args.floor_binary),
-                ("floor-tokio", args.floor_binary)]
+                ("floor-nested", args.floor_binary), ("floor-tokio", args.floor_binary)]
     for name, binary in targets:
         if not os.access(binary, os.X_OK):
             raise SystemExit(f"{name}: no {binary}")
@@ -125,6 +128,7 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
     names = {"pgbouncer": "PgBouncer (Debian's)", "pgbouncer-new": "PgBouncer (newer)",
              "pgsluice": "pgsluice", "floor": "floor relay, mio",
+             "floor-nested": "floor relay, mio loop as one tokio task",
              "floor-tokio": "floor relay, tokio task per client"}
     cmd = "python3 " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     text = [f"`{cmd}`: pgbench -n -S -c {args.clients} -t {args.short} vs -t {args.long}, "
