@@ -19,7 +19,6 @@ integration/results/floor-instructions-<UTC timestamp>/summary.md.
 import argparse
 import datetime
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -64,30 +63,11 @@ def count(work, target, binary, primary, mode, clients, txns):
             f.write(I.config(port, primary, "slow_query_threshold = 0\nmax_client_conn = 1000",
                              "", POOL))
         cmd = [binary, "--config", conf]
-    log = open(os.path.join(d, "stderr.log"), "w")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-                            + cmd, cwd=d, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, **kw)
-    try:
-        I.wait_port(port, proc)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        env["PGPASSWORD"] = "bench_pw"
-        p = subprocess.run(["pgbench", "-n", "-S", "-M", mode, "-c", str(clients), "-j", "2",
-                            "-t", str(txns), "-h", "127.0.0.1", "-p", str(port),
-                            "-U", "postgres", "app"], env=env, text=True, capture_output=True)
-        if p.returncode != 0:
-            raise SystemExit(f"{target}: pgbench failed:\n{p.stdout}{p.stderr}")
-    finally:
-        # PgBouncer shuts down on SIGINT by its own handler; the others end on SIGTERM (a
-        # background shell may have left SIGINT ignored for them).
-        proc.send_signal(signal.SIGINT if target.startswith("pgbouncer") else signal.SIGTERM)
-        proc.wait(timeout=120)
-        log.close()
-    with open(out) as f:
-        m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
-    if not m:
-        raise SystemExit(f"{target}: no totals in {out}")
-    return int(m.group(1))
+    # PgBouncer shuts down on SIGINT by its own handler; the others end on SIGTERM (a
+    # background shell may have left SIGINT ignored for them).
+    stop = signal.SIGINT if target.startswith("pgbouncer") else signal.SIGTERM
+    return I.callgrind_count(cmd, port, out, os.path.join(d, "stderr.log"), clients, txns,
+                             mode, stop=stop, cwd=d, **kw)
 
 
 def main():

@@ -102,10 +102,23 @@ def count(work, binary, conf_text, clients, txns, mode="simple", extra=(), keep=
     with open(conf, "w") as f:
         f.write(conf_text.replace("{PORT}", str(port)))
     out = os.path.join(work, f"callgrind-{port}.out")
-    logf = open(os.path.join(work, f"pgsluice-{port}.log"), "w")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                             binary, "--config", conf], stdout=logf, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    total = callgrind_count([binary, "--config", conf], port, out,
+                            os.path.join(work, f"pgsluice-{port}.log"), clients, txns, mode,
+                            extra)
+    if keep:
+        shutil.copy(out, keep)
+    return total
+
+
+def callgrind_count(cmd, port, out, log, clients, txns, mode="simple", extra=(),
+                    stop=signal.SIGTERM, **popen):
+    """Runs `cmd` (a pooler listening on `port`) under callgrind, writing `out`, while
+    `pgbench -n -S` runs clients x txns transactions through it; stops it with `stop` and
+    returns its instructions. `popen`: more Popen arguments (cwd, user)."""
+    logf = open(log, "w")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+                            + cmd, stdout=logf, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, **popen)
     try:
         wait_port(port, proc)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
@@ -114,17 +127,15 @@ def count(work, binary, conf_text, clients, txns, mode="simple", extra=(), keep=
                             "-t", str(txns), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
                             "app"], env=env, text=True, capture_output=True)
         if p.returncode != 0:
-            raise SystemExit(f"pgbench failed:\n{p.stdout}{p.stderr}")
+            raise SystemExit(f"pgbench failed against {cmd[0]}:\n{p.stdout}{p.stderr}")
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop)
         proc.wait(timeout=120)
         logf.close()
     with open(out) as f:
         m = re.search(r"^(?:summary|totals): (\d+)", f.read(), re.M)
     if not m:
         raise SystemExit(f"no totals in {out}")
-    if keep:
-        shutil.copy(out, keep)
     return int(m.group(1))
 
 
