@@ -162,7 +162,8 @@ impl Driver {
         mut client: ClientStream,
     ) -> Option<(Box<Self>, ClientStream)> {
         self.begin();
-        let reason = match std::future::poll_fn(|cx| self.poll_run(&mut client, cx)).await {
+        let run = std::future::poll_fn(|cx| self.poll_run(&mut client, cx, Instant::now()));
+        let reason = match run.await {
             End::Lot => return Some((self, client)),
             End::Closed(reason) => reason,
         };
@@ -179,11 +180,16 @@ impl Driver {
         self.idle_since = Instant::now();
     }
 
-    /// One poll of the session (see [`Driver::poll_run`]): ready when it ends or may wait
-    /// in the lot.
+    /// One poll of the session (see [`Driver::poll_run`]) at `now`: ready when it ends or
+    /// may wait in the lot.
     #[inline]
-    pub fn poll_session(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<End> {
-        self.poll_run(client, cx)
+    pub fn poll_session(
+        &mut self,
+        client: &mut ClientStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<End> {
+        self.poll_run(client, cx, now)
     }
 
     /// Ends the session here if its last words (a FATAL error, what was queued) go out
@@ -220,10 +226,15 @@ impl Driver {
     /// Relays, waits for what the core asked for, and parks while the client is idle;
     /// ready with the reason once the session ends.
     ///
-    /// The clock is read once per poll: everything one poll handles happened "now" (a
-    /// poll ends within tokio's cooperative budget of I/O operations).
-    fn poll_run(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<End> {
-        let now = Instant::now();
+    /// Everything one poll handles happened at `now`: the session loop reads the clock
+    /// once per round of its sessions, as PgBouncer once per turn of its event loop; a
+    /// session's own task once per poll.
+    fn poll_run(
+        &mut self,
+        client: &mut ClientStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<End> {
         loop {
             match self.park {
                 Park::Active => {}

@@ -28,7 +28,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
@@ -280,6 +280,7 @@ fn lot(shared: &Arc<Shared>) -> Option<Arc<Lot>> {
             shared: shared.clone(),
             epoch: 0,
             woken: Vec::new(),
+            now: None,
         };
         // Unconstrained: the loop is many sessions' work in one task, and tokio's budget
         // (meant for one) would make their server sockets report "not ready" after a
@@ -301,6 +302,9 @@ struct Looper {
     epoch: u32,
     /// Wake-ups taken from the inbox (kept for their allocation).
     woken: Vec<(u32, u32)>,
+    /// The clock, read once per round (at its first use): every session polled in a round
+    /// is polled at the same moment, as PgBouncer's cached time per turn of its loop.
+    now: Option<Instant>,
 }
 
 impl Looper {
@@ -328,6 +332,7 @@ impl Looper {
         cx: &mut Context<'_>,
     ) -> Poll<()> {
         for _ in 0..ROUNDS {
+            self.now = None;
             let mut busy = false;
             if self
                 .shared
@@ -511,7 +516,8 @@ impl Looper {
             return;
         };
         let mut cx = Context::from_waker(waker);
-        match driver.poll_session(&mut e.stream, &mut cx) {
+        let now = *self.now.get_or_insert_with(Instant::now);
+        match driver.poll_session(&mut e.stream, &mut cx, now) {
             Poll::Pending => {}
             Poll::Ready(End::Lot) => self.park_slot(slot),
             Poll::Ready(End::Closed(reason)) => self.close(slot, reason),

@@ -96,7 +96,7 @@ impl Looped {
         let spare = buf.spare_capacity_mut();
         let room = spare.len();
         loop {
-            match self.sock_ref().recv(spare) {
+            match super::sys::recv(self.fd(), spare) {
                 Ok(n) => {
                     if n > 0 && n < room {
                         // Drained: the next arrival is the next event.
@@ -135,20 +135,14 @@ impl Looped {
         }
     }
 
-    /// Writes some of `bufs` (one buffer by `send`, more by `sendmsg`; `MSG_NOSIGNAL`, as
-    /// for tokio's sockets: see `stream.rs`). `Pending` until the loop sees the socket
-    /// writable again.
+    /// Writes some of `bufs` (one buffer by `send`, more by `sendmsg`, `MSG_NOSIGNAL`: see
+    /// `sys.rs`). `Pending` until the loop sees the socket writable again.
     pub fn poll_write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
         if !(self.writable || self.write_closed) {
             return Poll::Pending;
         }
         loop {
-            let sock = self.sock_ref();
-            let sent = match bufs {
-                [one] => sock.send_with_flags(one, libc::MSG_NOSIGNAL),
-                _ => sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL),
-            };
-            match sent {
+            match super::sys::send(self.fd(), bufs) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.writable = false;

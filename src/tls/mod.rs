@@ -17,6 +17,7 @@ pub mod cert;
 pub mod connect;
 pub mod looped;
 pub mod stream;
+mod sys;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

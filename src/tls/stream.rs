@@ -347,13 +347,11 @@ fn set_recv_lowat(stream: &TcpStream, bytes: usize) -> io::Result<()> {
 /// case, goes by `send`: `sendmsg` also copies in and checks the message header and the
 /// iovec array (0.15-0.19 µs per transaction in the kernel, stop 36). `MSG_NOSIGNAL`: a
 /// closed peer is an error here, never a signal (Rust's runtime ignores SIGPIPE too).
+/// Direct system calls, not glibc's cancellable wrappers (`sys.rs`).
 fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
     stream.try_io(tokio::io::Interest::WRITABLE, || {
-        let sock = socket2::SockRef::from(stream);
-        match bufs {
-            [one] => sock.send_with_flags(one, libc::MSG_NOSIGNAL),
-            _ => sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL),
-        }
+        super::sys::send(stream.as_raw_fd(), bufs)
     })
 }
 
