@@ -1,5 +1,6 @@
 import sys, collections
-exec(open("cgdiff.py").read().split("a = load")[0])
+import os
+exec(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "../../stop36-20261206/scripts/cgdiff.py")).read().split("a = load")[0])
 a = load(sys.argv[1]); b = load(sys.argv[2]); n = float(sys.argv[3])
 g = collections.Counter()
 for k in set(a) | set(b):
