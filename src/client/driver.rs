@@ -70,7 +70,7 @@ pub struct Driver {
 }
 
 /// How the relay's run ends.
-enum End {
+pub enum End {
     /// The session is over, for this reason.
     Closed(String),
     /// Idle long enough: the session waits in its worker's lot (`lot.rs`).
@@ -125,11 +125,6 @@ impl Driver {
         &self.reg.shared
     }
 
-    /// The shared state's wake-up generation the session last saw.
-    pub fn generation_seen(&self) -> u64 {
-        self.watch.seen
-    }
-
     pub fn id(&self) -> u32 {
         self.core.id
     }
@@ -155,7 +150,9 @@ impl Driver {
 
     /// Runs the session until the client leaves (the server it holds is cleaned up or
     /// closed on the way out), or until it has been idle `park_idle_after`: then the
-    /// session and its socket are handed back, for the worker's lot (`lot.rs`).
+    /// session and its socket are handed back, for the worker's lot (`lot.rs`). For a
+    /// session with a task of its own (TLS); the worker's session loop polls the others
+    /// itself ([`Driver::begin`], [`Driver::poll_session`], [`Driver::try_end`]).
     ///
     /// The whole session is one poll function ([`Driver::poll_run`]) over the driver's
     /// own fields: no future is made per transaction, and an idle client's task holds
@@ -164,34 +161,80 @@ impl Driver {
         mut self: Box<Self>,
         mut client: ClientStream,
     ) -> Option<(Box<Self>, ClientStream)> {
-        if self.reg.shared.phase() != Phase::Running {
-            self.core.drain();
-        }
-        // Back from the lot (or just logged in): idle from now, for `park_idle_after`.
-        self.idle_since = Instant::now();
-        let reason = match std::future::poll_fn(|cx| self.poll_run(&mut client, cx)).await {
+        self.begin();
+        let run = std::future::poll_fn(|cx| self.poll_run(&mut client, cx, Instant::now()));
+        let reason = match run.await {
             End::Lot => return Some((self, client)),
             End::Closed(reason) => reason,
         };
+        self.end(client, reason).await;
+        None
+    }
+
+    /// The start of a run: a session that logged in, or came back from the lot, while
+    /// pgsluice drains is told so; it is idle from now, for `park_idle_after`.
+    pub fn begin(&mut self) {
+        if self.reg.shared.phase() != Phase::Running {
+            self.core.drain();
+        }
+        self.idle_since = Instant::now();
+    }
+
+    /// One poll of the session (see [`Driver::poll_run`]) at `now`: ready when it ends or
+    /// may wait in the lot.
+    #[inline]
+    pub fn poll_session(
+        &mut self,
+        client: &mut ClientStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<End> {
+        self.poll_run(client, cx, now)
+    }
+
+    /// Ends the session here if its last words (a FATAL error, what was queued) go out
+    /// without waiting, or the client is gone: true if so. Otherwise [`Driver::end`] has
+    /// to wait for the client.
+    pub fn try_end(&mut self, client: &mut ClientStream, reason: &str) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if io::poll_flush(&mut self.core.cout, client, &mut cx).is_pending() {
+            return false;
+        }
+        self.log_end(reason);
+        self.stow();
+        true
+    }
+
+    /// Ends the session: its last words delivered (for a few seconds at most), why it
+    /// ended logged, its buffers left to the worker.
+    pub async fn end(mut self: Box<Self>, client: ClientStream, reason: String) {
         // Boxed: the farewell's timer would otherwise size every client's task.
         let farewell = Box::pin(self.farewell(client, reason));
         farewell.await;
-        // The session's rings and read buffer go to the worker's next session, as when a
-        // client goes idle (a connection per transaction would otherwise allocate them
-        // again at each login).
+        self.stow();
+    }
+
+    /// The session's rings and read buffer go to the worker's next session, as when a
+    /// client goes idle (a connection per transaction would otherwise allocate them again
+    /// at each login).
+    fn stow(&mut self) {
         let mut buf = std::mem::take(self.core.client_buf());
         buf.clear();
         crate::client::buffers::stow(self.core.stow(), Some(buf));
-        None
     }
 
     /// Relays, waits for what the core asked for, and parks while the client is idle;
     /// ready with the reason once the session ends.
     ///
-    /// The clock is read once per poll: everything one poll handles happened "now" (a
-    /// poll ends within tokio's cooperative budget of I/O operations).
-    fn poll_run(&mut self, client: &mut ClientStream, cx: &mut Context<'_>) -> Poll<End> {
-        let now = Instant::now();
+    /// Everything one poll handles happened at `now`: the session loop reads the clock
+    /// once per round of its sessions, as PgBouncer once per turn of its event loop; a
+    /// session's own task once per poll.
+    fn poll_run(
+        &mut self,
+        client: &mut ClientStream,
+        cx: &mut Context<'_>,
+        now: Instant,
+    ) -> Poll<End> {
         loop {
             match self.park {
                 Park::Active => {}
@@ -305,6 +348,10 @@ impl Driver {
     async fn farewell(&mut self, mut client: ClientStream, reason: String) {
         let flush = io::flush(&mut self.core.cout, &mut client);
         let _ = tokio::time::timeout(FAREWELL_TIMEOUT, flush).await;
+        self.log_end(&reason);
+    }
+
+    fn log_end(&mut self, reason: &str) {
         let id = self.core.id;
         let info = &self.core.observe().info;
         // Plain strings, as at login (a `Debug` of the pool key cost a tenth of a login's

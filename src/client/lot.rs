@@ -1,79 +1,145 @@
-//! Parked clients: a client idle between transactions for `park_idle_after` seconds gives
-//! up its task and its socket's place in tokio's reactor (about 0.8 KiB between them) and
-//! waits in its worker's lot: the session's driver in a slot, the socket in the lot's own
-//! epoll set. Its next byte (or EOF) gives it a task again; so does any wake-up from the
-//! shared state (drain, shutdown, KILL), for every parked client at once.
+//! The worker's session loop: every client session on plain TCP or a Unix socket runs in
+//! one task per worker, not a task each. The loop keeps the client sockets in its own
+//! epoll set (mio, watched by tokio through [`AsyncFd`]) and polls a session when its
+//! socket reports readiness, or when anything else it waits on (its server's socket, a
+//! server handed over by the pool, a timer, the shared state, a notification) wakes it:
+//! each session's waker puts it on the loop's list. Beside a relay with a tokio task per
+//! client this saved the task machinery and the reactor's per-socket bookkeeping on the
+//! client side (stop 37, BENCHMARKS.md).
 //!
-//! Only what can wait with no timer and no other wake-up parks (see
-//! `Driver::may_leave_for_lot`): no server held, nothing buffered, no deadline, no
-//! LISTEN, plain TCP or a Unix socket (a TLS session keeps its task).
+//! A session idle for `park_idle_after` parks where it is: it keeps only its compact form
+//! ([`Idle`], about 0.3 KiB instead of its driver's 1.2) and its socket stays in the
+//! epoll set; its next byte (or EOF), or any wake-up from the shared state (drain,
+//! shutdown, KILL, for every parked client at once), makes it active again. Only what can
+//! wait with no timer and no other wake-up parks (see `Driver::lot_due`).
+//!
+//! TLS sessions keep a task of their own (their bytes go through rustls, which reads and
+//! writes tokio sockets); so does every session when the system gives no epoll set.
 //!
 //! # Concurrency note
-//! One lot per worker thread (a thread-local), filled by that worker's client tasks and
-//! emptied by the lot's own task on the same runtime; the mutex around the slots is
-//! uncontended in the binary (one single-threaded runtime per worker) and keeps a
-//! multi-threaded runtime (tests) correct. A wake-up from the shared state cannot be
-//! missed by a client parking as it happens: the client is put in a slot first, and the
-//! generation it saw is compared after that (see [`park`]).
+//! One loop per worker thread (a thread-local), its slots owned by its task. Other tasks
+//! reach it only through its inbox (a short mutex): sessions that logged in, and wake-ups
+//! (from any thread: a server handed over by another worker, the admin console's KILL).
+//! A session's poll runs inside `catch_unwind`: a bug that panics ends that client (its
+//! server is cleaned up or closed by its lease), never the loop and its other clients.
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, RawFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Token};
 use tokio::io::unix::AsyncFd;
 
 use super::Counted;
-use super::driver::{Driver, Idle};
+use super::driver::{Driver, End, Idle};
 use crate::net::ClientStream;
+use crate::net::stream::{Looped, Sock};
 use crate::shared::Shared;
 
-/// A parked client's socket, out of tokio's reactor.
-enum Socket {
-    Tcp(std::net::TcpStream),
-    Unix(std::os::unix::net::UnixStream),
+/// Rounds of the loop (its inbox and epoll set, each a batch) before it lets the worker's
+/// other tasks (logins, TLS sessions, the console) run.
+const ROUNDS: usize = 8;
+/// Events taken from the epoll set per round.
+const EVENTS: usize = 256;
+
+/// A session in the loop, with its socket (in the epoll set under the slot's number).
+enum Held {
+    /// Idle long enough: its compact form.
+    Parked(Box<Idle>, Looped),
+    /// Running (boxed: a slot is memory per parked client, 40 bytes instead of 96).
+    Active(Box<Active>),
+    /// Between the two (never seen outside a change of state).
+    Moving,
 }
 
-impl Socket {
-    fn fd(&self) -> RawFd {
+/// A running session of the loop.
+struct Active {
+    driver: Box<Driver>,
+    /// Always `ClientStream::Looped`: the driver's type for a client's socket.
+    stream: ClientStream,
+    /// Puts the session on the loop's list.
+    waker: Waker,
+}
+
+impl Held {
+    fn looped(&mut self) -> Option<&mut Looped> {
         match self {
-            Socket::Tcp(s) => s.as_raw_fd(),
-            Socket::Unix(s) => s.as_raw_fd(),
+            Held::Parked(_, l) => Some(l),
+            Held::Active(a) => match &mut a.stream {
+                ClientStream::Looped(l) => Some(l),
+                _ => None,
+            },
+            Held::Moving => None,
         }
     }
+}
 
-    /// Back in tokio's reactor (needs the runtime's context).
-    fn into_client(self) -> std::io::Result<ClientStream> {
-        Ok(match self {
-            Socket::Tcp(s) => ClientStream::Plain(tokio::net::TcpStream::from_std(s)?),
-            Socket::Unix(s) => ClientStream::Unix(tokio::net::UnixStream::from_std(s)?),
-        })
+/// One client of the loop: its session and socket, and its place in the client count.
+struct Entry {
+    held: Held,
+    count: Counted,
+    /// Which of the slot's occupants a wake-up is for (a waker can outlive its session).
+    epoch: u32,
+}
+
+/// What reaches the loop from other tasks and threads.
+#[derive(Default)]
+struct Inbox {
+    /// Sessions that logged in, their sockets out of tokio's reactor.
+    arrivals: Vec<(Box<Driver>, Looped, Counted)>,
+    /// Sessions woken (slot, epoch).
+    woken: Vec<(u32, u32)>,
+    /// The loop's task, woken once per batch of news.
+    waker: Option<Waker>,
+    notified: bool,
+    /// The loop ended (its epoll set failed): it takes no more sessions.
+    closed: bool,
+}
+
+/// A worker's loop, as other tasks see it.
+struct Lot {
+    inbox: Mutex<Inbox>,
+    /// The loop's key among the sessions woken by the shared state (above every client's
+    /// id, which is a cancel key's pid, at most `0x7fff_ffff`).
+    key: u32,
+}
+
+impl Lot {
+    fn inbox(&self) -> MutexGuard<'_, Inbox> {
+        // Nothing here can be left half-updated by a panic worse than a lost wake-up.
+        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn woken(&self, slot: u32, epoch: u32) {
+        let mut inbox = self.inbox();
+        inbox.woken.push((slot, epoch));
+        if !std::mem::replace(&mut inbox.notified, true)
+            && let Some(w) = &inbox.waker
+        {
+            w.wake_by_ref();
+        }
     }
 }
 
-/// One parked client: its session and socket, and its place in the client count. The
-/// session is boxed: held inline, the slots' vector grew into fresh memory while the
-/// boxes fill the holes the login burst left (0.01-0.02 KiB per client more RSS).
-struct Entry {
-    session: Box<Idle>,
-    socket: Socket,
-    count: Counted,
+/// A session's waker: puts its slot on the loop's list.
+struct SlotWake {
+    lot: Arc<Lot>,
+    slot: u32,
+    epoch: u32,
 }
 
-/// A worker's parked clients.
-struct Lot {
-    /// Registers sockets in the lot's epoll set (the lot's task polls it).
-    registry: mio::Registry,
-    slots: Mutex<Slots>,
-    /// The lot's key among the sessions woken by the shared state (above every client's
-    /// id, which is a cancel key's pid, at most `0x7fff_ffff`).
-    key: u32,
-    /// Its task ended (its epoll set failed): it takes no more clients.
-    closed: std::sync::atomic::AtomicBool,
+impl Wake for SlotWake {
+    fn wake(self: Arc<Self>) {
+        self.lot.woken(self.slot, self.epoch);
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.lot.woken(self.slot, self.epoch);
+    }
 }
 
 /// The slots, a free list in the vacant ones' places.
@@ -106,86 +172,98 @@ impl Slots {
         }
         Some(e)
     }
-}
 
-thread_local! {
-    /// This worker's lot, made when its first client parks.
-    static LOT: RefCell<Option<Arc<Lot>>> = const { RefCell::new(None) };
-}
-
-/// Keys of lots among the woken sessions.
-static NEXT_KEY: AtomicU32 = AtomicU32::new(0x8000_0000);
-
-/// Parks a client that left its task for the lot (`Driver::run` returned it). When the lot
-/// cannot take it (no epoll set, the socket refused), the client gets a task back.
-pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
-    let Some(lot) = lot(driver.shared()) else {
-        return resume(driver, stream, count);
-    };
-    let seen = driver.generation_seen();
-    let shared = driver.shared().clone();
-    let session = match driver.into_idle() {
-        Ok(s) => s,
-        // Not parkable after all: a task again (it tries again `park_idle_after` on).
-        Err(driver) => return resume(driver, stream, count),
-    };
-    let socket = match stream {
-        ClientStream::Plain(s) => s.into_std().map(Socket::Tcp),
-        ClientStream::Unix(s) => s.into_std().map(Socket::Unix),
-        tls @ ClientStream::Tls(_) => return resume((*session).into_driver(), tls, count),
-    };
-    let socket = match socket {
-        Ok(s) => s,
-        Err(e) => {
-            // The socket is gone with the error: the session ends as for a lost client.
-            tracing::debug!(client = session.id(), "cannot park a client: {e}");
-            return;
-        }
-    };
-    let fd = socket.fd();
-    // Counted before the lot can let it go (`Lot::leave` counts it out).
-    shared.parked.fetch_add(1, Ordering::Relaxed);
-    shared.parks.fetch_add(1, Ordering::Relaxed);
-    let slot = {
-        let mut slots = lot.slots.lock().unwrap_or_else(|e| e.into_inner());
-        slots.put(Entry {
-            session,
-            socket,
-            count,
-        })
-    };
-    let registered = lot
-        .registry
-        .register(&mut SourceFd(&fd), Token(slot), Interest::READABLE);
-    // A wake-up from the shared state since the client last looked, an epoll set that
-    // refused the socket or a lot whose task ended: the client goes back to a task at once.
-    if registered.is_err()
-        || shared.sessions.generation() != seen
-        || lot.closed.load(Ordering::Acquire)
-    {
-        lot.release(slot);
+    fn get_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        self.list.get_mut(i)?.as_mut()
     }
 }
 
-/// A parked client (or one the lot could not take) gets a task again.
+thread_local! {
+    /// This worker's loop, made when its first session arrives.
+    static LOT: RefCell<Option<Arc<Lot>>> = const { RefCell::new(None) };
+}
+
+/// Keys of loops among the woken sessions.
+static NEXT_KEY: AtomicU32 = AtomicU32::new(0x8000_0000);
+
+/// A session that logged in (or whose task gave it up) goes to its worker's loop; a TLS
+/// session, or any when the loop cannot take it, runs in a task of its own.
+pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
+    if stream.is_tls() {
+        return resume(driver, stream, count);
+    }
+    let Some(lot) = lot(driver.shared()) else {
+        return resume(driver, stream, count);
+    };
+    let sock = match stream {
+        ClientStream::Plain(s) => s.into_std().map(Sock::Tcp),
+        ClientStream::Unix(s) => s.into_std().map(Sock::Unix),
+        ClientStream::Looped(l) => Ok(l.into_sock()),
+        tls @ ClientStream::Tls(_) => return resume(driver, tls, count),
+    };
+    let sock = match sock {
+        Ok(s) => s,
+        Err(e) => {
+            // The socket is gone with the error: the session ends as for a lost client.
+            tracing::debug!(
+                client = driver.id(),
+                "cannot move a client to its loop: {e}"
+            );
+            return;
+        }
+    };
+    let mut inbox = lot.inbox();
+    if inbox.closed {
+        drop(inbox);
+        return resume_sock(driver, sock, count);
+    }
+    inbox.arrivals.push((driver, Looped::new(sock), count));
+    if !std::mem::replace(&mut inbox.notified, true)
+        && let Some(w) = &inbox.waker
+    {
+        w.wake_by_ref();
+    }
+}
+
+/// A session gets (or keeps) a task of its own.
 fn resume(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     tokio::spawn(serve(driver, stream, count));
 }
 
-/// A session's task back from the lot: runs it until it ends or parks again.
+/// A session whose socket left the loop (or never entered it) gets a task of its own.
+fn resume_sock(driver: Box<Driver>, sock: Sock, count: Counted) {
+    match into_tokio(sock) {
+        Ok(stream) => resume(driver, stream, count),
+        Err(e) => tracing::warn!(client = driver.id(), "a client's socket: {e}"),
+    }
+}
+
+/// A socket back in tokio's reactor (needs the runtime's context).
+fn into_tokio(sock: Sock) -> std::io::Result<ClientStream> {
+    Ok(match sock {
+        Sock::Tcp(s) => ClientStream::Plain(tokio::net::TcpStream::from_std(s)?),
+        Sock::Unix(s) => ClientStream::Unix(tokio::net::UnixStream::from_std(s)?),
+    })
+}
+
+/// A session's own task: runs it until it ends or may park (then it goes to the loop).
 async fn serve(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     if let Some((driver, stream)) = driver.run(stream).await {
+        if stream.is_tls() || LOT.with(|l| l.borrow().as_ref().is_none_or(|l| l.inbox().closed)) {
+            // Nowhere to park: the task goes on (it tries again `park_idle_after` on).
+            return resume(driver, stream, count);
+        }
         park(driver, stream, count);
     }
 }
 
-/// This worker's lot, made (with its task) on first use; `None` when the system gives no
+/// This worker's loop, made (with its task) on first use; `None` when the system gives no
 /// epoll set.
 fn lot(shared: &Arc<Shared>) -> Option<Arc<Lot>> {
     LOT.with(|cell| {
         let mut cell = cell.borrow_mut();
         if let Some(l) = &*cell
-            && !l.closed.load(Ordering::Acquire)
+            && !l.inbox().closed
         {
             return Some(l.clone());
         }
@@ -196,7 +274,7 @@ fn lot(shared: &Arc<Shared>) -> Option<Arc<Lot>> {
         let (poll, registry) = match made {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!("cannot park idle clients (no epoll set): {e}");
+                tracing::warn!("no session loop (no epoll set): a task per client: {e}");
                 return None;
             }
         };
@@ -207,105 +285,410 @@ fn lot(shared: &Arc<Shared>) -> Option<Arc<Lot>> {
         let epoll = match AsyncFd::with_interest(poll, tokio::io::Interest::READABLE) {
             Ok(fd) => fd,
             Err(e) => {
-                tracing::warn!("cannot park idle clients: {e}");
+                tracing::warn!("no session loop: a task per client: {e}");
                 return None;
             }
         };
         let lot = Arc::new(Lot {
-            registry,
-            slots: Mutex::default(),
+            inbox: Mutex::default(),
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
-            closed: Default::default(),
         });
-        tokio::spawn(watch(lot.clone(), epoll, shared.clone()));
+        let looper = Looper {
+            lot: lot.clone(),
+            registry,
+            slots: Slots::default(),
+            shared: shared.clone(),
+            epoch: 0,
+            woken: Vec::new(),
+            now: None,
+        };
+        // Unconstrained: the loop is many sessions' work in one task, and tokio's budget
+        // (meant for one) would make their server sockets report "not ready" after a
+        // hundred reads; the loop yields by itself after `ROUNDS`.
+        tokio::spawn(tokio::task::unconstrained(looper.run(epoll)));
         *cell = Some(lot.clone());
         Some(lot)
     })
 }
 
-impl Lot {
-    /// The client in `slot` leaves the lot for a task of its own.
-    fn release(&self, slot: usize) {
-        let entry = self
-            .slots
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(slot);
-        if let Some(e) = entry {
-            self.leave(e);
-        }
-    }
-
-    /// Every parked client leaves (the shared state changed: each sees why in its task).
-    fn release_all(&self) {
-        let all: Vec<Entry> = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            let n = slots.list.len();
-            (0..n).filter_map(|i| slots.take(i)).collect()
-        };
-        for e in all {
-            self.leave(e);
-        }
-    }
-
-    fn leave(&self, e: Entry) {
-        e.session.shared().parked.fetch_sub(1, Ordering::Relaxed);
-        let _ = self.registry.deregister(&mut SourceFd(&e.socket.fd()));
-        match e.socket.into_client() {
-            Ok(stream) => resume((*e.session).into_driver(), stream, e.count),
-            Err(err) => {
-                tracing::warn!(client = e.session.id(), "a parked client's socket: {err}");
-            }
-        }
-    }
+/// The loop's own state, owned by its task.
+struct Looper {
+    lot: Arc<Lot>,
+    /// Puts sockets in the loop's epoll set.
+    registry: mio::Registry,
+    slots: Slots,
+    shared: Arc<Shared>,
+    /// The last slot occupant's number.
+    epoch: u32,
+    /// Wake-ups taken from the inbox (kept for their allocation).
+    woken: Vec<(u32, u32)>,
+    /// The clock, read once per round (at its first use): every session polled in a round
+    /// is polled at the same moment, as PgBouncer's cached time per turn of its loop.
+    now: Option<Instant>,
 }
 
-/// The lot's task: gives a parked client a task when its socket is readable (or closed),
-/// and every parked client one when the shared state changes.
-async fn watch(lot: Arc<Lot>, mut epoll: AsyncFd<mio::Poll>, shared: Arc<Shared>) {
-    let mut events = Events::with_capacity(256);
-    let mut seen = shared.sessions.generation();
-    let mut registered = false;
-    std::future::poll_fn(|cx: &mut Context<'_>| -> Poll<()> {
-        if shared
-            .sessions
-            .poll_changed(lot.key, &mut seen, &mut registered, cx)
-            .is_ready()
-        {
-            lot.release_all();
-        }
-        loop {
-            let mut guard = match ready!(epoll.poll_read_ready_mut(cx)) {
-                Ok(g) => g,
-                Err(e) => {
-                    tracing::error!("the parked clients' epoll set failed: {e}");
+impl Looper {
+    async fn run(mut self, mut epoll: AsyncFd<mio::Poll>) {
+        let mut events = Events::with_capacity(EVENTS);
+        let mut seen = self.shared.sessions.generation();
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            self.poll_turns(&mut epoll, &mut events, &mut seen, &mut registered, cx)
+        })
+        .await;
+        // Only an epoll set that failed ends the loop: its sessions get tasks of their own
+        // and the worker's next session makes a new loop.
+        self.evacuate();
+        self.shared.sessions.remove(self.lot.key);
+    }
+
+    /// Up to [`ROUNDS`] rounds of news: ready only when the epoll set failed.
+    fn poll_turns(
+        &mut self,
+        epoll: &mut AsyncFd<mio::Poll>,
+        events: &mut Events,
+        seen: &mut u64,
+        registered: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
+        for _ in 0..ROUNDS {
+            self.now = None;
+            let mut busy = false;
+            if self
+                .shared
+                .sessions
+                .poll_changed(self.lot.key, seen, registered, cx)
+                .is_ready()
+            {
+                // Drain, shutdown timeout, KILL: every parked session sees it (active ones
+                // are woken by their own registration).
+                self.wake_parked();
+                busy = true;
+            }
+            busy |= self.take_inbox(cx);
+            match epoll.poll_read_ready_mut(cx) {
+                Poll::Ready(Ok(mut guard)) => {
+                    events.clear();
+                    if let Err(e) = guard.get_inner_mut().poll(events, Some(Duration::ZERO))
+                        && e.kind() != std::io::ErrorKind::Interrupted
+                    {
+                        tracing::error!("the session loop's epoll set failed: {e}");
+                        return Poll::Ready(());
+                    }
+                    if events.is_empty() {
+                        guard.clear_ready();
+                    } else {
+                        for ev in events.iter() {
+                            self.event(ev);
+                        }
+                    }
+                    busy = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::error!("the session loop's epoll set failed: {e}");
                     return Poll::Ready(());
                 }
-            };
-            events.clear();
-            if let Err(e) = guard
-                .get_inner_mut()
-                .poll(&mut events, Some(Duration::ZERO))
-                && e.kind() != std::io::ErrorKind::Interrupted
-            {
-                tracing::error!("the parked clients' epoll set failed: {e}");
-                return Poll::Ready(());
+                Poll::Pending => {}
             }
-            if events.is_empty() {
-                guard.clear_ready();
-                continue;
-            }
-            for ev in events.iter() {
-                lot.release(ev.token().0);
+            if !busy {
+                return Poll::Pending;
             }
         }
-    })
-    .await;
-    // Only an epoll set that failed ends the loop: its clients get their tasks back and the
-    // worker's next parking client makes a new lot.
-    lot.closed.store(true, Ordering::Release);
-    lot.release_all();
-    shared.sessions.remove(lot.key);
+        // The worker's other tasks get their turn; the loop comes back after them.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Takes in the sessions that arrived and polls those that were woken; true if there
+    /// was any.
+    fn take_inbox(&mut self, cx: &mut Context<'_>) -> bool {
+        let arrivals = {
+            let mut inbox = self.lot.inbox();
+            inbox.notified = false;
+            if !inbox
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inbox.waker = Some(cx.waker().clone());
+            }
+            std::mem::swap(&mut inbox.woken, &mut self.woken);
+            std::mem::take(&mut inbox.arrivals)
+        };
+        let busy = !arrivals.is_empty() || !self.woken.is_empty();
+        for (driver, looped, count) in arrivals {
+            self.arrive(driver, looped, count);
+        }
+        let mut woken = std::mem::take(&mut self.woken);
+        for &(slot, epoch) in &woken {
+            let slot = slot as usize;
+            if self.slots.get_mut(slot).is_some_and(|e| e.epoch == epoch) {
+                self.step(slot, false);
+            }
+        }
+        woken.clear();
+        self.woken = woken;
+        busy
+    }
+
+    /// A session that logged in: its socket goes in the epoll set, and it runs.
+    fn arrive(&mut self, mut driver: Box<Driver>, looped: Looped, count: Counted) {
+        let fd = looped.fd();
+        driver.begin();
+        let slot = self.slots.put(Entry {
+            held: Held::Active(Box::new(Active {
+                driver,
+                stream: ClientStream::Looped(looped),
+                waker: Waker::noop().clone(),
+            })),
+            count,
+            epoch: 0,
+        });
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self
+            .registry
+            .register(&mut SourceFd(&fd), Token(slot), interest)
+        {
+            tracing::warn!("a client's socket refused by the session loop: {e}");
+            if let Some(e) = self.slots.take(slot) {
+                self.give_task(e);
+            }
+            return;
+        }
+        self.step(slot, true);
+    }
+
+    /// What the epoll set reports of a client's socket.
+    fn event(&mut self, ev: &mio::event::Event) {
+        let slot = ev.token().0;
+        let Some(e) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let Some(l) = e.held.looped() else {
+            return;
+        };
+        l.mark(ev);
+        let ready = l.read_ready();
+        match e.held {
+            Held::Active(_) => self.step(slot, false),
+            // A parked client is back when it sent something (or left).
+            Held::Parked(..) if ready => self.step(slot, true),
+            Held::Parked(..) | Held::Moving => {}
+        }
+    }
+
+    /// Every parked session runs again (the shared state changed).
+    fn wake_parked(&mut self) {
+        for slot in 0..self.slots.list.len() {
+            if let Some(Entry {
+                held: Held::Parked(..),
+                ..
+            }) = self.slots.get_mut(slot)
+            {
+                self.step(slot, true);
+            }
+        }
+    }
+
+    /// The session in `slot` becomes active (a new occupant for wake-ups: wakers of its
+    /// earlier spells no longer reach it).
+    fn activate(&mut self, slot: usize) {
+        self.epoch = self.epoch.wrapping_add(1);
+        let epoch = self.epoch;
+        let waker = Waker::from(Arc::new(SlotWake {
+            lot: self.lot.clone(),
+            slot: slot as u32,
+            epoch,
+        }));
+        let Some(e) = self.slots.get_mut(slot) else {
+            return;
+        };
+        e.epoch = epoch;
+        e.held = match std::mem::replace(&mut e.held, Held::Moving) {
+            Held::Parked(idle, looped) => {
+                self.shared.parked.fetch_sub(1, Ordering::Relaxed);
+                let mut driver = (*idle).into_driver();
+                driver.begin();
+                Held::Active(Box::new(Active {
+                    driver,
+                    stream: ClientStream::Looped(looped),
+                    waker,
+                }))
+            }
+            Held::Active(mut a) => {
+                a.waker = waker;
+                Held::Active(a)
+            }
+            Held::Moving => Held::Moving,
+        };
+    }
+
+    /// Runs the session in `slot` (made active first if `wake`): a bug that panics in it
+    /// ends that client only.
+    fn step(&mut self, slot: usize, wake: bool) {
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            if wake {
+                self.activate(slot);
+            }
+            self.poll(slot);
+        }));
+        if ran.is_err() {
+            self.panicked(slot);
+        }
+    }
+
+    /// Polls the active session in `slot`, and does what its end of a run asks.
+    fn poll(&mut self, slot: usize) {
+        let Some(e) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let Held::Active(a) = &mut e.held else {
+            return;
+        };
+        let mut cx = Context::from_waker(&a.waker);
+        let now = *self.now.get_or_insert_with(Instant::now);
+        match a.driver.poll_session(&mut a.stream, &mut cx, now) {
+            Poll::Pending => {}
+            Poll::Ready(End::Lot) => self.park_slot(slot),
+            Poll::Ready(End::Closed(reason)) => self.close(slot, reason),
+        }
+    }
+
+    /// The session in `slot` parks where it is (its socket stays in the epoll set).
+    fn park_slot(&mut self, slot: usize) {
+        let Some(e) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let Held::Active(a) = std::mem::replace(&mut e.held, Held::Moving) else {
+            return;
+        };
+        let Active {
+            driver,
+            stream,
+            waker,
+        } = *a;
+        let looped = match stream {
+            ClientStream::Looped(l) => l,
+            stream => {
+                e.held = Held::Active(Box::new(Active {
+                    driver,
+                    stream,
+                    waker,
+                }));
+                return;
+            }
+        };
+        match driver.into_idle() {
+            Ok(idle) => {
+                e.held = Held::Parked(idle, looped);
+                self.shared.parked.fetch_add(1, Ordering::Relaxed);
+                self.shared.parks.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mut driver) => {
+                // Not parkable after all: active again, idle from now (it tries again
+                // `park_idle_after` on).
+                driver.begin();
+                e.held = Held::Active(Box::new(Active {
+                    driver,
+                    stream: ClientStream::Looped(looped),
+                    waker,
+                }));
+                self.poll(slot);
+            }
+        }
+    }
+
+    /// The session in `slot` ended: its last words go out now, or from a task of its own
+    /// if the client does not take them at once.
+    fn close(&mut self, slot: usize, reason: String) {
+        let Some(mut e) = self.slots.take(slot) else {
+            return;
+        };
+        let Held::Active(mut a) = std::mem::replace(&mut e.held, Held::Moving) else {
+            return;
+        };
+        if a.driver.try_end(&mut a.stream, &reason) {
+            // The socket closes with the entry, which takes it out of the epoll set.
+            return;
+        }
+        let Active { driver, stream, .. } = *a;
+        let ClientStream::Looped(looped) = stream else {
+            return;
+        };
+        let _ = self.registry.deregister(&mut SourceFd(&looped.fd()));
+        match into_tokio(looped.into_sock()) {
+            Ok(stream) => {
+                let count = e.count;
+                tokio::spawn(async move {
+                    driver.end(stream, reason).await;
+                    drop(count);
+                });
+            }
+            Err(err) => tracing::debug!("a closing client's socket: {err}"),
+        }
+    }
+
+    /// A bug panicked in the session in `slot`: that client ends (its lease cleans up or
+    /// closes its server), the loop and its other clients go on.
+    fn panicked(&mut self, slot: usize) {
+        // An entry already out of its slot was dropped by the unwinding, its client count
+        // guard counting the panic (`Counted`).
+        let Some(e) = self.slots.take(slot) else {
+            return;
+        };
+        self.shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
+        let id = match &e.held {
+            Held::Active(a) => a.driver.id(),
+            Held::Parked(i, _) => i.id(),
+            Held::Moving => 0,
+        };
+        tracing::error!(
+            client = id,
+            "client session panicked (a bug): closing this client and its server connection"
+        );
+        // Its guards run here; one that panics again must not take the loop down either.
+        if catch_unwind(AssertUnwindSafe(|| drop(e))).is_err() {
+            tracing::error!(client = id, "a panicked session's cleanup panicked too");
+        }
+    }
+
+    /// A session leaves the loop for a task of its own.
+    fn give_task(&mut self, e: Entry) {
+        let Entry { held, count, .. } = e;
+        let (driver, looped) = match held {
+            Held::Active(a) => {
+                let Active { driver, stream, .. } = *a;
+                let ClientStream::Looped(looped) = stream else {
+                    return;
+                };
+                (driver, looped)
+            }
+            Held::Parked(idle, looped) => {
+                self.shared.parked.fetch_sub(1, Ordering::Relaxed);
+                ((*idle).into_driver(), looped)
+            }
+            Held::Moving => return,
+        };
+        let _ = self.registry.deregister(&mut SourceFd(&looped.fd()));
+        resume_sock(driver, looped.into_sock(), count);
+    }
+
+    /// Every session of a loop whose epoll set failed gets a task of its own.
+    fn evacuate(&mut self) {
+        let arrivals = {
+            let mut inbox = self.lot.inbox();
+            inbox.closed = true;
+            std::mem::take(&mut inbox.arrivals)
+        };
+        for (driver, looped, count) in arrivals {
+            resume_sock(driver, looped.into_sock(), count);
+        }
+        for slot in 0..self.slots.list.len() {
+            if let Some(e) = self.slots.take(slot) {
+                self.give_task(e);
+            }
+        }
+    }
 }
 
 /// Wakes the sessions that may have been idle long enough to park, twice per (shortest)
@@ -346,5 +729,18 @@ pub async fn sweep(shared: Arc<Shared>) {
                 })
                 .unwrap_or(false)
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A parked client costs the loop one slot beside its compact session (`Idle`): the
+    /// slots' vector is memory per idle client (issue 14 measures 10,000 of them).
+    #[test]
+    fn a_slot_stays_small() {
+        let slot = std::mem::size_of::<Option<super::Entry>>();
+        let stream = std::mem::size_of::<crate::net::ClientStream>();
+        println!("loop slot: {slot} bytes (client stream {stream})");
+        assert!(slot <= 40, "a slot is {slot} bytes");
     }
 }

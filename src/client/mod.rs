@@ -73,9 +73,10 @@ impl Drop for Counted {
     }
 }
 
-/// Serves one accepted connection until it ends or parks: `Some` is a session idle long
-/// enough to wait in its worker's lot ([`lot::park`]) without a task. `over_limit` says the client count was
-/// already at `max_client_conn` when it was accepted.
+/// Serves one accepted connection until it ends or leaves its task: `Some` is a session
+/// for its worker's session loop ([`lot::park`]): one on plain TCP or a Unix socket once
+/// it logged in, a TLS one never. `over_limit` says the client count was already at
+/// `max_client_conn` when it was accepted.
 ///
 /// The task of a logged-in client holds only its session's driver and socket while it is
 /// idle: everything before the session (TLS, authentication, the console, a refusal's
@@ -89,6 +90,10 @@ pub fn handle(
     let open = Box::pin(open(stream, shared, over_limit));
     async move {
         let (session, stream) = open.await?;
+        if !stream.is_tls() {
+            // For the worker's session loop (`lot.rs`).
+            return Some((session, stream));
+        }
         session.run(stream).await
     }
 }

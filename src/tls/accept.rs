@@ -73,7 +73,7 @@ impl Acceptor {
 pub fn negotiated_postgresql(stream: &ClientStream) -> bool {
     match stream {
         Stream::Tls(t) => t.io.get_ref().1.alpn_protocol() == Some(ALPN),
-        Stream::Plain(_) | Stream::Unix(_) => false,
+        Stream::Plain(_) | Stream::Unix(_) | Stream::Looped(_) => false,
     }
 }
 

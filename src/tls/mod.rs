@@ -5,7 +5,8 @@
 //! - [`connect`]: the server-facing side: one connector per node, with libpq's modes
 //!   (`disable` .. `verify-full`), SNI and an optional client certificate.
 //! - [`cert`]: channel-binding hash and common name of a certificate.
-//! - [`stream`]: a connection, plain TCP or TLS, behind one narrow API.
+//! - [`stream`]: a connection, plain TCP or TLS, behind one narrow API; [`looped`]: a
+//!   client socket of a worker's session loop.
 //!
 //! Everything here is built when the configuration is loaded (at start and on every
 //! reload) and kept beside it in the running snapshot: a reload with a bad file is refused
@@ -14,7 +15,9 @@
 pub mod accept;
 pub mod cert;
 pub mod connect;
+pub mod looped;
 pub mod stream;
+mod sys;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -17,6 +17,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
+pub use super::looped::{Looped, Sock};
+
 /// A connection, plain or TLS. `T` is the TLS stream of the side (see the aliases).
 #[derive(Debug)]
 pub enum Stream<T> {
@@ -25,6 +27,9 @@ pub enum Stream<T> {
     Unix(UnixStream),
     /// Boxed: TLS state is a few KiB and most deployments on a private network use none.
     Tls(Box<T>),
+    /// A plain TCP or Unix-domain socket watched by its worker's session loop, not by
+    /// tokio's reactor (see `looped.rs`; only a client's, in the loop).
+    Looped(Looped),
 }
 
 /// A client's connection to pgsluice.
@@ -94,7 +99,10 @@ impl<T: TlsIo> Stream<T> {
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
     ) -> Poll<io::Result<usize>> {
-        tokio_util::io::poll_read_buf(Pin::new(self), cx, buf)
+        match self {
+            Stream::Looped(l) => l.poll_read_buf(buf),
+            _ => tokio_util::io::poll_read_buf(Pin::new(self), cx, buf),
+        }
     }
 
     /// Ready when a read would make progress: the socket is readable or, for TLS,
@@ -109,6 +117,13 @@ impl<T: TlsIo> Stream<T> {
                     return Poll::Ready(Ok(()));
                 }
                 t.tcp().poll_read_ready(cx)
+            }
+            Stream::Looped(l) => {
+                if l.read_ready() {
+                    Poll::Ready(Ok(()))
+                } else {
+                    Poll::Pending
+                }
             }
         }
     }
@@ -133,13 +148,14 @@ impl<T: TlsIo> Stream<T> {
             },
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+            Stream::Looped(l) => l.poll_write_vectored(bufs),
         }
     }
 
     /// Pushes out what the TLS layer holds; always ready for plain TCP.
     pub fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Plain(_) | Stream::Unix(_) => Poll::Ready(Ok(())),
+            Stream::Plain(_) | Stream::Unix(_) | Stream::Looped(_) => Poll::Ready(Ok(())),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
         }
     }
@@ -150,21 +166,32 @@ impl<T: TlsIo> Stream<T> {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+            Stream::Looped(l) => Poll::Ready(l.shutdown()),
         }
     }
 
     /// The peer's TCP address (an error for a Unix socket, which has none).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp()?.peer_addr()
+        match self {
+            Stream::Looped(l) => l.peer_addr(),
+            _ => self.tcp()?.peer_addr(),
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.tcp()?.local_addr()
+        match self {
+            Stream::Looped(l) => l.local_addr(),
+            _ => self.tcp()?.local_addr(),
+        }
     }
 
     /// Whether this is a Unix-domain socket.
     pub fn is_unix(&self) -> bool {
-        matches!(self, Stream::Unix(_))
+        match self {
+            Stream::Unix(_) => true,
+            Stream::Looped(l) => l.is_unix(),
+            Stream::Plain(_) | Stream::Tls(_) => false,
+        }
     }
 
     /// The TCP socket, for keepalives and addresses (`None` on a Unix socket).
@@ -179,7 +206,7 @@ impl<T: TlsIo> Stream<T> {
     pub fn set_recv_lowat(&self, bytes: usize) -> bool {
         match self {
             Stream::Plain(s) => set_recv_lowat(s, bytes).is_ok(),
-            Stream::Unix(_) | Stream::Tls(_) => false,
+            Stream::Unix(_) | Stream::Tls(_) | Stream::Looped(_) => false,
         }
     }
 
@@ -190,11 +217,12 @@ impl<T: TlsIo> Stream<T> {
     fn tcp(&self) -> io::Result<&TcpStream> {
         match self {
             Stream::Plain(s) => Ok(s),
-            Stream::Unix(_) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a Unix-domain socket has no TCP address",
-            )),
+            Stream::Unix(_) => Err(super::looped::no_address()),
             Stream::Tls(t) => Ok(t.tcp()),
+            Stream::Looped(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a socket in a session loop has no tokio socket",
+            )),
         }
     }
 
@@ -227,6 +255,7 @@ impl<T: TlsIo> Stream<T> {
                 // Pending: quiet.
                 Pin::new(t.as_mut()).poll_read(&mut cx, &mut rb).is_ready()
             }
+            Stream::Looped(l) => l.has_unexpected_data(),
         }
     }
 
@@ -247,6 +276,7 @@ impl<T: TlsIo> Stream<T> {
                 t.close_notify();
                 let _ = Pin::new(t.as_mut()).poll_flush(&mut cx);
             }
+            Stream::Looped(l) => l.write_now(bytes),
         }
     }
 }
@@ -256,7 +286,7 @@ impl ClientStream {
     pub fn cert_hash(&self) -> Option<Arc<[u8]>> {
         match self {
             Stream::Tls(t) => t.cert_hash.clone(),
-            Stream::Plain(_) | Stream::Unix(_) => None,
+            Stream::Plain(_) | Stream::Unix(_) | Stream::Looped(_) => None,
         }
     }
 
@@ -270,7 +300,7 @@ impl ClientStream {
                     .and_then(|c| c.first())
                     .map(|c| c.as_ref())
             }
-            Stream::Plain(_) | Stream::Unix(_) => None,
+            Stream::Plain(_) | Stream::Unix(_) | Stream::Looped(_) => None,
         }
     }
 }
@@ -283,7 +313,7 @@ impl ServerStream {
                 let cert = t.get_ref().1.peer_certificates()?.first()?;
                 super::cert::end_point_hash(cert.as_ref())
             }
-            Stream::Plain(_) | Stream::Unix(_) => None,
+            Stream::Plain(_) | Stream::Unix(_) | Stream::Looped(_) => None,
         }
     }
 }
@@ -317,13 +347,11 @@ fn set_recv_lowat(stream: &TcpStream, bytes: usize) -> io::Result<()> {
 /// case, goes by `send`: `sendmsg` also copies in and checks the message header and the
 /// iovec array (0.15-0.19 µs per transaction in the kernel, stop 36). `MSG_NOSIGNAL`: a
 /// closed peer is an error here, never a signal (Rust's runtime ignores SIGPIPE too).
+/// Direct system calls, not glibc's cancellable wrappers (`sys.rs`).
 fn send_vectored(stream: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
     stream.try_io(tokio::io::Interest::WRITABLE, || {
-        let sock = socket2::SockRef::from(stream);
-        match bufs {
-            [one] => sock.send_with_flags(one, libc::MSG_NOSIGNAL),
-            _ => sock.send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL),
-        }
+        super::sys::send(stream.as_raw_fd(), bufs)
     })
 }
 
@@ -337,6 +365,11 @@ impl<T: TlsIo> AsyncRead for Stream<T> {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+            Stream::Looped(l) => {
+                let n = std::task::ready!(l.poll_read_slice(buf.initialize_unfilled()))?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
@@ -391,6 +424,7 @@ impl<T: TlsIo> AsyncWrite for Stream<T> {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+            Stream::Looped(l) => l.poll_write_vectored(&[IoSlice::new(buf)]),
         }
     }
 
