@@ -25,7 +25,7 @@
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -63,6 +63,8 @@ struct Active {
     stream: ClientStream,
     /// Puts the session on the loop's list.
     waker: Waker,
+    /// The waker's own state (`None` until the session's first activation).
+    wake: Option<Arc<SlotWake>>,
 }
 
 impl Held {
@@ -125,20 +127,36 @@ impl Lot {
     }
 }
 
-/// A session's waker: puts its slot on the loop's list.
+/// A session's waker: puts its slot on the loop's list, once until the loop takes it
+/// (as waking a tokio task that is already scheduled does nothing): a session woken a
+/// thousand times between two polls is polled once, and the list stays as long as the
+/// loop has sessions. Without that, the sweeper's nudges to idle sessions that cannot
+/// park (LISTEN) grew the list faster than the loop emptied it (stop 38).
 struct SlotWake {
     lot: Arc<Lot>,
     slot: u32,
     epoch: u32,
+    /// On the loop's list, not yet polled.
+    queued: AtomicBool,
+}
+
+impl SlotWake {
+    fn wake_once(&self) {
+        // AcqRel, paired with the loop's `swap(false)`: what the waking side wrote before
+        // is seen by the poll that the entry already queued leads to.
+        if !self.queued.swap(true, Ordering::AcqRel) {
+            self.lot.woken(self.slot, self.epoch);
+        }
+    }
 }
 
 impl Wake for SlotWake {
     fn wake(self: Arc<Self>) {
-        self.lot.woken(self.slot, self.epoch);
+        self.wake_once();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.lot.woken(self.slot, self.epoch);
+        self.wake_once();
     }
 }
 
@@ -422,9 +440,20 @@ impl Looper {
         let mut woken = std::mem::take(&mut self.woken);
         for &(slot, epoch) in &woken {
             let slot = slot as usize;
-            if self.slots.get_mut(slot).is_some_and(|e| e.epoch == epoch) {
-                self.step(slot, false);
+            let Some(e) = self.slots.get_mut(slot) else {
+                continue;
+            };
+            if e.epoch != epoch {
+                continue;
             }
+            if let Held::Active(a) = &e.held
+                && let Some(w) = &a.wake
+            {
+                // Off the list before the poll: a wake-up during it queues the session
+                // again.
+                w.queued.swap(false, Ordering::AcqRel);
+            }
+            self.step(slot, false);
         }
         woken.clear();
         self.woken = woken;
@@ -440,6 +469,7 @@ impl Looper {
                 driver,
                 stream: ClientStream::Looped(looped),
                 waker: Waker::noop().clone(),
+                wake: None,
             })),
             count,
             epoch: 0,
@@ -495,11 +525,13 @@ impl Looper {
     fn activate(&mut self, slot: usize) {
         self.epoch = self.epoch.wrapping_add(1);
         let epoch = self.epoch;
-        let waker = Waker::from(Arc::new(SlotWake {
+        let wake = Arc::new(SlotWake {
             lot: self.lot.clone(),
             slot: slot as u32,
             epoch,
-        }));
+            queued: AtomicBool::new(false),
+        });
+        let waker = Waker::from(wake.clone());
         let Some(e) = self.slots.get_mut(slot) else {
             return;
         };
@@ -513,10 +545,12 @@ impl Looper {
                     driver,
                     stream: ClientStream::Looped(looped),
                     waker,
+                    wake: Some(wake),
                 }))
             }
             Held::Active(mut a) => {
                 a.waker = waker;
+                a.wake = Some(wake);
                 Held::Active(a)
             }
             Held::Moving => Held::Moving,
@@ -566,6 +600,7 @@ impl Looper {
             driver,
             stream,
             waker,
+            wake,
         } = *a;
         let looped = match stream {
             ClientStream::Looped(l) => l,
@@ -574,6 +609,7 @@ impl Looper {
                     driver,
                     stream,
                     waker,
+                    wake,
                 }));
                 return;
             }
@@ -592,6 +628,7 @@ impl Looper {
                     driver,
                     stream: ClientStream::Looped(looped),
                     waker,
+                    wake,
                 }));
                 self.poll(slot);
             }
@@ -691,6 +728,9 @@ impl Looper {
     }
 }
 
+/// The shortest time between two sweeps.
+const SWEEP_GAP: Duration = Duration::from_millis(25);
+
 /// Wakes the sessions that may have been idle long enough to park, twice per (shortest)
 /// park delay: one sweep instead of a timer per idle spell. A session holding or waiting
 /// for a server is never woken; nor is one whose last request began within its delay
@@ -698,6 +738,7 @@ impl Looper {
 pub async fn sweep(shared: Arc<Shared>) {
     use crate::client::driver::{client_park_delay, park_delay, pressed_anywhere};
     use crate::registry::clients::ClientState;
+    let mut last = Instant::now();
     loop {
         let after = shared.snapshot.load().config.general.park_idle_after;
         let Some(after) = crate::config::secs(after) else {
@@ -705,16 +746,24 @@ pub async fn sweep(shared: Arc<Shared>) {
             continue;
         };
         let shortest = park_delay(after, pressed_anywhere(), true);
-        let period = (shortest / 2).clamp(
-            std::time::Duration::from_millis(25),
-            std::time::Duration::from_secs(5),
-        );
+        let period = (shortest / 2).clamp(SWEEP_GAP, Duration::from_secs(5));
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             // A worker just went over the pressure mark (`driver::park`): sweep with
             // the shorter delays from now on, not after this sleep.
-            _ = shared.park_pressure.notified() => {}
+            _ = shared.park_pressure.notified() => {
+                // But not sooner than `SWEEP_GAP` after the last sweep: idle sessions
+                // that cannot park (LISTEN) go back to idle when nudged, and a worker
+                // that hovers at the mark would otherwise notify again with each of them,
+                // for a sweep right away, nudging them all again (stop 38: the worker and
+                // the sweeper both at 100 % CPU).
+                let since = last.elapsed();
+                if since < SWEEP_GAP {
+                    tokio::time::sleep(SWEEP_GAP - since).await;
+                }
+            }
         }
+        last = Instant::now();
         // Under pressure now, or still: the delays are the pressed ones.
         let pressed = pressed_anywhere();
         let now = shared.metrics.started.elapsed().as_micros() as u64;
@@ -734,11 +783,37 @@ pub async fn sweep(shared: Arc<Shared>) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A session woken many times before the loop takes its list is on it once; once
+    /// taken off (before its poll), the next wake-up queues it again.
+    #[test]
+    fn a_session_is_on_the_list_once_however_often_woken() {
+        let lot = Arc::new(Lot {
+            inbox: Mutex::default(),
+            key: 0,
+        });
+        let wake = Arc::new(SlotWake {
+            lot: lot.clone(),
+            slot: 7,
+            epoch: 3,
+            queued: AtomicBool::new(false),
+        });
+        let waker = Waker::from(wake.clone());
+        for _ in 0..1000 {
+            waker.wake_by_ref();
+        }
+        assert_eq!(lot.inbox().woken, vec![(7, 3)]);
+        wake.queued.swap(false, Ordering::AcqRel);
+        waker.wake();
+        assert_eq!(lot.inbox().woken, vec![(7, 3), (7, 3)]);
+    }
+
     /// A parked client costs the loop one slot beside its compact session (`Idle`): the
     /// slots' vector is memory per idle client (issue 14 measures 10,000 of them).
     #[test]
     fn a_slot_stays_small() {
-        let slot = std::mem::size_of::<Option<super::Entry>>();
+        let slot = std::mem::size_of::<Option<Entry>>();
         let stream = std::mem::size_of::<crate::net::ClientStream>();
         println!("loop slot: {slot} bytes (client stream {stream})");
         assert!(slot <= 40, "a slot is {slot} bytes");
