@@ -393,12 +393,18 @@ impl Looper {
                         tracing::error!("the session loop's epoll set failed: {e}");
                         return Poll::Ready(());
                     }
-                    if events.is_empty() {
+                    let mut n = 0;
+                    for ev in events.iter() {
+                        n += 1;
+                        self.event(ev);
+                    }
+                    if n < EVENTS {
+                        // The set is drained: what arrives from now on wakes tokio's
+                        // epoll again (every event in an epoll set wakes the sets that
+                        // watch it), and a readiness tokio records after the guard was
+                        // taken is not cleared by it. Asking the set once more only to
+                        // hear "nothing" was one `epoll_wait` per wake-up of the loop.
                         guard.clear_ready();
-                    } else {
-                        for ev in events.iter() {
-                            self.event(ev);
-                        }
                     }
                     busy = true;
                 }
