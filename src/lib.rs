@@ -35,8 +35,8 @@
 // Measured exceptions, each allowed on its own function: `tls::stream::set_recv_lowat` (a
 // `setsockopt` that neither tokio nor socket2 offers); `tls::sys` (`recv`, `send` and
 // `sendmsg` by direct system call, ~180 instructions per transaction less than glibc's
-// cancellable wrappers, stop 37); `tls::looped::Looped::poll_read_buf` (the length of a
-// buffer `recv` filled, as tokio's own read does).
+// cancellable wrappers, stop 37; and `recv_buf`, the length of a buffer `recv` filled, as
+// tokio's own read sets it, for the loop's client sockets and plain TCP server sockets).
 #![deny(unsafe_code)]
 // No panic from input: no string slicing by byte index, no unwrap/expect outside tests.
 #![cfg_attr(

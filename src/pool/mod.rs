@@ -315,7 +315,7 @@ fn expired(s: &PoolSettings, conn: &ServerConn, now: Instant) -> Option<CloseRea
 /// what an `Instant` holds). An addition and a comparison: `Instant::duration_since`
 /// costs about twice as much, and the pool asks up to three times per checkout.
 #[inline]
-fn reached(since: Instant, after: Duration, now: Instant) -> bool {
+pub(crate) fn reached(since: Instant, after: Duration, now: Instant) -> bool {
     since.checked_add(after).is_some_and(|at| now >= at)
 }
 

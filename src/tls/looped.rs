@@ -88,22 +88,18 @@ impl Looped {
 
     /// Reads what is waiting into `buf`'s spare capacity (which must have some).
     /// `Ready(Ok(0))` is end of stream; `Pending` until the loop sees the socket readable.
-    #[allow(unsafe_code)]
     pub fn poll_read_buf(&mut self, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
         if !self.read_ready() {
             return Poll::Pending;
         }
-        let spare = buf.spare_capacity_mut();
-        let room = spare.len();
+        let room = buf.capacity() - buf.len();
         loop {
-            match super::sys::recv(self.fd(), spare) {
+            match super::sys::recv_buf(self.fd(), buf) {
                 Ok(n) => {
                     if n > 0 && n < room {
                         // Drained: the next arrival is the next event.
                         self.readable = false;
                     }
-                    // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
-                    unsafe { buf.set_len(buf.len() + n) };
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

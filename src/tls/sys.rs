@@ -31,6 +31,17 @@ pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     })
 }
 
+/// [`recv`] into `buf`'s spare capacity (which should have some: with none, the 0 read
+/// would look like end of stream), which grows by what arrived.
+#[allow(unsafe_code)]
+pub fn recv_buf(fd: RawFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+    let n = recv(fd, buf.spare_capacity_mut())?;
+    // SAFETY: `recv` initialized the first `n` bytes of the spare capacity (it writes at
+    // most its length).
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
 /// Writes `bufs` (one by `sendto`, more by `sendmsg`) with `MSG_NOSIGNAL`: a closed peer
 /// is an error, never a signal.
 #[allow(unsafe_code)]

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::pool::reached;
 use crate::shared::Phase;
 
 use super::Driver;
@@ -104,9 +105,15 @@ impl Driver {
         let Some(after) = self.core.limits().park_after else {
             return false;
         };
+        // Asked at every wake-up of an idle session, nearly always a moment after it went
+        // idle: the shortest delay it could have settles that without the pressure count
+        // or a subtraction of instants (~60 instructions per transaction).
+        if !reached(self.idle_since, after.min(PRESSED_AFTER_NEW), now) {
+            return false;
+        }
         let pressed = idle_here().load(Relaxed) > PRESSURE;
         let after = client_park_delay(after, pressed, self.core.info());
-        now.saturating_duration_since(self.idle_since) >= after
+        reached(self.idle_since, after, now)
             && self.lease.is_none()
             && self.waiting.is_none()
             && self.listen.is_none()
