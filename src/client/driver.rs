@@ -395,6 +395,12 @@ impl Driver {
         loop {
             match self.core.next_action(now) {
                 Some(Action::Release(state, how)) => {
+                    // The answer that ended the transaction goes to the client first: the
+                    // check-in (a few hundred instructions) is then off a lone client's
+                    // round trip. A failed write is seen again by the flush below.
+                    if !self.core.client_left() {
+                        let _ = io::poll_flush(&mut self.core.cout, client, cx);
+                    }
                     self.release(state, how, now);
                     continue;
                 }
