@@ -1,5 +1,5 @@
 # strace -c of pgsluice and PgBouncer under pgbench -S, 1 client: python3 strace_ext.py BINARY MODE
-import os, subprocess, sys, time, signal
+import subprocess, sys, time, signal
 sys.path.insert(0, "/work/main/integration")
 import bench as B
 binary, mode = sys.argv[1], sys.argv[2]
