@@ -369,7 +369,11 @@ fn poll_recv_buf(
         });
         match (read, short) {
             (_, Some(n)) | (Ok(n), None) => return Poll::Ready(Ok(n)),
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => {}
+            (Err(e), None)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
             (Err(e), None) => return Poll::Ready(Err(e)),
         }
     }
