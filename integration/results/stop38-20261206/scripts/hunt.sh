@@ -1,4 +1,8 @@
 #!/bin/bash
+# Runs tests/dba_listen.rs five_hundred... up to N times (argument, default 8) with a 45 s
+# watchdog; on a hang, top and five gdb samples of the pgsluice process. The test binary
+# below is the one `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --tests`
+# made on 2026-12-06 (its hash changes with the build: take yours from target/release/deps).
 for i in $(seq 1 ${1:-8}); do
   ( cd /work/main && timeout 200 target/release/deps/dba_listen-a0cc53c10cfad464 five_hundred > /tmp/adhoc/s38/hunt-$i.log 2>&1 ) &
   T=$!
