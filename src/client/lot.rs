@@ -742,8 +742,7 @@ const SWEEP_GAP: Duration = Duration::from_millis(25);
 /// for a server is never woken; nor is one whose last request began within its delay
 /// (when statistics or the slow query log keep that time).
 pub async fn sweep(shared: Arc<Shared>) {
-    use crate::client::driver::{client_park_delay, park_delay, pressed_anywhere};
-    use crate::registry::clients::ClientState;
+    use crate::client::driver::{park_delay, pressed_anywhere};
     let mut last = Instant::now();
     loop {
         let after = shared.snapshot.load().config.general.park_idle_after;
@@ -777,14 +776,31 @@ pub async fn sweep(shared: Arc<Shared>) {
             shared
                 .admin
                 .clients
-                .with(id, |c| {
-                    let delay = client_park_delay(after, pressed, c);
-                    let due = now.saturating_sub(delay.as_micros() as u64);
-                    c.state() == ClientState::Idle && c.since_us().is_none_or(|s| s <= due)
-                })
+                .with(id, |c| park_due(c, after, pressed, now))
                 .unwrap_or(false)
         });
     }
+}
+
+/// Whether the sweeper wakes `c` to park, `now` microseconds after pgsluice started: idle
+/// for its park delay (as far as its last request's start says), and not a session that
+/// never parks (LISTEN: waking it only unparked and re-parked it, at every sweep; with
+/// hundreds of listeners on a worker under pressure that kept the worker and the sweeper
+/// busy, stop 38).
+fn park_due(
+    c: &crate::registry::clients::ClientInfo,
+    after: Duration,
+    pressed: bool,
+    now: u64,
+) -> bool {
+    use crate::client::driver::client_park_delay;
+    use crate::registry::clients::ClientState;
+    if c.never_parks() || c.state() != ClientState::Idle {
+        return false;
+    }
+    let delay = client_park_delay(after, pressed, c);
+    let due = now.saturating_sub(delay.as_micros() as u64);
+    c.since_us().is_none_or(|s| s <= due)
 }
 
 #[cfg(test)]
@@ -813,6 +829,42 @@ mod tests {
         wake.queued.swap(false, Ordering::AcqRel);
         waker.wake();
         assert_eq!(lot.inbox().woken, vec![(7, 3), (7, 3)]);
+    }
+
+    /// The sweeper wakes an idle client once its park delay has passed since its last
+    /// request began, never one that LISTENs (it cannot park) or one that is not idle.
+    #[test]
+    fn the_sweeper_wakes_idle_clients_past_their_delay_but_never_listeners() {
+        use crate::registry::clients::{ClientInfo, ClientMeta, ClientState};
+        let client = || {
+            ClientInfo::new(
+                7,
+                "app".into(),
+                "app".into(),
+                Some(0),
+                ClientMeta::default(),
+                None,
+            )
+        };
+        let after = Duration::from_secs(1);
+        let idle = client();
+        idle.set_since(1_000_000);
+        assert!(
+            !park_due(&idle, after, false, 1_500_000),
+            "idle half its delay"
+        );
+        assert!(
+            park_due(&idle, after, false, 2_000_000),
+            "idle its whole delay"
+        );
+        let listener = client();
+        listener.set_since(1_000_000);
+        listener.set_never_parks();
+        assert!(!park_due(&listener, after, false, 60_000_000));
+        let busy = client();
+        busy.set_since(1_000_000);
+        busy.set_state(ClientState::Active);
+        assert!(!park_due(&busy, after, false, 60_000_000));
     }
 
     /// A parked client costs the loop one slot beside its compact session (`Idle`): the

@@ -134,6 +134,9 @@ pub struct ClientInfo {
     /// began (waiting) or the last request began (otherwise); 0 = not known.
     since_us: AtomicU64,
     killed: AtomicBool,
+    /// Its session waits on more than its socket for the rest of its life (it LISTENs):
+    /// it never parks, and the sweeper does not wake it to try.
+    never_parks: AtomicBool,
     /// Bit `n` set: pinned for the reason with index `n` in [`PIN_REASONS`].
     pins: AtomicU32,
     xacts: AtomicU64,
@@ -187,6 +190,7 @@ impl ClientInfo {
             state: AtomicU8::new(ClientState::Idle as u8),
             since_us: AtomicU64::new(0),
             killed: AtomicBool::new(false),
+            never_parks: AtomicBool::new(false),
             pins: AtomicU32::new(0),
             xacts: AtomicU64::new(0),
             queries: AtomicU64::new(0),
@@ -283,6 +287,15 @@ impl ClientInfo {
 
     pub fn killed(&self) -> bool {
         self.killed.load(Relaxed)
+    }
+
+    /// The session will not park again (see [`ClientInfo::never_parks`]).
+    pub fn set_never_parks(&self) {
+        self.never_parks.store(true, Relaxed);
+    }
+
+    pub fn never_parks(&self) -> bool {
+        self.never_parks.load(Relaxed)
     }
 
     #[inline]

@@ -46,6 +46,9 @@ impl Driver {
                     .hub(&info.database, &info.user, target_of);
                 let (sink, rx) = tokio::sync::mpsc::unbounded_channel();
                 let id = self.core.id;
+                // Subscribed until it ends (`Listening` goes with the session): the
+                // sweeper need not wake it to park (`lot::sweep`).
+                info.set_never_parks();
                 self.listen
                     .insert(Box::new(Listening { id, hub, sink, rx }))
             }
