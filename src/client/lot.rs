@@ -16,6 +16,10 @@
 //! TLS sessions keep a task of their own (their bytes go through rustls, which reads and
 //! writes tokio sockets); so does every session when the system gives no epoll set.
 //!
+//! Beside this file: `entry.rs` (how a session comes in, or gets a task of its own),
+//! `wake.rs` (the inbox and each session's waker), `slots.rs`, `sweep.rs` (the task that
+//! wakes sessions due to park).
+//!
 //! # Concurrency note
 //! One loop per worker thread (a thread-local), its slots owned by its task. Other tasks
 //! reach it only through its inbox (a short mutex): sessions that logged in, and wake-ups
@@ -26,8 +30,8 @@
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -37,8 +41,19 @@ use tokio::io::unix::AsyncFd;
 use super::Counted;
 use super::driver::{Driver, End, Idle};
 use crate::net::ClientStream;
-use crate::net::stream::{Looped, Sock};
+use crate::net::stream::Looped;
 use crate::shared::Shared;
+use wake::{Lot, SlotWake};
+
+mod entry;
+mod slots;
+mod sweep;
+mod wake;
+
+pub use entry::park;
+use entry::{into_tokio, resume_sock};
+use slots::Slots;
+pub use sweep::sweep;
 
 /// Rounds of the loop (its inbox and epoll set, each a batch) before it lets the worker's
 /// other tasks (logins, TLS sessions, the console) run.
@@ -88,114 +103,6 @@ struct Entry {
     epoch: u32,
 }
 
-/// What reaches the loop from other tasks and threads.
-#[derive(Default)]
-struct Inbox {
-    /// Sessions that logged in, their sockets out of tokio's reactor.
-    arrivals: Vec<(Box<Driver>, Looped, Counted)>,
-    /// Sessions woken (slot, epoch).
-    woken: Vec<(u32, u32)>,
-    /// The loop's task, woken once per batch of news.
-    waker: Option<Waker>,
-    notified: bool,
-    /// The loop ended (its epoll set failed): it takes no more sessions.
-    closed: bool,
-}
-
-/// A worker's loop, as other tasks see it.
-struct Lot {
-    inbox: Mutex<Inbox>,
-    /// The loop's key among the sessions woken by the shared state (above every client's
-    /// id, which is a cancel key's pid, at most `0x7fff_ffff`).
-    key: u32,
-}
-
-impl Lot {
-    fn inbox(&self) -> MutexGuard<'_, Inbox> {
-        // Nothing here can be left half-updated by a panic worse than a lost wake-up.
-        self.inbox.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn woken(&self, slot: u32, epoch: u32) {
-        let mut inbox = self.inbox();
-        inbox.woken.push((slot, epoch));
-        if !std::mem::replace(&mut inbox.notified, true)
-            && let Some(w) = &inbox.waker
-        {
-            w.wake_by_ref();
-        }
-    }
-}
-
-/// A session's waker: puts its slot on the loop's list, once until the loop takes it
-/// (as waking a tokio task that is already scheduled does nothing): a session woken a
-/// thousand times between two polls is polled once, and the list stays as long as the
-/// loop has sessions. Without that, the sweeper's nudges to idle sessions that cannot
-/// park (LISTEN) grew the list faster than the loop emptied it (stop 38).
-struct SlotWake {
-    lot: Arc<Lot>,
-    slot: u32,
-    epoch: u32,
-    /// On the loop's list, not yet polled.
-    queued: AtomicBool,
-}
-
-impl SlotWake {
-    fn wake_once(&self) {
-        // AcqRel, paired with the loop's `swap(false)`: what the waking side wrote before
-        // is seen by the poll that the entry already queued leads to.
-        if !self.queued.swap(true, Ordering::AcqRel) {
-            self.lot.woken(self.slot, self.epoch);
-        }
-    }
-}
-
-impl Wake for SlotWake {
-    fn wake(self: Arc<Self>) {
-        self.wake_once();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.wake_once();
-    }
-}
-
-/// The slots, a free list in the vacant ones' places.
-#[derive(Default)]
-struct Slots {
-    list: Vec<Option<Entry>>,
-    free: Vec<usize>,
-}
-
-impl Slots {
-    fn put(&mut self, entry: Entry) -> usize {
-        match self.free.pop() {
-            Some(i) => {
-                self.list[i] = Some(entry);
-                i
-            }
-            None => {
-                self.list.push(Some(entry));
-                self.list.len() - 1
-            }
-        }
-    }
-
-    fn take(&mut self, i: usize) -> Option<Entry> {
-        let e = self.list.get_mut(i)?.take()?;
-        self.free.push(i);
-        if self.free.len() == self.list.len() {
-            // Every client left: the lists' memory goes too.
-            *self = Slots::default();
-        }
-        Some(e)
-    }
-
-    fn get_mut(&mut self, i: usize) -> Option<&mut Entry> {
-        self.list.get_mut(i)?.as_mut()
-    }
-}
-
 thread_local! {
     /// This worker's loop, made when its first session arrives.
     static LOT: RefCell<Option<Arc<Lot>>> = const { RefCell::new(None) };
@@ -203,77 +110,6 @@ thread_local! {
 
 /// Keys of loops among the woken sessions.
 static NEXT_KEY: AtomicU32 = AtomicU32::new(0x8000_0000);
-
-/// A session that logged in (or whose task gave it up) goes to its worker's loop; a TLS
-/// session, or any when the loop cannot take it, runs in a task of its own.
-pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
-    if stream.is_tls() {
-        return resume(driver, stream, count);
-    }
-    let Some(lot) = lot(driver.shared()) else {
-        return resume(driver, stream, count);
-    };
-    let sock = match stream {
-        ClientStream::Plain(s) => s.into_std().map(Sock::Tcp),
-        ClientStream::Unix(s) => s.into_std().map(Sock::Unix),
-        ClientStream::Looped(l) => Ok(l.into_sock()),
-        tls @ ClientStream::Tls(_) => return resume(driver, tls, count),
-    };
-    let sock = match sock {
-        Ok(s) => s,
-        Err(e) => {
-            // The socket is gone with the error: the session ends as for a lost client.
-            tracing::debug!(
-                client = driver.id(),
-                "cannot move a client to its loop: {e}"
-            );
-            return;
-        }
-    };
-    let mut inbox = lot.inbox();
-    if inbox.closed {
-        drop(inbox);
-        return resume_sock(driver, sock, count);
-    }
-    inbox.arrivals.push((driver, Looped::new(sock), count));
-    if !std::mem::replace(&mut inbox.notified, true)
-        && let Some(w) = &inbox.waker
-    {
-        w.wake_by_ref();
-    }
-}
-
-/// A session gets (or keeps) a task of its own.
-fn resume(driver: Box<Driver>, stream: ClientStream, count: Counted) {
-    tokio::spawn(serve(driver, stream, count));
-}
-
-/// A session whose socket left the loop (or never entered it) gets a task of its own.
-fn resume_sock(driver: Box<Driver>, sock: Sock, count: Counted) {
-    match into_tokio(sock) {
-        Ok(stream) => resume(driver, stream, count),
-        Err(e) => tracing::warn!(client = driver.id(), "a client's socket: {e}"),
-    }
-}
-
-/// A socket back in tokio's reactor (needs the runtime's context).
-fn into_tokio(sock: Sock) -> std::io::Result<ClientStream> {
-    Ok(match sock {
-        Sock::Tcp(s) => ClientStream::Plain(tokio::net::TcpStream::from_std(s)?),
-        Sock::Unix(s) => ClientStream::Unix(tokio::net::UnixStream::from_std(s)?),
-    })
-}
-
-/// A session's own task: runs it until it ends or may park (then it goes to the loop).
-async fn serve(driver: Box<Driver>, stream: ClientStream, count: Counted) {
-    if let Some((driver, stream)) = driver.run(stream).await {
-        if stream.is_tls() || LOT.with(|l| l.borrow().as_ref().is_none_or(|l| l.inbox().closed)) {
-            // Nowhere to park: the task goes on (it tries again `park_idle_after` on).
-            return resume(driver, stream, count);
-        }
-        park(driver, stream, count);
-    }
-}
 
 /// This worker's loop, made (with its task) on first use; `None` when the system gives no
 /// epoll set.
@@ -734,138 +570,9 @@ impl Looper {
     }
 }
 
-/// The shortest time between two sweeps.
-const SWEEP_GAP: Duration = Duration::from_millis(25);
-
-/// Wakes the sessions that may have been idle long enough to park, twice per (shortest)
-/// park delay: one sweep instead of a timer per idle spell. A session holding or waiting
-/// for a server is never woken; nor is one whose last request began within its delay
-/// (when statistics or the slow query log keep that time).
-pub async fn sweep(shared: Arc<Shared>) {
-    use crate::client::driver::{park_delay, pressed_anywhere};
-    let mut last = Instant::now();
-    loop {
-        let after = shared.snapshot.load().config.general.park_idle_after;
-        let Some(after) = crate::config::secs(after) else {
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-            continue;
-        };
-        let shortest = park_delay(after, pressed_anywhere(), true);
-        let period = (shortest / 2).clamp(SWEEP_GAP, Duration::from_secs(5));
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            // A worker just went over the pressure mark (`driver::park`): sweep with
-            // the shorter delays from now on, not after this sleep.
-            _ = shared.park_pressure.notified() => {
-                // But not sooner than `SWEEP_GAP` after the last sweep: idle sessions
-                // that cannot park (LISTEN) go back to idle when nudged, and a worker
-                // that hovers at the mark would otherwise notify again with each of them,
-                // for a sweep right away, nudging them all again (stop 38: the worker and
-                // the sweeper both at 100 % CPU).
-                let since = last.elapsed();
-                if since < SWEEP_GAP {
-                    tokio::time::sleep(SWEEP_GAP - since).await;
-                }
-            }
-        }
-        last = Instant::now();
-        // Under pressure now, or still: the delays are the pressed ones.
-        let pressed = pressed_anywhere();
-        let now = shared.metrics.started.elapsed().as_micros() as u64;
-        shared.sessions.nudge_where(|id| {
-            shared
-                .admin
-                .clients
-                .with(id, |c| park_due(c, after, pressed, now))
-                .unwrap_or(false)
-        });
-    }
-}
-
-/// Whether the sweeper wakes `c` to park, `now` microseconds after pgsluice started: idle
-/// for its park delay (as far as its last request's start says), and not a session that
-/// never parks (LISTEN: waking it only unparked and re-parked it, at every sweep; with
-/// hundreds of listeners on a worker under pressure that kept the worker and the sweeper
-/// busy, stop 38).
-fn park_due(
-    c: &crate::registry::clients::ClientInfo,
-    after: Duration,
-    pressed: bool,
-    now: u64,
-) -> bool {
-    use crate::client::driver::client_park_delay;
-    use crate::registry::clients::ClientState;
-    if c.never_parks() || c.state() != ClientState::Idle {
-        return false;
-    }
-    let delay = client_park_delay(after, pressed, c);
-    let due = now.saturating_sub(delay.as_micros() as u64);
-    c.since_us().is_none_or(|s| s <= due)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A session woken many times before the loop takes its list is on it once; once
-    /// taken off (before its poll), the next wake-up queues it again.
-    #[test]
-    fn a_session_is_on_the_list_once_however_often_woken() {
-        let lot = Arc::new(Lot {
-            inbox: Mutex::default(),
-            key: 0,
-        });
-        let wake = Arc::new(SlotWake {
-            lot: lot.clone(),
-            slot: 7,
-            epoch: 3,
-            queued: AtomicBool::new(false),
-        });
-        let waker = Waker::from(wake.clone());
-        for _ in 0..1000 {
-            waker.wake_by_ref();
-        }
-        assert_eq!(lot.inbox().woken, vec![(7, 3)]);
-        wake.queued.swap(false, Ordering::AcqRel);
-        waker.wake();
-        assert_eq!(lot.inbox().woken, vec![(7, 3), (7, 3)]);
-    }
-
-    /// The sweeper wakes an idle client once its park delay has passed since its last
-    /// request began, never one that LISTENs (it cannot park) or one that is not idle.
-    #[test]
-    fn the_sweeper_wakes_idle_clients_past_their_delay_but_never_listeners() {
-        use crate::registry::clients::{ClientInfo, ClientMeta, ClientState};
-        let client = || {
-            ClientInfo::new(
-                7,
-                "app".into(),
-                "app".into(),
-                Some(0),
-                ClientMeta::default(),
-                None,
-            )
-        };
-        let after = Duration::from_secs(1);
-        let idle = client();
-        idle.set_since(1_000_000);
-        assert!(
-            !park_due(&idle, after, false, 1_500_000),
-            "idle half its delay"
-        );
-        assert!(
-            park_due(&idle, after, false, 2_000_000),
-            "idle its whole delay"
-        );
-        let listener = client();
-        listener.set_since(1_000_000);
-        listener.set_never_parks();
-        assert!(!park_due(&listener, after, false, 60_000_000));
-        let busy = client();
-        busy.set_since(1_000_000);
-        busy.set_state(ClientState::Active);
-        assert!(!park_due(&busy, after, false, 60_000_000));
-    }
 
     /// A parked client costs the loop one slot beside its compact session (`Idle`): the
     /// slots' vector is memory per idle client (issue 14 measures 10,000 of them).
