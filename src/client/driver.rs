@@ -129,6 +129,12 @@ impl Driver {
         self.core.id
     }
 
+    /// The session will never park (a TLS client keeps its task): the sweeper need not
+    /// wake it to try (`lot::sweep`).
+    pub fn never_parks(&self) {
+        self.core.info().set_never_parks();
+    }
+
     /// The client's cancel key (pgsluice's own BackendKeyData).
     pub fn cancel_key(&self) -> (u32, u32) {
         let info = self.core.info();

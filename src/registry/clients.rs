@@ -134,8 +134,8 @@ pub struct ClientInfo {
     /// began (waiting) or the last request began (otherwise); 0 = not known.
     since_us: AtomicU64,
     killed: AtomicBool,
-    /// Its session waits on more than its socket for the rest of its life (it LISTENs):
-    /// it never parks, and the sweeper does not wake it to try.
+    /// Its session cannot park for the rest of its life (it LISTENs, or it is on TLS):
+    /// the sweeper does not wake it to try.
     never_parks: AtomicBool,
     /// Bit `n` set: pinned for the reason with index `n` in [`PIN_REASONS`].
     pins: AtomicU32,

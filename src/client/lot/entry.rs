@@ -12,6 +12,7 @@ use super::{LOT, lot};
 /// session, or any when the loop cannot take it, runs in a task of its own.
 pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     if stream.is_tls() {
+        driver.never_parks();
         return resume(driver, stream, count);
     }
     let Some(lot) = lot(driver.shared()) else {
@@ -21,7 +22,10 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
         ClientStream::Plain(s) => s.into_std().map(Sock::Tcp),
         ClientStream::Unix(s) => s.into_std().map(Sock::Unix),
         ClientStream::Looped(l) => Ok(l.into_sock()),
-        tls @ ClientStream::Tls(_) => return resume(driver, tls, count),
+        tls @ ClientStream::Tls(_) => {
+            driver.never_parks();
+            return resume(driver, tls, count);
+        }
     };
     let sock = match sock {
         Ok(s) => s,

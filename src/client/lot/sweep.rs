@@ -56,7 +56,7 @@ pub async fn sweep(shared: Arc<Shared>) {
 
 /// Whether the sweeper wakes `c` to park, `now` microseconds after pgsluice started: idle
 /// for its park delay (as far as its last request's start says), and not a session that
-/// never parks (LISTEN: waking it only unparked and re-parked it, at every sweep; with
+/// never parks (LISTEN, TLS: waking it only unparked and re-parked it, at every sweep; with
 /// hundreds of listeners on a worker under pressure that kept the worker and the sweeper
 /// busy, stop 38).
 pub(super) fn park_due(
