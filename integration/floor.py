@@ -3,18 +3,23 @@
 
     python3 integration/floor.py [--binary PATH] [--baseline-binary PATH] [--pgbouncer-new PATH]
                                  [--modes simple,extended] [--rounds N] [--duration S]
+                                 [--floors mio,nested,tokio,uring,uring-multishot]
 
-`examples/floor_relay.rs` is a transaction-mode relay with nothing but the relay: no
+`examples/floor_relay/` is a transaction-mode relay with nothing but the relay: no
 authentication, no routing, no statistics, client messages not decoded; a `recv` and a
-`send` on each side per transaction and one epoll set, as pgsluice and PgBouncer have; its
-`--runtime tokio` form is the same relay as a task per client on tokio (as pgsluice runs),
-its `--runtime nested` form the mio loop as one tokio task (as pgsluice's lot of idle
-clients runs). This script runs all three beside PgBouncer 1.18, the newer PgBouncer when given, and pgsluice on one
-throwaway cluster (integration/bench.py's: `pgbench -n -S -c 50 -j 2`, pool size 20, the
-order rotated each round) and reports each one's CPU per transaction (utime and stime from
-/proc, over the run) and TPS, medians over the rounds, with the floor's CPU against 0.8x
-each PgBouncer's: the row's goal. Where the floor itself is above the goal, no pooler on
-this I/O model meets the row, whatever its own work costs.
+`send` on each side per transaction and one epoll set, as pgsluice and PgBouncer have. Its
+forms (`--runtime`): `mio`, that readiness loop; `tokio`, the same relay as a task per
+client on tokio (as pgsluice ran before its session loop); `nested`, the mio loop as one
+tokio task (as pgsluice's session loop runs); `uring`, the same relay on io_uring (no
+readiness step and no system call per receive or send: one `io_uring_enter` per turn of
+its loop); `uring-multishot`, that with one multishot receive per socket. This script runs
+the forms `--floors` names (all five by default) beside PgBouncer 1.18, the newer PgBouncer
+when given, and pgsluice on one throwaway cluster (integration/bench.py's: `pgbench -n -S
+-c 50 -j 2`, pool size 20, the order rotated each round) and reports each one's CPU per
+transaction (utime and stime from /proc, over the run) and TPS, medians over the rounds,
+with each floor's CPU against 0.8x each PgBouncer's: the row's goal. Where a floor itself
+is above the goal, no pooler on that I/O model meets the row, whatever its own work costs;
+where it is under, what is left between them is all a pooler may spend of its own.
 
 Raw pgbench output and the table go to integration/results/floor-<UTC timestamp>/.
 """
@@ -32,9 +37,17 @@ import bench as B  # noqa: E402
 FLOOR = os.path.join(B.ROOT, "target", "release", "examples", "floor_relay")
 
 
+RUNTIMES = ("mio", "nested", "tokio", "uring", "uring-multishot")
+
+
+def floor_target(runtime):
+    return "floor" if runtime == "mio" else f"floor-{runtime}"
+
+
 def start_floor(bench, binary, runtime="mio"):
-    """Starts the floor relay as target "floor" (mio), "floor-nested" or "floor-tokio"."""
-    target = "floor" if runtime == "mio" else f"floor-{runtime}"
+    """Starts the floor relay as target "floor" (mio), "floor-nested", "floor-tokio" or
+    "floor-uring"."""
+    target = floor_target(runtime)
     port = B.pick_port()
     d = os.path.join(bench.work, target)
     os.makedirs(d, exist_ok=True)
@@ -58,6 +71,8 @@ def main():
     ap.add_argument("--floor-binary", default=FLOOR)
     ap.add_argument("--pgbouncer-new", default=None)
     ap.add_argument("--modes", default="simple,extended")
+    ap.add_argument("--floors", default=",".join(RUNTIMES),
+                    help="which forms of the floor relay run (mio must be among them)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     given = sys.argv[1:]
@@ -66,7 +81,10 @@ def main():
         sys.exit(f"floor: no {a.floor_binary}: cargo build --release --example floor_relay")
     poolers, args = B.pooler_args(a.binary, a.baseline_binary, a.pgbouncer_new, a.modes)
     modes = a.modes.split(",")
-    floors = ["floor", "floor-nested", "floor-tokio"]
+    runtimes = a.floors.split(",")
+    if "mio" not in runtimes or not set(runtimes) <= set(RUNTIMES):
+        sys.exit(f"floor: --floors takes some of {','.join(RUNTIMES)}, mio among them")
+    floors = [floor_target(r) for r in runtimes]
     targets = poolers + floors
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = os.path.join(B.ROOT, "integration", "results", f"floor-{stamp}")
@@ -76,7 +94,7 @@ def main():
     loads = []
     try:
         bench.start_warm(poolers)
-        for runtime in ("mio", "nested", "tokio"):
+        for runtime in runtimes:
             start_floor(bench, a.floor_binary, runtime)
         for t in floors:
             bench.pgbench(t, "simple", 2, "warmup")
@@ -93,9 +111,11 @@ def main():
     finally:
         bench.cleanup()
     names = dict(B.TARGET_NAMES)
-    names.update({"floor": "floor relay, mio (examples/floor_relay.rs)",
+    names.update({"floor": "floor relay, mio (examples/floor_relay/)",
                   "floor-nested": "floor relay, mio loop as one tokio task",
-                  "floor-tokio": "floor relay, tokio task per client"})
+                  "floor-tokio": "floor relay, tokio task per client",
+                  "floor-uring": "floor relay, io_uring",
+                  "floor-uring-multishot": "floor relay, io_uring, multishot receives"})
     for t, v in bench.pgbouncer_versions.items():
         names[t] = f"PgBouncer {B.short_version(v)}"
     cmd = "python3 " + " ".join([os.path.relpath(__file__, B.ROOT)] + given)
@@ -123,24 +143,25 @@ def main():
                         f"{cpu:.2f} | {med(mode, t, 'user_us'):.2f} | "
                         f"{med(mode, t, 'sys_us'):.2f} | {ratios[0]} | {ratios[1]} |")
     text += ["", "The goal (issue 14): at most 0.8× PgBouncer's CPU per transaction.", "",
-             "| mode | against | goal µs/txn | mio floor µs/txn | its system time alone | "
-             "mio floor within the goal | nested floor µs/txn | within | tokio floor µs/txn | "
-             "within |", "|---|---|--:|--:|--:|---|--:|---|--:|---|"]
+             "| mode | against | goal µs/txn | mio floor's system time alone | "
+             + " | ".join(f"{r} floor µs/txn | within the goal" for r in runtimes) + " |",
+             "|---|---|--:|--:|" + "--:|---|" * len(runtimes)]
     for mode in modes:
-        floor, floor_sys = med(mode, "floor", "cpu_us"), med(mode, "floor", "sys_us")
-        tokio = med(mode, "floor-tokio", "cpu_us")
-        nested = med(mode, "floor-nested", "cpu_us")
+        floor_sys = med(mode, "floor", "sys_us")
         for p in poolers:
             if not p.startswith("pgbouncer"):
                 continue
             base = med(mode, p, "cpu_us")
-            if base is None or floor is None:
+            if base is None or floor_sys is None:
                 continue
             goal = 0.8 * base
-            text.append(f"| {mode} | {names[p]} | {goal:.2f} | {floor:.2f} | {floor_sys:.2f} | "
-                        f"{'yes' if floor <= goal else '**no**'} | "
-                        f"{nested:.2f} | {'yes' if nested <= goal else '**no**'} | "
-                        f"{tokio:.2f} | {'yes' if tokio <= goal else '**no**'} |")
+            cells = []
+            for t in floors:
+                cpu = med(mode, t, "cpu_us")
+                cells.append("n/a | n/a" if cpu is None else
+                             f"{cpu:.2f} | {'yes' if cpu <= goal else '**no**'}")
+            text.append(f"| {mode} | {names[p]} | {goal:.2f} | {floor_sys:.2f} | "
+                        + " | ".join(cells) + " |")
     text += ["", "Every run:", "", "| round | mode | pooler | TPS | CPU µs/txn | user | system |",
              "|---|---|---|--:|--:|--:|--:|"]
     for (mode, t), rs in runs.items():

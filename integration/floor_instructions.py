@@ -8,7 +8,7 @@ integration/instructions.py's method (a short and a long `pgbench -n -S` run und
 `valgrind --tool=callgrind`; the difference of their instructions over the difference of
 their transactions: start-up and logins cancel out) applied to PgBouncer 1.18, the newer
 PgBouncer when given (with max_prepared_statements), pgsluice (slow query log off: under
-valgrind every wait passes its threshold) and the floor relay (examples/floor_relay.rs) on
+valgrind every wait passes its threshold) and the floor relay (examples/floor_relay/) on
 mio, as one tokio task and on tokio with a task per client, all in transaction mode with a
 pool of 20 on one throwaway cluster.
 Instructions do not depend on the machine's load; they leave out the kernel's work (see

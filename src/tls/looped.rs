@@ -3,7 +3,7 @@
 //! ([`Looped::mark`]) and then polls the session, which reads and writes with plain
 //! system calls. No waker is registered per socket and no task is woken per event: that
 //! machinery cost ~1,100 instructions per transaction of a relay on tokio (stop 37's
-//! profile of `examples/floor_relay.rs`).
+//! profile of `examples/floor_relay/`).
 //!
 //! Readiness is remembered as tokio remembers it: set by an event, cleared by a read or
 //! write that would block (or a read that did not fill the buffer: the socket is drained,

@@ -34,6 +34,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::SocketAddr;
 
 use mio::net::{TcpListener, TcpStream};
+
+mod uring;
 use mio::{Events, Interest, Poll, Token};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -46,8 +48,9 @@ struct Args {
     user: String,
     database: String,
     servers: usize,
-    /// `mio` (one readiness loop), `nested` (that loop as one tokio task) or `tokio` (a
-    /// task per client, current-thread runtime).
+    /// `mio` (one readiness loop), `nested` (that loop as one tokio task), `tokio` (a
+    /// task per client, current-thread runtime), `uring` or `uring-multishot` (io_uring,
+    /// `uring.rs`).
     runtime: String,
 }
 
@@ -64,7 +67,12 @@ fn args() -> Result<Args, String> {
             "--user" => user = Some(value),
             "--database" => database = Some(value),
             "--servers" => servers = value.parse().map_err(|e| format!("--servers: {e}"))?,
-            "--runtime" if ["mio", "tokio", "nested"].contains(&value.as_str()) => runtime = value,
+            "--runtime"
+                if ["mio", "tokio", "nested", "uring", "uring-multishot"]
+                    .contains(&value.as_str()) =>
+            {
+                runtime = value
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -218,6 +226,33 @@ fn connect(args: &Args) -> std::io::Result<std::net::TcpStream> {
     }
     s.set_nonblocking(true)?;
     Ok(s)
+}
+
+/// Takes the startup packets at the front of `pending` and appends their answers to `out`
+/// (an SSL or GSS request refused, a startup packet greeted). `Some(true)`: the client is
+/// logged in (what follows in `pending` is its first request); `Some(false)`: more bytes
+/// are needed; `None`: not a client this relay serves (close it).
+fn take_startup(pending: &mut Vec<u8>, out: &mut Vec<u8>, greeting: &[u8]) -> Option<bool> {
+    while pending.len() >= 8 {
+        let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
+        if !(8..=10_000).contains(&len) {
+            return None;
+        }
+        if pending.len() < len {
+            return Some(false);
+        }
+        let code = u32::from_be_bytes([pending[4], pending[5], pending[6], pending[7]]);
+        pending.drain(..len);
+        match code {
+            80877103 | 80877104 => out.push(b'N'),
+            196608 => {
+                out.extend_from_slice(greeting);
+                return Some(true);
+            }
+            _ => return None,
+        }
+    }
+    Some(false)
 }
 
 /// Writes what `sock` takes of `data`, keeping the rest in `out`; false on a broken socket.
@@ -391,33 +426,14 @@ impl Relay {
         let Some(client) = self.clients[id].as_mut() else {
             return false;
         };
-        while client.pending.len() >= 8 {
-            let p = &client.pending;
-            let len = u32::from_be_bytes([p[0], p[1], p[2], p[3]]) as usize;
-            if !(8..=10_000).contains(&len) {
-                return false;
-            }
-            if p.len() < len {
-                return true;
-            }
-            let code = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
-            client.pending.drain(..len);
-            let answer: &[u8] = match code {
-                80877103 | 80877104 => b"N",
-                196608 => {
-                    client.phase = Phase::Relay;
-                    &self.greeting
-                }
-                _ => return false,
-            };
-            if !send(&mut client.sock, &mut client.out, answer) {
-                return false;
-            }
-            if let Phase::Relay = client.phase {
-                return client.pending.is_empty();
-            }
+        let mut answer = Vec::new();
+        let Some(relay) = take_startup(&mut client.pending, &mut answer, &self.greeting) else {
+            return false;
+        };
+        if relay {
+            client.phase = Phase::Relay;
         }
-        true
+        send(&mut client.sock, &mut client.out, &answer) && (!relay || client.pending.is_empty())
     }
 
     /// Gives server `s` to client `id` and sends it what the client has waiting.
@@ -495,6 +511,8 @@ fn main() {
     };
     let ran = match args.runtime.as_str() {
         "tokio" => on_tokio::run(&args),
+        "uring" => uring::run(&args, false),
+        "uring-multishot" => uring::run(&args, true),
         _ => run(&args),
     };
     if let Err(e) = ran {
