@@ -37,6 +37,13 @@ pub struct Tally {
     pub slow: Option<SlowLog>,
 }
 
+thread_local! {
+    /// The last clock reading [`Tally::us`] converted on this thread: (reading, start it
+    /// counts from, µs).
+    static LAST_US: std::cell::Cell<Option<(Instant, Instant, u64)>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// What a parked session's tally keeps ([`Tally::park`]).
 pub struct ParkedTally {
     pool: Arc<PoolMetrics>,
@@ -90,10 +97,21 @@ impl Tally {
         Tally::new(p.pool, p.on, slow)
     }
 
-    /// Microseconds since pgsluice started (never 0, which means "none" here).
+    /// Microseconds since pgsluice started (never 0, which means "none" here). Worked out
+    /// once per reading of the clock on this thread: a session loop reads it once per
+    /// round and passes the same `now` to every session it polls in the round, which call
+    /// this three or four times per transaction each (an `Instant` subtraction and a
+    /// division each time, ~60 instructions).
     #[inline]
     pub fn us(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.started).as_micros() as u64).max(1)
+        LAST_US.with(|last| match last.get() {
+            Some((at, from, us)) if at == now && from == self.started => us,
+            _ => {
+                let us = (now.saturating_duration_since(self.started).as_micros() as u64).max(1);
+                last.set(Some((now, self.started, us)));
+                us
+            }
+        })
     }
 
     /// Whether the clock is needed at all (statistics or the slow query log on).
@@ -257,7 +275,8 @@ pub fn sqlstate_class(mut body: &[u8]) -> Option<[u8; 2]> {
 
 #[cfg(test)]
 mod tests {
-    use super::sqlstate_class;
+    use super::*;
+    use crate::pool::PoolKey;
 
     #[test]
     fn class_of_error_body() {
@@ -268,5 +287,30 @@ mod tests {
         assert_eq!(sqlstate_class(b"SERROR\0Mno\0\0"), None);
         assert_eq!(sqlstate_class(b"C4"), None);
         assert_eq!(sqlstate_class(b""), None);
+    }
+
+    fn tally(started: Instant) -> Tally {
+        let key = PoolKey {
+            database: "app".into(),
+            user: "alice".into(),
+            node: 0,
+        };
+        Tally::new(Arc::new(PoolMetrics::new(key, 1, started)), true, None)
+    }
+
+    /// The converted reading kept per thread answers only for the same reading and the
+    /// same start: tallies counting from different starts, and later readings, get their
+    /// own microseconds.
+    #[test]
+    fn microseconds_since_start_for_each_reading_and_start() {
+        let early = Instant::now();
+        let late = early + Duration::from_millis(5);
+        let (a, b) = (tally(early), tally(late));
+        let now = late + Duration::from_millis(2);
+        assert_eq!(a.us(now), 7_000);
+        assert_eq!(b.us(now), 2_000);
+        assert_eq!(a.us(now), 7_000);
+        assert_eq!(a.us(now + Duration::from_micros(3)), 7_003);
+        assert_eq!(b.us(late), 1, "never 0");
     }
 }
