@@ -7,6 +7,15 @@
 //! client this saved the task machinery and the reactor's per-socket bookkeeping on the
 //! client side (stop 37, BENCHMARKS.md).
 //!
+//! Except while the loop has only a few active sessions ([`FEW`]): a session that becomes
+//! active then keeps its socket in tokio's reactor, which wakes it through its waker as
+//! its server's socket does. With one or two clients each wake-up of the loop's own set
+//! reports one event, and asking the set which (an `epoll_wait` inside tokio's) was a
+//! system call per request on the round trip (stop 39: 0.6-1.0 µs of system time per
+//! transaction for one client); with many, one such call reports a batch, cheaper than
+//! tokio's per-socket bookkeeping (+515 instructions per transaction at 50 clients with
+//! every client in tokio's reactor). A session keeps its socket's place until it parks.
+//!
 //! A session idle for `park_idle_after` parks where it is: it keeps only its compact form
 //! ([`Idle`], about 0.3 KiB instead of its driver's 1.2) and its socket stays in the
 //! epoll set; its next byte (or EOF), or any wake-up from the shared state (drain,
@@ -51,7 +60,7 @@ mod sweep;
 mod wake;
 
 pub use entry::park;
-use entry::{into_tokio, resume_sock};
+use entry::{into_tokio, out_of_tokio, resume, resume_sock};
 use slots::Slots;
 pub use sweep::sweep;
 
@@ -60,10 +69,14 @@ pub use sweep::sweep;
 const ROUNDS: usize = 8;
 /// Events taken from the epoll set per round.
 const EVENTS: usize = 256;
+/// A session that becomes active while at most this many of the loop's sessions are
+/// (itself included) keeps its socket in tokio's reactor rather than the loop's set.
+const FEW: usize = 4;
 
-/// A session in the loop, with its socket (in the epoll set under the slot's number).
+/// A session in the loop, with its socket.
 enum Held {
-    /// Idle long enough: its compact form.
+    /// Idle long enough: its compact form, its socket in the epoll set under the slot's
+    /// number.
     Parked(Box<Idle>, Looped),
     /// Running (boxed: a slot is memory per parked client, 40 bytes instead of 96).
     Active(Box<Active>),
@@ -74,7 +87,8 @@ enum Held {
 /// A running session of the loop.
 struct Active {
     driver: Box<Driver>,
-    /// Always `ClientStream::Looped`: the driver's type for a client's socket.
+    /// `ClientStream::Looped` (in the epoll set under the slot's number), or `Plain` or
+    /// `Unix` (in tokio's reactor, which wakes the session through `waker`; see [`FEW`]).
     stream: ClientStream,
     /// Puts the session on the loop's list.
     waker: Waker,
@@ -151,6 +165,7 @@ fn lot(shared: &Arc<Shared>) -> Option<Arc<Lot>> {
             lot: lot.clone(),
             registry,
             slots: Slots::default(),
+            parked: 0,
             shared: shared.clone(),
             epoch: 0,
             woken: Vec::new(),
@@ -171,6 +186,8 @@ struct Looper {
     /// Puts sockets in the loop's epoll set.
     registry: mio::Registry,
     slots: Slots,
+    /// How many of the slots hold a parked session.
+    parked: usize,
     shared: Arc<Shared>,
     /// The last slot occupant's number.
     epoch: u32,
@@ -276,8 +293,8 @@ impl Looper {
             std::mem::take(&mut inbox.arrivals)
         };
         let busy = !arrivals.is_empty() || !self.woken.is_empty();
-        for (driver, looped, count) in arrivals {
-            self.arrive(driver, looped, count);
+        for (driver, stream, count) in arrivals {
+            self.arrive(driver, stream, count);
         }
         let mut woken = std::mem::take(&mut self.woken);
         for &(slot, epoch) in &woken {
@@ -302,30 +319,57 @@ impl Looper {
         busy
     }
 
-    /// A session that logged in: its socket goes in the epoll set, and it runs.
-    fn arrive(&mut self, mut driver: Box<Driver>, looped: Looped, count: Counted) {
-        let fd = looped.fd();
+    /// Whether the loop has few active sessions ([`FEW`]), counting one just put in a slot.
+    fn few_active(&self) -> bool {
+        self.slots.occupied().saturating_sub(self.parked) <= FEW
+    }
+
+    /// Puts a client's socket in the epoll set under `slot`.
+    fn register(&self, looped: &Looped, slot: usize) -> std::io::Result<()> {
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.registry
+            .register(&mut SourceFd(&looped.fd()), Token(slot), interest)
+    }
+
+    /// A session that logged in runs: its socket stays in tokio's reactor if the loop has
+    /// few active sessions, or goes in the epoll set.
+    fn arrive(&mut self, mut driver: Box<Driver>, stream: ClientStream, count: Counted) {
         driver.begin();
         let slot = self.slots.put(Entry {
-            held: Held::Active(Box::new(Active {
-                driver,
-                stream: ClientStream::Looped(looped),
-                waker: Waker::noop().clone(),
-                wake: None,
-            })),
+            held: Held::Moving,
             count,
             epoch: 0,
         });
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self
-            .registry
-            .register(&mut SourceFd(&fd), Token(slot), interest)
-        {
-            tracing::warn!("a client's socket refused by the session loop: {e}");
-            if let Some(e) = self.slots.take(slot) {
-                self.give_task(e);
+        let stream = if self.few_active() {
+            stream
+        } else {
+            let looped = match out_of_tokio(stream) {
+                Ok(sock) => Looped::new(sock),
+                Err(e) => {
+                    tracing::debug!(
+                        client = driver.id(),
+                        "cannot move a client to its loop: {e}"
+                    );
+                    drop(self.slots.take(slot));
+                    return;
+                }
+            };
+            if let Err(e) = self.register(&looped, slot) {
+                tracing::warn!("a client's socket refused by the session loop: {e}");
+                if let Some(e) = self.slots.take(slot) {
+                    resume_sock(driver, looped.into_sock(), e.count);
+                }
+                return;
             }
-            return;
+            ClientStream::Looped(looped)
+        };
+        if let Some(e) = self.slots.get_mut(slot) {
+            e.held = Held::Active(Box::new(Active {
+                driver,
+                stream,
+                waker: Waker::noop().clone(),
+                wake: None,
+            }));
         }
         self.step(slot, true);
     }
@@ -378,17 +422,35 @@ impl Looper {
             return;
         };
         e.epoch = epoch;
-        e.held = match std::mem::replace(&mut e.held, Held::Moving) {
+        let held = std::mem::replace(&mut e.held, Held::Moving);
+        let held = match held {
             Held::Parked(idle, looped) => {
                 self.shared.parked.fetch_sub(1, Ordering::Relaxed);
+                self.parked = self.parked.saturating_sub(1);
                 let mut driver = (*idle).into_driver();
-                driver.begin();
-                Held::Active(Box::new(Active {
-                    driver,
-                    stream: ClientStream::Looped(looped),
-                    waker,
-                    wake: Some(wake),
-                }))
+                let stream = if self.few_active() {
+                    // Its socket leaves the epoll set for tokio's reactor.
+                    let _ = self.registry.deregister(&mut SourceFd(&looped.fd()));
+                    into_tokio(looped.into_sock())
+                } else {
+                    Ok(ClientStream::Looped(looped))
+                };
+                match stream {
+                    Ok(stream) => {
+                        driver.begin();
+                        Held::Active(Box::new(Active {
+                            driver,
+                            stream,
+                            waker,
+                            wake: Some(wake),
+                        }))
+                    }
+                    Err(err) => {
+                        // Its socket is closed: the session ends here.
+                        tracing::warn!(client = driver.id(), "a parked client's socket: {err}");
+                        Held::Moving
+                    }
+                }
             }
             Held::Active(mut a) => {
                 a.waker = waker;
@@ -397,6 +459,11 @@ impl Looper {
             }
             Held::Moving => Held::Moving,
         };
+        if matches!(held, Held::Moving) {
+            drop(self.slots.take(slot));
+        } else if let Some(e) = self.slots.get_mut(slot) {
+            e.held = held;
+        }
     }
 
     /// Runs the session in `slot` (made active first if `wake`): a bug that panics in it
@@ -444,37 +511,55 @@ impl Looper {
             waker,
             wake,
         } = *a;
-        let looped = match stream {
-            ClientStream::Looped(l) => l,
-            stream => {
-                e.held = Held::Active(Box::new(Active {
-                    driver,
-                    stream,
-                    waker,
-                    wake,
-                }));
-                return;
-            }
-        };
-        match driver.into_idle() {
-            Ok(idle) => {
-                e.held = Held::Parked(idle, looped);
-                self.shared.parked.fetch_add(1, Ordering::Relaxed);
-                self.shared.parks.fetch_add(1, Ordering::Relaxed);
-            }
+        let idle = match driver.into_idle() {
+            Ok(idle) => idle,
             Err(mut driver) => {
                 // Not parkable after all: active again, idle from now (it tries again
                 // `park_idle_after` on).
                 driver.begin();
                 e.held = Held::Active(Box::new(Active {
                     driver,
-                    stream: ClientStream::Looped(looped),
+                    stream,
                     waker,
                     wake,
                 }));
                 self.poll(slot);
+                return;
             }
-        }
+        };
+        let looped = match stream {
+            // Already in the epoll set.
+            ClientStream::Looped(looped) => looped,
+            // From tokio's reactor into the epoll set.
+            stream => {
+                let looped = match out_of_tokio(stream) {
+                    Ok(sock) => Looped::parked(sock),
+                    Err(err) => {
+                        // Its socket is closed: the session ends here.
+                        tracing::warn!(client = idle.id(), "parking a client: {err}");
+                        drop(self.slots.take(slot));
+                        return;
+                    }
+                };
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                let fd = looped.fd();
+                if let Err(err) = self
+                    .registry
+                    .register(&mut SourceFd(&fd), Token(slot), interest)
+                {
+                    tracing::warn!("a client's socket refused by the session loop: {err}");
+                    if let Some(e) = self.slots.take(slot) {
+                        resume_sock((*idle).into_driver(), looped.into_sock(), e.count);
+                    }
+                    return;
+                }
+                looped
+            }
+        };
+        e.held = Held::Parked(idle, looped);
+        self.parked += 1;
+        self.shared.parked.fetch_add(1, Ordering::Relaxed);
+        self.shared.parks.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The session in `slot` ended: its last words go out now, or from a task of its own
@@ -487,24 +572,28 @@ impl Looper {
             return;
         };
         if a.driver.try_end(&mut a.stream, &reason) {
-            // The socket closes with the entry, which takes it out of the epoll set.
+            // The socket closes with the entry (which takes it out of the epoll set).
             return;
         }
         let Active { driver, stream, .. } = *a;
-        let ClientStream::Looped(looped) = stream else {
-            return;
-        };
-        let _ = self.registry.deregister(&mut SourceFd(&looped.fd()));
-        match into_tokio(looped.into_sock()) {
-            Ok(stream) => {
-                let count = e.count;
-                tokio::spawn(async move {
-                    driver.end(stream, reason).await;
-                    drop(count);
-                });
+        let stream = match stream {
+            ClientStream::Looped(looped) => {
+                let _ = self.registry.deregister(&mut SourceFd(&looped.fd()));
+                match into_tokio(looped.into_sock()) {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        tracing::debug!("a closing client's socket: {err}");
+                        return;
+                    }
+                }
             }
-            Err(err) => tracing::debug!("a closing client's socket: {err}"),
-        }
+            stream => stream,
+        };
+        let count = e.count;
+        tokio::spawn(async move {
+            driver.end(stream, reason).await;
+            drop(count);
+        });
     }
 
     /// A bug panicked in the session in `slot`: that client ends (its lease cleans up or
@@ -518,7 +607,10 @@ impl Looper {
         self.shared.metrics.panics.fetch_add(1, Ordering::Relaxed);
         let id = match &e.held {
             Held::Active(a) => a.driver.id(),
-            Held::Parked(i, _) => i.id(),
+            Held::Parked(i, _) => {
+                self.parked = self.parked.saturating_sub(1);
+                i.id()
+            }
             Held::Moving => 0,
         };
         tracing::error!(
@@ -537,13 +629,14 @@ impl Looper {
         let (driver, looped) = match held {
             Held::Active(a) => {
                 let Active { driver, stream, .. } = *a;
-                let ClientStream::Looped(looped) = stream else {
-                    return;
-                };
-                (driver, looped)
+                match stream {
+                    ClientStream::Looped(looped) => (driver, looped),
+                    stream => return resume(driver, stream, count),
+                }
             }
             Held::Parked(idle, looped) => {
                 self.shared.parked.fetch_sub(1, Ordering::Relaxed);
+                self.parked = self.parked.saturating_sub(1);
                 ((*idle).into_driver(), looped)
             }
             Held::Moving => return,
@@ -559,8 +652,8 @@ impl Looper {
             inbox.closed = true;
             std::mem::take(&mut inbox.arrivals)
         };
-        for (driver, looped, count) in arrivals {
-            resume_sock(driver, looped.into_sock(), count);
+        for (driver, stream, count) in arrivals {
+            resume(driver, stream, count);
         }
         for slot in 0..self.slots.list.len() {
             if let Some(e) = self.slots.take(slot) {

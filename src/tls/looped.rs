@@ -48,6 +48,15 @@ impl Looped {
         }
     }
 
+    /// A socket put in a loop's epoll set as its session parks, drained: not readable
+    /// until an event says so (the registration reports what is already there).
+    pub fn parked(sock: Sock) -> Looped {
+        Looped {
+            readable: false,
+            ..Looped::new(sock)
+        }
+    }
+
     pub fn fd(&self) -> RawFd {
         match &self.sock {
             Sock::Tcp(s) => s.as_raw_fd(),

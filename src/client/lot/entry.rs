@@ -4,7 +4,7 @@
 use crate::client::Counted;
 use crate::client::driver::Driver;
 use crate::net::ClientStream;
-use crate::net::stream::{Looped, Sock};
+use crate::net::stream::Sock;
 
 use super::{LOT, lot};
 
@@ -18,32 +18,25 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     let Some(lot) = lot(driver.shared()) else {
         return resume(driver, stream, count);
     };
-    let sock = match stream {
-        ClientStream::Plain(s) => s.into_std().map(Sock::Tcp),
-        ClientStream::Unix(s) => s.into_std().map(Sock::Unix),
-        ClientStream::Looped(l) => Ok(l.into_sock()),
-        tls @ ClientStream::Tls(_) => {
-            driver.never_parks();
-            return resume(driver, tls, count);
-        }
-    };
-    let sock = match sock {
-        Ok(s) => s,
-        Err(e) => {
-            // The socket is gone with the error: the session ends as for a lost client.
-            tracing::debug!(
-                client = driver.id(),
-                "cannot move a client to its loop: {e}"
-            );
-            return;
-        }
+    let stream = match stream {
+        ClientStream::Looped(l) => match into_tokio(l.into_sock()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(
+                    client = driver.id(),
+                    "cannot move a client to its loop: {e}"
+                );
+                return;
+            }
+        },
+        stream => stream,
     };
     let mut inbox = lot.inbox();
     if inbox.closed {
         drop(inbox);
-        return resume_sock(driver, sock, count);
+        return resume(driver, stream, count);
     }
-    inbox.arrivals.push((driver, Looped::new(sock), count));
+    inbox.arrivals.push((driver, stream, count));
     if !std::mem::replace(&mut inbox.notified, true)
         && let Some(w) = &inbox.waker
     {
@@ -51,8 +44,8 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     }
 }
 
-/// A session gets (or keeps) a task of its own.
-fn resume(driver: Box<Driver>, stream: ClientStream, count: Counted) {
+/// A session runs in a task of its own.
+pub(super) fn resume(driver: Box<Driver>, stream: ClientStream, count: Counted) {
     tokio::spawn(serve(driver, stream, count));
 }
 
@@ -65,6 +58,16 @@ pub(super) fn resume_sock(driver: Box<Driver>, sock: Sock, count: Counted) {
 }
 
 /// A socket back in tokio's reactor (needs the runtime's context).
+/// A client's socket out of tokio's reactor (a TLS session's cannot leave it).
+pub(super) fn out_of_tokio(stream: ClientStream) -> std::io::Result<Sock> {
+    match stream {
+        ClientStream::Plain(s) => s.into_std().map(Sock::Tcp),
+        ClientStream::Unix(s) => s.into_std().map(Sock::Unix),
+        ClientStream::Looped(l) => Ok(l.into_sock()),
+        ClientStream::Tls(_) => Err(std::io::Error::other("a TLS session keeps its task")),
+    }
+}
+
 pub(super) fn into_tokio(sock: Sock) -> std::io::Result<ClientStream> {
     Ok(match sock {
         Sock::Tcp(s) => ClientStream::Plain(tokio::net::TcpStream::from_std(s)?),

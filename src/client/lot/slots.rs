@@ -33,6 +33,11 @@ impl Slots {
         Some(e)
     }
 
+    /// How many slots hold a client.
+    pub(super) fn occupied(&self) -> usize {
+        self.list.len() - self.free.len()
+    }
+
     pub(super) fn get_mut(&mut self, i: usize) -> Option<&mut Entry> {
         self.list.get_mut(i)?.as_mut()
     }

@@ -8,13 +8,14 @@ use std::task::{Wake, Waker};
 
 use crate::client::Counted;
 use crate::client::driver::Driver;
-use crate::net::stream::Looped;
+use crate::net::ClientStream;
 
 /// What reaches the loop from other tasks and threads.
 #[derive(Default)]
 pub(super) struct Inbox {
-    /// Sessions that logged in, their sockets out of tokio's reactor.
-    pub(super) arrivals: Vec<(Box<Driver>, Looped, Counted)>,
+    /// Sessions that logged in, their sockets still in tokio's reactor (an active
+    /// session's socket stays there; a parked one's moves to the loop's epoll set).
+    pub(super) arrivals: Vec<(Box<Driver>, ClientStream, Counted)>,
     /// Sessions woken (slot, epoch).
     pub(super) woken: Vec<(u32, u32)>,
     /// The loop's task, woken once per batch of news.
