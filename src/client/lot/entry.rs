@@ -22,6 +22,7 @@ pub fn park(driver: Box<Driver>, stream: ClientStream, count: Counted) {
         ClientStream::Looped(l) => match into_tokio(l.into_sock()) {
             Ok(s) => s,
             Err(e) => {
+                // The socket is gone with the error: the session ends as for a lost client.
                 tracing::debug!(
                     client = driver.id(),
                     "cannot move a client to its loop: {e}"
@@ -57,8 +58,8 @@ pub(super) fn resume_sock(driver: Box<Driver>, sock: Sock, count: Counted) {
     }
 }
 
-/// A socket back in tokio's reactor (needs the runtime's context).
-/// A client's socket out of tokio's reactor (a TLS session's cannot leave it).
+/// A client's socket out of tokio's reactor. (A TLS session never enters the loop: its
+/// stream, which cannot leave, is refused and dropped.)
 pub(super) fn out_of_tokio(stream: ClientStream) -> std::io::Result<Sock> {
     match stream {
         ClientStream::Plain(s) => s.into_std().map(Sock::Tcp),
@@ -68,6 +69,7 @@ pub(super) fn out_of_tokio(stream: ClientStream) -> std::io::Result<Sock> {
     }
 }
 
+/// A socket back in tokio's reactor (needs the runtime's context).
 pub(super) fn into_tokio(sock: Sock) -> std::io::Result<ClientStream> {
     Ok(match sock {
         Sock::Tcp(s) => ClientStream::Plain(tokio::net::TcpStream::from_std(s)?),

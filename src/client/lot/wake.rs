@@ -13,8 +13,8 @@ use crate::net::ClientStream;
 /// What reaches the loop from other tasks and threads.
 #[derive(Default)]
 pub(super) struct Inbox {
-    /// Sessions that logged in, their sockets still in tokio's reactor (an active
-    /// session's socket stays there; a parked one's moves to the loop's epoll set).
+    /// Sessions that logged in, their sockets still in tokio's reactor (where the loop
+    /// keeps them while it has few active sessions, see `lot::FEW`).
     pub(super) arrivals: Vec<(Box<Driver>, ClientStream, Counted)>,
     /// Sessions woken (slot, epoch).
     pub(super) woken: Vec<(u32, u32)>,
