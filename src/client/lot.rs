@@ -11,7 +11,7 @@
 //! active then keeps its socket in tokio's reactor, which wakes it through its waker as
 //! its server's socket does. With one or two clients each wake-up of the loop's own set
 //! reports one event, and asking the set which (an `epoll_wait` inside tokio's) was a
-//! system call per request on the round trip (stop 39: 0.6-1.0 µs of system time per
+//! system call per request on the round trip (stop 39: 0.7-1.3 µs of system time per
 //! transaction for one client); with many, one such call reports a batch, cheaper than
 //! tokio's per-socket bookkeeping (+515 instructions per transaction at 50 clients with
 //! every client in tokio's reactor). A session keeps its socket's place until it parks.
