@@ -26,6 +26,7 @@
 //! writes tokio sockets); so does every session when the system gives no epoll set.
 //!
 //! Beside this file: `entry.rs` (how a session comes in, or gets a task of its own),
+//! `moves.rs` (a session's changes of state in the loop, and where its socket goes),
 //! `wake.rs` (the inbox and each session's waker), `slots.rs`, `sweep.rs` (the task that
 //! wakes sessions due to park).
 //!
@@ -38,13 +39,12 @@
 
 use std::cell::RefCell;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Token};
+use mio::Events;
 use tokio::io::unix::AsyncFd;
 
 use super::Counted;
@@ -55,12 +55,12 @@ use crate::shared::Shared;
 use wake::{Lot, SlotWake};
 
 mod entry;
+mod moves;
 mod slots;
 mod sweep;
 mod wake;
 
 pub use entry::park;
-use entry::{into_tokio, out_of_tokio, resume, resume_sock};
 use slots::Slots;
 pub use sweep::sweep;
 
@@ -319,61 +319,6 @@ impl Looper {
         busy
     }
 
-    /// Whether the loop has few active sessions ([`FEW`]), counting one just put in a slot.
-    fn few_active(&self) -> bool {
-        self.slots.occupied().saturating_sub(self.parked) <= FEW
-    }
-
-    /// Puts a client's socket in the epoll set under `slot`.
-    fn register(&self, looped: &Looped, slot: usize) -> std::io::Result<()> {
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        self.registry
-            .register(&mut SourceFd(&looped.fd()), Token(slot), interest)
-    }
-
-    /// A session that logged in runs: its socket stays in tokio's reactor if the loop has
-    /// few active sessions, or goes in the epoll set.
-    fn arrive(&mut self, mut driver: Box<Driver>, stream: ClientStream, count: Counted) {
-        driver.begin();
-        let slot = self.slots.put(Entry {
-            held: Held::Moving,
-            count,
-            epoch: 0,
-        });
-        let stream = if self.few_active() {
-            stream
-        } else {
-            let looped = match out_of_tokio(stream) {
-                Ok(sock) => Looped::new(sock),
-                Err(e) => {
-                    tracing::debug!(
-                        client = driver.id(),
-                        "cannot move a client to its loop: {e}"
-                    );
-                    drop(self.slots.take(slot));
-                    return;
-                }
-            };
-            if let Err(e) = self.register(&looped, slot) {
-                tracing::warn!("a client's socket refused by the session loop: {e}");
-                if let Some(e) = self.slots.take(slot) {
-                    resume_sock(driver, looped.into_sock(), e.count);
-                }
-                return;
-            }
-            ClientStream::Looped(looped)
-        };
-        if let Some(e) = self.slots.get_mut(slot) {
-            e.held = Held::Active(Box::new(Active {
-                driver,
-                stream,
-                waker: Waker::noop().clone(),
-                wake: None,
-            }));
-        }
-        self.step(slot, true);
-    }
-
     /// What the epoll set reports of a client's socket.
     fn event(&mut self, ev: &mio::event::Event) {
         let slot = ev.token().0;
@@ -403,66 +348,6 @@ impl Looper {
             {
                 self.step(slot, true);
             }
-        }
-    }
-
-    /// The session in `slot` becomes active (a new occupant for wake-ups: wakers of its
-    /// earlier spells no longer reach it).
-    fn activate(&mut self, slot: usize) {
-        self.epoch = self.epoch.wrapping_add(1);
-        let epoch = self.epoch;
-        let wake = Arc::new(SlotWake {
-            lot: self.lot.clone(),
-            slot: slot as u32,
-            epoch,
-            queued: AtomicBool::new(false),
-        });
-        let waker = Waker::from(wake.clone());
-        let Some(e) = self.slots.get_mut(slot) else {
-            return;
-        };
-        e.epoch = epoch;
-        let held = std::mem::replace(&mut e.held, Held::Moving);
-        let held = match held {
-            Held::Parked(idle, looped) => {
-                self.shared.parked.fetch_sub(1, Ordering::Relaxed);
-                self.parked = self.parked.saturating_sub(1);
-                let mut driver = (*idle).into_driver();
-                let stream = if self.few_active() {
-                    // Its socket leaves the epoll set for tokio's reactor.
-                    let _ = self.registry.deregister(&mut SourceFd(&looped.fd()));
-                    into_tokio(looped.into_sock())
-                } else {
-                    Ok(ClientStream::Looped(looped))
-                };
-                match stream {
-                    Ok(stream) => {
-                        driver.begin();
-                        Held::Active(Box::new(Active {
-                            driver,
-                            stream,
-                            waker,
-                            wake: Some(wake),
-                        }))
-                    }
-                    Err(err) => {
-                        // Its socket is closed: the session ends here.
-                        tracing::warn!(client = driver.id(), "a parked client's socket: {err}");
-                        Held::Moving
-                    }
-                }
-            }
-            Held::Active(mut a) => {
-                a.waker = waker;
-                a.wake = Some(wake);
-                Held::Active(a)
-            }
-            Held::Moving => Held::Moving,
-        };
-        if matches!(held, Held::Moving) {
-            drop(self.slots.take(slot));
-        } else if let Some(e) = self.slots.get_mut(slot) {
-            e.held = held;
         }
     }
 
@@ -497,105 +382,6 @@ impl Looper {
         }
     }
 
-    /// The session in `slot` parks where it is (its socket stays in the epoll set).
-    fn park_slot(&mut self, slot: usize) {
-        let Some(e) = self.slots.get_mut(slot) else {
-            return;
-        };
-        let Held::Active(a) = std::mem::replace(&mut e.held, Held::Moving) else {
-            return;
-        };
-        let Active {
-            driver,
-            stream,
-            waker,
-            wake,
-        } = *a;
-        let idle = match driver.into_idle() {
-            Ok(idle) => idle,
-            Err(mut driver) => {
-                // Not parkable after all: active again, idle from now (it tries again
-                // `park_idle_after` on).
-                driver.begin();
-                e.held = Held::Active(Box::new(Active {
-                    driver,
-                    stream,
-                    waker,
-                    wake,
-                }));
-                self.poll(slot);
-                return;
-            }
-        };
-        let looped = match stream {
-            // Already in the epoll set.
-            ClientStream::Looped(looped) => looped,
-            // From tokio's reactor into the epoll set.
-            stream => {
-                let looped = match out_of_tokio(stream) {
-                    Ok(sock) => Looped::parked(sock),
-                    Err(err) => {
-                        // Its socket is closed: the session ends here.
-                        tracing::warn!(client = idle.id(), "parking a client: {err}");
-                        drop(self.slots.take(slot));
-                        return;
-                    }
-                };
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                let fd = looped.fd();
-                if let Err(err) = self
-                    .registry
-                    .register(&mut SourceFd(&fd), Token(slot), interest)
-                {
-                    tracing::warn!("a client's socket refused by the session loop: {err}");
-                    if let Some(e) = self.slots.take(slot) {
-                        resume_sock((*idle).into_driver(), looped.into_sock(), e.count);
-                    }
-                    return;
-                }
-                looped
-            }
-        };
-        e.held = Held::Parked(idle, looped);
-        self.parked += 1;
-        self.shared.parked.fetch_add(1, Ordering::Relaxed);
-        self.shared.parks.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// The session in `slot` ended: its last words go out now, or from a task of its own
-    /// if the client does not take them at once.
-    fn close(&mut self, slot: usize, reason: String) {
-        let Some(mut e) = self.slots.take(slot) else {
-            return;
-        };
-        let Held::Active(mut a) = std::mem::replace(&mut e.held, Held::Moving) else {
-            return;
-        };
-        if a.driver.try_end(&mut a.stream, &reason) {
-            // The socket closes with the entry (which takes it out of the epoll set).
-            return;
-        }
-        let Active { driver, stream, .. } = *a;
-        let stream = match stream {
-            ClientStream::Looped(looped) => {
-                let _ = self.registry.deregister(&mut SourceFd(&looped.fd()));
-                match into_tokio(looped.into_sock()) {
-                    Ok(stream) => stream,
-                    Err(err) => {
-                        tracing::debug!("a closing client's socket: {err}");
-                        return;
-                    }
-                }
-            }
-            stream => stream,
-        };
-        let count = e.count;
-        tokio::spawn(async move {
-            driver.end(stream, reason).await;
-            drop(count);
-        });
-    }
-
     /// A bug panicked in the session in `slot`: that client ends (its lease cleans up or
     /// closes its server), the loop and its other clients go on.
     fn panicked(&mut self, slot: usize) {
@@ -620,45 +406,6 @@ impl Looper {
         // Its guards run here; one that panics again must not take the loop down either.
         if catch_unwind(AssertUnwindSafe(|| drop(e))).is_err() {
             tracing::error!(client = id, "a panicked session's cleanup panicked too");
-        }
-    }
-
-    /// A session leaves the loop for a task of its own.
-    fn give_task(&mut self, e: Entry) {
-        let Entry { held, count, .. } = e;
-        let (driver, looped) = match held {
-            Held::Active(a) => {
-                let Active { driver, stream, .. } = *a;
-                match stream {
-                    ClientStream::Looped(looped) => (driver, looped),
-                    stream => return resume(driver, stream, count),
-                }
-            }
-            Held::Parked(idle, looped) => {
-                self.shared.parked.fetch_sub(1, Ordering::Relaxed);
-                self.parked = self.parked.saturating_sub(1);
-                ((*idle).into_driver(), looped)
-            }
-            Held::Moving => return,
-        };
-        let _ = self.registry.deregister(&mut SourceFd(&looped.fd()));
-        resume_sock(driver, looped.into_sock(), count);
-    }
-
-    /// Every session of a loop whose epoll set failed gets a task of its own.
-    fn evacuate(&mut self) {
-        let arrivals = {
-            let mut inbox = self.lot.inbox();
-            inbox.closed = true;
-            std::mem::take(&mut inbox.arrivals)
-        };
-        for (driver, stream, count) in arrivals {
-            resume(driver, stream, count);
-        }
-        for slot in 0..self.slots.list.len() {
-            if let Some(e) = self.slots.take(slot) {
-                self.give_task(e);
-            }
         }
     }
 }
