@@ -2,6 +2,7 @@
 //! `unix_socket_dir`): client limits, one task per client, and the drain on shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -22,7 +23,9 @@ pub async fn accept_until_drain(listener: TcpListener, shared: Arc<Shared>) {
     while *phase.borrow_and_update() == Phase::Running {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => spawn_client(ClientStream::Plain(stream), &shared),
+                Ok((stream, peer)) => {
+                    spawn_client(ClientStream::Plain(stream), Some(peer), &shared)
+                }
                 Err(e) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!("accept failed: {e}");
@@ -55,7 +58,7 @@ pub async fn accept_unix_until_drain(
     while *phase.borrow_and_update() == Phase::Running {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => spawn_client(ClientStream::Unix(stream), &shared),
+                Ok((stream, _)) => spawn_client(ClientStream::Unix(stream), None, &shared),
                 Err(e) => {
                     tracing::warn!("accept failed on the Unix socket: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -117,13 +120,14 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: impl Fu
     let _ = accept.await;
 }
 
-fn spawn_client(stream: ClientStream, shared: &Arc<Shared>) {
+/// `peer`: the client's address as `accept` gave it (`None` on the Unix socket).
+fn spawn_client(stream: ClientStream, peer: Option<SocketAddr>, shared: &Arc<Shared>) {
     let max = shared.snapshot.load().config.general.max_client_conn;
     let count = shared.clients.fetch_add(1, Ordering::AcqRel) + 1;
     let guard = client::Counted(shared.clone());
     // Made here, not inside the task's block: the block would keep its own copies of the
     // arguments beside the session's, in every client's memory.
-    let session = client::handle(stream, shared.clone(), count > max);
+    let session = client::handle(stream, peer, shared.clone(), count > max);
     tokio::spawn(async move {
         if let Some((driver, stream)) = session.await {
             client::lot::park(driver, stream, guard);

@@ -34,6 +34,7 @@ pub(super) enum Login {
 /// Startup, authentication and the greeting. `None` when the connection was a cancel.
 pub(super) async fn login(
     stream: &mut ClientStream,
+    peer: Option<std::net::SocketAddr>,
     first: negotiate::First,
     shared: &Arc<Shared>,
     snap: &Arc<Snapshot>,
@@ -77,9 +78,6 @@ pub(super) async fn login(
         ));
     }
     let config = &snap.config;
-    // Asked once here (a system call) for the access rules and the client list; kept
-    // out of `handle`, whose future every idle client holds.
-    let peer = stream.peer_addr().ok();
     let method = admit(stream, peer, config, user, database)?;
     let looked_up = match snap.users.get(user) {
         None if method != access::Method::Trust

@@ -15,6 +15,7 @@ mod negotiate;
 pub mod outq;
 mod startup;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -76,7 +77,8 @@ impl Drop for Counted {
 /// Serves one accepted connection until it ends or leaves its task: `Some` is a session
 /// for its worker's session loop ([`lot::park`]): one on plain TCP or a Unix socket once
 /// it logged in, a TLS one never. `over_limit` says the client count was already at
-/// `max_client_conn` when it was accepted.
+/// `max_client_conn` when it was accepted; `peer` is the client's address from `accept`
+/// (`None` on a Unix socket), so that login asks the system for it no more.
 ///
 /// The task of a logged-in client holds only its session's driver and socket while it is
 /// idle: everything before the session (TLS, authentication, the console, a refusal's
@@ -84,10 +86,11 @@ impl Drop for Counted {
 /// its arguments would stay in the task's memory beside the copies `open` took.)
 pub fn handle(
     stream: ClientStream,
+    peer: Option<SocketAddr>,
     shared: Arc<Shared>,
     over_limit: bool,
 ) -> impl std::future::Future<Output = Option<(Box<driver::Driver>, ClientStream)>> + Send {
-    let open = Box::pin(open(stream, shared, over_limit));
+    let open = Box::pin(open(stream, peer, shared, over_limit));
     async move {
         let (session, stream) = open.await?;
         if !stream.is_tls() {
@@ -102,6 +105,7 @@ pub fn handle(
 /// report when that is what the connection turns out to be. `Some` for a session.
 async fn open(
     stream: ClientStream,
+    peer: Option<SocketAddr>,
     shared: Arc<Shared>,
     over_limit: bool,
 ) -> Option<(Box<driver::Driver>, ClientStream)> {
@@ -118,10 +122,10 @@ async fn open(
         .map(|t| tokio::time::Instant::now() + t);
     // Boxed: the first packets' state (the TLS handshake, a refusal's report) is large
     // and over before login.
-    let (mut stream, first) = Box::pin(start(stream, &snap, deadline)).await?;
+    let (mut stream, first) = Box::pin(start(stream, peer, &snap, deadline)).await?;
     let result = within(
         deadline,
-        login(&mut stream, first, &shared, &snap, over_limit),
+        login(&mut stream, peer, first, &shared, &snap, over_limit),
     )
     .await
     .unwrap_or_else(|_| {
@@ -135,7 +139,7 @@ async fn open(
         // Boxed: the console is rare, and its state would size every login.
         Ok(Some(Login::Console(console, pending))) => Box::pin(console.run(stream, pending)).await,
         Ok(None) => {}
-        Err(e) => Box::pin(report(&mut stream, e)).await,
+        Err(e) => Box::pin(report(&mut stream, peer, e)).await,
     }
     None
 }
@@ -143,10 +147,10 @@ async fn open(
 /// The first packets and TLS (see `negotiate.rs`); `None` when the connection ended there.
 async fn start(
     stream: ClientStream,
+    peer: Option<SocketAddr>,
     snap: &Snapshot,
     deadline: Option<tokio::time::Instant>,
 ) -> Option<(ClientStream, negotiate::First)> {
-    let peer = stream.peer_addr().ok();
     let acceptor = snap.tls.acceptor.as_deref();
     // Boxed: the TLS handshake's state is large and rare.
     let negotiated = within(deadline, Box::pin(negotiate::negotiate(stream, acceptor))).await;
@@ -154,7 +158,7 @@ async fn start(
         Ok(Ok(s)) => Some(s),
         Ok(Err(refused)) => {
             match refused.stream {
-                Some(mut stream) => report(&mut stream, refused.error).await,
+                Some(mut stream) => report(&mut stream, peer, refused.error).await,
                 None => tracing::info!(
                     ?peer,
                     "connection refused during startup: {}",
@@ -179,8 +183,7 @@ async fn within<F: std::future::Future>(
 }
 
 /// Logs why a login failed and tells the client, when it is a FATAL it should see.
-async fn report(stream: &mut ClientStream, e: ClientError) {
-    let peer = stream.peer_addr().ok();
+async fn report(stream: &mut ClientStream, peer: Option<SocketAddr>, e: ClientError) {
     if let ClientError::Fatal { code, message } = &e {
         tracing::info!(?peer, code, "login refused: {message}");
         let mut buf = BytesMut::new();
@@ -211,6 +214,7 @@ mod tests {
         let config = crate::Config::from_toml_with_env(toml, std::iter::empty()).unwrap();
         let task = super::handle(
             crate::net::ClientStream::Plain(s),
+            None,
             crate::Shared::new(config, None),
             false,
         );
