@@ -141,9 +141,14 @@ impl Driver {
         (info.id, info.secret)
     }
 
-    /// Queues the end of the startup phase for the client.
-    pub fn greet(&mut self, bytes: bytes::Bytes) {
+    /// Sends the end of the startup phase to the client: at once, as far as the socket
+    /// takes it without waiting (the client's first request can then start on its way
+    /// while the session moves to its loop and the login is logged); the rest stays
+    /// queued for the session, as does a write error, which its first flush meets again.
+    pub fn greet(&mut self, bytes: bytes::Bytes, client: &mut ClientStream) {
         self.core.cout.push(bytes);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _ = io::poll_flush(&mut self.core.cout, client, &mut cx);
     }
 
     /// What the client sent before it was greeted (read with its startup or password

@@ -1,5 +1,5 @@
 //! Logging a client in: the startup parameters, the access rules, authentication, the
-//! client limits, and building its session (core and driver) with the greeting queued.
+//! client limits, and building its session (core and driver) with the greeting sent.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -183,7 +183,7 @@ pub(super) async fn login(
     });
     let driver = new_session(shared, pool, mode, snap, startup_gucs, route, info);
     let mut driver = Box::new(driver);
-    greet(&mut driver, &server_params, &params);
+    greet(&mut driver, &server_params, &params, stream);
     if !pending.is_empty() {
         driver.pipelined(pending);
     }
@@ -308,16 +308,22 @@ fn make_limits(config: &config::Config, key: &PoolKey, mode: PoolMode) -> core::
     }
 }
 
-/// Queues the end of the startup phase: AuthenticationOk, parameters, our cancel key and
-/// ReadyForQuery. Client-supplied values override the server's.
-fn greet(driver: &mut Driver, server: &ServerParams, client: &BTreeMap<String, String>) {
+/// Sends the end of the startup phase (as far as the socket takes it at once, the rest
+/// queued): AuthenticationOk, parameters, our cancel key and ReadyForQuery.
+/// Client-supplied values override the server's.
+fn greet(
+    driver: &mut Driver,
+    server: &ServerParams,
+    client: &BTreeMap<String, String>,
+    stream: &mut ClientStream,
+) {
     let mut buf = BytesMut::with_capacity(512);
     build::auth_ok(&mut buf);
     server.write(&mut buf, client);
     let (pid, secret) = driver.cancel_key();
     build::backend_key_data(&mut buf, pid, secret);
     build::ready_for_query(&mut buf, b'I');
-    driver.greet(buf.freeze());
+    driver.greet(buf.freeze(), stream);
 }
 
 /// Applies `tls.client_mode`, `tls.client_cert` and the access rules; returns how the
