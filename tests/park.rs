@@ -238,3 +238,64 @@ fn clients_that_wait_on_more_than_their_socket_keep_their_task() {
         }
     });
 }
+
+/// More clients than the loop keeps in tokio's reactor (`lot::FEW`), each running many
+/// transactions: past `lot::SETTLE` waits a session's socket moves into the loop's epoll
+/// set while the session is active (with a request pipelined behind another, a prepared
+/// statement, a transaction block open), and nothing it was sent or waits for is lost.
+#[test]
+fn long_lived_clients_move_their_sockets_into_the_loop_without_losing_a_byte() {
+    let c = Cluster::start(0);
+    let p = Pooler::start_with_env(
+        &console_config(&c, "transaction", 3, ""),
+        &[],
+        &[("PGSLUICE_LOG", "info,pgsluice::client::lot=debug")],
+    );
+    let app = p.url("app", "app_pw", "app");
+    rt().block_on(async {
+        let mut tasks = Vec::new();
+        for i in 0..10i32 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                let pg = Pg::connect(&app).await;
+                let stmt = pg
+                    .client
+                    .prepare("SELECT $1::int * 2")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                for n in 0..40i32 {
+                    // Two requests in flight at once (tokio-postgres pipelines them).
+                    let arg = i * 100 + n;
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&arg];
+                    let (a, b) = tokio::join!(
+                        pg.client.query_one(&stmt, &params),
+                        pg.client.simple_query("SELECT 'pipelined'"),
+                    );
+                    let a: i32 = a.map_err(|e| e.to_string())?.get(0);
+                    if a != arg * 2 {
+                        return Err(format!("client {i}, round {n}: {a}"));
+                    }
+                    b.map_err(|e| e.to_string())?;
+                    if n % 10 == 5 {
+                        pg.q("BEGIN").await;
+                        assert_eq!(pg.one("SELECT 'in a block'").await, "in a block");
+                        pg.q("COMMIT").await;
+                    }
+                }
+                pg.close().await;
+                Ok(())
+            }));
+        }
+        common::pg::within(
+            "long-lived clients",
+            common::pg::join_all("long-lived clients", tasks),
+        )
+        .await;
+    });
+    assert!(
+        p.log()
+            .contains("client socket moved into the session loop"),
+        "no session settled into the loop's epoll set:\n{}",
+        p.log()
+    );
+}

@@ -7,14 +7,17 @@
 //! client this saved the task machinery and the reactor's per-socket bookkeeping on the
 //! client side (stop 37, BENCHMARKS.md).
 //!
-//! Except while the loop has only a few active sessions ([`FEW`]): a session that becomes
-//! active then keeps its socket in tokio's reactor, which wakes it through its waker as
-//! its server's socket does. With one or two clients each wake-up of the loop's own set
-//! reports one event, and asking the set which (an `epoll_wait` inside tokio's) was a
-//! system call per request on the round trip (stop 39: 0.7-1.3 µs of system time per
-//! transaction for one client); with many, one such call reports a batch, cheaper than
-//! tokio's per-socket bookkeeping (+515 instructions per transaction at 50 clients with
-//! every client in tokio's reactor). A session keeps its socket's place until it parks.
+//! Except while the loop has only a few active sessions ([`FEW`]), and for a session's
+//! first transactions: such a session keeps its socket in tokio's reactor, which wakes it
+//! through its waker as its server's socket does. With one or two clients each wake-up of
+//! the loop's own set reports one event, and asking the set which (an `epoll_wait` inside
+//! tokio's) was a system call per request on the round trip (stop 39: 0.7-1.3 µs of
+//! system time per transaction for one client); with many, one such call reports a
+//! batch, cheaper than tokio's per-socket bookkeeping (+515 instructions per transaction
+//! at 50 clients with every client in tokio's reactor). A session arrives from its login
+//! in tokio's reactor and moves into the set once it has waited [`SETTLE`] times in a busy
+//! loop: a client that connects for one transaction never moves (stop 40: two
+//! `epoll_ctl` less per connection).
 //!
 //! A session idle for `park_idle_after` parks where it is: it keeps only its compact form
 //! ([`Idle`], about 0.3 KiB instead of its driver's 1.2) and its socket stays in the
@@ -72,6 +75,12 @@ const EVENTS: usize = 256;
 /// A session that becomes active while at most this many of the loop's sessions are
 /// (itself included) keeps its socket in tokio's reactor rather than the loop's set.
 const FEW: usize = 4;
+/// A session with its socket in tokio's reactor moves it into the loop's set when it has
+/// waited this many times (about eight transactions; and every as many after) while the
+/// loop has more than [`FEW`] active sessions. A client that connects for a transaction or two (`pgbench
+/// -C`, a short-lived job) never moves: its socket is registered once, as PgBouncer's,
+/// instead of three times (tokio's reactor, out of it, the set).
+const SETTLE: u8 = 16;
 
 /// A session in the loop, with its socket.
 enum Held {
@@ -94,6 +103,8 @@ struct Active {
     waker: Waker,
     /// The waker's own state (`None` until the session's first activation).
     wake: Option<Arc<SlotWake>>,
+    /// How many times it waited with its socket in tokio's reactor (wrapping).
+    polls: u8,
 }
 
 impl Held {
@@ -376,7 +387,14 @@ impl Looper {
         let mut cx = Context::from_waker(&a.waker);
         let now = *self.now.get_or_insert_with(Instant::now);
         match a.driver.poll_session(&mut a.stream, &mut cx, now) {
-            Poll::Pending => {}
+            Poll::Pending => {
+                if !matches!(a.stream, ClientStream::Looped(_)) {
+                    a.polls = a.polls.wrapping_add(1);
+                    if a.polls % SETTLE == 0 && !self.few_active() {
+                        self.settle(slot);
+                    }
+                }
+            }
             Poll::Ready(End::Lot) => self.park_slot(slot),
             Poll::Ready(End::Closed(reason)) => self.close(slot, reason),
         }

@@ -1,8 +1,10 @@
 //! How a session of the loop changes state, and where its client socket lives meanwhile:
-//! it arrives (logged in), becomes active, parks, ends, or leaves for a task of its own.
-//! An active session's socket is in tokio's reactor while the loop has few active
-//! sessions ([`FEW`]), in the loop's epoll set otherwise; a parked one's is always in the
-//! set (see the loop's own file for why).
+//! it arrives (logged in), becomes active, settles, parks, ends, or leaves for a task of
+//! its own. A session arrives with its socket in tokio's reactor and moves it into the
+//! loop's epoll set once it has lived a while (`SETTLE`) in a loop with more than a few
+//! active sessions ([`FEW`]); a parked session's socket is always in the set, and one that
+//! becomes active again takes it back to tokio's reactor if the loop is quiet (see the
+//! loop's own file for why).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,51 +29,82 @@ fn register(registry: &mio::Registry, looped: &Looped, slot: usize) -> std::io::
 
 impl Looper {
     /// Whether the loop has few active sessions ([`FEW`]), counting one just put in a slot.
-    fn few_active(&self) -> bool {
+    pub(super) fn few_active(&self) -> bool {
         self.slots.occupied().saturating_sub(self.parked) <= FEW
     }
 
-    /// A session that logged in runs: its socket stays in tokio's reactor if the loop has
-    /// few active sessions, or goes in the epoll set.
+    /// A session that logged in runs, its socket in tokio's reactor (where login left
+    /// it) until it settles (`SETTLE`).
     pub(super) fn arrive(&mut self, mut driver: Box<Driver>, stream: ClientStream, count: Counted) {
         driver.begin();
         let slot = self.slots.put(Entry {
-            held: Held::Moving,
-            count,
-            epoch: 0,
-        });
-        let stream = if self.few_active() {
-            stream
-        } else {
-            let looped = match out_of_tokio(stream) {
-                Ok(sock) => Looped::new(sock),
-                Err(e) => {
-                    tracing::debug!(
-                        client = driver.id(),
-                        "cannot move a client to its loop: {e}"
-                    );
-                    drop(self.slots.take(slot));
-                    return;
-                }
-            };
-            if let Err(e) = register(&self.registry, &looped, slot) {
-                tracing::warn!("a client's socket refused by the session loop: {e}");
-                if let Some(e) = self.slots.take(slot) {
-                    resume_sock(driver, looped.into_sock(), e.count);
-                }
-                return;
-            }
-            ClientStream::Looped(looped)
-        };
-        if let Some(e) = self.slots.get_mut(slot) {
-            e.held = Held::Active(Box::new(Active {
+            held: Held::Active(Box::new(Active {
                 driver,
                 stream,
                 waker: Waker::noop().clone(),
                 wake: None,
-            }));
-        }
+                polls: 0,
+            })),
+            count,
+            epoch: 0,
+        });
         self.step(slot, true);
+    }
+
+    /// The active session in `slot`, its socket in tokio's reactor, moves the socket into
+    /// the epoll set: it lived past `SETTLE` waits while the loop is busy. (The socket is
+    /// taken as ready both ways: what came before the move is read, and the set reports
+    /// it too.)
+    pub(super) fn settle(&mut self, slot: usize) {
+        let Some(e) = self.slots.get_mut(slot) else {
+            return;
+        };
+        let Held::Active(a) = std::mem::replace(&mut e.held, Held::Moving) else {
+            return;
+        };
+        let Active {
+            driver,
+            stream,
+            waker,
+            wake,
+            polls,
+        } = *a;
+        let stream = match out_of_tokio(stream) {
+            Ok(sock) => {
+                let looped = Looped::new(sock);
+                match register(&self.registry, &looped, slot) {
+                    Ok(()) => Ok(ClientStream::Looped(looped)),
+                    // Back where it was, to try again `SETTLE` waits on.
+                    Err(err) => {
+                        tracing::warn!("a client's socket refused by the session loop: {err}");
+                        into_tokio(looped.into_sock())
+                    }
+                }
+            }
+            Err(err) => Err(err),
+        };
+        match stream {
+            Ok(stream) => {
+                if matches!(stream, ClientStream::Looped(_)) {
+                    tracing::debug!(
+                        client = driver.id(),
+                        "client socket moved into the session loop"
+                    );
+                }
+                e.held = Held::Active(Box::new(Active {
+                    driver,
+                    stream,
+                    waker,
+                    wake,
+                    polls,
+                }));
+            }
+            Err(err) => {
+                // Its socket is closed: the session ends here, as a lost client's does.
+                tracing::warn!(client = driver.id(), "moving a client's socket: {err}");
+                drop(self.slots.take(slot));
+            }
+        }
     }
 
     /// The session in `slot` becomes active (a new occupant for wake-ups: wakers of its
@@ -111,6 +144,7 @@ impl Looper {
                             stream,
                             waker,
                             wake: Some(wake),
+                            polls: 0,
                         }))
                     }
                     Err(err) => {
@@ -147,6 +181,7 @@ impl Looper {
             stream,
             waker,
             wake,
+            polls,
         } = *a;
         let idle = match driver.into_idle() {
             Ok(idle) => idle,
@@ -159,6 +194,7 @@ impl Looper {
                     stream,
                     waker,
                     wake,
+                    polls,
                 }));
                 self.poll(slot);
                 return;
