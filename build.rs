@@ -5,9 +5,10 @@
 //! checkout, "unknown".
 //!
 //! Release builds of the `pgsluice` binary also hand the linker `link/hot-symbols.txt`
-//! (`--symbol-ordering-file`): the functions a transaction runs, placed next to each other
-//! at the start of the code instead of wherever link order puts them (made by
-//! `integration/hot_symbols.py`; why in its header). `PGSLUICE_NO_SYMBOL_ORDER=1` turns
+//! (`--symbol-ordering-file`): the functions a transaction runs, then those a new
+//! connection adds, placed next to each other at the start of the code instead of
+//! wherever link order puts them (made by `integration/hot_symbols.py`; why in its
+//! header). `PGSLUICE_NO_SYMBOL_ORDER=1` turns
 //! that off, for comparisons.
 
 use std::process::Command;
@@ -44,7 +45,7 @@ fn main() {
     symbol_order();
 }
 
-/// The linker's layout of the functions a transaction runs (see the header).
+/// The linker's layout of the functions a transaction and a connection run (see the header).
 fn symbol_order() {
     println!("cargo:rerun-if-env-changed=PGSLUICE_NO_SYMBOL_ORDER");
     println!("cargo:rerun-if-changed=link/hot-symbols.txt");
