@@ -77,9 +77,9 @@ const EVENTS: usize = 256;
 const FEW: usize = 4;
 /// A session with its socket in tokio's reactor moves it into the loop's set when it has
 /// waited this many times (about eight transactions; and every as many after) while the
-/// loop has more than [`FEW`] active sessions. A client that connects for a transaction or two (`pgbench
-/// -C`, a short-lived job) never moves: its socket is registered once, as PgBouncer's,
-/// instead of three times (tokio's reactor, out of it, the set).
+/// loop has more than [`FEW`] active sessions. A client that connects for a transaction
+/// or two (`pgbench -C`, a short-lived job) never moves: its socket is registered once,
+/// as PgBouncer's, instead of three times (tokio's reactor, out of it, the set).
 const SETTLE: u8 = 16;
 
 /// A session in the loop, with its socket.
