@@ -171,14 +171,39 @@ async fn start(
     }
 }
 
-/// `fut`, cut at `deadline` when there is one.
-async fn within<F: std::future::Future>(
-    deadline: Option<tokio::time::Instant>,
-    fut: F,
-) -> Result<F::Output, tokio::time::error::Elapsed> {
+/// `fut`, cut at `deadline` when there is one. A future of its own rather than an
+/// `async fn`: that one kept `fut` twice (its argument, and inside the timeout it was
+/// moved into), ~1 KiB more in every login's boxed state, copied as it was made
+/// (stop 41).
+fn within<F: std::future::Future>(deadline: Option<tokio::time::Instant>, fut: F) -> Within<F> {
     match deadline {
-        Some(d) => tokio::time::timeout_at(d, fut).await,
-        None => Ok(fut.await),
+        Some(d) => Within::Timed {
+            fut: tokio::time::timeout_at(d, fut),
+        },
+        None => Within::Open { fut },
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// What [`within`] returns.
+    #[project = WithinNow]
+    enum Within<F> {
+        Timed { #[pin] fut: tokio::time::Timeout<F> },
+        Open { #[pin] fut: F },
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for Within<F> {
+    type Output = Result<F::Output, tokio::time::error::Elapsed>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.project() {
+            WithinNow::Timed { fut } => fut.poll(cx),
+            WithinNow::Open { fut } => fut.poll(cx).map(Ok),
+        }
     }
 }
 
