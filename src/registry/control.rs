@@ -6,7 +6,8 @@
 //! kept by the session. A session checks `paused` with one `Relaxed` load before it takes
 //! a server; only while that is set does it wait, on the control's watch channel.
 
-use std::collections::HashMap;
+// foldhash (seeded per process), not SipHash: the map is looked up at every login.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
