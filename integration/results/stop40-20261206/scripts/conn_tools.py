@@ -2,13 +2,17 @@
 
     python3 conn_tools.py cachesim OUTDIR pgsluice:BIN... pgbouncer:BIN...
     python3 conn_tools.py strace OUTDIR pgsluice:BIN... pgbouncer:BIN...
+    python3 conn_tools.py strace --clients 1 [--txns N] [--no-connect] OUTDIR SPEC...   (stop 41)
 
 cachesim: cachegrind with simulated 16-KiB 4-way L1s and a 256-KiB 8-way last level (as
 ryw_instructions.py --cache-sim) over pgbench -n -S -C -c 10 -j 2, -t 20 and -t 120; prints
 the events per connection (difference / 1,000) and keeps the files in OUTDIR.
 strace: strace -c -f attached to the running pooler over -t 100 (1,000 connections, after
 -t 20 to warm its pool); prints the calls per connection and keeps strace's table in OUTDIR.
-md5 logins, pool size 20, transaction mode, one throwaway cluster."""
+md5 logins, pool size 20, transaction mode, one throwaway cluster.
+Stop 41 added, for strace: --clients N (pgbench -c N -j min(N, 2); default 10), --txns N
+(per client, default 100: the counts are divided by clients * txns) and --no-connect
+(no -C: calls per transaction instead of per connection)."""
 import hashlib, os, re, shutil, signal, subprocess, sys, tempfile, time
 sys.path.insert(0, "/work/main/integration")
 import instructions as I  # noqa: E402 (cluster, config and port helpers)
@@ -16,6 +20,7 @@ import instructions as I  # noqa: E402 (cluster, config and port helpers)
 CACHESIM = ["valgrind", "--tool=cachegrind", "--cache-sim=yes", "--I1=16384,4,64", "--D1=16384,4,64",
             "--LL=262144,8,64"]
 BENCH = ["pgbench", "-n", "-S", "-C", "-c", "10", "-j", "2", "-U", "postgres", "-h", "127.0.0.1"]
+TXNS = 100
 ENV = dict({k: v for k, v in os.environ.items() if not k.startswith("PG")}, PGPASSWORD="bench_pw")
 
 
@@ -79,22 +84,45 @@ def strace(kind, binary, tag, work, primary, outdir):
     out = os.path.join(outdir, f"{tag}.strace")
     tracer = subprocess.Popen(["strace", "-c", "-f", "-o", out, "-p", str(proc.pid)], stderr=subprocess.DEVNULL)
     time.sleep(1)
-    pgbench(port, 100)
+    pgbench(port, TXNS)
     tracer.send_signal(signal.SIGINT)
     tracer.wait()
     proc.send_signal(stop)
     proc.wait(timeout=60)
-    print(f"== {tag} (per connection, 1,000 connections)")
+    clients = int(BENCH[BENCH.index("-c") + 1])
+    n = clients * TXNS
+    what = "connection" if "-C" in BENCH else "transaction"
+    print(f"== {tag} (per {what}, {n:,} of them, {clients} client(s))")
     for line in open(out):
         m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(\d+)?\s*(\w+)$", line)
         if m:
-            print(f"  {m.group(3):16} {int(m.group(1)) / 1000:6.2f}  errors {int(m.group(2) or 0) / 1000:.2f}")
+            print(f"  {m.group(3):16} {int(m.group(1)) / n:6.2f}  errors {int(m.group(2) or 0) / n:.2f}")
+
+
+def options(args):
+    """Takes stop 41's strace options off the front of `args`."""
+    global TXNS
+    while args and args[0].startswith("--"):
+        flag = args.pop(0)
+        if flag == "--clients":
+            c = args.pop(0)
+            BENCH[BENCH.index("-c") + 1] = c
+            BENCH[BENCH.index("-j") + 1] = str(min(int(c), 2))
+        elif flag == "--txns":
+            TXNS = int(args.pop(0))
+        elif flag == "--no-connect":
+            BENCH.remove("-C")
+        else:
+            raise SystemExit(__doc__)
+    return args
 
 
 def main():
     if len(sys.argv) < 4 or sys.argv[1] not in ("cachesim", "strace"):
         raise SystemExit(__doc__)
-    tool, outdir, specs = sys.argv[1], sys.argv[2], sys.argv[3:]
+    tool = sys.argv[1]
+    rest = options(sys.argv[2:])
+    outdir, specs = rest[0], rest[1:]
     os.makedirs(outdir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="conn-tools.")
     os.chmod(work, 0o755)
