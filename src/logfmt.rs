@@ -47,13 +47,18 @@ where
         // The line is put together in a buffer of this thread's (its writes inline, where
         // each piece written through `Writer` was a call through a pointer: ~1,800 of the
         // ~3,700 instructions of a client's login line, stop 41), then handed over whole.
-        // A `Debug` value that logs while it is formatted finds the buffer taken and gets
-        // a buffer of its own.
+        // An event logged while a line is being written (tracing drops those itself)
+        // would find the buffer taken and use one of its own.
         LINE.with(|cell| match cell.try_borrow_mut() {
             Ok(mut line) => {
                 line.clear();
                 let r = write_line(&mut line, meta, event);
-                r.and_then(|()| w.write_str(&line))
+                let r = r.and_then(|()| w.write_str(&line));
+                if line.capacity() > LINE_KEPT {
+                    // A long line (a slow query's text) does not stay this thread's size.
+                    *line = String::new();
+                }
+                r
             }
             Err(_) => {
                 let mut line = String::new();
@@ -64,8 +69,11 @@ where
     }
 }
 
+/// The most of a line buffer's allocation kept from one line to the next.
+const LINE_KEPT: usize = 4096;
+
 thread_local! {
-    /// The line being written (its allocation kept from line to line).
+    /// The line being written (its allocation kept from line to line, up to `LINE_KEPT`).
     static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
