@@ -49,22 +49,20 @@ where
         // ~3,700 instructions of a client's login line, stop 41), then handed over whole.
         // An event logged while a line is being written (tracing drops those itself)
         // would find the buffer taken and use one of its own.
-        LINE.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut line) => {
-                line.clear();
-                let r = write_line(&mut line, meta, event);
-                let r = r.and_then(|()| w.write_str(&line));
-                if line.capacity() > LINE_KEPT {
-                    // A long line (a slow query's text) does not stay this thread's size.
-                    *line = String::new();
-                }
-                r
+        LINE.with(|cell| {
+            let mut own = String::new();
+            let mut kept = cell.try_borrow_mut();
+            let line = match &mut kept {
+                Ok(kept) => &mut **kept,
+                Err(_) => &mut own,
+            };
+            line.clear();
+            let r = write_line(line, meta, event).and_then(|()| w.write_str(line));
+            if line.capacity() > LINE_KEPT {
+                // A long line (a slow query's text) does not stay this thread's size.
+                *line = String::new();
             }
-            Err(_) => {
-                let mut line = String::new();
-                let r = write_line(&mut line, meta, event);
-                r.and_then(|()| w.write_str(&line))
-            }
+            r
         })
     }
 }
@@ -365,24 +363,30 @@ mod tests {
         );
     }
 
-    /// The lines are the library's JSON lines, byte for byte but for the timestamp.
-    #[test]
-    fn same_lines_as_the_library() {
+    /// The lines `Json` writes for what `f` logs.
+    fn lines_of(f: impl FnOnce()) -> String {
         let ours = Buf::default();
-        let theirs = Buf::default();
         let sub = tracing_subscriber::fmt()
             .json()
             .event_format(Json::default())
             .with_writer(ours.clone())
             .finish();
-        tracing::subscriber::with_default(sub, events);
+        tracing::subscriber::with_default(sub, f);
+        String::from_utf8(ours.0.lock().unwrap().clone()).unwrap()
+    }
+
+    /// The lines are the library's JSON lines, byte for byte but for the timestamp.
+    #[test]
+    fn same_lines_as_the_library() {
+        let ours = lines_of(events);
+        let theirs = Buf::default();
         let sub = tracing_subscriber::fmt()
             .json()
             .with_writer(theirs.clone())
             .finish();
         tracing::subscriber::with_default(sub, events);
-        let strip = |b: &Buf| {
-            let text = String::from_utf8(b.0.lock().unwrap().clone()).unwrap();
+        let theirs = String::from_utf8(theirs.0.lock().unwrap().clone()).unwrap();
+        let strip = |text: &str| {
             text.lines()
                 .map(|l| {
                     let head = "{\"timestamp\":\"";
@@ -409,14 +413,7 @@ mod tests {
                 f.write_str("noisy \"value\"")
             }
         }
-        let ours = Buf::default();
-        let sub = tracing_subscriber::fmt()
-            .json()
-            .event_format(Json::default())
-            .with_writer(ours.clone())
-            .finish();
-        tracing::subscriber::with_default(sub, || tracing::info!(v = ?Noisy, "outer"));
-        let text = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
+        let text = lines_of(|| tracing::info!(v = ?Noisy, "outer"));
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines
@@ -435,18 +432,11 @@ mod tests {
     /// Inside a span the library's formatter writes the line (with the span).
     #[test]
     fn spans_go_to_the_library() {
-        let ours = Buf::default();
-        let sub = tracing_subscriber::fmt()
-            .json()
-            .event_format(Json::default())
-            .with_writer(ours.clone())
-            .finish();
-        tracing::subscriber::with_default(sub, || {
+        let text = lines_of(|| {
             let span = tracing::info_span!("work", id = 5);
             let _g = span.enter();
             tracing::info!("inside");
         });
-        let text = String::from_utf8(ours.0.lock().unwrap().clone()).unwrap();
         assert!(text.contains("\"span\":{"), "{text}");
     }
 
