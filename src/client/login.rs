@@ -153,7 +153,7 @@ pub(super) async fn login(
             },
             other => ClientError::fatal("08006", other.to_string()),
         })?;
-    let mut settings = startup_settings(&params, &server_params.map);
+    let mut settings = startup_settings(&params, &server_params);
     let read_only = "default_transaction_read_only";
     if db.replicas_of.is_some()
         && !settings
@@ -427,7 +427,7 @@ fn startup_route(params: &BTreeMap<String, String>) -> Option<Force> {
 /// `(name, value)` in the order they apply (see `Pool::intern_settings`).
 fn startup_settings<'a>(
     params: &'a BTreeMap<String, String>,
-    server: &BTreeMap<String, String>,
+    server: &ServerParams,
 ) -> Vec<(Cow<'a, str>, Cow<'a, str>)> {
     let mut settings = Vec::new();
     let options = params
@@ -444,10 +444,7 @@ fn startup_settings<'a>(
         if name.starts_with("pgsluice.") {
             continue;
         }
-        let same = server
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case(&name) && *v == *value);
-        if !same {
+        if !server.reports(&name, &value) {
             settings.push((name, value));
         }
     }
