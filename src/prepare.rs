@@ -32,6 +32,8 @@ pub struct Statement {
     key: Bytes,
     /// Read/write class, computed the first time the router asks.
     class: std::sync::OnceLock<crate::router::Class>,
+    /// [`Statement::touches_sequences`], computed the first time a Bind asks.
+    touches_seq: std::sync::OnceLock<bool>,
     /// Client Parse messages naming this statement (admin console: SHOW PREPARED).
     pub client_prepares: AtomicU64,
     /// Parse messages pgsluice sent to servers for it.
@@ -66,6 +68,17 @@ impl Statement {
         self.class
             .get_or_init(|| classifier.classify(self.query()))
             .clone()
+    }
+
+    /// Whether running it may read or set a session's sequence values: its class is not
+    /// read-only (a write may call `nextval`), or its text names `currval` or `lastval`.
+    /// Once for its lifetime, as its class: a Bind asked both, and scanned the text, at
+    /// every transaction (~330 instructions in prepared mode, stop 42).
+    pub fn touches_sequences(&self, classifier: &crate::router::Classifier) -> bool {
+        *self.touches_seq.get_or_init(|| {
+            !self.class(classifier).read_only
+                || crate::sql::reads_sequence_values(self.query().as_bytes())
+        })
     }
 
     /// Parameter types the client declared (admin console).
@@ -152,6 +165,7 @@ impl Registry {
             name: format!("{SERVER_PREFIX}{id}"),
             key: key.clone(),
             class: Default::default(),
+            touches_seq: Default::default(),
             client_prepares: AtomicU64::new(0),
             server_prepares: AtomicU64::new(0),
             local_answers: AtomicU64::new(0),
@@ -191,5 +205,31 @@ mod tests {
         assert_ne!(a.id, c.id);
         assert_eq!(a.query(), "SELECT 1");
         assert_eq!(&a.parse_frame()[..], b"P\0\0\0\x18sluice_1\0SELECT 1\0\0\0");
+    }
+
+    /// A statement's answer, kept for its lifetime, is what its class and its text say.
+    #[test]
+    fn a_statement_touches_sequences_as_its_class_and_text_say() {
+        use crate::router::{Allowlist, Classifier};
+        let c = Classifier::new(std::sync::Arc::new(Allowlist::default()));
+        let r = Registry::default();
+        for (sql, touches) in [
+            (
+                "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+                false,
+            ),
+            ("SELECT currval('s')", true),
+            ("select LASTVAL()", true),
+            ("SELECT nextval('s')", true),
+            ("INSERT INTO t VALUES ($1)", true),
+            ("UPDATE t SET a = 1", true),
+        ] {
+            let s = r.intern(format!("{sql}\0\0\0").as_bytes());
+            let expected =
+                !s.class(&c).read_only || crate::sql::reads_sequence_values(sql.as_bytes());
+            assert_eq!(expected, touches, "{sql}");
+            assert_eq!(s.touches_sequences(&c), touches, "{sql}");
+            assert_eq!(s.touches_sequences(&c), touches, "{sql}, asked again");
+        }
     }
 }

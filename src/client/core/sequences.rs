@@ -117,10 +117,7 @@ impl Core {
                 Some(name) => std::str::from_utf8(name)
                     .ok()
                     .and_then(|n| self.map.names.stmts.get(n))
-                    .is_none_or(|s| {
-                        !s.class(check).read_only
-                            || crate::sql::reads_sequence_values(s.query().as_bytes())
-                    }),
+                    .is_none_or(|s| s.touches_sequences(check)),
                 None => true,
             },
             _ => true,
