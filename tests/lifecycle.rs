@@ -298,6 +298,42 @@ async fn assert_new_connections_refused(url: &str) {
     }
 }
 
+/// The threads of process `pid` (each a directory under /proc/PID/task).
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// One worker (the default) is one thread, its clients, signals and statistics on it,
+/// as PgBouncer (stop 43: the kernel takes no reference per socket per system call, and
+/// glibc's allocator no lock); with two, a thread each beside the main thread. Either
+/// way a client is served and SIGHUP reloads.
+#[test]
+fn one_worker_is_one_thread() {
+    let c = Cluster::start(0);
+    for (workers, expect) in [(1, 1), (2, 3)] {
+        let p = Pooler::start(&with_general(
+            &c.pooler_config("transaction", "scram-sha-256", 4),
+            &format!("workers = {workers}"),
+        ));
+        let url = p.url("app", "app_pw", "app");
+        rt().block_on(async {
+            let a = Pg::connect(&url).await;
+            assert_eq!(a.one("SELECT 1").await, "1");
+            reload(&p, "configuration reloaded");
+            assert_eq!(a.one("SELECT 2").await, "2");
+            a.close().await;
+        });
+        assert_eq!(
+            threads(p.pid()),
+            expect,
+            "threads of pgsluice with workers = {workers}:\n{}",
+            p.log()
+        );
+    }
+}
+
 #[test]
 fn sigterm_drains_transactions_then_exits() {
     let c = Cluster::start(0);
