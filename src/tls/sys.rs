@@ -42,10 +42,28 @@ pub fn recv_buf(fd: RawFd, buf: &mut bytes::BytesMut) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Writes `bufs` (one by `sendto`, more by `sendmsg`) with `MSG_NOSIGNAL`: a closed peer
-/// is an error, never a signal.
+/// Several buffers adding up to at most this many bytes are copied into one and sent by
+/// `sendto`: copying a few dozen bytes costs less than `sendmsg`'s header and iovec array
+/// (a prepared statement's Bind, renamed for its server, goes out with the Execute and
+/// Sync behind it: one `sendmsg` per transaction in prepared mode until stop 43).
+const GATHER: usize = 512;
+
+/// Writes `bufs` (one, or several small ones gathered, by `sendto`; more by `sendmsg`)
+/// with `MSG_NOSIGNAL`: a closed peer is an error, never a signal. Returns how many bytes
+/// went out, counted through `bufs` in order, as `sendmsg` does.
 #[allow(unsafe_code)]
 pub fn send(fd: RawFd, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    if bufs.len() > 1 && bufs.iter().map(|b| b.len()).sum::<usize>() <= GATHER {
+        let mut one = [0u8; GATHER];
+        let mut len = 0;
+        for b in bufs {
+            if let Some(to) = one.get_mut(len..len + b.len()) {
+                to.copy_from_slice(b);
+                len += b.len();
+            }
+        }
+        return send(fd, &[IoSlice::new(one.get(..len).unwrap_or_default())]);
+    }
     if let [one] = bufs {
         // SAFETY: `one` is readable for its length for the call's duration; no address.
         return result(unsafe {
@@ -95,6 +113,26 @@ mod tests {
         let mut back = [0u8; 4];
         peer.read_exact(&mut back).unwrap();
         assert_eq!(&back, b"pong");
+        // Small buffers gathered into one send, large ones by sendmsg: the same bytes, in
+        // order, either way.
+        for sizes in [
+            &[3usize, 0, 200, 309][..],
+            &[300, 300],
+            &[1, 511],
+            &[512, 1],
+        ] {
+            let chunks: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (i * 7 + j) as u8).collect())
+                .collect();
+            let slices: Vec<IoSlice<'_>> = chunks.iter().map(|c| IoSlice::new(c)).collect();
+            let total: usize = sizes.iter().sum();
+            assert_eq!(super::send(fd, &slices).unwrap(), total, "{sizes:?}");
+            let mut got = vec![0u8; total];
+            peer.read_exact(&mut got).unwrap();
+            assert_eq!(got, chunks.concat(), "{sizes:?}");
+        }
         drop(peer);
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(super::recv(fd, &mut buf).unwrap(), 0, "end of stream");
