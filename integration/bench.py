@@ -886,13 +886,16 @@ def build_report(bench, results, header, mode_targets, modes):
     return "\n".join(lines) + "\n"
 
 
-def pooler_args(binary, baseline_binary, pgbouncer_new, modes):
+def pooler_args(binary, baseline_binary, pgbouncer_new, modes, clients=None):
     """For the tools that run poolers through this module: the pooler targets (PgBouncer
     1.18, the newer PgBouncer when given, pgsluice, the baseline pgsluice when given) and
-    this module's parsed arguments for them."""
+    this module's parsed arguments for them (`clients`: pgbench's -c, when not the
+    default)."""
     targets = ["pgbouncer"] + (["pgbouncer-new"] if pgbouncer_new else []) + ["pgsluice"] \
         + (["pgsluice-baseline"] if baseline_binary else [])
     argv = ["bench.py", "--no-build", "--modes", modes, "--targets", ",".join(targets)]
+    if clients:
+        argv += ["--clients", str(clients)]
     for flag, value in (("--binary", binary), ("--baseline-binary", baseline_binary),
                         ("--pgbouncer-new", pgbouncer_new)):
         if value:

@@ -3,7 +3,8 @@
 
     python3 integration/floor.py [--binary PATH] [--baseline-binary PATH] [--pgbouncer-new PATH]
                                  [--modes simple,extended] [--rounds N] [--duration S]
-                                 [--floors mio,nested,tokio,uring,uring-multishot]
+                                 [--clients N]
+                                 [--floors mio,nested,tokio,uring,uring-multishot,core]
 
 `examples/floor_relay/` is a transaction-mode relay with nothing but the relay: no
 authentication, no routing, no statistics, client messages not decoded; a `recv` and a
@@ -12,8 +13,10 @@ forms (`--runtime`): `mio`, that readiness loop; `tokio`, the same relay as a ta
 client on tokio (as pgsluice ran before its session loop); `nested`, the mio loop as one
 tokio task (as pgsluice's session loop runs); `uring`, the same relay on io_uring (no
 readiness step and no system call per receive or send: one `io_uring_enter` per turn of
-its loop); `uring-multishot`, that with one multishot receive per socket. This script runs
-the forms `--floors` names (all five by default) beside PgBouncer 1.18, the newer PgBouncer
+its loop); `uring-multishot`, that with one multishot receive per socket; `core`, the mio
+loop with pgsluice's session core between each client and its server (pgsluice's per-frame
+work without its driver, runtime or pool). This script runs the forms `--floors` names (all
+six by default) beside PgBouncer 1.18, the newer PgBouncer
 when given, and pgsluice on one throwaway cluster (integration/bench.py's: `pgbench -n -S
 -c 50 -j 2`, pool size 20, the order rotated each round) and reports each one's CPU per
 transaction (utime and stime from /proc, over the run) and TPS, medians over the rounds,
@@ -37,7 +40,7 @@ import bench as B  # noqa: E402
 FLOOR = os.path.join(B.ROOT, "target", "release", "examples", "floor_relay")
 
 
-RUNTIMES = ("mio", "nested", "tokio", "uring", "uring-multishot")
+RUNTIMES = ("mio", "nested", "tokio", "uring", "uring-multishot", "core")
 
 
 def floor_target(runtime):
@@ -75,17 +78,21 @@ def main():
                     help="which forms of the floor relay run (mio must be among them)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--clients", type=int, default=50,
+                    help="pgbench clients; at 1 the direct connection runs too, and the "
+                         "latency each pooler adds to it is reported")
     given = sys.argv[1:]
     a = ap.parse_args()
     if not os.access(a.floor_binary, os.X_OK):
         sys.exit(f"floor: no {a.floor_binary}: cargo build --release --example floor_relay")
-    poolers, args = B.pooler_args(a.binary, a.baseline_binary, a.pgbouncer_new, a.modes)
+    poolers, args = B.pooler_args(a.binary, a.baseline_binary, a.pgbouncer_new, a.modes,
+                                  a.clients)
     modes = a.modes.split(",")
     runtimes = a.floors.split(",")
     if "mio" not in runtimes or not set(runtimes) <= set(RUNTIMES):
         sys.exit(f"floor: --floors takes some of {','.join(RUNTIMES)}, mio among them")
     floors = [floor_target(r) for r in runtimes]
-    targets = poolers + floors
+    targets = (["direct"] if a.clients == 1 else []) + poolers + floors
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     out_dir = os.path.join(B.ROOT, "integration", "results", f"floor-{stamp}")
     os.makedirs(out_dir)
@@ -115,7 +122,8 @@ def main():
                   "floor-nested": "floor relay, mio loop as one tokio task",
                   "floor-tokio": "floor relay, tokio task per client",
                   "floor-uring": "floor relay, io_uring",
-                  "floor-uring-multishot": "floor relay, io_uring, multishot receives"})
+                  "floor-uring-multishot": "floor relay, io_uring, multishot receives",
+                  "floor-core": "floor relay, mio, with pgsluice's session core"})
     for t, v in bench.pgbouncer_versions.items():
         names[t] = f"PgBouncer {B.short_version(v)}"
     cmd = "python3 " + " ".join([os.path.relpath(__file__, B.ROOT)] + given)
@@ -162,6 +170,20 @@ def main():
                              f"{cpu:.2f} | {'yes' if cpu <= goal else '**no**'}")
             text.append(f"| {mode} | {names[p]} | {goal:.2f} | {floor_sys:.2f} | "
                         + " | ".join(cells) + " |")
+    if a.clients == 1:
+        text += ["", "Latency added over the direct connection (µs; each round's pooler "
+                 "percentile minus the direct run's of the same round and mode; median over "
+                 "the rounds):", "", "| mode | pooler | p50 added | p99 added |",
+                 "|---|---|--:|--:|"]
+        for mode in modes:
+            direct = runs.get((mode, "direct"), [])
+            for t in targets[1:]:
+                added = {}
+                for k in ("p50", "p99"):
+                    d = [(x[k] - y[k]) * 1000 for x, y in zip(runs.get((mode, t), []), direct)
+                         if x.get(k) is not None and y.get(k) is not None]
+                    added[k] = f"{statistics.median(d):.1f}" if d else "n/a"
+                text.append(f"| {mode} | {names.get(t, t)} | {added['p50']} | {added['p99']} |")
     text += ["", "Every run:", "", "| round | mode | pooler | TPS | CPU µs/txn | user | system |",
              "|---|---|---|--:|--:|--:|--:|"]
     for (mode, t), rs in runs.items():

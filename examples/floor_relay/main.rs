@@ -18,6 +18,9 @@
 //! `--runtime nested` runs the mio loop as one task on tokio's runtime, its epoll set
 //! watched by tokio's (as pgsluice's lot of idle clients is): a readiness loop that keeps
 //! tokio for everything else.
+//! `--runtime core` (`with_core.rs`) is the mio loop with pgsluice's session core between
+//! each client and its server: pgsluice's per-frame work without its driver, runtime or
+//! pool, to tell what the policies cost from what the glue around them costs.
 //!
 //! What each costs per transaction, against PgBouncer and pgsluice on the same cluster, is
 //! what `integration/floor.py` measures: whatever a pooler on this I/O model adds to it is
@@ -26,7 +29,7 @@
 //! ```text
 //! cargo build --release --example floor_relay
 //! target/release/examples/floor_relay --listen 127.0.0.1:6433 --server 127.0.0.1:5432 \
-//!     --user postgres --database app --servers 20 [--runtime mio|nested|tokio]
+//!     --user postgres --database app --servers 20 [--runtime mio|nested|tokio|uring|uring-multishot|core]
 //! ```
 
 use std::collections::VecDeque;
@@ -36,6 +39,7 @@ use std::net::SocketAddr;
 use mio::net::{TcpListener, TcpStream};
 
 mod uring;
+mod with_core;
 use mio::{Events, Interest, Poll, Token};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -50,7 +54,7 @@ struct Args {
     servers: usize,
     /// `mio` (one readiness loop), `nested` (that loop as one tokio task), `tokio` (a
     /// task per client, current-thread runtime), `uring` or `uring-multishot` (io_uring,
-    /// `uring.rs`).
+    /// `uring.rs`), `core` (the mio loop with pgsluice's session core, `with_core.rs`).
     runtime: String,
 }
 
@@ -68,7 +72,7 @@ fn args() -> Result<Args, String> {
             "--database" => database = Some(value),
             "--servers" => servers = value.parse().map_err(|e| format!("--servers: {e}"))?,
             "--runtime"
-                if ["mio", "tokio", "nested", "uring", "uring-multishot"]
+                if ["mio", "tokio", "nested", "uring", "uring-multishot", "core"]
                     .contains(&value.as_str()) =>
             {
                 runtime = value
@@ -513,6 +517,7 @@ fn main() {
         "tokio" => on_tokio::run(&args),
         "uring" => uring::run(&args, false),
         "uring-multishot" => uring::run(&args, true),
+        "core" => with_core::run(&args),
         _ => run(&args),
     };
     if let Err(e) = ran {
