@@ -320,37 +320,75 @@ fn read1(sock: &mut TcpStream, buf: &mut [u8]) -> Read1 {
     }
 }
 
+/// Accepts every pending connection into a free slot of `clients` (`free` lists them),
+/// registered for readiness at token `base + slot`.
+fn accept_all<C>(
+    listener: &TcpListener,
+    registry: &mio::Registry,
+    base: usize,
+    clients: &mut Vec<Option<C>>,
+    free: &mut Vec<usize>,
+    make: impl Fn(TcpStream, SocketAddr) -> C,
+    sock: impl Fn(&mut C) -> &mut TcpStream,
+) {
+    loop {
+        let Ok((stream, addr)) = listener.accept() else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        let id = free.pop().unwrap_or_else(|| {
+            clients.push(None);
+            clients.len() - 1
+        });
+        let mut client = make(stream, addr);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if registry
+            .register(sock(&mut client), Token(base + id), interest)
+            .is_ok()
+        {
+            clients[id] = Some(client);
+        } else {
+            free.push(id);
+        }
+    }
+}
+
+/// Opens `args.servers` logged-in server connections, each registered for readiness at
+/// its index as token.
+fn open_servers(args: &Args, registry: &mio::Registry) -> Result<Vec<TcpStream>, String> {
+    let mut servers = Vec::with_capacity(args.servers);
+    for i in 0..args.servers {
+        let std = connect(args).map_err(|e| format!("server {i}: {e}"))?;
+        let mut sock = TcpStream::from_std(std);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        registry
+            .register(&mut sock, Token(i), interest)
+            .map_err(|e| e.to_string())?;
+        servers.push(sock);
+    }
+    Ok(servers)
+}
+
 impl Relay {
     fn accept(&mut self, listener: &TcpListener) {
-        loop {
-            let Ok((sock, _)) = listener.accept() else {
-                return;
-            };
-            let _ = sock.set_nodelay(true);
-            let id = self.free_slots.pop().unwrap_or_else(|| {
-                self.clients.push(None);
-                self.clients.len() - 1
-            });
-            let mut client = Client {
-                sock,
-                phase: Phase::Startup,
-                server: None,
-                pending: Vec::new(),
-                out: Vec::new(),
-                queued: false,
-            };
-            let token = Token(self.servers.len() + id);
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if self
-                .registry
-                .register(&mut client.sock, token, interest)
-                .is_ok()
-            {
-                self.clients[id] = Some(client);
-            } else {
-                self.free_slots.push(id);
-            }
-        }
+        let make = |sock, _| Client {
+            sock,
+            phase: Phase::Startup,
+            server: None,
+            pending: Vec::new(),
+            out: Vec::new(),
+            queued: false,
+        };
+        let base = self.servers.len();
+        accept_all(
+            listener,
+            &self.registry,
+            base,
+            &mut self.clients,
+            &mut self.free_slots,
+            make,
+            |c| &mut c.sock,
+        );
     }
 
     fn close_client(&mut self, id: usize) {
@@ -528,21 +566,15 @@ fn main() {
 
 fn run(args: &Args) -> Result<(), String> {
     let poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut servers = Vec::with_capacity(args.servers);
-    for i in 0..args.servers {
-        let std = connect(args).map_err(|e| format!("server {i}: {e}"))?;
-        let mut sock = TcpStream::from_std(std);
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        poll.registry()
-            .register(&mut sock, Token(i), interest)
-            .map_err(|e| e.to_string())?;
-        servers.push(Server {
+    let servers = open_servers(args, poll.registry())?
+        .into_iter()
+        .map(|sock| Server {
             sock,
             client: None,
             out: Vec::new(),
             frame: Frames::default(),
-        });
-    }
+        })
+        .collect::<Vec<_>>();
     let mut listener = TcpListener::bind(args.listen).map_err(|e| e.to_string())?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)

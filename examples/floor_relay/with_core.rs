@@ -39,6 +39,9 @@ use pgsluice::server::{ServerLink, ServerState};
 
 use super::{Args, LISTENER};
 
+/// A client's startup parameters, as sent.
+type Params = Vec<(String, String)>;
+
 /// Room a read needs in the buffer before it is grown.
 const READ_ROOM: usize = 2048;
 /// What a buffer grows by.
@@ -78,7 +81,7 @@ struct Relay {
     user: Arc<str>,
     database: Arc<str>,
     /// Settings by startup parameters (pgsluice interns them per pool).
-    interned: Vec<(Vec<(String, String)>, Arc<Gucs>)>,
+    interned: Vec<(Params, Arc<Gucs>)>,
     next_id: u32,
     /// The loop's clock, read once per turn (as pgsluice's session loop does).
     now: Instant,
@@ -90,31 +93,28 @@ struct Relay {
 pub(super) fn run(args: &Args) -> Result<(), String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let now = Instant::now();
-    let mut servers = Vec::with_capacity(args.servers);
-    for i in 0..args.servers {
-        let std = super::connect(args).map_err(|e| format!("server {i}: {e}"))?;
-        let local_port = std.local_addr().map(|a| a.port()).unwrap_or(0);
-        let mut sock = TcpStream::from_std(std);
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        poll.registry()
-            .register(&mut sock, Token(i), interest)
-            .map_err(|e| e.to_string())?;
-        let id = i as u64 + 1;
-        servers.push(Server {
-            sock,
-            state: ServerState::new(id),
-            link: Arc::new(ServerLink {
-                id,
-                backend_pid: 0,
-                backend_secret: 0,
-                local_port,
-                addr: args.server,
-                unix: None,
-                created: now,
-            }),
-            client: None,
-        });
-    }
+    let servers = super::open_servers(args, poll.registry())?
+        .into_iter()
+        .enumerate()
+        .map(|(i, sock)| {
+            let id = i as u64 + 1;
+            let local_port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+            Server {
+                sock,
+                state: ServerState::new(id),
+                link: Arc::new(ServerLink {
+                    id,
+                    backend_pid: 0,
+                    backend_secret: 0,
+                    local_port,
+                    addr: args.server,
+                    unix: None,
+                    created: now,
+                }),
+                client: None,
+            }
+        })
+        .collect::<Vec<_>>();
     let mut listener = TcpListener::bind(args.listen).map_err(|e| e.to_string())?;
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
@@ -235,10 +235,7 @@ fn flush(sock: &mut TcpStream, q: &mut OutQueue) -> bool {
 /// The startup packets at the front of `pending`: the answers to SSL or GSS requests go
 /// to `out`; `Ok(Some(params))` once the startup packet is whole, `Ok(None)` while more
 /// bytes are needed, `Err` for anything else.
-fn take_startup(
-    pending: &mut Vec<u8>,
-    out: &mut Vec<u8>,
-) -> Result<Option<Vec<(String, String)>>, ()> {
+fn take_startup(pending: &mut Vec<u8>, out: &mut Vec<u8>) -> Result<Option<Params>, ()> {
     while pending.len() >= 8 {
         let len = u32::from_be_bytes([pending[0], pending[1], pending[2], pending[3]]) as usize;
         if !(8..=10_000).contains(&len) {
@@ -270,41 +267,25 @@ fn take_startup(
 
 impl Relay {
     fn accept(&mut self, listener: &TcpListener) {
-        loop {
-            let Ok((sock, addr)) = listener.accept() else {
-                return;
-            };
-            let _ = sock.set_nodelay(true);
-            let id = self.free_slots.pop().unwrap_or_else(|| {
-                self.clients.push(None);
-                self.clients.len() - 1
-            });
-            let mut client = Client {
-                sock,
-                core: None,
-                startup: Vec::new(),
-                server: None,
-                queued: false,
-                addr,
-            };
-            let token = Token(self.servers.len() + id);
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if self
-                .registry
-                .register(&mut client.sock, token, interest)
-                .is_ok()
-            {
-                self.clients[id] = Some(client);
-            } else {
-                self.free_slots.push(id);
-            }
-        }
+        let make = |sock, addr| Client {
+            sock,
+            core: None,
+            startup: Vec::new(),
+            server: None,
+            queued: false,
+            addr,
+        };
+        let base = self.servers.len();
+        let (clients, free) = (&mut self.clients, &mut self.free_slots);
+        super::accept_all(listener, &self.registry, base, clients, free, make, |c| {
+            &mut c.sock
+        });
     }
 
     /// The settings of a client with these startup parameters (those the greeting does
     /// not report as they are), one copy per distinct set.
     fn settings(&mut self, params: &[(String, String)]) -> Arc<Gucs> {
-        let kept: Vec<(String, String)> = params
+        let kept: Params = params
             .iter()
             .filter(|(k, _)| !matches!(k.as_str(), "user" | "database" | "options"))
             .filter(|(k, v)| {
