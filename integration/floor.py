@@ -4,7 +4,7 @@
     python3 integration/floor.py [--binary PATH] [--baseline-binary PATH] [--pgbouncer-new PATH]
                                  [--modes simple,extended] [--rounds N] [--duration S]
                                  [--clients N]
-                                 [--floors mio,nested,tokio,uring,uring-multishot,core]
+                                 [--floors mio,nested,tokio,uring,uring-multishot,core,core-nostats]
 
 `examples/floor_relay/` is a transaction-mode relay with nothing but the relay: no
 authentication, no routing, no statistics, client messages not decoded; a `recv` and a
@@ -15,8 +15,8 @@ tokio task (as pgsluice's session loop runs); `uring`, the same relay on io_urin
 readiness step and no system call per receive or send: one `io_uring_enter` per turn of
 its loop); `uring-multishot`, that with one multishot receive per socket; `core`, the mio
 loop with pgsluice's session core between each client and its server (pgsluice's per-frame
-work without its driver, runtime or pool). This script runs the forms `--floors` names (all
-six by default) beside PgBouncer 1.18, the newer PgBouncer
+work without its driver, runtime or pool); `core-nostats`, that with the cores' statistics
+off. This script runs the forms `--floors` names (all seven by default) beside PgBouncer 1.18, the newer PgBouncer
 when given, and pgsluice on one throwaway cluster (integration/bench.py's: `pgbench -n -S
 -c 50 -j 2`, pool size 20, the order rotated each round) and reports each one's CPU per
 transaction (utime and stime from /proc, over the run) and TPS, medians over the rounds,
@@ -40,7 +40,7 @@ import bench as B  # noqa: E402
 FLOOR = os.path.join(B.ROOT, "target", "release", "examples", "floor_relay")
 
 
-RUNTIMES = ("mio", "nested", "tokio", "uring", "uring-multishot", "core")
+RUNTIMES = ("mio", "nested", "tokio", "uring", "uring-multishot", "core", "core-nostats")
 
 
 def floor_target(runtime):
@@ -123,7 +123,9 @@ def main():
                   "floor-tokio": "floor relay, tokio task per client",
                   "floor-uring": "floor relay, io_uring",
                   "floor-uring-multishot": "floor relay, io_uring, multishot receives",
-                  "floor-core": "floor relay, mio, with pgsluice's session core"})
+                  "floor-core": "floor relay, mio, with pgsluice's session core",
+                  "floor-core-nostats": "floor relay, mio, with pgsluice's session core, "
+                                        "statistics off"})
     for t, v in bench.pgbouncer_versions.items():
         names[t] = f"PgBouncer {B.short_version(v)}"
     cmd = "python3 " + " ".join([os.path.relpath(__file__, B.ROOT)] + given)

@@ -29,7 +29,7 @@
 //! ```text
 //! cargo build --release --example floor_relay
 //! target/release/examples/floor_relay --listen 127.0.0.1:6433 --server 127.0.0.1:5432 \
-//!     --user postgres --database app --servers 20 [--runtime mio|nested|tokio|uring|uring-multishot|core]
+//!     --user postgres --database app --servers 20 [--runtime mio|nested|tokio|uring|uring-multishot|core|core-nostats]
 //! ```
 
 use std::collections::VecDeque;
@@ -54,7 +54,8 @@ struct Args {
     servers: usize,
     /// `mio` (one readiness loop), `nested` (that loop as one tokio task), `tokio` (a
     /// task per client, current-thread runtime), `uring` or `uring-multishot` (io_uring,
-    /// `uring.rs`), `core` (the mio loop with pgsluice's session core, `with_core.rs`).
+    /// `uring.rs`), `core` (the mio loop with pgsluice's session core, `with_core.rs`),
+    /// `core-nostats` (the same, the cores' statistics off).
     runtime: String,
 }
 
@@ -72,8 +73,16 @@ fn args() -> Result<Args, String> {
             "--database" => database = Some(value),
             "--servers" => servers = value.parse().map_err(|e| format!("--servers: {e}"))?,
             "--runtime"
-                if ["mio", "tokio", "nested", "uring", "uring-multishot", "core"]
-                    .contains(&value.as_str()) =>
+                if [
+                    "mio",
+                    "tokio",
+                    "nested",
+                    "uring",
+                    "uring-multishot",
+                    "core",
+                    "core-nostats",
+                ]
+                .contains(&value.as_str()) =>
             {
                 runtime = value
             }
@@ -555,7 +564,8 @@ fn main() {
         "tokio" => on_tokio::run(&args),
         "uring" => uring::run(&args, false),
         "uring-multishot" => uring::run(&args, true),
-        "core" => with_core::run(&args),
+        "core" => with_core::run(&args, true),
+        "core-nostats" => with_core::run(&args, false),
         _ => run(&args),
     };
     if let Err(e) = ran {

@@ -12,7 +12,8 @@
 //! per server, no routing, the function allowlist watched). Its startup parameters that
 //! the floor's greeting does not report become its settings (interned, as pgsluice does
 //! per pool), so a server is brought in line once by the core's own `SET`s and then
-//! matches every client like it. Not handled (the client is closed): cancel requests,
+//! matches every client like it. `--runtime core-nostats` builds the cores with statistics
+//! off (pgsluice's `[metrics] enabled = false`). Not handled (the client is closed): cancel requests,
 //! LISTEN, a server the core gives back unclean (the relay exits), deadlines.
 
 use std::collections::VecDeque;
@@ -88,9 +89,13 @@ struct Relay {
     /// Sessions to drive once the current one is done (a server handed over).
     ready: Vec<usize>,
     scratch: Vec<u8>,
+    /// Statistics on (see [`run`]).
+    stats: bool,
 }
 
-pub(super) fn run(args: &Args) -> Result<(), String> {
+/// Runs the relay; `stats`: the cores keep statistics (pgsluice's default, `[metrics]
+/// enabled`), or not (`--runtime core-nostats`: what they cost).
+pub(super) fn run(args: &Args, stats: bool) -> Result<(), String> {
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
     let now = Instant::now();
     let servers = super::open_servers(args, poll.registry())?
@@ -155,6 +160,7 @@ pub(super) fn run(args: &Args) -> Result<(), String> {
         now,
         ready: Vec::new(),
         scratch: vec![0; 16 * 1024],
+        stats,
     };
     eprintln!("floor_relay (core): listening on {}", args.listen);
     let mut events = Events::with_capacity(1024);
@@ -320,11 +326,8 @@ impl Relay {
             ClientMeta::new(Some(addr), None, app),
             None,
         ));
-        let tally = pgsluice::metrics::Tally::new(
-            self.pool.clone(),
-            true,
-            Some(Duration::from_millis(100)),
-        );
+        let slow = self.stats.then_some(Duration::from_millis(100));
+        let tally = pgsluice::metrics::Tally::new(self.pool.clone(), self.stats, slow);
         let mut core = Core::new(
             id,
             self.limits.clone(),
