@@ -86,7 +86,7 @@ def main():
         targets.append(("pgbouncer-new", args.pgbouncer_new))
     targets += [("pgsluice", args.binary), ("floor", args.floor_binary),
                 ("floor-nested", args.floor_binary), ("floor-tokio", args.floor_binary),
-                ("floor-core", args.floor_binary)]
+                ("floor-core", args.floor_binary), ("floor-core-nostats", args.floor_binary)]
     for name, binary in targets:
         if not os.access(binary, os.X_OK):
             raise SystemExit(f"{name}: no {binary}")
@@ -111,7 +111,9 @@ def main():
              "pgsluice": "pgsluice", "floor": "floor relay, mio",
              "floor-nested": "floor relay, mio loop as one tokio task",
              "floor-tokio": "floor relay, tokio task per client",
-             "floor-core": "floor relay, mio, with pgsluice's session core"}
+             "floor-core": "floor relay, mio, with pgsluice's session core",
+             "floor-core-nostats": "floor relay, mio, with pgsluice's session core, "
+                                   "statistics off"}
     cmd = "python3 " + " ".join([os.path.relpath(sys.argv[0], ROOT)] + sys.argv[1:])
     text = [f"`{cmd}`: pgbench -n -S -c {args.clients} -t {args.short} vs -t {args.long}, "
             f"transaction mode, pool size {POOL}\n",
