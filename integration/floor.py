@@ -16,11 +16,13 @@ readiness step and no system call per receive or send: one `io_uring_enter` per 
 its loop); `uring-multishot`, that with one multishot receive per socket; `core`, the mio
 loop with pgsluice's session core between each client and its server (pgsluice's per-frame
 work without its driver, runtime or pool); `core-nostats`, that with the cores' statistics
-off. This script runs the forms `--floors` names (all seven by default) beside PgBouncer 1.18, the newer PgBouncer
-when given, and pgsluice on one throwaway cluster (integration/bench.py's: `pgbench -n -S
--c 50 -j 2`, pool size 20, the order rotated each round) and reports each one's CPU per
-transaction (utime and stime from /proc, over the run) and TPS, medians over the rounds,
-with each floor's CPU against 0.8x each PgBouncer's: the row's goal. Where a floor itself
+off. This script runs the forms `--floors` names (all seven by default) beside PgBouncer
+1.18, the newer PgBouncer when given, and pgsluice on one throwaway cluster
+(integration/bench.py's: `pgbench -n -S -c 50 -j 2`, pool size 20, the order rotated each
+round; `--clients` changes -c, and at 1 the direct connection runs too) and reports each
+one's CPU per transaction (utime and stime from /proc, over the run) and TPS, medians over
+the rounds, with each floor's CPU against 0.8x each PgBouncer's: the row's goal (and at one
+client the latency each adds over direct). Where a floor itself
 is above the goal, no pooler on that I/O model meets the row, whatever its own work costs;
 where it is under, what is left between them is all a pooler may spend of its own.
 
