@@ -13,8 +13,11 @@
 //! the floor's greeting does not report become its settings (interned, as pgsluice does
 //! per pool), so a server is brought in line once by the core's own `SET`s and then
 //! matches every client like it. `--runtime core-nostats` builds the cores with statistics
-//! off (pgsluice's `[metrics] enabled = false`). Not handled (the client is closed): cancel requests,
-//! LISTEN, a server the core gives back unclean (the relay exits), deadlines.
+//! off (pgsluice's `[metrics] enabled = false`).
+//!
+//! Not handled, as a benchmark tool may leave them: a cancel request, LISTEN, a server the
+//! core gives back unclean or a client closed holding one (each ends the relay with an
+//! error), deadlines (the cores are never ticked).
 
 use std::collections::VecDeque;
 use std::io::{ErrorKind, IoSlice, Write};
